@@ -1,0 +1,80 @@
+"""PolyGenix settings: every one read from the environment, with a typed default.
+
+Each setting is listed with a comment in `.env.example` and in the README's configuration table.
+`load_config()` turns an environment into the Flask config mapping the app factory applies.
+"""
+
+from collections.abc import Mapping
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+class ConfigError(ValueError):
+    """A setting in the environment has a value PolyGenix cannot use."""
+
+
+def _str(env: Mapping[str, str], name: str, default: str | None = None) -> str | None:
+    value = env.get(name)
+    return default if value is None or value.strip() == "" else value.strip()
+
+
+def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int = 0) -> int:
+    raw = _str(env, name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number, got {raw!r}") from None
+    if value < minimum:
+        raise ConfigError(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name)
+    if raw is None:
+        return default
+    if raw.strip().lower() in _TRUE:
+        return True
+    if raw.strip().lower() in _FALSE:
+        return False
+    raise ConfigError(f"{name} must be true or false, got {raw!r}")
+
+
+def load_config(env: Mapping[str, str], instance_path: str) -> dict[str, Any]:
+    """Read every PolyGenix setting from `env`; defaults suit a single-user development machine."""
+    environment = (_str(env, "POLYGENIX_ENV", "development") or "").lower()
+    if environment not in {"development", "production"}:
+        raise ConfigError(f"POLYGENIX_ENV must be development or production, got {environment!r}")
+    algorithm = _str(env, "JWT_ALGORITHM", "HS256")
+    if algorithm not in {"HS256", "HS384", "HS512"}:
+        raise ConfigError(f"JWT_ALGORITHM must be HS256, HS384 or HS512, got {algorithm!r}")
+    default_db = "sqlite:///" + str(Path(instance_path) / "polygenix.db")
+    return {
+        "POLYGENIX_ENV": environment,
+        # None means: generate once and keep in the instance folder (development only).
+        "SECRET_KEY": _str(env, "SECRET_KEY"),
+        "JWT_SECRET_KEY": _str(env, "JWT_SECRET_KEY"),
+        "SQLALCHEMY_DATABASE_URI": _str(env, "DATABASE_URL", default_db),
+        "JWT_TOKEN_LOCATION": ["headers"],
+        "JWT_ALGORITHM": algorithm,
+        "JWT_DECODE_ALGORITHMS": [algorithm],
+        "JWT_ACCESS_TOKEN_EXPIRES": timedelta(
+            minutes=_int(env, "ACCESS_TOKEN_EXPIRE_MINUTES", 30, minimum=1)
+        ),
+        "JWT_REFRESH_TOKEN_EXPIRES": timedelta(
+            days=_int(env, "REFRESH_TOKEN_EXPIRE_DAYS", 30, minimum=1)
+        ),
+        "MAX_CONTENT_LENGTH": _int(env, "MAX_CONTENT_LENGTH", 1024 * 1024, minimum=1024),
+        "MAX_MESSAGE_CHARS": _int(env, "MAX_MESSAGE_CHARS", 32_000, minimum=1),
+        "PASSWORD_MIN_LENGTH": _int(env, "PASSWORD_MIN_LENGTH", 8, minimum=1),
+        "PASSWORD_HASH_METHOD": _str(env, "PASSWORD_HASH_METHOD", "scrypt"),
+        "CONTEXT_MAX_MESSAGES": _int(env, "CONTEXT_MAX_MESSAGES", 50, minimum=0),
+        "CONTEXT_MAX_CHARS": _int(env, "CONTEXT_MAX_CHARS", 24_000, minimum=0),
+        "SQLALCHEMY_ECHO": _bool(env, "SQLALCHEMY_ECHO", False),
+    }
