@@ -1,0 +1,113 @@
+"""Database models: users, their chat sessions, and one row per message."""
+
+from datetime import UTC, datetime
+
+from flask import current_app
+from sqlalchemy import (
+    DateTime,
+    ForeignKey,
+    Index,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+    false,
+)
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+from werkzeug.security import check_password_hash, generate_password_hash
+
+from .extensions import db
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator):
+    """Stores naive UTC on every database and always reads back an aware UTC datetime.
+
+    SQLite has no time zones, so without this the API would emit offsets on PostgreSQL only.
+    """
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is not None and value.tzinfo is not None:
+            value = value.astimezone(UTC).replace(tzinfo=None)
+        return value
+
+    def process_result_value(self, value, dialect):
+        return value.replace(tzinfo=UTC) if value is not None else None
+
+
+class User(db.Model):
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    # Stored lower-cased (see normalize_email), so the unique index is case-insensitive.
+    email: Mapped[str] = mapped_column(String(254), unique=True)
+    name: Mapped[str] = mapped_column(String(100))
+    password_hash: Mapped[str] = mapped_column(String(256))
+    is_admin: Mapped[bool] = mapped_column(default=False, server_default=false())
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    @property
+    def password(self):
+        raise AttributeError("password is write-only")
+
+    @password.setter
+    def password(self, value: str) -> None:
+        self.password_hash = generate_password_hash(
+            value, method=current_app.config["PASSWORD_HASH_METHOD"]
+        )
+
+    def verify_password(self, value: str) -> bool:
+        return check_password_hash(self.password_hash, value)
+
+    def __repr__(self) -> str:
+        return f"<User {self.id}>"
+
+
+def normalize_email(email: str) -> str:
+    return email.strip().lower()
+
+
+class ChatSession(db.Model):
+    """A conversation. `number` is its id within its owner's account, the API's `chat_id`."""
+
+    __tablename__ = "chat_sessions"
+    __table_args__ = (
+        UniqueConstraint("user_id", "number"),
+        # A user's sessions, newest first.
+        Index("ix_chat_sessions_user_id_created_at", "user_id", "created_at", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    number: Mapped[int]
+    title: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    def __repr__(self) -> str:
+        return f"<ChatSession {self.id} user={self.user_id} number={self.number}>"
+
+
+class Message(db.Model):
+    __tablename__ = "messages"
+    # A session's messages in order.
+    __table_args__ = (Index("ix_messages_session_id_id", "session_id", "id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    session_id: Mapped[int] = mapped_column(ForeignKey("chat_sessions.id", ondelete="CASCADE"))
+    is_bot: Mapped[bool]
+    content: Mapped[str] = mapped_column(Text)
+    # The resolved `provider/model` that wrote a reply; null on the user's own messages.
+    model: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    # Many-to-one only: a session's messages are always queried with a limit, never loaded whole.
+    session: Mapped[ChatSession] = relationship()
+
+    def __repr__(self) -> str:
+        return f"<Message {self.id} session={self.session_id} bot={self.is_bot}>"
