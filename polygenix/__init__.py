@@ -1,0 +1,109 @@
+"""PolyGenix: a self-hostable, multi-user, multi-model AI chat REST API."""
+
+import json
+import os
+import secrets
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from flask import Flask
+
+from config import load_config
+
+from .api import Api, error_response
+from .docs import ASSETS_URL
+from .extensions import db, jwt, migrate
+from .providers import ProviderError
+
+API_SPEC = {
+    "API_TITLE": "PolyGenix",
+    "API_VERSION": "1.0",
+    "OPENAPI_VERSION": "3.0.3",
+    "OPENAPI_URL_PREFIX": "/",
+    "OPENAPI_JSON_PATH": "openapi.json",
+    "OPENAPI_SWAGGER_UI_PATH": "docs",
+    "OPENAPI_SWAGGER_UI_URL": ASSETS_URL,
+    "OPENAPI_SWAGGER_UI_CONFIG": {"persistAuthorization": True},
+}
+
+
+def create_app(config: Mapping[str, Any] | None = None) -> Flask:
+    """Build the app: settings from the environment, then `config` (a mapping) over them."""
+    instance_path = os.environ.get("POLYGENIX_INSTANCE_PATH")
+    app = Flask(
+        __name__,
+        instance_path=os.path.abspath(instance_path) if instance_path else None,
+        static_folder=None,
+    )
+    app.config.update(API_SPEC)
+    app.config.update(load_config(os.environ, app.instance_path))
+    app.config.update(config or {})
+    os.makedirs(app.instance_path, exist_ok=True)
+    _ensure_secrets(app)
+
+    db.init_app(app)
+    migrate.init_app(app, db, directory=str(Path(__file__).parent.parent / "migrations"))
+    jwt.init_app(app)
+
+    from .auth.tokens import init_jwt
+
+    init_jwt(jwt)
+
+    api = Api(app)
+    from .auth.routes import blp as auth_blp
+    from .chat.routes import blp as chat_blp
+    from .user.routes import blp as user_blp
+
+    for blp in (auth_blp, user_blp, chat_blp):
+        api.register_blueprint(blp)
+
+    from .docs import bp as docs_bp
+
+    app.register_blueprint(docs_bp)
+
+    @app.errorhandler(ProviderError)
+    def _provider_error(error: ProviderError):
+        headers = {"Retry-After": str(error.retry_after)} if error.retry_after else None
+        return error_response(error.status, error.message, headers=headers)
+
+    from .cli import users
+
+    app.cli.add_command(users)
+    return app
+
+
+def _ensure_secrets(app: Flask) -> None:
+    """Production needs both keys set; development makes them once and keeps them on disk."""
+    missing = [k for k in ("SECRET_KEY", "JWT_SECRET_KEY") if not app.config.get(k)]
+    if not missing:
+        return
+    if app.config["POLYGENIX_ENV"] == "production":
+        raise RuntimeError(
+            f"{' and '.join(missing)} must be set when POLYGENIX_ENV=production "
+            "(e.g. python -c 'import secrets; print(secrets.token_urlsafe(48))')"
+        )
+    stored = _stored_secrets(Path(app.instance_path) / "secrets.json")
+    for key in missing:
+        app.config[key] = stored[key]
+
+
+def _stored_secrets(path: Path) -> dict[str, str]:
+    """Read the instance's generated keys, creating the file atomically the first time.
+
+    Several workers may start at once: the file is written aside and linked into place, so
+    exactly one set of keys wins and every worker reads that one.
+    """
+    if not path.exists():
+        fresh = {k: secrets.token_urlsafe(48) for k in ("SECRET_KEY", "JWT_SECRET_KEY")}
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(fresh, f)
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink()
+    return json.loads(path.read_text())

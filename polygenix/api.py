@@ -1,0 +1,113 @@
+"""flask-smorest subclassed once: one JSON error envelope, the bearer scheme, `login_required`."""
+
+from http import HTTPStatus
+
+import flask_smorest
+import marshmallow as ma
+from flask import Response, jsonify
+from flask_jwt_extended import jwt_required
+from werkzeug.exceptions import HTTPException
+
+BEARER = "bearerAuth"
+
+
+class ErrorSchema(ma.Schema):
+    """The error envelope every error response uses (documentation only)."""
+
+    code = ma.fields.Integer(metadata={"description": "HTTP status code"})
+    status = ma.fields.String(metadata={"description": "HTTP status phrase"})
+    message = ma.fields.String(metadata={"description": "What went wrong"})
+    detail = ma.fields.String(metadata={"description": "Same as message (older clients read it)"})
+    errors = ma.fields.Dict(metadata={"description": "Validation errors by location, then field"})
+
+
+class MessageSchema(ma.Schema):
+    """A success that carries only a sentence."""
+
+    message = ma.fields.String(required=True)
+
+
+def _summary(errors, prefix: str = "") -> list[str]:
+    """Flatten webargs' nested validation errors into 'location.field: message' lines."""
+    if isinstance(errors, dict):
+        lines = []
+        for key, value in errors.items():
+            lines += _summary(value, f"{prefix}.{key}" if prefix else str(key))
+        return lines
+    if isinstance(errors, list) and all(isinstance(e, str) for e in errors):
+        return [f"{prefix}: {' '.join(errors)}" if prefix else " ".join(errors)]
+    if isinstance(errors, list):
+        return [line for e in errors for line in _summary(e, prefix)]
+    return [f"{prefix}: {errors}"]
+
+
+def error_response(
+    code: int,
+    message: str | None = None,
+    *,
+    errors: dict | None = None,
+    headers: dict | None = None,
+) -> Response:
+    """Build the envelope: {"code", "status", "message", "detail"[, "errors"]}."""
+    status = HTTPStatus(code).phrase
+    if message is None:
+        message = "Invalid input: " + "; ".join(_summary(errors)) if errors else status
+    body = {"code": code, "status": status, "message": message, "detail": message}
+    if errors:
+        body["errors"] = errors
+    response = jsonify(body)
+    response.status_code = code
+    if code == 401:
+        response.headers["WWW-Authenticate"] = "Bearer"
+    response.headers.update(headers or {})
+    return response
+
+
+class Api(flask_smorest.Api):
+    ERROR_SCHEMA = ErrorSchema
+
+    def init_app(self, app, *, spec_kwargs=None):
+        super().init_app(app, spec_kwargs=spec_kwargs)
+        self.spec.components.security_scheme(
+            BEARER,
+            {
+                "type": "http",
+                "scheme": "bearer",
+                "bearerFormat": "JWT",
+                "description": "The access_token from /api/auth/login or /api/auth/register.",
+            },
+        )
+
+    def handle_http_exception(self, error: HTTPException) -> Response:
+        """Every HTTP error, aborts and validation failures included, in the envelope."""
+        data = getattr(error, "data", None) or {}
+        # Werkzeug's own headers (e.g. Allow on a 405) are kept; its HTML content type is not.
+        headers = {k: v for k, v in error.get_headers() if k.lower() != "content-type"}
+        headers.update(data.get("headers") or {})
+        errors = data.get("errors") or data.get("messages")
+        message = data.get("message")
+        if message is None and not errors:
+            message = error.description
+        return error_response(error.code or 500, message, errors=errors, headers=headers)
+
+
+class Blueprint(flask_smorest.Blueprint):
+    def login_required(self, func=None, *, refresh: bool = False):
+        """Require a valid bearer token (an access token, or a refresh token if `refresh`)."""
+
+        def decorator(view):
+            view = jwt_required(refresh=refresh)(view)
+            view = self.doc(security=[{BEARER: []}])(view)
+            return self.alt_response(401, response=HTTPStatus.UNAUTHORIZED.name)(view)
+
+        return decorator(func) if func is not None else decorator
+
+    def errors(self, *codes: int):
+        """Document the error responses a view may give, each with the envelope schema."""
+
+        def decorator(view):
+            for code in codes:
+                view = self.alt_response(code, response=HTTPStatus(code).name)(view)
+            return view
+
+        return decorator

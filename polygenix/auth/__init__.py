@@ -1,0 +1,1 @@
+"""Authentication: register, log in (OAuth2 password form), tokens."""

@@ -1,0 +1,73 @@
+from flask.views import MethodView
+from flask_jwt_extended import current_user, decode_token
+from flask_jwt_extended.exceptions import JWTExtendedException
+from flask_smorest import abort
+from jwt import PyJWTError
+
+from ..api import Blueprint, MessageSchema
+from ..user.schemas import ShowUserSchema, UserSchema
+from ..user.service import EmailTakenError, create_user
+from .schemas import LoginFormSchema, TokenSchema
+from .tokens import access_token_payload, authenticate, issue_tokens, load_user
+
+blp = Blueprint("auth", __name__, url_prefix="/api/auth", description="Accounts and tokens.")
+
+
+@blp.route("/register")
+class Register(MethodView):
+    @blp.arguments(UserSchema)
+    @blp.response(200, TokenSchema)
+    @blp.errors(409)
+    def post(self, data):
+        """Create an account and log it in"""
+        try:
+            user = create_user(**data)
+        except EmailTakenError as e:
+            abort(409, message=str(e))
+        return issue_tokens(user)
+
+
+@blp.route("/login")
+class Login(MethodView):
+    @blp.arguments(LoginFormSchema, location="form")
+    @blp.response(200, TokenSchema)
+    @blp.errors(401)
+    def post(self, form):
+        """Log in with the OAuth2 password form (`username` is the email)"""
+        user = authenticate(form["username"], form["password"])
+        if user is None:
+            abort(401, message="Incorrect email or password")
+        return issue_tokens(user)
+
+
+@blp.route("/verify-token/<token_id>")
+class VerifyToken(MethodView):
+    @blp.response(200, MessageSchema)
+    @blp.errors(401)
+    def get(self, token_id):
+        """Check an access token given in the path"""
+        try:
+            payload = decode_token(token_id)
+        except (PyJWTError, JWTExtendedException):
+            abort(401, message="Token is invalid or expired")
+        if payload.get("type") != "access" or load_user(payload.get("sub")) is None:
+            abort(401, message="Token is invalid or expired")
+        return {"message": "Token is valid"}
+
+
+@blp.route("/refresh")
+class Refresh(MethodView):
+    @blp.login_required(refresh=True)
+    @blp.response(200, TokenSchema)
+    def post(self):
+        """Exchange a refresh token (as the bearer token) for a new access token"""
+        return access_token_payload(current_user)
+
+
+@blp.route("/me")
+class Me(MethodView):
+    @blp.login_required
+    @blp.response(200, ShowUserSchema)
+    def get(self):
+        """The caller's own record"""
+        return current_user

@@ -1,0 +1,90 @@
+"""Issuing and checking JWTs, and turning every token failure into a 401 envelope."""
+
+from functools import cache
+
+from flask import current_app
+from flask_jwt_extended import JWTManager, create_access_token, create_refresh_token
+from werkzeug.security import generate_password_hash
+
+from ..api import error_response
+from ..extensions import db
+from ..models import User
+from ..user.service import find_by_email
+
+
+def access_token_payload(user: User) -> dict:
+    """An access token and how long it lives (what /refresh returns)."""
+    expires = current_app.config["JWT_ACCESS_TOKEN_EXPIRES"]
+    return {
+        "access_token": create_access_token(identity=str(user.id)),
+        "token_type": "bearer",
+        "expires_in": int(expires.total_seconds()),
+    }
+
+
+def issue_tokens(user: User) -> dict:
+    """What register and login return: the original's two fields plus refresh_token, expires_in."""
+    return access_token_payload(user) | {"refresh_token": create_refresh_token(str(user.id))}
+
+
+@cache
+def _dummy_hash(method: str) -> str:
+    return generate_password_hash("not a real password", method=method)
+
+
+def authenticate(email: str, password: str) -> User | None:
+    """The user whose email and password these are, or None.
+
+    An unknown email still costs one password check: it takes as long as a wrong password.
+    """
+    user = find_by_email(email)
+    if user is None:
+        User(password_hash=_dummy_hash(current_app.config["PASSWORD_HASH_METHOD"])).verify_password(
+            password
+        )
+        return None
+    return user if user.verify_password(password) else None
+
+
+def load_user(identity: str) -> User | None:
+    try:
+        user_id = int(identity)
+    except (TypeError, ValueError):
+        return None
+    return db.session.get(User, user_id)
+
+
+def init_jwt(jwt: JWTManager) -> None:
+    """Look up the caller on every request; answer every token problem with one 401 envelope."""
+
+    @jwt.user_lookup_loader
+    def _user_lookup(_header, payload):
+        return load_user(payload["sub"])
+
+    @jwt.unauthorized_loader
+    def _missing(reason):
+        return error_response(401, "Not authenticated: send 'Authorization: Bearer <token>'")
+
+    @jwt.invalid_token_loader
+    def _invalid(reason):
+        return error_response(401, f"Invalid token: {reason}")
+
+    @jwt.expired_token_loader
+    def _expired(_header, _payload):
+        return error_response(401, "Token has expired")
+
+    @jwt.revoked_token_loader
+    def _revoked(_header, _payload):
+        return error_response(401, "Token has been revoked")
+
+    @jwt.user_lookup_error_loader
+    def _no_user(_header, _payload):
+        return error_response(401, "Token's user no longer exists")
+
+    @jwt.token_verification_failed_loader
+    def _failed(_header, _payload):
+        return error_response(401, "Token verification failed")
+
+    @jwt.needs_fresh_token_loader
+    def _not_fresh(_header, _payload):
+        return error_response(401, "A fresh token is required")

@@ -1,0 +1,125 @@
+from flask import current_app
+from flask.views import MethodView
+from flask_jwt_extended import current_user
+from sqlalchemy import delete
+
+from ..api import Blueprint, MessageSchema
+from ..extensions import db
+from ..models import ChatSession
+from ..providers import catalogue
+from . import service
+from .schemas import (
+    ChatSessionResponseSchema,
+    HomeSchema,
+    MessageCreateSchema,
+    MessageResponseSchema,
+    ModelSchema,
+    SessionSummarySchema,
+    SessionUpdateSchema,
+)
+
+blp = Blueprint(
+    "chat",
+    __name__,
+    url_prefix="/api/ai_chat",
+    description="Chat with a model; read, rename and delete your sessions.",
+)
+
+CHAT_ID = "<int(min=1, max=2147483647):chat_id>"
+PAGE = {"page_size": 20, "max_page_size": 100}
+
+
+@blp.route("/home")
+class Home(MethodView):
+    @blp.login_required
+    @blp.response(200, HomeSchema)
+    def get(self):
+        """Welcome message for the caller"""
+        return {
+            "data": {
+                "message": f"Welcome to your Custom AI Application PolyGenix - {current_user.name}",
+                "submsg": "Select the model to get started",
+            }
+        }
+
+
+@blp.route("/models")
+class Models(MethodView):
+    @blp.login_required
+    @blp.response(200, ModelSchema(many=True))
+    def get(self):
+        """Models this server knows, and whether each can be used now"""
+        return catalogue(current_app.config)
+
+
+@blp.route("/request")
+class ChatRequest(MethodView):
+    @blp.login_required
+    @blp.arguments(MessageCreateSchema)
+    @blp.response(200, MessageResponseSchema)
+    @blp.errors(502, 503, 504)
+    def post(self, data):
+        """Send a message to a model and get its reply
+
+        `session_id` null or absent starts a new session with your next free number; a number
+        you have no session with starts a new session with that number; one you have continues it.
+        """
+        return service.send_message(
+            current_user, data["content"], data["model"], data.get("session_id")
+        )
+
+
+@blp.route("/history")
+class History(MethodView):
+    @blp.login_required
+    @blp.response(200, ChatSessionResponseSchema(many=True))
+    @blp.paginate(**PAGE)
+    def get(self, pagination_parameters):
+        """Your sessions, newest first, each with its messages oldest first"""
+        p = pagination_parameters
+        p.item_count, sessions = service.history(current_user, p.page, p.page_size)
+        return sessions
+
+
+@blp.route("/sessions")
+class Sessions(MethodView):
+    @blp.login_required
+    @blp.response(200, SessionSummarySchema(many=True))
+    @blp.paginate(**PAGE)
+    def get(self, pagination_parameters):
+        """Your sessions, newest first, with message counts but no messages"""
+        p = pagination_parameters
+        p.item_count, sessions = service.summaries(current_user, p.page, p.page_size)
+        return sessions
+
+
+@blp.route(f"/{CHAT_ID}")
+class Session(MethodView):
+    @blp.login_required
+    @blp.errors(404)
+    @blp.response(200, ChatSessionResponseSchema)
+    def get(self, chat_id):
+        """One of your sessions with its messages"""
+        return service.session_with_messages(service.own_session_or_404(current_user, chat_id))
+
+    @blp.login_required
+    @blp.arguments(SessionUpdateSchema)
+    @blp.errors(404)
+    @blp.response(200, SessionSummarySchema)
+    def patch(self, data, chat_id):
+        """Rename one of your sessions"""
+        session = service.own_session_or_404(current_user, chat_id)
+        session.title = data["title"]
+        db.session.commit()
+        return service.summary(session)
+
+    @blp.login_required
+    @blp.errors(404)
+    @blp.response(200, MessageSchema)
+    def delete(self, chat_id):
+        """Delete one of your sessions and all its messages"""
+        session = service.own_session_or_404(current_user, chat_id)
+        # The messages go with it through the foreign key's ON DELETE CASCADE.
+        db.session.execute(delete(ChatSession).where(ChatSession.id == session.id))
+        db.session.commit()
+        return {"message": "Chat session deleted successfully"}

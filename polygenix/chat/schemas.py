@@ -1,0 +1,87 @@
+import marshmallow as ma
+from flask import current_app
+from marshmallow import fields, validate
+
+MAX_NUMBER = 2_147_483_647
+
+
+def validate_content(value: str) -> None:
+    if not value.strip():
+        raise ma.ValidationError("Message content must not be empty.")
+    maximum = current_app.config["MAX_MESSAGE_CHARS"]
+    if len(value) > maximum:
+        raise ma.ValidationError(f"Message content must be at most {maximum} characters.")
+
+
+class MessageCreateSchema(ma.Schema):
+    content = fields.String(required=True, validate=validate_content)
+    model = fields.String(
+        required=True,
+        validate=validate.Length(min=1, max=200),
+        metadata={
+            "description": "`provider` or `provider/model-id`, e.g. `echo`",
+            "example": "echo",
+        },
+    )
+    session_id = fields.Integer(
+        allow_none=True,
+        strict=True,
+        validate=validate.Range(min=1, max=MAX_NUMBER),
+        metadata={
+            "description": "Your session's number: null or absent starts a new session; "
+            "a number you have no session with starts one with that number."
+        },
+    )
+    # The original web client sends it; it has no meaning here.
+    chat_id = fields.Raw(allow_none=True, load_only=True, metadata={"description": "Ignored"})
+
+
+class MessageResponseSchema(ma.Schema):
+    id = fields.Integer(dump_only=True)
+    content = fields.String(dump_only=True)
+    is_bot = fields.Boolean(dump_only=True)
+    session_id = fields.Function(
+        lambda message: message.session.number,
+        dump_only=True,
+        metadata={"type": "integer", "description": "The session's number (its chat_id)"},
+    )
+    timestamp = fields.DateTime(attribute="created_at", dump_only=True)
+    model = fields.String(
+        dump_only=True, allow_none=True, metadata={"description": "`provider/model` of a reply"}
+    )
+
+
+class ChatSessionResponseSchema(ma.Schema):
+    chat_id = fields.Integer(attribute="number", dump_only=True)
+    title = fields.String(dump_only=True)
+    created_at = fields.DateTime(dump_only=True)
+    messages = fields.List(fields.Nested(MessageResponseSchema), dump_only=True)
+
+
+class SessionSummarySchema(ma.Schema):
+    chat_id = fields.Integer(attribute="number", dump_only=True)
+    title = fields.String(dump_only=True)
+    created_at = fields.DateTime(dump_only=True)
+    message_count = fields.Integer(dump_only=True)
+
+
+class SessionUpdateSchema(ma.Schema):
+    title = fields.String(required=True, validate=validate.Length(min=1, max=200))
+
+    @ma.post_load
+    def strip_title(self, data, **kwargs):
+        data["title"] = data["title"].strip()
+        if not data["title"]:
+            raise ma.ValidationError("Title must not be blank.", "title")
+        return data
+
+
+class HomeSchema(ma.Schema):
+    data = fields.Dict(keys=fields.String(), values=fields.String())
+
+
+class ModelSchema(ma.Schema):
+    id = fields.String(metadata={"description": "Send this (or just the provider) as `model`"})
+    provider = fields.String()
+    model = fields.String()
+    available = fields.Boolean(metadata={"description": "Usable now (configured)"})

@@ -1,0 +1,216 @@
+"""A chat turn (session, context, provider call, persistence) and history queries."""
+
+from collections.abc import Mapping
+from typing import Any
+
+from flask import current_app
+from flask_smorest import abort
+from sqlalchemy import exists, func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import aliased
+
+from ..extensions import db
+from ..models import ChatSession, Message, User
+from ..providers import ChatMessage, UnknownModelError, resolve
+from .schemas import MAX_NUMBER
+
+TITLE_MAX_CHARS = 60
+
+
+def make_title(text: str) -> str:
+    """A title from a first message: one line, at most 60 characters, cut between words."""
+    text = " ".join(text.split())
+    if len(text) <= TITLE_MAX_CHARS:
+        return text
+    cut = text[: TITLE_MAX_CHARS - 1]
+    if " " in cut:
+        cut = cut.rsplit(" ", 1)[0]
+    return cut.rstrip(" ,.;:-") + "…"
+
+
+def find_session(user_id: int, number: int) -> ChatSession | None:
+    return db.session.scalar(
+        select(ChatSession).where(ChatSession.user_id == user_id, ChatSession.number == number)
+    )
+
+
+def own_session_or_404(user: User, number: int) -> ChatSession:
+    session = find_session(user.id, number)
+    if session is None:
+        abort(404, message="Chat session not found")
+    return session
+
+
+def next_number(user_id: int) -> int:
+    """The caller's next free session number: one past their highest, else the lowest gap."""
+    highest = db.session.scalar(
+        select(func.max(ChatSession.number)).where(ChatSession.user_id == user_id)
+    )
+    if highest is None:
+        return 1
+    if highest < MAX_NUMBER:
+        return highest + 1
+    if find_session(user_id, 1) is None:
+        return 1
+    following = aliased(ChatSession)
+    return db.session.scalar(
+        select(func.min(ChatSession.number + 1)).where(
+            ChatSession.user_id == user_id,
+            ~exists().where(
+                following.user_id == user_id, following.number == ChatSession.number + 1
+            ),
+        )
+    )
+
+
+def get_or_create_session(user: User, number: int | None, first_message: str) -> ChatSession:
+    """Continue the caller's session `number`, or start it (with the next free number if None).
+
+    The unique (user_id, number) index settles races: a request that loses one re-reads the
+    winner's session (or, with no number asked for, takes the next number).
+    """
+    for _ in range(5):
+        if number is not None and (session := find_session(user.id, number)) is not None:
+            return session
+        session = ChatSession(
+            user_id=user.id,
+            number=number if number is not None else next_number(user.id),
+            title=make_title(first_message),
+        )
+        db.session.add(session)
+        try:
+            db.session.flush()
+        except IntegrityError:
+            db.session.rollback()
+            continue
+        return session
+    abort(503, message="Too many concurrent requests for this session; try again.")
+
+
+def load_context(session_id: int, config: Mapping[str, Any], reserved: int) -> list[ChatMessage]:
+    """The session's latest complete turns that fit the budget, oldest first.
+
+    One bounded query. A user message with no reply after it (its provider call failed) is left
+    out with nothing in its place, so roles alternate user/assistant as every provider accepts.
+    """
+    rows = db.session.scalars(
+        select(Message)
+        .where(Message.session_id == session_id)
+        .order_by(Message.id.desc())
+        .limit(config["CONTEXT_MAX_MESSAGES"])
+    ).all()
+    budget = config["CONTEXT_MAX_CHARS"] - reserved
+    turns: list[ChatMessage] = []
+    reply: Message | None = None
+    for message in rows:  # newest first
+        if message.is_bot:
+            reply = message
+            continue
+        if reply is None:
+            continue
+        cost = len(message.content) + len(reply.content)
+        if cost > budget:
+            break
+        budget -= cost
+        turns += [
+            {"role": "assistant", "content": reply.content},
+            {"role": "user", "content": message.content},
+        ]
+        reply = None
+    turns.reverse()
+    return turns
+
+
+def send_message(user: User, content: str, model_name: str, number: int | None) -> Message:
+    """Store the user's message, ask the model with the session's context, store the reply."""
+    config = current_app.config
+    try:
+        provider, model = resolve(model_name, config)
+    except UnknownModelError as e:
+        abort(422, message=str(e), errors={"json": {"model": [str(e)]}})
+    if not provider.is_configured(config):
+        abort(503, message=f"Model provider {provider.NAME!r} is not configured on this server")
+
+    session = get_or_create_session(user, number, content)
+    context = load_context(session.id, config, reserved=len(content))
+    # Committed before the provider is called: the user's words survive a provider failure, and
+    # no database lock is held while the model thinks.
+    db.session.add(Message(session=session, is_bot=False, content=content))
+    db.session.commit()
+
+    completion = provider.complete(context + [{"role": "user", "content": content}], model, config)
+    reply = Message(
+        session=session,
+        is_bot=True,
+        content=completion.content,
+        model=f"{provider.NAME}/{completion.model}",
+    )
+    db.session.add(reply)
+    db.session.commit()
+    return reply
+
+
+def _sessions_page(user: User, page: int, page_size: int, *columns) -> tuple[int, list]:
+    """The total of the caller's sessions, and one page of them (newest first) with `columns`."""
+    total = db.session.scalar(
+        select(func.count(ChatSession.id)).where(ChatSession.user_id == user.id)
+    )
+    rows = db.session.execute(
+        select(ChatSession, *columns)
+        .where(ChatSession.user_id == user.id)
+        .order_by(ChatSession.created_at.desc(), ChatSession.id.desc())
+        .limit(page_size)
+        .offset((page - 1) * page_size)
+    ).all()
+    return total, rows
+
+
+def _as_dict(session: ChatSession, **extra) -> dict:
+    return {
+        "number": session.number,
+        "title": session.title,
+        "created_at": session.created_at,
+    } | extra
+
+
+def history(user: User, page: int, page_size: int) -> tuple[int, list[dict]]:
+    """One page of the caller's sessions, newest first, each with its messages oldest first.
+
+    Two queries for the page whatever its size: the sessions, then all their messages.
+    """
+    total, rows = _sessions_page(user, page, page_size)
+    by_session: dict[int, list[Message]] = {s.id: [] for (s,) in rows}
+    if by_session:
+        for message in db.session.scalars(
+            select(Message)
+            .where(Message.session_id.in_(by_session))
+            .order_by(Message.session_id, Message.id)
+        ):
+            by_session[message.session_id].append(message)
+    return total, [_as_dict(s, messages=by_session[s.id]) for (s,) in rows]
+
+
+def summaries(user: User, page: int, page_size: int) -> tuple[int, list[dict]]:
+    """One page of the caller's sessions, newest first, with message counts and no messages."""
+    count = (
+        select(func.count(Message.id))
+        .where(Message.session_id == ChatSession.id)
+        .correlate(ChatSession)
+        .scalar_subquery()
+    )
+    total, rows = _sessions_page(user, page, page_size, count)
+    return total, [_as_dict(s, message_count=n) for s, n in rows]
+
+
+def summary(session: ChatSession) -> dict:
+    count = db.session.scalar(
+        select(func.count(Message.id)).where(Message.session_id == session.id)
+    )
+    return _as_dict(session, message_count=count)
+
+
+def session_with_messages(session: ChatSession) -> dict:
+    messages = db.session.scalars(
+        select(Message).where(Message.session_id == session.id).order_by(Message.id)
+    ).all()
+    return _as_dict(session, messages=messages)

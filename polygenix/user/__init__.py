@@ -1,0 +1,1 @@
+"""Users: the caller's own record, and admin access to everyone's."""

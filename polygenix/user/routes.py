@@ -1,0 +1,91 @@
+from flask.views import MethodView
+from flask_jwt_extended import current_user
+from flask_smorest import abort
+from sqlalchemy import func, select
+
+from ..api import Blueprint
+from ..extensions import db
+from ..models import User
+from .schemas import ShowUserSchema, UserSchema, UserUpdateSchema
+from .service import EmailTakenError, create_user, find_by_email, update_user, visible_or_404
+
+blp = Blueprint(
+    "user",
+    __name__,
+    url_prefix="/api/user",
+    description="Users. Each user sees and changes only their own record; an admin, anyone's.",
+)
+
+
+@blp.route("/")
+class Me(MethodView):
+    @blp.login_required
+    @blp.response(200, ShowUserSchema)
+    def get(self):
+        """The caller's own record"""
+        return current_user
+
+
+@blp.route("/create")
+class CreateUser(MethodView):
+    @blp.arguments(UserSchema)
+    @blp.response(200, ShowUserSchema)
+    @blp.errors(409)
+    def post(self, data):
+        """Create a user (no admin rights; use the CLI for those)"""
+        try:
+            return create_user(**data)
+        except EmailTakenError as e:
+            abort(409, message=str(e))
+
+
+@blp.route("/all")
+class AllUsers(MethodView):
+    @blp.login_required
+    @blp.errors(403)
+    @blp.response(200, ShowUserSchema(many=True))
+    @blp.paginate()
+    def get(self, pagination_parameters):
+        """List every user (admins only), oldest first"""
+        if not current_user.is_admin:
+            abort(403, message="Only an admin may list users")
+        pagination_parameters.item_count = db.session.scalar(select(func.count(User.id)))
+        return db.session.scalars(
+            select(User)
+            .order_by(User.id)
+            .limit(pagination_parameters.page_size)
+            .offset(pagination_parameters.first_item)
+        ).all()
+
+
+@blp.route("/<int(min=1, max=2147483647):user_id>")
+class UserById(MethodView):
+    @blp.login_required
+    @blp.errors(404)
+    @blp.response(200, ShowUserSchema)
+    def get(self, user_id):
+        """One user by id (yourself, or anyone for an admin)"""
+        return visible_or_404(db.session.get(User, user_id))
+
+
+@blp.route("/email/<email>")
+class UserByEmail(MethodView):
+    @blp.login_required
+    @blp.errors(404)
+    @blp.response(200, ShowUserSchema)
+    def get(self, email):
+        """One user by email, case-insensitively (yourself, or anyone for an admin)"""
+        return visible_or_404(find_by_email(email))
+
+
+@blp.route("/update/<int(min=1, max=2147483647):user_id>")
+class UpdateUser(MethodView):
+    @blp.login_required
+    @blp.arguments(UserUpdateSchema)
+    @blp.errors(404)
+    @blp.response(200, ShowUserSchema)
+    def put(self, data, user_id):
+        """Change a user's name or password; your own password needs `current_password`"""
+        user = visible_or_404(db.session.get(User, user_id))
+        update_user(user, **data)
+        return user

@@ -1,0 +1,61 @@
+"""Creating users and deciding who may see whom."""
+
+from flask_jwt_extended import current_user
+from flask_smorest import abort
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from ..extensions import db
+from ..models import User, normalize_email
+
+
+class EmailTakenError(ValueError):
+    """An account with this email already exists."""
+
+
+def create_user(*, name: str, email: str, password: str, is_admin: bool = False) -> User:
+    """Insert and commit a user; the unique index, not a prior lookup, decides races."""
+    user = User(name=name, email=normalize_email(email), is_admin=is_admin)
+    user.password = password
+    db.session.add(user)
+    try:
+        db.session.commit()
+    except IntegrityError:
+        db.session.rollback()
+        raise EmailTakenError(f"Email {user.email} is already registered") from None
+    return user
+
+
+def find_by_email(email: str) -> User | None:
+    return db.session.scalar(select(User).where(User.email == normalize_email(email)))
+
+
+def visible_or_404(user: User | None) -> User:
+    """The caller may see only themself, an admin anyone; anything else looks like absence."""
+    if user is None or not (current_user.is_admin or user.id == current_user.id):
+        abort(404, message="User not found")
+    return user
+
+
+def update_user(
+    user: User,
+    *,
+    name: str | None = None,
+    password: str | None = None,
+    current_password: str | None = None,
+) -> None:
+    """Apply a UserUpdate; changing one's own password takes the current one (an admin's too)."""
+    if password is not None:
+        if user.id == current_user.id:
+            if not current_password:
+                _reject_current_password("Your current password is required to set a new one.")
+            if not user.verify_password(current_password):
+                _reject_current_password("Current password is incorrect.")
+        user.password = password
+    if name is not None:
+        user.name = name
+    db.session.commit()
+
+
+def _reject_current_password(reason: str) -> None:
+    abort(422, message=reason, errors={"json": {"current_password": [reason]}})
