@@ -1,0 +1,412 @@
+import json
+import threading
+
+import pytest
+from sqlalchemy import func, select
+
+from polygenix.extensions import db
+from polygenix.models import ChatSession, Message
+from polygenix.providers import PROVIDERS, Completion, ProviderError
+from tests.helpers import assert_envelope
+
+REQUEST = "/api/ai_chat/request"
+
+
+@pytest.fixture
+def ada(auth):
+    return auth.register("ada@example.com", "Ada")
+
+
+@pytest.fixture
+def bob(auth):
+    return auth.register("bob@example.com", "Bob")
+
+
+def ask(client, headers, content="hello there", model="echo", **extra):
+    return client.post(REQUEST, headers=headers, json={"content": content, "model": model} | extra)
+
+
+def test_home_greets_the_caller(client, ada):
+    assert client.get("/api/ai_chat/home", headers=ada).json == {
+        "data": {
+            "message": "Welcome to your Custom AI Application PolyGenix - Ada",
+            "submsg": "Select the model to get started",
+        }
+    }
+
+
+def test_request_returns_the_echo_reply_as_message_response(client, ada):
+    response = ask(client, ada, "whats the time now! ", session_id=123456, chat_id=None)
+    assert response.status_code == 200
+    body = response.json
+    assert body["content"] == "Echo: whats the time now! "
+    assert body["is_bot"] is True
+    assert body["session_id"] == 123456
+    assert body["model"] == "echo/echo"
+    assert isinstance(body["id"], int)
+    assert body["timestamp"].endswith("+00:00")
+
+
+def test_null_or_absent_session_id_starts_the_next_free_number(client, ada):
+    assert ask(client, ada, session_id=None).json["session_id"] == 1
+    assert ask(client, ada).json["session_id"] == 2
+    assert ask(client, ada, session_id=54321).json["session_id"] == 54321
+    assert ask(client, ada, session_id=None).json["session_id"] == 54322
+
+
+def test_numbers_belong_to_their_user(client, ada, bob):
+    ask(client, ada, "ada's secret", session_id=12345)
+    response = ask(client, bob, "bob's own", session_id=12345)
+    assert response.json["session_id"] == 12345
+    bob_history = client.get("/api/ai_chat/history", headers=bob).json
+    assert [m["content"] for m in bob_history[0]["messages"]] == ["bob's own", "Echo: bob's own"]
+    ada_session = client.get("/api/ai_chat/12345", headers=ada).json
+    assert ada_session["messages"][0]["content"] == "ada's secret"
+
+
+def test_next_number_falls_back_to_the_lowest_gap_at_the_top(client, ada):
+    top = 2_147_483_647
+    assert ask(client, ada, session_id=top).json["session_id"] == top
+    assert ask(client, ada).json["session_id"] == 1
+    assert ask(client, ada).json["session_id"] == 2
+
+
+def test_continuing_a_session_keeps_its_title_and_messages_in_order(client, ada):
+    ask(client, ada, "first question", session_id=7)
+    ask(client, ada, "second question", session_id=7)
+    session = client.get("/api/ai_chat/7", headers=ada).json
+    assert session["title"] == "first question"
+    assert [(m["is_bot"], m["content"]) for m in session["messages"]] == [
+        (False, "first question"),
+        (True, "Echo: first question"),
+        (False, "second question"),
+        (True, "Echo: second question"),
+    ]
+    assert all(m["session_id"] == 7 for m in session["messages"])
+
+
+def test_title_is_cut_at_a_word_boundary(client, ada):
+    text = "Please explain   the difference between threads and processes in Python, with examples"
+    ask(client, ada, text, session_id=1)
+    title = client.get("/api/ai_chat/1", headers=ada).json["title"]
+    assert len(title) <= 60
+    assert title == "Please explain the difference between threads and…"
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"content": "", "model": "echo"}, "content"),
+        ({"content": " \n\t ", "model": "echo"}, "content"),
+        ({"model": "echo"}, "content"),
+        ({"content": "hi"}, "model"),
+        ({"content": "hi", "model": ""}, "model"),
+        ({"content": "hi", "model": "echo", "session_id": 0}, "session_id"),
+        ({"content": "hi", "model": "echo", "session_id": -3}, "session_id"),
+        ({"content": "hi", "model": "echo", "session_id": 2_147_483_648}, "session_id"),
+        ({"content": "hi", "model": "echo", "session_id": "12"}, "session_id"),
+        ({"content": "hi", "model": "echo", "session_id": 1.5}, "session_id"),
+        ({"content": "hi", "model": "echo", "temperature": 2}, "temperature"),
+        ({"content": 5, "model": "echo"}, "content"),
+    ],
+)
+def test_bad_requests_are_422_and_store_nothing(client, ada, app, body, field):
+    response = client.post(REQUEST, headers=ada, json=body)
+    assert field in assert_envelope(response, 422)["errors"]["json"]
+    with app.app_context():
+        assert db.session.scalar(select(func.count(Message.id))) == 0
+
+
+def test_content_limit_is_configurable(client, ada, app):
+    app.config["MAX_MESSAGE_CHARS"] = 10
+    assert ask(client, ada, "x" * 10).status_code == 200
+    body = assert_envelope(ask(client, ada, "x" * 11), 422)
+    assert "at most 10" in body["message"]
+
+
+def test_default_content_limit_is_32000_characters(client, ada):
+    assert ask(client, ada, "é" * 32_000).status_code == 200
+    assert_envelope(ask(client, ada, "é" * 32_001), 422)
+
+
+def test_unknown_model_lists_available_ones(client, ada):
+    body = assert_envelope(ask(client, ada, model="gpt-17"), 422)
+    assert "gpt-17" in body["message"] and "echo/echo" in body["message"]
+    assert "model" in body["errors"]["json"]
+
+
+@pytest.mark.parametrize("model", ["echo", "ECHO", "Echo/anything", "echo/some/deep-name"])
+def test_echo_model_names(client, ada, model):
+    response = ask(client, ada, model=model)
+    assert response.status_code == 200
+    suffix = model.partition("/")[2] or "echo"
+    assert response.json["model"] == f"echo/{suffix}"
+
+
+def test_models_lists_echo_as_usable(client, ada):
+    models = client.get("/api/ai_chat/models", headers=ada).json
+    assert {"id": "echo/echo", "provider": "echo", "model": "echo", "available": True} in models
+
+
+class Recorder:
+    """A provider that remembers what it was sent (registered like any other provider)."""
+
+    NAME = "recorder"
+
+    def __init__(self):
+        self.calls = []
+
+    def default_model(self, config):
+        return "rec-1"
+
+    def is_configured(self, config):
+        return True
+
+    def complete(self, messages, model, config):
+        self.calls.append(messages)
+        return Completion(content=f"reply {len(self.calls)}", model=model)
+
+
+@pytest.fixture
+def recorder(monkeypatch):
+    provider = Recorder()
+    monkeypatch.setitem(PROVIDERS, provider.NAME, provider)
+    return provider
+
+
+def test_provider_receives_earlier_turns_then_the_new_message(client, ada, recorder):
+    ask(client, ada, "one", model="recorder", session_id=3)
+    ask(client, ada, "two", model="recorder", session_id=3)
+    ask(client, ada, "elsewhere", model="recorder", session_id=4)
+    assert recorder.calls[0] == [{"role": "user", "content": "one"}]
+    assert recorder.calls[1] == [
+        {"role": "user", "content": "one"},
+        {"role": "assistant", "content": "reply 1"},
+        {"role": "user", "content": "two"},
+    ]
+    assert recorder.calls[2] == [{"role": "user", "content": "elsewhere"}]
+
+
+def test_context_keeps_the_newest_turns_within_the_budget(client, ada, app, recorder):
+    for word in ["alpha", "bravo", "charlie"]:
+        ask(client, ada, word * 10, model="recorder", session_id=1)
+    app.config["CONTEXT_MAX_CHARS"] = 120  # room for the new message and one earlier turn
+    ask(client, ada, "last", model="recorder", session_id=1)
+    assert [m["content"] for m in recorder.calls[-1]] == ["charlie" * 10, "reply 3", "last"]
+
+
+class Failing(Recorder):
+    NAME = "failing"
+
+    def complete(self, messages, model, config):
+        self.calls.append(messages)
+        raise ProviderError("provider is overloaded", status=429, retry_after=7)
+
+
+class Unconfigured(Recorder):
+    NAME = "unconfigured"
+
+    def is_configured(self, config):
+        return False
+
+
+def test_provider_failure_is_an_envelope_and_keeps_the_users_message(client, ada, monkeypatch):
+    failing = Failing()
+    monkeypatch.setitem(PROVIDERS, failing.NAME, failing)
+    response = ask(client, ada, "please remember this", model="failing", session_id=9)
+    assert_envelope(response, 429, "overloaded")
+    assert response.headers["Retry-After"] == "7"
+    session = client.get("/api/ai_chat/9", headers=ada).json
+    assert [m["content"] for m in session["messages"]] == ["please remember this"]
+    # The unanswered message is left out of the next turn's context; the session goes on.
+    recorder = Recorder()
+    monkeypatch.setitem(PROVIDERS, recorder.NAME, recorder)
+    assert ask(client, ada, "again", model="recorder", session_id=9).status_code == 200
+    assert recorder.calls[0] == [{"role": "user", "content": "again"}]
+
+
+def test_unconfigured_provider_is_503_and_stores_nothing(client, ada, app, monkeypatch):
+    monkeypatch.setitem(PROVIDERS, "unconfigured", Unconfigured())
+    assert_envelope(ask(client, ada, model="unconfigured"), 503, "not configured")
+    with app.app_context():
+        assert db.session.scalar(select(func.count(ChatSession.id))) == 0
+
+
+def test_history_is_newest_first_with_messages_oldest_first(client, ada, bob):
+    ask(client, ada, "first", session_id=10)
+    ask(client, ada, "second", session_id=20)
+    ask(client, ada, "first again", session_id=10)
+    ask(client, bob, "not yours", session_id=30)
+    response = client.get("/api/ai_chat/history", headers=ada)
+    assert response.status_code == 200
+    history = response.json
+    assert [s["chat_id"] for s in history] == [20, 10]
+    assert set(history[0]) == {"chat_id", "title", "created_at", "messages"}
+    assert [m["content"] for m in history[1]["messages"]] == [
+        "first",
+        "Echo: first",
+        "first again",
+        "Echo: first again",
+    ]
+    assert set(history[1]["messages"][0]) == {
+        "id",
+        "content",
+        "is_bot",
+        "session_id",
+        "timestamp",
+        "model",
+    }
+
+
+def test_history_pagination(client, ada):
+    for number in range(1, 26):
+        ask(client, ada, f"message {number}", session_id=number)
+    first = client.get("/api/ai_chat/history", headers=ada)
+    assert len(first.json) == 20
+    assert json.loads(first.headers["X-Pagination"]) == {
+        "total": 25,
+        "total_pages": 2,
+        "first_page": 1,
+        "last_page": 2,
+        "page": 1,
+        "next_page": 2,
+    }
+    second = client.get("/api/ai_chat/history?page=2&page_size=20", headers=ada)
+    assert [s["chat_id"] for s in second.json] == [5, 4, 3, 2, 1]
+    small = client.get("/api/ai_chat/history?page=3&page_size=10", headers=ada)
+    assert [s["chat_id"] for s in small.json] == [5, 4, 3, 2, 1]
+    assert client.get("/api/ai_chat/history?page=9", headers=ada).json == []
+    for bad in ["page_size=101", "page_size=0", "page=0", "page=x"]:
+        assert_envelope(client.get(f"/api/ai_chat/history?{bad}", headers=ada), 422)
+
+
+def test_sessions_list_counts_messages(client, ada):
+    ask(client, ada, "a", session_id=1)
+    ask(client, ada, "b", session_id=1)
+    ask(client, ada, "c", session_id=2)
+    response = client.get("/api/ai_chat/sessions?page_size=1", headers=ada)
+    assert response.json == [
+        {
+            "chat_id": 2,
+            "title": "c",
+            "created_at": response.json[0]["created_at"],
+            "message_count": 2,
+        }
+    ]
+    assert json.loads(response.headers["X-Pagination"])["total"] == 2
+    everything = client.get("/api/ai_chat/sessions", headers=ada).json
+    assert [(s["chat_id"], s["message_count"]) for s in everything] == [(2, 2), (1, 4)]
+
+
+def test_rename_session(client, ada, bob):
+    ask(client, ada, "hello", session_id=5)
+    response = client.patch("/api/ai_chat/5", headers=ada, json={"title": "  Greetings "})
+    assert response.status_code == 200
+    assert response.json["title"] == "Greetings"
+    assert response.json["message_count"] == 2
+    assert client.get("/api/ai_chat/5", headers=ada).json["title"] == "Greetings"
+    assert_envelope(client.patch("/api/ai_chat/5", headers=bob, json={"title": "x"}), 404)
+    for bad in [{"title": ""}, {"title": "   "}, {"title": "x" * 201}, {}, {"title": "a", "x": 1}]:
+        assert_envelope(client.patch("/api/ai_chat/5", headers=ada, json=bad), 422)
+
+
+def test_delete_session_removes_its_messages(client, ada, bob, app):
+    ask(client, ada, "keep me", session_id=1)
+    ask(client, ada, "delete me", session_id=2)
+    ask(client, ada, "delete me too", session_id=2)
+    assert_envelope(client.delete("/api/ai_chat/2", headers=bob), 404)
+    response = client.delete("/api/ai_chat/2", headers=ada)
+    assert response.status_code == 200
+    assert response.json == {"message": "Chat session deleted successfully"}
+    assert_envelope(client.delete("/api/ai_chat/2", headers=ada), 404, "Chat session not found")
+    assert_envelope(client.get("/api/ai_chat/2", headers=ada), 404)
+    with app.app_context():
+        contents = db.session.scalars(select(Message.content).order_by(Message.id)).all()
+    assert contents == ["keep me", "Echo: keep me"]
+    # Its number is free again: sending to it starts a new session.
+    assert ask(client, ada, "fresh start", session_id=2).json["session_id"] == 2
+    assert client.get("/api/ai_chat/2", headers=ada).json["title"] == "fresh start"
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("get", "/api/ai_chat/home"),
+        ("get", "/api/ai_chat/history"),
+        ("get", "/api/ai_chat/sessions"),
+        ("get", "/api/ai_chat/models"),
+        ("post", REQUEST),
+        ("get", "/api/ai_chat/1"),
+        ("patch", "/api/ai_chat/1"),
+        ("delete", "/api/ai_chat/1"),
+    ],
+)
+def test_chat_endpoints_need_a_token(client, method, path):
+    assert_envelope(getattr(client, method)(path, json={}), 401)
+
+
+@pytest.mark.parametrize(
+    ("who", "get", "patch", "delete", "continue_"),
+    [
+        ("owner", 200, 200, 200, "same"),
+        ("other", 404, 404, 404, "new"),
+        ("admin", 404, 404, 404, "new"),
+    ],
+)
+def test_session_authorization_matrix(client, auth, ada, who, get, patch, delete, continue_):
+    """Sessions are private even from admins: numbers are per user, so others see none of them."""
+    ask(client, ada, "private", session_id=77)
+    headers = {"owner": ada, "other": auth.register("eve@example.com"), "admin": auth.admin()}[who]
+    reply = ask(client, headers, "mine?", session_id=77)
+    history = client.get("/api/ai_chat/77", headers=headers).json
+    if continue_ == "same":
+        assert [m["content"] for m in history["messages"]][0] == "private"
+    else:
+        assert [m["content"] for m in history["messages"]] == ["mine?", reply.json["content"]]
+        client.delete("/api/ai_chat/77", headers=headers)  # their own, new session
+    assert client.get("/api/ai_chat/77", headers=headers).status_code == get
+    assert (
+        client.patch("/api/ai_chat/77", headers=headers, json={"title": "t"}).status_code == patch
+    )
+    assert client.delete("/api/ai_chat/77", headers=headers).status_code == delete
+    ada_view = client.get("/api/ai_chat/77", headers=ada)
+    assert (ada_view.status_code == 404) == (who == "owner")
+
+
+def test_racing_requests_for_one_new_number_make_one_session(app, auth):
+    headers = auth.register()
+    barrier = threading.Barrier(8)
+    statuses = []
+
+    def send(i):
+        client = app.test_client()
+        barrier.wait()
+        response = ask(client, headers, f"racer {i}", session_id=4242)
+        statuses.append((response.status_code, response.json.get("session_id")))
+
+    threads = [threading.Thread(target=send, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert statuses == [(200, 4242)] * 8
+    with app.app_context():
+        assert db.session.scalar(select(func.count(ChatSession.id))) == 1
+        assert db.session.scalar(select(func.count(Message.id))) == 16
+
+
+def test_racing_new_sessions_get_distinct_numbers(app, auth):
+    headers = auth.register()
+    barrier = threading.Barrier(6)
+    numbers = []
+
+    def send(i):
+        barrier.wait()
+        numbers.append(ask(app.test_client(), headers, f"racer {i}").json["session_id"])
+
+    threads = [threading.Thread(target=send, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(numbers) == [1, 2, 3, 4, 5, 6]

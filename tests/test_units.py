@@ -1,0 +1,106 @@
+"""Pure pieces tested directly: titles, model names, the echo model, context building."""
+
+import pytest
+
+from polygenix.chat.service import load_context, make_title
+from polygenix.extensions import db
+from polygenix.models import ChatSession, Message, User
+from polygenix.providers import UnknownModelError, echo, resolve
+
+CONFIG = {}
+
+
+@pytest.mark.parametrize(
+    ("text", "title"),
+    [
+        ("hello", "hello"),
+        ("  many   spaces\nand lines ", "many spaces and lines"),
+        ("x" * 60, "x" * 60),
+        ("x" * 61, "x" * 59 + "…"),
+        ("word " * 20, "word word word word word word word word word word word…"),
+        ("a" * 30 + " " + "b" * 40, "a" * 30 + "…"),
+        ("commas, after, every, word, so, the, cut, lands, on, one, of, them, ok", None),
+    ],
+)
+def test_make_title(text, title):
+    result = make_title(text)
+    assert len(result) <= 60
+    if title is not None:
+        assert result == title
+    else:
+        assert not result[:-1].endswith(",") and result.endswith("…")
+
+
+@pytest.mark.parametrize(
+    ("name", "model"),
+    [
+        ("echo", "echo"),
+        (" Echo ", "echo"),
+        ("ECHO/x", "x"),
+        ("echo/a/b:c", "a/b:c"),
+        ("echo/", "echo"),
+    ],
+)
+def test_resolve(name, model):
+    provider, resolved = resolve(name, CONFIG)
+    assert provider is echo and resolved == model
+
+
+@pytest.mark.parametrize("name", ["", "groq", "echoes", "/echo", "echo x"])
+def test_resolve_unknown(name):
+    with pytest.raises(UnknownModelError, match="Available models: echo/echo"):
+        resolve(name, CONFIG)
+
+
+def test_echo_is_deterministic_and_counts_words():
+    messages = [
+        {"role": "user", "content": "one two"},
+        {"role": "assistant", "content": "three"},
+        {"role": "user", "content": "four five six"},
+    ]
+    completion = echo.complete(messages, "echo", CONFIG)
+    assert completion.content == "Echo: four five six"
+    assert completion.prompt_tokens == 6 and completion.completion_tokens == 4
+    assert completion.finish_reason == "stop"
+    assert echo.complete(messages, "echo", CONFIG) == completion
+
+
+def test_load_context_pairs_turns_and_respects_limits(app):
+    with app.app_context():
+        user = User(name="u", email="u@example.com", password_hash="x")
+        db.session.add(user)
+        db.session.flush()
+        session = ChatSession(user_id=user.id, number=1, title="t")
+        db.session.add(session)
+        db.session.flush()
+        rows = [
+            (False, "u1"),
+            (True, "a1"),
+            (False, "lost"),  # its provider call failed: no reply follows
+            (False, "u2"),
+            (True, "a2"),
+            (False, "u3"),
+            (True, "a3"),
+        ]
+        for is_bot, content in rows:
+            db.session.add(Message(session_id=session.id, is_bot=is_bot, content=content))
+        db.session.flush()
+        config = {"CONTEXT_MAX_MESSAGES": 50, "CONTEXT_MAX_CHARS": 1000}
+        assert [m["content"] for m in load_context(session.id, config, 0)] == [
+            "u1",
+            "a1",
+            "u2",
+            "a2",
+            "u3",
+            "a3",
+        ]
+        roles = [m["role"] for m in load_context(session.id, config, 0)]
+        assert roles == ["user", "assistant"] * 3
+        # The message limit bounds the query; the character budget keeps the newest turns.
+        assert [
+            m["content"] for m in load_context(session.id, config | {"CONTEXT_MAX_MESSAGES": 3}, 0)
+        ] == ["u3", "a3"]
+        assert [
+            m["content"] for m in load_context(session.id, config | {"CONTEXT_MAX_CHARS": 9}, 4)
+        ] == ["u3", "a3"]
+        assert load_context(session.id, config | {"CONTEXT_MAX_CHARS": 5}, 4) == []

@@ -1,0 +1,181 @@
+import json
+
+import pytest
+
+from tests.helpers import PASSWORD, assert_envelope
+
+
+@pytest.fixture
+def people(auth):
+    """Two ordinary users and an admin, as bearer headers, with their ids."""
+    owner = auth.register("owner@example.com", "Owner")
+    other = auth.register("other@example.com", "Other")
+    admin = auth.admin("root@example.com")
+    return {
+        "owner": owner,
+        "other": other,
+        "admin": admin,
+        "none": {},
+        "owner_id": auth.user_id(owner),
+    }
+
+
+def test_get_caller(client, people):
+    body = client.get("/api/user/", headers=people["owner"]).json
+    assert body["email"] == "owner@example.com"
+    assert set(body) == {"id", "name", "email", "is_admin", "created_at"}
+
+
+def test_create_user_is_open_and_returns_show_user(client):
+    response = client.post(
+        "/api/user/create",
+        json={"name": "mary Joe", "email": "mary@joe.com", "password": "password"},
+    )
+    assert response.status_code == 200
+    assert response.json["name"] == "mary Joe"
+    assert response.json["email"] == "mary@joe.com"
+    assert response.json["is_admin"] is False
+    assert "password" not in response.json
+
+
+def test_create_user_conflict_and_no_mass_assignment(client):
+    body = {"name": "mary", "email": "mary@joe.com", "password": "password"}
+    assert client.post("/api/user/create", json=body).status_code == 200
+    assert_envelope(client.post("/api/user/create", json=body | {"email": "MARY@joe.com"}), 409)
+    for field, value in [("is_admin", True), ("id", 99), ("password_hash", "x")]:
+        response = client.post(
+            "/api/user/create", json=body | {"email": "new@joe.com", field: value}
+        )
+        assert field in assert_envelope(response, 422)["errors"]["json"]
+
+
+# (who, expected status) for each route; the owner is the record's own user.
+MATRIX = {
+    "get_by_id": {"owner": 200, "other": 404, "admin": 200, "none": 401},
+    "get_by_email": {"owner": 200, "other": 404, "admin": 200, "none": 401},
+    "update_name": {"owner": 200, "other": 404, "admin": 200, "none": 401},
+    "list_all": {"owner": 403, "other": 403, "admin": 200, "none": 401},
+    "me": {"owner": 200, "other": 200, "admin": 200, "none": 401},
+}
+
+
+def call(client, route, owner_id, headers):
+    if route == "get_by_id":
+        return client.get(f"/api/user/{owner_id}", headers=headers)
+    if route == "get_by_email":
+        return client.get("/api/user/email/OWNER@example.com", headers=headers)
+    if route == "update_name":
+        return client.put(f"/api/user/update/{owner_id}", headers=headers, json={"name": "New"})
+    if route == "list_all":
+        return client.get("/api/user/all", headers=headers)
+    return client.get("/api/user/", headers=headers)
+
+
+@pytest.mark.parametrize(
+    ("route", "who"), [(route, who) for route, row in MATRIX.items() for who in row]
+)
+def test_authorization_matrix(client, people, route, who):
+    response = call(client, route, people["owner_id"], people[who])
+    expected = MATRIX[route][who]
+    assert response.status_code == expected, response.json
+    if expected >= 400:
+        assert_envelope(response, expected)
+    if expected == 404:
+        # Someone else's record answers exactly as a record that does not exist.
+        missing = client.get("/api/user/999", headers=people[who])
+        assert response.json["message"] == missing.json["message"] == "User not found"
+    if expected == 200 and route != "list_all" and route != "me":
+        assert response.json["id"] == people["owner_id"]
+
+
+def test_other_user_cannot_change_owner(client, people, app):
+    client.put(
+        f"/api/user/update/{people['owner_id']}",
+        headers=people["other"],
+        json={"name": "Hacked", "password": "hacked password"},
+    )
+    body = client.get("/api/user/", headers=people["owner"]).json
+    assert body["name"] == "Owner"
+    assert (
+        client.post(
+            "/api/auth/login", data={"username": "owner@example.com", "password": PASSWORD}
+        ).status_code
+        == 200
+    )
+
+
+def test_list_all_paginates(client, people):
+    response = client.get("/api/user/all?page_size=2", headers=people["admin"])
+    assert [u["email"] for u in response.json] == ["owner@example.com", "other@example.com"]
+    assert json.loads(response.headers["X-Pagination"])["total"] == 3
+
+
+def test_unknown_id_for_admin_is_404(client, people):
+    assert_envelope(client.get("/api/user/999", headers=people["admin"]), 404)
+    assert_envelope(client.get("/api/user/email/nobody@x.com", headers=people["admin"]), 404)
+
+
+def test_ids_out_of_range_are_404_not_500(client, people):
+    for path in ["/api/user/0", "/api/user/99999999999"]:
+        assert_envelope(client.get(path, headers=people["admin"]), 404)
+    response = client.put(
+        "/api/user/update/99999999999", headers=people["admin"], json={"name": "x"}
+    )
+    assert_envelope(response, 404)
+
+
+def test_update_name_only(client, people):
+    response = client.put(
+        f"/api/user/update/{people['owner_id']}",
+        headers=people["owner"],
+        json={"name": "  John Doe ", "password": None},
+    )
+    assert response.status_code == 200
+    assert response.json["name"] == "John Doe"
+
+
+def test_own_password_change_needs_current_password(client, people, auth):
+    url = f"/api/user/update/{people['owner_id']}"
+    missing = client.put(url, headers=people["owner"], json={"password": "new password 1"})
+    assert "current_password" in assert_envelope(missing, 422)["errors"]["json"]
+    wrong = client.put(
+        url,
+        headers=people["owner"],
+        json={"password": "new password 1", "current_password": "not it at all"},
+    )
+    assert "incorrect" in assert_envelope(wrong, 422)["message"]
+    auth.login("owner@example.com")  # unchanged so far
+    ok = client.put(
+        url,
+        headers=people["owner"],
+        json={"password": "new password 1", "current_password": PASSWORD},
+    )
+    assert ok.status_code == 200
+    auth.login("owner@example.com", "new password 1")
+
+
+def test_admin_resets_someone_elses_password_without_theirs(client, people, auth):
+    response = client.put(
+        f"/api/user/update/{people['owner_id']}",
+        headers=people["admin"],
+        json={"password": "set by admin"},
+    )
+    assert response.status_code == 200
+    auth.login("owner@example.com", "set by admin")
+
+
+def test_update_rejects_mass_assignment_and_weak_password(client, people):
+    url = f"/api/user/update/{people['owner_id']}"
+    for body in [{"is_admin": True}, {"email": "x@y.com"}, {"id": 5}]:
+        assert_envelope(client.put(url, headers=people["owner"], json=body), 422)
+    weak = client.put(
+        url, headers=people["owner"], json={"password": "short", "current_password": PASSWORD}
+    )
+    assert "password" in assert_envelope(weak, 422)["errors"]["json"]
+    assert client.get("/api/user/", headers=people["owner"]).json["is_admin"] is False
+
+
+def test_no_response_contains_a_password_hash(client, people):
+    for path in ["/api/user/", f"/api/user/{people['owner_id']}", "/api/user/all"]:
+        text = client.get(path, headers=people["admin"]).get_data(as_text=True)
+        assert "pbkdf2" not in text and "password" not in text
