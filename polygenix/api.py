@@ -6,9 +6,12 @@ import flask_smorest
 import marshmallow as ma
 from flask import Response, jsonify
 from flask_jwt_extended import jwt_required
+from sqlalchemy import Select, false
 from werkzeug.exceptions import HTTPException
 
 BEARER = "bearerAuth"
+# Past any real listing; a larger OFFSET would overflow the databases' 64-bit integers.
+MAX_OFFSET = 2**31
 
 
 class ErrorSchema(ma.Schema):
@@ -25,6 +28,31 @@ class MessageSchema(ma.Schema):
     """A success that carries only a sentence."""
 
     message = ma.fields.String(required=True)
+
+
+class Text(ma.fields.String):
+    """A string every database can store (no NUL), never blank; `strip` trims it first."""
+
+    def __init__(self, *, strip: bool = False, max_length: int | None = None, **kwargs):
+        documented = {"minLength": 1, "pattern": r"\S"}
+        if max_length is not None:
+            documented["maxLength"] = max_length
+        kwargs["metadata"] = documented | kwargs.get("metadata", {})
+        super().__init__(**kwargs)
+        self.strip = strip
+        self.max_length = max_length
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        value = super()._deserialize(value, attr, data, **kwargs)
+        if "\x00" in value:
+            raise ma.ValidationError("Must not contain NUL characters.")
+        if self.strip:
+            value = value.strip()
+        if not value.strip():
+            raise ma.ValidationError("Must not be blank.")
+        if self.max_length is not None and len(value) > self.max_length:
+            raise ma.ValidationError(f"Must be at most {self.max_length} characters.")
+        return value
 
 
 def _summary(errors, prefix: str = "") -> list[str]:
@@ -111,3 +139,11 @@ class Blueprint(flask_smorest.Blueprint):
             return view
 
         return decorator
+
+
+def page_of(statement: Select, page: int, page_size: int) -> Select:
+    """`statement` limited to one page; a page far past the end selects nothing."""
+    offset = (page - 1) * page_size
+    if offset > MAX_OFFSET:
+        return statement.where(false()).limit(page_size)
+    return statement.limit(page_size).offset(offset)

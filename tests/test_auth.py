@@ -47,6 +47,8 @@ def test_register_stores_email_normalised_and_rejects_it_in_any_case(client, aut
         ({"password": "x" * 129}, "password"),
         ({"name": "   "}, "name"),
         ({"name": "n" * 101}, "name"),
+        ({"name": "nul\u0000"}, "name"),
+        ({"email": "a\u0000@b.co"}, "email"),
         ({"is_admin": True}, "is_admin"),
         ({"id": 7}, "id"),
     ],

@@ -108,6 +108,7 @@ def test_title_is_cut_at_a_word_boundary(client, ada):
         ({"content": "hi", "model": "echo", "session_id": 1.5}, "session_id"),
         ({"content": "hi", "model": "echo", "temperature": 2}, "temperature"),
         ({"content": 5, "model": "echo"}, "content"),
+        ({"content": "nul \u0000 inside", "model": "echo"}, "content"),
     ],
 )
 def test_bad_requests_are_422_and_store_nothing(client, ada, app, body, field):
@@ -276,6 +277,10 @@ def test_history_pagination(client, ada):
     small = client.get("/api/ai_chat/history?page=3&page_size=10", headers=ada)
     assert [s["chat_id"] for s in small.json] == [5, 4, 3, 2, 1]
     assert client.get("/api/ai_chat/history?page=9", headers=ada).json == []
+    # Pages far past the end are empty, not a database overflow.
+    for path in ["history", "sessions"]:
+        response = client.get(f"/api/ai_chat/{path}?page={2**64 + 1}", headers=ada)
+        assert response.status_code == 200 and response.json == []
     for bad in ["page_size=101", "page_size=0", "page=0", "page=x"]:
         assert_envelope(client.get(f"/api/ai_chat/history?{bad}", headers=ada), 422)
 
@@ -306,7 +311,14 @@ def test_rename_session(client, ada, bob):
     assert response.json["message_count"] == 2
     assert client.get("/api/ai_chat/5", headers=ada).json["title"] == "Greetings"
     assert_envelope(client.patch("/api/ai_chat/5", headers=bob, json={"title": "x"}), 404)
-    for bad in [{"title": ""}, {"title": "   "}, {"title": "x" * 201}, {}, {"title": "a", "x": 1}]:
+    for bad in [
+        {"title": ""},
+        {"title": "   "},
+        {"title": "x" * 201},
+        {"title": "a\u0000b"},
+        {},
+        {"title": "a", "x": 1},
+    ]:
         assert_envelope(client.patch("/api/ai_chat/5", headers=ada, json=bad), 422)
 
 
@@ -397,16 +409,17 @@ def test_racing_requests_for_one_new_number_make_one_session(app, auth):
 
 def test_racing_new_sessions_get_distinct_numbers(app, auth):
     headers = auth.register()
-    barrier = threading.Barrier(6)
+    barrier = threading.Barrier(12)
     numbers = []
 
     def send(i):
         barrier.wait()
-        numbers.append(ask(app.test_client(), headers, f"racer {i}").json["session_id"])
+        response = ask(app.test_client(), headers, f"racer {i}")
+        numbers.append(response.json.get("session_id", response.json))
 
-    threads = [threading.Thread(target=send, args=(i,)) for i in range(6)]
+    threads = [threading.Thread(target=send, args=(i,)) for i in range(12)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    assert sorted(numbers) == [1, 2, 3, 4, 5, 6]
+    assert sorted(numbers) == list(range(1, 13))

@@ -108,6 +108,8 @@ def test_list_all_paginates(client, people):
     response = client.get("/api/user/all?page_size=2", headers=people["admin"])
     assert [u["email"] for u in response.json] == ["owner@example.com", "other@example.com"]
     assert json.loads(response.headers["X-Pagination"])["total"] == 3
+    far = client.get("/api/user/all?page=18446744073709551617", headers=people["admin"])
+    assert far.status_code == 200 and far.json == []
 
 
 def test_unknown_id_for_admin_is_404(client, people):

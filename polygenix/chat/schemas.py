@@ -2,19 +2,19 @@ import marshmallow as ma
 from flask import current_app
 from marshmallow import fields, validate
 
+from ..api import Text
+
 MAX_NUMBER = 2_147_483_647
 
 
 def validate_content(value: str) -> None:
-    if not value.strip():
-        raise ma.ValidationError("Message content must not be empty.")
     maximum = current_app.config["MAX_MESSAGE_CHARS"]
     if len(value) > maximum:
         raise ma.ValidationError(f"Message content must be at most {maximum} characters.")
 
 
 class MessageCreateSchema(ma.Schema):
-    content = fields.String(required=True, validate=validate_content)
+    content = Text(required=True, validate=validate_content)
     model = fields.String(
         required=True,
         validate=validate.Length(min=1, max=200),
@@ -66,14 +66,7 @@ class SessionSummarySchema(ma.Schema):
 
 
 class SessionUpdateSchema(ma.Schema):
-    title = fields.String(required=True, validate=validate.Length(min=1, max=200))
-
-    @ma.post_load
-    def strip_title(self, data, **kwargs):
-        data["title"] = data["title"].strip()
-        if not data["title"]:
-            raise ma.ValidationError("Title must not be blank.", "title")
-        return data
+    title = Text(required=True, strip=True, max_length=200)
 
 
 class HomeSchema(ma.Schema):

@@ -9,12 +9,16 @@ from sqlalchemy import exists, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import aliased
 
+from ..api import page_of
 from ..extensions import db
 from ..models import ChatSession, Message, User
 from ..providers import ChatMessage, UnknownModelError, resolve
 from .schemas import MAX_NUMBER
 
 TITLE_MAX_CHARS = 60
+# Each lost race means another request of the same user won one, so this many concurrent
+# new-session requests from one user always succeed.
+CREATE_ATTEMPTS = 20
 
 
 def make_title(text: str) -> str:
@@ -69,7 +73,7 @@ def get_or_create_session(user: User, number: int | None, first_message: str) ->
     The unique (user_id, number) index settles races: a request that loses one re-reads the
     winner's session (or, with no number asked for, takes the next number).
     """
-    for _ in range(5):
+    for _ in range(CREATE_ATTEMPTS):
         if number is not None and (session := find_session(user.id, number)) is not None:
             return session
         session = ChatSession(
@@ -84,7 +88,11 @@ def get_or_create_session(user: User, number: int | None, first_message: str) ->
             db.session.rollback()
             continue
         return session
-    abort(503, message="Too many concurrent requests for this session; try again.")
+    abort(
+        503,
+        message="Too many concurrent new sessions; try again.",
+        headers={"Retry-After": "1"},
+    )
 
 
 def load_context(session_id: int, config: Mapping[str, Any], reserved: int) -> list[ChatMessage]:
@@ -156,11 +164,13 @@ def _sessions_page(user: User, page: int, page_size: int, *columns) -> tuple[int
         select(func.count(ChatSession.id)).where(ChatSession.user_id == user.id)
     )
     rows = db.session.execute(
-        select(ChatSession, *columns)
-        .where(ChatSession.user_id == user.id)
-        .order_by(ChatSession.created_at.desc(), ChatSession.id.desc())
-        .limit(page_size)
-        .offset((page - 1) * page_size)
+        page_of(
+            select(ChatSession, *columns)
+            .where(ChatSession.user_id == user.id)
+            .order_by(ChatSession.created_at.desc(), ChatSession.id.desc()),
+            page,
+            page_size,
+        )
     ).all()
     return total, rows
 

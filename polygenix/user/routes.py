@@ -3,7 +3,7 @@ from flask_jwt_extended import current_user
 from flask_smorest import abort
 from sqlalchemy import func, select
 
-from ..api import Blueprint
+from ..api import Blueprint, page_of
 from ..extensions import db
 from ..models import User
 from .schemas import ShowUserSchema, UserSchema, UserUpdateSchema
@@ -49,12 +49,10 @@ class AllUsers(MethodView):
         """List every user (admins only), oldest first"""
         if not current_user.is_admin:
             abort(403, message="Only an admin may list users")
-        pagination_parameters.item_count = db.session.scalar(select(func.count(User.id)))
+        p = pagination_parameters
+        p.item_count = db.session.scalar(select(func.count(User.id)))
         return db.session.scalars(
-            select(User)
-            .order_by(User.id)
-            .limit(pagination_parameters.page_size)
-            .offset(pagination_parameters.first_item)
+            page_of(select(User).order_by(User.id), p.page, p.page_size)
         ).all()
 
 

@@ -2,21 +2,10 @@ import marshmallow as ma
 from flask import current_app
 from marshmallow import fields, validate
 
+from ..api import Text
 from ..models import normalize_email
 
 PASSWORD_MAX_LENGTH = 128
-
-
-class _Name(fields.String):
-    """A display name: surrounding white space removed, 1 to 100 characters left."""
-
-    def _deserialize(self, value, attr, data, **kwargs):
-        value = super()._deserialize(value, attr, data, **kwargs).strip()
-        if not value:
-            raise ma.ValidationError("Name must not be blank.")
-        if len(value) > 100:
-            raise ma.ValidationError("Name must be at most 100 characters.")
-        return value
 
 
 class _Email(fields.Email):
@@ -37,7 +26,7 @@ def validate_password(value: str) -> None:
 class UserSchema(ma.Schema):
     """A new account (register, create)."""
 
-    name = _Name(required=True)
+    name = Text(required=True, strip=True, max_length=100)
     email = _Email(required=True, validate=validate.Length(max=254))
     password = fields.String(required=True, load_only=True, validate=validate_password)
 
@@ -45,7 +34,7 @@ class UserSchema(ma.Schema):
 class UserUpdateSchema(ma.Schema):
     """Fields to change; absent or null leaves a field as it is."""
 
-    name = _Name(allow_none=True)
+    name = Text(allow_none=True, strip=True, max_length=100)
     password = fields.String(allow_none=True, load_only=True, validate=validate_password)
     current_password = fields.String(
         allow_none=True,
