@@ -12,9 +12,15 @@ from flask import Flask
 from config import load_config
 
 from .api import Api, error_response
+from .auth.routes import blp as auth_blp
+from .auth.tokens import init_jwt
+from .chat.routes import blp as chat_blp
+from .cli import users
 from .docs import ASSETS_URL
+from .docs import bp as docs_bp
 from .extensions import db, jwt, migrate
 from .providers import ProviderError
+from .user.routes import blp as user_blp
 
 API_SPEC = {
     "API_TITLE": "PolyGenix",
@@ -45,29 +51,17 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     db.init_app(app)
     migrate.init_app(app, db, directory=str(Path(__file__).parent.parent / "migrations"))
     jwt.init_app(app)
-
-    from .auth.tokens import init_jwt
-
     init_jwt(jwt)
 
     api = Api(app)
-    from .auth.routes import blp as auth_blp
-    from .chat.routes import blp as chat_blp
-    from .user.routes import blp as user_blp
-
     for blp in (auth_blp, user_blp, chat_blp):
         api.register_blueprint(blp)
-
-    from .docs import bp as docs_bp
-
     app.register_blueprint(docs_bp)
 
     @app.errorhandler(ProviderError)
     def _provider_error(error: ProviderError):
         headers = {"Retry-After": str(error.retry_after)} if error.retry_after else None
         return error_response(error.status, error.message, headers=headers)
-
-    from .cli import users
 
     app.cli.add_command(users)
     return app

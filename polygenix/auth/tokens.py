@@ -4,7 +4,7 @@ from functools import cache
 
 from flask import current_app
 from flask_jwt_extended import JWTManager, create_access_token, create_refresh_token
-from werkzeug.security import generate_password_hash
+from werkzeug.security import check_password_hash, generate_password_hash
 
 from ..api import error_response
 from ..extensions import db
@@ -39,9 +39,7 @@ def authenticate(email: str, password: str) -> User | None:
     """
     user = find_by_email(email)
     if user is None:
-        User(password_hash=_dummy_hash(current_app.config["PASSWORD_HASH_METHOD"])).verify_password(
-            password
-        )
+        check_password_hash(_dummy_hash(current_app.config["PASSWORD_HASH_METHOD"]), password)
         return None
     return user if user.verify_password(password) else None
 
@@ -73,18 +71,6 @@ def init_jwt(jwt: JWTManager) -> None:
     def _expired(_header, _payload):
         return error_response(401, "Token has expired")
 
-    @jwt.revoked_token_loader
-    def _revoked(_header, _payload):
-        return error_response(401, "Token has been revoked")
-
     @jwt.user_lookup_error_loader
     def _no_user(_header, _payload):
         return error_response(401, "Token's user no longer exists")
-
-    @jwt.token_verification_failed_loader
-    def _failed(_header, _payload):
-        return error_response(401, "Token verification failed")
-
-    @jwt.needs_fresh_token_loader
-    def _not_fresh(_header, _payload):
-        return error_response(401, "A fresh token is required")
