@@ -9,6 +9,21 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+# Providers whose <PREFIX>_API_KEY, _BASE_URL, _DEFAULT_MODEL and _MODELS are read (see
+# polygenix/providers: the registry must name exactly these).
+PROVIDER_NAMES = (
+    "groq",
+    "openai",
+    "deepseek",
+    "mistral",
+    "openrouter",
+    "anthropic",
+    "gemini",
+    "ollama",
+    "openai-compatible",
+)
+DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant. Answer clearly and concisely."
+
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
@@ -33,6 +48,51 @@ def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int = 0) -
     if value < minimum:
         raise ConfigError(f"{name} must be at least {minimum}, got {value}")
     return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float, *, minimum: float = 0) -> float:
+    raw = _str(env, name)
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+    if not value >= minimum:
+        raise ConfigError(f"{name} must be at least {minimum}, got {raw}")
+    return value
+
+
+def _list(env: Mapping[str, str], name: str) -> list[str]:
+    return [item.strip() for item in (env.get(name) or "").split(",") if item.strip()]
+
+
+def _aliases(env: Mapping[str, str]) -> dict[str, str]:
+    """MODEL_ALIASES: comma-separated `alias=provider/model` pairs; aliases ignore case."""
+    aliases = {}
+    for item in _list(env, "MODEL_ALIASES"):
+        alias, sep, target = item.partition("=")
+        if not sep or not alias.strip() or not target.strip():
+            raise ConfigError(
+                f"MODEL_ALIASES entries must look like alias=provider/model, got {item!r}"
+            )
+        aliases[" ".join(alias.split()).lower()] = target.strip()
+    return aliases
+
+
+def provider_prefix(name: str) -> str:
+    """`openai-compatible` -> `OPENAI_COMPATIBLE`: the start of a provider's variable names."""
+    return name.upper().replace("-", "_")
+
+
+def _provider_settings(env: Mapping[str, str]) -> dict[str, Any]:
+    settings: dict[str, Any] = {}
+    for name in PROVIDER_NAMES:
+        prefix = provider_prefix(name)
+        for suffix in ("API_KEY", "BASE_URL", "DEFAULT_MODEL"):
+            settings[f"{prefix}_{suffix}"] = _str(env, f"{prefix}_{suffix}")
+        settings[f"{prefix}_MODELS"] = _list(env, f"{prefix}_MODELS")
+    return settings
 
 
 def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
@@ -77,4 +137,13 @@ def load_config(env: Mapping[str, str], instance_path: str) -> dict[str, Any]:
         "CONTEXT_MAX_MESSAGES": _int(env, "CONTEXT_MAX_MESSAGES", 50, minimum=0),
         "CONTEXT_MAX_CHARS": _int(env, "CONTEXT_MAX_CHARS", 24_000, minimum=0),
         "SQLALCHEMY_ECHO": _bool(env, "SQLALCHEMY_ECHO", False),
+        # Set but empty disables the system prompt.
+        "SYSTEM_PROMPT": env.get("SYSTEM_PROMPT", DEFAULT_SYSTEM_PROMPT).strip(),
+        "MODEL_ALIASES": _aliases(env),
+        "PROVIDER_CONNECT_TIMEOUT": _float(env, "PROVIDER_CONNECT_TIMEOUT", 5.0, minimum=0.01),
+        "PROVIDER_TIMEOUT": _float(env, "PROVIDER_TIMEOUT", 120.0, minimum=0.01),
+        "PROVIDER_MAX_RETRIES": _int(env, "PROVIDER_MAX_RETRIES", 2),
+        "PROVIDER_MAX_RETRY_WAIT": _float(env, "PROVIDER_MAX_RETRY_WAIT", 10.0),
+        "ANTHROPIC_MAX_TOKENS": _int(env, "ANTHROPIC_MAX_TOKENS", 4096, minimum=1),
+        **_provider_settings(env),
     }

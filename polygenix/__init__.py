@@ -15,11 +15,12 @@ from .api import Api, error_response
 from .auth.routes import blp as auth_blp
 from .auth.tokens import init_jwt
 from .chat.routes import blp as chat_blp
-from .cli import users
+from .cli import providers, users
 from .docs import ASSETS_URL
 from .docs import bp as docs_bp
 from .extensions import db, jwt, migrate
 from .providers import ProviderError
+from .providers.http import retry_after_header
 from .user.routes import blp as user_blp
 
 API_SPEC = {
@@ -60,10 +61,12 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 
     @app.errorhandler(ProviderError)
     def _provider_error(error: ProviderError):
-        headers = {"Retry-After": str(error.retry_after)} if error.retry_after else None
-        return error_response(error.status, error.message, headers=headers)
+        return error_response(
+            error.status, error.message, headers=retry_after_header(error.retry_after)
+        )
 
     app.cli.add_command(users)
+    app.cli.add_command(providers)
     return app
 
 

@@ -1,11 +1,14 @@
 """`flask --app polygenix users ...`: account administration from the shell."""
 
 import sys
+import time
 
 import click
+from flask import current_app
 from flask.cli import AppGroup
 from marshmallow import ValidationError
 
+from .providers import PROVIDERS, ProviderError
 from .user.schemas import UserSchema
 from .user.service import EmailTakenError, create_user
 
@@ -38,3 +41,65 @@ def create(email: str, name: str, admin: bool, password_stdin: bool) -> None:
         raise click.ClickException(str(e)) from None
     role = "admin" if user.is_admin else "user"
     click.echo(f"Created {role} {user.email} (id {user.id})")
+
+
+PING = "Reply with the word OK."
+
+
+@click.group(cls=AppGroup)
+def providers():
+    """Inspect and try the model providers."""
+
+
+@providers.command("list")
+def list_providers() -> None:
+    """Each provider: configured or not, default model, base URL."""
+    config = current_app.config
+    rows = [("PROVIDER", "CONFIGURED", "DEFAULT MODEL", "BASE URL")]
+    for name, provider in PROVIDERS.items():
+        missing = provider.missing_setting(config)
+        rows.append(
+            (
+                name,
+                "yes" if missing is None else f"no (set {missing})",
+                provider.default_model(config) or "-",
+                provider.base_url(config) or "-",
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+
+
+@providers.command("check")
+@click.argument("name", required=False)
+def check_providers(name: str | None) -> None:
+    """Send one tiny request to NAME, or to every configured provider; exit 1 if any fails."""
+    config = current_app.config
+    if name is not None:
+        if name.lower() not in PROVIDERS:
+            raise click.ClickException(f"Unknown provider {name!r}: {', '.join(PROVIDERS)}")
+        names = [name.lower()]
+    else:
+        names = [n for n, p in PROVIDERS.items() if p.missing_setting(config) is None]
+    failed = False
+    for provider_name in names:
+        provider = PROVIDERS[provider_name]
+        missing = provider.missing_setting(config)
+        if missing:
+            click.echo(f"{provider_name}: not configured (set {missing})")
+            failed = True
+            continue
+        model = provider.default_model(config)
+        started = time.monotonic()
+        try:
+            provider.complete(
+                [{"role": "user", "content": "Reply with the word OK."}], model, config
+            )
+        except ProviderError as e:
+            click.echo(f"{provider_name}: error: {e.message}")
+            failed = True
+            continue
+        click.echo(f"{provider_name}: ok ({model}, {(time.monotonic() - started) * 1000:.0f} ms)")
+    if failed:
+        raise SystemExit(1)

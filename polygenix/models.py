@@ -105,6 +105,13 @@ class Message(db.Model):
     # The resolved `provider/model` that wrote a reply; null on the user's own messages.
     model: Mapped[str | None] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # On a user message whose model call failed: why. Such a turn stays out of later context.
+    error: Mapped[str | None] = mapped_column(Text)
+    # On replies: what the provider reported.
+    prompt_tokens: Mapped[int | None]
+    completion_tokens: Mapped[int | None]
+    finish_reason: Mapped[str | None] = mapped_column(String(40))
+    latency_ms: Mapped[int | None]
 
     # Many-to-one only: a session's messages are always queried with a limit, never loaded whole.
     session: Mapped[ChatSession] = relationship()

@@ -146,7 +146,13 @@ def test_echo_model_names(client, ada, model):
 
 def test_models_lists_echo_as_usable(client, ada):
     models = client.get("/api/ai_chat/models", headers=ada).json
-    assert {"id": "echo/echo", "provider": "echo", "model": "echo", "available": True} in models
+    assert {
+        "id": "echo/echo",
+        "provider": "echo",
+        "model": "echo",
+        "default": True,
+        "available": True,
+    } in models
 
 
 class Recorder:
@@ -160,8 +166,14 @@ class Recorder:
     def default_model(self, config):
         return "rec-1"
 
-    def is_configured(self, config):
-        return True
+    def models(self, config):
+        return ["rec-1"]
+
+    def base_url(self, config):
+        return None
+
+    def missing_setting(self, config):
+        return None
 
     def complete(self, messages, model, config):
         self.calls.append(messages)
@@ -175,23 +187,26 @@ def recorder(monkeypatch):
     return provider
 
 
-def test_provider_receives_earlier_turns_then_the_new_message(client, ada, recorder):
+def test_provider_receives_earlier_turns_then_the_new_message(client, ada, app, recorder):
     ask(client, ada, "one", model="recorder", session_id=3)
     ask(client, ada, "two", model="recorder", session_id=3)
     ask(client, ada, "elsewhere", model="recorder", session_id=4)
-    assert recorder.calls[0] == [{"role": "user", "content": "one"}]
+    system = {"role": "system", "content": app.config["SYSTEM_PROMPT"]}
+    assert recorder.calls[0] == [system, {"role": "user", "content": "one"}]
     assert recorder.calls[1] == [
+        system,
         {"role": "user", "content": "one"},
         {"role": "assistant", "content": "reply 1"},
         {"role": "user", "content": "two"},
     ]
-    assert recorder.calls[2] == [{"role": "user", "content": "elsewhere"}]
+    assert recorder.calls[2] == [system, {"role": "user", "content": "elsewhere"}]
 
 
 def test_context_keeps_the_newest_turns_within_the_budget(client, ada, app, recorder):
     for word in ["alpha", "bravo", "charlie"]:
         ask(client, ada, word * 10, model="recorder", session_id=1)
     app.config["CONTEXT_MAX_CHARS"] = 120  # room for the new message and one earlier turn
+    app.config["SYSTEM_PROMPT"] = ""  # disabled: no system message at all
     ask(client, ada, "last", model="recorder", session_id=1)
     assert [m["content"] for m in recorder.calls[-1]] == ["charlie" * 10, "reply 3", "last"]
 
@@ -207,8 +222,8 @@ class Failing(Recorder):
 class Unconfigured(Recorder):
     NAME = "unconfigured"
 
-    def is_configured(self, config):
-        return False
+    def missing_setting(self, config):
+        return "UNCONFIGURED_API_KEY"
 
 
 def test_provider_failure_is_an_envelope_and_keeps_the_users_message(client, ada, monkeypatch):
@@ -223,12 +238,15 @@ def test_provider_failure_is_an_envelope_and_keeps_the_users_message(client, ada
     recorder = Recorder()
     monkeypatch.setitem(PROVIDERS, recorder.NAME, recorder)
     assert ask(client, ada, "again", model="recorder", session_id=9).status_code == 200
-    assert recorder.calls[0] == [{"role": "user", "content": "again"}]
+    assert recorder.calls[0][1:] == [{"role": "user", "content": "again"}]
+    failed = client.get("/api/ai_chat/9", headers=ada).json["messages"][0]
+    assert failed["failed"] is True and "overloaded" in failed["error"]
 
 
 def test_unconfigured_provider_is_503_and_stores_nothing(client, ada, app, monkeypatch):
     monkeypatch.setitem(PROVIDERS, "unconfigured", Unconfigured())
-    assert_envelope(ask(client, ada, model="unconfigured"), 503, "not configured")
+    body = assert_envelope(ask(client, ada, model="unconfigured"), 503, "not configured")
+    assert "set UNCONFIGURED_API_KEY" in body["message"]
     with app.app_context():
         assert db.session.scalar(select(func.count(ChatSession.id))) == 0
 
@@ -256,7 +274,15 @@ def test_history_is_newest_first_with_messages_oldest_first(client, ada, bob):
         "session_id",
         "timestamp",
         "model",
+        "usage",
+        "finish_reason",
+        "failed",
+        "error",
     }
+    question, answer = history[1]["messages"][:2]
+    assert question["usage"] is None and question["failed"] is False
+    assert answer["usage"]["completion_tokens"] == 2  # echo counts words: "Echo:", "first"
+    assert answer["finish_reason"] == "stop"
 
 
 def test_history_pagination(client, ada):

@@ -57,12 +57,18 @@ class ChatRequest(MethodView):
     @blp.login_required
     @blp.arguments(MessageCreateSchema)
     @blp.response(200, MessageResponseSchema)
-    @blp.errors(502, 503, 504)
+    @blp.errors(429, 502, 503, 504)
     def post(self, data):
         """Send a message to a model and get its reply
 
         `session_id` null or absent starts a new session with your next free number; a number
         you have no session with starts a new session with that number; one you have continues it.
+
+        Provider failures: 422 unknown model, or model not found at the provider; 429 the
+        provider is rate limiting (with `Retry-After`); 502 it rejected the configured key or
+        the request, or answered with no usable reply; 503 it is not configured (the message
+        names the variable to set) or cannot be reached; 504 it did not answer within
+        PROVIDER_TIMEOUT. Your message stays in the session, flagged `failed` with the `error`.
         """
         return service.send_message(
             current_user, data["content"], data["model"], data.get("session_id")

@@ -49,6 +49,28 @@ class MessageResponseSchema(ma.Schema):
     model = fields.String(
         dump_only=True, allow_none=True, metadata={"description": "`provider/model` of a reply"}
     )
+    usage = fields.Method("_usage", dump_only=True, allow_none=True)
+    finish_reason = fields.String(
+        dump_only=True,
+        allow_none=True,
+        metadata={"description": "Why the reply ended: stop, length, content_filter..."},
+    )
+    failed = fields.Function(
+        lambda message: message.error is not None,
+        dump_only=True,
+        metadata={"type": "boolean", "description": "The model call for this message failed"},
+    )
+    error = fields.String(
+        dump_only=True, allow_none=True, metadata={"description": "Why it failed"}
+    )
+
+    def _usage(self, message):
+        if not message.is_bot:
+            return None
+        return {
+            "prompt_tokens": message.prompt_tokens,
+            "completion_tokens": message.completion_tokens,
+        }
 
 
 class ChatSessionResponseSchema(ma.Schema):
@@ -76,5 +98,6 @@ class HomeSchema(ma.Schema):
 class ModelSchema(ma.Schema):
     id = fields.String(metadata={"description": "Send this (or just the provider) as `model`"})
     provider = fields.String()
-    model = fields.String()
+    model = fields.String(allow_none=True)
+    default = fields.Boolean(metadata={"description": "The provider's default model"})
     available = fields.Boolean(metadata={"description": "Usable now (configured)"})

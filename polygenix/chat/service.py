@@ -1,5 +1,6 @@
 """A chat turn (session, context, provider call, persistence) and history queries."""
 
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -12,7 +13,7 @@ from sqlalchemy.orm import aliased
 from ..api import page_of
 from ..extensions import db
 from ..models import ChatSession, Message, User
-from ..providers import ChatMessage, UnknownModelError, resolve
+from ..providers import ChatMessage, ProviderError, UnknownModelError, resolve
 from .schemas import MAX_NUMBER
 
 TITLE_MAX_CHARS = 60
@@ -98,8 +99,8 @@ def get_or_create_session(user: User, number: int | None, first_message: str) ->
 def load_context(session_id: int, config: Mapping[str, Any], reserved: int) -> list[ChatMessage]:
     """The session's latest complete turns that fit the budget, oldest first.
 
-    One bounded query. A user message with no reply after it (its provider call failed) is left
-    out with nothing in its place, so roles alternate user/assistant as every provider accepts.
+    One bounded query. A user message with no reply after it (its provider call failed, or is
+    still running) is left out, so roles alternate user/assistant as every provider requires.
     """
     rows = db.session.scalars(
         select(Message)
@@ -130,32 +131,58 @@ def load_context(session_id: int, config: Mapping[str, Any], reserved: int) -> l
 
 
 def send_message(user: User, content: str, model_name: str, number: int | None) -> Message:
-    """Store the user's message, ask the model with the session's context, store the reply."""
+    """Store the user's message, ask the model with the session's context, store the reply.
+
+    If the provider fails, the user's message stays, marked with the error, and the error is
+    raised for the API to answer with.
+    """
     config = current_app.config
     try:
         provider, model = resolve(model_name, config)
     except UnknownModelError as e:
         abort(422, message=str(e), errors={"json": {"model": [str(e)]}})
-    if not provider.is_configured(config):
-        abort(503, message=f"Model provider {provider.NAME!r} is not configured on this server")
+    missing = provider.missing_setting(config)
+    if missing:
+        abort(503, message=f"Model provider {provider.NAME!r} is not configured: set {missing}")
 
     session = get_or_create_session(user, number, content)
-    context = load_context(session.id, config, reserved=len(content))
+    messages = build_messages(config, load_context(session.id, config, len(content)), content)
     # Committed before the provider is called: the user's words survive a provider failure, and
     # no database lock is held while the model thinks.
-    db.session.add(Message(session=session, is_bot=False, content=content))
+    question = Message(session=session, is_bot=False, content=content)
+    db.session.add(question)
     db.session.commit()
 
-    completion = provider.complete(context + [{"role": "user", "content": content}], model, config)
+    started = time.monotonic()
+    try:
+        completion = provider.complete(messages, model, config)
+    except ProviderError as e:
+        question.error = e.message
+        db.session.commit()
+        raise
     reply = Message(
         session=session,
         is_bot=True,
         content=completion.content,
         model=f"{provider.NAME}/{completion.model}",
+        prompt_tokens=completion.prompt_tokens,
+        completion_tokens=completion.completion_tokens,
+        finish_reason=completion.finish_reason,
+        latency_ms=round((time.monotonic() - started) * 1000),
     )
     db.session.add(reply)
     db.session.commit()
     return reply
+
+
+def build_messages(
+    config: Mapping[str, Any], context: list[ChatMessage], content: str
+) -> list[ChatMessage]:
+    """What the provider is sent: the system prompt, the earlier turns, the new message."""
+    system: list[ChatMessage] = (
+        [{"role": "system", "content": config["SYSTEM_PROMPT"]}] if config["SYSTEM_PROMPT"] else []
+    )
+    return system + context + [{"role": "user", "content": content}]
 
 
 def _sessions_page(user: User, page: int, page_size: int, *columns) -> tuple[int, list]:

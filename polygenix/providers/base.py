@@ -14,29 +14,48 @@ class ChatMessage(TypedDict):
 class Completion:
     content: str
     model: str
-    finish_reason: str = "stop"
+    finish_reason: str | None = "stop"
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
 
 
 class ProviderError(Exception):
-    """A provider call failed; `status` is what the API answers (429, 502, 503, 504...)."""
+    """A provider call failed; `status` is what the API answers (422, 429, 502, 503, 504...).
 
-    def __init__(self, message: str, *, status: int = 502, retry_after: int | None = None):
+    `retryable` marks failures worth another attempt (connection errors, 408, 409, 429, 5xx).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int = 502,
+        retry_after: float | None = None,
+        retryable: bool = False,
+    ):
         super().__init__(message)
         self.message = message
         self.status = status
         self.retry_after = retry_after
+        self.retryable = retryable
+
+
+class MalformedResponse(ValueError):
+    """A provider answered 2xx with a body that holds no usable reply."""
 
 
 class Provider(Protocol):
-    """A provider client module: a name, a default model, and one blocking call."""
+    """A provider client: its name, its settings, and one blocking call."""
 
     NAME: str
 
-    def default_model(self, config: Mapping[str, Any]) -> str: ...
+    def default_model(self, config: Mapping[str, Any]) -> str | None: ...
 
-    def is_configured(self, config: Mapping[str, Any]) -> bool: ...
+    def models(self, config: Mapping[str, Any]) -> list[str]: ...
+
+    def base_url(self, config: Mapping[str, Any]) -> str | None: ...
+
+    def missing_setting(self, config: Mapping[str, Any]) -> str | None: ...
 
     def complete(
         self, messages: list[ChatMessage], model: str, config: Mapping[str, Any]

@@ -15,8 +15,16 @@ def default_model(config: Mapping[str, Any]) -> str:
     return "echo"
 
 
-def is_configured(config: Mapping[str, Any]) -> bool:
-    return True
+def models(config: Mapping[str, Any]) -> list[str]:
+    return ["echo"]
+
+
+def base_url(config: Mapping[str, Any]) -> None:
+    return None
+
+
+def missing_setting(config: Mapping[str, Any]) -> None:
+    return None
 
 
 def complete(messages: list[ChatMessage], model: str, config: Mapping[str, Any]) -> Completion:

@@ -1,0 +1,258 @@
+"""The one place that talks HTTP to providers: timeouts, retries, and mapping failures.
+
+Wire-format modules (openai_chat, anthropic, gemini, ollama) are pure: they build a payload and
+parse a response. `HTTPProvider` joins one of them to a base URL, a key and a `requests.Session`.
+Retries use tenacity: at most PROVIDER_MAX_RETRIES more attempts on connection errors, 408, 409,
+429, 5xx and 529, waiting as the provider asks (Retry-After, retry-after-ms, Gemini's RetryInfo)
+or with jittered exponential backoff, never longer than PROVIDER_MAX_RETRY_WAIT and never past the
+PROVIDER_TIMEOUT deadline.
+"""
+
+import logging
+import math
+import re
+import time
+from collections.abc import Mapping
+from email.utils import parsedate_to_datetime
+from types import ModuleType
+from typing import Any
+
+import requests
+from tenacity import (
+    Retrying,
+    retry_if_exception,
+    stop_after_attempt,
+    stop_before_delay,
+    wait_random_exponential,
+)
+
+from config import provider_prefix
+
+from .base import ChatMessage, Completion, MalformedResponse, ProviderError
+
+log = logging.getLogger(__name__)
+
+USER_AGENT = "PolyGenix/0.1"
+RETRY_STATUSES = {408, 409, 429, 529}
+# Shapes of API keys and other long secrets that must not reach a client through error text.
+_SECRET = re.compile(
+    r"(sk-[A-Za-z0-9_\-]{6,}|gsk_[A-Za-z0-9]{6,}|AIza[0-9A-Za-z_\-]{10,}|[A-Za-z0-9_\-]{32,})"
+)
+
+
+class HTTPProvider:
+    """A provider reached over HTTP, configured by `<PREFIX>_API_KEY`, `_BASE_URL`, ... ."""
+
+    def __init__(
+        self,
+        name: str,
+        wire: ModuleType,
+        *,
+        base_url: str | None,
+        default_model: str | None,
+        key_required: bool = True,
+        extra_headers: Mapping[str, str] | None = None,
+    ):
+        self.NAME = name
+        self.wire = wire
+        self.prefix = provider_prefix(name)
+        self._base_url = base_url
+        self._default_model = default_model
+        self.key_required = key_required
+        self.extra_headers = dict(extra_headers or {})
+        self.session = requests.Session()  # connection reuse across requests
+
+    def _setting(self, config: Mapping[str, Any], suffix: str):
+        return config.get(f"{self.prefix}_{suffix}")
+
+    def base_url(self, config: Mapping[str, Any]) -> str | None:
+        url = self._setting(config, "BASE_URL") or self._base_url
+        return url.rstrip("/") if url else None
+
+    def default_model(self, config: Mapping[str, Any]) -> str | None:
+        return self._setting(config, "DEFAULT_MODEL") or self._default_model
+
+    def models(self, config: Mapping[str, Any]) -> list[str]:
+        default = self.default_model(config)
+        extra = self._setting(config, "MODELS") or []
+        return list(dict.fromkeys(([default] if default else []) + extra))
+
+    def missing_setting(self, config: Mapping[str, Any]) -> str | None:
+        """The variable to set before this provider can be used, or None when it is ready."""
+        if self.key_required and not self._setting(config, "API_KEY"):
+            return f"{self.prefix}_API_KEY"
+        if not self.base_url(config):
+            return f"{self.prefix}_BASE_URL"
+        if not self.default_model(config):
+            return f"{self.prefix}_DEFAULT_MODEL"
+        return None
+
+    def complete(
+        self, messages: list[ChatMessage], model: str, config: Mapping[str, Any]
+    ) -> Completion:
+        key = self._setting(config, "API_KEY")
+        headers = {"User-Agent": USER_AGENT, **self.extra_headers, **self.wire.headers(key)}
+        url = self.base_url(config) + self.wire.path(model)
+        payload = self.wire.build_payload(messages, model, config)
+        data = post_json(self, url, headers, payload, model, config)
+        try:
+            return self.wire.parse_response(data, model)
+        except (MalformedResponse, KeyError, IndexError, TypeError, AttributeError) as e:
+            log.warning("%s returned an unusable response: %s", self.NAME, type(e).__name__)
+            raise ProviderError(f"{self.NAME} returned a response with no usable reply") from None
+
+
+def post_json(
+    provider: HTTPProvider,
+    url: str,
+    headers: dict[str, str],
+    payload: dict,
+    model: str,
+    config: Mapping[str, Any],
+) -> dict:
+    """POST `payload` and return the JSON object answered, retrying what is worth retrying."""
+    timeout = config["PROVIDER_TIMEOUT"]
+    deadline = time.monotonic() + timeout
+    max_wait = config["PROVIDER_MAX_RETRY_WAIT"]
+    backoff = wait_random_exponential(multiplier=0.5, max=max_wait)
+
+    def wait(state) -> float:
+        asked = state.outcome.exception().retry_after
+        return min(asked, max_wait) if asked is not None else backoff(state)
+
+    def before_sleep(state) -> None:
+        error = state.outcome.exception()
+        log.warning(
+            "%s attempt %d failed (%s); retrying in %.2f s",
+            provider.NAME,
+            state.attempt_number,
+            error.message,
+            state.upcoming_sleep,
+        )
+
+    retrying = Retrying(
+        stop=stop_after_attempt(config["PROVIDER_MAX_RETRIES"] + 1) | stop_before_delay(timeout),
+        wait=wait,
+        retry=retry_if_exception(lambda e: isinstance(e, ProviderError) and e.retryable),
+        before_sleep=before_sleep,
+        reraise=True,
+    )
+    return retrying(_attempt, provider, url, headers, payload, model, config, deadline)
+
+
+def _attempt(provider, url, headers, payload, model, config, deadline) -> dict:
+    name = provider.NAME
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        raise ProviderError(f"{name} did not answer in time", status=504)
+    connect = min(config["PROVIDER_CONNECT_TIMEOUT"], remaining)
+    try:
+        response = provider.session.post(
+            url, json=payload, headers=headers, timeout=(connect, remaining)
+        )
+    except requests.ConnectTimeout:
+        raise ProviderError(f"{name} could not be reached", status=503, retryable=True) from None
+    except requests.Timeout:
+        raise ProviderError(f"{name} did not answer in time", status=504) from None
+    except requests.ConnectionError:
+        raise ProviderError(f"{name} could not be reached", status=503, retryable=True) from None
+    if response.status_code >= 400:
+        raise _http_error(provider, response, model, config)
+    try:
+        data = response.json()
+    except ValueError:
+        data = None
+    if not isinstance(data, dict):
+        raise ProviderError(f"{name} returned a response with no usable reply")
+    return data
+
+
+def _http_error(provider: HTTPProvider, response, model: str, config) -> ProviderError:
+    """Map a provider's error answer to the status PolyGenix gives its own client."""
+    name, status = provider.NAME, response.status_code
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    detail = _redact(_error_message(body) or response.reason or "", provider, config)
+    said = f": {detail}" if detail else ""
+    reasons = _error_reasons(body)
+    if status in (401, 403) or "API_KEY_INVALID" in reasons:
+        return ProviderError(
+            f"{name} rejected the configured credentials (check {provider.prefix}_API_KEY)"
+        )
+    if status == 404 or "model_not_found" in reasons:
+        return ProviderError(f"Model {model!r} was not found at {name}{said}", status=422)
+    retry_after = _retry_after(response, body)
+    if status == 429:
+        return ProviderError(
+            f"{name} is rate limiting requests{said}",
+            status=429,
+            retry_after=retry_after,
+            retryable=True,
+        )
+    retryable = status in RETRY_STATUSES or status >= 500
+    if retryable:
+        return ProviderError(
+            f"{name} failed (HTTP {status}){said}", retry_after=retry_after, retryable=True
+        )
+    return ProviderError(f"{name} rejected the request (HTTP {status}){said}")
+
+
+def _error_message(body: Any) -> str | None:
+    """The provider's error text: {"error": {"message": ...}}, or Ollama's {"error": "..."}."""
+    if not isinstance(body, dict):
+        return None
+    error = body.get("error")
+    if isinstance(error, dict):
+        message = error.get("message")
+        return str(message) if message else None
+    if isinstance(error, str):
+        return error
+    return str(body["message"]) if isinstance(body.get("message"), str) else None
+
+
+def _error_reasons(body: Any) -> set[str]:
+    """Machine-readable error codes: OpenAI `code`, Anthropic `type`, Gemini ErrorInfo `reason`."""
+    if not isinstance(body, dict) or not isinstance(body.get("error"), dict):
+        return set()
+    error = body["error"]
+    reasons = {str(error.get(k)) for k in ("code", "type", "status") if error.get(k)}
+    for detail in error.get("details") or []:
+        if isinstance(detail, dict) and detail.get("reason"):
+            reasons.add(str(detail["reason"]))
+    return reasons
+
+
+def _retry_after(response, body: Any) -> float | None:
+    """Seconds the provider asks us to wait: retry-after-ms, Retry-After, or Gemini's RetryInfo."""
+    headers = response.headers
+    try:
+        if headers.get("retry-after-ms"):
+            return max(float(headers["retry-after-ms"]) / 1000, 0.0)
+        if headers.get("retry-after"):
+            value = headers["retry-after"]
+            try:
+                return max(float(value), 0.0)
+            except ValueError:
+                return max(parsedate_to_datetime(value).timestamp() - time.time(), 0.0)
+    except (TypeError, ValueError, OverflowError):
+        pass
+    if isinstance(body, dict) and isinstance(body.get("error"), dict):
+        for detail in body["error"].get("details") or []:
+            delay = detail.get("retryDelay") if isinstance(detail, dict) else None
+            if isinstance(delay, str) and re.fullmatch(r"\d+(\.\d+)?s", delay):
+                return float(delay[:-1])
+    return None
+
+
+def retry_after_header(seconds: float | None) -> dict[str, str]:
+    """The Retry-After header for our own client (whole seconds, rounded up)."""
+    return {"Retry-After": str(math.ceil(seconds))} if seconds is not None else {}
+
+
+def _redact(text: str, provider: HTTPProvider, config) -> str:
+    key = config.get(f"{provider.prefix}_API_KEY")
+    if key:
+        text = text.replace(key, "[redacted]")
+    return _SECRET.sub("[redacted]", text)[:300]
