@@ -106,6 +106,14 @@ def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
     raise ConfigError(f"{name} must be true or false, got {raw!r}")
 
 
+def database_url(url: str) -> str:
+    """Accept the common `postgres://` and `postgresql://` forms, using psycopg 3 for them."""
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url.removeprefix(prefix)
+    return url
+
+
 def load_config(env: Mapping[str, str], instance_path: str) -> dict[str, Any]:
     """Read every PolyGenix setting from `env`; defaults suit a single-user development machine."""
     environment = (_str(env, "POLYGENIX_ENV", "development") or "").lower()
@@ -120,7 +128,13 @@ def load_config(env: Mapping[str, str], instance_path: str) -> dict[str, Any]:
         # None means: generate once and keep in the instance folder (development only).
         "SECRET_KEY": _str(env, "SECRET_KEY"),
         "JWT_SECRET_KEY": _str(env, "JWT_SECRET_KEY"),
-        "SQLALCHEMY_DATABASE_URI": _str(env, "DATABASE_URL", default_db),
+        "SQLALCHEMY_DATABASE_URI": database_url(_str(env, "DATABASE_URL", default_db)),
+        # Connection pool (PostgreSQL): per worker process, pre-pinged so a restarted database
+        # costs failed requests while it is down, never a worker restart.
+        "DB_POOL_SIZE": _int(env, "DB_POOL_SIZE", 5, minimum=1),
+        "DB_MAX_OVERFLOW": _int(env, "DB_MAX_OVERFLOW", 10),
+        "DB_POOL_RECYCLE": _int(env, "DB_POOL_RECYCLE", 1800, minimum=1),
+        "REDIS_URL": _str(env, "REDIS_URL"),
         "JWT_TOKEN_LOCATION": ["headers"],
         "JWT_ALGORITHM": algorithm,
         "JWT_DECODE_ALGORITHMS": [algorithm],

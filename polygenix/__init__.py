@@ -46,6 +46,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.config.update(API_SPEC)
     app.config.update(load_config(os.environ, app.instance_path))
     app.config.update(config or {})
+    app.config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", _engine_options(app.config))
     os.makedirs(app.instance_path, exist_ok=True)
     _ensure_secrets(app)
 
@@ -68,6 +69,17 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.cli.add_command(users)
     app.cli.add_command(providers)
     return app
+
+
+def _engine_options(config: Mapping[str, Any]) -> dict[str, Any]:
+    options: dict[str, Any] = {"pool_pre_ping": True}
+    if not config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite"):
+        options |= {
+            "pool_size": config["DB_POOL_SIZE"],
+            "max_overflow": config["DB_MAX_OVERFLOW"],
+            "pool_recycle": config["DB_POOL_RECYCLE"],
+        }
+    return options
 
 
 def _ensure_secrets(app: Flask) -> None:

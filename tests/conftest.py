@@ -1,34 +1,70 @@
+"""Fixtures: apps over a real database (SQLite files, or PostgreSQL when TEST_DATABASE_URL is set).
+
+With TEST_DATABASE_URL, the run gets a schema of its own (dropped at the end) and every test starts
+from empty tables; with TEST_REDIS_URL, apps keep their shared state in that Redis.
+"""
+
+import os
+
 import pytest
 
 from polygenix import create_app
 from polygenix.extensions import db
 from polygenix.user.service import create_user
-from tests.helpers import PASSWORD
+from tests.helpers import PASSWORD, TEST_DATABASE_URL, TEST_REDIS_URL, scratch_schema
 
 # Real hashing, at a cost that keeps a few hundred logins quick.
 FAST_HASH = "pbkdf2:sha256:1000"
 
 
+@pytest.fixture(scope="session")
+def postgres_url():
+    """A PostgreSQL URL whose search_path is this run's own schema, or None (SQLite)."""
+    if not TEST_DATABASE_URL:
+        yield None
+        return
+    with scratch_schema(f"run_{os.getpid()}") as url:
+        yield url
+
+
 @pytest.fixture
-def config(tmp_path, monkeypatch):
+def config(tmp_path, monkeypatch, postgres_url):
     monkeypatch.setenv("POLYGENIX_INSTANCE_PATH", str(tmp_path / "instance"))
     return {
         "TESTING": True,
         "SECRET_KEY": "test-secret-key-" + "s" * 40,
         "JWT_SECRET_KEY": "test-jwt-secret-key-" + "j" * 60,
-        "SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path / 'test.db'}",
+        "SQLALCHEMY_DATABASE_URI": postgres_url or f"sqlite:///{tmp_path / 'test.db'}",
+        "REDIS_URL": TEST_REDIS_URL,
         "PASSWORD_HASH_METHOD": FAST_HASH,
     }
 
 
 @pytest.fixture
-def app(config):
-    app = create_app(config)
-    with app.app_context():
-        db.create_all()
-    yield app
-    with app.app_context():
-        db.engine.dispose()
+def make_app(config):
+    """Build apps over the test database; their tables are emptied and engines closed after."""
+    apps = []
+
+    def make(overrides=None):
+        app = create_app(config | (overrides or {}))
+        with app.app_context():
+            db.create_all()
+        apps.append(app)
+        return app
+
+    yield make
+    for app in apps:
+        with app.app_context():
+            if not app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite"):
+                tables = ", ".join(t.name for t in db.metadata.sorted_tables)
+                with db.engine.begin() as connection:
+                    connection.exec_driver_sql(f"TRUNCATE {tables} RESTART IDENTITY CASCADE")
+            db.engine.dispose()
+
+
+@pytest.fixture
+def app(make_app):
+    return make_app()
 
 
 @pytest.fixture

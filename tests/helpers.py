@@ -1,6 +1,33 @@
-"""Assertions and values the test modules share."""
+"""Assertions, values and database helpers the test modules share."""
+
+import os
+import secrets
+from contextlib import contextmanager
+
+from sqlalchemy import create_engine, make_url
+
+from config import database_url
 
 PASSWORD = "correct horse battery"
+TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL")
+TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL")
+
+
+@contextmanager
+def scratch_schema(prefix: str):
+    """A new, empty PostgreSQL schema; yields a URL that uses it, drops it afterwards."""
+    name = f"{prefix}_{secrets.token_hex(4)}"
+    url = make_url(database_url(TEST_DATABASE_URL))
+    engine = create_engine(url)
+    try:
+        with engine.begin() as connection:
+            connection.exec_driver_sql(f'CREATE SCHEMA "{name}"')
+        scoped = url.update_query_dict({"options": f"-csearch_path={name}"})
+        yield scoped.render_as_string(hide_password=False)
+    finally:
+        with engine.begin() as connection:
+            connection.exec_driver_sql(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
+        engine.dispose()
 
 
 def assert_envelope(response, code, message=None):

@@ -1,6 +1,5 @@
 import pytest
 
-from polygenix import create_app
 from tests.helpers import assert_envelope
 
 
@@ -26,8 +25,8 @@ def test_body_over_max_content_length_is_413(client, auth):
     assert_envelope(response, 413)
 
 
-def test_max_content_length_is_configurable(config):
-    app = create_app(config | {"MAX_CONTENT_LENGTH": 2048})
+def test_max_content_length_is_configurable(make_app):
+    app = make_app({"MAX_CONTENT_LENGTH": 2048})
     response = app.test_client().post(
         "/api/auth/register", json={"name": "n", "email": "a@b.co", "password": "p" * 3000}
     )
@@ -48,8 +47,8 @@ def test_validation_error_carries_errors_by_location(client):
 
 
 @pytest.fixture
-def crashing_app(config):
-    app = create_app(config | {"TESTING": False})
+def crashing_app(make_app):
+    app = make_app({"TESTING": False})
 
     @app.get("/boom")
     def boom():

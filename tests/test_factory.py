@@ -68,13 +68,9 @@ def test_development_generates_secrets_once_and_keeps_them(config, tmp_path):
     assert sorted(p.name for p in path.parent.iterdir()) == ["secrets.json"]
 
 
-def test_tokens_survive_a_restart_with_generated_secrets(config):
+def test_tokens_survive_a_restart_with_generated_secrets(config, make_app):
     del config["SECRET_KEY"], config["JWT_SECRET_KEY"]
-    app = create_app(config)
-    from polygenix.extensions import db
-
-    with app.app_context():
-        db.create_all()
+    app = make_app()
     token = (
         app.test_client()
         .post(
@@ -83,7 +79,7 @@ def test_tokens_survive_a_restart_with_generated_secrets(config):
         )
         .json["access_token"]
     )
-    restarted = create_app(config).test_client()
+    restarted = make_app().test_client()
     assert restarted.get(f"/api/auth/verify-token/{token}").status_code == 200
 
 

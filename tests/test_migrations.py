@@ -5,12 +5,21 @@ from sqlalchemy import inspect
 
 from polygenix import create_app
 from polygenix.extensions import db
+from tests.helpers import TEST_DATABASE_URL, scratch_schema
 
 
 @pytest.fixture
 def empty_app(config, tmp_path):
-    """An app over a database file nothing has been created in."""
-    return create_app(config | {"SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path / 'm.db'}"})
+    """An app over an empty database: a new SQLite file, or a new PostgreSQL schema."""
+    if not TEST_DATABASE_URL:
+        app = create_app(config | {"SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path / 'm.db'}"})
+        yield app
+        return
+    with scratch_schema("migrations") as url:
+        app = create_app(config | {"SQLALCHEMY_DATABASE_URI": url})
+        yield app
+        with app.app_context():
+            db.engine.dispose()
 
 
 def pending_changes(app):

@@ -8,7 +8,6 @@ import pytest
 from sqlalchemy import select
 
 from config import PROVIDER_NAMES, provider_prefix
-from polygenix import create_app
 from polygenix.extensions import db
 from polygenix.models import Message
 from polygenix.providers import PROVIDERS
@@ -70,13 +69,8 @@ def provider_config(config, fake):
 
 
 @pytest.fixture
-def app(provider_config):
-    app = create_app(provider_config)
-    with app.app_context():
-        db.create_all()
-    yield app
-    with app.app_context():
-        db.engine.dispose()
+def app(make_app, provider_config):
+    return make_app(provider_config)
 
 
 @pytest.fixture
@@ -84,12 +78,9 @@ def user(auth):
     return auth.register()
 
 
-def client_with_user(config):
+def client_with_user(make_app, config):
     """A fresh app on `config` (settings read now) and a registered user's bearer headers."""
-    app = create_app(config)
-    with app.app_context():
-        db.create_all()
-    client = app.test_client()
+    client = make_app(config).test_client()
     token = client.post(
         "/api/auth/register", json={"name": "A", "email": "a@b.co", "password": "long enough"}
     ).json["access_token"]
@@ -104,12 +95,12 @@ def ask(client, headers, model, content="What is 2+2?", session_id=None):
     )
 
 
-def test_one_key_is_enough_for_the_originals_call(config, fake, monkeypatch):
+def test_one_key_is_enough_for_the_originals_call(make_app, config, fake, monkeypatch):
     """Only GROQ_API_KEY and GROQ_BASE_URL set: the original client's request just works."""
     fake.reset()
     monkeypatch.setenv("GROQ_API_KEY", "gsk-only-this-one")
     monkeypatch.setenv("GROQ_BASE_URL", fake.url + "/openai/v1")
-    client, headers = client_with_user(config)
+    client, headers = client_with_user(make_app, config)
     response = client.post(
         "/api/ai_chat/request",
         headers=headers,
@@ -203,8 +194,9 @@ def test_reply_stores_usage_and_latency(client, user, app, fake):
     assert reply.latency_ms >= 50
 
 
-def test_ollama_sends_its_key_as_bearer_when_set(provider_config, fake):
-    client, headers = client_with_user(provider_config | {"OLLAMA_API_KEY": "ollama-secret"})
+def test_ollama_sends_its_key_as_bearer_when_set(make_app, provider_config, fake):
+    with_key = provider_config | {"OLLAMA_API_KEY": "ollama-secret"}
+    client, headers = client_with_user(make_app, with_key)
     assert ask(client, headers, "ollama").status_code == 200
     assert fake.requests[-1].headers["Authorization"] == "Bearer ollama-secret"
 
@@ -238,21 +230,21 @@ def test_model_names_and_aliases(client, user, fake, model, provider, model_id):
         assert sent.body["model"] == model_id
 
 
-def test_configured_aliases_and_default_models(provider_config, fake, monkeypatch):
+def test_configured_aliases_and_default_models(make_app, provider_config, fake, monkeypatch):
     monkeypatch.setenv(
         "MODEL_ALIASES", "fast=groq/llama-3.1-8b-instant, Smart = anthropic/claude-sonnet-4-5"
     )
     monkeypatch.setenv("GROQ_DEFAULT_MODEL", "from-env")
-    client, headers = client_with_user(provider_config)
+    client, headers = client_with_user(make_app, provider_config)
     assert ask(client, headers, "FAST").json["model"] == "groq/llama-3.1-8b-instant"
     assert ask(client, headers, "smart").json["model"] == "anthropic/claude-sonnet-4-5"
     assert ask(client, headers, "groq").json["model"] == "groq/from-env"
 
 
-def test_models_endpoint_lists_defaults_extras_and_availability(config, monkeypatch):
+def test_models_endpoint_lists_defaults_extras_and_availability(make_app, config, monkeypatch):
     monkeypatch.setenv("GROQ_API_KEY", "gsk-listing-secret")
     monkeypatch.setenv("GROQ_MODELS", "llama-3.1-8b-instant, llama-3.3-70b-versatile")
-    client, headers = client_with_user(config)
+    client, headers = client_with_user(make_app, config)
     response = client.get("/api/ai_chat/models", headers=headers)
     assert "gsk-listing-secret" not in response.get_data(as_text=True)
     models = response.json
@@ -277,9 +269,9 @@ def test_models_endpoint_lists_defaults_extras_and_availability(config, monkeypa
     }
 
 
-def test_missing_key_is_503_naming_the_variable(config, fake):
+def test_missing_key_is_503_naming_the_variable(make_app, config, fake):
     fake.reset()
-    client, headers = client_with_user(config)
+    client, headers = client_with_user(make_app, config)
     body = assert_envelope(ask(client, headers, "groq"), 503)
     assert "GROQ_API_KEY" in body["message"]
     body = assert_envelope(ask(client, headers, "openai-compatible"), 503)

@@ -6,7 +6,7 @@ from typing import Any
 
 from flask import current_app
 from flask_smorest import abort
-from sqlalchemy import exists, func, select
+from sqlalchemy import BigInteger, cast, exists, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import aliased
 
@@ -58,12 +58,12 @@ def next_number(user_id: int) -> int:
     if find_session(user_id, 1) is None:
         return 1
     following = aliased(ChatSession)
+    # In 64 bits: the number after 2,147,483,647 overflows PostgreSQL's integer.
+    after = cast(ChatSession.number, BigInteger) + 1
     return db.session.scalar(
-        select(func.min(ChatSession.number + 1)).where(
+        select(func.min(after)).where(
             ChatSession.user_id == user_id,
-            ~exists().where(
-                following.user_id == user_id, following.number == ChatSession.number + 1
-            ),
+            ~exists().where(following.user_id == user_id, following.number == after),
         )
     )
 
