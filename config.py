@@ -135,6 +135,7 @@ def load_config(env: Mapping[str, str], instance_path: str) -> dict[str, Any]:
         "DB_MAX_OVERFLOW": _int(env, "DB_MAX_OVERFLOW", 10),
         "DB_POOL_RECYCLE": _int(env, "DB_POOL_RECYCLE", 1800, minimum=1),
         "REDIS_URL": _str(env, "REDIS_URL"),
+        "REDIS_KEY_PREFIX": _str(env, "REDIS_KEY_PREFIX", "polygenix:"),
         "JWT_TOKEN_LOCATION": ["headers"],
         "JWT_ALGORITHM": algorithm,
         "JWT_DECODE_ALGORITHMS": [algorithm],

@@ -7,7 +7,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import redis
 from flask import Flask
+from sqlalchemy.exc import OperationalError
 
 from config import load_config
 
@@ -18,7 +20,7 @@ from .chat.routes import blp as chat_blp
 from .cli import providers, users
 from .docs import ASSETS_URL
 from .docs import bp as docs_bp
-from .extensions import db, jwt, migrate
+from .extensions import db, init_redis, jwt, migrate
 from .providers import ProviderError
 from .providers.http import retry_after_header
 from .user.routes import blp as user_blp
@@ -51,6 +53,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     _ensure_secrets(app)
 
     db.init_app(app)
+    init_redis(app)
     migrate.init_app(app, db, directory=str(Path(__file__).parent.parent / "migrations"))
     jwt.init_app(app)
     init_jwt(jwt)
@@ -59,6 +62,18 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     for blp in (auth_blp, user_blp, chat_blp):
         api.register_blueprint(blp)
     app.register_blueprint(docs_bp)
+
+    @app.errorhandler(redis.RedisError)
+    def _redis_down(error):
+        app.logger.error("Redis unavailable: %s", type(error).__name__)
+        return error_response(503, "Shared state store unavailable", headers={"Retry-After": "1"})
+
+    @app.errorhandler(OperationalError)
+    def _database_down(error):
+        # Lost connections, lock timeouts, serialisation failures: worth a retry, not a 500.
+        db.session.rollback()
+        app.logger.error("Database unavailable: %s", type(error.orig).__name__)
+        return error_response(503, "Database unavailable", headers={"Retry-After": "1"})
 
     @app.errorhandler(ProviderError)
     def _provider_error(error: ProviderError):

@@ -2,6 +2,8 @@
 
 import sqlite3
 
+import redis
+from flask import current_app
 from flask_jwt_extended import JWTManager
 from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
@@ -26,6 +28,20 @@ class Base(DeclarativeBase):
 db = SQLAlchemy(model_class=Base, session_options={"expire_on_commit": False})
 migrate = Migrate()
 jwt = JWTManager()
+REDIS = "polygenix.redis"
+
+
+def init_redis(app) -> None:
+    """One Redis connection pool per app when REDIS_URL is set; short timeouts so a Redis outage
+    turns into quick 503s rather than hung workers."""
+    url = app.config.get("REDIS_URL")
+    app.extensions[REDIS] = (
+        redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2) if url else None
+    )
+
+
+def redis_client() -> redis.Redis | None:
+    return current_app.extensions.get(REDIS)
 
 
 @event.listens_for(Engine, "connect")

@@ -118,3 +118,12 @@ class Message(db.Model):
 
     def __repr__(self) -> str:
         return f"<Message {self.id} session={self.session_id} bot={self.is_bot}>"
+
+
+class RevokedToken(db.Model):
+    """A logged-out token, kept until it would have expired anyway (used without REDIS_URL)."""
+
+    __tablename__ = "revoked_tokens"
+
+    jti: Mapped[str] = mapped_column(String(64), primary_key=True)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)

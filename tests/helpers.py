@@ -2,6 +2,7 @@
 
 import os
 import secrets
+import socket
 from contextlib import contextmanager
 
 from sqlalchemy import create_engine, make_url
@@ -41,3 +42,10 @@ def assert_envelope(response, code, message=None):
     if message is not None:
         assert message in body["message"]
     return body
+
+
+def closed_port() -> int:
+    """A local TCP port nothing listens on (connections to it are refused)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -1,6 +1,7 @@
 import pytest
 
-from tests.helpers import assert_envelope
+from polygenix import create_app
+from tests.helpers import assert_envelope, closed_port
 
 
 def test_unknown_route_is_a_json_404(client):
@@ -65,3 +66,20 @@ def test_unhandled_error_is_a_500_envelope_without_internals(crashing_app, caplo
     assert body["status"] == "Internal Server Error"
     # The details go to the log instead.
     assert "RuntimeError" in caplog.text
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "sqlite:////nonexistent-directory/polygenix.db",
+        f"postgresql+psycopg://postgres@127.0.0.1:{closed_port()}/test?connect_timeout=2",
+    ],
+)
+def test_database_down_is_503_with_retry_after(config, url):
+    app = create_app(config | {"SQLALCHEMY_DATABASE_URI": url, "TESTING": False})
+    response = app.test_client().post(
+        "/api/auth/register", json={"name": "A", "email": "a@b.co", "password": "long enough"}
+    )
+    body = assert_envelope(response, 503, "Database unavailable")
+    assert response.headers["Retry-After"] == "1"
+    assert "psycopg" not in body["message"] and "sqlite" not in body["message"].lower()

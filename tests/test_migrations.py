@@ -35,7 +35,7 @@ def test_upgrade_builds_exactly_the_models_schema(empty_app):
     assert pending_changes(empty_app) == []
     with empty_app.app_context():
         tables = set(inspect(db.engine).get_table_names())
-    assert {"users", "chat_sessions", "messages", "alembic_version"} == tables
+    assert {"users", "chat_sessions", "messages", "revoked_tokens", "alembic_version"} == tables
 
 
 def test_downgrade_to_base_and_back(empty_app):

@@ -17,6 +17,7 @@ CONTRACT = {
 }
 EXTRA = {
     ("/api/auth/refresh", "post"),
+    ("/api/auth/logout", "post"),
     ("/api/auth/me", "get"),
     ("/api/ai_chat/sessions", "get"),
     ("/api/ai_chat/models", "get"),

@@ -2,7 +2,6 @@
 
 import logging
 import re
-import socket
 
 import pytest
 from sqlalchemy import select
@@ -12,7 +11,7 @@ from polygenix.extensions import db
 from polygenix.models import Message
 from polygenix.providers import PROVIDERS
 from tests.fake_provider import FakeProvider
-from tests.helpers import assert_envelope
+from tests.helpers import assert_envelope, closed_port
 
 SYSTEM = "Be brief."
 BASE_PATHS = {
@@ -439,10 +438,7 @@ def test_deadline_is_504(client, user, fake, app):
 
 
 def test_connection_refused_is_503_after_retries(client, user, app, caplog):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    app.config["GROQ_BASE_URL"] = f"http://127.0.0.1:{port}/openai/v1"
+    app.config["GROQ_BASE_URL"] = f"http://127.0.0.1:{closed_port()}/openai/v1"
     caplog.set_level(logging.WARNING, "polygenix.providers.http")
     assert_envelope(ask(client, user, "groq"), 503, "could not be reached")
     assert len(re.findall(r"retrying in", caplog.text)) == 2

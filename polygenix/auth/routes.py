@@ -1,14 +1,13 @@
 from flask.views import MethodView
-from flask_jwt_extended import current_user, decode_token
-from flask_jwt_extended.exceptions import JWTExtendedException
+from flask_jwt_extended import current_user, get_jwt
 from flask_smorest import abort
-from jwt import PyJWTError
 
 from ..api import Blueprint, MessageSchema
 from ..user.schemas import ShowUserSchema, UserSchema
 from ..user.service import EmailTakenError, create_user
-from .schemas import LoginFormSchema, TokenSchema
-from .tokens import access_token_payload, authenticate, issue_tokens, load_user
+from .revocation import revoke
+from .schemas import LoginFormSchema, LogoutSchema, TokenSchema
+from .tokens import access_token_payload, authenticate, issue_tokens, load_user, valid_payload
 
 blp = Blueprint("auth", __name__, url_prefix="/api/auth", description="Accounts and tokens.")
 
@@ -46,11 +45,8 @@ class VerifyToken(MethodView):
     @blp.errors(401)
     def get(self, token_id):
         """Check an access token given in the path"""
-        try:
-            payload = decode_token(token_id)
-        except (PyJWTError, JWTExtendedException):
-            abort(401, message="Token is invalid or expired")
-        if payload.get("type") != "access" or load_user(payload.get("sub")) is None:
+        payload = valid_payload(token_id, "access")
+        if payload is None or load_user(payload["sub"]) is None:
             abort(401, message="Token is invalid or expired")
         return {"message": "Token is valid"}
 
@@ -62,6 +58,25 @@ class Refresh(MethodView):
     def post(self):
         """Exchange a refresh token (as the bearer token) for a new access token"""
         return access_token_payload(current_user)
+
+
+@blp.route("/logout")
+class Logout(MethodView):
+    @blp.login_required
+    @blp.arguments(LogoutSchema, required=False)
+    @blp.response(200, MessageSchema)
+    def post(self, data):
+        """Revoke the access token sent, and the refresh token given in the body"""
+        refresh = None
+        if data.get("refresh_token"):
+            refresh = valid_payload(data["refresh_token"], "refresh")
+            if refresh is None or refresh["sub"] != get_jwt()["sub"]:
+                reason = "Not a valid refresh token of yours."
+                abort(422, message=reason, errors={"json": {"refresh_token": [reason]}})
+        revoke(get_jwt())
+        if refresh is not None:
+            revoke(refresh)
+        return {"message": "Logged out"}
 
 
 @blp.route("/me")

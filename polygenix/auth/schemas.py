@@ -30,3 +30,9 @@ class TokenSchema(ma.Schema):
         metadata={"description": "Send as the bearer token to /api/auth/refresh"}
     )
     expires_in = fields.Integer(metadata={"description": "Seconds until access_token expires"})
+
+
+class LogoutSchema(ma.Schema):
+    refresh_token = fields.String(
+        allow_none=True, metadata={"description": "Also revoke this refresh token"}
+    )

@@ -3,13 +3,16 @@
 from functools import cache
 
 from flask import current_app
-from flask_jwt_extended import JWTManager, create_access_token, create_refresh_token
+from flask_jwt_extended import JWTManager, create_access_token, create_refresh_token, decode_token
+from flask_jwt_extended.exceptions import JWTExtendedException
+from jwt import PyJWTError
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from ..api import error_response
 from ..extensions import db
 from ..models import User
 from ..user.service import find_by_email
+from .revocation import is_revoked
 
 
 def access_token_payload(user: User) -> dict:
@@ -44,6 +47,17 @@ def authenticate(email: str, password: str) -> User | None:
     return user if user.verify_password(password) else None
 
 
+def valid_payload(token: str, token_type: str) -> dict | None:
+    """The claims of a token of this type that is well signed, unexpired and not revoked."""
+    try:
+        payload = decode_token(token)
+    except (PyJWTError, JWTExtendedException):
+        return None
+    if payload.get("type") != token_type or is_revoked(payload):
+        return None
+    return payload
+
+
 def load_user(identity: str) -> User | None:
     try:
         user_id = int(identity)
@@ -58,6 +72,14 @@ def init_jwt(jwt: JWTManager) -> None:
     @jwt.user_lookup_loader
     def _user_lookup(_header, payload):
         return load_user(payload["sub"])
+
+    @jwt.token_in_blocklist_loader
+    def _revoked(_header, payload):
+        return is_revoked(payload)
+
+    @jwt.revoked_token_loader
+    def _revoked_answer(_header, _payload):
+        return error_response(401, "Token has been revoked")
 
     @jwt.unauthorized_loader
     def _missing(reason):
