@@ -9,6 +9,7 @@ from typing import Any
 
 import redis
 from flask import Flask
+from flask_limiter import RateLimitExceeded
 from sqlalchemy.exc import OperationalError
 
 from config import load_config
@@ -20,7 +21,8 @@ from .chat.routes import blp as chat_blp
 from .cli import providers, users
 from .docs import ASSETS_URL
 from .docs import bp as docs_bp
-from .extensions import db, init_redis, jwt, migrate
+from .extensions import db, init_limiter, init_redis, jwt, migrate
+from .limits import rate_limited
 from .providers import ProviderError
 from .providers.http import retry_after_header
 from .user.routes import blp as user_blp
@@ -54,6 +56,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 
     db.init_app(app)
     init_redis(app)
+    init_limiter(app)
     migrate.init_app(app, db, directory=str(Path(__file__).parent.parent / "migrations"))
     jwt.init_app(app)
     init_jwt(jwt)
@@ -62,6 +65,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     for blp in (auth_blp, user_blp, chat_blp):
         api.register_blueprint(blp)
     app.register_blueprint(docs_bp)
+
+    app.register_error_handler(RateLimitExceeded, rate_limited)
 
     @app.errorhandler(redis.RedisError)
     def _redis_down(error):

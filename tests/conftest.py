@@ -9,9 +9,11 @@ import os
 import pytest
 
 from polygenix import create_app
-from polygenix.extensions import db
+from polygenix.extensions import db, redis_client
 from polygenix.user.service import create_user
 from tests.helpers import PASSWORD, TEST_DATABASE_URL, TEST_REDIS_URL, scratch_schema
+
+REDIS_TEST_PREFIX = "polygenix-test:"
 
 # Real hashing, at a cost that keeps a few hundred logins quick.
 FAST_HASH = "pbkdf2:sha256:1000"
@@ -37,6 +39,9 @@ def config(tmp_path, monkeypatch, postgres_url):
         "SQLALCHEMY_DATABASE_URI": postgres_url or f"sqlite:///{tmp_path / 'test.db'}",
         "REDIS_URL": TEST_REDIS_URL,
         "PASSWORD_HASH_METHOD": FAST_HASH,
+        # Keys the tests leave in Redis are recognisable, and deleted after each test.
+        "REDIS_KEY_PREFIX": REDIS_TEST_PREFIX,
+        "RATELIMIT_KEY_PREFIX": REDIS_TEST_PREFIX + "limits",
     }
 
 
@@ -55,6 +60,11 @@ def make_app(config):
     yield make
     for app in apps:
         with app.app_context():
+            redis = redis_client()
+            if redis is not None and app.config["REDIS_URL"] == TEST_REDIS_URL:
+                # Rate-limit counts too (stored as LIMITS:LIMITER/<prefix>...).
+                for key in redis.scan_iter(match=f"*{REDIS_TEST_PREFIX}*", count=1000):
+                    redis.delete(key)
             if not app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite"):
                 tables = ", ".join(t.name for t in db.metadata.sorted_tables)
                 with db.engine.begin() as connection:

@@ -4,11 +4,12 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from flask_jwt_extended import decode_token
+from flask_jwt_extended import create_access_token, decode_token
 from sqlalchemy import select
 
 from polygenix.extensions import db, redis_client
 from polygenix.models import RevokedToken
+from polygenix.user.service import create_user
 from tests.helpers import TEST_REDIS_URL, assert_envelope, closed_port
 
 
@@ -114,11 +115,16 @@ def test_with_redis_revocations_expire_with_the_token(make_app):
 def test_redis_down_is_503_not_500(make_app):
     app = make_app({"REDIS_URL": f"redis://127.0.0.1:{closed_port()}/0"})
     client = app.test_client()
-    token = client.post(
-        "/api/auth/register",
-        json={"name": "Ada", "email": "ada@example.com", "password": "long enough"},
-    ).json["access_token"]
+    with app.app_context():
+        user = create_user(name="Ada", email="ada@example.com", password="long enough")
+        token = create_access_token(str(user.id))
+    # The revocation check needs Redis on every authenticated request...
     response = client.get("/api/auth/me", headers=bearer(token))
     body = assert_envelope(response, 503, "Shared state store unavailable")
     assert response.headers["Retry-After"] == "1"
     assert "Connection" not in body["message"]
+    # ...and the rate limiter on every login.
+    assert_envelope(
+        client.post("/api/auth/login", data={"username": "ada@example.com", "password": "x"}),
+        503,
+    )

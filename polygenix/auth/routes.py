@@ -3,6 +3,7 @@ from flask_jwt_extended import current_user, get_jwt
 from flask_smorest import abort
 
 from ..api import Blueprint, MessageSchema
+from ..limits import per_ip_and_account
 from ..user.schemas import ShowUserSchema, UserSchema
 from ..user.service import EmailTakenError, create_user
 from .revocation import revoke
@@ -14,9 +15,10 @@ blp = Blueprint("auth", __name__, url_prefix="/api/auth", description="Accounts 
 
 @blp.route("/register")
 class Register(MethodView):
+    @per_ip_and_account
     @blp.arguments(UserSchema)
     @blp.response(200, TokenSchema)
-    @blp.errors(409)
+    @blp.errors(409, 429)
     def post(self, data):
         """Create an account and log it in"""
         try:
@@ -28,9 +30,10 @@ class Register(MethodView):
 
 @blp.route("/login")
 class Login(MethodView):
+    @per_ip_and_account
     @blp.arguments(LoginFormSchema, location="form")
     @blp.response(200, TokenSchema)
-    @blp.errors(401)
+    @blp.errors(401, 429)
     def post(self, form):
         """Log in with the OAuth2 password form (`username` is the email)"""
         user = authenticate(form["username"], form["password"])

@@ -5,6 +5,7 @@ from sqlalchemy import delete
 
 from ..api import Blueprint, MessageSchema
 from ..extensions import db
+from ..limits import per_user
 from ..models import ChatSession
 from ..providers import catalogue
 from . import service
@@ -55,6 +56,7 @@ class Models(MethodView):
 @blp.route("/request")
 class ChatRequest(MethodView):
     @blp.login_required
+    @per_user
     @blp.arguments(MessageCreateSchema)
     @blp.response(200, MessageResponseSchema)
     @blp.errors(429, 502, 503, 504)

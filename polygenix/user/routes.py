@@ -5,6 +5,7 @@ from sqlalchemy import func, select
 
 from ..api import Blueprint, page_of
 from ..extensions import db
+from ..limits import per_ip_and_account
 from ..models import User
 from .schemas import ShowUserSchema, UserSchema, UserUpdateSchema
 from .service import EmailTakenError, create_user, find_by_email, update_user, visible_or_404
@@ -28,9 +29,10 @@ class Me(MethodView):
 
 @blp.route("/create")
 class CreateUser(MethodView):
+    @per_ip_and_account
     @blp.arguments(UserSchema)
     @blp.response(200, ShowUserSchema)
-    @blp.errors(409)
+    @blp.errors(409, 429)
     def post(self, data):
         """Create a user (no admin rights; use the CLI for those)"""
         try:

@@ -1,0 +1,94 @@
+"""Rate limits: per client IP and per account on login and sign-up, per user on chat requests."""
+
+import pytest
+
+from polygenix.extensions import redis_client
+from tests.helpers import TEST_REDIS_URL, assert_envelope
+
+
+@pytest.fixture
+def app(make_app):
+    return make_app({"LOGIN_RATE_LIMIT": "3/minute", "CHAT_RATE_LIMIT": "2/minute"})
+
+
+def login(client, username, ip="10.0.0.1"):
+    return client.post(
+        "/api/auth/login",
+        data={"username": username, "password": "wrong password"},
+        environ_base={"REMOTE_ADDR": ip},
+    )
+
+
+def assert_rate_limited(response):
+    body = assert_envelope(response, 429, "Too many requests")
+    assert 1 <= int(response.headers["Retry-After"]) <= 61
+    return body
+
+
+def test_login_is_limited_per_client_ip(client):
+    for n in range(3):
+        assert login(client, f"user{n}@example.com").status_code == 401
+    assert_rate_limited(login(client, "user9@example.com"))
+    # Another client is not affected.
+    assert login(client, "user9@example.com", ip="10.0.0.2").status_code == 401
+
+
+def test_login_is_limited_per_account_from_any_ip(client):
+    for n in range(3):
+        assert login(client, "Victim@example.com", ip=f"10.0.1.{n}").status_code == 401
+    assert_rate_limited(login(client, "victim@EXAMPLE.com", ip="10.0.1.99"))
+
+
+def test_registration_is_limited(client):
+    for n in range(3):
+        response = client.post(
+            "/api/user/create",
+            json={"name": "x", "email": f"u{n}@example.com", "password": "long enough"},
+        )
+        assert response.status_code == 200
+    response = client.post(
+        "/api/auth/register",
+        json={"name": "x", "email": "u0@example.com", "password": "long enough"},
+    )
+    assert response.status_code == 409  # register counts apart from /user/create...
+    for _ in range(2):
+        client.post(
+            "/api/auth/register",
+            json={"name": "x", "email": "u0@example.com", "password": "long enough"},
+        )
+    assert_rate_limited(  # ...but has the same limit, taken emails included
+        client.post(
+            "/api/auth/register",
+            json={"name": "x", "email": "u0@example.com", "password": "long enough"},
+        )
+    )
+
+
+def test_chat_requests_are_limited_per_user(client, auth):
+    ada, bob = auth.register("ada@example.com"), auth.register("bob@example.com")
+    body = {"content": "hi", "model": "echo"}
+    for _ in range(2):
+        assert client.post("/api/ai_chat/request", headers=ada, json=body).status_code == 200
+    assert_rate_limited(client.post("/api/ai_chat/request", headers=ada, json=body))
+    assert client.post("/api/ai_chat/request", headers=bob, json=body).status_code == 200
+    # Reading is not limited.
+    assert client.get("/api/ai_chat/history", headers=ada).status_code == 200
+
+
+def test_limits_can_be_switched_off(make_app):
+    client = make_app({"LOGIN_RATE_LIMIT": "1/minute", "RATELIMIT_ENABLED": False}).test_client()
+    for _ in range(3):
+        assert login(client, "a@example.com").status_code == 401
+
+
+@pytest.mark.skipif(not TEST_REDIS_URL, reason="needs TEST_REDIS_URL")
+def test_counts_are_shared_in_redis_between_workers(make_app, config):
+    settings = {"LOGIN_RATE_LIMIT": "3/minute", "REDIS_URL": TEST_REDIS_URL}
+    first, second = make_app(settings), make_app(settings)
+    assert login(first.test_client(), "a@example.com").status_code == 401
+    assert login(second.test_client(), "b@example.com").status_code == 401
+    assert login(first.test_client(), "c@example.com").status_code == 401
+    assert_rate_limited(login(second.test_client(), "d@example.com"))
+    with first.app_context():
+        keys = redis_client().keys(f"*{config['RATELIMIT_KEY_PREFIX']}*")
+    assert keys
