@@ -22,6 +22,7 @@ from .cli import providers, users
 from .docs import ASSETS_URL
 from .docs import bp as docs_bp
 from .extensions import db, init_limiter, init_redis, jwt, migrate
+from .health import bp as health_bp
 from .limits import rate_limited
 from .providers import ProviderError
 from .providers.http import retry_after_header
@@ -65,6 +66,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     for blp in (auth_blp, user_blp, chat_blp):
         api.register_blueprint(blp)
     app.register_blueprint(docs_bp)
+    app.register_blueprint(health_bp)
 
     app.register_error_handler(RateLimitExceeded, rate_limited)
 

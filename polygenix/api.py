@@ -75,12 +75,13 @@ def error_response(
     *,
     errors: dict | None = None,
     headers: dict | None = None,
+    **fields,
 ) -> Response:
-    """Build the envelope: {"code", "status", "message", "detail"[, "errors"]}."""
+    """Build the envelope: {"code", "status", "message", "detail"[, "errors"]}, plus `fields`."""
     status = HTTPStatus(code).phrase
     if message is None:
         message = "Invalid input: " + "; ".join(_summary(errors)) if errors else status
-    body = {"code": code, "status": status, "message": message, "detail": message}
+    body = {"code": code, "status": status, "message": message, "detail": message} | fields
     if errors:
         body["errors"] = errors
     response = jsonify(body)

@@ -8,7 +8,7 @@ from flask import current_app
 from flask_smorest import abort
 from sqlalchemy import BigInteger, cast, exists, func, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import aliased
+from sqlalchemy.orm import aliased, joinedload
 
 from ..api import page_of
 from ..extensions import db
@@ -219,7 +219,7 @@ def history(user: User, page: int, page_size: int) -> tuple[int, list[dict]]:
     by_session: dict[int, list[Message]] = {s.id: [] for (s,) in rows}
     if by_session:
         for message in db.session.scalars(
-            select(Message)
+            _with_session(select(Message))
             .where(Message.session_id.in_(by_session))
             .order_by(Message.session_id, Message.id)
         ):
@@ -248,6 +248,11 @@ def summary(session: ChatSession) -> dict:
 
 def session_with_messages(session: ChatSession) -> dict:
     messages = db.session.scalars(
-        select(Message).where(Message.session_id == session.id).order_by(Message.id)
+        _with_session(select(Message)).where(Message.session_id == session.id).order_by(Message.id)
     ).all()
     return _as_dict(session, messages=messages)
+
+
+def _with_session(statement):
+    """Messages are shown with their session's number: load it in the same query."""
+    return statement.options(joinedload(Message.session))

@@ -1,0 +1,35 @@
+import pytest
+
+from polygenix import create_app
+from tests.helpers import TEST_REDIS_URL, assert_envelope, closed_port
+
+
+def test_readyz_checks_the_database_and_redis(client, app):
+    response = client.get("/readyz")
+    assert response.status_code == 200
+    expected = {"database": "ok"} | ({"redis": "ok"} if app.config["REDIS_URL"] else {})
+    assert response.json == {"status": "ready", "checks": expected}
+
+
+def test_readyz_names_an_unreachable_redis(make_app):
+    client = make_app({"REDIS_URL": f"redis://127.0.0.1:{closed_port()}/0"}).test_client()
+    response = client.get("/readyz")
+    body = assert_envelope(response, 503, "redis unavailable")
+    assert body["checks"] == {"database": "ok", "redis": "unavailable"}
+    assert response.headers["Retry-After"] == "1"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "sqlite:////nonexistent-directory/polygenix.db",
+        f"postgresql+psycopg://postgres@127.0.0.1:{closed_port()}/test?connect_timeout=2",
+    ],
+)
+def test_database_down_is_alive_but_not_ready(config, url):
+    app = create_app(config | {"SQLALCHEMY_DATABASE_URI": url, "REDIS_URL": TEST_REDIS_URL})
+    client = app.test_client()
+    # Liveness touches nothing, so a database outage does not get the process restarted.
+    assert client.get("/healthz").json == {"status": "ok"}
+    body = assert_envelope(client.get("/readyz"), 503, "database unavailable")
+    assert body["checks"]["database"] == "unavailable"

@@ -1,0 +1,284 @@
+"""The data tier under load: constant SQL per chat turn, many writers through real gunicorn
+workers, and a database that goes away and comes back."""
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+import requests
+from sqlalchemy import event, select
+
+from polygenix.extensions import db
+from polygenix.models import ChatSession, Message, User
+from polygenix.user.service import create_user
+from tests.helpers import PASSWORD, TEST_DATABASE_URL, TEST_REDIS_URL, scratch_schema
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@contextmanager
+def counted_statements(app):
+    statements: list[str] = []
+    with app.app_context():
+        engine = db.engine
+
+    def record(conn, cursor, statement, *args):
+        statements.append(statement)
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        yield statements
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+
+
+def seed_session(app, email, number, turns):
+    """A user's session with `turns` question/answer pairs, written straight to the database."""
+    with app.app_context():
+        user = db.session.scalar(select(User).where(User.email == email))
+        session = ChatSession(user_id=user.id, number=number, title="seeded")
+        db.session.add(session)
+        db.session.flush()
+        for n in range(turns):
+            db.session.add(Message(session_id=session.id, is_bot=False, content=f"q{n}"))
+            db.session.add(Message(session_id=session.id, is_bot=True, content=f"a{n}"))
+        db.session.commit()
+
+
+def test_a_chat_turn_runs_the_same_statements_whatever_the_session_length(app, client, auth):
+    headers = auth.register("ada@example.com")
+    seed_session(app, "ada@example.com", 1, turns=1)
+    seed_session(app, "ada@example.com", 2, turns=400)
+    counts = []
+    for number in (1, 2):
+        with counted_statements(app) as statements:
+            response = client.post(
+                "/api/ai_chat/request",
+                headers=headers,
+                json={"content": "next", "model": "echo", "session_id": number},
+            )
+        assert response.status_code == 200
+        counts.append(len(statements))
+    assert counts[0] == counts[1]
+    assert counts[0] <= 8  # user lookup, revocation, session, context, two inserts (+commit noise)
+
+
+def test_a_history_page_runs_the_same_statements_whatever_it_holds(app, client, auth):
+    headers = auth.register("ada@example.com")
+    for number in range(1, 21):
+        seed_session(app, "ada@example.com", number, turns=3)
+    counts = []
+    for page_size in (2, 20):
+        with counted_statements(app) as statements:
+            response = client.get(f"/api/ai_chat/history?page_size={page_size}", headers=headers)
+        assert len(response.json) == page_size
+        counts.append(len(statements))
+    assert counts[0] == counts[1]
+
+
+# --- many writers through real gunicorn workers ------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def served(tmp_path):
+    """PolyGenix migrated into an empty database and served by gunicorn with two workers."""
+
+    @contextmanager
+    def database():
+        if TEST_DATABASE_URL:
+            with scratch_schema("gunicorn") as url:
+                yield url
+        else:
+            yield f"sqlite:///{tmp_path / 'served.db'}"
+
+    with database() as url:
+        env = os.environ | {
+            "DATABASE_URL": url,
+            "POLYGENIX_INSTANCE_PATH": str(tmp_path / "instance"),
+            "SECRET_KEY": "s" * 48,
+            "JWT_SECRET_KEY": "j" * 64,
+            "PASSWORD_HASH_METHOD": "pbkdf2:sha256:1000",
+            "CHAT_RATE_LIMIT": "10000/minute",
+            "LOGIN_RATE_LIMIT": "10000/minute",
+            "REDIS_KEY_PREFIX": "polygenix-test:",
+        }
+        if TEST_REDIS_URL:
+            env["REDIS_URL"] = TEST_REDIS_URL
+        flask = [sys.executable, "-m", "flask", "--app", "polygenix"]
+        subprocess.run(
+            [*flask, "db", "upgrade"], cwd=ROOT, env=env, check=True, capture_output=True
+        )
+        port = free_port()
+        server = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "--bind",
+                f"127.0.0.1:{port}",
+                "--workers",
+                "2",
+                "--threads",
+                "4",
+                "wsgi:app",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        base = f"http://127.0.0.1:{port}"
+        try:
+            for _ in range(100):
+                try:
+                    if requests.get(base + "/readyz", timeout=5).status_code == 200:
+                        break
+                except requests.RequestException:
+                    time.sleep(0.1)
+            else:
+                raise AssertionError("gunicorn did not become ready")
+            yield base, env
+        finally:
+            server.terminate()
+            server.wait(timeout=10)
+            server.stderr.close()
+
+
+def test_concurrent_writers_through_two_gunicorn_workers(served):
+    base, _ = served
+    tokens = {}
+    for email in ("same@example.com", "many@example.com"):
+        body = {"name": "Load", "email": email, "password": PASSWORD}
+        tokens[email] = requests.post(base + "/api/auth/register", json=body, timeout=10).json()[
+            "access_token"
+        ]
+    statuses, lock = [], threading.Lock()
+
+    def writer(email, thread, session_id, count):
+        with requests.Session() as http:
+            http.headers["Authorization"] = f"Bearer {tokens[email]}"
+            for i in range(count):
+                response = http.post(
+                    base + "/api/ai_chat/request",
+                    json={"content": f"t{thread}-{i}", "model": "echo", "session_id": session_id},
+                    timeout=30,
+                )
+                with lock:
+                    statuses.append(response.status_code)
+
+    threads = [
+        threading.Thread(target=writer, args=("same@example.com", t, 777, 6)) for t in range(8)
+    ] + [
+        threading.Thread(target=writer, args=("many@example.com", t, 1000 + t, 6)) for t in range(8)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert statuses == [200] * 96
+
+    # Read back through the API: every message exactly once, each thread's in its order.
+    same = requests.get(
+        base + "/api/ai_chat/777", headers={"Authorization": f"Bearer {tokens['same@example.com']}"}
+    ).json()["messages"]
+    contents = [m["content"] for m in same]
+    assert len(contents) == 96 and len(set(contents)) == 96
+    for t in range(8):
+        mine = [c for c in contents if c.startswith(f"t{t}-")]
+        assert mine == [f"t{t}-{i}" for i in range(6)]
+        for i in range(6):
+            assert contents.index(f"Echo: t{t}-{i}") > contents.index(f"t{t}-{i}")
+    many = requests.get(
+        base + "/api/ai_chat/sessions?page_size=100",
+        headers={"Authorization": f"Bearer {tokens['many@example.com']}"},
+    ).json()
+    assert sorted((s["chat_id"], s["message_count"]) for s in many) == [
+        (1000 + t, 12) for t in range(8)
+    ]
+
+
+# --- a database restart --------------------------------------------------------------------
+
+
+class Proxy:
+    """A TCP proxy to PostgreSQL that can drop every connection and refuse new ones."""
+
+    def __init__(self, target: tuple[str, int]):
+        self.target = target
+        self.port = free_port()
+        self.connections: list[socket.socket] = []
+        self.listener: socket.socket | None = None
+
+    def start(self):
+        self.listener = socket.create_server(("127.0.0.1", self.port), reuse_port=False)
+        threading.Thread(target=self._accept, args=(self.listener,), daemon=True).start()
+
+    def stop(self):
+        # shutdown() wakes the accept() blocked in the other thread; close() alone would not.
+        self.listener.shutdown(socket.SHUT_RDWR)
+        self.listener.close()
+        for conn in self.connections:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            conn.close()
+        self.connections.clear()
+
+    def _accept(self, listener):
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(self.target)
+            self.connections += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(source, sink):
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+
+
+@pytest.mark.skipif(not TEST_DATABASE_URL, reason="needs TEST_DATABASE_URL (PostgreSQL)")
+def test_database_restart_is_503s_then_recovery_without_restarting(make_app, postgres_url):
+    from sqlalchemy import make_url
+
+    url = make_url(postgres_url)
+    proxy = Proxy((url.host or "127.0.0.1", url.port or 5432))
+    proxy.start()  # left running at the end: the fixture empties the tables through it
+    through_proxy = url.set(host="127.0.0.1", port=proxy.port)
+    app = make_app({"SQLALCHEMY_DATABASE_URI": through_proxy.render_as_string(hide_password=False)})
+    with app.app_context():
+        create_user(name="Ada", email="ada@example.com", password=PASSWORD)
+    client = app.test_client()
+    login = {"username": "ada@example.com", "password": PASSWORD}
+    assert client.post("/api/auth/login", data=login).status_code == 200
+
+    proxy.stop()  # the database "restarts": connections drop, new ones are refused
+    for _ in range(3):
+        response = client.post("/api/auth/login", data=login)
+        assert response.status_code == 503
+        assert response.headers["Retry-After"] == "1"
+    assert client.get("/readyz").status_code == 503
+
+    proxy.start()  # back up: the same app (the same worker) answers normally again
+    assert client.get("/readyz").status_code == 200
+    assert client.post("/api/auth/login", data=login).status_code == 200
