@@ -1,0 +1,188 @@
+"""History and chat-turn latency for a small user and a large one, on SQLite and PostgreSQL.
+
+Each database gets a fresh schema (a new SQLite file, or a new PostgreSQL schema dropped at the
+end), migrated with Alembic, then bulk-filled: a user with --small sessions and one with --large
+sessions, --per-session messages each. Requests go through the real app (Flask's test client,
+so no HTTP server time is counted) with a real bearer token; each is timed --repeat times.
+
+    .venv/bin/python bench/data_tier.py                       # SQLite only
+    .venv/bin/python bench/data_tier.py --postgres postgresql+psycopg://postgres@127.0.0.1/test
+"""
+
+import argparse
+import os
+import secrets
+import statistics
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from flask_jwt_extended import create_access_token  # noqa: E402
+from flask_migrate import upgrade  # noqa: E402
+from sqlalchemy import create_engine, insert, make_url  # noqa: E402
+
+from config import database_url  # noqa: E402
+from polygenix import create_app  # noqa: E402
+from polygenix.extensions import db  # noqa: E402
+from polygenix.models import ChatSession, Message, User  # noqa: E402
+
+
+@contextmanager
+def fresh_database(kind: str, postgres: str | None):
+    if kind == "sqlite":
+        with tempfile.TemporaryDirectory() as folder:
+            yield f"sqlite:///{folder}/bench.db"
+        return
+    url = make_url(database_url(postgres))
+    schema = f"bench_{secrets.token_hex(4)}"
+    engine = create_engine(url)
+    with engine.begin() as connection:
+        connection.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
+    try:
+        scoped = url.update_query_dict({"options": f"-csearch_path={schema}"})
+        yield scoped.render_as_string(hide_password=False)
+    finally:
+        with engine.begin() as connection:
+            connection.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
+        engine.dispose()
+
+
+def fill(email: str, sessions: int, per_session: int) -> int:
+    """One user with `sessions` sessions of `per_session` messages, inserted in bulk."""
+    user = User(name=email, email=email, password_hash="unused")
+    db.session.add(user)
+    db.session.commit()
+    start = datetime.now(UTC) - timedelta(days=30)
+    for first in range(0, sessions, 1000):
+        numbers = range(first + 1, min(first + 1000, sessions) + 1)
+        ids = db.session.scalars(
+            insert(ChatSession).returning(ChatSession.id),
+            [
+                {
+                    "user_id": user.id,
+                    "number": n,
+                    "title": f"Session {n}",
+                    "created_at": start + timedelta(minutes=n),
+                }
+                for n in numbers
+            ],
+        ).all()
+        db.session.execute(
+            insert(Message),
+            [
+                {
+                    "session_id": session_id,
+                    "is_bot": m % 2 == 1,
+                    "content": f"message {m} " + "lorem ipsum " * 20,
+                    "model": "echo/echo" if m % 2 else None,
+                    "created_at": start + timedelta(minutes=m),
+                }
+                for session_id in ids
+                for m in range(per_session)
+            ],
+        )
+        db.session.commit()
+    return user.id
+
+
+HISTORY = "/api/ai_chat/history?page_size=10"
+SESSIONS = "/api/ai_chat/sessions?page_size=10"
+
+
+def timed(call, repeat: int) -> tuple[float, float]:
+    """Median and 95th percentile in milliseconds, after two warm-up calls."""
+    for _ in range(2):
+        call()
+    samples = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        call()
+        samples.append((time.perf_counter() - started) * 1000)
+    samples.sort()
+    return statistics.median(samples), samples[int(len(samples) * 0.95) - 1]
+
+
+def measure(url: str, args) -> list[tuple[str, str, float, float]]:
+    os.environ.setdefault("POLYGENIX_INSTANCE_PATH", tempfile.mkdtemp())
+    app = create_app(
+        {
+            "SQLALCHEMY_DATABASE_URI": url,
+            "SECRET_KEY": "bench-" + "s" * 40,
+            "JWT_SECRET_KEY": "bench-" + "j" * 60,
+            "RATELIMIT_ENABLED": False,
+            "REDIS_URL": None,
+        }
+    )
+    results = []
+    with app.app_context():
+        upgrade()
+        users = {
+            "small": fill("small@bench.example", args.small, args.per_session),
+            "large": fill("large@bench.example", args.large, args.per_session),
+        }
+        tokens = {size: create_access_token(str(uid)) for size, uid in users.items()}
+    client = app.test_client()
+    for size, token in tokens.items():
+        headers = {"Authorization": f"Bearer {token}"}
+
+        def get(path, headers=headers):
+            response = client.get(path, headers=headers)
+            assert response.status_code == 200, response.json
+            response.close()
+
+        def turn(headers=headers):
+            response = client.post(
+                "/api/ai_chat/request",
+                headers=headers,
+                json={"content": "How long is this session?", "model": "echo", "session_id": 5},
+            )
+            assert response.status_code == 200, response.json
+
+        for name, call in [
+            # One page of the same size for both users (the small one has only 10 sessions).
+            ("GET /api/ai_chat/history?page_size=10", lambda: get(HISTORY)),
+            ("GET /api/ai_chat/sessions?page_size=10", lambda: get(SESSIONS)),
+            ("POST /api/ai_chat/request", turn),
+        ]:
+            results.append((name, size, *timed(call, args.repeat)))
+    with app.app_context():
+        db.engine.dispose()
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--postgres", help="also measure on this PostgreSQL database")
+    parser.add_argument("--small", type=int, default=10, help="sessions of the small user")
+    parser.add_argument("--large", type=int, default=10_000, help="sessions of the large user")
+    parser.add_argument("--per-session", type=int, default=20, help="messages per session")
+    parser.add_argument("--repeat", type=int, default=50, help="timed calls per measurement")
+    args = parser.parse_args()
+
+    print(
+        "| database | call | small user: median / p95 ms | large user: median / p95 ms "
+        "| large ÷ small (medians) |"
+    )
+    print("|---|---|---|---|---|")
+    for kind in ["sqlite"] + (["postgresql"] if args.postgres else []):
+        with fresh_database(kind, args.postgres) as url:
+            rows = measure(url, args)
+        by_call: dict[str, dict[str, tuple[float, float]]] = {}
+        for name, size, median, p95 in rows:
+            by_call.setdefault(name, {})[size] = (median, p95)
+        for name, sizes in by_call.items():
+            (sm, sp), (lm, lp) = sizes["small"], sizes["large"]
+            print(
+                f"| {kind} | `{name}` | {sm:.2f} / {sp:.2f} | {lm:.2f} / {lp:.2f} "
+                f"| {lm / sm:.2f}× |"
+            )
+            sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
