@@ -92,3 +92,11 @@ def test_counts_are_shared_in_redis_between_workers(make_app, config):
     with first.app_context():
         keys = redis_client().keys(f"*{config['RATELIMIT_KEY_PREFIX']}*")
     assert keys
+
+
+def test_production_without_redis_warns_that_limits_are_per_process(config, monkeypatch, caplog):
+    from polygenix import create_app
+
+    monkeypatch.setenv("POLYGENIX_ENV", "production")
+    create_app(config | {"REDIS_URL": None})
+    assert "REDIS_URL is not set: rate limits are counted per process" in caplog.text
