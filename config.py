@@ -163,5 +163,6 @@ def load_config(env: Mapping[str, str], instance_path: str) -> dict[str, Any]:
         "PROVIDER_MAX_RETRIES": _int(env, "PROVIDER_MAX_RETRIES", 2),
         "PROVIDER_MAX_RETRY_WAIT": _float(env, "PROVIDER_MAX_RETRY_WAIT", 10.0),
         "ANTHROPIC_MAX_TOKENS": _int(env, "ANTHROPIC_MAX_TOKENS", 4096, minimum=1),
+        "STREAM_KEEPALIVE_SECONDS": _float(env, "STREAM_KEEPALIVE_SECONDS", 15.0, minimum=0.01),
         **_provider_settings(env),
     }

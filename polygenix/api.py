@@ -69,6 +69,17 @@ def _summary(errors, prefix: str = "") -> list[str]:
     return [f"{prefix}: {errors}"]
 
 
+def envelope(code: int, message: str | None = None, errors: dict | None = None, **fields) -> dict:
+    """The error body: {"code", "status", "message", "detail"[, "errors"]}, plus `fields`."""
+    status = HTTPStatus(code).phrase
+    if message is None:
+        message = "Invalid input: " + "; ".join(_summary(errors)) if errors else status
+    body = {"code": code, "status": status, "message": message, "detail": message} | fields
+    if errors:
+        body["errors"] = errors
+    return body
+
+
 def error_response(
     code: int,
     message: str | None = None,
@@ -77,14 +88,8 @@ def error_response(
     headers: dict | None = None,
     **fields,
 ) -> Response:
-    """Build the envelope: {"code", "status", "message", "detail"[, "errors"]}, plus `fields`."""
-    status = HTTPStatus(code).phrase
-    if message is None:
-        message = "Invalid input: " + "; ".join(_summary(errors)) if errors else status
-    body = {"code": code, "status": status, "message": message, "detail": message} | fields
-    if errors:
-        body["errors"] = errors
-    response = jsonify(body)
+    """The envelope as a response, with WWW-Authenticate on 401s and any `headers`."""
+    response = jsonify(envelope(code, message, errors, **fields))
     response.status_code = code
     if code == 401:
         response.headers["WWW-Authenticate"] = "Bearer"

@@ -105,8 +105,11 @@ class Message(db.Model):
     # The resolved `provider/model` that wrote a reply; null on the user's own messages.
     model: Mapped[str | None] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-    # On a user message whose model call failed: why. Such a turn stays out of later context.
+    # On a user message whose model call failed, or a reply cut short: why. Such a turn stays
+    # out of later context.
     error: Mapped[str | None] = mapped_column(Text)
+    # A streamed reply that ended early (provider failure or client disconnect): partial text.
+    incomplete: Mapped[bool] = mapped_column(default=False, server_default=false())
     # On replies: what the provider reported.
     prompt_tokens: Mapped[int | None]
     completion_tokens: Mapped[int | None]

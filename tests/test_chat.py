@@ -278,6 +278,7 @@ def test_history_is_newest_first_with_messages_oldest_first(client, ada, bob):
         "finish_reason",
         "failed",
         "error",
+        "incomplete",
     }
     question, answer = history[1]["messages"][:2]
     assert question["usage"] is None and question["failed"] is False

@@ -1,4 +1,4 @@
-from flask import current_app
+from flask import Response, current_app, request, stream_with_context
 from flask.views import MethodView
 from flask_jwt_extended import current_user
 from sqlalchemy import delete
@@ -8,7 +8,7 @@ from ..extensions import db
 from ..limits import per_user
 from ..models import ChatSession
 from ..providers import catalogue
-from . import service
+from . import service, streaming
 from .schemas import (
     ChatSessionResponseSchema,
     HomeSchema,
@@ -72,9 +72,15 @@ class ChatRequest(MethodView):
         names the variable to set) or cannot be reached; 504 it did not answer within
         PROVIDER_TIMEOUT. Your message stays in the session, flagged `failed` with the `error`.
         """
-        return service.send_message(
-            current_user, data["content"], data["model"], data.get("session_id")
-        )
+        args = (current_user, data["content"], data["model"], data.get("session_id"))
+        if data["stream"] or "text/event-stream" in request.headers.get("Accept", ""):
+            return Response(
+                stream_with_context(streaming.stream_reply(*args)),
+                mimetype="text/event-stream",
+                # X-Accel-Buffering: nginx would otherwise hold the events back.
+                headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+            )
+        return service.send_message(*args)
 
 
 @blp.route("/history")

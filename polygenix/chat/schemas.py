@@ -34,6 +34,12 @@ class MessageCreateSchema(ma.Schema):
     )
     # The original web client sends it; it has no meaning here.
     chat_id = fields.Raw(allow_none=True, load_only=True, metadata={"description": "Ignored"})
+    stream = fields.Boolean(
+        load_default=False,
+        metadata={
+            "description": "Answer with Server-Sent Events (also: Accept: text/event-stream)"
+        },
+    )
 
 
 class MessageResponseSchema(ma.Schema):
@@ -61,7 +67,11 @@ class MessageResponseSchema(ma.Schema):
         metadata={"type": "boolean", "description": "The model call for this message failed"},
     )
     error = fields.String(
-        dump_only=True, allow_none=True, metadata={"description": "Why it failed"}
+        dump_only=True, allow_none=True, metadata={"description": "Why it failed or was cut short"}
+    )
+    incomplete = fields.Boolean(
+        dump_only=True,
+        metadata={"description": "A streamed reply cut short (provider failure, disconnect)"},
     )
 
     def _usage(self, message):

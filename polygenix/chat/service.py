@@ -2,6 +2,7 @@
 
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from flask import current_app
@@ -13,7 +14,7 @@ from sqlalchemy.orm import aliased, joinedload
 from ..api import page_of
 from ..extensions import db
 from ..models import ChatSession, Message, User
-from ..providers import ChatMessage, ProviderError, UnknownModelError, resolve
+from ..providers import ChatMessage, Provider, ProviderError, UnknownModelError, resolve
 from .schemas import MAX_NUMBER
 
 TITLE_MAX_CHARS = 60
@@ -99,8 +100,9 @@ def get_or_create_session(user: User, number: int | None, first_message: str) ->
 def load_context(session_id: int, config: Mapping[str, Any], reserved: int) -> list[ChatMessage]:
     """The session's latest complete turns that fit the budget, oldest first.
 
-    One bounded query. A user message with no reply after it (its provider call failed, or is
-    still running) is left out, so roles alternate user/assistant as every provider requires.
+    One bounded query. A user message with no complete reply after it (its provider call failed,
+    was cut short, or is still running) is left out, so roles alternate user/assistant as every
+    provider requires.
     """
     rows = db.session.scalars(
         select(Message)
@@ -113,7 +115,8 @@ def load_context(session_id: int, config: Mapping[str, Any], reserved: int) -> l
     reply: Message | None = None
     for message in rows:  # newest first
         if message.is_bot:
-            reply = message
+            # A reply cut short takes its question out of the context with it.
+            reply = None if message.incomplete else message
             continue
         if reply is None:
             continue
@@ -130,11 +133,22 @@ def load_context(session_id: int, config: Mapping[str, Any], reserved: int) -> l
     return turns
 
 
-def send_message(user: User, content: str, model_name: str, number: int | None) -> Message:
-    """Store the user's message, ask the model with the session's context, store the reply.
+@dataclass
+class Turn:
+    """A chat turn under way: the user's message is stored, the model's reply is not yet."""
 
-    If the provider fails, the user's message stays, marked with the error, and the error is
-    raised for the API to answer with.
+    provider: Provider
+    model: str
+    session: ChatSession
+    question: Message
+    messages: list[ChatMessage]
+    started: float = field(default_factory=time.monotonic)
+
+
+def begin_turn(user: User, content: str, model_name: str, number: int | None) -> Turn:
+    """Check the model, find or start the session, and store the user's message.
+
+    Every failure here is an ordinary error response (422, 503...), streaming or not.
     """
     config = current_app.config
     try:
@@ -152,27 +166,63 @@ def send_message(user: User, content: str, model_name: str, number: int | None) 
     question = Message(session=session, is_bot=False, content=content)
     db.session.add(question)
     db.session.commit()
+    return Turn(provider, model, session, question, messages)
 
-    started = time.monotonic()
-    try:
-        completion = provider.complete(messages, model, config)
-    except ProviderError as e:
-        question.error = e.message
-        db.session.commit()
-        raise
+
+def fail_turn(turn: Turn, error: ProviderError) -> None:
+    """The model gave nothing: the user's message stays, flagged with the error."""
+    turn.question.error = error.message
+    db.session.commit()
+
+
+def finish_turn(
+    turn: Turn,
+    content: str,
+    *,
+    model: str | None,
+    prompt_tokens: int | None,
+    completion_tokens: int | None,
+    finish_reason: str | None,
+    error: str | None = None,
+) -> Message:
+    """Store the model's reply; with `error`, it is the part received before it was cut short."""
     reply = Message(
-        session=session,
+        session=turn.session,
         is_bot=True,
-        content=completion.content,
-        model=f"{provider.NAME}/{completion.model}",
-        prompt_tokens=completion.prompt_tokens,
-        completion_tokens=completion.completion_tokens,
-        finish_reason=completion.finish_reason,
-        latency_ms=round((time.monotonic() - started) * 1000),
+        content=content,
+        model=f"{turn.provider.NAME}/{model or turn.model}",
+        prompt_tokens=prompt_tokens,
+        completion_tokens=completion_tokens,
+        finish_reason=finish_reason,
+        latency_ms=round((time.monotonic() - turn.started) * 1000),
+        incomplete=error is not None,
+        error=error,
     )
     db.session.add(reply)
     db.session.commit()
     return reply
+
+
+def send_message(user: User, content: str, model_name: str, number: int | None) -> Message:
+    """Store the user's message, ask the model with the session's context, store the reply.
+
+    If the provider fails, the user's message stays, marked with the error, and the error is
+    raised for the API to answer with.
+    """
+    turn = begin_turn(user, content, model_name, number)
+    try:
+        completion = turn.provider.complete(turn.messages, turn.model, current_app.config)
+    except ProviderError as e:
+        fail_turn(turn, e)
+        raise
+    return finish_turn(
+        turn,
+        completion.content,
+        model=completion.model,
+        prompt_tokens=completion.prompt_tokens,
+        completion_tokens=completion.completion_tokens,
+        finish_reason=completion.finish_reason,
+    )
 
 
 def build_messages(

@@ -39,6 +39,7 @@ PROVIDERS: dict[str, Provider] = {
             openai_chat,
             base_url="https://api.mistral.ai/v1",
             default_model="mistral-small-latest",
+            stream_usage=False,  # Mistral takes no stream_options; it reports usage anyway
         ),
         HTTPProvider(
             "openrouter",

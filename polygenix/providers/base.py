@@ -1,8 +1,11 @@
 """What every provider client shares: the message shape, the result, and the one error type."""
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol, TypedDict
+from typing import TYPE_CHECKING, Any, Protocol, TypedDict
+
+if TYPE_CHECKING:
+    from .streaming import StreamEvent
 
 
 class ChatMessage(TypedDict):
@@ -60,3 +63,15 @@ class Provider(Protocol):
     def complete(
         self, messages: list[ChatMessage], model: str, config: Mapping[str, Any]
     ) -> Completion: ...
+
+    def stream(
+        self, messages: list[ChatMessage], model: str, config: Mapping[str, Any]
+    ) -> "ReplyStream": ...
+
+
+class ReplyStream(Protocol):
+    """An open streamed reply: iterating yields StreamEvents; close() stops it (any thread)."""
+
+    def __iter__(self) -> Iterator["StreamEvent"]: ...
+
+    def close(self) -> None: ...

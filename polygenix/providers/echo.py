@@ -3,10 +3,13 @@
 It lets a fresh install (and the test suite) hold real conversations end to end.
 """
 
-from collections.abc import Mapping
+import math
+import re
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from .base import ChatMessage, Completion
+from .streaming import StreamEvent
 
 NAME = "echo"
 
@@ -36,3 +39,29 @@ def complete(messages: list[ChatMessage], model: str, config: Mapping[str, Any])
         prompt_tokens=sum(len(m["content"].split()) for m in messages),
         completion_tokens=len(reply.split()),
     )
+
+
+class EchoStream:
+    """The echo reply in three pieces cut between words, then the usage."""
+
+    def __init__(self, completion: Completion):
+        self.completion = completion
+
+    def __iter__(self) -> Iterator[StreamEvent]:
+        words = re.findall(r"\S+\s*", self.completion.content)
+        size = max(1, math.ceil(len(words) / 3))
+        for start in range(0, len(words), size):
+            yield StreamEvent(text="".join(words[start : start + size]))
+        yield StreamEvent(
+            finish_reason=self.completion.finish_reason,
+            prompt_tokens=self.completion.prompt_tokens,
+            completion_tokens=self.completion.completion_tokens,
+            done=True,
+        )
+
+    def close(self) -> None:
+        pass
+
+
+def stream(messages: list[ChatMessage], model: str, config: Mapping[str, Any]) -> EchoStream:
+    return EchoStream(complete(messages, model, config))

@@ -8,9 +8,11 @@ or with jittered exponential backoff, never longer than PROVIDER_MAX_RETRY_WAIT 
 PROVIDER_TIMEOUT deadline.
 """
 
+import contextlib
 import logging
 import math
 import re
+import socket
 import time
 from collections.abc import Mapping
 from email.utils import parsedate_to_datetime
@@ -29,6 +31,7 @@ from tenacity import (
 from config import provider_prefix
 
 from .base import ChatMessage, Completion, MalformedResponse, ProviderError
+from .streaming import StreamEvent
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +55,7 @@ class HTTPProvider:
         default_model: str | None,
         key_required: bool = True,
         extra_headers: Mapping[str, str] | None = None,
+        stream_usage: bool = True,
     ):
         self.NAME = name
         self.wire = wire
@@ -60,6 +64,8 @@ class HTTPProvider:
         self._default_model = default_model
         self.key_required = key_required
         self.extra_headers = dict(extra_headers or {})
+        # Whether to ask for usage in streams (stream_options.include_usage; Mistral has none).
+        self.stream_usage = stream_usage
         self.session = requests.Session()  # connection reuse across requests
 
     def _setting(self, config: Mapping[str, Any], suffix: str):
@@ -87,30 +93,104 @@ class HTTPProvider:
             return f"{self.prefix}_DEFAULT_MODEL"
         return None
 
+    def _headers(self, config: Mapping[str, Any]) -> dict[str, str]:
+        key = self._setting(config, "API_KEY")
+        return {"User-Agent": USER_AGENT, **self.extra_headers, **self.wire.headers(key)}
+
     def complete(
         self, messages: list[ChatMessage], model: str, config: Mapping[str, Any]
     ) -> Completion:
-        key = self._setting(config, "API_KEY")
-        headers = {"User-Agent": USER_AGENT, **self.extra_headers, **self.wire.headers(key)}
         url = self.base_url(config) + self.wire.path(model)
         payload = self.wire.build_payload(messages, model, config)
-        data = post_json(self, url, headers, payload, model, config)
+        response = send(self, url, self._headers(config), payload, model, config)
         try:
+            data = response.json()
+        except ValueError:
+            data = None
+        try:
+            if not isinstance(data, dict):
+                raise MalformedResponse("not a JSON object")
             return self.wire.parse_response(data, model)
         except (MalformedResponse, KeyError, IndexError, TypeError, AttributeError) as e:
             log.warning("%s returned an unusable response: %s", self.NAME, type(e).__name__)
             raise ProviderError(f"{self.NAME} returned a response with no usable reply") from None
 
+    def stream(
+        self, messages: list[ChatMessage], model: str, config: Mapping[str, Any]
+    ) -> "ProviderStream":
+        """Open a streamed reply: retried like `complete` until the provider starts answering."""
+        url = self.base_url(config) + self.wire.stream_path(model)
+        payload = self.wire.build_stream_payload(messages, model, config, usage=self.stream_usage)
+        response = send(self, url, self._headers(config), payload, model, config, stream=True)
+        return ProviderStream(
+            self.NAME, self.wire, response, lambda text: _redact(text, self, config)
+        )
 
-def post_json(
+
+class ProviderStream:
+    """An open streamed reply: iterate for StreamEvents; close() drops the provider connection.
+
+    close() may be called from another thread while iteration waits on the network: it closes
+    the socket, and the waiting read ends.
+    """
+
+    def __init__(self, name: str, wire: ModuleType, response: requests.Response, redact):
+        self.name = name
+        self.wire = wire
+        self.response = response
+        self.redact = redact
+
+    def __iter__(self):
+        finished = False
+        for event in self._events():
+            if event.error is not None:
+                detail = self.redact(event.error)
+                raise ProviderError(f"{self.name} failed mid-stream: {detail}")
+            finished = finished or event.finish_reason is not None
+            yield event
+            if event.done:
+                return
+        if not (finished or self.wire.ENDS_AT_EOF):
+            raise ProviderError(f"{self.name} ended the stream before the reply was complete")
+        yield StreamEvent(done=True)
+
+    def _events(self):
+        decoder = self.wire.stream_decoder()
+        try:
+            for chunk in self.response.iter_content(chunk_size=None):
+                for record in decoder.feed(chunk):
+                    yield from self.wire.parse_stream_record(record)
+            for record in decoder.close():
+                yield from self.wire.parse_stream_record(record)
+        except requests.RequestException:
+            raise ProviderError(f"{self.name} stopped answering mid-stream") from None
+        except (ValueError, KeyError, TypeError, AttributeError, IndexError):
+            raise ProviderError(f"{self.name} sent a malformed stream") from None
+
+    def close(self) -> None:
+        # shutdown() wakes a read blocked in the reading thread; close() alone would leave the
+        # provider's connection open until its next chunk.
+        sock = getattr(getattr(self.response.raw, "_connection", None), "sock", None)
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+        self.response.close()
+
+
+def send(
     provider: HTTPProvider,
     url: str,
     headers: dict[str, str],
     payload: dict,
     model: str,
     config: Mapping[str, Any],
-) -> dict:
-    """POST `payload` and return the JSON object answered, retrying what is worth retrying."""
+    *,
+    stream: bool = False,
+) -> requests.Response:
+    """POST `payload` and return the provider's successful response, retrying what is worth it.
+
+    With `stream`, the body is left unread for the caller.
+    """
     timeout = config["PROVIDER_TIMEOUT"]
     deadline = time.monotonic() + timeout
     max_wait = config["PROVIDER_MAX_RETRY_WAIT"]
@@ -137,18 +217,19 @@ def post_json(
         before_sleep=before_sleep,
         reraise=True,
     )
-    return retrying(_attempt, provider, url, headers, payload, model, config, deadline)
+    return retrying(_attempt, provider, url, headers, payload, model, config, deadline, stream)
 
 
-def _attempt(provider, url, headers, payload, model, config, deadline) -> dict:
+def _attempt(provider, url, headers, payload, model, config, deadline, stream) -> requests.Response:
     name = provider.NAME
     remaining = deadline - time.monotonic()
     if remaining <= 0:
         raise ProviderError(f"{name} did not answer in time", status=504)
     connect = min(config["PROVIDER_CONNECT_TIMEOUT"], remaining)
     try:
+        # For a stream the read timeout also bounds each silence between chunks.
         response = provider.session.post(
-            url, json=payload, headers=headers, timeout=(connect, remaining)
+            url, json=payload, headers=headers, timeout=(connect, remaining), stream=stream
         )
     except requests.ConnectTimeout:
         raise ProviderError(f"{name} could not be reached", status=503, retryable=True) from None
@@ -157,14 +238,11 @@ def _attempt(provider, url, headers, payload, model, config, deadline) -> dict:
     except requests.ConnectionError:
         raise ProviderError(f"{name} could not be reached", status=503, retryable=True) from None
     if response.status_code >= 400:
-        raise _http_error(provider, response, model, config)
-    try:
-        data = response.json()
-    except ValueError:
-        data = None
-    if not isinstance(data, dict):
-        raise ProviderError(f"{name} returned a response with no usable reply")
-    return data
+        try:
+            raise _http_error(provider, response, model, config)
+        finally:
+            response.close()
+    return response
 
 
 def _http_error(provider: HTTPProvider, response, model: str, config) -> ProviderError:

@@ -3,7 +3,9 @@
 Reference: https://github.com/ollama/ollama/blob/main/docs/api.md#generate-a-chat-completion
 No key (a bearer token if OLLAMA_API_KEY is set, for proxies and Ollama's hosted API); the system
 prompt is a "system" message; `"stream": false` gives one JSON object whose message.content is the
-reply, with done_reason, prompt_eval_count and eval_count.
+reply, with done_reason, prompt_eval_count and eval_count. Streaming: NDJSON, one such object per
+line with a piece of message.content, the last with "done": true and the counts; an
+{"error": "..."} line reports a failure mid-stream.
 """
 
 from collections.abc import Mapping
@@ -11,8 +13,12 @@ from typing import Any
 
 from .base import ChatMessage, Completion, MalformedResponse
 from .openai_chat import headers
+from .streaming import NDJSONDecoder, StreamEvent
 
 __all__ = ["build_payload", "headers", "parse_response", "path"]
+
+# The last NDJSON line says "done": true; a stream that stops before it was cut short.
+ENDS_AT_EOF = False
 
 
 def path(model: str) -> str:
@@ -38,3 +44,33 @@ def parse_response(data: dict, model: str) -> Completion:
         prompt_tokens=data.get("prompt_eval_count"),
         completion_tokens=data.get("eval_count"),
     )
+
+
+def stream_path(model: str) -> str:
+    return path(model)
+
+
+def build_stream_payload(
+    messages: list[ChatMessage], model: str, config: Mapping[str, Any], *, usage: bool = True
+) -> dict:
+    return build_payload(messages, model, config) | {"stream": True}
+
+
+def stream_decoder() -> NDJSONDecoder:
+    return NDJSONDecoder()
+
+
+def parse_stream_record(line: dict) -> list[StreamEvent]:
+    if line.get("error"):
+        return [StreamEvent(error=str(line["error"]))]
+    done = bool(line.get("done"))
+    return [
+        StreamEvent(
+            text=(line.get("message") or {}).get("content") or "",
+            model=line.get("model"),
+            finish_reason=(line.get("done_reason") or "stop") if done else None,
+            prompt_tokens=line.get("prompt_eval_count"),
+            completion_tokens=line.get("eval_count"),
+            done=done,
+        )
+    ]

@@ -1,0 +1,128 @@
+"""Streamed chat turns: the provider's tokens relayed to the client as Server-Sent Events.
+
+    event: start   data: {"session_id", "model", "user_message_id"}
+    event: delta   data: {"content": "..."}            (as many as the provider sends)
+    event: done    data: <MessageResponse of the stored reply, with usage and finish_reason>
+    event: error   data: <the error envelope>           (instead of done; then the stream ends)
+    : keep-alive                                        (a comment, while the provider is silent)
+
+The provider is read by a helper thread that hands events over a queue, so the response can send
+keep-alives while the provider is silent and stop at once when the client goes away. The reply is
+stored once, when the stream ends: whole, or (provider failure, client disconnect) the part
+received, marked incomplete with the reason.
+"""
+
+import json
+import logging
+import queue
+import threading
+from collections.abc import Iterator
+
+from flask import current_app
+
+from ..api import envelope
+from ..models import User
+from ..providers import ProviderError
+from ..providers.base import ReplyStream
+from . import service
+from .schemas import MessageResponseSchema
+
+log = logging.getLogger(__name__)
+DISCONNECTED = "The client disconnected before the reply was complete"
+
+
+def sse(event: str, data: dict) -> str:
+    return f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
+
+
+def stream_reply(user: User, content: str, model_name: str, number: int | None) -> Iterator[str]:
+    """Start the turn and open the provider's stream now, so that every failure up to here is an
+    ordinary error response; return the events to send."""
+    turn = service.begin_turn(user, content, model_name, number)
+    try:
+        reply_stream = turn.provider.stream(turn.messages, turn.model, current_app.config)
+    except ProviderError as e:
+        service.fail_turn(turn, e)
+        raise
+    return _relay(turn, reply_stream, current_app.config["STREAM_KEEPALIVE_SECONDS"])
+
+
+def _pump(reply_stream: ReplyStream) -> queue.SimpleQueue:
+    """Read the provider on a helper thread; its events (or its failure) arrive on the queue."""
+    events: queue.SimpleQueue = queue.SimpleQueue()
+
+    def run() -> None:
+        try:
+            for event in reply_stream:
+                events.put(event)
+        except ProviderError as e:
+            events.put(e)
+        except Exception:  # a bug, not the provider: log it, end the stream with a 502
+            log.exception("reading a provider stream failed")
+            events.put(ProviderError("The model's stream failed"))
+
+    threading.Thread(target=run, name="provider-stream", daemon=True).start()
+    return events
+
+
+def _relay(turn: service.Turn, reply_stream: ReplyStream, keepalive: float) -> Iterator[str]:
+    yield sse(
+        "start",
+        {
+            "session_id": turn.session.number,
+            "model": f"{turn.provider.NAME}/{turn.model}",
+            "user_message_id": turn.question.id,
+        },
+    )
+    parts: list[str] = []
+    usage = {"model": None, "prompt_tokens": None, "completion_tokens": None, "finish_reason": None}
+    failure: ProviderError | None = None
+    events = _pump(reply_stream)
+    try:
+        while True:
+            try:
+                item = events.get(timeout=keepalive)
+            except queue.Empty:
+                yield ": keep-alive\n\n"
+                continue
+            if isinstance(item, ProviderError):
+                failure = item
+                break
+            for name in usage:
+                if getattr(item, name) is not None:
+                    usage[name] = getattr(item, name)
+            if item.text:
+                parts.append(item.text)
+                yield sse("delta", {"content": item.text})
+            if item.done:
+                break
+    except GeneratorExit:
+        # The client went away: stop reading the provider, keep what it had said.
+        reply_stream.close()
+        _store(turn, parts, usage, ProviderError(DISCONNECTED))
+        raise
+    except Exception:
+        log.exception("relaying a stream failed")
+        failure = ProviderError("The stream failed", status=500)
+    reply_stream.close()
+    reply = _store(turn, parts, usage, failure)
+    if failure is None:
+        yield sse("done", MessageResponseSchema().dump(reply))
+    else:
+        yield sse("error", envelope(failure.status, failure.message))
+
+
+def _store(turn, parts: list[str], usage: dict, failure: ProviderError | None):
+    """The reply, complete or partial; with no text at all, the question is flagged instead."""
+    if failure is not None and not parts:
+        service.fail_turn(turn, failure)
+        return None
+    return service.finish_turn(
+        turn,
+        "".join(parts),
+        model=usage["model"],
+        prompt_tokens=usage["prompt_tokens"],
+        completion_tokens=usage["completion_tokens"],
+        finish_reason=usage["finish_reason"] if failure is None else None,
+        error=failure.message if failure is not None else None,
+    )

@@ -1,0 +1,87 @@
+"""Incremental decoding of provider streams, apart from any HTTP.
+
+Bytes arrive in chunks cut anywhere: in the middle of a line, of an event, or of a multi-byte UTF-8
+character. Decoders buffer bytes and only decode complete lines (a newline byte never occurs inside
+a UTF-8 multi-byte sequence, so cutting at newline bytes is always safe). Each wire-format module
+then turns decoded records into `StreamEvent`s with its `parse_stream_record`.
+"""
+
+import json
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class StreamEvent:
+    """One thing a provider said: some text, the usage so far, why it stopped, or an error.
+
+    Usage fields are totals as reported so far (providers report them cumulatively or once);
+    a later event's values replace earlier ones.
+    """
+
+    text: str = ""
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    finish_reason: str | None = None
+    model: str | None = None
+    error: str | None = None
+    done: bool = False
+
+
+@dataclass(frozen=True)
+class SSERecord:
+    event: str | None
+    data: str
+
+
+class SSEDecoder:
+    """Server-Sent Events (https://html.spec.whatwg.org/multipage/server-sent-events.html)."""
+
+    def __init__(self):
+        self._buffer = b""
+        self._event: str | None = None
+        self._data: list[str] = []
+
+    def feed(self, chunk: bytes) -> list[SSERecord]:
+        self._buffer += chunk
+        *lines, self._buffer = self._buffer.split(b"\n")
+        records = []
+        for raw in lines:
+            line = raw.rstrip(b"\r").decode("utf-8")
+            if not line:
+                if self._data:
+                    records.append(SSERecord(self._event, "\n".join(self._data)))
+                self._event, self._data = None, []
+            elif line.startswith(":"):
+                continue  # a comment: keep-alives, OpenRouter's "PROCESSING"
+            else:
+                field, _, value = line.partition(":")
+                value = value.removeprefix(" ")
+                if field == "data":
+                    self._data.append(value)
+                elif field == "event":
+                    self._event = value
+        return records
+
+    def close(self) -> list[SSERecord]:
+        """Whatever a stream that ended without a final blank line left pending."""
+        records = self.feed(b"\n") if self._buffer else []
+        if self._data:
+            records.append(SSERecord(self._event, "\n".join(self._data)))
+            self._event, self._data = None, []
+        return records
+
+
+class NDJSONDecoder:
+    """Newline-delimited JSON (Ollama): one object per line."""
+
+    def __init__(self):
+        self._buffer = b""
+
+    def feed(self, chunk: bytes) -> list[dict]:
+        self._buffer += chunk
+        *lines, self._buffer = self._buffer.split(b"\n")
+        return [json.loads(line) for line in lines if line.strip()]
+
+    def close(self) -> list[dict]:
+        rest, self._buffer = self._buffer, b""
+        return [json.loads(rest)] if rest.strip() else []
