@@ -12,6 +12,7 @@ from polygenix import create_app
 from polygenix.extensions import db, redis_client
 from polygenix.user.service import create_user
 from tests.helpers import PASSWORD, TEST_DATABASE_URL, TEST_REDIS_URL, scratch_schema
+from tests.provider_setup import fake, provider_config  # noqa: F401  (shared fixtures)
 
 REDIS_TEST_PREFIX = "polygenix-test:"
 

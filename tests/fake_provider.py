@@ -27,6 +27,154 @@ class Reply:
     body: dict | bytes | None = None  # None: the wire format's normal answer
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0
+    # A streamed answer: these byte chunks, `gap` seconds apart (None: the normal stream).
+    chunks: list[bytes] | None = None
+    gap: float = 0.0
+
+
+# --- streams, as each provider sends them ------------------------------------------------
+
+
+def sse(data, event=None) -> bytes:
+    head = f"event: {event}\n" if event else ""
+    body = data if isinstance(data, str) else json.dumps(data)
+    return f"{head}data: {body}\n\n".encode()
+
+
+def openai_stream(pieces, model, *, usage=(11, 7), groq=False, openrouter=False) -> list[bytes]:
+    base = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1, "model": model}
+    chunks = [b": OPENROUTER PROCESSING\n\n"] if openrouter else []
+    chunks.append(
+        sse(base | {"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]})
+    )
+    for piece in pieces:
+        chunks.append(sse(base | {"choices": [{"index": 0, "delta": {"content": piece}}]}))
+    last = base | {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
+    counts = {"prompt_tokens": usage[0], "completion_tokens": usage[1]}
+    if groq:
+        last["x_groq"] = {"usage": counts}
+        chunks.append(sse(last))
+    else:
+        chunks.append(sse(last))
+        chunks.append(sse(base | {"choices": [], "usage": counts}))
+    chunks.append(sse("[DONE]"))
+    return chunks
+
+
+def anthropic_stream(pieces, model, *, usage=(12, 8)) -> list[bytes]:
+    start = {
+        "type": "message_start",
+        "message": {
+            "id": "msg_1",
+            "type": "message",
+            "role": "assistant",
+            "model": model,
+            "content": [],
+            "stop_reason": None,
+            "usage": {"input_tokens": usage[0], "output_tokens": 1},
+        },
+    }
+    chunks = [
+        sse(start, "message_start"),
+        sse(
+            {
+                "type": "content_block_start",
+                "index": 0,
+                "content_block": {"type": "text", "text": ""},
+            },
+            "content_block_start",
+        ),
+        sse({"type": "ping"}, "ping"),
+    ]
+    for piece in pieces:
+        chunks.append(
+            sse(
+                {
+                    "type": "content_block_delta",
+                    "index": 0,
+                    "delta": {"type": "text_delta", "text": piece},
+                },
+                "content_block_delta",
+            )
+        )
+    chunks += [
+        sse({"type": "content_block_stop", "index": 0}, "content_block_stop"),
+        sse(
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                "usage": {"output_tokens": usage[1]},
+            },
+            "message_delta",
+        ),
+        sse({"type": "message_stop"}, "message_stop"),
+    ]
+    return chunks
+
+
+def gemini_stream(pieces, model, *, usage=(13, 9)) -> list[bytes]:
+    chunks = []
+    for n, piece in enumerate(pieces):
+        chunk = {
+            "candidates": [{"content": {"role": "model", "parts": [{"text": piece}]}, "index": 0}],
+            "modelVersion": model,
+        }
+        if n == len(pieces) - 1:
+            chunk["candidates"][0]["finishReason"] = "STOP"
+            chunk["usageMetadata"] = {
+                "promptTokenCount": usage[0],
+                "candidatesTokenCount": usage[1],
+                "totalTokenCount": sum(usage),
+            }
+        chunks.append(sse(chunk))
+    return chunks
+
+
+def ollama_stream(pieces, model, *, usage=(14, 10)) -> list[bytes]:
+    line = {"model": model, "created_at": "2026-11-26T10:00:00Z"}
+    chunks = [
+        (
+            json.dumps(line | {"message": {"role": "assistant", "content": p}, "done": False})
+            + "\n"
+        ).encode()
+        for p in pieces
+    ]
+    chunks.append(
+        (
+            json.dumps(
+                line
+                | {
+                    "message": {"role": "assistant", "content": ""},
+                    "done": True,
+                    "done_reason": "stop",
+                    "prompt_eval_count": usage[0],
+                    "eval_count": usage[1],
+                }
+            )
+            + "\n"
+        ).encode()
+    )
+    return chunks
+
+
+def normal_stream(
+    path: str, request: dict, pieces=("Hello", " from", " the stream")
+) -> list[bytes]:
+    if path.endswith("/chat/completions"):
+        return openai_stream(
+            list(pieces),
+            request["model"],
+            openrouter="/api/v1/" in path,
+            groq="/openai/v1/" in path,
+        )
+    if path.endswith("/v1/messages"):
+        return anthropic_stream(list(pieces), request["model"])
+    if ":streamGenerateContent" in path:
+        model = path.rsplit("/", 1)[-1].split(":")[0]
+        return gemini_stream(list(pieces), model)
+    if path.endswith("/api/chat"):
+        return ollama_stream(list(pieces), request["model"])
+    raise AssertionError(f"fake provider: no stream format for {path}")
 
 
 def openai_answer(request: dict) -> dict:
@@ -111,6 +259,10 @@ class _Handler(BaseHTTPRequestHandler):
         reply = fake.next_reply()
         if reply.delay:
             time.sleep(reply.delay)
+        streaming = (body or {}).get("stream") or ":streamGenerateContent" in self.path
+        if reply.status == 200 and reply.body is None and streaming:
+            self._stream(fake, reply.chunks or normal_stream(self.path, body), reply.gap)
+            return
         if reply.body is None:
             payload = json.dumps(normal_answer(self.path, body or {})).encode()
         elif isinstance(reply.body, bytes):
@@ -128,6 +280,26 @@ class _Handler(BaseHTTPRequestHandler):
         except (BrokenPipeError, ConnectionResetError):
             pass  # the client gave up (a deadline test)
 
+    def _stream(self, fake, chunks, gap):
+        try:
+            self.send_response(200)
+            content_type = (
+                "application/x-ndjson" if self.path.endswith("/api/chat") else "text/event-stream"
+            )
+            self.send_header("Content-Type", content_type)
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            for n, chunk in enumerate(chunks):
+                if n and gap:
+                    time.sleep(gap)
+                self.wfile.write(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
+                self.wfile.flush()
+            self.wfile.write(b"0\r\n\r\n")
+            self.wfile.flush()
+        except (BrokenPipeError, ConnectionResetError):
+            fake.disconnected.set()  # the client closed the connection mid-stream
+        self.close_connection = True
+
     def log_message(self, format, *args):
         pass
 
@@ -140,13 +312,14 @@ class FakeProvider:
         self._lock = threading.Lock()
         self.requests: list[Recorded] = []
         self._replies: list[Reply] = []
+        self.disconnected = threading.Event()
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self._thread.start()
 
-    def reply(self, status=200, body=None, headers=None, delay=0.0, times=1):
+    def reply(self, status=200, body=None, headers=None, delay=0.0, times=1, chunks=None, gap=0.0):
         """Queue the next `times` answers (after them, the normal answer again)."""
         with self._lock:
-            self._replies += [Reply(status, body, headers or {}, delay)] * times
+            self._replies += [Reply(status, body, headers or {}, delay, chunks, gap)] * times
 
     def next_reply(self) -> Reply:
         with self._lock:
@@ -160,6 +333,7 @@ class FakeProvider:
         with self._lock:
             self.requests.clear()
             self._replies.clear()
+            self.disconnected.clear()
 
     def close(self):
         self.server.shutdown()

@@ -172,6 +172,8 @@ def begin_turn(user: User, content: str, model_name: str, number: int | None) ->
 def fail_turn(turn: Turn, error: ProviderError) -> None:
     """The model gave nothing: the user's message stays, flagged with the error."""
     turn.question.error = error.message
+    # A stream ends after the request's own database session: attach the message to this one.
+    db.session.add(turn.question)
     db.session.commit()
 
 

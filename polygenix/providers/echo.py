@@ -3,7 +3,6 @@
 It lets a fresh install (and the test suite) hold real conversations end to end.
 """
 
-import math
 import re
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -49,9 +48,10 @@ class EchoStream:
 
     def __iter__(self) -> Iterator[StreamEvent]:
         words = re.findall(r"\S+\s*", self.completion.content)
-        size = max(1, math.ceil(len(words) / 3))
-        for start in range(0, len(words), size):
-            yield StreamEvent(text="".join(words[start : start + size]))
+        pieces = min(3, len(words))
+        cuts = [round(n * len(words) / pieces) for n in range(pieces + 1)]
+        for start, end in zip(cuts, cuts[1:], strict=False):
+            yield StreamEvent(text="".join(words[start:end]))
         yield StreamEvent(
             finish_reason=self.completion.finish_reason,
             prompt_tokens=self.completion.prompt_tokens,

@@ -1,0 +1,317 @@
+"""Streaming: parsers on byte streams cut anywhere, and every provider's stream through the API."""
+
+import json
+import random
+
+import pytest
+from sqlalchemy import select
+
+from config import PROVIDER_NAMES
+from polygenix.extensions import db
+from polygenix.models import Message
+from polygenix.providers import anthropic, gemini, ollama, openai_chat
+from polygenix.providers.streaming import SSEDecoder
+from tests.fake_provider import (
+    anthropic_stream,
+    gemini_stream,
+    ollama_stream,
+    openai_stream,
+    sse,
+)
+from tests.helpers import assert_envelope
+from tests.provider_setup import DEFAULT_MODELS, SYSTEM
+
+PIECES = ["Héllo", ", wörld", " — 日本語", " 🙂!"]
+TEXT = "".join(PIECES)
+
+
+# --- parsers, no HTTP ------------------------------------------------------------------------
+
+
+def parse(wire, data: bytes, cuts: list[int]):
+    """Feed `data` to the wire's decoder cut at `cuts`; return text, the merged fields, events."""
+    decoder = wire.stream_decoder()
+    events = []
+    bounds = [0, *sorted(cuts), len(data)]
+    for start, end in zip(bounds, bounds[1:], strict=False):
+        for record in decoder.feed(data[start:end]):
+            events += wire.parse_stream_record(record)
+    for record in decoder.close():
+        events += wire.parse_stream_record(record)
+    merged = {}
+    for event in events:
+        for name in ("prompt_tokens", "completion_tokens", "finish_reason", "model", "error"):
+            if getattr(event, name) is not None:
+                merged[name] = getattr(event, name)
+    return "".join(e.text for e in events), merged, events
+
+
+RECORDED = {
+    "openai": (openai_chat, openai_stream(PIECES, "gpt-4.1-mini"), (11, 7)),
+    "groq": (openai_chat, openai_stream(PIECES, "llama", groq=True), (11, 7)),
+    "openrouter": (openai_chat, openai_stream(PIECES, "x/y", openrouter=True), (11, 7)),
+    "anthropic": (anthropic, anthropic_stream(PIECES, "claude-haiku-4-5"), (12, 8)),
+    "gemini": (gemini, gemini_stream(PIECES, "gemini-2.5-flash"), (13, 9)),
+    "ollama": (ollama, ollama_stream(PIECES, "llama3.2"), (14, 10)),
+}
+
+
+def cuttings(data: bytes):
+    """Whole, every single byte apart (every UTF-8 character split), and random cuts."""
+    yield []
+    yield list(range(1, len(data)))
+    rng = random.Random(1234)
+    for _ in range(30):
+        yield rng.sample(range(1, len(data)), rng.randint(1, min(40, len(data) - 1)))
+
+
+@pytest.mark.parametrize("name", RECORDED)
+def test_stream_parsers_survive_any_cutting(name):
+    wire, chunks, (prompt, completion) = RECORDED[name]
+    data = b"".join(chunks)
+    for cuts in cuttings(data):
+        text, merged, events = parse(wire, data, cuts)
+        assert text == TEXT, cuts
+        assert merged["prompt_tokens"] == prompt and merged["completion_tokens"] == completion
+        assert merged["finish_reason"] == "stop"
+        assert "error" not in merged
+    done = [e for e in events if e.done]
+    assert len(done) == (0 if name == "gemini" else 1)  # Gemini's stream just ends
+
+
+def test_sse_decoder_details():
+    decoder = SSEDecoder()
+    records = decoder.feed(
+        b": comment\r\nevent: one\r\ndata: first\r\ndata: second\r\n\r\n"
+        b'data: {"a": 1}\n\n: keep-alive\n\ndata: tail'
+    )
+    assert [(r.event, r.data) for r in records] == [("one", "first\nsecond"), (None, '{"a": 1}')]
+    assert [(r.event, r.data) for r in decoder.close()] == [(None, "tail")]
+
+
+@pytest.mark.parametrize(
+    ("wire", "data", "message"),
+    [
+        (
+            openai_chat,
+            sse({"choices": [{"delta": {"content": "par"}}]})
+            + sse({"error": {"message": "upstream overloaded", "type": "server_error"}}),
+            "upstream overloaded",
+        ),
+        (
+            anthropic,
+            sse(
+                {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}},
+                "error",
+            ),
+            "Overloaded",
+        ),
+        (
+            ollama,
+            b'{"message": {"content": "par"}, "done": false}\n{"error": "out of memory"}\n',
+            "out of memory",
+        ),
+        (gemini, sse({"error": {"code": 500, "message": "internal"}}), "internal"),
+    ],
+)
+def test_stream_parsers_report_provider_errors(wire, data, message):
+    _, merged, _ = parse(wire, data, [])
+    assert merged["error"] == message
+
+
+# --- through the API -------------------------------------------------------------------------
+
+
+@pytest.fixture
+def app(make_app, provider_config):
+    return make_app(provider_config)
+
+
+@pytest.fixture
+def user(auth):
+    return auth.register()
+
+
+def read_events(text: str) -> list[tuple[str, object]]:
+    """The (event, data) pairs of an SSE body, comments as ("comment", text)."""
+    events = []
+    for block in text.split("\n\n"):
+        if not block.strip():
+            continue
+        if block.startswith(":"):
+            events.append(("comment", block[1:].strip()))
+            continue
+        fields = dict(line.split(": ", 1) for line in block.splitlines())
+        events.append((fields["event"], json.loads(fields["data"])))
+    return events
+
+
+def stream(client, headers, model, content="Stream it", session_id=None, **extra):
+    return client.post(
+        "/api/ai_chat/request",
+        headers=headers,
+        json={"content": content, "model": model, "session_id": session_id, "stream": True} | extra,
+    )
+
+
+USAGE = {"anthropic": (12, 8), "gemini": (13, 9), "ollama": (14, 10)}
+
+
+@pytest.mark.parametrize("name", PROVIDER_NAMES)
+def test_each_provider_streams_through_the_api(client, user, fake, name):
+    response = stream(client, user, name)
+    assert response.status_code == 200
+    assert response.mimetype == "text/event-stream"
+    assert response.headers["Cache-Control"] == "no-cache"
+    assert response.headers["X-Accel-Buffering"] == "no"
+    events = read_events(response.get_data(as_text=True))
+    kinds = [kind for kind, _ in events]
+    assert kinds[0] == "start" and kinds[-1] == "done"
+    assert set(kinds[1:-1]) == {"delta"}
+    model = DEFAULT_MODELS[name]
+    start = events[0][1]
+    assert start["session_id"] == 1 and start["model"] == f"{name}/{model}"
+    assert isinstance(start["user_message_id"], int)
+    text = "".join(data["content"] for kind, data in events if kind == "delta")
+    assert text == "Hello from the stream"
+    done = events[-1][1]
+    assert done["content"] == text and done["is_bot"] is True and done["incomplete"] is False
+    prompt, completion = USAGE.get(name, (11, 7))
+    assert done["usage"] == {"prompt_tokens": prompt, "completion_tokens": completion}
+    assert done["finish_reason"] == "stop"
+    # The same reply, stored, as history shows it.
+    history = client.get("/api/ai_chat/1", headers=user).json["messages"]
+    assert history[-1] | {"timestamp": None} == done | {"timestamp": None}
+
+    sent = fake.requests[-1]
+    if name == "gemini":
+        assert sent.path.endswith(f"/models/{model}:streamGenerateContent?alt=sse")
+        assert sent.body["systemInstruction"] == {"parts": [{"text": SYSTEM}]}
+    elif name == "anthropic":
+        assert sent.body["stream"] is True and sent.body["system"] == SYSTEM
+    elif name == "ollama":
+        assert sent.body["stream"] is True
+    else:
+        assert sent.body["stream"] is True
+        if name == "mistral":
+            assert "stream_options" not in sent.body
+        else:
+            assert sent.body["stream_options"] == {"include_usage": True}
+
+
+def test_accept_header_asks_for_a_stream(client, user):
+    response = client.post(
+        "/api/ai_chat/request",
+        headers=user | {"Accept": "text/event-stream"},
+        json={"content": "hi there you", "model": "echo"},
+    )
+    assert response.mimetype == "text/event-stream"
+    events = read_events(response.get_data(as_text=True))
+    deltas = [data["content"] for kind, data in events if kind == "delta"]
+    assert len(deltas) == 3 and "".join(deltas) == "Echo: hi there you"  # echo: a few chunks
+    assert events[-1][0] == "done"
+
+
+@pytest.mark.parametrize(
+    ("model", "setup", "status"),
+    [
+        ("gpt-17", None, 422),
+        (
+            "groq",
+            {
+                "status": 429,
+                "body": {"error": {"message": "slow"}},
+                "headers": {"Retry-After": "9"},
+                "times": 3,
+            },
+            429,
+        ),
+        ("anthropic", {"status": 401, "body": {"error": {"message": "bad key"}}}, 502),
+    ],
+)
+def test_failures_before_the_first_byte_are_plain_json(client, user, fake, model, setup, status):
+    if setup:
+        fake.reply(**setup)
+    response = stream(client, user, model)
+    assert response.mimetype == "application/json"
+    assert_envelope(response, status)
+    assert_envelope(
+        client.post("/api/ai_chat/request", json={"content": "x", "model": "echo", "stream": True}),
+        401,
+    )
+
+
+def test_provider_error_mid_stream(client, user, fake, app):
+    fake.reply(
+        chunks=[
+            sse({"choices": [{"delta": {"content": "Half an "}}]}),
+            sse({"choices": [{"delta": {"content": "answer"}}]}),
+            sse({"error": {"message": "upstream overloaded, key sk-abcdefgh12345678"}}),
+        ]
+    )
+    events = read_events(stream(client, user, "openai", session_id=4).get_data(as_text=True))
+    assert [kind for kind, _ in events] == ["start", "delta", "delta", "error"]
+    error = events[-1][1]
+    assert error["code"] == 502 and error["detail"] == error["message"]
+    assert "upstream overloaded" in error["message"] and "sk-abcdefgh" not in error["message"]
+
+    messages = client.get("/api/ai_chat/4", headers=user).json["messages"]
+    assert messages[-1]["content"] == "Half an answer"
+    assert messages[-1]["incomplete"] is True and "overloaded" in messages[-1]["error"]
+    # That turn stays out of the next one's context.
+    stream(client, user, "openai", "And now?", session_id=4)
+    assert [m["content"] for m in fake.requests[-1].body["messages"]] == [SYSTEM, "And now?"]
+
+
+def test_stream_cut_short_is_an_error(client, user, fake):
+    fake.reply(chunks=openai_stream(["only ", "part"], "gpt-4.1-mini")[:3])  # no finish, no [DONE]
+    events = read_events(stream(client, user, "openai").get_data(as_text=True))
+    assert events[-1][0] == "error"
+    assert "before the reply was complete" in events[-1][1]["message"]
+
+
+def test_a_stream_with_no_text_flags_the_question(client, user, fake):
+    fake.reply(chunks=[sse({"type": "error", "error": {"message": "Overloaded"}}, "error")])
+    events = read_events(stream(client, user, "anthropic", session_id=2).get_data(as_text=True))
+    assert [kind for kind, _ in events] == ["start", "error"]
+    [question] = client.get("/api/ai_chat/2", headers=user).json["messages"]
+    assert question["failed"] is True and "Overloaded" in question["error"]
+
+
+def test_keep_alive_comments_while_the_provider_is_silent(client, user, fake, app):
+    app.config["STREAM_KEEPALIVE_SECONDS"] = 0.1
+    fake.reply(chunks=openai_stream(["slow", " reply"], "gpt-4.1-mini"), gap=0.25)
+    events = read_events(stream(client, user, "openai").get_data(as_text=True))
+    assert ("comment", "keep-alive") in events
+    assert events[-1][0] == "done" and events[-1][1]["content"] == "slow reply"
+
+
+def test_client_disconnect_stops_the_provider_and_keeps_the_partial_reply(client, user, fake, app):
+    fake.reply(chunks=openai_stream(["first ", "second ", "third"], "gpt-4.1-mini"), gap=0.3)
+    response = client.post(
+        "/api/ai_chat/request",
+        headers=user,
+        json={"content": "Tell me", "model": "openai", "stream": True, "session_id": 8},
+        buffered=False,
+    )
+    body = b""
+    chunks = iter(response.response)
+    while b'"content":"first "' not in body:
+        body += next(chunks)
+    response.close()  # the client goes away after the first delta
+
+    assert fake.disconnected.wait(3), "the provider connection was not closed"
+    with app.app_context():
+        reply = db.session.scalars(select(Message).where(Message.is_bot)).one()
+        assert (reply.content, reply.incomplete) == ("first ", True)
+        assert "disconnected" in reply.error
+    assert len(fake.requests) == 1
+
+
+def test_history_flags_incomplete_replies(client, user, fake):
+    fake.reply(chunks=openai_stream(["cut"], "m")[:2])
+    stream(client, user, "openai", session_id=3).get_data()
+    history = client.get("/api/ai_chat/history", headers=user).json
+    question, reply = history[0]["messages"]
+    assert (reply["content"], reply["incomplete"]) == ("cut", True)
+    assert question["failed"] is False and question["incomplete"] is False
