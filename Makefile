@@ -4,8 +4,6 @@ VENV := .venv
 BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
-WORKERS ?= 2
-THREADS ?= 4
 
 .PHONY: run test lint clean
 
@@ -25,7 +23,7 @@ $(VENV)/.installed-dev: setup.cfg pyproject.toml | $(BIN)/python
 run: $(VENV)/.installed
 	$(BIN)/flask --app polygenix db upgrade
 	@echo "PolyGenix API docs: http://$(HOST):$(PORT)/docs"
-	$(BIN)/gunicorn --bind $(HOST):$(PORT) --workers $(WORKERS) --threads $(THREADS) wsgi:app
+	$(BIN)/gunicorn --config gunicorn.conf.py --bind $(HOST):$(PORT) wsgi:app
 
 test: $(VENV)/.installed-dev
 	$(BIN)/ruff check .

@@ -281,23 +281,26 @@ class _Handler(BaseHTTPRequestHandler):
             pass  # the client gave up (a deadline test)
 
     def _stream(self, fake, chunks, gap):
+        sent = 0
         try:
             self.send_response(200)
-            content_type = (
-                "application/x-ndjson" if self.path.endswith("/api/chat") else "text/event-stream"
+            ndjson = self.path.endswith("/api/chat")
+            self.send_header(
+                "Content-Type", "application/x-ndjson" if ndjson else "text/event-stream"
             )
-            self.send_header("Content-Type", content_type)
             self.send_header("Transfer-Encoding", "chunked")
             self.end_headers()
-            for n, chunk in enumerate(chunks):
-                if n and gap:
+            for chunk in chunks:
+                if sent and gap:
                     time.sleep(gap)
                 self.wfile.write(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
                 self.wfile.flush()
+                sent += 1
             self.wfile.write(b"0\r\n\r\n")
             self.wfile.flush()
         except (BrokenPipeError, ConnectionResetError):
-            fake.disconnected.set()  # the client closed the connection mid-stream
+            if sent < len(chunks):
+                fake.disconnected.set()  # the client hung up before the stream's end
         self.close_connection = True
 
     def log_message(self, format, *args):

@@ -1,14 +1,9 @@
 """The data tier under load: constant SQL per chat turn, many writers through real gunicorn
 workers, and a database that goes away and comes back."""
 
-import os
 import socket
-import subprocess
-import sys
 import threading
-import time
 from contextlib import contextmanager
-from pathlib import Path
 
 import pytest
 import requests
@@ -17,9 +12,8 @@ from sqlalchemy import event, select
 from polygenix.extensions import db
 from polygenix.models import ChatSession, Message, User
 from polygenix.user.service import create_user
-from tests.helpers import PASSWORD, TEST_DATABASE_URL, TEST_REDIS_URL, scratch_schema
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.gunicorn_server import free_port, gunicorn
+from tests.helpers import PASSWORD, TEST_DATABASE_URL
 
 
 @contextmanager
@@ -85,75 +79,10 @@ def test_a_history_page_runs_the_same_statements_whatever_it_holds(app, client, 
 # --- many writers through real gunicorn workers ------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def served(tmp_path):
-    """PolyGenix migrated into an empty database and served by gunicorn with two workers."""
-
-    @contextmanager
-    def database():
-        if TEST_DATABASE_URL:
-            with scratch_schema("gunicorn") as url:
-                yield url
-        else:
-            yield f"sqlite:///{tmp_path / 'served.db'}"
-
-    with database() as url:
-        env = os.environ | {
-            "DATABASE_URL": url,
-            "POLYGENIX_INSTANCE_PATH": str(tmp_path / "instance"),
-            "SECRET_KEY": "s" * 48,
-            "JWT_SECRET_KEY": "j" * 64,
-            "PASSWORD_HASH_METHOD": "pbkdf2:sha256:1000",
-            "CHAT_RATE_LIMIT": "10000/minute",
-            "LOGIN_RATE_LIMIT": "10000/minute",
-            "REDIS_KEY_PREFIX": "polygenix-test:",
-        }
-        if TEST_REDIS_URL:
-            env["REDIS_URL"] = TEST_REDIS_URL
-        flask = [sys.executable, "-m", "flask", "--app", "polygenix"]
-        subprocess.run(
-            [*flask, "db", "upgrade"], cwd=ROOT, env=env, check=True, capture_output=True
-        )
-        port = free_port()
-        server = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "gunicorn",
-                "--bind",
-                f"127.0.0.1:{port}",
-                "--workers",
-                "2",
-                "--threads",
-                "4",
-                "wsgi:app",
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
-        base = f"http://127.0.0.1:{port}"
-        try:
-            for _ in range(100):
-                try:
-                    if requests.get(base + "/readyz", timeout=5).status_code == 200:
-                        break
-                except requests.RequestException:
-                    time.sleep(0.1)
-            else:
-                raise AssertionError("gunicorn did not become ready")
-            yield base, env
-        finally:
-            server.terminate()
-            server.wait(timeout=10)
-            server.stderr.close()
+    with gunicorn(tmp_path) as server:
+        yield server
 
 
 def test_concurrent_writers_through_two_gunicorn_workers(served):

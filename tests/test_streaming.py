@@ -2,8 +2,10 @@
 
 import json
 import random
+import time
 
 import pytest
+import requests
 from sqlalchemy import select
 
 from config import PROVIDER_NAMES
@@ -18,6 +20,7 @@ from tests.fake_provider import (
     openai_stream,
     sse,
 )
+from tests.gunicorn_server import gunicorn
 from tests.helpers import assert_envelope
 from tests.provider_setup import DEFAULT_MODELS, SYSTEM
 
@@ -315,3 +318,50 @@ def test_history_flags_incomplete_replies(client, user, fake):
     question, reply = history[0]["messages"]
     assert (reply["content"], reply["incomplete"]) == ("cut", True)
     assert question["failed"] is False and question["incomplete"] is False
+
+
+def test_streams_through_gunicorn(tmp_path, fake):
+    """Through real gunicorn workers: a whole stream, then one the client abandons."""
+    fake.reset()
+    settings = {"OPENAI_API_KEY": "sk-test", "OPENAI_BASE_URL": fake.url + "/v1"}
+    with gunicorn(tmp_path, settings) as (base, _):
+        token = requests.post(
+            base + "/api/auth/register",
+            json={"name": "Ada", "email": "ada@example.com", "password": "long enough"},
+            timeout=10,
+        ).json()["access_token"]
+        headers = {"Authorization": f"Bearer {token}"}
+        body = {"content": "Stream it", "model": "openai", "session_id": 1, "stream": True}
+        whole = requests.post(base + "/api/ai_chat/request", headers=headers, json=body, timeout=10)
+        events = read_events(whole.text)
+        assert [kind for kind, _ in events][-1] == "done"
+        assert events[-1][1]["content"] == "Hello from the stream"
+
+        pieces = [f"piece{n} " for n in range(20)]
+        fake.reply(chunks=openai_stream(pieces, "gpt-4.1-mini"), gap=0.2)
+        with requests.post(
+            base + "/api/ai_chat/request",
+            headers=headers,
+            json=body | {"session_id": 2},
+            stream=True,
+            timeout=10,
+        ) as abandoned:
+            received = b""
+            for chunk in abandoned.iter_content(chunk_size=None):
+                received += chunk
+                if b'"content":"piece0 "' in received:
+                    break
+        # The socket is closed; gunicorn notices within a write or two, and PolyGenix hangs up on
+        # the provider and stores what it had received.
+        assert fake.disconnected.wait(5), "the provider connection was not closed"
+        for _ in range(50):
+            messages = requests.get(base + "/api/ai_chat/2", headers=headers, timeout=5).json()[
+                "messages"
+            ]
+            if len(messages) == 2:
+                break
+            time.sleep(0.1)
+        partial = messages[1]["content"]
+        assert messages[1]["incomplete"] is True
+        assert partial.startswith("piece0 ") and len(partial) < len("".join(pieces))
+        assert "".join(pieces).startswith(partial)

@@ -1,0 +1,88 @@
+"""PolyGenix under real gunicorn (the project's gunicorn.conf.py), on a migrated database."""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import requests
+
+from tests.helpers import TEST_DATABASE_URL, TEST_REDIS_URL, scratch_schema
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def _database(folder: Path):
+    if TEST_DATABASE_URL:
+        with scratch_schema("gunicorn") as url:
+            yield url
+    else:
+        yield f"sqlite:///{folder / 'served.db'}"
+
+
+@contextmanager
+def gunicorn(folder: Path, settings: dict[str, str] | None = None):
+    """Yield (base URL, database URL) of PolyGenix served with two workers."""
+    with _database(folder) as url:
+        env = (
+            os.environ
+            | {
+                "DATABASE_URL": url,
+                "POLYGENIX_INSTANCE_PATH": str(folder / "instance"),
+                "SECRET_KEY": "s" * 48,
+                "JWT_SECRET_KEY": "j" * 64,
+                "PASSWORD_HASH_METHOD": "pbkdf2:sha256:1000",
+                "CHAT_RATE_LIMIT": "10000/minute",
+                "LOGIN_RATE_LIMIT": "10000/minute",
+                "REDIS_KEY_PREFIX": "polygenix-test:",
+                "WEB_CONCURRENCY": "2",
+                "GUNICORN_THREADS": "16",
+            }
+            | (settings or {})
+        )
+        if TEST_REDIS_URL:
+            env["REDIS_URL"] = TEST_REDIS_URL
+        flask = [sys.executable, "-m", "flask", "--app", "polygenix"]
+        migrated = subprocess.run([*flask, "db", "upgrade"], cwd=ROOT, env=env, capture_output=True)
+        assert migrated.returncode == 0, migrated.stderr.decode()[-2000:]
+        port = free_port()
+        server = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "--config",
+                "gunicorn.conf.py",
+                "--bind",
+                f"127.0.0.1:{port}",
+                "wsgi:app",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        base = f"http://127.0.0.1:{port}"
+        try:
+            for _ in range(100):
+                try:
+                    if requests.get(base + "/readyz", timeout=5).status_code == 200:
+                        break
+                except requests.RequestException:
+                    time.sleep(0.1)
+            else:
+                raise AssertionError("gunicorn did not become ready")
+            yield base, url
+        finally:
+            server.terminate()
+            server.wait(timeout=10)
