@@ -261,7 +261,8 @@ class _Handler(BaseHTTPRequestHandler):
             time.sleep(reply.delay)
         streaming = (body or {}).get("stream") or ":streamGenerateContent" in self.path
         if reply.status == 200 and reply.body is None and streaming:
-            self._stream(fake, reply.chunks or normal_stream(self.path, body), reply.gap)
+            chunks = reply.chunks or normal_stream(self.path, body, fake.stream_pieces)
+            self._stream(fake, chunks, reply.gap or fake.stream_gap)
             return
         if reply.body is None:
             payload = json.dumps(normal_answer(self.path, body or {})).encode()
@@ -308,7 +309,9 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class FakeProvider:
-    def __init__(self):
+    def __init__(self, stream_pieces=("Hello", " from", " the stream"), stream_gap=0.0):
+        self.stream_pieces = stream_pieces  # what a normal stream says, piece by piece
+        self.stream_gap = stream_gap  # seconds between a normal stream's chunks
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
         self.server.fake = self
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"

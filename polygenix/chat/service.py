@@ -69,15 +69,18 @@ def next_number(user_id: int) -> int:
     )
 
 
-def get_or_create_session(user: User, number: int | None, first_message: str) -> ChatSession:
-    """Continue the caller's session `number`, or start it (with the next free number if None).
+def get_or_create_session(
+    user: User, number: int | None, first_message: str
+) -> tuple[ChatSession, bool]:
+    """Continue the caller's session `number`, or start it (with the next free number if None);
+    say whether it is new.
 
     The unique (user_id, number) index settles races: a request that loses one re-reads the
     winner's session (or, with no number asked for, takes the next number).
     """
     for _ in range(CREATE_ATTEMPTS):
         if number is not None and (session := find_session(user.id, number)) is not None:
-            return session
+            return session, False
         session = ChatSession(
             user_id=user.id,
             number=number if number is not None else next_number(user.id),
@@ -89,7 +92,7 @@ def get_or_create_session(user: User, number: int | None, first_message: str) ->
         except IntegrityError:
             db.session.rollback()
             continue
-        return session
+        return session, True
     abort(
         503,
         message="Too many concurrent new sessions; try again.",
@@ -159,8 +162,9 @@ def begin_turn(user: User, content: str, model_name: str, number: int | None) ->
     if missing:
         abort(503, message=f"Model provider {provider.NAME!r} is not configured: set {missing}")
 
-    session = get_or_create_session(user, number, content)
-    messages = build_messages(config, load_context(session.id, config, len(content)), content)
+    session, new = get_or_create_session(user, number, content)
+    context = [] if new else load_context(session.id, config, len(content))
+    messages = build_messages(config, context, content)
     # Committed before the provider is called: the user's words survive a provider failure, and
     # no database lock is held while the model thinks.
     question = Message(session=session, is_bot=False, content=content)
