@@ -71,6 +71,25 @@ class ChatRequest(MethodView):
         the request, or answered with no usable reply; 503 it is not configured (the message
         names the variable to set) or cannot be reached; 504 it did not answer within
         PROVIDER_TIMEOUT. Your message stays in the session, flagged `failed` with the `error`.
+
+        **Streaming.** With `"stream": true` (or `Accept: text/event-stream`) the answer is
+        `200 text/event-stream`, relaying the model's text as it arrives:
+
+            event: start
+            data: {"session_id": 12, "model": "groq/llama-3.3-70b-versatile", "user_message_id": 41}
+
+            event: delta
+            data: {"content": "Hel"}
+
+            event: done
+            data: <the MessageResponse above, with usage and finish_reason>
+
+        A failure after the stream began ends it with `event: error` whose data is the error
+        envelope; the text received so far is stored, flagged `incomplete`. Failures before it
+        began (validation, auth, model, provider errors up to its first byte) are ordinary JSON
+        errors. `: keep-alive` comments come at least every STREAM_KEEPALIVE_SECONDS (15) while
+        the model is silent. If the client disconnects, the provider is hung up on and the
+        partial reply stored, flagged `incomplete`.
         """
         args = (current_user, data["content"], data["model"], data.get("session_id"))
         if data["stream"] or "text/event-stream" in request.headers.get("Accept", ""):
