@@ -151,7 +151,8 @@ def load_config(env: Mapping[str, str], instance_path: str) -> dict[str, Any]:
         "MAX_CONTENT_LENGTH": _int(env, "MAX_CONTENT_LENGTH", 1024 * 1024, minimum=1024),
         "MAX_MESSAGE_CHARS": _int(env, "MAX_MESSAGE_CHARS", 32_000, minimum=1),
         "PASSWORD_MIN_LENGTH": _int(env, "PASSWORD_MIN_LENGTH", 8, minimum=1),
-        "PASSWORD_HASH_METHOD": _str(env, "PASSWORD_HASH_METHOD", "scrypt"),
+        # OWASP's scrypt strength: N=2^17, r=8, p=1 (128 MiB and ~0.3 s per hash).
+        "PASSWORD_HASH_METHOD": _str(env, "PASSWORD_HASH_METHOD", "scrypt:131072:8:1"),
         "CONTEXT_MAX_MESSAGES": _int(env, "CONTEXT_MAX_MESSAGES", 50, minimum=0),
         "CONTEXT_MAX_CHARS": _int(env, "CONTEXT_MAX_CHARS", 24_000, minimum=0),
         "SQLALCHEMY_ECHO": _bool(env, "SQLALCHEMY_ECHO", False),
@@ -162,7 +163,9 @@ def load_config(env: Mapping[str, str], instance_path: str) -> dict[str, Any]:
         "PROVIDER_TIMEOUT": _float(env, "PROVIDER_TIMEOUT", 120.0, minimum=0.01),
         "PROVIDER_MAX_RETRIES": _int(env, "PROVIDER_MAX_RETRIES", 2),
         "PROVIDER_MAX_RETRY_WAIT": _float(env, "PROVIDER_MAX_RETRY_WAIT", 10.0),
-        "ANTHROPIC_MAX_TOKENS": _int(env, "ANTHROPIC_MAX_TOKENS", 4096, minimum=1),
+        "MAX_OUTPUT_TOKENS": _int(env, "MAX_OUTPUT_TOKENS", 4096, minimum=1),
+        "CORS_ORIGINS": _list(env, "CORS_ORIGINS"),
+        "PROXY_FIX_X_FOR": _int(env, "PROXY_FIX_X_FOR", 0),
         "STREAM_KEEPALIVE_SECONDS": _float(env, "STREAM_KEEPALIVE_SECONDS", 15.0, minimum=0.01),
         **_provider_settings(env),
     }

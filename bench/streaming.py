@@ -161,8 +161,10 @@ def main() -> None:
     print(f"| through PolyGenix (gunicorn, 2 workers) | {through_ms:.2f} |")
     print(f"| added by PolyGenix | {through_ms - direct_ms:.2f} |")
     print()
-    print("| concurrent streams | errors | deltas/s delivered | wall time s "
-          "| GET /home median ms meanwhile |")
+    print(
+        "| concurrent streams | errors | deltas/s delivered | wall time s "
+        "| GET /home median ms meanwhile |"
+    )
     print("|---|---|---|---|---|")
     for level, errors, deltas, seconds, busy in results:
         print(f"| {level} | {errors} | {deltas / seconds:.0f} | {seconds:.2f} | {busy:.2f} |")

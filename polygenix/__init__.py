@@ -26,6 +26,7 @@ from .health import bp as health_bp
 from .limits import rate_limited
 from .providers import ProviderError
 from .providers.http import retry_after_header
+from .security import init_security
 from .user.routes import blp as user_blp
 
 API_SPEC = {
@@ -67,6 +68,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         api.register_blueprint(blp)
     app.register_blueprint(docs_bp)
     app.register_blueprint(health_bp)
+    init_security(app)
 
     app.register_error_handler(RateLimitExceeded, rate_limited)
 

@@ -12,7 +12,7 @@ LOGIN = "/api/auth/login"
 
 
 def register(client, **fields):
-    body = {"name": "Tim joe", "email": "tim@joe.com", "password": "password"} | fields
+    body = {"name": "Tim joe", "email": "tim@joe.com", "password": "tims password"} | fields
     return client.post(REGISTER, json=body)
 
 
@@ -35,7 +35,7 @@ def test_register_returns_the_original_token_shape_plus_extras(client, app):
 def test_register_stores_email_normalised_and_rejects_it_in_any_case(client, auth):
     assert register(client, email="  Tim@Joe.COM ").status_code == 200
     assert_envelope(register(client, email="TIM@joe.com"), 409, "already registered")
-    me = client.get("/api/auth/me", headers=auth.login("tim@joe.com", "password"))
+    me = client.get("/api/auth/me", headers=auth.login("tim@joe.com", "tims password"))
     assert me.json["email"] == "tim@joe.com"
 
 
@@ -92,7 +92,7 @@ def test_login_with_the_original_clients_form(client):
             "name": "John",
             "grant_type": "password",
             "username": "Jonh@doe.com",
-            "password": "password",
+            "password": "tims password",
             "scope": "",
             "client_id": "string",
             "client_secret": "string",
@@ -105,7 +105,7 @@ def test_login_with_the_original_clients_form(client):
 
 def test_login_minimal_form_and_email_case(client):
     register(client)
-    response = client.post(LOGIN, data={"username": "TIM@JOE.COM", "password": "password"})
+    response = client.post(LOGIN, data={"username": "TIM@JOE.COM", "password": "tims password"})
     assert response.status_code == 200
 
 
@@ -120,7 +120,7 @@ def test_login_rejects_other_grant_types(client):
 
 def test_login_needs_the_form(client):
     register(client)
-    response = client.post(LOGIN, json={"username": "tim@joe.com", "password": "password"})
+    response = client.post(LOGIN, json={"username": "tim@joe.com", "password": "tims password"})
     body = assert_envelope(response, 422)
     assert {"username", "password"} <= set(body["errors"]["form"])
 

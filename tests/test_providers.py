@@ -78,7 +78,9 @@ def expected_request(name, model):
             + [{"role": r, "content": c} for r, c in turns],
         }
         if name == "ollama":
-            return "/api/chat", {}, body | {"stream": False}
+            return "/api/chat", {}, body | {"stream": False, "options": {"num_predict": 4096}}
+        cap = "max_completion_tokens" if name in {"openai", "groq"} else "max_tokens"
+        body[cap] = 4096  # MAX_OUTPUT_TOKENS
         auth = {"Authorization": f"Bearer {key_of(name)}"} if name != "openai-compatible" else {}
         if name == "openrouter":
             auth["X-Title"] = "PolyGenix"
@@ -97,6 +99,7 @@ def expected_request(name, model):
             for r, c in turns
         ],
         "systemInstruction": {"parts": [{"text": SYSTEM}]},
+        "generationConfig": {"maxOutputTokens": 4096},
     }
     path = f"/v1beta/models/{model}:generateContent"
     return path, {"x-goog-api-key": key_of(name)}, body

@@ -6,14 +6,14 @@ import json
 def test_seed_flow(client):
     registered = client.post(
         "/api/auth/register",
-        json={"name": "Tim joe", "email": "tim@joe.com", "password": "password"},
+        json={"name": "Tim joe", "email": "tim@joe.com", "password": "tims password"},
     )
     assert registered.status_code == 200
     assert registered.json["token_type"] == "bearer"
 
     login = client.post(
         "/api/auth/login",
-        data="grant_type=password&username=tim%40joe.com&password=password&scope="
+        data="grant_type=password&username=tim%40joe.com&password=tims+password&scope="
         "&client_id=string&client_secret=string",
         content_type="application/x-www-form-urlencoded",
     )

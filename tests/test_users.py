@@ -29,7 +29,7 @@ def test_get_caller(client, people):
 def test_create_user_is_open_and_returns_show_user(client):
     response = client.post(
         "/api/user/create",
-        json={"name": "mary Joe", "email": "mary@joe.com", "password": "password"},
+        json={"name": "mary Joe", "email": "mary@joe.com", "password": "marys password"},
     )
     assert response.status_code == 200
     assert response.json["name"] == "mary Joe"
@@ -39,7 +39,7 @@ def test_create_user_is_open_and_returns_show_user(client):
 
 
 def test_create_user_conflict_and_no_mass_assignment(client):
-    body = {"name": "mary", "email": "mary@joe.com", "password": "password"}
+    body = {"name": "mary", "email": "mary@joe.com", "password": "marys password"}
     assert client.post("/api/user/create", json=body).status_code == 200
     assert_envelope(client.post("/api/user/create", json=body | {"email": "MARY@joe.com"}), 409)
     for field, value in [("is_admin", True), ("id", 99), ("password_hash", "x")]:

@@ -21,12 +21,14 @@ PROVIDERS: dict[str, Provider] = {
             openai_chat,
             base_url="https://api.groq.com/openai/v1",
             default_model="llama-3.3-70b-versatile",
+            options={"max_tokens_field": "max_completion_tokens"},
         ),
         HTTPProvider(
             "openai",
             openai_chat,
             base_url="https://api.openai.com/v1",
             default_model="gpt-4.1-mini",
+            options={"max_tokens_field": "max_completion_tokens"},
         ),
         HTTPProvider(
             "deepseek",
@@ -39,7 +41,7 @@ PROVIDERS: dict[str, Provider] = {
             openai_chat,
             base_url="https://api.mistral.ai/v1",
             default_model="mistral-small-latest",
-            stream_usage=False,  # Mistral takes no stream_options; it reports usage anyway
+            options={"stream_usage": False},  # no stream_options there; usage comes anyway
         ),
         HTTPProvider(
             "openrouter",

@@ -2,8 +2,8 @@
 
 Reference: https://docs.anthropic.com/en/api/messages
 Auth by `x-api-key` with `anthropic-version: 2023-06-01`; the system prompt is the top-level
-`system` field, not a message; `max_tokens` is required; the reply is the text blocks of `content`,
-with `stop_reason` and usage.input_tokens / usage.output_tokens. Streaming
+`system` field, not a message; `max_tokens` (MAX_OUTPUT_TOKENS) is required; the reply is the
+text blocks of `content`, with `stop_reason` and usage.input_tokens / usage.output_tokens. Streaming
 (https://docs.anthropic.com/en/docs/build-with-claude/streaming): named SSE events message_start
 (input usage), content_block_delta (text_delta), message_delta (stop_reason, cumulative output
 usage), message_stop, plus ping and error.
@@ -36,11 +36,13 @@ def headers(key: str | None) -> dict[str, str]:
     return {"x-api-key": key or "", "anthropic-version": API_VERSION}
 
 
-def build_payload(messages: list[ChatMessage], model: str, config: Mapping[str, Any]) -> dict:
+def build_payload(
+    messages: list[ChatMessage], model: str, config: Mapping[str, Any], **options
+) -> dict:
     system = "\n\n".join(m["content"] for m in messages if m["role"] == "system")
     payload: dict[str, Any] = {
         "model": model,
-        "max_tokens": config["ANTHROPIC_MAX_TOKENS"],
+        "max_tokens": config["MAX_OUTPUT_TOKENS"],
         "messages": [
             {"role": m["role"], "content": m["content"]} for m in messages if m["role"] != "system"
         ],
@@ -70,7 +72,7 @@ def stream_path(model: str) -> str:
 
 
 def build_stream_payload(
-    messages: list[ChatMessage], model: str, config: Mapping[str, Any], *, usage: bool = True
+    messages: list[ChatMessage], model: str, config: Mapping[str, Any], **options
 ) -> dict:
     return build_payload(messages, model, config) | {"stream": True}
 

@@ -40,14 +40,17 @@ def headers(key: str | None) -> dict[str, str]:
     return {"x-goog-api-key": key or ""}
 
 
-def build_payload(messages: list[ChatMessage], model: str, config: Mapping[str, Any]) -> dict:
+def build_payload(
+    messages: list[ChatMessage], model: str, config: Mapping[str, Any], **options
+) -> dict:
     system = "\n\n".join(m["content"] for m in messages if m["role"] == "system")
     payload: dict[str, Any] = {
+        "generationConfig": {"maxOutputTokens": config["MAX_OUTPUT_TOKENS"]},
         "contents": [
             {"role": ROLES[m["role"]], "parts": [{"text": m["content"]}]}
             for m in messages
             if m["role"] != "system"
-        ]
+        ],
     }
     if system:
         payload["systemInstruction"] = {"parts": [{"text": system}]}
@@ -79,7 +82,7 @@ def stream_path(model: str) -> str:
 
 
 def build_stream_payload(
-    messages: list[ChatMessage], model: str, config: Mapping[str, Any], *, usage: bool = True
+    messages: list[ChatMessage], model: str, config: Mapping[str, Any], **options
 ) -> dict:
     return build_payload(messages, model, config)
 

@@ -55,7 +55,7 @@ class HTTPProvider:
         default_model: str | None,
         key_required: bool = True,
         extra_headers: Mapping[str, str] | None = None,
-        stream_usage: bool = True,
+        options: Mapping[str, Any] | None = None,
     ):
         self.NAME = name
         self.wire = wire
@@ -64,8 +64,8 @@ class HTTPProvider:
         self._default_model = default_model
         self.key_required = key_required
         self.extra_headers = dict(extra_headers or {})
-        # Whether to ask for usage in streams (stream_options.include_usage; Mistral has none).
-        self.stream_usage = stream_usage
+        # This provider's variations on its wire format, passed to the payload builders.
+        self.options = dict(options or {})
         self.session = requests.Session()  # connection reuse across requests
 
     def _setting(self, config: Mapping[str, Any], suffix: str):
@@ -101,7 +101,7 @@ class HTTPProvider:
         self, messages: list[ChatMessage], model: str, config: Mapping[str, Any]
     ) -> Completion:
         url = self.base_url(config) + self.wire.path(model)
-        payload = self.wire.build_payload(messages, model, config)
+        payload = self.wire.build_payload(messages, model, config, **self.options)
         response = send(self, url, self._headers(config), payload, model, config)
         try:
             data = response.json()
@@ -120,7 +120,7 @@ class HTTPProvider:
     ) -> "ProviderStream":
         """Open a streamed reply: retried like `complete` until the provider starts answering."""
         url = self.base_url(config) + self.wire.stream_path(model)
-        payload = self.wire.build_stream_payload(messages, model, config, usage=self.stream_usage)
+        payload = self.wire.build_stream_payload(messages, model, config, **self.options)
         response = send(self, url, self._headers(config), payload, model, config, stream=True)
         return ProviderStream(
             self.NAME, self.wire, response, lambda text: _redact(text, self, config)
@@ -229,7 +229,13 @@ def _attempt(provider, url, headers, payload, model, config, deadline, stream) -
     try:
         # For a stream the read timeout also bounds each silence between chunks.
         response = provider.session.post(
-            url, json=payload, headers=headers, timeout=(connect, remaining), stream=stream
+            url,
+            json=payload,
+            headers=headers,
+            timeout=(connect, remaining),
+            stream=stream,
+            # A redirect could carry the key's request elsewhere: never followed.
+            allow_redirects=False,
         )
     except requests.ConnectTimeout:
         raise ProviderError(f"{name} could not be reached", status=503, retryable=True) from None
@@ -237,8 +243,10 @@ def _attempt(provider, url, headers, payload, model, config, deadline, stream) -
         raise ProviderError(f"{name} did not answer in time", status=504) from None
     except requests.ConnectionError:
         raise ProviderError(f"{name} could not be reached", status=503, retryable=True) from None
-    if response.status_code >= 400:
+    if response.status_code >= 300:
         try:
+            if response.status_code < 400:
+                raise ProviderError(f"{name} answered with a redirect, which is not followed")
             raise _http_error(provider, response, model, config)
         finally:
             response.close()

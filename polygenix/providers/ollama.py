@@ -25,11 +25,14 @@ def path(model: str) -> str:
     return "/api/chat"
 
 
-def build_payload(messages: list[ChatMessage], model: str, config: Mapping[str, Any]) -> dict:
+def build_payload(
+    messages: list[ChatMessage], model: str, config: Mapping[str, Any], **options
+) -> dict:
     return {
         "model": model,
         "messages": [{"role": m["role"], "content": m["content"]} for m in messages],
         "stream": False,
+        "options": {"num_predict": config["MAX_OUTPUT_TOKENS"]},
     }
 
 
@@ -51,7 +54,7 @@ def stream_path(model: str) -> str:
 
 
 def build_stream_payload(
-    messages: list[ChatMessage], model: str, config: Mapping[str, Any], *, usage: bool = True
+    messages: list[ChatMessage], model: str, config: Mapping[str, Any], **options
 ) -> dict:
     return build_payload(messages, model, config) | {"stream": True}
 

@@ -28,10 +28,19 @@ def headers(key: str | None) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"} if key else {}
 
 
-def build_payload(messages: list[ChatMessage], model: str, config: Mapping[str, Any]) -> dict:
+def build_payload(
+    messages: list[ChatMessage],
+    model: str,
+    config: Mapping[str, Any],
+    *,
+    max_tokens_field: str = "max_tokens",
+    **options,
+) -> dict:
+    """`max_tokens_field`: OpenAI and Groq now call the cap `max_completion_tokens`."""
     return {
         "model": model,
         "messages": [{"role": m["role"], "content": m["content"]} for m in messages],
+        max_tokens_field: config["MAX_OUTPUT_TOKENS"],
     }
 
 
@@ -55,10 +64,16 @@ def stream_path(model: str) -> str:
 
 
 def build_stream_payload(
-    messages: list[ChatMessage], model: str, config: Mapping[str, Any], *, usage: bool = True
+    messages: list[ChatMessage],
+    model: str,
+    config: Mapping[str, Any],
+    *,
+    stream_usage: bool = True,
+    **options,
 ) -> dict:
-    payload = build_payload(messages, model, config) | {"stream": True}
-    if usage:
+    """`stream_usage`: ask for usage with stream_options (Mistral takes no stream_options)."""
+    payload = build_payload(messages, model, config, **options) | {"stream": True}
+    if stream_usage:
         payload["stream_options"] = {"include_usage": True}
     return payload
 

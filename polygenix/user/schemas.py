@@ -1,3 +1,7 @@
+import gzip
+from functools import cache
+from pathlib import Path
+
 import marshmallow as ma
 from flask import current_app
 from marshmallow import fields, validate
@@ -6,6 +10,7 @@ from ..api import Text
 from ..models import normalize_email
 
 PASSWORD_MAX_LENGTH = 128
+COMMON_PASSWORDS = Path(__file__).resolve().parent.parent / "data" / "common-passwords.txt.gz"
 
 
 class _Email(fields.Email):
@@ -15,12 +20,22 @@ class _Email(fields.Email):
         return normalize_email(super()._deserialize(value, attr, data, **kwargs))
 
 
+@cache
+def common_passwords() -> frozenset[str]:
+    """19,640 common passwords (Royce Williams' list, as Django ships it), lower-cased."""
+    with gzip.open(COMMON_PASSWORDS, "rt", encoding="utf-8") as f:
+        return frozenset(line.strip().lower() for line in f if line.strip())
+
+
 def validate_password(value: str) -> None:
+    """NIST 800-63B / ASVS 6.2: a length range and no common passwords; no composition rules."""
     minimum = current_app.config["PASSWORD_MIN_LENGTH"]
     if len(value) < minimum:
         raise ma.ValidationError(f"Password must be at least {minimum} characters.")
     if len(value) > PASSWORD_MAX_LENGTH:
         raise ma.ValidationError(f"Password must be at most {PASSWORD_MAX_LENGTH} characters.")
+    if value.strip().lower() in common_passwords():
+        raise ma.ValidationError("This password is too common; choose one that is harder to guess.")
 
 
 class UserSchema(ma.Schema):

@@ -1,0 +1,42 @@
+"""Browser-facing protections: security headers on every response, CORS for listed origins only,
+and the real client address behind a trusted proxy."""
+
+from flask import Flask, request
+from flask_cors import CORS
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+# The API returns JSON only: nothing may be loaded, framed or run from it.
+API_CSP = "default-src 'none'; frame-ancestors 'none'"
+# Swagger UI runs its own files plus one inline script (its configuration) from this server.
+DOCS_CSP = (
+    "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'"
+)
+
+
+def init_security(app: Flask) -> None:
+    if app.config["PROXY_FIX_X_FOR"]:
+        # Trust exactly this many proxies' X-Forwarded-For entries (rate limits count real IPs).
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=app.config["PROXY_FIX_X_FOR"])
+    if app.config["CORS_ORIGINS"]:
+        CORS(
+            app,
+            origins=app.config["CORS_ORIGINS"],
+            allow_headers=["Authorization", "Content-Type", "Accept"],
+            expose_headers=["X-Pagination", "Retry-After"],
+            max_age=600,
+        )
+
+    @app.after_request
+    def _headers(response):
+        headers = response.headers
+        headers.setdefault("X-Content-Type-Options", "nosniff")
+        headers.setdefault("Referrer-Policy", "no-referrer")
+        headers.setdefault("X-Frame-Options", "DENY")
+        docs = request.path == "/docs" or request.path.startswith("/docs/")
+        headers.setdefault("Content-Security-Policy", DOCS_CSP if docs else API_CSP)
+        if request.path.startswith("/api/auth/"):
+            # Tokens and credentials must not be kept by browsers or shared caches.
+            headers["Cache-Control"] = "no-store"
+            headers["Pragma"] = "no-cache"
+        return response
