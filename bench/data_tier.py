@@ -22,12 +22,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from flask_jwt_extended import create_access_token  # noqa: E402
 from flask_migrate import upgrade  # noqa: E402
 from sqlalchemy import create_engine, insert, make_url  # noqa: E402
 
 from config import database_url  # noqa: E402
 from polygenix import create_app  # noqa: E402
+from polygenix.auth.tokens import issue_tokens  # noqa: E402
 from polygenix.extensions import db  # noqa: E402
 from polygenix.models import ChatSession, Message, User  # noqa: E402
 
@@ -125,7 +125,10 @@ def measure(url: str, args) -> list[tuple[str, str, float, float]]:
             "small": fill("small@bench.example", args.small, args.per_session),
             "large": fill("large@bench.example", args.large, args.per_session),
         }
-        tokens = {size: create_access_token(str(uid)) for size, uid in users.items()}
+        tokens = {
+            size: issue_tokens(db.session.get(User, uid))["access_token"]
+            for size, uid in users.items()
+        }
     client = app.test_client()
     for size, token in tokens.items():
         headers = {"Authorization": f"Bearer {token}"}

@@ -8,9 +8,10 @@ from flask import current_app
 from flask.cli import AppGroup
 from marshmallow import ValidationError
 
+from .extensions import db
 from .providers import PROVIDERS, ProviderError
 from .user.schemas import UserSchema
-from .user.service import EmailTakenError, create_user
+from .user.service import EmailTakenError, create_user, find_by_email
 
 
 @click.group(cls=AppGroup)
@@ -103,3 +104,16 @@ def check_providers(name: str | None) -> None:
         click.echo(f"{provider_name}: ok ({model}, {(time.monotonic() - started) * 1000:.0f} ms)")
     if failed:
         raise SystemExit(1)
+
+
+@users.command("set-admin")
+@click.argument("email")
+@click.option("--off", is_flag=True, help="Take admin rights away instead.")
+def set_admin(email: str, off: bool) -> None:
+    """Give EMAIL admin rights (or take them away); no API can."""
+    user = find_by_email(email)
+    if user is None:
+        raise click.ClickException(f"No user with email {email}")
+    user.is_admin = not off
+    db.session.commit()
+    click.echo(f"{user.email} is {'no longer' if off else 'now'} an admin")

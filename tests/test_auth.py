@@ -167,7 +167,7 @@ def test_verify_token_rejects_bad_tokens(client, app):
     token = body["access_token"]
     with app.test_request_context():
         expired = create_access_token("1", expires_delta=timedelta(seconds=-1))
-        ghost = create_access_token("999")
+        ghost = create_access_token("999", additional_claims={"ver": 0})
     for bad in [
         "garbage",
         token[:-4] + ("AAAA" if not token.endswith("AAAA") else "BBBB"),
@@ -212,11 +212,12 @@ def tokens(app, client, auth):
     now = int(time.time())
     claims = {"sub": "1", "type": "access", "iat": now, "nbf": now, "exp": now + 600, "jti": "x"}
     with app.test_request_context():
-        good = create_access_token("1")
-        refresh = create_refresh_token("1")
+        ours = {"ver": 0, "fam": "f"}  # the claims PolyGenix puts in its tokens
+        good = create_access_token("1", additional_claims=ours)
+        refresh = create_refresh_token("1", additional_claims=ours)
         expired = create_access_token("1", expires_delta=timedelta(seconds=-5))
-        deleted_user = create_access_token("42")
-        non_numeric = create_access_token("admin")
+        deleted_user = create_access_token("42", additional_claims=ours)
+        non_numeric = create_access_token("admin", additional_claims=ours)
     header, payload, _ = good.split(".")
     return {
         "good": good,

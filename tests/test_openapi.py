@@ -18,6 +18,7 @@ CONTRACT = {
 EXTRA = {
     ("/api/auth/refresh", "post"),
     ("/api/auth/logout", "post"),
+    ("/api/user/{user_id}", "delete"),
     ("/api/auth/me", "get"),
     ("/api/ai_chat/sessions", "get"),
     ("/api/ai_chat/models", "get"),

@@ -4,9 +4,10 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from flask_jwt_extended import create_access_token, decode_token
+from flask_jwt_extended import decode_token
 from sqlalchemy import select
 
+from polygenix.auth.tokens import issue_tokens
 from polygenix.extensions import db, redis_client
 from polygenix.models import RevokedToken
 from polygenix.user.service import create_user
@@ -117,7 +118,7 @@ def test_redis_down_is_503_not_500(make_app):
     client = app.test_client()
     with app.app_context():
         user = create_user(name="Ada", email="ada@example.com", password="long enough")
-        token = create_access_token(str(user.id))
+        token = issue_tokens(user)["access_token"]
     # The revocation check needs Redis on every authenticated request...
     response = client.get("/api/auth/me", headers=bearer(token))
     body = assert_envelope(response, 503, "Shared state store unavailable")

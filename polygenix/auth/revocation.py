@@ -1,8 +1,11 @@
-"""Revoked tokens: in Redis when REDIS_URL is set (shared by every worker and host, each entry
-expiring with its token), otherwise in the database.
+"""Revoked tokens and token families: in Redis when REDIS_URL is set (shared by every worker and
+host, each entry expiring when it no longer matters), otherwise in the database.
+
+Entries are keyed by a token's `jti`, or by `family:<fam>` for every token descended from one
+login (refresh tokens rotate; re-using a spent one revokes its whole family).
 """
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from flask import current_app
 from sqlalchemy import delete, select
@@ -13,36 +16,48 @@ from ..extensions import db, redis_client
 from ..models import RevokedToken
 
 
-def _key(jti: str) -> str:
-    return f"{current_app.config['REDIS_KEY_PREFIX']}revoked:{jti}"
+def _redis_key(entry: str) -> str:
+    return f"{current_app.config['REDIS_KEY_PREFIX']}revoked:{entry}"
 
 
-def revoke(payload: dict) -> None:
-    """Revoke the token with these claims for the rest of its life."""
-    expires_at = datetime.fromtimestamp(payload["exp"], UTC)
+def _add(entry: str, expires_at: datetime) -> bool:
+    """Record `entry` until `expires_at`; True if it was not recorded already."""
     ttl = int((expires_at - datetime.now(UTC)).total_seconds()) + 1
     if ttl <= 0:
-        return
-    redis = redis_client()
-    if redis is not None:
-        redis.set(_key(payload["jti"]), 1, ex=ttl)
-        return
-    # Expired entries can go: their tokens are refused for expiry anyway.
-    db.session.execute(delete(RevokedToken).where(RevokedToken.expires_at < datetime.now(UTC)))
-    insert = pg_insert if db.engine.dialect.name == "postgresql" else sqlite_insert
-    db.session.execute(
-        insert(RevokedToken)
-        .values(jti=payload["jti"], expires_at=expires_at)
-        .on_conflict_do_nothing()
-    )
-    db.session.commit()
-
-
-def is_revoked(payload: dict) -> bool:
-    jti = payload.get("jti")
-    if not jti:
         return True
     redis = redis_client()
     if redis is not None:
-        return bool(redis.exists(_key(jti)))
-    return db.session.scalar(select(RevokedToken.jti).where(RevokedToken.jti == jti)) is not None
+        return bool(redis.set(_redis_key(entry), 1, ex=ttl, nx=True))
+    # Expired entries can go: their tokens are refused for expiry anyway.
+    db.session.execute(delete(RevokedToken).where(RevokedToken.expires_at < datetime.now(UTC)))
+    insert = pg_insert if db.engine.dialect.name == "postgresql" else sqlite_insert
+    added = db.session.execute(
+        insert(RevokedToken).values(jti=entry, expires_at=expires_at).on_conflict_do_nothing()
+    ).rowcount
+    db.session.commit()
+    return added == 1
+
+
+def revoke(payload: dict) -> bool:
+    """Revoke the token with these claims for the rest of its life; False if it already was."""
+    return _add(payload["jti"], datetime.fromtimestamp(payload["exp"], UTC))
+
+
+def revoke_family(payload: dict) -> None:
+    """Revoke every token of this token's family (for as long as a refresh token can live)."""
+    if payload.get("fam"):
+        lifetime = current_app.config["JWT_REFRESH_TOKEN_EXPIRES"]
+        _add(f"family:{payload['fam']}", datetime.now(UTC) + lifetime + timedelta(minutes=1))
+
+
+def is_revoked(payload: dict) -> bool:
+    """Whether this token, or its family, has been revoked (one lookup for both)."""
+    jti = payload.get("jti")
+    if not jti:
+        return True
+    entries = [jti] + ([f"family:{payload['fam']}"] if payload.get("fam") else [])
+    redis = redis_client()
+    if redis is not None:
+        return redis.exists(*[_redis_key(e) for e in entries]) > 0
+    found = db.session.scalar(select(RevokedToken.jti).where(RevokedToken.jti.in_(entries)))
+    return found is not None

@@ -6,9 +6,9 @@ from ..api import Blueprint, MessageSchema
 from ..limits import per_ip_and_account
 from ..user.schemas import ShowUserSchema, UserSchema
 from ..user.service import EmailTakenError, create_user
-from .revocation import revoke
+from .revocation import revoke, revoke_family
 from .schemas import LoginFormSchema, LogoutSchema, TokenSchema
-from .tokens import access_token_payload, authenticate, issue_tokens, load_user, valid_payload
+from .tokens import authenticate, issue_tokens, load_user, valid_payload
 
 blp = Blueprint("auth", __name__, url_prefix="/api/auth", description="Accounts and tokens.")
 
@@ -44,10 +44,12 @@ class Login(MethodView):
 
 @blp.route("/verify-token/<token_id>")
 class VerifyToken(MethodView):
+    # A token in a URL ends up in access logs and browser history; kept for old clients only.
+    @blp.doc(deprecated=True)
     @blp.response(200, MessageSchema)
     @blp.errors(401)
     def get(self, token_id):
-        """Check an access token given in the path"""
+        """Check an access token given in the path (deprecated: use GET /api/auth/me)"""
         payload = valid_payload(token_id, "access")
         if payload is None or load_user(payload["sub"]) is None:
             abort(401, message="Token is invalid or expired")
@@ -59,8 +61,16 @@ class Refresh(MethodView):
     @blp.login_required(refresh=True)
     @blp.response(200, TokenSchema)
     def post(self):
-        """Exchange a refresh token (as the bearer token) for a new access token"""
-        return access_token_payload(current_user)
+        """Exchange a refresh token (as the bearer token) for new access and refresh tokens
+
+        Refresh tokens rotate: each works once. Presenting a spent one again revokes every
+        token descended from the same login.
+        """
+        payload = get_jwt()
+        if not revoke(payload):  # spent already, by a racing request: treat as reuse
+            revoke_family(payload)
+            abort(401, message="Token has been revoked")
+        return issue_tokens(current_user, family=payload.get("fam"))
 
 
 @blp.route("/logout")

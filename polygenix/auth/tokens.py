@@ -1,5 +1,6 @@
 """Issuing and checking JWTs, and turning every token failure into a 401 envelope."""
 
+import uuid
 from functools import cache
 
 from flask import current_app
@@ -12,22 +13,31 @@ from ..api import error_response
 from ..extensions import db
 from ..models import User
 from ..user.service import find_by_email
-from .revocation import is_revoked
+from .revocation import is_revoked, revoke_family
 
 
-def access_token_payload(user: User) -> dict:
-    """An access token and how long it lives (what /refresh returns)."""
+def issue_tokens(user: User, family: str | None = None) -> dict:
+    """An access and a refresh token: the original's two fields plus refresh_token, expires_in.
+
+    Every token carries the user's token version (`ver`: a password change or reset bumps it and
+    so revokes all earlier tokens) and its family (`fam`: one per login, kept by refreshes).
+    """
+    claims = {"ver": user.token_version, "fam": family or str(uuid.uuid4())}
     expires = current_app.config["JWT_ACCESS_TOKEN_EXPIRES"]
     return {
-        "access_token": create_access_token(identity=str(user.id)),
+        "access_token": create_access_token(str(user.id), additional_claims=claims),
         "token_type": "bearer",
         "expires_in": int(expires.total_seconds()),
+        "refresh_token": create_refresh_token(str(user.id), additional_claims=claims),
     }
 
 
-def issue_tokens(user: User) -> dict:
-    """What register and login return: the original's two fields plus refresh_token, expires_in."""
-    return access_token_payload(user) | {"refresh_token": create_refresh_token(str(user.id))}
+def token_revoked(payload: dict) -> bool:
+    """Revoked by logout, by refresh-token reuse, or by a later password change."""
+    user = load_user(payload.get("sub"))
+    if user is not None and payload.get("ver") != user.token_version:
+        return True
+    return is_revoked(payload)
 
 
 @cache
@@ -60,7 +70,7 @@ def valid_payload(token: str, token_type: str) -> dict | None:
         payload = decode_token(token)
     except (PyJWTError, JWTExtendedException):
         return None
-    if payload.get("type") != token_type or is_revoked(payload):
+    if payload.get("type") != token_type or token_revoked(payload):
         return None
     return payload
 
@@ -82,10 +92,15 @@ def init_jwt(jwt: JWTManager) -> None:
 
     @jwt.token_in_blocklist_loader
     def _revoked(_header, payload):
-        return is_revoked(payload)
+        # The user is loaded here; the user lookup that follows finds it in the session.
+        return token_revoked(payload)
 
     @jwt.revoked_token_loader
-    def _revoked_answer(_header, _payload):
+    def _revoked_answer(_header, payload):
+        if payload.get("type") == "refresh":
+            # A spent or revoked refresh token came back: someone may hold a copy. Revoke every
+            # token of its login, the legitimate client's newer ones included.
+            revoke_family(payload)
         return error_response(401, "Token has been revoked")
 
     @jwt.unauthorized_loader

@@ -1,9 +1,9 @@
 from flask.views import MethodView
 from flask_jwt_extended import current_user
 from flask_smorest import abort
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 
-from ..api import Blueprint, page_of
+from ..api import Blueprint, MessageSchema, page_of
 from ..extensions import db
 from ..limits import per_ip_and_account
 from ..models import User
@@ -67,6 +67,18 @@ class UserById(MethodView):
         """One user by id (yourself, or anyone for an admin)"""
         return visible_or_404(db.session.get(User, user_id))
 
+    @blp.login_required
+    @blp.errors(404)
+    @blp.response(200, MessageSchema)
+    def delete(self, user_id):
+        """Delete a user with their sessions and messages (yourself, or anyone for an admin)"""
+        user = visible_or_404(db.session.get(User, user_id))
+        # Sessions and messages go with it through ON DELETE CASCADE; its tokens stop working
+        # because their user no longer exists.
+        db.session.execute(delete(User).where(User.id == user.id))
+        db.session.commit()
+        return {"message": "User deleted successfully"}
+
 
 @blp.route("/email/<email>")
 class UserByEmail(MethodView):
@@ -81,11 +93,14 @@ class UserByEmail(MethodView):
 @blp.route("/update/<int(min=1, max=2147483647):user_id>")
 class UpdateUser(MethodView):
     @blp.login_required
-    @blp.arguments(UserUpdateSchema)
+    @blp.arguments(UserUpdateSchema, required=False)
     @blp.errors(404)
     @blp.response(200, ShowUserSchema)
     def put(self, data, user_id):
-        """Change a user's name or password; your own password needs `current_password`"""
+        """Change a user's name or password; your own password needs `current_password`
+
+        A new password revokes every token issued before it: log in again.
+        """
         user = visible_or_404(db.session.get(User, user_id))
         update_user(user, **data)
         return user

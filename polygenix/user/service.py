@@ -52,6 +52,7 @@ def update_user(
             if not user.verify_password(current_password):
                 _reject_current_password("Current password is incorrect.")
         user.password = password
+        user.token_version += 1  # every earlier token stops working
     if name is not None:
         user.name = name
     db.session.commit()

@@ -1,0 +1,329 @@
+"""Security hardening (OWASP ASVS 5.0, API Security Top 10), mapped in docs/security.md."""
+
+import logging
+
+import jwt as pyjwt
+import pytest
+from sqlalchemy import func, select
+
+from polygenix.extensions import db
+from polygenix.models import ChatSession, Message, User
+from polygenix.user.service import create_user
+from tests.helpers import PASSWORD, assert_envelope
+
+
+def bearer(token):
+    return {"Authorization": f"Bearer {token}"}
+
+
+def register(client, email="ada@example.com", password=PASSWORD):
+    response = client.post(
+        "/api/auth/register", json={"name": "Ada", "email": email, "password": password}
+    )
+    assert response.status_code == 200, response.json
+    return response.json
+
+
+# --- V6 authentication: passwords ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "password", ["password", "Password", "123456789", "qwertyuiop", "iloveyou"]
+)
+def test_password_policy_rejects_common_passwords(client, password):
+    response = client.post(
+        "/api/auth/register", json={"name": "A", "email": "a@b.co", "password": password}
+    )
+    body = assert_envelope(response, 422)
+    assert "too common" in body["errors"]["json"]["password"][0]
+
+
+def test_password_policy_has_no_composition_rules_and_allows_long_passphrases(client):
+    register(client, "a@example.com", "all lower case words")
+    register(client, "b@example.com", "x" * 128)
+    body = assert_envelope(
+        client.post(
+            "/api/auth/register", json={"name": "A", "email": "c@b.co", "password": "y" * 129}
+        ),
+        422,
+    )
+    assert "at most 128" in body["message"]
+
+
+def test_password_hash_is_upgraded_at_login(app, client):
+    register(client)
+    with app.app_context():
+        old = db.session.scalar(select(User.password_hash))
+    assert old.startswith("pbkdf2:sha256:1000$")
+    app.config["PASSWORD_HASH_METHOD"] = "scrypt:16384:8:1"
+    login = {"username": "ada@example.com", "password": PASSWORD}
+    assert app.test_client().post("/api/auth/login", data=login).status_code == 200
+    with app.app_context():
+        new = db.session.scalar(select(User.password_hash))
+    assert new.startswith("scrypt:16384:8:1$")
+    # Upgraded once: a second login keeps the same hash.
+    assert client.post("/api/auth/login", data=login).status_code == 200
+    with app.app_context():
+        assert db.session.scalar(select(User.password_hash)) == new
+
+
+def test_default_hash_is_owasp_strength_scrypt(config, monkeypatch):
+    from polygenix import create_app
+
+    del config["PASSWORD_HASH_METHOD"]
+    assert create_app(config).config["PASSWORD_HASH_METHOD"] == "scrypt:131072:8:1"
+
+
+# --- V9 tokens -------------------------------------------------------------------------------
+
+
+def test_tokens_carry_jti_iat_type_and_only_the_configured_algorithm_is_accepted(app, client):
+    tokens = register(client)
+    for kind in ("access_token", "refresh_token"):
+        header = pyjwt.get_unverified_header(tokens[kind])
+        claims = pyjwt.decode(tokens[kind], app.config["JWT_SECRET_KEY"], algorithms=["HS256"])
+        assert header["alg"] == "HS256"
+        assert {"jti", "iat", "exp", "type", "sub"} <= set(claims)
+    assert app.config["JWT_DECODE_ALGORITHMS"] == ["HS256"]
+
+
+def test_refresh_tokens_rotate_and_reuse_revokes_the_family(client):
+    first = register(client)
+    rotated = client.post("/api/auth/refresh", headers=bearer(first["refresh_token"]))
+    assert rotated.status_code == 200
+    second = rotated.json
+    assert second["refresh_token"] != first["refresh_token"]
+    assert client.get("/api/auth/me", headers=bearer(second["access_token"])).status_code == 200
+
+    # The spent refresh token comes back (stolen?): refused, and its whole family dies.
+    reused = client.post("/api/auth/refresh", headers=bearer(first["refresh_token"]))
+    assert_envelope(reused, 401, "revoked")
+    for token in (second["access_token"], first["access_token"]):
+        assert_envelope(client.get("/api/auth/me", headers=bearer(token)), 401)
+    assert_envelope(client.post("/api/auth/refresh", headers=bearer(second["refresh_token"])), 401)
+    # Another login (another family) is unaffected.
+    other = client.post(
+        "/api/auth/login", data={"username": "ada@example.com", "password": PASSWORD}
+    ).json
+    assert client.get("/api/auth/me", headers=bearer(other["access_token"])).status_code == 200
+
+
+def test_password_change_revokes_every_earlier_token(client):
+    tokens = register(client)
+    other_device = client.post(
+        "/api/auth/login", data={"username": "ada@example.com", "password": PASSWORD}
+    ).json
+    me = client.get("/api/auth/me", headers=bearer(tokens["access_token"])).json
+    changed = client.put(
+        f"/api/user/update/{me['id']}",
+        headers=bearer(tokens["access_token"]),
+        json={"password": "a whole new secret", "current_password": PASSWORD},
+    )
+    assert changed.status_code == 200
+    for token in (tokens["access_token"], other_device["access_token"]):
+        assert_envelope(client.get("/api/auth/me", headers=bearer(token)), 401, "revoked")
+        assert_envelope(client.get(f"/api/auth/verify-token/{token}"), 401)
+    for token in (tokens["refresh_token"], other_device["refresh_token"]):
+        assert_envelope(client.post("/api/auth/refresh", headers=bearer(token)), 401)
+    fresh = client.post(
+        "/api/auth/login", data={"username": "ada@example.com", "password": "a whole new secret"}
+    ).json
+    assert client.get("/api/auth/me", headers=bearer(fresh["access_token"])).status_code == 200
+
+
+def test_name_change_keeps_tokens(client):
+    tokens = register(client)
+    me = client.get("/api/auth/me", headers=bearer(tokens["access_token"])).json
+    client.put(
+        f"/api/user/update/{me['id']}", headers=bearer(tokens["access_token"]), json={"name": "A"}
+    )
+    assert client.get("/api/auth/me", headers=bearer(tokens["access_token"])).status_code == 200
+
+
+def test_verify_token_is_deprecated_and_never_logged(client, caplog):
+    caplog.set_level(logging.DEBUG)
+    token = register(client)["access_token"]
+    assert client.get(f"/api/auth/verify-token/{token}").status_code == 200
+    assert client.get(f"/api/auth/verify-token/{token}x").status_code == 401
+    assert token not in caplog.text
+    spec = client.get("/openapi.json").json
+    assert spec["paths"]["/api/auth/verify-token/{token_id}"]["get"]["deprecated"] is True
+
+
+# --- authorization: delete a user, admin only through the CLI ----------------------------------
+
+
+def chat(client, headers, number):
+    body = {"content": "hello", "model": "echo", "session_id": number}
+    assert client.post("/api/ai_chat/request", headers=headers, json=body).status_code == 200
+
+
+def counts(app):
+    with app.app_context():
+        return tuple(
+            db.session.scalar(select(func.count()).select_from(model))
+            for model in (User, ChatSession, Message)
+        )
+
+
+def test_users_delete_themselves_with_their_data(app, client, auth):
+    ada = auth.register("ada@example.com")
+    bob = auth.register("bob@example.com")
+    chat(client, ada, 1)
+    chat(client, bob, 1)
+    ada_id = auth.user_id(ada)
+    assert_envelope(client.delete(f"/api/user/{ada_id}", headers=bob), 404)
+    assert counts(app) == (2, 2, 4)
+    response = client.delete(f"/api/user/{ada_id}", headers=ada)
+    assert response.json == {"message": "User deleted successfully"}
+    assert counts(app) == (1, 1, 2)
+    assert_envelope(client.get("/api/auth/me", headers=ada), 401)
+
+
+def test_admins_delete_anyone(app, client, auth):
+    ada = auth.register("ada@example.com")
+    chat(client, ada, 1)
+    admin = auth.admin()
+    assert client.delete(f"/api/user/{auth.user_id(ada)}", headers=admin).status_code == 200
+    assert counts(app) == (1, 0, 0)
+    assert_envelope(client.delete("/api/user/999", headers=admin), 404)
+
+
+def test_admin_rights_come_only_from_the_cli(app, client, runner, auth):
+    ada = auth.register("ada@example.com")
+    for body in ({"is_admin": True}, {"name": "x", "is_admin": True}):
+        assert (
+            client.put(f"/api/user/update/{auth.user_id(ada)}", headers=ada, json=body).status_code
+            == 422
+        )
+    assert_envelope(client.get("/api/user/all", headers=ada), 403)
+    result = runner.invoke(args=["users", "set-admin", "ADA@example.com"])
+    assert result.exit_code == 0 and "now an admin" in result.output
+    assert client.get("/api/user/all", headers=ada).status_code == 200
+    result = runner.invoke(args=["users", "set-admin", "ada@example.com", "--off"])
+    assert result.exit_code == 0 and "no longer an admin" in result.output
+    assert_envelope(client.get("/api/user/all", headers=ada), 403)
+    result = runner.invoke(args=["users", "set-admin", "nobody@example.com"])
+    assert result.exit_code != 0 and "No user" in result.output
+
+
+# --- transport and browser-facing details ------------------------------------------------------
+
+
+def test_security_headers_on_every_response(client):
+    for path in ["/api/ai_chat/home", "/api/nothing", "/openapi.json", "/healthz"]:
+        headers = client.get(path).headers
+        assert headers["X-Content-Type-Options"] == "nosniff"
+        assert headers["Referrer-Policy"] == "no-referrer"
+        assert headers["X-Frame-Options"] == "DENY"
+        assert headers["Content-Security-Policy"] == "default-src 'none'; frame-ancestors 'none'"
+
+
+def test_auth_responses_are_not_stored(client):
+    tokens = register(client)
+    for response in (
+        client.post("/api/auth/login", data={"username": "ada@example.com", "password": PASSWORD}),
+        client.post("/api/auth/refresh", headers=bearer(tokens["refresh_token"])),
+        client.get("/api/auth/me", headers=bearer(tokens["access_token"])),
+    ):
+        assert response.headers["Cache-Control"] == "no-store"
+
+
+def test_docs_page_has_a_csp_that_lets_it_run(client):
+    csp = client.get("/docs").headers["Content-Security-Policy"]
+    assert "script-src 'self' 'unsafe-inline'" in csp and "default-src 'self'" in csp
+    assert "http" not in csp  # nothing from other hosts
+
+
+def test_cors_is_off_by_default(client):
+    response = client.options(
+        "/api/ai_chat/home",
+        headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "GET"},
+    )
+    assert "Access-Control-Allow-Origin" not in response.headers
+
+
+def test_cors_allows_only_listed_origins(make_app):
+    client = make_app({"CORS_ORIGINS": ["https://chat.example.com"]}).test_client()
+    preflight = {
+        "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "Authorization, Content-Type",
+    }
+    allowed = client.options(
+        "/api/ai_chat/request", headers={"Origin": "https://chat.example.com"} | preflight
+    )
+    assert allowed.headers["Access-Control-Allow-Origin"] == "https://chat.example.com"
+    assert "authorization" in allowed.headers["Access-Control-Allow-Headers"].lower()
+    other = client.options(
+        "/api/ai_chat/request", headers={"Origin": "https://evil.example"} | preflight
+    )
+    assert "Access-Control-Allow-Origin" not in other.headers
+
+
+def login_from(client, ip, forwarded=None):
+    headers = {"X-Forwarded-For": forwarded} if forwarded else {}
+    return client.post(
+        "/api/auth/login",
+        data={"username": f"{ip}-{forwarded}@example.com", "password": "wrong password"},
+        environ_base={"REMOTE_ADDR": ip},
+        headers=headers,
+    )
+
+
+def test_forwarded_for_is_ignored_unless_a_proxy_is_trusted(make_app):
+    client = make_app({"LOGIN_RATE_LIMIT": "2/minute"}).test_client()
+    # Spoofed X-Forwarded-For values do not buy more attempts.
+    assert login_from(client, "10.0.0.1", "1.1.1.1").status_code == 401
+    assert login_from(client, "10.0.0.1", "2.2.2.2").status_code == 401
+    assert login_from(client, "10.0.0.1", "3.3.3.3").status_code == 429
+
+
+def test_proxy_fix_counts_the_real_client(make_app):
+    client = make_app({"LOGIN_RATE_LIMIT": "2/minute", "PROXY_FIX_X_FOR": 1}).test_client()
+    # Behind one trusted proxy, each real client has its own allowance.
+    for real in ("1.1.1.1", "2.2.2.2"):
+        assert login_from(client, "10.0.0.9", real).status_code == 401
+        assert login_from(client, "10.0.0.9", real).status_code == 401
+    assert login_from(client, "10.0.0.9", "1.1.1.1").status_code == 429
+
+
+def test_provider_redirects_are_not_followed(make_app, provider_config, fake, auth):
+    app = make_app(provider_config)
+    client = app.test_client()
+    token = register(client)["access_token"]
+    fake.reply(307, b"", headers={"Location": "http://127.0.0.1:9/steal"})
+    body = {"content": "hi", "model": "openai"}
+    response = client.post("/api/ai_chat/request", headers=bearer(token), json=body)
+    assert_envelope(response, 502, "redirect")
+    assert len(fake.requests) == 1
+
+
+def test_output_tokens_are_capped(make_app, provider_config, fake):
+    client = make_app(provider_config | {"MAX_OUTPUT_TOKENS": 77}).test_client()
+    token = register(client)["access_token"]
+    for model, field in [
+        ("openai", "max_completion_tokens"),
+        ("deepseek", "max_tokens"),
+        ("anthropic", "max_tokens"),
+    ]:
+        client.post(
+            "/api/ai_chat/request", headers=bearer(token), json={"content": "hi", "model": model}
+        )
+        assert fake.requests[-1].body[field] == 77
+    client.post(
+        "/api/ai_chat/request", headers=bearer(token), json={"content": "hi", "model": "gemini"}
+    )
+    assert fake.requests[-1].body["generationConfig"] == {"maxOutputTokens": 77}
+    client.post(
+        "/api/ai_chat/request", headers=bearer(token), json={"content": "hi", "model": "ollama"}
+    )
+    assert fake.requests[-1].body["options"] == {"num_predict": 77}
+
+
+def test_create_user_helper_refuses_duplicates_case_insensitively(app):
+    with app.app_context():
+        create_user(name="A", email="Dup@Example.com", password=PASSWORD)
+        from polygenix.user.service import EmailTakenError
+
+        with pytest.raises(EmailTakenError):
+            create_user(name="B", email="dup@example.COM", password=PASSWORD)
