@@ -34,7 +34,8 @@ class Text(ma.fields.String):
     """A string every database can store (no NUL), never blank; `strip` trims it first."""
 
     def __init__(self, *, strip: bool = False, max_length: int | None = None, **kwargs):
-        documented = {"minLength": 1, "pattern": r"\S"}
+        # Not blank, and no NUL anywhere (PostgreSQL cannot store one).
+        documented = {"minLength": 1, "pattern": "^[^\\u0000]*[^\\u0000\\s][^\\u0000]*$"}
         if max_length is not None:
             documented["maxLength"] = max_length
         kwargs["metadata"] = documented | kwargs.get("metadata", {})
@@ -110,6 +111,18 @@ class Api(flask_smorest.Api):
                 "bearerFormat": "JWT",
                 "description": "The access_token from /api/auth/login or /api/auth/register.",
             },
+        )
+
+    def _register_pagination_header(self):
+        # flask-smorest documents the header as an object; on the wire it is a JSON string.
+        self.spec.components.header(
+            "PAGINATION",
+            {
+                "description": "Pagination metadata as JSON: total, total_pages, first_page, "
+                "last_page, page, previous_page, next_page",
+                "schema": {"type": "string"},
+            },
+            lazy=True,
         )
 
     def handle_http_exception(self, error: HTTPException) -> Response:

@@ -11,16 +11,13 @@ class LoginFormSchema(ma.Schema):
         unknown = ma.EXCLUDE
 
     grant_type = fields.String(
-        allow_none=True,
         validate=validate.OneOf(["password", ""], error="grant_type must be 'password'."),
     )
     username = fields.String(required=True, metadata={"description": "The account's email"})
     password = fields.String(required=True, load_only=True, validate=validate.Length(max=4096))
     scope = fields.String(metadata={"description": "Accepted and ignored"})
-    client_id = fields.String(allow_none=True, metadata={"description": "Accepted and ignored"})
-    client_secret = fields.String(
-        allow_none=True, load_only=True, metadata={"description": "Accepted and ignored"}
-    )
+    client_id = fields.String(metadata={"description": "Accepted and ignored"})
+    client_secret = fields.String(load_only=True, metadata={"description": "Accepted and ignored"})
 
 
 class TokenSchema(ma.Schema):

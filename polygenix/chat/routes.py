@@ -57,6 +57,27 @@ class Models(MethodView):
 class ChatRequest(MethodView):
     @blp.login_required
     @per_user
+    @blp.doc(
+        responses={
+            "200": {
+                "content": {
+                    "application/json": {
+                        "schema": {"$ref": "#/components/schemas/MessageResponse"}
+                    },
+                    "text/event-stream": {
+                        # One Server-Sent Event; `data` is the JSON described above.
+                        "schema": {
+                            "type": "object",
+                            "properties": {
+                                "event": {"enum": ["start", "delta", "done", "error"]},
+                                "data": {"type": "string"},
+                            },
+                        }
+                    },
+                }
+            }
+        }
+    )
     @blp.arguments(MessageCreateSchema)
     @blp.response(200, MessageResponseSchema)
     @blp.errors(429, 502, 503, 504)

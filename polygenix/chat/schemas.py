@@ -7,6 +7,15 @@ from ..api import Text
 MAX_NUMBER = 2_147_483_647
 
 
+class StrictBoolean(fields.Boolean):
+    """Only JSON true or false (marshmallow's Boolean also takes 0, 1, "yes"...)."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if not isinstance(value, bool):
+            raise ma.ValidationError("Not a valid boolean.")
+        return value
+
+
 def validate_content(value: str) -> None:
     maximum = current_app.config["MAX_MESSAGE_CHARS"]
     if len(value) > maximum:
@@ -34,7 +43,7 @@ class MessageCreateSchema(ma.Schema):
     )
     # The original web client sends it; it has no meaning here.
     chat_id = fields.Raw(allow_none=True, load_only=True, metadata={"description": "Ignored"})
-    stream = fields.Boolean(
+    stream = StrictBoolean(
         load_default=False,
         metadata={
             "description": "Answer with Server-Sent Events (also: Accept: text/event-stream)"

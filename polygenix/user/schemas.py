@@ -27,6 +27,13 @@ def common_passwords() -> frozenset[str]:
         return frozenset(line.strip().lower() for line in f if line.strip())
 
 
+PASSWORD_DOC = {
+    "minLength": 8,
+    "maxLength": PASSWORD_MAX_LENGTH,
+    "description": "8 (PASSWORD_MIN_LENGTH) to 128 characters, not a commonly used password",
+}
+
+
 def validate_password(value: str) -> None:
     """NIST 800-63B / ASVS 6.2: a length range and no common passwords; no composition rules."""
     minimum = current_app.config["PASSWORD_MIN_LENGTH"]
@@ -43,14 +50,18 @@ class UserSchema(ma.Schema):
 
     name = Text(required=True, strip=True, max_length=100)
     email = _Email(required=True, validate=validate.Length(max=254))
-    password = fields.String(required=True, load_only=True, validate=validate_password)
+    password = fields.String(
+        required=True, load_only=True, validate=validate_password, metadata=PASSWORD_DOC
+    )
 
 
 class UserUpdateSchema(ma.Schema):
     """Fields to change; absent or null leaves a field as it is."""
 
     name = Text(allow_none=True, strip=True, max_length=100)
-    password = fields.String(allow_none=True, load_only=True, validate=validate_password)
+    password = fields.String(
+        allow_none=True, load_only=True, validate=validate_password, metadata=PASSWORD_DOC
+    )
     current_password = fields.String(
         allow_none=True,
         load_only=True,
