@@ -42,7 +42,12 @@ def test_create_user_conflict_and_no_mass_assignment(client):
     body = {"name": "mary", "email": "mary@joe.com", "password": "marys password"}
     assert client.post("/api/user/create", json=body).status_code == 200
     assert_envelope(client.post("/api/user/create", json=body | {"email": "MARY@joe.com"}), 409)
-    for field, value in [("is_admin", True), ("id", 99), ("password_hash", "x")]:
+    for field, value in [
+        ("is_admin", True),
+        ("id", 99),
+        ("password_hash", "x"),
+        ("created_at", "2020-01-01T00:00:00Z"),
+    ]:
         response = client.post(
             "/api/user/create", json=body | {"email": "new@joe.com", field: value}
         )

@@ -1,0 +1,104 @@
+"""Every operation in the OpenAPI spec, called on the owner's resources by: no token, an unrelated
+user's token, an admin's token (API1 broken object level authorization, API5 function level).
+
+A new route fails `test_the_matrix_covers_every_operation` until it is given its row here.
+"""
+
+import pytest
+
+from polygenix import create_app
+from tests.helpers import PASSWORD
+
+OWNER = "owner@example.com"
+CHAT = 4242  # the owner's session number; nobody else has one
+
+# (path, method) -> expected status for (no token, unrelated user, admin)
+MATRIX = {
+    ("/api/auth/register", "post"): (200, 200, 200),
+    ("/api/auth/login", "post"): (200, 200, 200),
+    ("/api/auth/verify-token/{token_id}", "get"): (200, 200, 200),
+    ("/api/auth/refresh", "post"): (401, 401, 401),  # an access token is not a refresh token
+    ("/api/auth/logout", "post"): (401, 200, 200),
+    ("/api/auth/me", "get"): (401, 200, 200),
+    ("/api/user/", "get"): (401, 200, 200),
+    ("/api/user/create", "post"): (200, 200, 200),
+    ("/api/user/all", "get"): (401, 403, 200),
+    ("/api/user/{user_id}", "get"): (401, 404, 200),
+    ("/api/user/{user_id}", "delete"): (401, 404, 200),
+    ("/api/user/email/{email}", "get"): (401, 404, 200),
+    ("/api/user/update/{user_id}", "put"): (401, 404, 200),
+    ("/api/ai_chat/home", "get"): (401, 200, 200),
+    ("/api/ai_chat/models", "get"): (401, 200, 200),
+    ("/api/ai_chat/history", "get"): (401, 200, 200),
+    ("/api/ai_chat/sessions", "get"): (401, 200, 200),
+    ("/api/ai_chat/request", "post"): (401, 200, 200),
+    # Sessions are private, even from admins: someone else's number is simply not found.
+    ("/api/ai_chat/{chat_id}", "get"): (401, 404, 404),
+    ("/api/ai_chat/{chat_id}", "patch"): (401, 404, 404),
+    ("/api/ai_chat/{chat_id}", "delete"): (401, 404, 404),
+}
+CALLERS = ("none", "other", "admin")
+
+
+def operations(spec):
+    for path, item in spec["paths"].items():
+        for method in item:
+            if method in {"get", "post", "put", "patch", "delete"}:
+                yield path, method
+
+
+def test_the_matrix_covers_every_operation(config):
+    spec = create_app(config).test_client().get("/openapi.json").json
+    assert set(operations(spec)) == set(MATRIX)
+
+
+@pytest.fixture
+def world(app, client, auth):
+    owner = auth.register(OWNER, "Owner")
+    client.post(
+        "/api/ai_chat/request",
+        headers=owner,
+        json={"content": "private", "model": "echo", "session_id": CHAT},
+    )
+    token = owner["Authorization"].split()[1]
+    return {
+        "owner_id": auth.user_id(owner),
+        "owner_token": token,
+        "headers": {"none": {}, "other": auth.register("eve@example.com"), "admin": auth.admin()},
+    }
+
+
+def request_for(path, method, world, n):
+    """The call, aimed at the owner's resources, with a valid body."""
+    url = (
+        path.replace("{user_id}", str(world["owner_id"]))
+        .replace("{chat_id}", str(CHAT))
+        .replace("{email}", OWNER)
+        .replace("{token_id}", world["owner_token"])
+    )
+    kwargs = {}
+    if path in ("/api/auth/register", "/api/user/create"):
+        kwargs["json"] = {"name": "N", "email": f"new{n}@example.com", "password": PASSWORD}
+    elif path == "/api/auth/login":
+        kwargs["data"] = {"username": OWNER, "password": PASSWORD}
+    elif path == "/api/ai_chat/request":
+        kwargs["json"] = {"content": "hello", "model": "echo"}
+    elif method == "patch":
+        kwargs["json"] = {"title": "renamed"}
+    elif method == "put":
+        kwargs["json"] = {"name": "Renamed"}
+    return url, kwargs
+
+
+@pytest.mark.parametrize("who", CALLERS)
+@pytest.mark.parametrize(("path", "method"), sorted(MATRIX))
+def test_route_answers_each_caller_as_expected(client, world, path, method, who):
+    url, kwargs = request_for(path, method, world, CALLERS.index(who))
+    response = getattr(client, method)(url, headers=world["headers"][who], **kwargs)
+    expected = MATRIX[(path, method)][CALLERS.index(who)]
+    assert response.status_code == expected, (who, response.json)
+    text = response.get_data(as_text=True)
+    assert PASSWORD not in text and "pbkdf2" not in text and "password_hash" not in text
+    if who == "other" and expected == 200 and "{" not in path:
+        # An unrelated user succeeding on a collection route sees nothing of the owner's.
+        assert "private" not in text and OWNER not in text
