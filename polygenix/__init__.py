@@ -18,7 +18,7 @@ from .api import Api, error_response
 from .auth.routes import blp as auth_blp
 from .auth.tokens import init_jwt
 from .chat.routes import blp as chat_blp
-from .cli import providers, users
+from .cli import chats, providers, users
 from .docs import ASSETS_URL
 from .docs import bp as docs_bp
 from .extensions import db, init_limiter, init_redis, jwt, migrate
@@ -92,6 +92,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 
     app.cli.add_command(users)
     app.cli.add_command(providers)
+    app.cli.add_command(chats)
     return app
 
 

@@ -1,5 +1,6 @@
 """`flask --app polygenix users ...`: account administration from the shell."""
 
+import json
 import sys
 import time
 
@@ -7,10 +8,13 @@ import click
 from flask import current_app
 from flask.cli import AppGroup
 from marshmallow import ValidationError
+from sqlalchemy import delete, select
 
+from .chat.export import FORMATS, as_markdown, sessions_of, user_json
 from .extensions import db
+from .models import User
 from .providers import PROVIDERS, ProviderError
-from .user.schemas import UserSchema
+from .user.schemas import ShowUserSchema, UserSchema, validate_password
 from .user.service import EmailTakenError, create_user, find_by_email
 
 
@@ -111,9 +115,86 @@ def check_providers(name: str | None) -> None:
 @click.option("--off", is_flag=True, help="Take admin rights away instead.")
 def set_admin(email: str, off: bool) -> None:
     """Give EMAIL admin rights (or take them away); no API can."""
-    user = find_by_email(email)
-    if user is None:
-        raise click.ClickException(f"No user with email {email}")
+    user = _user_or_fail(email)
     user.is_admin = not off
     db.session.commit()
     click.echo(f"{user.email} is {'no longer' if off else 'now'} an admin")
+
+
+@users.command("list")
+@click.option("--json", "as_json", is_flag=True, help="JSON instead of a table.")
+def list_users(as_json: bool) -> None:
+    """Every user: id, email, name, admin, created."""
+    rows = db.session.scalars(select(User).order_by(User.id)).all()
+    if as_json:
+        click.echo(json.dumps(ShowUserSchema(many=True).dump(rows), indent=2))
+        return
+    table = [("ID", "EMAIL", "NAME", "ADMIN", "CREATED")] + [
+        (str(u.id), u.email, u.name, "yes" if u.is_admin else "", f"{u.created_at:%Y-%m-%d}")
+        for u in rows
+    ]
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+    for row in table:
+        click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+
+
+@users.command("delete")
+@click.argument("email")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+def delete_user(email: str, yes: bool) -> None:
+    """Delete EMAIL's account with all their sessions and messages."""
+    user = _user_or_fail(email)
+    if not yes:
+        click.confirm(f"Delete {user.email} and all their sessions?", abort=True)
+    db.session.execute(delete(User).where(User.id == user.id))
+    db.session.commit()
+    click.echo(f"Deleted {user.email}")
+
+
+@users.command("reset-password")
+@click.argument("email")
+@click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
+def reset_password(email: str, password_stdin: bool) -> None:
+    """Set EMAIL's password; every token they hold stops working."""
+    user = _user_or_fail(email)
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = click.prompt("New password", hide_input=True, confirmation_prompt=True)
+    try:
+        validate_password(password)
+    except ValidationError as e:
+        raise click.ClickException(" ".join(e.messages)) from None
+    user.password = password
+    user.token_version += 1
+    db.session.commit()
+    click.echo(f"Password of {user.email} changed; their earlier tokens no longer work")
+
+
+def _user_or_fail(email: str) -> User:
+    user = find_by_email(email)
+    if user is None:
+        raise click.ClickException(f"No user with email {email}")
+    return user
+
+
+@click.group(cls=AppGroup)
+def chats():
+    """Chat data."""
+
+
+@chats.command("export")
+@click.argument("email")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="json", show_default=True)
+@click.option("--out", type=click.Path(dir_okay=False, writable=True), help="File to write.")
+def export_chats(email: str, fmt: str, out: str | None) -> None:
+    """Every session of EMAIL, with their messages (for data requests)."""
+    user = _user_or_fail(email)
+    sessions = sessions_of(user)
+    text = user_json(user, sessions) if fmt == "json" else as_markdown(sessions)
+    if out:
+        with open(out, "w", encoding="utf-8") as f:
+            f.write(text)
+        click.echo(f"Wrote {len(sessions)} sessions of {user.email} to {out}", err=True)
+    else:
+        click.echo(text, nl=False)

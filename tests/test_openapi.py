@@ -24,6 +24,7 @@ EXTRA = {
     ("/api/ai_chat/models", "get"),
     ("/api/ai_chat/{chat_id}", "get"),
     ("/api/ai_chat/{chat_id}", "patch"),
+    ("/api/ai_chat/{chat_id}/export", "get"),
 }
 OPEN = {
     ("/api/auth/register", "post"),

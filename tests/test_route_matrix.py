@@ -36,6 +36,7 @@ MATRIX = {
     ("/api/ai_chat/{chat_id}", "get"): (401, 404, 404),
     ("/api/ai_chat/{chat_id}", "patch"): (401, 404, 404),
     ("/api/ai_chat/{chat_id}", "delete"): (401, 404, 404),
+    ("/api/ai_chat/{chat_id}/export", "get"): (401, 404, 404),
 }
 CALLERS = ("none", "other", "admin")
 

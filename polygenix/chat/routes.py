@@ -8,9 +8,10 @@ from ..extensions import db
 from ..limits import per_user
 from ..models import ChatSession
 from ..providers import catalogue
-from . import service, streaming
+from . import export, service, streaming
 from .schemas import (
     ChatSessionResponseSchema,
+    ExportArgsSchema,
     HomeSchema,
     MessageCreateSchema,
     MessageResponseSchema,
@@ -145,6 +146,38 @@ class Sessions(MethodView):
         p = pagination_parameters
         p.item_count, sessions = service.summaries(current_user, p.page, p.page_size)
         return sessions
+
+
+@blp.route(f"/{CHAT_ID}/export")
+class Export(MethodView):
+    @blp.login_required
+    @blp.arguments(ExportArgsSchema, location="query")
+    @blp.errors(404)
+    @blp.doc(
+        responses={
+            "200": {
+                "description": "The session as a file to download",
+                "content": {
+                    "text/markdown": {"schema": {"type": "string"}},
+                    "application/json": {"schema": {"type": "object"}},
+                },
+            }
+        }
+    )
+    def get(self, args, chat_id):
+        """Download one of your sessions as a Markdown transcript or JSON"""
+        session = service.session_with_messages(service.own_session_or_404(current_user, chat_id))
+        if args["format"] == "json":
+            body, mimetype, suffix = export.session_json(session), "application/json", "json"
+        else:
+            body, mimetype, suffix = export.as_markdown([session]), "text/markdown", "md"
+        return Response(
+            body,
+            mimetype=mimetype,
+            headers={
+                "Content-Disposition": f'attachment; filename="polygenix-chat-{chat_id}.{suffix}"'
+            },
+        )
 
 
 @blp.route(f"/{CHAT_ID}")

@@ -110,6 +110,10 @@ class SessionUpdateSchema(ma.Schema):
     title = Text(required=True, strip=True, max_length=200)
 
 
+class ExportArgsSchema(ma.Schema):
+    format = fields.String(load_default="markdown", validate=validate.OneOf(["markdown", "json"]))
+
+
 class HomeSchema(ma.Schema):
     data = fields.Dict(keys=fields.String(), values=fields.String())
 
