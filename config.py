@@ -63,6 +63,13 @@ def _float(env: Mapping[str, str], name: str, default: float, *, minimum: float 
     return value
 
 
+def _choice(env: Mapping[str, str], name: str, default: str, allowed: tuple[str, ...]) -> str:
+    value = _str(env, name, default)
+    if value not in allowed and value.upper() not in allowed:
+        raise ConfigError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
+    return value if value in allowed else value.upper()
+
+
 def _list(env: Mapping[str, str], name: str) -> list[str]:
     return [item.strip() for item in (env.get(name) or "").split(",") if item.strip()]
 
@@ -156,6 +163,13 @@ def load_config(env: Mapping[str, str], instance_path: str) -> dict[str, Any]:
         "CONTEXT_MAX_MESSAGES": _int(env, "CONTEXT_MAX_MESSAGES", 50, minimum=0),
         "CONTEXT_MAX_CHARS": _int(env, "CONTEXT_MAX_CHARS", 24_000, minimum=0),
         "SQLALCHEMY_ECHO": _bool(env, "SQLALCHEMY_ECHO", False),
+        # JSON lines for log systems; plain text is easier to read in development.
+        "LOG_FORMAT": _choice(
+            env, "LOG_FORMAT", "json" if environment == "production" else "text", ("text", "json")
+        ),
+        "LOG_LEVEL": _choice(env, "LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR")),
+        "METRICS_ENABLED": _bool(env, "METRICS_ENABLED", True),
+        "METRICS_TOKEN": _str(env, "METRICS_TOKEN"),
         # Set but empty disables the system prompt.
         "SYSTEM_PROMPT": env.get("SYSTEM_PROMPT", DEFAULT_SYSTEM_PROMPT).strip(),
         "MODEL_ALIASES": _aliases(env),

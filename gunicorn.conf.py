@@ -1,6 +1,15 @@
 """gunicorn settings (`make run` uses this file). Each can be overridden on the command line."""
 
+import glob
 import os
+import tempfile
+
+# Prometheus multiprocess mode: every worker writes its samples under this directory and /metrics
+# sums them. It must be in the environment before any worker imports prometheus_client.
+METRICS_DIR = os.environ.setdefault(
+    "PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="polygenix-metrics-")
+)
+os.makedirs(METRICS_DIR, exist_ok=True)
 
 bind = os.environ.get("POLYGENIX_BIND", "127.0.0.1:8000")
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
@@ -21,3 +30,15 @@ keepalive = 5
 
 # No access log: /api/auth/verify-token/<token> puts a token in the request line.
 accesslog = None
+
+
+def on_starting(server):
+    # Counts start from zero with each run of the server.
+    for path in glob.glob(os.path.join(METRICS_DIR, "*.db")):
+        os.remove(path)
+
+
+def child_exit(server, worker):
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)

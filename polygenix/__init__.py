@@ -24,6 +24,8 @@ from .docs import bp as docs_bp
 from .extensions import db, init_limiter, init_redis, jwt, migrate
 from .health import bp as health_bp
 from .limits import rate_limited
+from .logs import init_logging
+from .metrics import init_metrics
 from .providers import ProviderError
 from .providers.http import retry_after_header
 from .security import init_security
@@ -56,6 +58,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     os.makedirs(app.instance_path, exist_ok=True)
     _ensure_secrets(app)
 
+    init_logging(app)
     db.init_app(app)
     init_redis(app)
     init_limiter(app)
@@ -69,6 +72,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(docs_bp)
     app.register_blueprint(health_bp)
     init_security(app)
+    init_metrics(app)
 
     app.register_error_handler(RateLimitExceeded, rate_limited)
 

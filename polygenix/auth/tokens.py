@@ -3,7 +3,7 @@
 import uuid
 from functools import cache
 
-from flask import current_app
+from flask import current_app, g
 from flask_jwt_extended import JWTManager, create_access_token, create_refresh_token, decode_token
 from flask_jwt_extended.exceptions import JWTExtendedException
 from jwt import PyJWTError
@@ -83,12 +83,18 @@ def load_user(identity: str) -> User | None:
     return db.session.get(User, user_id)
 
 
+def _current(user: User | None) -> User | None:
+    if user is not None:
+        g.user_id = user.id  # for the request's log line
+    return user
+
+
 def init_jwt(jwt: JWTManager) -> None:
     """Look up the caller on every request; answer every token problem with one 401 envelope."""
 
     @jwt.user_lookup_loader
     def _user_lookup(_header, payload):
-        return load_user(payload["sub"])
+        return _current(load_user(payload["sub"]))
 
     @jwt.token_in_blocklist_loader
     def _revoked(_header, payload):

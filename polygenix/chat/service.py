@@ -13,6 +13,8 @@ from sqlalchemy.orm import aliased, joinedload
 
 from ..api import page_of
 from ..extensions import db
+from ..logs import note
+from ..metrics import record_provider_call
 from ..models import ChatSession, Message, User
 from ..providers import ChatMessage, Provider, ProviderError, UnknownModelError, resolve
 from .schemas import MAX_NUMBER
@@ -173,8 +175,25 @@ def begin_turn(user: User, content: str, model_name: str, number: int | None) ->
     return Turn(provider, model, session, question, messages)
 
 
+def _account(turn: Turn, outcome: str, prompt_tokens=None, completion_tokens=None) -> None:
+    """The provider call in the metrics and in the request's log line."""
+    seconds = time.monotonic() - turn.started
+    record_provider_call(
+        turn.provider, turn.model, outcome, seconds, prompt_tokens, completion_tokens
+    )
+    note(
+        provider=turn.provider.NAME,
+        model=turn.model,
+        outcome=outcome,
+        prompt_tokens=prompt_tokens,
+        completion_tokens=completion_tokens,
+        provider_latency_ms=round(seconds * 1000, 1),
+    )
+
+
 def fail_turn(turn: Turn, error: ProviderError) -> None:
     """The model gave nothing: the user's message stays, flagged with the error."""
+    _account(turn, str(error.status))
     turn.question.error = error.message
     # A stream ends after the request's own database session: attach the message to this one.
     db.session.add(turn.question)
@@ -192,6 +211,7 @@ def finish_turn(
     error: str | None = None,
 ) -> Message:
     """Store the model's reply; with `error`, it is the part received before it was cut short."""
+    _account(turn, "incomplete" if error else "ok", prompt_tokens, completion_tokens)
     reply = Message(
         session=turn.session,
         is_bot=True,

@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from flask import current_app
 
 from ..api import envelope
+from ..metrics import OPEN_STREAMS
 from ..models import User
 from ..providers import ProviderError
 from ..providers.base import ReplyStream
@@ -78,6 +79,7 @@ def _relay(turn: service.Turn, reply_stream: ReplyStream, keepalive: float) -> I
     usage = {"model": None, "prompt_tokens": None, "completion_tokens": None, "finish_reason": None}
     failure: ProviderError | None = None
     events = _pump(reply_stream)
+    OPEN_STREAMS.inc()
     try:
         while True:
             try:
@@ -104,6 +106,8 @@ def _relay(turn: service.Turn, reply_stream: ReplyStream, keepalive: float) -> I
     except Exception:
         log.exception("relaying a stream failed")
         failure = ProviderError("The stream failed", status=500)
+    finally:
+        OPEN_STREAMS.dec()
     reply_stream.close()
     reply = _store(turn, parts, usage, failure)
     if failure is None:

@@ -30,6 +30,7 @@ from tenacity import (
 
 from config import provider_prefix
 
+from ..logs import request_id
 from .base import ChatMessage, Completion, MalformedResponse, ProviderError
 from .streaming import StreamEvent
 
@@ -95,7 +96,10 @@ class HTTPProvider:
 
     def _headers(self, config: Mapping[str, Any]) -> dict[str, str]:
         key = self._setting(config, "API_KEY")
-        return {"User-Agent": USER_AGENT, **self.extra_headers, **self.wire.headers(key)}
+        headers = {"User-Agent": USER_AGENT, **self.extra_headers, **self.wire.headers(key)}
+        if rid := request_id():
+            headers["X-Request-ID"] = rid  # lets a provider's logs be matched with ours
+        return headers
 
     def complete(
         self, messages: list[ChatMessage], model: str, config: Mapping[str, Any]

@@ -1,0 +1,176 @@
+"""Metrics (Prometheus) and logs (one line per request, JSON on demand, X-Request-ID)."""
+
+import json
+import logging
+import re
+
+import requests
+
+from polygenix.logs import JSONFormatter
+from tests.gunicorn_server import gunicorn
+from tests.helpers import PASSWORD, assert_envelope
+
+
+def sample(text: str, name: str, **labels) -> float:
+    """The value of one sample in Prometheus text format (0 when absent)."""
+    wanted = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+    for line in text.splitlines():
+        if line.startswith("#"):
+            continue
+        metric, _, value = line.rpartition(" ")
+        base, _, rest = metric.partition("{")
+        found = ",".join(sorted(rest.rstrip("}").split(","))) if rest else ""
+        if base == name and found == wanted:
+            return float(value)
+    return 0.0
+
+
+def test_metrics_count_requests_and_provider_calls(client, auth):
+    headers = auth.register()
+    before = client.get("/metrics").get_data(as_text=True)
+    for _ in range(3):
+        client.get("/api/ai_chat/home", headers=headers)
+    client.get("/api/ai_chat/1", headers=headers)  # a 404
+    body = {"content": "one two three", "model": "echo"}
+    client.post("/api/ai_chat/request", headers=headers, json=body)
+    after = client.get("/metrics")
+    assert after.mimetype == "text/plain"
+    text = after.get_data(as_text=True)
+
+    def grew(name, **labels):
+        return sample(text, name, **labels) - sample(before, name, **labels)
+
+    home = {"endpoint": "/api/ai_chat/home", "method": "GET"}
+    assert grew("polygenix_http_requests_total", status="200", **home) == 3
+    assert grew("polygenix_http_request_duration_seconds_count", **home) == 3
+    assert (
+        grew(
+            "polygenix_http_requests_total",
+            endpoint="/api/ai_chat/{chat_id}",
+            method="GET",
+            status="404",
+        )
+        == 1
+    )
+    echo = {"provider": "echo", "model": "echo"}
+    assert grew("polygenix_provider_calls_total", outcome="ok", **echo) == 1
+    assert grew("polygenix_provider_latency_seconds_count", provider="echo") == 1
+    assert grew("polygenix_tokens_total", direction="out", **echo) == 4  # "Echo: one two three"
+    assert grew("polygenix_tokens_total", direction="in", **echo) > 3
+
+
+def test_user_chosen_model_names_do_not_become_labels(client, auth):
+    headers = auth.register()
+    body = {"content": "hi", "model": "echo/something-made-up-1234"}
+    client.post("/api/ai_chat/request", headers=headers, json=body)
+    text = client.get("/metrics").get_data(as_text=True)
+    assert "something-made-up" not in text
+    assert (
+        sample(text, "polygenix_provider_calls_total", provider="echo", model="other", outcome="ok")
+        >= 1
+    )
+
+
+def test_open_streams_gauge(client, auth):
+    headers = auth.register()
+    stream = client.post(
+        "/api/ai_chat/request",
+        headers=headers,
+        json={"content": "a b c d e f", "model": "echo", "stream": True},
+        buffered=False,
+    )
+    chunks = iter(stream.response)
+    next(chunks), next(chunks)  # start, first delta: the stream is open
+    assert sample(client.get("/metrics").get_data(as_text=True), "polygenix_open_streams") == 1
+    stream.close()
+    assert sample(client.get("/metrics").get_data(as_text=True), "polygenix_open_streams") == 0
+
+
+def test_metrics_token_and_switch(make_app):
+    guarded = make_app({"METRICS_TOKEN": "scrape-secret"}).test_client()
+    assert_envelope(guarded.get("/metrics"), 401)
+    assert_envelope(guarded.get("/metrics", headers={"Authorization": "Bearer nope"}), 401)
+    ok = guarded.get("/metrics", headers={"Authorization": "Bearer scrape-secret"})
+    assert ok.status_code == 200 and "polygenix_http_requests_total" in ok.get_data(as_text=True)
+    off = make_app({"METRICS_ENABLED": False}).test_client()
+    assert_envelope(off.get("/metrics"), 404)
+
+
+def test_metrics_are_summed_across_gunicorn_workers(tmp_path):
+    with gunicorn(tmp_path) as (base, _):
+        with requests.Session() as http:
+            for _ in range(40):
+                assert http.get(base + "/api/auth/me").status_code == 401
+        # Fresh connections, so different workers answer; every one sees all 40.
+        totals = {
+            sample(
+                requests.get(base + "/metrics", timeout=5).text,
+                "polygenix_http_requests_total",
+                endpoint="/api/auth/me",
+                method="GET",
+                status="401",
+            )
+            for _ in range(6)
+        }
+    assert totals == {40.0}
+
+
+def request_lines(caplog):
+    return [r for r in caplog.records if r.name == "polygenix.request"]
+
+
+def test_one_json_line_per_request_with_its_fields(client, auth, caplog):
+    caplog.set_level(logging.INFO, "polygenix")
+    headers = auth.register()
+    caplog.clear()
+    client.post(
+        "/api/ai_chat/request",
+        headers=headers | {"X-Request-ID": "trace-123"},
+        json={"content": "secret words here", "model": "echo"},
+    )
+    [record] = request_lines(caplog)
+    line = json.loads(JSONFormatter().format(record))
+    assert line["request_id"] == "trace-123"
+    assert (line["method"], line["path"], line["status"]) == ("POST", "/api/ai_chat/request", 200)
+    assert line["user_id"] == 1 and line["duration_ms"] >= 0
+    assert (line["provider"], line["model"], line["outcome"]) == ("echo", "echo", "ok")
+    assert line["completion_tokens"] == 4 and line["provider_latency_ms"] >= 0
+    assert {"timestamp", "level", "logger", "message"} <= set(line)
+    assert "secret words" not in caplog.text
+
+
+def test_request_ids_are_echoed_or_made(client):
+    assert (
+        client.get("/healthz", headers={"X-Request-ID": "abc-1.2:3"}).headers["X-Request-ID"]
+        == "abc-1.2:3"
+    )
+    for bad in ["", "has space", "x" * 200, "inject\r\nheader"]:
+        made = client.get("/healthz", headers={"X-Request-ID": bad} if "\r" not in bad else {})
+        assert re.fullmatch(r"[0-9a-f]{32}", made.headers["X-Request-ID"])
+
+
+def test_logs_never_hold_secrets(client, caplog):
+    caplog.set_level(logging.DEBUG)
+    token = client.post(
+        "/api/auth/register",
+        json={"name": "Ada", "email": "ada@example.com", "password": PASSWORD},
+    ).json["access_token"]
+    client.post("/api/auth/login", data={"username": "ada@example.com", "password": PASSWORD})
+    client.get(f"/api/auth/verify-token/{token}")
+    paths = [r.path for r in request_lines(caplog)]
+    assert "/api/auth/verify-token/[redacted]" in paths
+    assert token not in caplog.text and PASSWORD not in caplog.text
+
+
+def test_provider_gets_the_request_id(make_app, provider_config, fake, auth):
+    client = make_app(provider_config).test_client()
+    token = client.post(
+        "/api/auth/register",
+        json={"name": "Ada", "email": "ada@example.com", "password": PASSWORD},
+    ).json["access_token"]
+    client.post(
+        "/api/ai_chat/request",
+        headers={"Authorization": f"Bearer {token}", "X-Request-ID": "req-42"},
+        json={"content": "hi", "model": "groq"},
+    )
+    assert fake.requests[-1].headers["X-Request-ID"] == "req-42"
