@@ -247,6 +247,9 @@ def normal_answer(path: str, request: dict) -> dict:
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Headers and body go out in separate writes: without this, Nagle's algorithm holds the
+    # body back until the client's delayed ACK, 40 ms on Linux.
+    disable_nagle_algorithm = True
 
     def do_POST(self):
         fake: FakeProvider = self.server.fake
@@ -257,8 +260,8 @@ class _Handler(BaseHTTPRequestHandler):
             body = None
         fake.record(Recorded(self.path, dict(self.headers.items()), body, time.monotonic()))
         reply = fake.next_reply()
-        if reply.delay:
-            time.sleep(reply.delay)
+        if reply.delay or fake.default_delay:
+            time.sleep(reply.delay or fake.default_delay)
         streaming = (body or {}).get("stream") or ":streamGenerateContent" in self.path
         if reply.status == 200 and reply.body is None and streaming:
             chunks = reply.chunks or normal_stream(self.path, body, fake.stream_pieces)
@@ -312,6 +315,7 @@ class FakeProvider:
     def __init__(self, stream_pieces=("Hello", " from", " the stream"), stream_gap=0.0):
         self.stream_pieces = stream_pieces  # what a normal stream says, piece by piece
         self.stream_gap = stream_gap  # seconds between a normal stream's chunks
+        self.default_delay = 0.0  # seconds before every answer not queued with its own
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
         self.server.fake = self
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"

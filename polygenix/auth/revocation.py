@@ -8,12 +8,12 @@ login (refresh tokens rotate; re-using a spent one revokes its whole family).
 from datetime import UTC, datetime, timedelta
 
 from flask import current_app
-from sqlalchemy import delete, select
+from sqlalchemy import delete, exists, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from ..extensions import db, redis_client
-from ..models import RevokedToken
+from ..models import RevokedToken, User
 
 
 def _redis_key(entry: str) -> str:
@@ -50,14 +50,19 @@ def revoke_family(payload: dict) -> None:
         _add(f"family:{payload['fam']}", datetime.now(UTC) + lifetime + timedelta(minutes=1))
 
 
-def is_revoked(payload: dict) -> bool:
-    """Whether this token, or its family, has been revoked (one lookup for both)."""
-    jti = payload.get("jti")
-    if not jti:
-        return True
-    entries = [jti] + ([f"family:{payload['fam']}"] if payload.get("fam") else [])
+def _entries(payload: dict) -> list[str]:
+    return [payload["jti"]] + ([f"family:{payload['fam']}"] if payload.get("fam") else [])
+
+
+def user_and_revocation(payload: dict, user_id: int) -> tuple[User | None, bool]:
+    """The token's user, and whether the token or its family is revoked: one round trip to the
+    database (or one to it and one to Redis), since every authenticated request asks."""
+    if not payload.get("jti"):
+        return None, True
     redis = redis_client()
     if redis is not None:
-        return redis.exists(*[_redis_key(e) for e in entries]) > 0
-    found = db.session.scalar(select(RevokedToken.jti).where(RevokedToken.jti.in_(entries)))
-    return found is not None
+        user = db.session.get(User, user_id)
+        return user, redis.exists(*[_redis_key(e) for e in _entries(payload)]) > 0
+    revoked = exists().where(RevokedToken.jti.in_(_entries(payload)))
+    row = db.session.execute(select(User, revoked).where(User.id == user_id)).first()
+    return (row[0], bool(row[1])) if row else (None, False)

@@ -13,7 +13,7 @@ from ..api import error_response
 from ..extensions import db
 from ..models import User
 from ..user.service import find_by_email
-from .revocation import is_revoked, revoke_family
+from .revocation import revoke_family, user_and_revocation
 
 
 def issue_tokens(user: User, family: str | None = None) -> dict:
@@ -33,11 +33,16 @@ def issue_tokens(user: User, family: str | None = None) -> dict:
 
 
 def token_revoked(payload: dict) -> bool:
-    """Revoked by logout, by refresh-token reuse, or by a later password change."""
-    user = load_user(payload.get("sub"))
-    if user is not None and payload.get("ver") != user.token_version:
+    """Revoked by logout, by refresh-token reuse, or by a later password change.
+
+    The user found on the way is kept for the user lookup that follows on this request.
+    """
+    user_id = _user_id(payload.get("sub"))
+    if user_id is None:
         return True
-    return is_revoked(payload)
+    user, revoked = user_and_revocation(payload, user_id)
+    g.token_user = user
+    return revoked or (user is not None and payload.get("ver") != user.token_version)
 
 
 @cache
@@ -75,12 +80,17 @@ def valid_payload(token: str, token_type: str) -> dict | None:
     return payload
 
 
-def load_user(identity: str) -> User | None:
+def _user_id(identity) -> int | None:
     try:
         user_id = int(identity)
     except (TypeError, ValueError):
         return None
-    return db.session.get(User, user_id)
+    return user_id if 0 < user_id < 2**63 else None
+
+
+def load_user(identity: str) -> User | None:
+    user_id = _user_id(identity)
+    return db.session.get(User, user_id) if user_id is not None else None
 
 
 def _current(user: User | None) -> User | None:
@@ -94,7 +104,8 @@ def init_jwt(jwt: JWTManager) -> None:
 
     @jwt.user_lookup_loader
     def _user_lookup(_header, payload):
-        return _current(load_user(payload["sub"]))
+        user = g.pop("token_user", None)  # found by the revocation check just before
+        return _current(user if user is not None else load_user(payload["sub"]))
 
     @jwt.token_in_blocklist_loader
     def _revoked(_header, payload):

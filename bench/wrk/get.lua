@@ -1,0 +1,2 @@
+-- A plain GET.
+wrk.method = "GET"

@@ -1,0 +1,2 @@
+-- An authenticated GET.
+wrk.headers["Authorization"] = "Bearer " .. os.getenv("TOKEN")
