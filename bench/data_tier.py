@@ -11,7 +11,6 @@ so no HTTP server time is counted) with a real bearer token; each is timed --rep
 
 import argparse
 import os
-import secrets
 import statistics
 import sys
 import tempfile
@@ -23,13 +22,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from flask_migrate import upgrade  # noqa: E402
-from sqlalchemy import create_engine, insert, make_url  # noqa: E402
+from sqlalchemy import insert  # noqa: E402
 
-from config import database_url  # noqa: E402
 from polygenix import create_app  # noqa: E402
 from polygenix.auth.tokens import issue_tokens  # noqa: E402
 from polygenix.extensions import db  # noqa: E402
 from polygenix.models import ChatSession, Message, User  # noqa: E402
+from tests.helpers import scratch_schema  # noqa: E402
 
 
 @contextmanager
@@ -38,18 +37,8 @@ def fresh_database(kind: str, postgres: str | None):
         with tempfile.TemporaryDirectory() as folder:
             yield f"sqlite:///{folder}/bench.db"
         return
-    url = make_url(database_url(postgres))
-    schema = f"bench_{secrets.token_hex(4)}"
-    engine = create_engine(url)
-    with engine.begin() as connection:
-        connection.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
-    try:
-        scoped = url.update_query_dict({"options": f"-csearch_path={schema}"})
-        yield scoped.render_as_string(hide_password=False)
-    finally:
-        with engine.begin() as connection:
-            connection.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
-        engine.dispose()
+    with scratch_schema("bench", postgres) as url:
+        yield url
 
 
 def fill(email: str, sessions: int, per_session: int) -> int:

@@ -9,6 +9,7 @@ import hmac
 import os
 import re
 import time
+from functools import cache
 
 from flask import Blueprint, Flask, Response, current_app, g, request
 from prometheus_client import (
@@ -83,6 +84,7 @@ def metrics():
     return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
 
 
+@cache
 def _template(rule: str) -> str:
     """`/api/ai_chat/<int(min=1):chat_id>` -> `/api/ai_chat/{chat_id}`, as in the OpenAPI spec."""
     return re.sub(r"<(?:[^<>:]+:)?([^<>]+)>", r"{\1}", rule)

@@ -15,10 +15,11 @@ TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL")
 
 
 @contextmanager
-def scratch_schema(prefix: str):
-    """A new, empty PostgreSQL schema; yields a URL that uses it, drops it afterwards."""
+def scratch_schema(prefix: str, database: str | None = None):
+    """A new, empty PostgreSQL schema in `database` (default TEST_DATABASE_URL); yields a URL
+    that uses it, and drops it afterwards."""
     name = f"{prefix}_{secrets.token_hex(4)}"
-    url = make_url(database_url(TEST_DATABASE_URL))
+    url = make_url(database_url(database or TEST_DATABASE_URL))
     engine = create_engine(url)
     try:
         with engine.begin() as connection:
