@@ -172,7 +172,7 @@ class Recorder:
     def base_url(self, config):
         return None
 
-    def missing_setting(self, config):
+    def missing_setting(self, config, model=None):
         return None
 
     def complete(self, messages, model, config):
@@ -222,7 +222,7 @@ class Failing(Recorder):
 class Unconfigured(Recorder):
     NAME = "unconfigured"
 
-    def missing_setting(self, config):
+    def missing_setting(self, config, model=None):
         return "UNCONFIGURED_API_KEY"
 
 

@@ -224,6 +224,18 @@ def test_models_endpoint_lists_defaults_extras_and_availability(make_app, config
     }
 
 
+def test_openai_compatible_works_with_a_named_model_and_no_default(make_app, config, fake):
+    fake.reset()
+    settings = {"OPENAI_COMPATIBLE_BASE_URL": fake.url + "/v1"}
+    client, headers = client_with_user(make_app, config | settings)
+    response = ask(client, headers, "openai-compatible/qwen2.5-7b-instruct")
+    assert response.status_code == 200, response.json
+    assert fake.requests[-1].body["model"] == "qwen2.5-7b-instruct"
+    assert "Authorization" not in fake.requests[-1].headers  # no key set, none sent
+    body = assert_envelope(ask(client, headers, "openai-compatible"), 503)
+    assert "OPENAI_COMPATIBLE_DEFAULT_MODEL" in body["message"]
+
+
 def test_missing_key_is_503_naming_the_variable(make_app, config, fake):
     fake.reset()
     client, headers = client_with_user(make_app, config)

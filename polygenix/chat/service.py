@@ -160,7 +160,7 @@ def begin_turn(user: User, content: str, model_name: str, number: int | None) ->
         provider, model = resolve(model_name, config)
     except UnknownModelError as e:
         abort(422, message=str(e), errors={"json": {"model": [str(e)]}})
-    missing = provider.missing_setting(config)
+    missing = provider.missing_setting(config, model)
     if missing:
         abort(503, message=f"Model provider {provider.NAME!r} is not configured: set {missing}")
 

@@ -58,7 +58,9 @@ class Provider(Protocol):
 
     def base_url(self, config: Mapping[str, Any]) -> str | None: ...
 
-    def missing_setting(self, config: Mapping[str, Any]) -> str | None: ...
+    def missing_setting(
+        self, config: Mapping[str, Any], model: str | None = None
+    ) -> str | None: ...
 
     def complete(
         self, messages: list[ChatMessage], model: str, config: Mapping[str, Any]

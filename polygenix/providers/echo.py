@@ -25,7 +25,7 @@ def base_url(config: Mapping[str, Any]) -> None:
     return None
 
 
-def missing_setting(config: Mapping[str, Any]) -> None:
+def missing_setting(config: Mapping[str, Any], model: str | None = None) -> None:
     return None
 
 

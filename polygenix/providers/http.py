@@ -84,13 +84,14 @@ class HTTPProvider:
         extra = self._setting(config, "MODELS") or []
         return list(dict.fromkeys(([default] if default else []) + extra))
 
-    def missing_setting(self, config: Mapping[str, Any]) -> str | None:
-        """The variable to set before this provider can be used, or None when it is ready."""
+    def missing_setting(self, config: Mapping[str, Any], model: str | None = None) -> str | None:
+        """The variable to set before this provider can be used (for `model`, if one is named),
+        or None when it is ready."""
         if self.key_required and not self._setting(config, "API_KEY"):
             return f"{self.prefix}_API_KEY"
         if not self.base_url(config):
             return f"{self.prefix}_BASE_URL"
-        if not self.default_model(config):
+        if not (model or self.default_model(config)):
             return f"{self.prefix}_DEFAULT_MODEL"
         return None
 
