@@ -61,3 +61,27 @@ def test_migrated_database_serves_the_api(empty_app):
     )
     assert reply.status_code == 200
     assert client.delete("/api/ai_chat/1", headers=headers).status_code == 200
+
+
+def test_reply_to_is_backfilled_for_earlier_replies(empty_app):
+    runner = empty_app.test_cli_runner()
+    assert runner.invoke(args=["db", "upgrade", "0005"]).exit_code == 0
+    with empty_app.app_context(), db.engine.begin() as connection:
+        connection.exec_driver_sql(
+            "INSERT INTO users (id, email, name, password_hash, is_admin, token_version, "
+            "created_at) VALUES (1, 'a@b.co', 'A', 'x', false, 0, '2026-01-01 00:00:00')"
+        )
+        connection.exec_driver_sql(
+            "INSERT INTO chat_sessions (id, user_id, number, title, created_at) "
+            "VALUES (1, 1, 1, 't', '2026-01-01 00:00:00')"
+        )
+        for message_id, is_bot in [(1, False), (2, True), (3, False), (4, False), (5, True)]:
+            connection.exec_driver_sql(
+                "INSERT INTO messages (id, session_id, is_bot, content, created_at, incomplete) "
+                f"VALUES ({message_id}, 1, {str(is_bot).lower()}, 'm', '2026-01-01 00:00:00', "
+                "false)"
+            )
+    assert runner.invoke(args=["db", "upgrade"]).exit_code == 0
+    with empty_app.app_context(), db.engine.connect() as connection:
+        pairs = connection.exec_driver_sql("SELECT id, reply_to_id FROM messages ORDER BY id").all()
+    assert [tuple(p) for p in pairs] == [(1, None), (2, 1), (3, None), (4, None), (5, 4)]

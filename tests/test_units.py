@@ -82,9 +82,17 @@ def test_load_context_pairs_turns_and_respects_limits(app):
             (False, "u3"),
             (True, "a3"),
         ]
+        question = None
         for is_bot, content in rows:
-            db.session.add(Message(session_id=session.id, is_bot=is_bot, content=content))
-        db.session.flush()
+            message = Message(
+                session_id=session.id,
+                is_bot=is_bot,
+                content=content,
+                reply_to_id=question.id if is_bot else None,
+            )
+            db.session.add(message)
+            db.session.flush()
+            question = None if is_bot else message
         config = {"CONTEXT_MAX_MESSAGES": 50, "CONTEXT_MAX_CHARS": 1000}
         assert [m["content"] for m in load_context(session.id, config, 0)] == [
             "u1",
@@ -104,3 +112,32 @@ def test_load_context_pairs_turns_and_respects_limits(app):
             m["content"] for m in load_context(session.id, config | {"CONTEXT_MAX_CHARS": 9}, 4)
         ] == ["u3", "a3"]
         assert load_context(session.id, config | {"CONTEXT_MAX_CHARS": 5}, 4) == []
+
+
+def test_load_context_pairs_overlapping_turns_by_reply_to(app):
+    """Two requests to one session overlap: q1, q2, then r1 and r2 land. Pairs stay right."""
+    with app.app_context():
+        user = User(name="u", email="u@example.com", password_hash="x")
+        db.session.add(user)
+        db.session.flush()
+        session = ChatSession(user_id=user.id, number=1, title="t")
+        db.session.add(session)
+        db.session.flush()
+        q1 = Message(session_id=session.id, is_bot=False, content="q1")
+        q2 = Message(session_id=session.id, is_bot=False, content="q2")
+        db.session.add_all([q1, q2])
+        db.session.flush()
+        db.session.add_all(
+            [
+                Message(session_id=session.id, is_bot=True, content="r2", reply_to_id=q2.id),
+                Message(session_id=session.id, is_bot=True, content="r1", reply_to_id=q1.id),
+            ]
+        )
+        db.session.flush()
+        config = {"CONTEXT_MAX_MESSAGES": 50, "CONTEXT_MAX_CHARS": 1000}
+        assert [(m["role"], m["content"]) for m in load_context(session.id, config, 0)] == [
+            ("user", "q1"),
+            ("assistant", "r1"),
+            ("user", "q2"),
+            ("assistant", "r2"),
+        ]

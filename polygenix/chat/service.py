@@ -105,9 +105,10 @@ def get_or_create_session(
 def load_context(session_id: int, config: Mapping[str, Any], reserved: int) -> list[ChatMessage]:
     """The session's latest complete turns that fit the budget, oldest first.
 
-    One bounded query. A user message with no complete reply after it (its provider call failed,
-    was cut short, or is still running) is left out, so roles alternate user/assistant as every
-    provider requires.
+    One bounded query. Each reply names its question (`reply_to_id`), so turns pair up right
+    even when requests to one session overlap. A question without a complete reply (its provider
+    call failed, was cut short, or is still running) is left out, so roles alternate
+    user/assistant as every provider requires.
     """
     rows = db.session.scalars(
         select(Message)
@@ -115,25 +116,22 @@ def load_context(session_id: int, config: Mapping[str, Any], reserved: int) -> l
         .order_by(Message.id.desc())
         .limit(config["CONTEXT_MAX_MESSAGES"])
     ).all()
+    # A reply cut short takes its question out of the context with it.
+    replies = {m.reply_to_id: m for m in rows if m.is_bot and not m.incomplete}
     budget = config["CONTEXT_MAX_CHARS"] - reserved
     turns: list[ChatMessage] = []
-    reply: Message | None = None
-    for message in rows:  # newest first
-        if message.is_bot:
-            # A reply cut short takes its question out of the context with it.
-            reply = None if message.incomplete else message
-            continue
+    for question in rows:  # newest first
+        reply = None if question.is_bot else replies.get(question.id)
         if reply is None:
             continue
-        cost = len(message.content) + len(reply.content)
+        cost = len(question.content) + len(reply.content)
         if cost > budget:
             break
         budget -= cost
         turns += [
             {"role": "assistant", "content": reply.content},
-            {"role": "user", "content": message.content},
+            {"role": "user", "content": question.content},
         ]
-        reply = None
     turns.reverse()
     return turns
 
@@ -214,6 +212,7 @@ def finish_turn(
     _account(turn, "incomplete" if error else "ok", prompt_tokens, completion_tokens)
     reply = Message(
         session=turn.session,
+        reply_to_id=turn.question.id,
         is_bot=True,
         content=content,
         model=f"{turn.provider.NAME}/{model or turn.model}",
