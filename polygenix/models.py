@@ -111,9 +111,7 @@ class Message(db.Model):
     # out of later context.
     error: Mapped[str | None] = mapped_column(Text)
     # On replies: the user's message it answers.
-    reply_to_id: Mapped[int | None] = mapped_column(
-        ForeignKey("messages.id", ondelete="CASCADE")
-    )
+    reply_to_id: Mapped[int | None] = mapped_column(ForeignKey("messages.id", ondelete="CASCADE"))
     # A streamed reply that ended early (provider failure or client disconnect): partial text.
     incomplete: Mapped[bool] = mapped_column(default=False, server_default=false())
     # On replies: what the provider reported.

@@ -19,6 +19,7 @@ class Recorded:
     headers: dict[str, str]
     body: dict | None
     at: float
+    client_port: int = 0  # the same port twice in a row: the client reused its connection
 
 
 @dataclass
@@ -258,7 +259,15 @@ class _Handler(BaseHTTPRequestHandler):
             body = json.loads(raw) if raw else None
         except ValueError:
             body = None
-        fake.record(Recorded(self.path, dict(self.headers.items()), body, time.monotonic()))
+        fake.record(
+            Recorded(
+                self.path,
+                dict(self.headers.items()),
+                body,
+                time.monotonic(),
+                self.client_address[1],
+            )
+        )
         reply = fake.next_reply()
         if reply.delay or fake.default_delay:
             time.sleep(reply.delay or fake.default_delay)
@@ -305,7 +314,7 @@ class _Handler(BaseHTTPRequestHandler):
         except (BrokenPipeError, ConnectionResetError):
             if sent < len(chunks):
                 fake.disconnected.set()  # the client hung up before the stream's end
-        self.close_connection = True
+            self.close_connection = True
 
     def log_message(self, format, *args):
         pass

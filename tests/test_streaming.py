@@ -202,6 +202,14 @@ def test_each_provider_streams_through_the_api(client, user, fake, name):
             assert sent.body["stream_options"] == {"include_usage": True}
 
 
+def test_a_completed_stream_leaves_the_provider_connection_for_reuse(client, user, fake):
+    for _ in range(3):
+        events = read_events(stream(client, user, "openai").get_data(as_text=True))
+        assert events[-1][0] == "done"
+    ports = {request.client_port for request in fake.requests[-3:]}
+    assert len(ports) == 1  # one TCP connection served all three streams
+
+
 def test_accept_header_asks_for_a_stream(client, user):
     response = client.post(
         "/api/ai_chat/request",

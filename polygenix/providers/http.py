@@ -15,6 +15,7 @@ import re
 import socket
 import time
 from collections.abc import Mapping
+from dataclasses import replace
 from email.utils import parsedate_to_datetime
 from types import ModuleType
 from typing import Any
@@ -133,10 +134,12 @@ class HTTPProvider:
 
 
 class ProviderStream:
-    """An open streamed reply: iterate for StreamEvents; close() drops the provider connection.
+    """An open streamed reply: iterate for StreamEvents; close() ends it.
 
-    close() may be called from another thread while iteration waits on the network: it closes
-    the socket, and the waiting read ends.
+    The final `done` event comes only once the body has been read to its end, so a completed
+    stream's connection goes back to the pool (no new TCP and TLS handshake for the next one).
+    close() before that, from any thread, shuts the socket: a read waiting in another thread ends
+    and the provider stops generating for us.
     """
 
     def __init__(self, name: str, wire: ModuleType, response: requests.Response, redact):
@@ -144,19 +147,22 @@ class ProviderStream:
         self.wire = wire
         self.response = response
         self.redact = redact
+        self.completed = False
 
     def __iter__(self):
-        finished = False
+        finished = terminated = False
         for event in self._events():
             if event.error is not None:
                 detail = self.redact(event.error)
                 raise ProviderError(f"{self.name} failed mid-stream: {detail}")
             finished = finished or event.finish_reason is not None
-            yield event
-            if event.done:
-                return
-        if not (finished or self.wire.ENDS_AT_EOF):
+            terminated = terminated or event.done
+            # The wire's terminator ([DONE], message_stop, "done": true) is followed at once by the
+            # end of the body: read on to it before saying done.
+            yield replace(event, done=False)
+        if not (finished or terminated or self.wire.ENDS_AT_EOF):
             raise ProviderError(f"{self.name} ended the stream before the reply was complete")
+        self.completed = True
         yield StreamEvent(done=True)
 
     def _events(self):
@@ -173,13 +179,14 @@ class ProviderStream:
             raise ProviderError(f"{self.name} sent a malformed stream") from None
 
     def close(self) -> None:
-        # shutdown() wakes a read blocked in the reading thread; close() alone would leave the
-        # provider's connection open until its next chunk.
-        sock = getattr(getattr(self.response.raw, "_connection", None), "sock", None)
-        if sock is not None:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-        self.response.close()
+        if not self.completed:
+            # shutdown() wakes a read blocked in the reading thread; close() alone would leave
+            # the provider's connection open until its next chunk.
+            sock = getattr(getattr(self.response.raw, "_connection", None), "sock", None)
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+        self.response.close()  # a completed stream's connection returns to the pool
 
 
 def send(
