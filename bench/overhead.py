@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from tests.fake_provider import FakeProvider  # noqa: E402
-from tests.gunicorn_server import free_port, gunicorn  # noqa: E402
+from tests.gunicorn_server import gunicorn, served  # noqa: E402
 
 WRK = ROOT / "bench" / "wrk"
 PASSWORD = "benchmark secret"
@@ -82,33 +82,8 @@ def p1(base: str, fake: FakeProvider, token: str, seconds: int) -> list[tuple]:
 
 
 def bare_flask(seconds: int) -> dict:
-    port = free_port()
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "--config",
-            "gunicorn.conf.py",
-            "--bind",
-            f"127.0.0.1:{port}",
-            "bench.bare_app:app",
-        ],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        for _ in range(100):
-            try:
-                requests.get(f"http://127.0.0.1:{port}/", timeout=2)
-                break
-            except requests.RequestException:
-                time.sleep(0.1)
-        return wrk(f"http://127.0.0.1:{port}/", "get.lua", {}, connections=16, seconds=seconds)
-    finally:
-        server.terminate()
-        server.wait()
+    with served("bench.bare_app:app") as base:
+        return wrk(base + "/", "get.lua", {}, connections=16, seconds=seconds)
 
 
 def p5(base: str, samples: int) -> tuple[float, float]:

@@ -55,34 +55,41 @@ def gunicorn(folder: Path, settings: dict[str, str] | None = None):
         flask = [sys.executable, "-m", "flask", "--app", "polygenix"]
         migrated = subprocess.run([*flask, "db", "upgrade"], cwd=ROOT, env=env, capture_output=True)
         assert migrated.returncode == 0, migrated.stderr.decode()[-2000:]
-        port = free_port()
-        server = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "gunicorn",
-                "--config",
-                "gunicorn.conf.py",
-                "--bind",
-                f"127.0.0.1:{port}",
-                "wsgi:app",
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        base = f"http://127.0.0.1:{port}"
-        try:
-            for _ in range(100):
-                try:
-                    if requests.get(base + "/readyz", timeout=5).status_code == 200:
-                        break
-                except requests.RequestException:
-                    time.sleep(0.1)
-            else:
-                raise AssertionError("gunicorn did not become ready")
+        with served("wsgi:app", env, "/readyz") as base:
             yield base, url
-        finally:
-            server.terminate()
-            server.wait(timeout=10)
+
+
+@contextmanager
+def served(app: str, env: dict[str, str] | None = None, ready_path: str = "/"):
+    """Yield the base URL of `app` under the project's gunicorn.conf.py, once it answers 200."""
+    port = free_port()
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "--config",
+            "gunicorn.conf.py",
+            "--bind",
+            f"127.0.0.1:{port}",
+            app,
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(100):
+            try:
+                if requests.get(base + ready_path, timeout=5).status_code == 200:
+                    break
+            except requests.RequestException:
+                time.sleep(0.1)
+        else:
+            raise AssertionError(f"gunicorn serving {app} did not become ready")
+        yield base
+    finally:
+        server.terminate()
+        server.wait(timeout=10)

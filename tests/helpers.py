@@ -50,3 +50,11 @@ def closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+# Databases nothing answers at: a SQLite file that cannot be created, a PostgreSQL port no one
+# listens on.
+UNREACHABLE_DATABASES = [
+    "sqlite:////nonexistent-directory/polygenix.db",
+    f"postgresql+psycopg://postgres@127.0.0.1:{closed_port()}/test?connect_timeout=2",
+]

@@ -1,7 +1,7 @@
 import pytest
 
 from polygenix import create_app
-from tests.helpers import assert_envelope, closed_port
+from tests.helpers import UNREACHABLE_DATABASES, assert_envelope
 
 
 def test_unknown_route_is_a_json_404(client):
@@ -68,13 +68,7 @@ def test_unhandled_error_is_a_500_envelope_without_internals(crashing_app, caplo
     assert "RuntimeError" in caplog.text
 
 
-@pytest.mark.parametrize(
-    "url",
-    [
-        "sqlite:////nonexistent-directory/polygenix.db",
-        f"postgresql+psycopg://postgres@127.0.0.1:{closed_port()}/test?connect_timeout=2",
-    ],
-)
+@pytest.mark.parametrize("url", UNREACHABLE_DATABASES)
 def test_database_down_is_503_with_retry_after(config, url):
     app = create_app(config | {"SQLALCHEMY_DATABASE_URI": url, "TESTING": False})
     response = app.test_client().post(

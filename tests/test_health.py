@@ -1,7 +1,7 @@
 import pytest
 
 from polygenix import create_app
-from tests.helpers import TEST_REDIS_URL, assert_envelope, closed_port
+from tests.helpers import TEST_REDIS_URL, UNREACHABLE_DATABASES, assert_envelope, closed_port
 
 
 def test_readyz_checks_the_database_and_redis(client, app):
@@ -19,13 +19,7 @@ def test_readyz_names_an_unreachable_redis(make_app):
     assert response.headers["Retry-After"] == "1"
 
 
-@pytest.mark.parametrize(
-    "url",
-    [
-        "sqlite:////nonexistent-directory/polygenix.db",
-        f"postgresql+psycopg://postgres@127.0.0.1:{closed_port()}/test?connect_timeout=2",
-    ],
-)
+@pytest.mark.parametrize("url", UNREACHABLE_DATABASES)
 def test_database_down_is_alive_but_not_ready(config, url):
     app = create_app(config | {"SQLALCHEMY_DATABASE_URI": url, "REDIS_URL": TEST_REDIS_URL})
     client = app.test_client()

@@ -65,14 +65,19 @@ def test_echo_is_deterministic_and_counts_words():
     assert echo.complete(messages, "echo", CONFIG) == completion
 
 
+def empty_session() -> ChatSession:
+    user = User(name="u", email="u@example.com", password_hash="x")
+    db.session.add(user)
+    db.session.flush()
+    session = ChatSession(user_id=user.id, number=1, title="t")
+    db.session.add(session)
+    db.session.flush()
+    return session
+
+
 def test_load_context_pairs_turns_and_respects_limits(app):
     with app.app_context():
-        user = User(name="u", email="u@example.com", password_hash="x")
-        db.session.add(user)
-        db.session.flush()
-        session = ChatSession(user_id=user.id, number=1, title="t")
-        db.session.add(session)
-        db.session.flush()
+        session = empty_session()
         rows = [
             (False, "u1"),
             (True, "a1"),
@@ -117,12 +122,7 @@ def test_load_context_pairs_turns_and_respects_limits(app):
 def test_load_context_pairs_overlapping_turns_by_reply_to(app):
     """Two requests to one session overlap: q1, q2, then r1 and r2 land. Pairs stay right."""
     with app.app_context():
-        user = User(name="u", email="u@example.com", password_hash="x")
-        db.session.add(user)
-        db.session.flush()
-        session = ChatSession(user_id=user.id, number=1, title="t")
-        db.session.add(session)
-        db.session.flush()
+        session = empty_session()
         q1 = Message(session_id=session.id, is_bot=False, content="q1")
         q2 = Message(session_id=session.id, is_bot=False, content="q2")
         db.session.add_all([q1, q2])
