@@ -101,14 +101,15 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 
 
 def _engine_options(config: Mapping[str, Any]) -> dict[str, Any]:
-    options: dict[str, Any] = {"pool_pre_ping": True}
-    if not config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite"):
-        options |= {
-            "pool_size": config["DB_POOL_SIZE"],
-            "max_overflow": config["DB_MAX_OVERFLOW"],
-            "pool_recycle": config["DB_POOL_RECYCLE"],
-        }
-    return options
+    if config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite"):
+        return {}  # a file: no server to restart, so no connection goes stale
+    return {
+        # A connection the server dropped (restart, idle timeout) is replaced, not used.
+        "pool_pre_ping": True,
+        "pool_size": config["DB_POOL_SIZE"],
+        "max_overflow": config["DB_MAX_OVERFLOW"],
+        "pool_recycle": config["DB_POOL_RECYCLE"],
+    }
 
 
 def _ensure_secrets(app: Flask) -> None:
