@@ -1,7 +1,7 @@
 """A chat turn (session, context, provider call, persistence) and history queries."""
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -71,30 +71,31 @@ def next_number(user_id: int) -> int:
     )
 
 
-def get_or_create_session(
-    user: User, number: int | None, first_message: str
-) -> tuple[ChatSession, bool]:
-    """Continue the caller's session `number`, or start it (with the next free number if None);
-    say whether it is new.
+def store_question(
+    user: User, number: int | None, content: str, session: ChatSession | None
+) -> tuple[ChatSession, Message]:
+    """Store the user's message in `session`, or with None in a new session `number` (the next
+    free number if None): one transaction.
 
-    The unique (user_id, number) index settles races: a request that loses one re-reads the
-    winner's session (or, with no number asked for, takes the next number).
+    The unique (user_id, number) index settles races: a request that loses one stores its message
+    in the winner's session (or, with no number asked for, takes the next number).
     """
     for _ in range(CREATE_ATTEMPTS):
-        if number is not None and (session := find_session(user.id, number)) is not None:
-            return session, False
-        session = ChatSession(
-            user_id=user.id,
-            number=number if number is not None else next_number(user.id),
-            title=make_title(first_message),
-        )
-        db.session.add(session)
+        if session is None:
+            session = ChatSession(
+                user_id=user.id,
+                number=number if number is not None else next_number(user.id),
+                title=make_title(content),
+            )
+        question = Message(session=session, is_bot=False, content=content)
+        db.session.add(question)
         try:
-            db.session.flush()
+            db.session.commit()
         except IntegrityError:
             db.session.rollback()
+            session = find_session(user.id, number) if number is not None else None
             continue
-        return session, True
+        return session, question
     abort(
         503,
         message="Too many concurrent new sessions; try again.",
@@ -148,9 +149,17 @@ class Turn:
     started: float = field(default_factory=time.monotonic)
 
 
-def begin_turn(user: User, content: str, model_name: str, number: int | None) -> Turn:
+def begin_turn(
+    user: User,
+    content: str,
+    model_name: str,
+    number: int | None,
+    start: Callable[[Provider, str, list[ChatMessage]], None] | None = None,
+) -> Turn:
     """Check the model, find or start the session, and store the user's message.
 
+    `start(provider, model, messages)`, if given, is called once the provider's request is known
+    and before the message is committed, so the call can be under way while the database works.
     Every failure here is an ordinary error response (422, 503...), streaming or not.
     """
     config = current_app.config
@@ -162,15 +171,16 @@ def begin_turn(user: User, content: str, model_name: str, number: int | None) ->
     if missing:
         abort(503, message=f"Model provider {provider.NAME!r} is not configured: set {missing}")
 
-    session, new = get_or_create_session(user, number, content)
-    context = [] if new else load_context(session.id, config, len(content))
+    session = find_session(user.id, number) if number is not None else None
+    context = [] if session is None else load_context(session.id, config, len(content))
     messages = build_messages(config, context, content)
-    # Committed before the provider is called: the user's words survive a provider failure, and
-    # no database lock is held while the model thinks.
-    question = Message(session=session, is_bot=False, content=content)
-    db.session.add(question)
-    db.session.commit()
-    return Turn(provider, model, session, question, messages)
+    started = time.monotonic()
+    if start is not None:
+        start(provider, model, messages)
+    # Committed before the provider's reply is read: the user's words survive a provider
+    # failure, and no database lock is held while the model thinks.
+    session, question = store_question(user, number, content, session)
+    return Turn(provider, model, session, question, messages, started)
 
 
 def _account(turn: Turn, outcome: str, prompt_tokens=None, completion_tokens=None) -> None:
