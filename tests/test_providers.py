@@ -9,7 +9,7 @@ from sqlalchemy import select
 from config import PROVIDER_NAMES
 from polygenix.extensions import db
 from polygenix.models import Message
-from polygenix.providers import PROVIDERS
+from polygenix.providers import PROVIDERS, http
 from tests.helpers import assert_envelope, closed_port
 from tests.provider_setup import (
     BASE_PATHS,
@@ -410,6 +410,27 @@ def test_connection_refused_is_503_after_retries(client, user, app, caplog):
     caplog.set_level(logging.WARNING, "polygenix.providers.http")
     assert_envelope(ask(client, user, "groq"), 503, "could not be reached")
     assert len(re.findall(r"retrying in", caplog.text)) == 2
+
+
+@pytest.fixture
+def proxied(fake, monkeypatch):
+    """The fake provider as the environment's HTTP proxy, with 127.0.0.1 exempt."""
+    for name, value in (("http_proxy", fake.url), ("no_proxy", "127.0.0.1")):
+        monkeypatch.setenv(name, value)
+        monkeypatch.setenv(name.upper(), value)
+    http._environment_proxies.cache_clear()  # read once per host: read again for this test
+    yield
+    http._environment_proxies.cache_clear()
+
+
+def test_provider_calls_use_the_environments_proxy_settings(client, user, app, fake, proxied):
+    app.config["GROQ_BASE_URL"] = "http://provider.example/openai/v1"
+    assert ask(client, user, "groq").status_code == 200
+    # A forward proxy is sent the whole URL.
+    assert fake.requests[-1].path == "http://provider.example/openai/v1/chat/completions"
+    app.config["GROQ_BASE_URL"] = fake.url + "/openai/v1"
+    assert ask(client, user, "groq").status_code == 200
+    assert fake.requests[-1].path == "/openai/v1/chat/completions"  # NO_PROXY: straight there
 
 
 def test_keys_never_reach_the_client_or_the_log(client, user, fake, caplog):

@@ -9,8 +9,10 @@ PROVIDER_TIMEOUT deadline.
 """
 
 import contextlib
+import functools
 import logging
 import math
+import os
 import re
 import socket
 import time
@@ -19,6 +21,7 @@ from dataclasses import replace
 from email.utils import parsedate_to_datetime
 from types import ModuleType
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 from tenacity import (
@@ -69,6 +72,12 @@ class HTTPProvider:
         # This provider's variations on its wire format, passed to the payload builders.
         self.options = dict(options or {})
         self.session = requests.Session()  # connection reuse across requests
+        # requests would read the environment (proxies, CA bundle, ~/.netrc) on every call; a
+        # server's environment does not change, so it is read once (see _environment_proxies).
+        self.session.trust_env = False
+        self.session.verify = (
+            os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
+        )
 
     def _setting(self, config: Mapping[str, Any], suffix: str):
         return config.get(f"{self.prefix}_{suffix}")
@@ -244,6 +253,7 @@ def _attempt(provider, url, headers, payload, model, config, deadline, stream) -
             url,
             json=payload,
             headers=headers,
+            proxies=_environment_proxies(*urlsplit(url)[:2]),
             timeout=(connect, remaining),
             stream=stream,
             # A redirect could carry the key's request elsewhere: never followed.
@@ -263,6 +273,12 @@ def _attempt(provider, url, headers, payload, model, config, deadline, stream) -
         finally:
             response.close()
     return response
+
+
+@functools.cache
+def _environment_proxies(scheme: str, host: str) -> dict[str, str]:
+    """The proxy HTTP(S)_PROXY / ALL_PROXY name for this host, unless NO_PROXY exempts it."""
+    return requests.utils.get_environ_proxies(f"{scheme}://{host}/")
 
 
 def _http_error(provider: HTTPProvider, response, model: str, config) -> ProviderError:
