@@ -4,6 +4,7 @@ import json
 import logging
 import re
 
+import pytest
 import requests
 
 from polygenix.logs import JSONFormatter
@@ -162,15 +163,18 @@ def test_logs_never_hold_secrets(client, caplog):
     assert token not in caplog.text and PASSWORD not in caplog.text
 
 
-def test_provider_gets_the_request_id(make_app, provider_config, fake, auth):
+@pytest.mark.parametrize("stream", [False, True])
+def test_provider_gets_the_request_id(make_app, provider_config, fake, auth, stream):
     client = make_app(provider_config).test_client()
     token = client.post(
         "/api/auth/register",
         json={"name": "Ada", "email": "ada@example.com", "password": PASSWORD},
     ).json["access_token"]
-    client.post(
+    response = client.post(
         "/api/ai_chat/request",
         headers={"Authorization": f"Bearer {token}", "X-Request-ID": "req-42"},
-        json={"content": "hi", "model": "groq"},
+        json={"content": "hi", "model": "groq", "stream": stream},
     )
+    assert response.status_code == 200
+    response.get_data()
     assert fake.requests[-1].headers["X-Request-ID"] == "req-42"

@@ -2,11 +2,12 @@
 
 import json
 import random
+import sqlite3
 import time
 
 import pytest
 import requests
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from config import PROVIDER_NAMES
 from polygenix.extensions import db
@@ -21,7 +22,7 @@ from tests.fake_provider import (
     sse,
 )
 from tests.gunicorn_server import gunicorn
-from tests.helpers import assert_envelope
+from tests.helpers import TEST_DATABASE_URL, assert_envelope
 from tests.provider_setup import DEFAULT_MODELS, SYSTEM
 
 PIECES = ["Héllo", ", wörld", " — 日本語", " 🙂!"]
@@ -317,6 +318,26 @@ def test_client_disconnect_stops_the_provider_and_keeps_the_partial_reply(client
         assert (reply.content, reply.incomplete) == ("first ", True)
         assert "disconnected" in reply.error
     assert len(fake.requests) == 1
+
+
+@pytest.mark.skipif(TEST_DATABASE_URL is not None, reason="holds SQLite's write lock")
+def test_a_message_that_cannot_be_stored_hangs_up_on_the_provider(client, user, fake, app):
+    # The provider's stream is opened while the user's message is committed; when the commit
+    # fails, the answer is an ordinary error and the provider is hung up on.
+    fake.reply(chunks=openai_stream(["unread"] * 8, "gpt-4.1-mini"), gap=2.0)  # 20 s long
+    database = app.config["SQLALCHEMY_DATABASE_URI"].removeprefix("sqlite:///")
+    other_writer = sqlite3.connect(database, isolation_level=None)
+    other_writer.execute("BEGIN IMMEDIATE")  # holds the write lock past the busy timeout
+    try:
+        response = stream(client, user, "openai")
+    finally:
+        other_writer.execute("ROLLBACK")
+        other_writer.close()
+    assert_envelope(response, 503, "Database unavailable")
+    assert len(fake.requests) == 1
+    assert fake.disconnected.wait(3), "the provider connection was not closed"
+    with app.app_context():
+        assert db.session.scalar(select(func.count(Message.id))) == 0
 
 
 def test_history_flags_incomplete_replies(client, user, fake):

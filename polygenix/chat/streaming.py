@@ -6,17 +6,19 @@
     event: error   data: <the error envelope>           (instead of done; then the stream ends)
     : keep-alive                                        (a comment, while the provider is silent)
 
-The provider is read by a helper thread that hands events over a queue, so the response can send
-keep-alives while the provider is silent and stop at once when the client goes away. The reply is
+The provider is opened and read by a helper thread that hands events over a queue, so the
+response can send keep-alives while the provider is silent and stop at once when the client goes
+away, and the user's message is committed while the provider prepares its first byte. The reply is
 stored once, when the stream ends: whole, or (provider failure, client disconnect) the part
 received, marked incomplete with the reason.
 """
 
+import contextvars
 import json
 import logging
 import queue
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from flask import current_app
 
@@ -39,34 +41,72 @@ def sse(event: str, data: dict) -> str:
 def stream_reply(user: User, content: str, model_name: str, number: int | None) -> Iterator[str]:
     """Start the turn and open the provider's stream now, so that every failure up to here is an
     ordinary error response; return the events to send."""
-    turn = service.begin_turn(user, content, model_name, number)
+    config = current_app.config
+    reader: _Reader | None = None
+
+    def start(provider, model, messages) -> None:
+        nonlocal reader
+        reader = _Reader(lambda: provider.stream(messages, model, config))
+
     try:
-        reply_stream = turn.provider.stream(turn.messages, turn.model, current_app.config)
-    except ProviderError as e:
-        service.fail_turn(turn, e)
+        turn = service.begin_turn(user, content, model_name, number, start)
+    except BaseException:
+        if reader is not None:
+            reader.abandon()  # the message could not be stored: hang up on the provider
         raise
-    return _relay(turn, reply_stream, current_app.config["STREAM_KEEPALIVE_SECONDS"])
+    failure = reader.opened()
+    if failure is not None:
+        service.fail_turn(turn, failure)
+        raise failure
+    return _relay(turn, reader, config["STREAM_KEEPALIVE_SECONDS"])
 
 
-def _pump(reply_stream: ReplyStream) -> queue.SimpleQueue:
-    """Read the provider on a helper thread; its events (or its failure) arrive on the queue."""
-    events: queue.SimpleQueue = queue.SimpleQueue()
+_OPENED = object()
 
-    def run() -> None:
+
+class _Reader:
+    """A provider stream opened and read on a helper thread: what it yields, or how it failed,
+    arrives on `events`. The thread runs in a copy of the request's context, so the provider
+    call carries this request's id."""
+
+    def __init__(self, open_stream: Callable[[], ReplyStream]):
+        self.events: queue.SimpleQueue = queue.SimpleQueue()
+        self.stream: ReplyStream | None = None
+        threading.Thread(
+            target=contextvars.copy_context().run,
+            args=(self._run, open_stream),
+            name="provider-stream",
+            daemon=True,
+        ).start()
+
+    def _run(self, open_stream) -> None:
         try:
-            for event in reply_stream:
-                events.put(event)
+            self.stream = open_stream()
+            self.events.put(_OPENED)
+            for event in self.stream:
+                self.events.put(event)
         except ProviderError as e:
-            events.put(e)
+            self.events.put(e)
         except Exception:  # a bug, not the provider: log it, end the stream with a 502
             log.exception("reading a provider stream failed")
-            events.put(ProviderError("The model's stream failed"))
+            self.events.put(ProviderError("The model's stream failed"))
 
-    threading.Thread(target=run, name="provider-stream", daemon=True).start()
-    return events
+    def opened(self) -> ProviderError | None:
+        """Wait until the provider has begun its answer; how it failed to, if it did."""
+        first = self.events.get()
+        return first if isinstance(first, ProviderError) else None
+
+    def close(self) -> None:
+        if self.stream is not None:
+            self.stream.close()
+
+    def abandon(self) -> None:
+        """Close the stream once it is open (or has failed to open), unread."""
+        self.opened()
+        self.close()
 
 
-def _relay(turn: service.Turn, reply_stream: ReplyStream, keepalive: float) -> Iterator[str]:
+def _relay(turn: service.Turn, reader: _Reader, keepalive: float) -> Iterator[str]:
     yield sse(
         "start",
         {
@@ -78,7 +118,7 @@ def _relay(turn: service.Turn, reply_stream: ReplyStream, keepalive: float) -> I
     parts: list[str] = []
     usage = {"model": None, "prompt_tokens": None, "completion_tokens": None, "finish_reason": None}
     failure: ProviderError | None = None
-    events = _pump(reply_stream)
+    events = reader.events
     OPEN_STREAMS.inc()
     try:
         while True:
@@ -100,7 +140,7 @@ def _relay(turn: service.Turn, reply_stream: ReplyStream, keepalive: float) -> I
                 break
     except GeneratorExit:
         # The client went away: stop reading the provider, keep what it had said.
-        reply_stream.close()
+        reader.close()
         _store(turn, parts, usage, ProviderError(DISCONNECTED))
         raise
     except Exception:
@@ -108,7 +148,7 @@ def _relay(turn: service.Turn, reply_stream: ReplyStream, keepalive: float) -> I
         failure = ProviderError("The stream failed", status=500)
     finally:
         OPEN_STREAMS.dec()
-    reply_stream.close()
+    reader.close()
     reply = _store(turn, parts, usage, failure)
     if failure is None:
         yield sse("done", MessageResponseSchema().dump(reply))
