@@ -8,7 +8,7 @@ login (refresh tokens rotate; re-using a spent one revokes its whole family).
 from datetime import UTC, datetime, timedelta
 
 from flask import current_app
-from sqlalchemy import delete, exists, select
+from sqlalchemy import bindparam, delete, exists, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -54,6 +54,12 @@ def _entries(payload: dict) -> list[str]:
     return [payload["jti"]] + ([f"family:{payload['fam']}"] if payload.get("fam") else [])
 
 
+# Every authenticated request runs it: built once rather than per request.
+_USER_AND_REVOCATION = select(
+    User, exists().where(RevokedToken.jti.in_(bindparam("entries", expanding=True)))
+).where(User.id == bindparam("user_id"))
+
+
 def user_and_revocation(payload: dict, user_id: int) -> tuple[User | None, bool]:
     """The token's user, and whether the token or its family is revoked: one round trip to the
     database (or one to it and one to Redis), since every authenticated request asks."""
@@ -63,6 +69,7 @@ def user_and_revocation(payload: dict, user_id: int) -> tuple[User | None, bool]
     if redis is not None:
         user = db.session.get(User, user_id)
         return user, redis.exists(*[_redis_key(e) for e in _entries(payload)]) > 0
-    revoked = exists().where(RevokedToken.jti.in_(_entries(payload)))
-    row = db.session.execute(select(User, revoked).where(User.id == user_id)).first()
+    row = db.session.execute(
+        _USER_AND_REVOCATION, {"user_id": user_id, "entries": _entries(payload)}
+    ).first()
     return (row[0], bool(row[1])) if row else (None, False)
