@@ -6,6 +6,9 @@ gunicorn.conf.py on a fresh SQLite database, then measures with wrk (Lua scripts
 P1  latency added to a chat turn over calling the fake provider directly, 8 concurrent clients
 P4  authenticated GET /api/ai_chat/home requests/s, as a fraction of a bare Flask endpoint
     (bench/bare_app.py) under the same gunicorn settings
+
+Each comparison runs in --rounds alternating rounds (direct, through, direct, through...) and
+reports the median of each side: on a small shared machine one run can be twice another.
 P5  login latency as a multiple of one password verification (the configured scrypt)
 P6  worker resident memory after 10,000 mixed requests, and its growth over the last 5,000
 
@@ -70,20 +73,57 @@ def register(base: str) -> str:
     return requests.post(base + "/api/auth/register", json=body, timeout=30).json()["access_token"]
 
 
-def p1(base: str, fake: FakeProvider, token: str, seconds: int) -> list[tuple]:
+def alternating(rounds: int, *runs) -> list[dict]:
+    """Run each wrk call in turn, `rounds` times; for each, the medians of its rounds, the
+    range of its requests/s and its errors in all."""
+    results = [[] for _ in runs]
+    for _ in range(rounds):
+        for collected, run in zip(results, runs, strict=True):
+            collected.append(run())
+    return [
+        {key: statistics.median(r[key] for r in collected) for key in ("rps", "p50", "p99")}
+        | {
+            "rps_range": (min(r["rps"] for r in collected), max(r["rps"] for r in collected)),
+            "errors": sum(r["errors"] for r in collected),
+        }
+        for collected in results
+    ]
+
+
+def p1(base: str, fake: FakeProvider, token: str, seconds: int, rounds: int) -> list[tuple]:
     rows = []
     for delay in (0.0, 0.1):
         fake.default_delay = delay
-        direct = wrk(fake.url + "/v1/chat/completions", "provider.lua", {}, seconds=seconds)
-        through = wrk(base + "/api/ai_chat/request", "chat.lua", {"TOKEN": token}, seconds=seconds)
+        direct, through = alternating(
+            rounds,
+            lambda: wrk(fake.url + "/v1/chat/completions", "provider.lua", {}, seconds=seconds),
+            lambda: wrk(
+                base + "/api/ai_chat/request", "chat.lua", {"TOKEN": token}, seconds=seconds
+            ),
+        )
         rows.append((delay, direct, through))
     fake.default_delay = 0.0
     return rows
 
 
-def bare_flask(seconds: int) -> dict:
-    with served("bench.bare_app:app") as base:
-        return wrk(base + "/", "get.lua", {}, connections=16, seconds=seconds)
+def p4(base: str, token: str, seconds: int, rounds: int) -> tuple[dict, dict]:
+    """/home and a bare Flask app, both served, measured in alternating rounds.
+
+    64 connections: each keeps to the worker that accepted it, and with few connections one
+    worker often gets most of them and the run measures one core instead of two.
+    """
+    with served("bench.bare_app:app") as bare_base:
+        return alternating(
+            rounds,
+            lambda: wrk(
+                base + "/api/ai_chat/home",
+                "home.lua",
+                {"TOKEN": token},
+                connections=64,
+                seconds=seconds,
+            ),
+            lambda: wrk(bare_base + "/", "get.lua", {}, connections=64, seconds=seconds),
+        )
 
 
 def p5(base: str, samples: int) -> tuple[float, float]:
@@ -158,6 +198,7 @@ def p6(base: str, token: str, master_pid: int, total: int = 10_000) -> tuple[dic
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=10, help="length of each wrk run")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds per comparison")
     args = parser.parse_args()
 
     fake = FakeProvider()
@@ -177,15 +218,8 @@ def main() -> None:
             ).stdout.split()[0]
         )
         token = register(base)
-        p1_rows = p1(base, fake, token, args.seconds)
-        home = wrk(
-            base + "/api/ai_chat/home",
-            "home.lua",
-            {"TOKEN": token},
-            connections=16,
-            seconds=args.seconds,
-        )
-        bare = bare_flask(args.seconds)
+        p1_rows = p1(base, fake, token, args.seconds, args.rounds)
+        home, bare = p4(base, token, args.seconds, args.rounds)
         verify_ms, login_ms = p5(base, 10)
         half, end = p6(base, token, master)
     fake.close()
@@ -204,9 +238,14 @@ def main() -> None:
             f"| {through['errors']} |"
         )
     print()
+    print(f"(medians of {args.rounds} alternating rounds of {args.seconds} s)")
+    print()
     print(
-        f"P4 — GET /api/ai_chat/home {home['rps']:.0f} req/s, bare Flask {bare['rps']:.0f} "
-        f"req/s: {home['rps'] / bare['rps']:.0%} (errors {home['errors']})"
+        f"P4 — GET /api/ai_chat/home {home['rps']:.0f} req/s "
+        f"[{home['rps_range'][0]:.0f}–{home['rps_range'][1]:.0f}], bare Flask {bare['rps']:.0f} "
+        f"req/s [{bare['rps_range'][0]:.0f}–{bare['rps_range'][1]:.0f}]: "
+        f"{home['rps'] / bare['rps']:.0%} (errors {home['errors']}; medians of {args.rounds} "
+        "alternating rounds, 64 connections)"
     )
     print(
         f"P5 — login {login_ms:.1f} ms, one password verification {verify_ms:.1f} ms: "
