@@ -323,8 +323,11 @@ def test_client_disconnect_stops_the_provider_and_keeps_the_partial_reply(client
 @pytest.mark.skipif(TEST_DATABASE_URL is not None, reason="holds SQLite's write lock")
 def test_a_message_that_cannot_be_stored_hangs_up_on_the_provider(client, user, fake, app):
     # The provider's stream is opened while the user's message is committed; when the commit
-    # fails, the answer is an ordinary error and the provider is hung up on.
-    fake.reply(chunks=openai_stream(["unread"] * 8, "gpt-4.1-mini"), gap=2.0)  # 20 s long
+    # fails, the answer is an ordinary error and the provider is hung up on: here the provider
+    # starts answering only after the commit has given up (5 s busy timeout), so the reading
+    # thread hangs up as soon as it opens the stream.
+    app.config["PROVIDER_TIMEOUT"] = 30
+    fake.reply(chunks=openai_stream(["unread"] * 8, "gpt-4.1-mini"), delay=6.0, gap=0.5)
     database = app.config["SQLALCHEMY_DATABASE_URI"].removeprefix("sqlite:///")
     other_writer = sqlite3.connect(database, isolation_level=None)
     other_writer.execute("BEGIN IMMEDIATE")  # holds the write lock past the busy timeout

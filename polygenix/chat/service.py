@@ -180,6 +180,8 @@ def begin_turn(
     # Committed before the provider's reply is read: the user's words survive a provider
     # failure, and no database lock is held while the model thinks.
     session, question = store_question(user, number, content, session)
+    if start is None:
+        started = time.monotonic()  # the caller calls the provider from now on
     return Turn(provider, model, session, question, messages, started)
 
 

@@ -72,6 +72,7 @@ class _Reader:
     def __init__(self, open_stream: Callable[[], ReplyStream]):
         self.events: queue.SimpleQueue = queue.SimpleQueue()
         self.stream: ReplyStream | None = None
+        self.abandoned = False
         threading.Thread(
             target=contextvars.copy_context().run,
             args=(self._run, open_stream),
@@ -82,6 +83,9 @@ class _Reader:
     def _run(self, open_stream) -> None:
         try:
             self.stream = open_stream()
+            if self.abandoned:  # see abandon()
+                self.stream.close()
+                return
             self.events.put(_OPENED)
             for event in self.stream:
                 self.events.put(event)
@@ -101,8 +105,9 @@ class _Reader:
             self.stream.close()
 
     def abandon(self) -> None:
-        """Close the stream once it is open (or has failed to open), unread."""
-        self.opened()
+        """Hang up without waiting: close the stream if it is open, else the reading thread
+        closes it as soon as it opens (it sets `stream` before it looks at `abandoned`)."""
+        self.abandoned = True
         self.close()
 
 
