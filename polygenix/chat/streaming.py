@@ -67,7 +67,8 @@ _OPENED = object()
 class _Reader:
     """A provider stream opened and read on a helper thread: what it yields, or how it failed,
     arrives on `events`. The thread runs in a copy of the request's context, so the provider
-    call carries this request's id."""
+    call carries this request's id; it must not touch the database session, which belongs to
+    the request's thread."""
 
     def __init__(self, open_stream: Callable[[], ReplyStream]):
         self.events: queue.SimpleQueue = queue.SimpleQueue()
