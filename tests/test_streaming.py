@@ -22,7 +22,7 @@ from tests.fake_provider import (
     sse,
 )
 from tests.gunicorn_server import gunicorn
-from tests.helpers import TEST_DATABASE_URL, assert_envelope
+from tests.helpers import assert_envelope
 from tests.provider_setup import DEFAULT_MODELS, SYSTEM
 
 PIECES = ["Héllo", ", wörld", " — 日本語", " 🙂!"]
@@ -320,19 +320,28 @@ def test_client_disconnect_stops_the_provider_and_keeps_the_partial_reply(client
     assert len(fake.requests) == 1
 
 
-@pytest.mark.skipif(TEST_DATABASE_URL is not None, reason="holds SQLite's write lock")
-def test_a_message_that_cannot_be_stored_hangs_up_on_the_provider(client, user, fake, app):
+def test_a_message_that_cannot_be_stored_hangs_up_on_the_provider(
+    make_app, provider_config, fake, tmp_path
+):
     # The provider's stream is opened while the user's message is committed; when the commit
     # fails, the answer is an ordinary error and the provider is hung up on: here the provider
     # starts answering only after the commit has given up (5 s busy timeout), so the reading
-    # thread hangs up as soon as it opens the stream.
-    app.config["PROVIDER_TIMEOUT"] = 30
+    # thread hangs up as soon as it opens the stream. SQLite whatever database the suite runs
+    # on: another connection can hold its write lock.
+    database = tmp_path / "locked.db"
+    app = make_app(
+        provider_config
+        | {"SQLALCHEMY_DATABASE_URI": f"sqlite:///{database}", "PROVIDER_TIMEOUT": 30}
+    )
+    client = app.test_client()
+    token = client.post(
+        "/api/auth/register", json={"name": "A", "email": "a@b.co", "password": "long enough"}
+    ).json["access_token"]
     fake.reply(chunks=openai_stream(["unread"] * 8, "gpt-4.1-mini"), delay=6.0, gap=0.5)
-    database = app.config["SQLALCHEMY_DATABASE_URI"].removeprefix("sqlite:///")
     other_writer = sqlite3.connect(database, isolation_level=None)
     other_writer.execute("BEGIN IMMEDIATE")  # holds the write lock past the busy timeout
     try:
-        response = stream(client, user, "openai")
+        response = stream(client, {"Authorization": f"Bearer {token}"}, "openai")
     finally:
         other_writer.execute("ROLLBACK")
         other_writer.close()
