@@ -1,5 +1,6 @@
 """gunicorn settings (`make run` uses this file). Each can be overridden on the command line."""
 
+import gc
 import glob
 import os
 import tempfile
@@ -42,3 +43,11 @@ def child_exit(server, worker):
     from prometheus_client import multiprocess
 
     multiprocess.mark_process_dead(worker.pid)
+
+
+def post_worker_init(worker):
+    # The app's start-up objects (~125,000) live as long as the worker. Frozen, they are out of
+    # the garbage collector's sight, so a full collection scans only what requests create: one
+    # took ~75 ms with them, a pause for every thread of the worker.
+    gc.collect()
+    gc.freeze()
