@@ -174,15 +174,12 @@ def begin_turn(
     session = find_session(user.id, number) if number is not None else None
     context = [] if session is None else load_context(session.id, config, len(content))
     messages = build_messages(config, context, content)
-    started = time.monotonic()
     if start is not None:
         start(provider, model, messages)
     # Committed before the provider's reply is read: the user's words survive a provider
     # failure, and no database lock is held while the model thinks.
     session, question = store_question(user, number, content, session)
-    if start is None:
-        started = time.monotonic()  # the caller calls the provider from now on
-    return Turn(provider, model, session, question, messages, started)
+    return Turn(provider, model, session, question, messages)
 
 
 def _account(turn: Turn, outcome: str, prompt_tokens=None, completion_tokens=None) -> None:
