@@ -12,6 +12,7 @@ import sys
 import time
 import uuid
 from datetime import UTC, datetime
+from functools import partial
 
 from flask import Flask, g, has_request_context, request
 
@@ -102,19 +103,35 @@ def init_logging(app: Flask) -> None:
     def _finish(response):
         response.headers["X-Request-ID"] = g.get("request_id", "")
         if "log_started" in g and request.endpoint not in ("metrics.metrics", "health.healthz"):
-            log.info(
-                "%s %s %s",
+            write = partial(
+                _write_line,
+                g._get_current_object(),
                 request.method,
                 safe_path(request.path),
                 response.status_code,
-                extra={
-                    "request_id": g.request_id,
-                    "method": request.method,
-                    "path": safe_path(request.path),
-                    "status": response.status_code,
-                    "duration_ms": round((time.perf_counter() - g.log_started) * 1000, 2),
-                    "user_id": g.get("user_id"),
-                }
-                | g.get("log_fields", {}),
             )
+            if response.is_streamed:
+                # Written when the body has been sent: a streamed reply's duration is the whole
+                # stream's, and the provider's fields are noted while it runs.
+                response.call_on_close(write)
+            else:
+                write()
         return response
+
+
+def _write_line(request_g, method: str, path: str, status: int) -> None:
+    log.info(
+        "%s %s %s",
+        method,
+        path,
+        status,
+        extra={
+            "request_id": request_g.request_id,
+            "method": method,
+            "path": path,
+            "status": status,
+            "duration_ms": round((time.perf_counter() - request_g.log_started) * 1000, 2),
+            "user_id": request_g.get("user_id"),
+        }
+        | request_g.get("log_fields", {}),
+    )

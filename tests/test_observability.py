@@ -140,6 +140,25 @@ def test_one_json_line_per_request_with_its_fields(client, auth, caplog):
     assert "secret words" not in caplog.text
 
 
+def test_a_streamed_turns_line_is_written_when_the_stream_ends(client, auth, caplog):
+    caplog.set_level(logging.INFO, "polygenix")
+    headers = auth.register()
+    caplog.clear()
+    response = client.post(
+        "/api/ai_chat/request",
+        headers=headers,
+        json={"content": "a b c d e f", "model": "echo", "stream": True},
+    )
+    assert b"event: done" in response.get_data()
+    assert request_lines(caplog) == []  # the server has not closed the response yet
+    response.close()
+    [record] = request_lines(caplog)
+    line = json.loads(JSONFormatter().format(record))
+    assert (line["method"], line["path"], line["status"]) == ("POST", "/api/ai_chat/request", 200)
+    assert (line["provider"], line["model"], line["outcome"]) == ("echo", "echo", "ok")
+    assert line["provider_latency_ms"] <= line["duration_ms"]
+
+
 def test_request_ids_are_echoed_or_made(client):
     assert (
         client.get("/healthz", headers={"X-Request-ID": "abc-1.2:3"}).headers["X-Request-ID"]
