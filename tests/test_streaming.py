@@ -211,6 +211,17 @@ def test_a_completed_stream_leaves_the_provider_connection_for_reuse(client, use
     assert len(ports) == 1  # one TCP connection served all three streams
 
 
+def test_a_streamed_replys_latency_counts_from_opening_the_provider(client, user, fake, app):
+    # The provider's stream is opened before the user's message is stored: the wait for the
+    # provider's first byte belongs to its latency.
+    fake.reply(delay=0.2)
+    events = read_events(stream(client, user, "openai").get_data(as_text=True))
+    assert events[-1][0] == "done"
+    with app.app_context():
+        reply = db.session.scalar(select(Message).where(Message.is_bot))
+    assert reply.latency_ms >= 200
+
+
 def test_accept_header_asks_for_a_stream(client, user):
     response = client.post(
         "/api/ai_chat/request",
@@ -323,11 +334,10 @@ def test_client_disconnect_stops_the_provider_and_keeps_the_partial_reply(client
 def test_a_message_that_cannot_be_stored_hangs_up_on_the_provider(
     make_app, provider_config, fake, tmp_path
 ):
-    # The provider's stream is opened while the user's message is committed; when the commit
-    # fails, the answer is an ordinary error and the provider is hung up on: here the provider
-    # starts answering only after the commit has given up (5 s busy timeout), so the reading
-    # thread hangs up as soon as it opens the stream. SQLite whatever database the suite runs
-    # on: another connection can hold its write lock.
+    # The provider's stream is opened before the user's message is committed; when the commit
+    # fails (here after SQLite's 5 s busy timeout), the answer is an ordinary error and the
+    # provider is hung up on mid-stream. SQLite whatever database the suite runs on: another
+    # connection can hold its write lock.
     database = tmp_path / "locked.db"
     app = make_app(
         provider_config
@@ -337,7 +347,7 @@ def test_a_message_that_cannot_be_stored_hangs_up_on_the_provider(
     token = client.post(
         "/api/auth/register", json={"name": "A", "email": "a@b.co", "password": "long enough"}
     ).json["access_token"]
-    fake.reply(chunks=openai_stream(["unread"] * 8, "gpt-4.1-mini"), delay=6.0, gap=0.5)
+    fake.reply(chunks=openai_stream(["unread"] * 30, "gpt-4.1-mini"), gap=0.5)
     other_writer = sqlite3.connect(database, isolation_level=None)
     other_writer.execute("BEGIN IMMEDIATE")  # holds the write lock past the busy timeout
     try:

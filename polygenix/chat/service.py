@@ -159,8 +159,9 @@ def begin_turn(
     """Check the model, find or start the session, and store the user's message.
 
     `start(provider, model, messages)`, if given, is called once the provider's request is known
-    and before the message is committed, so the call can be under way while the database works.
-    Every failure here is an ordinary error response (422, 503...), streaming or not.
+    and before the message is committed (a stream is opened first: see streaming.stream_reply);
+    the provider's latency then counts from that call. Every failure here is an ordinary error
+    response (422, 503...), streaming or not.
     """
     config = current_app.config
     try:
@@ -174,12 +175,15 @@ def begin_turn(
     session = find_session(user.id, number) if number is not None else None
     context = [] if session is None else load_context(session.id, config, len(content))
     messages = build_messages(config, context, content)
+    started = time.monotonic()
     if start is not None:
         start(provider, model, messages)
     # Committed before the provider's reply is read: the user's words survive a provider
     # failure, and no database lock is held while the model thinks.
     session, question = store_question(user, number, content, session)
-    return Turn(provider, model, session, question, messages)
+    if start is None:
+        started = time.monotonic()  # the caller calls the provider from now on
+    return Turn(provider, model, session, question, messages, started)
 
 
 def _account(turn: Turn, outcome: str, prompt_tokens=None, completion_tokens=None) -> None:

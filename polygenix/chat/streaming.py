@@ -6,10 +6,10 @@
     event: error   data: <the error envelope>           (instead of done; then the stream ends)
     : keep-alive                                        (a comment, while the provider is silent)
 
-The provider is opened and read by a helper thread that hands events over a queue, so the
-response can send keep-alives while the provider is silent and stop at once when the client goes
-away, and the user's message is committed while the provider prepares its first byte. The reply is
-stored once, when the stream ends: whole, or (provider failure, client disconnect) the part
+The provider's stream is opened, then the user's message is committed while the provider prepares
+its answer. A helper thread reads the stream and hands events over a queue, so the response can
+send keep-alives while the provider is silent and stop at once when the client goes away. The
+reply is stored once, when the stream ends: whole, or (provider failure, client disconnect) the part
 received, marked incomplete with the reason.
 """
 
@@ -18,7 +18,7 @@ import json
 import logging
 import queue
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 from flask import current_app
 
@@ -42,52 +42,51 @@ def stream_reply(user: User, content: str, model_name: str, number: int | None) 
     """Start the turn and open the provider's stream now, so that every failure up to here is an
     ordinary error response; return the events to send."""
     config = current_app.config
-    reader: _Reader | None = None
+    opened: ReplyStream | ProviderError | None = None
 
     def start(provider, model, messages) -> None:
-        nonlocal reader
-        reader = _Reader(lambda: provider.stream(messages, model, config))
+        # The provider's request goes out before the user's message is stored: the commit, done
+        # while the provider prepares its first token, would otherwise compete with the request
+        # for the interpreter and delay it.
+        nonlocal opened
+        try:
+            opened = provider.stream(messages, model, config)
+        except ProviderError as e:
+            opened = e
+        except Exception:  # a bug, not the provider: log it, answer 502
+            log.exception("opening a provider stream failed")
+            opened = ProviderError("The model's stream failed")
 
     try:
         turn = service.begin_turn(user, content, model_name, number, start)
     except BaseException:
-        if reader is not None:
-            reader.abandon()  # the message could not be stored: hang up on the provider
+        if opened is not None and not isinstance(opened, ProviderError):
+            opened.close()  # the message could not be stored: hang up on the provider
         raise
-    failure = reader.opened()
-    if failure is not None:
-        service.fail_turn(turn, failure)
-        raise failure
-    return _relay(turn, reader, config["STREAM_KEEPALIVE_SECONDS"])
-
-
-_OPENED = object()
+    if isinstance(opened, ProviderError):
+        service.fail_turn(turn, opened)
+        raise opened
+    return _relay(turn, _Reader(opened), config["STREAM_KEEPALIVE_SECONDS"])
 
 
 class _Reader:
-    """A provider stream opened and read on a helper thread: what it yields, or how it failed,
-    arrives on `events`. The thread runs in a copy of the request's context, so the provider
-    call carries this request's id; it must not touch the database session, which belongs to
-    the request's thread."""
+    """An open provider stream read on a helper thread: what it yields, or how it failed,
+    arrives on `events`. The thread runs in a copy of the request's context (log lines keep the
+    request's id); it must not touch the database session, which belongs to the request's
+    thread."""
 
-    def __init__(self, open_stream: Callable[[], ReplyStream]):
+    def __init__(self, stream: ReplyStream):
         self.events: queue.SimpleQueue = queue.SimpleQueue()
-        self.stream: ReplyStream | None = None
-        self.abandoned = False
+        self.stream = stream
         threading.Thread(
             target=contextvars.copy_context().run,
-            args=(self._run, open_stream),
+            args=(self._run,),
             name="provider-stream",
             daemon=True,
         ).start()
 
-    def _run(self, open_stream) -> None:
+    def _run(self) -> None:
         try:
-            self.stream = open_stream()
-            if self.abandoned:  # see abandon()
-                self.stream.close()
-                return
-            self.events.put(_OPENED)
             for event in self.stream:
                 self.events.put(event)
         except ProviderError as e:
@@ -96,20 +95,8 @@ class _Reader:
             log.exception("reading a provider stream failed")
             self.events.put(ProviderError("The model's stream failed"))
 
-    def opened(self) -> ProviderError | None:
-        """Wait until the provider has begun its answer; how it failed to, if it did."""
-        first = self.events.get()
-        return first if isinstance(first, ProviderError) else None
-
     def close(self) -> None:
-        if self.stream is not None:
-            self.stream.close()
-
-    def abandon(self) -> None:
-        """Hang up without waiting: close the stream if it is open, else the reading thread
-        closes it as soon as it opens (it sets `stream` before it looks at `abandoned`)."""
-        self.abandoned = True
-        self.close()
+        self.stream.close()
 
 
 def _relay(turn: service.Turn, reader: _Reader, keepalive: float) -> Iterator[str]:
