@@ -4,7 +4,8 @@ Starts the fake provider (each stream: --deltas pieces, --gap seconds apart) and
 the project's gunicorn.conf.py on a fresh SQLite database, then with real HTTP clients (threads
 using requests) measures:
 
-- time to first delta: directly from the fake provider vs through PolyGenix (sequential streams);
+- time to first delta: directly from the fake provider vs through PolyGenix (one stream at a
+  time, direct and through in turn);
 - concurrent streams: for each level, that many streams at once, each read to its `done` event;
   the largest level with zero errors, and the deltas per second delivered at it;
 - GET /api/ai_chat/home latency while the largest level's streams are open, vs with none open.
@@ -129,9 +130,10 @@ def main() -> None:
         ).json()["access_token"]
         headers = {"Authorization": f"Bearer {token}"}
 
-        direct = [first_delta_direct(fake.url) for _ in range(args.samples)]
-        through = []
+        # One of each in turn, so that the machine's drifts in speed touch both sides alike.
+        direct, through = [], []
         for n in range(args.samples):
+            direct.append(first_delta_direct(fake.url))
             first: list[float] = []
             stream_once(base, headers, 1_000_000 + n, first)
             through.append(first[0])
