@@ -4,6 +4,7 @@ import json
 import random
 import sqlite3
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
@@ -220,6 +221,26 @@ def test_a_streamed_replys_latency_counts_from_opening_the_provider(client, user
     with app.app_context():
         reply = db.session.scalar(select(Message).where(Message.is_bot))
     assert reply.latency_ms >= 200
+
+
+@pytest.mark.parametrize("streamed", [True, False])
+def test_no_database_connection_is_held_while_the_provider_thinks(
+    client, user, fake, app, streamed
+):
+    fake.reply(delay=0.5)  # half a second before the provider starts answering
+    body = {"content": "Hi", "model": "openai", "stream": streamed}
+    with ThreadPoolExecutor(1) as pool:
+        pending = pool.submit(
+            lambda: client.post("/api/ai_chat/request", headers=user, json=body).get_data(True)
+        )
+        deadline = time.monotonic() + 5
+        while not fake.requests and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert fake.requests, "the provider was not called"
+        with app.app_context():
+            assert db.engine.pool.checkedout() == 0
+        answer = pending.result()
+    assert read_events(answer)[-1][0] == "done" if streamed else json.loads(answer)["is_bot"]
 
 
 def test_accept_header_asks_for_a_stream(client, user):

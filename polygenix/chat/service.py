@@ -177,6 +177,9 @@ def begin_turn(
     messages = build_messages(config, context, content)
     started = time.monotonic()
     if start is not None:
+        # The provider may take seconds to start answering: end the lookups' transaction, so
+        # that no database connection is held meanwhile.
+        db.session.commit()
         start(provider, model, messages)
     # Committed before the provider's reply is read: the user's words survive a provider
     # failure, and no database lock is held while the model thinks.
