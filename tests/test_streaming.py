@@ -352,6 +352,23 @@ def test_client_disconnect_stops_the_provider_and_keeps_the_partial_reply(client
     assert len(fake.requests) == 1
 
 
+def test_client_leaving_right_after_the_start_event_stops_the_provider(client, user, fake, app):
+    fake.reply(chunks=openai_stream(["never ", "read"], "gpt-4.1-mini"), gap=0.5)
+    response = client.post(
+        "/api/ai_chat/request",
+        headers=user,
+        json={"content": "Tell me", "model": "openai", "stream": True},
+        buffered=False,
+    )
+    assert next(iter(response.response)).startswith(b"event: start")
+    response.close()  # gone before the first delta
+
+    assert fake.disconnected.wait(3), "the provider connection was not closed"
+    with app.app_context():
+        question = db.session.scalars(select(Message)).one()  # and no reply
+        assert "disconnected" in question.error
+
+
 def test_a_message_that_cannot_be_stored_hangs_up_on_the_provider(
     make_app, provider_config, fake, tmp_path
 ):

@@ -100,20 +100,20 @@ class _Reader:
 
 
 def _relay(turn: service.Turn, reader: _Reader, keepalive: float) -> Iterator[str]:
-    yield sse(
-        "start",
-        {
-            "session_id": turn.session.number,
-            "model": f"{turn.provider.NAME}/{turn.model}",
-            "user_message_id": turn.question.id,
-        },
-    )
     parts: list[str] = []
     usage = {"model": None, "prompt_tokens": None, "completion_tokens": None, "finish_reason": None}
     failure: ProviderError | None = None
     events = reader.events
     OPEN_STREAMS.inc()
     try:
+        yield sse(
+            "start",
+            {
+                "session_id": turn.session.number,
+                "model": f"{turn.provider.NAME}/{turn.model}",
+                "user_message_id": turn.question.id,
+            },
+        )
         while True:
             try:
                 item = events.get(timeout=keepalive)
