@@ -1,6 +1,7 @@
 """Streaming: parsers on byte streams cut anywhere, and every provider's stream through the API."""
 
 import json
+import logging
 import random
 import sqlite3
 import time
@@ -12,6 +13,7 @@ from sqlalchemy import func, select
 
 from config import PROVIDER_NAMES
 from polygenix.extensions import db
+from polygenix.logs import JSONFormatter
 from polygenix.models import Message
 from polygenix.providers import anthropic, gemini, ollama, openai_chat
 from polygenix.providers.streaming import SSEDecoder
@@ -352,7 +354,10 @@ def test_client_disconnect_stops_the_provider_and_keeps_the_partial_reply(client
     assert len(fake.requests) == 1
 
 
-def test_client_leaving_right_after_the_start_event_stops_the_provider(client, user, fake, app):
+def test_client_leaving_right_after_the_start_event_stops_the_provider(
+    client, user, fake, app, caplog
+):
+    caplog.set_level(logging.INFO, "polygenix.request")
     fake.reply(chunks=openai_stream(["never ", "read"], "gpt-4.1-mini"), gap=0.5)
     response = client.post(
         "/api/ai_chat/request",
@@ -367,6 +372,9 @@ def test_client_leaving_right_after_the_start_event_stops_the_provider(client, u
     with app.app_context():
         question = db.session.scalars(select(Message)).one()  # and no reply
         assert "disconnected" in question.error
+    # The client's doing, not the provider's: counted as 499 (client closed request), not 502.
+    [line] = [r for r in caplog.records if r.name == "polygenix.request"]
+    assert json.loads(JSONFormatter().format(line))["outcome"] == "499"
 
 
 def test_a_message_that_cannot_be_stored_hangs_up_on_the_provider(

@@ -134,7 +134,8 @@ def _relay(turn: service.Turn, reader: _Reader, keepalive: float) -> Iterator[st
     except GeneratorExit:
         # The client went away: stop reading the provider, keep what it had said.
         reader.close()
-        _store(turn, parts, usage, ProviderError(DISCONNECTED))
+        # 499: the client closed the request (nginx's code), so metrics do not blame the provider.
+        _store(turn, parts, usage, ProviderError(DISCONNECTED, status=499))
         raise
     except Exception:
         log.exception("relaying a stream failed")
