@@ -45,9 +45,9 @@ def stream_reply(user: User, content: str, model_name: str, number: int | None) 
     opened: ReplyStream | ProviderError | None = None
 
     def start(provider, model, messages) -> None:
-        # The provider's request goes out before the user's message is stored: the commit, done
-        # while the provider prepares its first token, would otherwise compete with the request
-        # for the interpreter and delay it.
+        # Opened before the user's message is stored, which then happens while the provider
+        # prepares its answer. (Run side by side, the two shared the interpreter and the commit
+        # held up the request.) A failure is kept for after the message is stored.
         nonlocal opened
         try:
             opened = provider.stream(messages, model, config)
