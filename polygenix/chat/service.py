@@ -2,7 +2,7 @@
 
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from flask import current_app
@@ -146,7 +146,7 @@ class Turn:
     session: ChatSession
     question: Message
     messages: list[ChatMessage]
-    started: float = field(default_factory=time.monotonic)
+    started: float  # time.monotonic() when the provider call began
 
 
 def begin_turn(
@@ -175,18 +175,18 @@ def begin_turn(
     session = find_session(user.id, number) if number is not None else None
     context = [] if session is None else load_context(session.id, config, len(content))
     messages = build_messages(config, context, content)
-    started = time.monotonic()
+    started = None
     if start is not None:
         # The provider may take seconds to start answering: end the lookups' transaction, so
         # that no database connection is held meanwhile.
         db.session.commit()
+        started = time.monotonic()
         start(provider, model, messages)
     # Committed before the provider's reply is read: the user's words survive a provider
     # failure, and no database lock is held while the model thinks.
     session, question = store_question(user, number, content, session)
-    if start is None:
-        started = time.monotonic()  # the caller calls the provider from now on
-    return Turn(provider, model, session, question, messages, started)
+    # Without `start`, the caller calls the provider from now on.
+    return Turn(provider, model, session, question, messages, started or time.monotonic())
 
 
 def _account(turn: Turn, outcome: str, prompt_tokens=None, completion_tokens=None) -> None:
