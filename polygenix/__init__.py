@@ -9,7 +9,6 @@ from typing import Any
 
 import redis
 from flask import Flask
-from flask_limiter import RateLimitExceeded
 from sqlalchemy.exc import OperationalError
 
 from config import load_config
@@ -21,9 +20,9 @@ from .chat.routes import blp as chat_blp
 from .cli import chats, providers, users
 from .docs import ASSETS_URL
 from .docs import bp as docs_bp
-from .extensions import db, init_limiter, init_redis, jwt, migrate
+from .extensions import db, init_redis, jwt, migrate
 from .health import bp as health_bp
-from .limits import rate_limited
+from .limits import init_limits
 from .logs import init_logging
 from .metrics import init_metrics
 from .providers import ProviderError
@@ -61,7 +60,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     init_logging(app)
     db.init_app(app)
     init_redis(app)
-    init_limiter(app)
+    init_limits(app)
     migrate.init_app(app, db, directory=str(Path(__file__).parent.parent / "migrations"))
     jwt.init_app(app)
     init_jwt(jwt)
@@ -73,8 +72,6 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(health_bp)
     init_security(app)
     init_metrics(app)
-
-    app.register_error_handler(RateLimitExceeded, rate_limited)
 
     @app.errorhandler(redis.RedisError)
     def _redis_down(error):

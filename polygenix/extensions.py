@@ -5,8 +5,6 @@ import sqlite3
 import redis
 from flask import current_app
 from flask_jwt_extended import JWTManager
-from flask_limiter import Limiter
-from flask_limiter.util import get_remote_address
 from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import Engine, MetaData, event
@@ -30,9 +28,6 @@ class Base(DeclarativeBase):
 db = SQLAlchemy(model_class=Base, session_options={"expire_on_commit": False})
 migrate = Migrate()
 jwt = JWTManager()
-# Counts live in Redis when REDIS_URL is set (shared by every worker), else in process memory.
-# One app per process in production; flask-limiter keeps the first app's RATELIMIT_KEY_PREFIX.
-limiter = Limiter(key_func=get_remote_address)
 REDIS = "polygenix.redis"
 
 
@@ -43,22 +38,6 @@ def init_redis(app) -> None:
     app.extensions[REDIS] = (
         redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2) if url else None
     )
-
-
-def init_limiter(app) -> None:
-    url = app.config.get("REDIS_URL")
-    app.config.setdefault("RATELIMIT_STORAGE_URI", url or "memory://")
-    app.config.setdefault(
-        "RATELIMIT_STORAGE_OPTIONS",
-        {"socket_timeout": 2, "socket_connect_timeout": 2} if url else {},
-    )
-    app.config.setdefault("RATELIMIT_KEY_PREFIX", app.config["REDIS_KEY_PREFIX"] + "limits")
-    if not url and app.config["POLYGENIX_ENV"] == "production":
-        app.logger.warning(
-            "REDIS_URL is not set: rate limits are counted per process, so each worker "
-            "allows the full rate"
-        )
-    limiter.init_app(app)
 
 
 def redis_client() -> redis.Redis | None:

@@ -1,8 +1,11 @@
 """Rate limits: per client IP and per account on login and sign-up, per user on chat requests."""
 
+import time
+
 import pytest
 
 from polygenix.extensions import redis_client
+from polygenix.limits import ProcessCounts
 from tests.helpers import TEST_REDIS_URL, assert_envelope
 
 
@@ -73,6 +76,40 @@ def test_chat_requests_are_limited_per_user(client, auth):
     assert client.post("/api/ai_chat/request", headers=bob, json=body).status_code == 200
     # Reading is not limited.
     assert client.get("/api/ai_chat/history", headers=ada).status_code == 200
+
+
+def test_every_limit_of_a_setting_counts(make_app):
+    client = make_app({"LOGIN_RATE_LIMIT": "5/minute;2/hour"}).test_client()
+    for n in range(2):
+        assert login(client, f"user{n}@example.com").status_code == 401
+    response = login(client, "user9@example.com")
+    assert_envelope(response, 429, "Too many requests: at most 2 per 1 hour")
+    assert 3500 < int(response.headers["Retry-After"]) <= 3600
+
+
+def test_counting_starts_again_when_the_window_ends(make_app):
+    client = make_app({"LOGIN_RATE_LIMIT": "1/second"}).test_client()
+    assert login(client, "a@example.com").status_code == 401
+    assert login(client, "a@example.com").status_code == 429
+    time.sleep(1.1)
+    assert login(client, "a@example.com").status_code == 401
+
+
+def test_counts_in_process_memory_drop_ended_windows():
+    counts = ProcessCounts(sweep_every=0)
+    assert [counts.incr("a", 0.05), counts.incr("a", 0.05)] == [1, 2]
+    time.sleep(0.1)
+    assert counts.get("a") == 0
+    assert counts.incr("b", 60) == 1  # ...and the sweep on this hit let go of "a"
+    assert counts.reset() == 1
+
+
+def test_a_malformed_limit_stops_the_app_at_start(config):
+    from config import ConfigError
+    from polygenix import create_app
+
+    with pytest.raises(ConfigError, match="CHAT_RATE_LIMIT must be a rate such as 10/minute"):
+        create_app(config | {"CHAT_RATE_LIMIT": "thirty a minute"})
 
 
 def test_limits_can_be_switched_off(make_app):
