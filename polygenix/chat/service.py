@@ -7,7 +7,7 @@ from typing import Any
 
 from flask import current_app
 from flask_smorest import abort
-from sqlalchemy import BigInteger, cast, exists, func, select
+from sqlalchemy import BigInteger, bindparam, cast, exists, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import aliased, joinedload
 
@@ -36,10 +36,23 @@ def make_title(text: str) -> str:
     return cut.rstrip(" ,.;:-") + "…"
 
 
+# The statements every chat turn runs are built once: building one costs more than running it.
+_SESSION = select(ChatSession).where(
+    ChatSession.user_id == bindparam("user_id"), ChatSession.number == bindparam("number")
+)
+_HIGHEST_NUMBER = select(func.max(ChatSession.number)).where(
+    ChatSession.user_id == bindparam("user_id")
+)
+_LATEST_MESSAGES = (
+    select(Message)
+    .where(Message.session_id == bindparam("session_id"))
+    .order_by(Message.id.desc())
+    .limit(bindparam("limit"))
+)
+
+
 def find_session(user_id: int, number: int) -> ChatSession | None:
-    return db.session.scalar(
-        select(ChatSession).where(ChatSession.user_id == user_id, ChatSession.number == number)
-    )
+    return db.session.scalar(_SESSION, {"user_id": user_id, "number": number})
 
 
 def own_session_or_404(user: User, number: int) -> ChatSession:
@@ -51,9 +64,7 @@ def own_session_or_404(user: User, number: int) -> ChatSession:
 
 def next_number(user_id: int) -> int:
     """The caller's next free session number: one past their highest, else the lowest gap."""
-    highest = db.session.scalar(
-        select(func.max(ChatSession.number)).where(ChatSession.user_id == user_id)
-    )
+    highest = db.session.scalar(_HIGHEST_NUMBER, {"user_id": user_id})
     if highest is None:
         return 1
     if highest < MAX_NUMBER:
@@ -112,10 +123,7 @@ def load_context(session_id: int, config: Mapping[str, Any], reserved: int) -> l
     user/assistant as every provider requires.
     """
     rows = db.session.scalars(
-        select(Message)
-        .where(Message.session_id == session_id)
-        .order_by(Message.id.desc())
-        .limit(config["CONTEXT_MAX_MESSAGES"])
+        _LATEST_MESSAGES, {"session_id": session_id, "limit": config["CONTEXT_MAX_MESSAGES"]}
     ).all()
     # A reply cut short takes its question out of the context with it.
     replies = {m.reply_to_id: m for m in rows if m.is_bot and not m.incomplete}
