@@ -16,7 +16,7 @@ blp = Blueprint("auth", __name__, url_prefix="/api/auth", description="Accounts 
 @blp.route("/register")
 class Register(MethodView):
     @per_ip_and_account
-    @blp.arguments(UserSchema)
+    @blp.arguments(UserSchema())
     @blp.response(200, TokenSchema)
     @blp.errors(409, 429)
     def post(self, data):
@@ -31,7 +31,7 @@ class Register(MethodView):
 @blp.route("/login")
 class Login(MethodView):
     @per_ip_and_account
-    @blp.arguments(LoginFormSchema, location="form")
+    @blp.arguments(LoginFormSchema(), location="form")
     @blp.response(200, TokenSchema)
     @blp.errors(401, 429)
     def post(self, form):
@@ -76,7 +76,7 @@ class Refresh(MethodView):
 @blp.route("/logout")
 class Logout(MethodView):
     @blp.login_required
-    @blp.arguments(LogoutSchema, required=False)
+    @blp.arguments(LogoutSchema(), required=False)
     @blp.response(200, MessageSchema)
     def post(self, data):
         """Revoke the access token sent, and the refresh token given in the body"""

@@ -79,7 +79,7 @@ class ChatRequest(MethodView):
             }
         }
     )
-    @blp.arguments(MessageCreateSchema)
+    @blp.arguments(MessageCreateSchema())
     @blp.response(200, MessageResponseSchema)
     @blp.errors(429, 502, 503, 504)
     def post(self, data):
@@ -151,7 +151,7 @@ class Sessions(MethodView):
 @blp.route(f"/{CHAT_ID}/export")
 class Export(MethodView):
     @blp.login_required
-    @blp.arguments(ExportArgsSchema, location="query")
+    @blp.arguments(ExportArgsSchema(), location="query")
     @blp.errors(404)
     @blp.doc(
         responses={
@@ -190,7 +190,7 @@ class Session(MethodView):
         return service.session_with_messages(service.own_session_or_404(current_user, chat_id))
 
     @blp.login_required
-    @blp.arguments(SessionUpdateSchema)
+    @blp.arguments(SessionUpdateSchema())
     @blp.errors(404)
     @blp.response(200, SessionSummarySchema)
     def patch(self, data, chat_id):

@@ -30,7 +30,7 @@ class Me(MethodView):
 @blp.route("/create")
 class CreateUser(MethodView):
     @per_ip_and_account
-    @blp.arguments(UserSchema)
+    @blp.arguments(UserSchema())
     @blp.response(200, ShowUserSchema)
     @blp.errors(409, 429)
     def post(self, data):
@@ -93,7 +93,7 @@ class UserByEmail(MethodView):
 @blp.route("/update/<int(min=1, max=2147483647):user_id>")
 class UpdateUser(MethodView):
     @blp.login_required
-    @blp.arguments(UserUpdateSchema, required=False)
+    @blp.arguments(UserUpdateSchema(), required=False)
     @blp.errors(404)
     @blp.response(200, ShowUserSchema)
     def put(self, data, user_id):
