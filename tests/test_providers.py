@@ -433,6 +433,16 @@ def test_provider_calls_use_the_environments_proxy_settings(client, user, app, f
     assert fake.requests[-1].path == "/openai/v1/chat/completions"  # NO_PROXY: straight there
 
 
+def test_a_providers_cookies_are_not_carried_to_the_next_call(client, user, auth, fake):
+    # One provider connection pool serves every user: what one call was handed (a CDN's
+    # cookie, say) must not go out with another user's call.
+    fake.reply(body=None, headers={"Set-Cookie": "__cf_bm=first-user; Path=/"})
+    assert ask(client, user, "openai").status_code == 200
+    assert ask(client, auth.register("bob@example.com"), "openai").status_code == 200
+    assert "Cookie" not in fake.requests[-1].headers
+    assert fake.requests[-1].headers["User-Agent"] == "PolyGenix/0.1"
+
+
 def test_keys_never_reach_the_client_or_the_log(client, user, fake, caplog):
     secret = key_of("openai")
     fake.reply(

@@ -10,6 +10,7 @@ PROVIDER_TIMEOUT deadline.
 
 import contextlib
 import functools
+import http.cookiejar
 import logging
 import math
 import os
@@ -41,6 +42,8 @@ from .streaming import StreamEvent
 log = logging.getLogger(__name__)
 
 USER_AGENT = "PolyGenix/0.1"
+# What a requests.Session would add (Accept, Accept-Encoding...), with our own User-Agent.
+BASE_HEADERS = {**requests.utils.default_headers(), "User-Agent": USER_AGENT}
 RETRY_STATUSES = {408, 409, 429, 529}
 # Shapes of API keys and other long secrets that must not reach a client through error text.
 _SECRET = re.compile(
@@ -71,11 +74,15 @@ class HTTPProvider:
         self.extra_headers = dict(extra_headers or {})
         # This provider's variations on its wire format, passed to the payload builders.
         self.options = dict(options or {})
-        self.session = requests.Session()  # connection reuse across requests
+        # For its connection pool: each request is prepared apart and sent through it (see
+        # _attempt), so no session-level state reaches a provider.
+        self.session = requests.Session()
+        # One session serves every user: a cookie one user's call brought back (a CDN's, say)
+        # is not kept for the next.
+        self.session.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
         # requests would read the environment (proxies, CA bundle, ~/.netrc) on every call; a
         # server's environment does not change, so it is read once (see _environment_proxies).
-        self.session.trust_env = False
-        self.session.verify = (
+        self.verify = (
             os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
         )
 
@@ -107,7 +114,7 @@ class HTTPProvider:
 
     def _headers(self, config: Mapping[str, Any]) -> dict[str, str]:
         key = self._setting(config, "API_KEY")
-        headers = {"User-Agent": USER_AGENT, **self.extra_headers, **self.wire.headers(key)}
+        headers = {**BASE_HEADERS, **self.extra_headers, **self.wire.headers(key)}
         if rid := request_id():
             headers["X-Request-ID"] = rid  # lets a provider's logs be matched with ours
         return headers
@@ -247,13 +254,15 @@ def _attempt(provider, url, headers, payload, model, config, deadline, stream) -
     if remaining <= 0:
         raise ProviderError(f"{name} did not answer in time", status=504)
     connect = min(config["PROVIDER_CONNECT_TIMEOUT"], remaining)
+    # Prepared here rather than by the session: merging in a session's settings (which we do
+    # not use) cost as much again as preparing the request.
+    prepared = requests.Request("POST", url, headers=headers, json=payload).prepare()
     try:
         # For a stream the read timeout also bounds each silence between chunks.
-        response = provider.session.post(
-            url,
-            json=payload,
-            headers=headers,
+        response = provider.session.send(
+            prepared,
             proxies=_environment_proxies(*urlsplit(url)[:2]),
+            verify=provider.verify,
             timeout=(connect, remaining),
             stream=stream,
             # A redirect could carry the key's request elsewhere: never followed.
