@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 # Providers whose <PREFIX>_API_KEY, _BASE_URL, _DEFAULT_MODEL and _MODELS are read (see
 # polygenix/providers: the registry must name exactly these).
@@ -70,6 +71,15 @@ def _choice(env: Mapping[str, str], name: str, default: str, allowed: tuple[str,
     return value if value in allowed else value.upper()
 
 
+def _url(env: Mapping[str, str], name: str) -> str | None:
+    url = _str(env, name)
+    if url is not None:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ConfigError(f"{name} must start with http:// or https:// and a host, got {url!r}")
+    return url
+
+
 def _list(env: Mapping[str, str], name: str) -> list[str]:
     return [item.strip() for item in (env.get(name) or "").split(",") if item.strip()]
 
@@ -96,8 +106,9 @@ def _provider_settings(env: Mapping[str, str]) -> dict[str, Any]:
     settings: dict[str, Any] = {}
     for name in PROVIDER_NAMES:
         prefix = provider_prefix(name)
-        for suffix in ("API_KEY", "BASE_URL", "DEFAULT_MODEL"):
+        for suffix in ("API_KEY", "DEFAULT_MODEL"):
             settings[f"{prefix}_{suffix}"] = _str(env, f"{prefix}_{suffix}")
+        settings[f"{prefix}_BASE_URL"] = _url(env, f"{prefix}_BASE_URL")
         settings[f"{prefix}_MODELS"] = _list(env, f"{prefix}_MODELS")
     return settings
 

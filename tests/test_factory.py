@@ -41,6 +41,8 @@ def test_database_defaults_to_sqlite_in_instance_folder(config, tmp_path):
         ("POLYGENIX_ENV", "staging", "development or production"),
         ("JWT_ALGORITHM", "none", "HS256"),
         ("SQLALCHEMY_ECHO", "maybe", "true or false"),
+        ("OLLAMA_BASE_URL", "localhost:11434", "http:// or https://"),
+        ("OPENAI_COMPATIBLE_BASE_URL", "ftp://models.example/v1", "http:// or https://"),
     ],
 )
 def test_bad_setting_fails_at_start_with_its_name(config, monkeypatch, name, value, says):
