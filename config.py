@@ -158,6 +158,9 @@ def load_config(env: Mapping[str, str], instance_path: str) -> dict[str, Any]:
         "LOGIN_RATE_LIMIT": _str(env, "LOGIN_RATE_LIMIT", "10/minute"),
         "CHAT_RATE_LIMIT": _str(env, "CHAT_RATE_LIMIT", "30/minute"),
         "JWT_TOKEN_LOCATION": ["headers"],
+        # CSRF protection is for tokens in cookies; a bearer header needs none, so tokens carry
+        # no `csrf` claim (it was a random 36 characters in every token).
+        "JWT_COOKIE_CSRF_PROTECT": False,
         "JWT_ALGORITHM": algorithm,
         "JWT_DECODE_ALGORITHMS": [algorithm],
         "JWT_ACCESS_TOKEN_EXPIRES": timedelta(

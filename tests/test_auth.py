@@ -26,6 +26,8 @@ def test_register_returns_the_original_token_shape_plus_extras(client, app):
     assert claims["sub"] == "1"
     assert claims["type"] == "access"
     assert claims["exp"] - claims["iat"] == 30 * 60
+    # Nothing a bearer token does not need (no cookie-CSRF value).
+    assert set(claims) == {"sub", "type", "iat", "nbf", "exp", "jti", "fresh", "ver", "fam"}
     refresh = pyjwt.decode(
         body["refresh_token"], app.config["JWT_SECRET_KEY"], algorithms=["HS256"]
     )
