@@ -26,6 +26,19 @@ def test_defaults(config):
     assert app.config["POLYGENIX_ENV"] == "development"
 
 
+def test_the_connection_used_last_is_handed_out_first(app):
+    from polygenix.extensions import db
+
+    with app.app_context():
+        first, second = db.engine.raw_connection(), db.engine.raw_connection()
+        used_last = second.dbapi_connection
+        first.close()
+        second.close()
+        again = db.engine.raw_connection()
+        assert again.dbapi_connection is used_last
+        again.close()
+
+
 def test_database_defaults_to_sqlite_in_instance_folder(config, tmp_path):
     del config["SQLALCHEMY_DATABASE_URI"]
     app = create_app(config)
