@@ -120,7 +120,7 @@ def main() -> None:
     import requests
 
     import tests.gunicorn_server as served
-    from bench.streaming import first_delta_direct
+    from bench.streaming import first_delta_direct, stream_once
     from tests.fake_provider import FakeProvider
 
     fake = FakeProvider(stream_pieces=tuple(f"p{n} " for n in range(20)), stream_gap=0.05)
@@ -144,25 +144,11 @@ def main() -> None:
             ).json()["access_token"]
             for n in range(args.samples):
                 direct.append(first_delta_direct(fake.url) * 1000)
+                headers = {"Authorization": f"Bearer {token}", "X-Bench-Sample": str(n)}
+                first: list[float] = []
                 sent = time.monotonic()
-                got = None
-                with requests.post(
-                    base + "/api/ai_chat/request",
-                    headers={"Authorization": f"Bearer {token}", "X-Bench-Sample": str(n)},
-                    json={
-                        "content": "bench",
-                        "model": "openai",
-                        "session_id": 10**6 + n,
-                        "stream": True,
-                    },
-                    stream=True,
-                    timeout=30,
-                ) as response:
-                    seen = b""
-                    for chunk in response.iter_content(chunk_size=None):
-                        seen += chunk
-                        if got is None and b"event: delta" in seen:
-                            got = time.monotonic()
+                stream_once(base, headers, 10**6 + n, first)
+                got = sent + first[0]
                 client.append((sent, got, fake.requests[-1].at))
             time.sleep(0.5)  # the last stream's marks are written as it closes
         lines = [json.loads(line) for line in marks_file.read_text().splitlines()]
