@@ -64,8 +64,7 @@ class ProcessCounts(Storage):
         return count if ends > time.time() else 0
 
     def get_expiry(self, key: str) -> float:
-        count, ends = self._counts.get(key, (0, 0.0))
-        return ends if ends > time.time() else time.time()
+        return max(self._counts.get(key, (0, 0.0))[1], time.time())
 
     def check(self) -> bool:
         return True
@@ -106,6 +105,7 @@ def init_limits(app: Flask) -> None:
             ) from None
     redis = app.extensions[REDIS]
     if redis is not None:
+        # Given a pool, limits uses the URI only to choose Redis over Valkey.
         storage = RedisStorage("redis://", connection_pool=redis.connection_pool)
     else:
         storage = ProcessCounts()
