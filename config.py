@@ -169,11 +169,18 @@ def load_config(env: Mapping[str, str], instance_path: str) -> dict[str, Any]:
         "JWT_REFRESH_TOKEN_EXPIRES": timedelta(
             days=_int(env, "REFRESH_TOKEN_EXPIRE_DAYS", 30, minimum=1)
         ),
+        # A spent refresh token presented again this soon gets a new pair (two tabs, a retry)
+        # instead of revoking its login.
+        "REFRESH_REUSE_GRACE_SECONDS": _int(env, "REFRESH_REUSE_GRACE_SECONDS", 10),
         "MAX_CONTENT_LENGTH": _int(env, "MAX_CONTENT_LENGTH", 1024 * 1024, minimum=1024),
         "MAX_MESSAGE_CHARS": _int(env, "MAX_MESSAGE_CHARS", 32_000, minimum=1),
         "PASSWORD_MIN_LENGTH": _int(env, "PASSWORD_MIN_LENGTH", 8, minimum=1),
         # OWASP's scrypt strength: N=2^17, r=8, p=1 (128 MiB and ~0.3 s per hash).
         "PASSWORD_HASH_METHOD": _str(env, "PASSWORD_HASH_METHOD", "scrypt:131072:8:1"),
+        # Password hashes computed at once per worker process; more wait their turn.
+        "PASSWORD_HASH_CONCURRENCY": _int(env, "PASSWORD_HASH_CONCURRENCY", 2, minimum=1),
+        # How long a request waits for its turn to hash before a 503.
+        "PASSWORD_HASH_TIMEOUT": _float(env, "PASSWORD_HASH_TIMEOUT", 10.0, minimum=0.01),
         "CONTEXT_MAX_MESSAGES": _int(env, "CONTEXT_MAX_MESSAGES", 50, minimum=0),
         "CONTEXT_MAX_CHARS": _int(env, "CONTEXT_MAX_CHARS", 24_000, minimum=0),
         "SQLALCHEMY_ECHO": _bool(env, "SQLALCHEMY_ECHO", False),

@@ -14,9 +14,11 @@ from sqlalchemy.exc import OperationalError
 from config import load_config
 
 from .api import Api, error_response
+from .auth.passwords import init_passwords
 from .auth.routes import blp as auth_blp
 from .auth.tokens import init_jwt
 from .chat.routes import blp as chat_blp
+from .chat.service import SessionDeleted
 from .cli import chats, providers, users
 from .docs import ASSETS_URL
 from .docs import bp as docs_bp
@@ -61,6 +63,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     db.init_app(app)
     init_redis(app)
     init_limits(app)
+    init_passwords(app)
     migrate.init_app(app, db, directory=str(Path(__file__).parent.parent / "migrations"))
     jwt.init_app(app)
     init_jwt(jwt)
@@ -84,6 +87,10 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         db.session.rollback()
         app.logger.error("Database unavailable: %s", type(error.orig).__name__)
         return error_response(503, "Database unavailable", headers={"Retry-After": "1"})
+
+    @app.errorhandler(SessionDeleted)
+    def _session_deleted(error: SessionDeleted):
+        return error_response(404, str(error))
 
     @app.errorhandler(ProviderError)
     def _provider_error(error: ProviderError):

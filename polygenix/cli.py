@@ -165,8 +165,7 @@ def reset_password(email: str, password_stdin: bool) -> None:
         validate_password(password)
     except ValidationError as e:
         raise click.ClickException(" ".join(e.messages)) from None
-    user.password = password
-    user.token_version += 1
+    user.change_password(password)
     db.session.commit()
     click.echo(f"Password of {user.email} changed; their earlier tokens no longer work")
 

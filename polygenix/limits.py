@@ -1,14 +1,15 @@
-"""Rate limits: LOGIN_RATE_LIMIT per client IP and per account on login and account creation,
-CHAT_RATE_LIMIT per user on chat requests, each endpoint counted apart. Over the limit: 429 in
-the error envelope with Retry-After.
+"""Rate limits: LOGIN_RATE_LIMIT per client IP on login and account creation, per account on
+account creation, and per account on every password check (logins and password changes share
+one count); CHAT_RATE_LIMIT per user on chat requests. Over the limit: 429 in the error envelope
+with Retry-After.
 
-The `limits` library counts them in fixed windows: in Redis when REDIS_URL is set (one count for
-every worker and host, through the app's own Redis pool), otherwise in this process's memory.
+The `limits` library counts them in fixed windows: in Redis when REDIS_URL is set, otherwise in
+the database. Either way every worker and host that shares it shares the counts, so a limit is
+exact however many workers there are.
 """
 
+import hashlib
 import math
-import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import wraps
@@ -19,65 +20,94 @@ from flask_smorest import abort
 from limits import RateLimitItem, parse_many
 from limits.storage import RedisStorage, Storage
 from limits.strategies import FixedWindowRateLimiter
+from sqlalchemy import case, delete, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import SQLAlchemyError
 
 from config import ConfigError
 
-from .extensions import REDIS
-from .models import normalize_email
+from . import clock
+from .extensions import REDIS, db
+from .models import RateLimitCount, normalize_email
 
 EXTENSION = "polygenix.limits"
 SETTINGS = ("LOGIN_RATE_LIMIT", "CHAT_RATE_LIMIT")
 
 
-class ProcessCounts(Storage):
-    """Fixed-window counts in this process's memory, for when there is no Redis.
+class DatabaseCounts(Storage):
+    """Fixed-window counts in the `rate_limit_counts` table, for when there is no Redis.
 
-    limits' own MemoryStorage starts a thread to expire counts 10 ms after a hit, so a request
-    to a quiet server waited for a thread to start (~0.5 ms). Here a count past its window reads
-    as zero, and expired ones are dropped every `sweep_every` seconds, on a hit.
+    One upsert per hit, committed in the request's database session (limits are checked before
+    a view does any work of its own). Ended windows are deleted every `sweep_every` seconds.
+    Keys are stored as their SHA-256: they hold what clients send (an email), of any length and
+    with any character.
     """
 
     STORAGE_SCHEME = None  # made directly, never from a URI
-    base_exceptions = ValueError
+    base_exceptions = SQLAlchemyError
+    table = RateLimitCount.__table__
 
     def __init__(self, sweep_every: float = 60):
         super().__init__()
-        self._counts: dict[str, tuple[int, float]] = {}  # key: (count, window's end)
-        self._lock = threading.Lock()
         self._sweep_every = sweep_every
-        self._sweep_at = time.time() + sweep_every
+        self._sweep_at = 0.0
+
+    @staticmethod
+    def _digest(key: str) -> str:
+        return hashlib.sha256(key.encode("utf-8", "backslashreplace")).hexdigest()
 
     def incr(self, key: str, expiry: float, amount: int = 1) -> int:
-        now = time.time()
-        with self._lock:
-            if now >= self._sweep_at:
-                self._counts = {k: v for k, v in self._counts.items() if v[1] > now}
-                self._sweep_at = now + self._sweep_every
-            count, ends = self._counts.get(key, (0, now))
-            if ends <= now:
-                count, ends = 0, now + expiry
-            self._counts[key] = (count + amount, ends)
-            return count + amount
+        key = self._digest(key)
+        now = clock.timestamp()
+        c = self.table.c
+        insert = pg_insert if db.engine.dialect.name == "postgresql" else sqlite_insert
+        ended = c.expires_at <= now  # in ON CONFLICT ... SET, `c` is the row already there
+        statement = (
+            insert(self.table)
+            .values(key=key, count=amount, expires_at=now + expiry)
+            .on_conflict_do_update(
+                index_elements=[c.key],
+                set_={
+                    "count": case((ended, amount), else_=c.count + amount),
+                    "expires_at": case((ended, now + expiry), else_=c.expires_at),
+                },
+            )
+            .returning(c.count)
+        )
+        count = db.session.execute(statement).scalar_one()
+        if now >= self._sweep_at:
+            self._sweep_at = now + self._sweep_every
+            db.session.execute(delete(self.table).where(c.expires_at < now))
+        db.session.commit()
+        return count
+
+    def _row(self, key: str):
+        return db.session.execute(
+            select(self.table.c.count, self.table.c.expires_at).where(
+                self.table.c.key == self._digest(key)
+            )
+        ).first()
 
     def get(self, key: str) -> int:
-        count, ends = self._counts.get(key, (0, 0.0))
-        return count if ends > time.time() else 0
+        row = self._row(key)
+        return row.count if row is not None and row.expires_at > clock.timestamp() else 0
 
     def get_expiry(self, key: str) -> float:
-        return max(self._counts.get(key, (0, 0.0))[1], time.time())
+        row = self._row(key)
+        return max(row.expires_at if row is not None else 0.0, clock.timestamp())
 
     def check(self) -> bool:
         return True
 
     def reset(self) -> int:
-        with self._lock:
-            cleared = len(self._counts)
-            self._counts.clear()
+        cleared = db.session.execute(delete(self.table)).rowcount
+        db.session.commit()
         return cleared
 
     def clear(self, key: str) -> None:
-        with self._lock:
-            self._counts.pop(key, None)
+        db.session.execute(delete(self.table).where(self.table.c.key == self._digest(key)))
+        db.session.commit()
 
 
 @dataclass(frozen=True)
@@ -108,38 +138,33 @@ def init_limits(app: Flask) -> None:
         # Given a pool, limits uses the URI only to choose Redis over Valkey.
         storage = RedisStorage("redis://", connection_pool=redis.connection_pool)
     else:
-        storage = ProcessCounts()
-        if config["POLYGENIX_ENV"] == "production":
-            app.logger.warning(
-                "REDIS_URL is not set: rate limits are counted per process, so each worker "
-                "allows the full rate"
-            )
+        storage = DatabaseCounts()
     prefix = config.setdefault("RATELIMIT_KEY_PREFIX", config["REDIS_KEY_PREFIX"] + "limits")
     app.extensions[EXTENSION] = _Counter(FixedWindowRateLimiter(storage), prefix, limits)
 
 
-def _check(setting: str, key: str) -> None:
+def _check(setting: str, scope: str, key: str) -> None:
     counter: _Counter | None = current_app.extensions[EXTENSION]
     if counter is None:
         return
-    scope = (counter.prefix, request.endpoint or "", key)
+    identifiers = (counter.prefix, scope, key)
     for limit in counter.limits[setting]:
-        if not counter.strategy.hit(limit, *scope):
-            reset = counter.strategy.get_window_stats(limit, *scope).reset_time
+        if not counter.strategy.hit(limit, *identifiers):
+            reset = counter.strategy.get_window_stats(limit, *identifiers).reset_time
             abort(
                 429,
                 message=f"Too many requests: at most {limit}",
-                headers={"Retry-After": str(max(math.ceil(reset - time.time()), 1))},
+                headers={"Retry-After": str(max(math.ceil(reset - clock.timestamp()), 1))},
             )
 
 
 def _limited(setting: str, key: Callable[[], str]):
-    """A view decorator: one hit of `setting`'s limits on the count `key()` names."""
+    """A view decorator: one hit of `setting`'s limits on this endpoint's count `key()` names."""
 
     def decorator(view):
         @wraps(view)
         def limited(*args, **kwargs):
-            _check(setting, key())
+            _check(setting, request.endpoint or "", key())
             return view(*args, **kwargs)
 
         return limited
@@ -152,13 +177,10 @@ def _client() -> str:
     return f"ip:{request.remote_addr}"
 
 
-def _account() -> str:
-    """The account a login or sign-up is for (the form's username, or the JSON email)."""
-    if request.form:
-        email = request.form.get("username", "")
-    else:
-        body = request.get_json(silent=True)
-        email = body.get("email", "") if isinstance(body, dict) else ""
+def _new_account() -> str:
+    """The account a sign-up is for (the JSON email)."""
+    body = request.get_json(silent=True)
+    email = body.get("email", "") if isinstance(body, dict) else ""
     return "account:" + normalize_email(str(email))
 
 
@@ -166,9 +188,21 @@ def _user() -> str:
     return f"user:{get_jwt_identity()}"
 
 
+# LOGIN_RATE_LIMIT from one client IP.
+per_ip = _limited("LOGIN_RATE_LIMIT", _client)
+
+
 def per_ip_and_account(view):
-    """LOGIN_RATE_LIMIT from one client IP, and for one account from anywhere."""
-    return _limited("LOGIN_RATE_LIMIT", _client)(_limited("LOGIN_RATE_LIMIT", _account)(view))
+    """LOGIN_RATE_LIMIT from one client IP, and for one new account from anywhere."""
+    return per_ip(_limited("LOGIN_RATE_LIMIT", _new_account)(view))
+
+
+def password_attempt(email: str) -> None:
+    """Count a password check for the account `email`; 429 past LOGIN_RATE_LIMIT.
+
+    Logins and password changes share the count, so no route guesses faster than another.
+    """
+    _check("LOGIN_RATE_LIMIT", "password", "account:" + normalize_email(email))
 
 
 # CHAT_RATE_LIMIT for one user; apply inside login_required so the user is known.

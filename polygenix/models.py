@@ -1,10 +1,16 @@
-"""Database models: users, their chat sessions, and one row per message."""
+"""Database models: users, their chat sessions, and one row per message.
 
+No identifier is ever handed out twice: on SQLite, tables with integer ids use AUTOINCREMENT
+(without it SQLite reuses the highest id once its row is deleted); PostgreSQL's sequences never
+go back.
+"""
+
+import secrets
 from datetime import UTC, datetime
 
-from flask import current_app
 from sqlalchemy import (
     DateTime,
+    Float,
     ForeignKey,
     Index,
     String,
@@ -14,8 +20,8 @@ from sqlalchemy import (
     false,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
-from werkzeug.security import check_password_hash, generate_password_hash
 
+from .auth.passwords import check_password, hash_password
 from .extensions import db
 
 
@@ -43,6 +49,7 @@ class UTCDateTime(TypeDecorator):
 
 class User(db.Model):
     __tablename__ = "users"
+    __table_args__ = {"sqlite_autoincrement": True}
 
     id: Mapped[int] = mapped_column(primary_key=True)
     # Stored lower-cased (see normalize_email), so the unique index is case-insensitive.
@@ -50,8 +57,9 @@ class User(db.Model):
     name: Mapped[str] = mapped_column(String(100))
     password_hash: Mapped[str] = mapped_column(String(256))
     is_admin: Mapped[bool] = mapped_column(default=False, server_default=false())
-    # In every token; raising it (password change or reset) revokes all earlier tokens.
-    token_version: Mapped[int] = mapped_column(default=0, server_default="0")
+    # In every token (`acct`): a token is for this account, not for whichever account holds this
+    # id. A new password (change or reset) draws a new one, which revokes all earlier tokens.
+    token_key: Mapped[str] = mapped_column(String(32), default=lambda: new_token_key())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     @property
@@ -60,15 +68,22 @@ class User(db.Model):
 
     @password.setter
     def password(self, value: str) -> None:
-        self.password_hash = generate_password_hash(
-            value, method=current_app.config["PASSWORD_HASH_METHOD"]
-        )
+        self.password_hash = hash_password(value)
+
+    def change_password(self, value: str) -> None:
+        """A new password: every token issued before it stops working."""
+        self.password = value
+        self.token_key = new_token_key()
 
     def verify_password(self, value: str) -> bool:
-        return check_password_hash(self.password_hash, value)
+        return check_password(self.password_hash, value)
 
     def __repr__(self) -> str:
         return f"<User {self.id}>"
+
+
+def new_token_key() -> str:
+    return secrets.token_hex(16)
 
 
 def normalize_email(email: str) -> str:
@@ -83,6 +98,7 @@ class ChatSession(db.Model):
         UniqueConstraint("user_id", "number"),
         # A user's sessions, newest first.
         Index("ix_chat_sessions_user_id_created_at", "user_id", "created_at", "id"),
+        {"sqlite_autoincrement": True},
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -98,7 +114,10 @@ class ChatSession(db.Model):
 class Message(db.Model):
     __tablename__ = "messages"
     # A session's messages in order.
-    __table_args__ = (Index("ix_messages_session_id_id", "session_id", "id"),)
+    __table_args__ = (
+        Index("ix_messages_session_id_id", "session_id", "id"),
+        {"sqlite_autoincrement": True},
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     session_id: Mapped[int] = mapped_column(ForeignKey("chat_sessions.id", ondelete="CASCADE"))
@@ -128,9 +147,24 @@ class Message(db.Model):
 
 
 class RevokedToken(db.Model):
-    """A logged-out token, kept until it would have expired anyway (used without REDIS_URL)."""
+    """A revoked token (`jti`) or token family (`family:<fam>`), kept until its tokens would
+    have expired anyway. Always written here; with REDIS_URL, to Redis as well."""
 
     __tablename__ = "revoked_tokens"
 
     jti: Mapped[str] = mapped_column(String(64), primary_key=True)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    # When: a refresh token spent moments ago may come back once more (a retry, a second tab).
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class RateLimitCount(db.Model):
+    """A fixed-window rate-limit count, for when there is no Redis: every worker and host that
+    shares the database shares the count."""
+
+    __tablename__ = "rate_limit_counts"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)  # SHA-256, in hex
+    count: Mapped[int]
+    # Seconds since the epoch when the window ends.
+    expires_at: Mapped[float] = mapped_column(Float, index=True)

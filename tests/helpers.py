@@ -1,8 +1,10 @@
 """Assertions, values and database helpers the test modules share."""
 
+import json
 import os
 import secrets
 import socket
+import time
 from contextlib import contextmanager
 
 from sqlalchemy import create_engine, make_url
@@ -58,3 +60,53 @@ UNREACHABLE_DATABASES = [
     "sqlite:////nonexistent-directory/polygenix.db",
     f"postgresql+psycopg://postgres@127.0.0.1:{closed_port()}/test?connect_timeout=2",
 ]
+
+
+class FakeClock:
+    """A clock for the app's CLOCK setting: it stands still until a test moves it."""
+
+    def __init__(self, start: float | None = None):
+        self.now = time.time() if start is None else start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+CHAT = "/api/ai_chat/request"
+
+
+def ask(client, headers, content="hello there", model="echo", **extra):
+    """One chat turn, not streamed."""
+    return client.post(CHAT, headers=headers, json={"content": content, "model": model} | extra)
+
+
+def stream(client, headers, model, content="Stream it", session_id=None, **extra):
+    """One chat turn, streamed: the response's body is the event stream."""
+    body = {"content": content, "model": model, "session_id": session_id, "stream": True}
+    return client.post(CHAT, headers=headers, json=body | extra)
+
+
+def read_events(text: str) -> list[tuple[str, object]]:
+    """The (event, data) pairs of an SSE body, comments as ("comment", text)."""
+    events = []
+    for block in text.split("\n\n"):
+        if not block.strip():
+            continue
+        if block.startswith(":"):
+            events.append(("comment", block[1:].strip()))
+            continue
+        fields = dict(line.split(": ", 1) for line in block.splitlines())
+        events.append((fields["event"], json.loads(fields["data"])))
+    return events
+
+
+def wait_for(condition, timeout: float = 5.0, what: str = "condition") -> None:
+    """Poll `condition` until it holds (for events in another thread or process)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.005)

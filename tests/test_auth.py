@@ -5,6 +5,8 @@ import jwt as pyjwt
 import pytest
 from flask_jwt_extended import create_access_token, create_refresh_token
 
+from polygenix.extensions import db
+from polygenix.models import User
 from tests.helpers import PASSWORD, assert_envelope
 
 REGISTER = "/api/auth/register"
@@ -27,7 +29,7 @@ def test_register_returns_the_original_token_shape_plus_extras(client, app):
     assert claims["type"] == "access"
     assert claims["exp"] - claims["iat"] == 30 * 60
     # Nothing a bearer token does not need (no cookie-CSRF value).
-    assert set(claims) == {"sub", "type", "iat", "nbf", "exp", "jti", "fresh", "ver", "fam"}
+    assert set(claims) == {"sub", "type", "iat", "nbf", "exp", "jti", "fresh", "acct", "fam"}
     refresh = pyjwt.decode(
         body["refresh_token"], app.config["JWT_SECRET_KEY"], algorithms=["HS256"]
     )
@@ -214,8 +216,11 @@ def tokens(app, client, auth):
     now = int(time.time())
     claims = {"sub": "1", "type": "access", "iat": now, "nbf": now, "exp": now + 600, "jti": "x"}
     with app.test_request_context():
-        ours = {"ver": 0, "fam": "f"}  # the claims PolyGenix puts in its tokens
+        account = db.session.get(User, 1).token_key
+        ours = {"acct": account, "fam": "f"}  # the claims PolyGenix puts in its tokens
         good = create_access_token("1", additional_claims=ours)
+        another_account = create_access_token("1", additional_claims=ours | {"acct": "0" * 32})
+        no_account = create_access_token("1", additional_claims={"fam": "f"})
         refresh = create_refresh_token("1", additional_claims=ours)
         expired = create_access_token("1", expires_delta=timedelta(seconds=-5))
         deleted_user = create_access_token("42", additional_claims=ours)
@@ -226,6 +231,8 @@ def tokens(app, client, auth):
         "refresh": refresh,
         "expired": expired,
         "deleted_user": deleted_user,
+        "another_account": another_account,
+        "no_account": no_account,
         "non_numeric_sub": non_numeric,
         "bad_signature": pyjwt.encode(claims, "another-key-" + "k" * 60, algorithm="HS256"),
         "other_algorithm": pyjwt.encode(claims, key, algorithm="HS512"),
@@ -241,6 +248,8 @@ def tokens(app, client, auth):
         "refresh",
         "expired",
         "deleted_user",
+        "another_account",
+        "no_account",
         "non_numeric_sub",
         "bad_signature",
         "other_algorithm",

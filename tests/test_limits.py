@@ -1,12 +1,14 @@
-"""Rate limits: per client IP and per account on login and sign-up, per user on chat requests."""
+"""Rate limits: per client IP and per account on login and sign-up, per account on every password
+check, per user on chat requests; counted in Redis, or without it in the database."""
 
 import time
 
 import pytest
+from sqlalchemy import func, select
 
-from polygenix.extensions import redis_client
-from polygenix.limits import ProcessCounts
-from tests.helpers import TEST_REDIS_URL, assert_envelope
+from polygenix.extensions import db, redis_client
+from polygenix.models import RateLimitCount
+from tests.helpers import PASSWORD, TEST_REDIS_URL, FakeClock, assert_envelope
 
 
 @pytest.fixture
@@ -87,21 +89,67 @@ def test_every_limit_of_a_setting_counts(make_app):
     assert 3500 < int(response.headers["Retry-After"]) <= 3600
 
 
-def test_counting_starts_again_when_the_window_ends(make_app):
+@pytest.mark.skipif(not TEST_REDIS_URL, reason="needs TEST_REDIS_URL")
+def test_counting_starts_again_when_the_window_ends_in_redis(make_app):
     client = make_app({"LOGIN_RATE_LIMIT": "1/second"}).test_client()
     assert login(client, "a@example.com").status_code == 401
     assert login(client, "a@example.com").status_code == 429
-    time.sleep(1.1)
+    time.sleep(1.1)  # Redis expires the count on its own clock
     assert login(client, "a@example.com").status_code == 401
 
 
-def test_counts_in_process_memory_drop_ended_windows():
-    counts = ProcessCounts(sweep_every=0)
-    assert [counts.incr("a", 0.05), counts.incr("a", 0.05)] == [1, 2]
-    time.sleep(0.1)
-    assert counts.get("a") == 0
-    assert counts.incr("b", 60) == 1  # ...and the sweep on this hit let go of "a"
-    assert counts.reset() == 1
+def test_counting_starts_again_when_the_window_ends_in_the_database(make_app):
+    clock = FakeClock()
+    app = make_app({"LOGIN_RATE_LIMIT": "1/minute", "REDIS_URL": None, "CLOCK": clock})
+    client = app.test_client()
+    assert login(client, "a@example.com").status_code == 401
+    response = login(client, "a@example.com")
+    assert_rate_limited(response)
+    assert 59 <= int(response.headers["Retry-After"]) <= 60
+    clock.advance(59)
+    assert login(client, "a@example.com").status_code == 429
+    clock.advance(1.5)
+    assert login(client, "a@example.com").status_code == 401
+    # Ended windows are swept from the table (at most once a minute, on a hit).
+    clock.advance(3600)
+    assert login(client, "b@example.com", ip="10.9.9.9").status_code == 401
+    with app.app_context():
+        assert db.session.scalar(select(func.count()).select_from(RateLimitCount)) == 2
+
+
+def test_without_redis_workers_share_the_count_through_the_database(make_app):
+    """Two apps over one database (two workers, or two hosts on PostgreSQL) count as one."""
+    settings = {"LOGIN_RATE_LIMIT": "3/minute", "REDIS_URL": None}
+    first, second = make_app(settings), make_app(settings)
+    assert login(first.test_client(), "a@example.com").status_code == 401
+    assert login(second.test_client(), "b@example.com").status_code == 401
+    assert login(first.test_client(), "c@example.com").status_code == 401
+    assert_rate_limited(login(second.test_client(), "d@example.com"))
+
+
+@pytest.mark.parametrize("redis", [None, TEST_REDIS_URL] if TEST_REDIS_URL else [None])
+def test_password_changes_and_logins_share_one_count_per_account(make_app, redis):
+    client = make_app({"LOGIN_RATE_LIMIT": "4/minute", "REDIS_URL": redis}).test_client()
+    tokens = client.post(
+        "/api/auth/register",
+        json={"name": "Ada", "email": "ada@example.com", "password": PASSWORD},
+    ).json
+    headers = {"Authorization": f"Bearer {tokens['access_token']}"}
+    user_id = client.get("/api/user/", headers=headers).json["id"]
+    guess = {"password": "a brand new secret", "current_password": "a wrong guess"}
+    for _ in range(2):
+        response = client.put(f"/api/user/update/{user_id}", headers=headers, json=guess)
+        assert_envelope(response, 422, "Current password is incorrect")
+    assert login(client, "ada@example.com", ip="10.0.0.7").status_code == 401
+    assert login(client, "ada@example.com", ip="10.0.0.8").status_code == 401
+    # The fifth guess, on either route, is refused before any hashing.
+    assert_rate_limited(client.put(f"/api/user/update/{user_id}", headers=headers, json=guess))
+    assert_rate_limited(login(client, "ada@example.com", ip="10.0.0.9"))
+    # A change of name needs no password and is not counted.
+    assert (
+        client.put(f"/api/user/update/{user_id}", headers=headers, json={"name": "A"}).status_code
+        == 200
+    )
 
 
 def test_a_malformed_limit_stops_the_app_at_start(config):
@@ -129,11 +177,3 @@ def test_counts_are_shared_in_redis_between_workers(make_app, config):
     with first.app_context():
         keys = redis_client().keys(f"*{config['RATELIMIT_KEY_PREFIX']}*")
     assert keys
-
-
-def test_production_without_redis_warns_that_limits_are_per_process(config, monkeypatch, caplog):
-    from polygenix import create_app
-
-    monkeypatch.setenv("POLYGENIX_ENV", "production")
-    create_app(config | {"REDIS_URL": None})
-    assert "REDIS_URL is not set: rate limits are counted per process" in caplog.text

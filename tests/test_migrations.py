@@ -35,7 +35,14 @@ def test_upgrade_builds_exactly_the_models_schema(empty_app):
     assert pending_changes(empty_app) == []
     with empty_app.app_context():
         tables = set(inspect(db.engine).get_table_names())
-    assert {"users", "chat_sessions", "messages", "revoked_tokens", "alembic_version"} == tables
+    assert {
+        "users",
+        "chat_sessions",
+        "messages",
+        "revoked_tokens",
+        "rate_limit_counts",
+        "alembic_version",
+    } == tables
 
 
 def test_downgrade_to_base_and_back(empty_app):
@@ -85,3 +92,49 @@ def test_reply_to_is_backfilled_for_earlier_replies(empty_app):
     with empty_app.app_context(), db.engine.connect() as connection:
         pairs = connection.exec_driver_sql("SELECT id, reply_to_id FROM messages ORDER BY id").all()
     assert [tuple(p) for p in pairs] == [(1, None), (2, 1), (3, None), (4, None), (5, 4)]
+
+
+def test_upgrade_keeps_data_and_stops_id_reuse(empty_app):
+    """0007 rebuilds SQLite's tables as AUTOINCREMENT without losing a row (dropping the old
+    `users` with foreign keys on would have deleted every session), and gives each user a key."""
+    runner = empty_app.test_cli_runner()
+    assert runner.invoke(args=["db", "upgrade", "0006"]).exit_code == 0
+    with empty_app.app_context(), db.engine.begin() as connection:
+        for user_id in (1, 2):
+            connection.exec_driver_sql(
+                "INSERT INTO users (id, email, name, password_hash, is_admin, token_version, "
+                f"created_at) VALUES ({user_id}, 'u{user_id}@b.co', 'A', 'x', false, 0, "
+                "'2026-01-01 00:00:00')"
+            )
+        connection.exec_driver_sql(
+            "INSERT INTO chat_sessions (id, user_id, number, title, created_at) "
+            "VALUES (1, 2, 1, 't', '2026-01-01 00:00:00')"
+        )
+        connection.exec_driver_sql(
+            "INSERT INTO messages (id, session_id, is_bot, content, created_at, incomplete) "
+            "VALUES (1, 1, false, 'm', '2026-01-01 00:00:00', false)"
+        )
+    result = runner.invoke(args=["db", "upgrade"])
+    assert result.exit_code == 0, result.output
+    with empty_app.app_context(), db.engine.begin() as connection:
+        keys = connection.exec_driver_sql("SELECT token_key FROM users ORDER BY id").scalars()
+        keys = list(keys)
+        assert len(set(keys)) == 2 and all(len(k) == 32 for k in keys)
+        counts = [
+            connection.exec_driver_sql(f"SELECT count(*) FROM {t}").scalar()
+            for t in ("users", "chat_sessions", "messages")
+        ]
+        assert counts == [2, 1, 1]
+        if connection.dialect.name == "postgresql":
+            # Rows inserted with explicit ids leave a sequence behind; the app never does that.
+            connection.exec_driver_sql("SELECT setval(pg_get_serial_sequence('users', 'id'), 2)")
+        connection.exec_driver_sql("DELETE FROM users WHERE id = 2")
+        assert connection.exec_driver_sql("SELECT count(*) FROM messages").scalar() == 0
+        connection.exec_driver_sql(
+            "INSERT INTO users (email, name, password_hash, is_admin, token_key, created_at) "
+            "VALUES ('new@b.co', 'N', 'x', false, 'k', '2026-01-01 00:00:00')"
+        )
+        new_id = connection.exec_driver_sql(
+            "SELECT id FROM users WHERE email = 'new@b.co'"
+        ).scalar()
+    assert new_id == 3

@@ -1,8 +1,10 @@
-"""Revoked tokens and token families: in Redis when REDIS_URL is set (shared by every worker and
-host, each entry expiring when it no longer matters), otherwise in the database.
+"""Revoked tokens and token families, in the database.
 
-Entries are keyed by a token's `jti`, or by `family:<fam>` for every token descended from one
-login (refresh tokens rotate; re-using a spent one revokes its whole family).
+An entry is a token's `jti` (a refresh token once spent), or `family:<fam>` for every token
+descended from one login (logout, or a spent refresh token presented again). Every
+authenticated request reads its user and its token's entries in one query; Redis is not asked,
+so a Redis outage does not stop authentication, and every worker and host sees the same list.
+Entries go when their tokens would have expired anyway.
 """
 
 from datetime import UTC, datetime, timedelta
@@ -12,64 +14,65 @@ from sqlalchemy import bindparam, delete, exists, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from ..extensions import db, redis_client
+from .. import clock
+from ..extensions import db
 from ..models import RevokedToken, User
 
 
-def _redis_key(entry: str) -> str:
-    return f"{current_app.config['REDIS_KEY_PREFIX']}revoked:{entry}"
-
-
-def _add(entry: str, expires_at: datetime) -> bool:
-    """Record `entry` until `expires_at`; True if it was not recorded already."""
-    ttl = int((expires_at - datetime.now(UTC)).total_seconds()) + 1
-    if ttl <= 0:
-        return True
-    redis = redis_client()
-    if redis is not None:
-        return bool(redis.set(_redis_key(entry), 1, ex=ttl, nx=True))
-    # Expired entries can go: their tokens are refused for expiry anyway.
-    db.session.execute(delete(RevokedToken).where(RevokedToken.expires_at < datetime.now(UTC)))
+def _add(entry: str, expires_at: datetime) -> None:
+    """Record `entry` until `expires_at` (kept as it is if recorded already)."""
+    now = clock.now()
+    if expires_at <= now:
+        return
+    db.session.execute(delete(RevokedToken).where(RevokedToken.expires_at < now))
     insert = pg_insert if db.engine.dialect.name == "postgresql" else sqlite_insert
-    added = db.session.execute(
-        insert(RevokedToken).values(jti=entry, expires_at=expires_at).on_conflict_do_nothing()
-    ).rowcount
+    db.session.execute(
+        insert(RevokedToken)
+        .values(jti=entry, expires_at=expires_at, revoked_at=now)
+        .on_conflict_do_nothing()
+    )
     db.session.commit()
-    return added == 1
 
 
-def revoke(payload: dict) -> bool:
-    """Revoke the token with these claims for the rest of its life; False if it already was."""
-    return _add(payload["jti"], datetime.fromtimestamp(payload["exp"], UTC))
+def spend(payload: dict) -> None:
+    """A refresh token was exchanged: it works no more (see REFRESH_REUSE_GRACE_SECONDS)."""
+    _add(payload["jti"], datetime.fromtimestamp(payload["exp"], UTC))
 
 
 def revoke_family(payload: dict) -> None:
-    """Revoke every token of this token's family (for as long as a refresh token can live)."""
+    """Revoke every token of this token's login (for as long as a refresh token can live)."""
     if payload.get("fam"):
         lifetime = current_app.config["JWT_REFRESH_TOKEN_EXPIRES"]
-        _add(f"family:{payload['fam']}", datetime.now(UTC) + lifetime + timedelta(minutes=1))
-
-
-def _entries(payload: dict) -> list[str]:
-    return [payload["jti"]] + ([f"family:{payload['fam']}"] if payload.get("fam") else [])
+        _add(f"family:{payload['fam']}", clock.now() + lifetime + timedelta(minutes=1))
 
 
 # Every authenticated request runs it: built once rather than per request.
-_USER_AND_REVOCATION = select(
-    User, exists().where(RevokedToken.jti.in_(bindparam("entries", expanding=True)))
+_USER_AND_ENTRIES = select(
+    User,
+    exists().where(RevokedToken.jti == bindparam("family")),
+    select(RevokedToken.revoked_at).where(RevokedToken.jti == bindparam("jti")).scalar_subquery(),
 ).where(User.id == bindparam("user_id"))
 
 
 def user_and_revocation(payload: dict, user_id: int) -> tuple[User | None, bool]:
-    """The token's user, and whether the token or its family is revoked: one round trip to the
-    database (or one to it and one to Redis), since every authenticated request asks."""
-    if not payload.get("jti"):
+    """The token's user, and whether the token is revoked: one round trip to the database.
+
+    A refresh token spent at most REFRESH_REUSE_GRACE_SECONDS ago still counts as live (two tabs
+    refreshing at once, a retry after a lost response); spent longer ago, it is revoked.
+    """
+    if not payload.get("jti") or not payload.get("fam"):
         return None, True
-    redis = redis_client()
-    if redis is not None:
-        user = db.session.get(User, user_id)
-        return user, redis.exists(*[_redis_key(e) for e in _entries(payload)]) > 0
     row = db.session.execute(
-        _USER_AND_REVOCATION, {"user_id": user_id, "entries": _entries(payload)}
+        _USER_AND_ENTRIES,
+        {"user_id": user_id, "family": f"family:{payload['fam']}", "jti": payload["jti"]},
     ).first()
-    return (row[0], bool(row[1])) if row else (None, False)
+    if row is None:
+        return None, False
+    user, family_revoked, spent_at = row
+    if family_revoked:
+        return user, True
+    if spent_at is None:
+        return user, False
+    grace = current_app.config["REFRESH_REUSE_GRACE_SECONDS"]
+    recently = spent_at >= clock.now() - timedelta(seconds=grace)
+    return user, not (payload.get("type") == "refresh" and recently)

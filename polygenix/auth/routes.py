@@ -3,10 +3,10 @@ from flask_jwt_extended import current_user, get_jwt
 from flask_smorest import abort
 
 from ..api import Blueprint, MessageSchema
-from ..limits import per_ip_and_account
+from ..limits import per_ip, per_ip_and_account
 from ..user.schemas import ShowUserSchema, UserSchema
 from ..user.service import EmailTakenError, create_user
-from .revocation import revoke, revoke_family
+from .revocation import revoke_family, spend
 from .schemas import LoginFormSchema, LogoutSchema, TokenSchema
 from .tokens import authenticate, issue_tokens, load_user, valid_payload
 
@@ -30,7 +30,7 @@ class Register(MethodView):
 
 @blp.route("/login")
 class Login(MethodView):
-    @per_ip_and_account
+    @per_ip
     @blp.arguments(LoginFormSchema(), location="form")
     @blp.response(200, TokenSchema)
     @blp.errors(401, 429)
@@ -63,13 +63,12 @@ class Refresh(MethodView):
     def post(self):
         """Exchange a refresh token (as the bearer token) for new access and refresh tokens
 
-        Refresh tokens rotate: each works once. Presenting a spent one again revokes every
-        token descended from the same login.
+        Refresh tokens rotate: each works once. Within REFRESH_REUSE_GRACE_SECONDS (10) of its
+        first use, a spent one gets another new pair (two tabs, a retry); presented again after
+        that, it revokes every token descended from the same login.
         """
         payload = get_jwt()
-        if not revoke(payload):  # spent already, by a racing request: treat as reuse
-            revoke_family(payload)
-            abort(401, message="Token has been revoked")
+        spend(payload)
         return issue_tokens(current_user, family=payload.get("fam"))
 
 
@@ -79,16 +78,19 @@ class Logout(MethodView):
     @blp.arguments(LogoutSchema(), required=False)
     @blp.response(200, MessageSchema)
     def post(self, data):
-        """Revoke the access token sent, and the refresh token given in the body"""
+        """End the login the access token belongs to: every token of it, refresh tokens included
+
+        A refresh token given in the body ends its login too.
+        """
         refresh = None
         if data.get("refresh_token"):
             refresh = valid_payload(data["refresh_token"], "refresh")
             if refresh is None or refresh["sub"] != get_jwt()["sub"]:
                 reason = "Not a valid refresh token of yours."
                 abort(422, message=reason, errors={"json": {"refresh_token": [reason]}})
-        revoke(get_jwt())
+        revoke_family(get_jwt())
         if refresh is not None:
-            revoke(refresh)
+            revoke_family(refresh)
         return {"message": "Logged out"}
 
 

@@ -1,28 +1,29 @@
 """Issuing and checking JWTs, and turning every token failure into a 401 envelope."""
 
 import uuid
-from functools import cache
 
 from flask import current_app, g
 from flask_jwt_extended import JWTManager, create_access_token, create_refresh_token, decode_token
 from flask_jwt_extended.exceptions import JWTExtendedException
 from jwt import PyJWTError
-from werkzeug.security import check_password_hash, generate_password_hash
 
 from ..api import error_response
 from ..extensions import db
+from ..limits import password_attempt
 from ..models import User
 from ..user.service import find_by_email
+from .passwords import check_no_password, outdated
 from .revocation import revoke_family, user_and_revocation
 
 
 def issue_tokens(user: User, family: str | None = None) -> dict:
     """An access and a refresh token: the original's two fields plus refresh_token, expires_in.
 
-    Every token carries the user's token version (`ver`: a password change or reset bumps it and
-    so revokes all earlier tokens) and its family (`fam`: one per login, kept by refreshes).
+    Every token carries its account's token key (`acct`: it binds the token to this account,
+    not merely to its id, and a new password draws a new one, revoking all earlier tokens) and
+    its family (`fam`: one per login, kept by refreshes; logout revokes it).
     """
-    claims = {"ver": user.token_version, "fam": family or str(uuid.uuid4())}
+    claims = {"acct": user.token_key, "fam": family or str(uuid.uuid4())}
     expires = current_app.config["JWT_ACCESS_TOKEN_EXPIRES"]
     return {
         "access_token": create_access_token(str(user.id), additional_claims=claims),
@@ -33,7 +34,8 @@ def issue_tokens(user: User, family: str | None = None) -> dict:
 
 
 def token_revoked(payload: dict) -> bool:
-    """Revoked by logout, by refresh-token reuse, or by a later password change.
+    """Revoked by logout, by refresh-token reuse, by a later password change, or issued to an
+    account that no longer exists.
 
     The user found on the way is kept for the user lookup that follows on this request.
     """
@@ -42,28 +44,26 @@ def token_revoked(payload: dict) -> bool:
         return True
     user, revoked = user_and_revocation(payload, user_id)
     g.token_user = user
-    return revoked or (user is not None and payload.get("ver") != user.token_version)
-
-
-@cache
-def _dummy_hash(method: str) -> str:
-    return generate_password_hash("not a real password", method=method)
+    return revoked or (user is not None and payload.get("acct") != user.token_key)
 
 
 def authenticate(email: str, password: str) -> User | None:
     """The user whose email and password these are, or None.
 
-    An unknown email still costs one password check: it takes as long as a wrong password.
+    Each attempt counts against the account's password-check limit. An unknown email still
+    costs one password check: it takes as long as a wrong password.
     """
-    method = current_app.config["PASSWORD_HASH_METHOD"]
+    password_attempt(email)
     user = find_by_email(email)
+    # The lookup's transaction ends here: no database connection is held while hashing.
+    db.session.commit()
     if user is None:
-        check_password_hash(_dummy_hash(method), password)
+        check_no_password(password)
         return None
     if not user.verify_password(password):
         return None
     # A hash made with weaker settings than today's is replaced while the password is at hand.
-    if user.password_hash.split("$", 1)[0] != _dummy_hash(method).split("$", 1)[0]:
+    if outdated(user.password_hash):
         user.password = password
         db.session.commit()
     return user

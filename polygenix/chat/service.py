@@ -10,6 +10,7 @@ from flask_smorest import abort
 from sqlalchemy import BigInteger, bindparam, cast, exists, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import aliased, joinedload
+from sqlalchemy.orm.exc import StaleDataError
 
 from ..api import page_of
 from ..extensions import db
@@ -23,6 +24,24 @@ TITLE_MAX_CHARS = 60
 # Each lost race means another request of the same user won one, so this many concurrent
 # new-session requests from one user always succeed.
 CREATE_ATTEMPTS = 20
+
+
+class SessionDeleted(LookupError):
+    """The session of a turn under way was deleted before its reply could be stored."""
+
+
+def _commit_turn() -> None:
+    """Commit what a turn stores once the provider has answered.
+
+    The foreign keys check, in this transaction, that the question it answers still exists:
+    a reply or flag for a question deleted meanwhile (with its session) is not stored. Ids are
+    never reused, so a vanished question's id cannot stand for someone else's.
+    """
+    try:
+        db.session.commit()
+    except (IntegrityError, StaleDataError):
+        db.session.rollback()
+        raise SessionDeleted("Chat session not found") from None
 
 
 def make_title(text: str) -> str:
@@ -92,6 +111,7 @@ def store_question(
     in the winner's session (or, with no number asked for, takes the next number).
     """
     for _ in range(CREATE_ATTEMPTS):
+        existing = session is not None
         if session is None:
             session = ChatSession(
                 user_id=user.id,
@@ -104,6 +124,8 @@ def store_question(
             db.session.commit()
         except IntegrityError:
             db.session.rollback()
+            if existing:  # the session was deleted since it was looked up
+                raise SessionDeleted("Chat session not found") from None
             session = find_session(user.id, number) if number is not None else None
             continue
         return session, question
@@ -219,7 +241,7 @@ def fail_turn(turn: Turn, error: ProviderError) -> None:
     turn.question.error = error.message
     # A stream ends after the request's own database session: attach the message to this one.
     db.session.add(turn.question)
-    db.session.commit()
+    _commit_turn()
 
 
 def finish_turn(
@@ -248,7 +270,7 @@ def finish_turn(
         error=error,
     )
     db.session.add(reply)
-    db.session.commit()
+    _commit_turn()
     return reply
 
 

@@ -13,6 +13,7 @@ reply is stored once, when the stream ends: whole, or (provider failure, client 
 received, marked incomplete with the reason.
 """
 
+import contextlib
 import contextvars
 import json
 import logging
@@ -135,7 +136,8 @@ def _relay(turn: service.Turn, reader: _Reader, keepalive: float) -> Iterator[st
         # The client went away: stop reading the provider, keep what it had said.
         reader.close()
         # 499: the client closed the request (nginx's code), so metrics do not blame the provider.
-        _store(turn, parts, usage, ProviderError(DISCONNECTED, status=499))
+        with contextlib.suppress(service.SessionDeleted):
+            _store(turn, parts, usage, ProviderError(DISCONNECTED, status=499))
         raise
     except Exception:
         log.exception("relaying a stream failed")
@@ -143,7 +145,11 @@ def _relay(turn: service.Turn, reader: _Reader, keepalive: float) -> Iterator[st
     finally:
         OPEN_STREAMS.dec()
     reader.close()
-    reply = _store(turn, parts, usage, failure)
+    try:
+        reply = _store(turn, parts, usage, failure)
+    except service.SessionDeleted as e:
+        yield sse("error", envelope(404, str(e)))
+        return
     if failure is None:
         yield sse("done", MessageResponseSchema().dump(reply))
     else:

@@ -6,6 +6,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from ..extensions import db
+from ..limits import password_attempt
 from ..models import User, normalize_email
 
 
@@ -49,10 +50,12 @@ def update_user(
         if user.id == current_user.id:
             if not current_password:
                 _reject_current_password("Your current password is required to set a new one.")
-            if not user.verify_password(current_password):
-                _reject_current_password("Current password is incorrect.")
-        user.password = password
-        user.token_version += 1  # every earlier token stops working
+            password_attempt(user.email)  # the same count as logins to this account
+        # Ends the lookups' transaction: no database connection is held while hashing.
+        db.session.commit()
+        if user.id == current_user.id and not user.verify_password(current_password):
+            _reject_current_password("Current password is incorrect.")
+        user.change_password(password)
     if name is not None:
         user.name = name
     db.session.commit()
