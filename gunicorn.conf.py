@@ -45,6 +45,20 @@ def child_exit(server, worker):
     multiprocess.mark_process_dead(worker.pid)
 
 
+def pre_request(worker, req):
+    # A body over MAX_CONTENT_LENGTH is answered 413 without being read: the connection cannot
+    # serve another request after it, so the answer says `Connection: close` rather than
+    # promising a keep-alive that gunicorn then breaks.
+    limit = getattr(worker.wsgi, "config", {}).get("MAX_CONTENT_LENGTH")
+    for name, value in req.headers:
+        if name == "CONTENT-LENGTH" and limit is not None and value.isdigit():
+            if int(value) > limit:
+                req.force_close()
+        elif name == "TRANSFER-ENCODING" and limit is not None:
+            # Its length is known only once read: a request that could be over the limit.
+            req.force_close()
+
+
 def post_worker_init(worker):
     # The app's start-up objects (~125,000) live as long as the worker. Frozen, they are out of
     # the garbage collector's sight, so a full collection scans only what requests create: one

@@ -30,6 +30,7 @@ from .metrics import init_metrics
 from .providers import ProviderError
 from .providers.http import retry_after_header
 from .security import init_security
+from .strictjson import StrictJSONProvider
 from .user.routes import blp as user_blp
 
 API_SPEC = {
@@ -52,6 +53,10 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         instance_path=os.path.abspath(instance_path) if instance_path else None,
         static_folder=None,
     )
+    # `/api//auth/verify-token/<token>` is a 404, not a redirect that repeats the token in a
+    # Location header and in the redirected request's log line.
+    app.url_map.merge_slashes = False
+    app.json = StrictJSONProvider(app)
     app.config.update(API_SPEC)
     app.config.update(load_config(os.environ, app.instance_path))
     app.config.update(config or {})

@@ -9,6 +9,8 @@ from flask_jwt_extended import jwt_required
 from sqlalchemy import Select, false
 from werkzeug.exceptions import HTTPException
 
+from .strictjson import StrictParser
+
 BEARER = "bearerAuth"
 # Past any real listing; a larger OFFSET would overflow the databases' 64-bit integers.
 MAX_OFFSET = 2**31
@@ -28,6 +30,15 @@ class MessageSchema(ma.Schema):
     """A success that carries only a sentence."""
 
     message = ma.fields.String(required=True)
+
+
+NO_NUL = "^[^\\u0000]*$"  # the same rule, as an OpenAPI pattern
+
+
+def no_nul(value: str) -> None:
+    """A validator: PostgreSQL cannot store a NUL character, so no field may hold one."""
+    if "\x00" in value:
+        raise ma.ValidationError("Must not contain NUL characters.")
 
 
 class Text(ma.fields.String):
@@ -139,6 +150,8 @@ class Api(flask_smorest.Api):
 
 
 class Blueprint(flask_smorest.Blueprint):
+    ARGUMENTS_PARSER = StrictParser()
+
     def login_required(self, func=None, *, refresh: bool = False):
         """Require a valid bearer token (an access token, or a refresh token if `refresh`)."""
 

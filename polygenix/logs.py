@@ -2,7 +2,10 @@
 
 A request's line has its id, method, path, status, duration and user; a chat turn adds the
 provider, model, token counts and provider latency. Never a password, token, key or message: the
-line is built from those fields only, and verify-token's path segment (a token) is replaced.
+line is built from those fields only; a path segment a route names as a secret (verify-token's
+token) is replaced, and so is anything shaped like a token in a path no route matched. In the
+text format every control character of every field is escaped, so no client can write a line
+of its own (a `%0a` in a path).
 """
 
 import json
@@ -34,6 +37,26 @@ FIELDS = (
     "outcome",
 )
 _HANDLER_MARK = "_polygenix_handler"
+# Route arguments that carry a credential: logged as [redacted].
+SECRET_ARGUMENTS = frozenset({"token_id"})
+# A JWT (three base64url parts, the first a JSON header) or a PolyGenix API key.
+_TOKEN_SHAPE = re.compile(r"eyJ[\w-]*\.[\w-]*\.?[\w-]*|pgx_[\w-]+")
+_ARGUMENT = re.compile(r"<(?:[^<>:]+:)?([^<>]+)>")
+# C0 and C1 controls, DEL, the Unicode line and paragraph separators, and the backslash (so an
+# escape in the log always means an escaped character, never one a client typed).
+_CONTROL = re.compile(r"[\\\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def _escaped(match: re.Match) -> str:
+    code = ord(match.group())
+    if match.group() == "\\":
+        return "\\\\"
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def escape_controls(text: str) -> str:
+    """`text` on one line: each control character written as its escape (`\\x0a`)."""
+    return _CONTROL.sub(_escaped, text)
 
 
 class JSONFormatter(logging.Formatter):
@@ -53,19 +76,37 @@ class JSONFormatter(logging.Formatter):
 
 
 class TextFormatter(logging.Formatter):
+    """`<time> <level> <logger>: <message> key=value...`, one line whatever the values hold
+    (a traceback, which only the server writes, follows on its own lines)."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = escape_controls(record.message)
+        return super().formatMessage(record)
+
     def format(self, record: logging.LogRecord) -> str:
         text = super().format(record)
         extra = " ".join(
-            f"{k}={getattr(record, k)}" for k in FIELDS if getattr(record, k, None) is not None
+            f"{k}={escape_controls(str(getattr(record, k)))}"
+            for k in FIELDS
+            if getattr(record, k, None) is not None
         )
-        return f"{text} {extra}" if extra else text
+        if not extra:
+            return text
+        line, newline, traceback = text.partition("\n")
+        return f"{line} {extra}{newline}{traceback}"
 
 
-def safe_path(path: str) -> str:
-    """The path as logged: a token in verify-token's path is not written down."""
-    if path.startswith("/api/auth/verify-token/"):
-        return "/api/auth/verify-token/[redacted]"
-    return path
+def safe_path() -> str:
+    """This request's path as logged: secret route arguments and token-shaped text removed."""
+    rule, arguments = request.url_rule, request.view_args or {}
+    if rule is not None and SECRET_ARGUMENTS & arguments.keys():
+
+        def shown(match: re.Match) -> str:
+            name = match.group(1)
+            return "[redacted]" if name in SECRET_ARGUMENTS else str(arguments[name])
+
+        return _ARGUMENT.sub(shown, rule.rule)
+    return _TOKEN_SHAPE.sub("[redacted]", request.path)
 
 
 def request_id() -> str | None:
@@ -107,7 +148,7 @@ def init_logging(app: Flask) -> None:
                 _write_line,
                 g._get_current_object(),
                 request.method,
-                safe_path(request.path),
+                safe_path(),
                 response.status_code,
             )
             if response.is_streamed:

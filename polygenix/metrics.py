@@ -1,8 +1,10 @@
 """Prometheus metrics (prometheus_client) at GET /metrics.
 
 Under gunicorn, PROMETHEUS_MULTIPROC_DIR (set by gunicorn.conf.py) puts every worker's samples in
-files that /metrics sums, whichever worker answers. Label values are bounded: endpoints are route
-templates, models outside the provider's known list count as "other".
+files that /metrics sums, whichever worker answers. Every label value comes from a closed set,
+whatever a client sends: endpoints are route templates (`unmatched` for any other path), methods
+the HTTP methods the API knows (`other` for any other), models the provider's known list
+(`other` for any other).
 """
 
 import hmac
@@ -51,6 +53,7 @@ OPEN_STREAMS = Gauge(
 )
 
 bp = Blueprint("metrics", __name__)
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
 def model_label(provider, model: str | None, config) -> str:
@@ -102,7 +105,8 @@ def init_metrics(app: Flask) -> None:
     @app.after_request
     def _count(response):
         if request.endpoint != "metrics.metrics" and "started" in g:
-            endpoint = _template(request.url_rule.rule) if request.url_rule else "<unmatched>"
-            REQUESTS.labels(endpoint, request.method, str(response.status_code)).inc()
-            LATENCY.labels(endpoint, request.method).observe(time.perf_counter() - g.started)
+            endpoint = _template(request.url_rule.rule) if request.url_rule else "unmatched"
+            method = request.method if request.method in METHODS else "other"
+            REQUESTS.labels(endpoint, method, str(response.status_code)).inc()
+            LATENCY.labels(endpoint, method).observe(time.perf_counter() - g.started)
         return response

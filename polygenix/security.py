@@ -5,6 +5,8 @@ from flask import Flask, request
 from flask_cors import CORS
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+from .api import error_response
+
 # The API returns JSON only: nothing may be loaded, framed or run from it.
 API_CSP = "default-src 'none'; frame-ancestors 'none'"
 # Swagger UI runs its own files plus one inline script (its configuration) from this server.
@@ -12,6 +14,9 @@ DOCS_CSP = (
     "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
     "img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'"
 )
+
+
+REVALIDATE = "private, no-cache"
 
 
 def init_security(app: Flask) -> None:
@@ -27,6 +32,13 @@ def init_security(app: Flask) -> None:
             max_age=600,
         )
 
+    @app.before_request
+    def _no_nul_in_the_url():
+        # PostgreSQL cannot store or compare text holding NUL: refused before any lookup.
+        if "\x00" in request.path or any("\x00" in v for v in request.args.values()):
+            return error_response(400, "The URL must not contain NUL characters (%00)")
+        return None
+
     @app.after_request
     def _headers(response):
         headers = response.headers
@@ -39,4 +51,11 @@ def init_security(app: Flask) -> None:
             # Tokens and credentials must not be kept by browsers or shared caches.
             headers["Cache-Control"] = "no-store"
             headers["Pragma"] = "no-cache"
+        if "Authorization" in request.headers:
+            # One user's records must never be served from a cache to anyone: no-store, unless
+            # the view offers conditional requests (an ETag), when a browser may keep its own
+            # copy and must ask again each time.
+            if headers.get("Cache-Control") != REVALIDATE:
+                headers["Cache-Control"] = "no-store"
+            response.vary.add("Authorization")
         return response

@@ -7,7 +7,7 @@ import re
 import pytest
 import requests
 
-from polygenix.logs import JSONFormatter
+from polygenix.logs import JSONFormatter, TextFormatter
 from tests.gunicorn_server import gunicorn
 from tests.helpers import PASSWORD, assert_envelope
 
@@ -197,3 +197,63 @@ def test_provider_gets_the_request_id(make_app, provider_config, fake, auth, str
     assert response.status_code == 200
     response.get_data()
     assert fake.requests[-1].headers["X-Request-ID"] == "req-42"
+
+
+def test_metrics_labels_come_from_closed_sets(client):
+    """Made-up methods and paths, unauthenticated, add no label values: `other` and
+    `unmatched` stand for all of them."""
+
+    def made_up(names):
+        for n in names:
+            client.open(f"/api/made-up-{n}", method=f"BREW{n}")
+            client.get(f"/no/such/path/{n}")
+        return client.get("/metrics").get_data(as_text=True)
+
+    before = client.get("/metrics").get_data(as_text=True)
+    first = made_up(range(100))
+    second = made_up(range(100, 200))
+    assert "BREW" not in second and "made-up" not in second and "/no/such" not in second
+    # A hundred more made-up requests change counts, never the set of samples.
+    assert len(second) - len(first) < 200
+
+    def grew(**labels):
+        labels = {"endpoint": "unmatched"} | labels
+        name = "polygenix_http_requests_total"
+        return sample(second, name, **labels) - sample(before, name, **labels)
+
+    assert grew(method="other", status="404") + grew(method="other", status="405") == 200
+    assert grew(method="GET", status="404") == 200
+
+
+def test_a_token_in_a_path_is_never_logged_however_it_is_spelled(client, caplog):
+    caplog.set_level(logging.DEBUG)
+    token = client.post(
+        "/api/auth/register",
+        json={"name": "Ada", "email": "ada@example.com", "password": PASSWORD},
+    ).json["access_token"]
+    for path in (
+        f"/api//auth/verify-token/{token}",
+        f"//api/auth/verify-token/{token}",
+        f"/api/auth/verify-token/{token}/",
+        f"/api/auth//verify-token/{token}",
+        f"/API/auth/verify-token/{token}",
+        f"/api/auth/verify-token/{token}/x",
+    ):
+        response = client.get(path)
+        # Never a redirect, which would repeat the token in its Location and its own log line.
+        assert response.status_code == 404, path
+        assert "Location" not in response.headers
+    assert client.get(f"/api/auth/verify-token/{token}").status_code == 200
+    assert token not in caplog.text
+    assert token.split(".")[1] not in caplog.text
+
+
+def test_text_log_lines_cannot_be_forged_through_the_path(client, caplog):
+    caplog.set_level(logging.INFO, "polygenix")
+    forged = "INFO polygenix.request: GET /api/admin 200 user_id=1"
+    client.get("/nothing%0a" + forged.replace(" ", "%20") + "%0d%0a%1b[2J%5C")
+    [record] = request_lines(caplog)
+    line = TextFormatter("%(levelname)s %(name)s: %(message)s").format(record)
+    assert "\n" not in line and "\r" not in line and "\x1b" not in line
+    assert "GET /nothing\\x0a" + forged + "\\x0d\\x0a\\x1b[2J\\\\ 404" in line
+    assert "path=/nothing\\x0a" in line

@@ -1,15 +1,21 @@
 """Security hardening (OWASP ASVS 5.0, API Security Top 10), mapped in docs/security.md."""
 
 import logging
+import socket
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import jwt as pyjwt
 import pytest
+import requests
 from sqlalchemy import func, select
 
+from polygenix.auth.tokens import issue_tokens
 from polygenix.extensions import db
 from polygenix.models import ChatSession, Message, User
 from polygenix.user.service import create_user
-from tests.helpers import PASSWORD, assert_envelope
+from tests.gunicorn_server import gunicorn
+from tests.helpers import PASSWORD, FakeClock, assert_envelope
 
 
 def bearer(token):
@@ -87,7 +93,9 @@ def test_tokens_carry_jti_iat_type_and_only_the_configured_algorithm_is_accepted
     assert app.config["JWT_DECODE_ALGORITHMS"] == ["HS256"]
 
 
-def test_refresh_tokens_rotate_and_reuse_revokes_the_family(client):
+def test_refresh_tokens_rotate_and_reuse_revokes_the_family(make_app):
+    clock = FakeClock()
+    client = make_app({"CLOCK": clock}).test_client()
     first = register(client)
     rotated = client.post("/api/auth/refresh", headers=bearer(first["refresh_token"]))
     assert rotated.status_code == 200
@@ -95,7 +103,9 @@ def test_refresh_tokens_rotate_and_reuse_revokes_the_family(client):
     assert second["refresh_token"] != first["refresh_token"]
     assert client.get("/api/auth/me", headers=bearer(second["access_token"])).status_code == 200
 
-    # The spent refresh token comes back (stolen?): refused, and its whole family dies.
+    # The spent refresh token comes back (stolen?) after the grace window: refused, and its
+    # whole family dies.
+    clock.advance(60)
     reused = client.post("/api/auth/refresh", headers=bearer(first["refresh_token"]))
     assert_envelope(reused, 401, "revoked")
     for token in (second["access_token"], first["access_token"]):
@@ -229,6 +239,56 @@ def test_auth_responses_are_not_stored(client):
         assert response.headers["Cache-Control"] == "no-store"
 
 
+def test_private_responses_are_never_cached(client, auth):
+    ada = auth.register()
+    chat(client, ada, 1)
+    user_id = auth.user_id(ada)
+    for path in (
+        "/api/user/",
+        f"/api/user/{user_id}",
+        "/api/user/email/ada@example.com",
+        "/api/ai_chat/home",
+        "/api/ai_chat/models",
+        "/api/ai_chat/history",
+        "/api/ai_chat/sessions",
+        "/api/ai_chat/1",
+        "/api/ai_chat/1/export",
+        "/api/ai_chat/999",  # an error about one's own data is private too
+    ):
+        response = client.get(path, headers=ada)
+        assert response.headers["Cache-Control"] == "no-store", path
+        assert "Authorization" in response.headers["Vary"], path
+    reply = client.post(
+        "/api/ai_chat/request", headers=ada, json={"content": "x", "model": "echo", "stream": True}
+    )
+    assert reply.headers["Cache-Control"] == "no-store"
+    assert "Authorization" in reply.headers["Vary"]
+
+
+def test_a_body_over_the_limit_closes_its_connection(tmp_path):
+    """413 says `Connection: close` (and closes it) rather than keep-alive that then breaks."""
+    with gunicorn(tmp_path, {"MAX_CONTENT_LENGTH": "2048"}) as (base, _):
+        host, port = base.removeprefix("http://").split(":")
+        body = b'{"name": "A", "email": "a@b.co", "password": "' + b"p" * 4000 + b'"}'
+        with socket.create_connection((host, int(port)), timeout=5) as sock:
+            sock.sendall(
+                b"POST /api/auth/register HTTP/1.1\r\nHost: x\r\n"
+                b"Content-Type: application/json\r\n"
+                + f"Content-Length: {len(body)}\r\n\r\n".encode()
+                + body
+            )
+            answer = b""
+            while chunk := sock.recv(65536):
+                answer += chunk
+        head = answer.split(b"\r\n\r\n", 1)[0].decode().lower()
+        assert head.startswith("http/1.1 413")
+        assert "connection: close" in head
+        # A body within the limit keeps the connection for the next request.
+        with requests.Session() as http:
+            small = http.post(base + "/api/auth/login", data={"username": "a", "password": "b"})
+            assert small.headers["Connection"] == "keep-alive"
+
+
 def test_docs_page_has_a_csp_that_lets_it_run(client):
     csp = client.get("/docs").headers["Content-Security-Policy"]
     assert "script-src 'self' 'unsafe-inline'" in csp and "default-src 'self'" in csp
@@ -327,3 +387,82 @@ def test_create_user_helper_refuses_duplicates_case_insensitively(app):
 
         with pytest.raises(EmailTakenError):
             create_user(name="B", email="dup@example.COM", password=PASSWORD)
+
+
+# --- identifiers are never reused; a turn never outlives its session -------------------------
+
+
+def test_a_deleted_accounts_tokens_never_open_the_next_account(app, client, auth):
+    ada = client.post(
+        "/api/auth/register",
+        json={"name": "Ada", "email": "ada@example.com", "password": PASSWORD},
+    ).json
+    headers = bearer(ada["access_token"])
+    chat(client, headers, 1)
+    ada_id = auth.user_id(headers)
+    assert client.delete(f"/api/user/{ada_id}", headers=headers).status_code == 200
+    # The next account created does not get the freed id...
+    eve = auth.register("eve@example.com")
+    assert auth.user_id(eve) > ada_id
+    # ...and even an account that held it would not accept Ada's tokens: they are bound to her
+    # account's own key, not to an id.
+    with app.app_context():
+        db.session.execute(
+            User.__table__.update().where(User.email == "eve@example.com").values(id=ada_id)
+        )
+        db.session.commit()
+    for path in ("/api/auth/me", "/api/ai_chat/history", "/api/user/"):
+        assert_envelope(client.get(path, headers=headers), 401)
+    assert_envelope(client.post("/api/auth/refresh", headers=bearer(ada["refresh_token"])), 401)
+    assert_envelope(client.get(f"/api/auth/verify-token/{ada['access_token']}"), 401)
+
+
+def test_ids_of_users_sessions_and_messages_are_never_reused(app, client, auth):
+    ada = auth.register("ada@example.com")
+    chat(client, ada, 1)
+    with app.app_context():
+        before = [db.session.scalar(select(func.max(m.id))) for m in (User, ChatSession, Message)]
+    assert client.delete(f"/api/user/{auth.user_id(ada)}", headers=ada).status_code == 200
+    bob = auth.register("bob@example.com")
+    chat(client, bob, 1)
+    with app.app_context():
+        after = [db.session.scalar(select(func.min(m.id))) for m in (User, ChatSession, Message)]
+    assert all(new > old for new, old in zip(after, before, strict=True)), (before, after)
+
+
+SLOW_HASH = "pbkdf2:sha256:3000000"  # about a second per hash on this kind of machine
+
+
+def test_password_hashes_run_a_bounded_number_at_a_time(make_app):
+    app = make_app(
+        {
+            "PASSWORD_HASH_METHOD": SLOW_HASH,
+            "PASSWORD_HASH_CONCURRENCY": 1,
+            "PASSWORD_HASH_TIMEOUT": 0.1,
+        }
+    )
+    with app.app_context():
+        create_user(name="Ada", email="ada@example.com", password=PASSWORD)
+    form = {"username": "ada@example.com", "password": PASSWORD}
+    slow = ThreadPoolExecutor(1).submit(app.test_client().post, "/api/auth/login", data=form)
+    time.sleep(0.2)  # the first login is hashing now
+    busy = app.test_client().post("/api/auth/login", data=form)
+    body = assert_envelope(busy, 503, "Too many password checks at once")
+    assert busy.headers["Retry-After"] == "1" and "json" not in body
+    assert slow.result().status_code == 200
+    assert app.test_client().post("/api/auth/login", data=form).status_code == 200
+
+
+def test_login_holds_no_database_connection_while_hashing(make_app):
+    """With a pool of one connection, a login that is hashing leaves it for other requests."""
+    pool = {"pool_size": 1, "max_overflow": 0, "pool_timeout": 0.5}
+    app = make_app({"PASSWORD_HASH_METHOD": SLOW_HASH, "SQLALCHEMY_ENGINE_OPTIONS": pool})
+    with app.app_context():
+        user = create_user(name="Ada", email="ada@example.com", password=PASSWORD)
+        access = issue_tokens(user)["access_token"]
+    form = {"username": "ada@example.com", "password": PASSWORD}
+    slow = ThreadPoolExecutor(1).submit(app.test_client().post, "/api/auth/login", data=form)
+    time.sleep(0.2)
+    assert app.test_client().get("/api/auth/me", headers=bearer(access)).status_code == 200
+    assert not slow.done()
+    assert slow.result().status_code == 200

@@ -1,6 +1,8 @@
 import marshmallow as ma
 from marshmallow import fields, validate
 
+from ..api import NO_NUL, no_nul
+
 
 class LoginFormSchema(ma.Schema):
     """The OAuth2 password grant form (RFC 6749 §4.3); `username` is the email."""
@@ -13,8 +15,17 @@ class LoginFormSchema(ma.Schema):
     grant_type = fields.String(
         validate=validate.OneOf(["password", ""], error="grant_type must be 'password'."),
     )
-    username = fields.String(required=True, metadata={"description": "The account's email"})
-    password = fields.String(required=True, load_only=True, validate=validate.Length(max=4096))
+    username = fields.String(
+        required=True,
+        validate=no_nul,
+        metadata={"description": "The account's email", "pattern": NO_NUL},
+    )
+    password = fields.String(
+        required=True,
+        load_only=True,
+        validate=[no_nul, validate.Length(max=4096)],
+        metadata={"pattern": NO_NUL},
+    )
     scope = fields.String(metadata={"description": "Accepted and ignored"})
     client_id = fields.String(metadata={"description": "Accepted and ignored"})
     client_secret = fields.String(load_only=True, metadata={"description": "Accepted and ignored"})

@@ -119,7 +119,7 @@ class ChatRequest(MethodView):
                 stream_with_context(streaming.stream_reply(*args)),
                 mimetype="text/event-stream",
                 # X-Accel-Buffering: nginx would otherwise hold the events back.
-                headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+                headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
             )
         return service.send_message(*args)
 

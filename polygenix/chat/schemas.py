@@ -2,7 +2,7 @@ import marshmallow as ma
 from flask import current_app
 from marshmallow import fields, validate
 
-from ..api import Text
+from ..api import NO_NUL, Text, no_nul
 
 MAX_NUMBER = 2_147_483_647
 
@@ -26,10 +26,11 @@ class MessageCreateSchema(ma.Schema):
     content = Text(required=True, validate=validate_content)
     model = fields.String(
         required=True,
-        validate=validate.Length(min=1, max=200),
+        validate=[validate.Length(min=1, max=200), no_nul],
         metadata={
             "description": "`provider` or `provider/model-id`, e.g. `echo`",
             "example": "echo",
+            "pattern": NO_NUL,
         },
     )
     session_id = fields.Integer(

@@ -6,7 +6,7 @@ import marshmallow as ma
 from flask import current_app
 from marshmallow import fields, validate
 
-from ..api import Text
+from ..api import NO_NUL, Text, no_nul
 from ..models import normalize_email
 
 PASSWORD_MAX_LENGTH = 128
@@ -30,6 +30,7 @@ def common_passwords() -> frozenset[str]:
 PASSWORD_DOC = {
     "minLength": 8,
     "maxLength": PASSWORD_MAX_LENGTH,
+    "pattern": NO_NUL,
     "description": "8 (PASSWORD_MIN_LENGTH) to 128 characters, not a commonly used password",
 }
 
@@ -41,6 +42,7 @@ def validate_password(value: str) -> None:
         raise ma.ValidationError(f"Password must be at least {minimum} characters.")
     if len(value) > PASSWORD_MAX_LENGTH:
         raise ma.ValidationError(f"Password must be at most {PASSWORD_MAX_LENGTH} characters.")
+    no_nul(value)  # a login form could never send it back
     if value.strip().lower() in common_passwords():
         raise ma.ValidationError("This password is too common; choose one that is harder to guess.")
 
