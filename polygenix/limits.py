@@ -12,7 +12,7 @@ import hashlib
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import wraps
+from functools import cache, wraps
 
 from flask import Flask, current_app, request
 from flask_jwt_extended import get_jwt_identity
@@ -20,7 +20,7 @@ from flask_smorest import abort
 from limits import RateLimitItem, parse_many
 from limits.storage import RedisStorage, Storage
 from limits.strategies import FixedWindowRateLimiter
-from sqlalchemy import case, delete, select
+from sqlalchemy import bindparam, case, delete, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import SQLAlchemyError
@@ -58,29 +58,37 @@ class DatabaseCounts(Storage):
         return hashlib.sha256(key.encode("utf-8", "backslashreplace")).hexdigest()
 
     def incr(self, key: str, expiry: float, amount: int = 1) -> int:
-        key = self._digest(key)
         now = clock.timestamp()
-        c = self.table.c
-        insert = pg_insert if db.engine.dialect.name == "postgresql" else sqlite_insert
-        ended = c.expires_at <= now  # in ON CONFLICT ... SET, `c` is the row already there
-        statement = (
-            insert(self.table)
-            .values(key=key, count=amount, expires_at=now + expiry)
+        values = {"key": self._digest(key), "amount": amount, "now": now, "ends": now + expiry}
+        count = db.session.execute(self._upsert(db.engine.dialect.name), values).scalar_one()
+        if now >= self._sweep_at:
+            self._sweep_at = now + self._sweep_every
+            db.session.execute(delete(self.table).where(self.table.c.expires_at < now))
+        db.session.commit()
+        return count
+
+    @classmethod
+    @cache
+    def _upsert(cls, dialect: str):
+        """The hit, built once per dialect (building it cost as much as running it)."""
+        c = cls.table.c
+        insert = pg_insert if dialect == "postgresql" else sqlite_insert
+        ended = c.expires_at <= bindparam("now")  # in ON CONFLICT ... SET, `c` is the old row
+        amount = bindparam("amount")
+        return (
+            insert(cls.table)
+            .values(key=bindparam("key"), count=amount, expires_at=bindparam("ends"))
             .on_conflict_do_update(
                 index_elements=[c.key],
                 set_={
-                    "count": case((ended, amount), else_=c.count + amount),
-                    "expires_at": case((ended, now + expiry), else_=c.expires_at),
+                    "count": case(
+                        (ended, bindparam("amount")), else_=c.count + bindparam("amount")
+                    ),
+                    "expires_at": case((ended, bindparam("ends")), else_=c.expires_at),
                 },
             )
             .returning(c.count)
         )
-        count = db.session.execute(statement).scalar_one()
-        if now >= self._sweep_at:
-            self._sweep_at = now + self._sweep_every
-            db.session.execute(delete(self.table).where(c.expires_at < now))
-        db.session.commit()
-        return count
 
     def _row(self, key: str):
         return db.session.execute(
