@@ -152,6 +152,13 @@ def load_config(env: Mapping[str, str], instance_path: str) -> dict[str, Any]:
         "DB_POOL_SIZE": _int(env, "DB_POOL_SIZE", 5, minimum=1),
         "DB_MAX_OVERFLOW": _int(env, "DB_MAX_OVERFLOW", 10),
         "DB_POOL_RECYCLE": _int(env, "DB_POOL_RECYCLE", 1800, minimum=1),
+        # Seconds a request waits for a free pooled connection before a 503.
+        "DB_POOL_TIMEOUT": _float(env, "DB_POOL_TIMEOUT", 10.0, minimum=0.1),
+        # PostgreSQL: seconds to connect; longest statement; longest a transaction may sit
+        # idle. A server that does not answer at all is given up on after the first two.
+        "DB_CONNECT_TIMEOUT": _float(env, "DB_CONNECT_TIMEOUT", 5.0, minimum=1),
+        "DB_STATEMENT_TIMEOUT": _float(env, "DB_STATEMENT_TIMEOUT", 30.0, minimum=0.1),
+        "DB_IDLE_TIMEOUT": _float(env, "DB_IDLE_TIMEOUT", 60.0, minimum=1),
         "REDIS_URL": _str(env, "REDIS_URL"),
         "REDIS_KEY_PREFIX": _str(env, "REDIS_KEY_PREFIX", "polygenix:"),
         "RATELIMIT_ENABLED": _bool(env, "RATELIMIT_ENABLED", True),
@@ -202,5 +209,7 @@ def load_config(env: Mapping[str, str], instance_path: str) -> dict[str, Any]:
         "CORS_ORIGINS": _list(env, "CORS_ORIGINS"),
         "PROXY_FIX_X_FOR": _int(env, "PROXY_FIX_X_FOR", 0),
         "STREAM_KEEPALIVE_SECONDS": _float(env, "STREAM_KEEPALIVE_SECONDS", 15.0, minimum=0.01),
+        # A streamed reply's text is saved at most this often while it arrives.
+        "STREAM_SAVE_INTERVAL": _float(env, "STREAM_SAVE_INTERVAL", 1.0, minimum=0.01),
         **_provider_settings(env),
     }

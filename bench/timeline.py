@@ -69,10 +69,10 @@ def _instrumented_app():
     tokens = importlib.import_module("polygenix.auth.tokens")
     _wrap(tokens, "user_and_revocation", "user and revocation query", end=True)
     _wrap(importlib.import_module("polygenix.limits"), "_check", "rate limit", end=True)
-    service = importlib.import_module("polygenix.chat.service")
-    _wrap(service, "find_session", "session lookup", end=True)
+    turn = importlib.import_module("polygenix.chat.turn")
+    _wrap(turn, "find_session", "session lookup", end=True)
     _wrap(importlib.import_module("polygenix.chat.streaming"), "stream_reply", "view")
-    _wrap(importlib.import_module("polygenix.providers.http").HTTPProvider, "stream", "open")
+    _wrap(importlib.import_module("polygenix.providers.client").HTTPProvider, "stream", "open")
     _wrap(requests.Session, "send", "requests sends")
     streaming = importlib.import_module("polygenix.chat.streaming")
     sse = streaming.sse

@@ -7,28 +7,26 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import redis
 from flask import Flask
-from sqlalchemy.exc import OperationalError
 
 from config import load_config
 
-from .api import Api, error_response
+from .api import Api
 from .auth.passwords import init_passwords
 from .auth.routes import blp as auth_blp
 from .auth.tokens import init_jwt
 from .chat.routes import blp as chat_blp
-from .chat.service import SessionDeleted
 from .cli import chats, providers, users
+from .database import engine_options
 from .docs import ASSETS_URL
 from .docs import bp as docs_bp
+from .errors import init_errors
 from .extensions import db, init_redis, jwt, migrate
 from .health import bp as health_bp
 from .limits import init_limits
 from .logs import init_logging
 from .metrics import init_metrics
-from .providers import ProviderError
-from .providers.http import retry_after_header
+from .provider_registry import init_providers
 from .security import init_security
 from .strictjson import StrictJSONProvider
 from .user.routes import blp as user_blp
@@ -60,7 +58,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.config.update(API_SPEC)
     app.config.update(load_config(os.environ, app.instance_path))
     app.config.update(config or {})
-    app.config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", _engine_options(app.config))
+    app.config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", engine_options(app.config))
     os.makedirs(app.instance_path, exist_ok=True)
     _ensure_secrets(app)
 
@@ -69,6 +67,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     init_redis(app)
     init_limits(app)
     init_passwords(app)
+    init_providers(app)
     migrate.init_app(app, db, directory=str(Path(__file__).parent.parent / "migrations"))
     jwt.init_app(app)
     init_jwt(jwt)
@@ -81,48 +80,12 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     init_security(app)
     init_metrics(app)
 
-    @app.errorhandler(redis.RedisError)
-    def _redis_down(error):
-        app.logger.error("Redis unavailable: %s", type(error).__name__)
-        return error_response(503, "Shared state store unavailable", headers={"Retry-After": "1"})
-
-    @app.errorhandler(OperationalError)
-    def _database_down(error):
-        # Lost connections, lock timeouts, serialisation failures: worth a retry, not a 500.
-        db.session.rollback()
-        app.logger.error("Database unavailable: %s", type(error.orig).__name__)
-        return error_response(503, "Database unavailable", headers={"Retry-After": "1"})
-
-    @app.errorhandler(SessionDeleted)
-    def _session_deleted(error: SessionDeleted):
-        return error_response(404, str(error))
-
-    @app.errorhandler(ProviderError)
-    def _provider_error(error: ProviderError):
-        return error_response(
-            error.status, error.message, headers=retry_after_header(error.retry_after)
-        )
+    init_errors(app, jwt)
 
     app.cli.add_command(users)
     app.cli.add_command(providers)
     app.cli.add_command(chats)
     return app
-
-
-def _engine_options(config: Mapping[str, Any]) -> dict[str, Any]:
-    # The connection used last is handed out first: on a quiet server each request finds the
-    # one whose memory is still warm, rather than the one idle longest.
-    lifo = {"pool_use_lifo": True}
-    if config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite"):
-        return lifo  # a file: no server to restart, so no connection goes stale
-    return lifo | {
-        # A connection the server dropped (restart, idle timeout) is replaced, not used; with
-        # LIFO, connections left idle past the server's timeout are the ones it drops.
-        "pool_pre_ping": True,
-        "pool_size": config["DB_POOL_SIZE"],
-        "max_overflow": config["DB_MAX_OVERFLOW"],
-        "pool_recycle": config["DB_POOL_RECYCLE"],
-    }
 
 
 def _ensure_secrets(app: Flask) -> None:

@@ -1,14 +1,16 @@
-"""flask-smorest subclassed once: one JSON error envelope, the bearer scheme, `login_required`."""
+"""flask-smorest subclassed once: the error envelope (errors.py), the bearer scheme,
+`login_required`; and the field types and pagination every resource shares."""
 
 from http import HTTPStatus
 
 import flask_smorest
 import marshmallow as ma
-from flask import Response, jsonify
+from flask import Response
 from flask_jwt_extended import jwt_required
 from sqlalchemy import Select, false
 from werkzeug.exceptions import HTTPException
 
+from .errors import ErrorSchema, http_error_response
 from .strictjson import StrictParser
 
 BEARER = "bearerAuth"
@@ -16,17 +18,7 @@ BEARER = "bearerAuth"
 MAX_OFFSET = 2**31
 
 
-class ErrorSchema(ma.Schema):
-    """The error envelope every error response uses (documentation only)."""
-
-    code = ma.fields.Integer(metadata={"description": "HTTP status code"})
-    status = ma.fields.String(metadata={"description": "HTTP status phrase"})
-    message = ma.fields.String(metadata={"description": "What went wrong"})
-    detail = ma.fields.String(metadata={"description": "Same as message (older clients read it)"})
-    errors = ma.fields.Dict(metadata={"description": "Validation errors by location, then field"})
-
-
-class MessageSchema(ma.Schema):
+class NoticeSchema(ma.Schema):
     """A success that carries only a sentence."""
 
     message = ma.fields.String(required=True)
@@ -67,48 +59,6 @@ class Text(ma.fields.String):
         return value
 
 
-def _summary(errors, prefix: str = "") -> list[str]:
-    """Flatten webargs' nested validation errors into 'location.field: message' lines."""
-    if isinstance(errors, dict):
-        lines = []
-        for key, value in errors.items():
-            lines += _summary(value, f"{prefix}.{key}" if prefix else str(key))
-        return lines
-    if isinstance(errors, list) and all(isinstance(e, str) for e in errors):
-        return [f"{prefix}: {' '.join(errors)}" if prefix else " ".join(errors)]
-    if isinstance(errors, list):
-        return [line for e in errors for line in _summary(e, prefix)]
-    return [f"{prefix}: {errors}"]
-
-
-def envelope(code: int, message: str | None = None, errors: dict | None = None, **fields) -> dict:
-    """The error body: {"code", "status", "message", "detail"[, "errors"]}, plus `fields`."""
-    status = HTTPStatus(code).phrase
-    if message is None:
-        message = "Invalid input: " + "; ".join(_summary(errors)) if errors else status
-    body = {"code": code, "status": status, "message": message, "detail": message} | fields
-    if errors:
-        body["errors"] = errors
-    return body
-
-
-def error_response(
-    code: int,
-    message: str | None = None,
-    *,
-    errors: dict | None = None,
-    headers: dict | None = None,
-    **fields,
-) -> Response:
-    """The envelope as a response, with WWW-Authenticate on 401s and any `headers`."""
-    response = jsonify(envelope(code, message, errors, **fields))
-    response.status_code = code
-    if code == 401:
-        response.headers["WWW-Authenticate"] = "Bearer"
-    response.headers.update(headers or {})
-    return response
-
-
 class Api(flask_smorest.Api):
     ERROR_SCHEMA = ErrorSchema
 
@@ -138,15 +88,7 @@ class Api(flask_smorest.Api):
 
     def handle_http_exception(self, error: HTTPException) -> Response:
         """Every HTTP error, aborts and validation failures included, in the envelope."""
-        data = getattr(error, "data", None) or {}
-        # Werkzeug's own headers (e.g. Allow on a 405) are kept; its HTML content type is not.
-        headers = {k: v for k, v in error.get_headers() if k.lower() != "content-type"}
-        headers.update(data.get("headers") or {})
-        errors = data.get("errors") or data.get("messages")
-        message = data.get("message")
-        if message is None and not errors:
-            message = error.description
-        return error_response(error.code or 500, message, errors=errors, headers=headers)
+        return http_error_response(error)
 
 
 class Blueprint(flask_smorest.Blueprint):

@@ -5,17 +5,18 @@ import sys
 import time
 
 import click
-from flask import current_app
 from flask.cli import AppGroup
 from marshmallow import ValidationError
 from sqlalchemy import delete, select
 
 from .chat.export import FORMATS, as_markdown, sessions_of, user_json
+from .errors import Conflict
 from .extensions import db
 from .models import User
-from .providers import PROVIDERS, ProviderError
+from .provider_registry import missing_variable, registry
+from .providers import ProviderError
 from .user.schemas import ShowUserSchema, UserSchema, validate_password
-from .user.service import EmailTakenError, create_user, find_by_email
+from .user.service import create_user, find_by_email
 
 
 @click.group(cls=AppGroup)
@@ -42,7 +43,7 @@ def create(email: str, name: str, admin: bool, password_stdin: bool) -> None:
     except ValidationError as e:
         problems = "; ".join(f"{k}: {' '.join(v)}" for k, v in e.messages.items())
         raise click.ClickException(problems) from None
-    except EmailTakenError as e:
+    except Conflict as e:
         raise click.ClickException(str(e)) from None
     role = "admin" if user.is_admin else "user"
     click.echo(f"Created {role} {user.email} (id {user.id})")
@@ -59,48 +60,44 @@ def providers():
 @providers.command("list")
 def list_providers() -> None:
     """Each provider: configured or not, default model, base URL."""
-    config = current_app.config
     rows = [("PROVIDER", "CONFIGURED", "DEFAULT MODEL", "BASE URL")]
-    for name, provider in PROVIDERS.items():
-        missing = provider.missing_setting(config)
+    for name in registry():
+        provider = registry()[name]
+        missing = missing_variable(provider)
         rows.append(
             (
                 name,
                 "yes" if missing is None else f"no (set {missing})",
-                provider.default_model(config) or "-",
-                provider.base_url(config) or "-",
+                provider.settings.default_model or "-",
+                provider.settings.base_url or "-",
             )
         )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+    _table(rows)
 
 
 @providers.command("check")
 @click.argument("name", required=False)
 def check_providers(name: str | None) -> None:
     """Send one tiny request to NAME, or to every configured provider; exit 1 if any fails."""
-    config = current_app.config
+    providers = registry()
     if name is not None:
-        if name.lower() not in PROVIDERS:
-            raise click.ClickException(f"Unknown provider {name!r}: {', '.join(PROVIDERS)}")
-        names = [name.lower()]
+        if providers.get(name) is None:
+            raise click.ClickException(f"Unknown provider {name!r}: {', '.join(providers)}")
+        names = [name.strip().lower()]
     else:
-        names = [n for n, p in PROVIDERS.items() if p.missing_setting(config) is None]
+        names = [n for n in providers if missing_variable(providers[n]) is None]
     failed = False
     for provider_name in names:
-        provider = PROVIDERS[provider_name]
-        missing = provider.missing_setting(config)
+        provider = providers[provider_name]
+        missing = missing_variable(provider)
         if missing:
             click.echo(f"{provider_name}: not configured (set {missing})")
             failed = True
             continue
-        model = provider.default_model(config)
+        model = provider.settings.default_model
         started = time.monotonic()
         try:
-            provider.complete(
-                [{"role": "user", "content": "Reply with the word OK."}], model, config
-            )
+            provider.complete([{"role": "user", "content": PING}], model)
         except ProviderError as e:
             click.echo(f"{provider_name}: error: {e.message}")
             failed = True
@@ -108,6 +105,12 @@ def check_providers(name: str | None) -> None:
         click.echo(f"{provider_name}: ok ({model}, {(time.monotonic() - started) * 1000:.0f} ms)")
     if failed:
         raise SystemExit(1)
+
+
+def _table(rows: list[tuple[str, ...]]) -> None:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
 
 
 @users.command("set-admin")
@@ -129,13 +132,13 @@ def list_users(as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(ShowUserSchema(many=True).dump(rows), indent=2))
         return
-    table = [("ID", "EMAIL", "NAME", "ADMIN", "CREATED")] + [
-        (str(u.id), u.email, u.name, "yes" if u.is_admin else "", f"{u.created_at:%Y-%m-%d}")
-        for u in rows
-    ]
-    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
-    for row in table:
-        click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+    _table(
+        [("ID", "EMAIL", "NAME", "ADMIN", "CREATED")]
+        + [
+            (str(u.id), u.email, u.name, "yes" if u.is_admin else "", f"{u.created_at:%Y-%m-%d}")
+            for u in rows
+        ]
+    )
 
 
 @users.command("delete")

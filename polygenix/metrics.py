@@ -25,7 +25,7 @@ from prometheus_client import (
     multiprocess,
 )
 
-from .api import error_response
+from .errors import error_response
 
 REQUESTS = Counter(
     "polygenix_http_requests_total", "HTTP requests", ["endpoint", "method", "status"]
@@ -48,6 +48,11 @@ PROVIDER_LATENCY = Histogram(
 TOKENS = Counter(
     "polygenix_tokens_total", "Tokens reported by providers", ["provider", "model", "direction"]
 )
+REDIS_FALLBACKS = Counter(
+    "polygenix_redis_fallbacks_total",
+    "Operations done without Redis while it could not be reached",
+    ["use"],
+)
 OPEN_STREAMS = Gauge(
     "polygenix_open_streams", "Streamed replies in progress", multiprocess_mode="livesum"
 )
@@ -56,20 +61,19 @@ bp = Blueprint("metrics", __name__)
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
-def model_label(provider, model: str | None, config) -> str:
+def model_label(provider, model: str | None) -> str:
     """The model as a label: one the provider lists, else "other" (users choose model names)."""
-    return model if model in provider.models(config) else "other"
+    return model if model in provider.settings.listed_models() else "other"
 
 
 def record_provider_call(provider, model, outcome, seconds, prompt_tokens, completion_tokens):
-    config = current_app.config
-    label = model_label(provider, model, config)
-    PROVIDER_CALLS.labels(provider.NAME, label, outcome).inc()
-    PROVIDER_LATENCY.labels(provider.NAME).observe(seconds)
+    label = model_label(provider, model)
+    PROVIDER_CALLS.labels(provider.name, label, outcome).inc()
+    PROVIDER_LATENCY.labels(provider.name).observe(seconds)
     if prompt_tokens:
-        TOKENS.labels(provider.NAME, label, "in").inc(prompt_tokens)
+        TOKENS.labels(provider.name, label, "in").inc(prompt_tokens)
     if completion_tokens:
-        TOKENS.labels(provider.NAME, label, "out").inc(completion_tokens)
+        TOKENS.labels(provider.name, label, "out").inc(completion_tokens)
 
 
 @bp.get("/metrics")
@@ -84,7 +88,7 @@ def metrics():
         multiprocess.MultiProcessCollector(registry)
     else:
         registry = REGISTRY
-    return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
+    return Response(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
 
 
 @cache

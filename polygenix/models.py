@@ -24,6 +24,9 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 from .auth.passwords import check_password, hash_password
 from .extensions import db
 
+# Ids and session numbers are 32-bit integers on every database.
+MAX_ID = 2**31 - 1
+
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
@@ -106,6 +109,9 @@ class ChatSession(db.Model):
     number: Mapped[int]
     title: Mapped[str] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # When anything shown of the session last changed (a stored turn, a rename): with the
+    # number of sessions, a user's history's ETag.
+    changed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     def __repr__(self) -> str:
         return f"<ChatSession {self.id} user={self.user_id} number={self.number}>"
@@ -138,9 +144,14 @@ class Message(db.Model):
     completion_tokens: Mapped[int | None]
     finish_reason: Mapped[str | None] = mapped_column(String(40))
     latency_ms: Mapped[int | None]
+    # A streamed reply being written: its text is saved as it arrives, and the stream renews
+    # this lease with each save. Past it with no renewal, the stream died (a worker killed
+    # mid-stream) and a sweep flags the reply incomplete. Null once the reply is finished.
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
 
     # Many-to-one only: a session's messages are always queried with a limit, never loaded whole.
     session: Mapped[ChatSession] = relationship()
+    reply_to: Mapped["Message | None"] = relationship(remote_side=[id])
 
     def __repr__(self) -> str:
         return f"<Message {self.id} session={self.session_id} bot={self.is_bot}>"

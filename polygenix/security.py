@@ -5,7 +5,7 @@ from flask import Flask, request
 from flask_cors import CORS
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from .api import error_response
+from .errors import error_response
 
 # The API returns JSON only: nothing may be loaded, framed or run from it.
 API_CSP = "default-src 'none'; frame-ancestors 'none'"

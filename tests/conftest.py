@@ -7,12 +7,14 @@ from empty tables; with TEST_REDIS_URL, apps keep their shared state in that Red
 import os
 
 import pytest
+import redis
+from sqlalchemy import create_engine
 
-from polygenix import create_app
-from polygenix.extensions import db, redis_client
+from polygenix import create_app, health
+from polygenix.extensions import db
 from polygenix.user.service import create_user
-from tests.helpers import PASSWORD, TEST_DATABASE_URL, TEST_REDIS_URL, scratch_schema
-from tests.provider_setup import fake, provider_config  # noqa: F401  (shared fixtures)
+from tests.helpers import PASSWORD, TEST_DATABASE_URL, TEST_REDIS_URL, bearer, scratch_schema
+from tests.provider_setup import fake, provider_app, provider_config  # noqa: F401  (fixtures)
 
 REDIS_TEST_PREFIX = "polygenix-test:"
 
@@ -47,7 +49,7 @@ def config(tmp_path, monkeypatch, postgres_url):
 
 
 @pytest.fixture
-def make_app(config):
+def make_app(config, postgres_url):
     """Build apps over the test database; their tables are emptied and engines closed after."""
     apps = []
 
@@ -61,16 +63,21 @@ def make_app(config):
     yield make
     for app in apps:
         with app.app_context():
-            redis = redis_client()
-            if redis is not None and app.config["REDIS_URL"] == TEST_REDIS_URL:
-                # Rate-limit counts too (stored as LIMITS:LIMITER/<prefix>...).
-                for key in redis.scan_iter(match=f"*{REDIS_TEST_PREFIX}*", count=1000):
-                    redis.delete(key)
-            if not app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite"):
-                tables = ", ".join(t.name for t in db.metadata.sorted_tables)
-                with db.engine.begin() as connection:
-                    connection.exec_driver_sql(f"TRUNCATE {tables} RESTART IDENTITY CASCADE")
             db.engine.dispose()
+        health.dispose(app)
+    if TEST_REDIS_URL:
+        with redis.Redis.from_url(TEST_REDIS_URL) as shared:
+            # Rate-limit counts too (stored as LIMITS:LIMITER/<prefix>...).
+            for key in shared.scan_iter(match=f"*{REDIS_TEST_PREFIX}*", count=1000):
+                shared.delete(key)
+    if postgres_url:
+        # Straight to the run's schema: an app's own engine may go through a proxy a test
+        # has cut.
+        engine = create_engine(postgres_url)
+        tables = ", ".join(t.name for t in db.metadata.sorted_tables)
+        with engine.begin() as connection:
+            connection.exec_driver_sql(f"TRUNCATE {tables} RESTART IDENTITY CASCADE")
+        engine.dispose()
 
 
 @pytest.fixture
@@ -89,33 +96,42 @@ def runner(app):
 
 
 class Auth:
-    """Makes users through the real API and hands back their bearer headers."""
+    """Makes users through the real API and hands back their tokens or bearer headers.
+
+    Every call takes the client of another app with `client=` (another worker, other settings).
+    """
 
     def __init__(self, app, client):
         self.app = app
         self.client = client
 
-    def register(self, email="ada@example.com", name="Ada Lovelace", password=PASSWORD):
-        response = self.client.post(
+    def tokens(self, email="ada@example.com", name="Ada Lovelace", password=PASSWORD, client=None):
+        """Register; the whole token response (access, refresh, expires_in)."""
+        response = (client or self.client).post(
             "/api/auth/register", json={"name": name, "email": email, "password": password}
         )
         assert response.status_code == 200, response.json
-        return {"Authorization": f"Bearer {response.json['access_token']}"}
+        return response.json
 
-    def admin(self, email="root@example.com"):
-        with self.app.app_context():
+    def register(
+        self, email="ada@example.com", name="Ada Lovelace", password=PASSWORD, client=None
+    ):
+        return bearer(self.tokens(email, name, password, client)["access_token"])
+
+    def admin(self, email="root@example.com", client=None):
+        with (client.application if client else self.app).app_context():
             create_user(name="Admin", email=email, password=PASSWORD, is_admin=True)
-        return self.login(email)
+        return self.login(email, client=client)
 
-    def login(self, email, password=PASSWORD):
-        response = self.client.post(
+    def login(self, email, password=PASSWORD, client=None):
+        response = (client or self.client).post(
             "/api/auth/login", data={"username": email, "password": password}
         )
         assert response.status_code == 200, response.json
-        return {"Authorization": f"Bearer {response.json['access_token']}"}
+        return bearer(response.json["access_token"])
 
-    def user_id(self, headers):
-        return self.client.get("/api/user/", headers=headers).json["id"]
+    def user_id(self, headers, client=None):
+        return (client or self.client).get("/api/user/", headers=headers).json["id"]
 
 
 @pytest.fixture

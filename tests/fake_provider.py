@@ -31,6 +31,8 @@ class Reply:
     # A streamed answer: these byte chunks, `gap` seconds apart (None: the normal stream).
     chunks: list[bytes] | None = None
     gap: float = 0.0
+    # Send only the first half of the body, then hang up (a connection cut mid-reply).
+    cut: bool = False
 
 
 # --- streams, as each provider sends them ------------------------------------------------
@@ -289,6 +291,11 @@ class _Handler(BaseHTTPRequestHandler):
             for name, value in reply.headers.items():
                 self.send_header(name, value)
             self.end_headers()
+            if reply.cut:
+                self.wfile.write(payload[: len(payload) // 2])
+                self.wfile.flush()
+                self.close_connection = True
+                return
             self.wfile.write(payload)
         except (BrokenPipeError, ConnectionResetError):
             pass  # the client gave up (a deadline test)
@@ -335,10 +342,20 @@ class FakeProvider:
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self._thread.start()
 
-    def reply(self, status=200, body=None, headers=None, delay=0.0, times=1, chunks=None, gap=0.0):
+    def reply(
+        self,
+        status=200,
+        body=None,
+        headers=None,
+        delay=0.0,
+        times=1,
+        chunks=None,
+        gap=0.0,
+        cut=False,
+    ):
         """Queue the next `times` answers (after them, the normal answer again)."""
         with self._lock:
-            self._replies += [Reply(status, body, headers or {}, delay, chunks, gap)] * times
+            self._replies += [Reply(status, body, headers or {}, delay, chunks, gap, cut)] * times
 
     def next_reply(self) -> Reply:
         with self._lock:

@@ -13,6 +13,8 @@ import requests
 from tests.helpers import TEST_DATABASE_URL, TEST_REDIS_URL, scratch_schema
 
 ROOT = Path(__file__).resolve().parent.parent
+# The gunicorn master of each base URL being served.
+MASTERS: dict[str, subprocess.Popen] = {}
 
 
 def free_port() -> int:
@@ -80,6 +82,7 @@ def served(app: str, env: dict[str, str] | None = None, ready_path: str = "/"):
         stderr=subprocess.DEVNULL,
     )
     base = f"http://127.0.0.1:{port}"
+    MASTERS[base] = server
     try:
         for _ in range(100):
             try:
@@ -91,5 +94,20 @@ def served(app: str, env: dict[str, str] | None = None, ready_path: str = "/"):
             raise AssertionError(f"gunicorn serving {app} did not become ready")
         yield base
     finally:
+        MASTERS.pop(base, None)
         server.terminate()
         server.wait(timeout=10)
+
+
+def workers(base: str) -> list[int]:
+    """The process ids of the gunicorn workers serving `base`."""
+    master = MASTERS[base].pid
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == master:  # the parent's pid
+            pids.append(int(stat.parent.name))
+    return pids

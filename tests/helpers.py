@@ -34,6 +34,10 @@ def scratch_schema(prefix: str, database: str | None = None):
         engine.dispose()
 
 
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
 def assert_envelope(response, code, message=None):
     """The one error shape: code, status, message, and detail equal to message."""
     assert response.status_code == code

@@ -57,3 +57,9 @@ def provider_config(config, fake):
         if name not in {"ollama", "openai-compatible"}:
             settings[f"{prefix}_API_KEY"] = key_of(name)
     return config | settings
+
+
+@pytest.fixture
+def provider_app(make_app, provider_config):
+    """An app whose every provider is the fake provider server."""
+    return make_app(provider_config)

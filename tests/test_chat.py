@@ -6,7 +6,6 @@ from sqlalchemy import func, select
 
 from polygenix.extensions import db
 from polygenix.models import ChatSession, Message
-from polygenix.providers import PROVIDERS, Completion, ProviderError
 from tests.helpers import assert_envelope
 
 REQUEST = "/api/ai_chat/request"
@@ -155,98 +154,77 @@ def test_models_lists_echo_as_usable(client, ada):
     } in models
 
 
-class Recorder:
-    """A provider that remembers what it was sent (registered like any other provider)."""
+@pytest.fixture
+def sent(fake):
+    """What each call to the fake provider (as `openai-compatible`) was sent."""
+    return lambda: [r.body["messages"] for r in fake.requests]
 
-    NAME = "recorder"
 
-    def __init__(self):
-        self.calls = []
-
-    def default_model(self, config):
-        return "rec-1"
-
-    def models(self, config):
-        return ["rec-1"]
-
-    def base_url(self, config):
-        return None
-
-    def missing_setting(self, config, model=None):
-        return None
-
-    def complete(self, messages, model, config):
-        self.calls.append(messages)
-        return Completion(content=f"reply {len(self.calls)}", model=model)
+REPLY = "Hello from local-model"  # the fake provider's answer as `openai-compatible`
 
 
 @pytest.fixture
-def recorder(monkeypatch):
-    provider = Recorder()
-    monkeypatch.setitem(PROVIDERS, provider.NAME, provider)
-    return provider
+def app(provider_app):
+    return provider_app
 
 
-def test_provider_receives_earlier_turns_then_the_new_message(client, ada, app, recorder):
-    ask(client, ada, "one", model="recorder", session_id=3)
-    ask(client, ada, "two", model="recorder", session_id=3)
-    ask(client, ada, "elsewhere", model="recorder", session_id=4)
+def test_provider_receives_earlier_turns_then_the_new_message(client, ada, app, sent):
+    ask(client, ada, "one", model="openai-compatible", session_id=3)
+    ask(client, ada, "two", model="openai-compatible", session_id=3)
+    ask(client, ada, "elsewhere", model="openai-compatible", session_id=4)
     system = {"role": "system", "content": app.config["SYSTEM_PROMPT"]}
-    assert recorder.calls[0] == [system, {"role": "user", "content": "one"}]
-    assert recorder.calls[1] == [
+    calls = sent()
+    assert calls[0] == [system, {"role": "user", "content": "one"}]
+    assert calls[1] == [
         system,
         {"role": "user", "content": "one"},
-        {"role": "assistant", "content": "reply 1"},
+        {"role": "assistant", "content": REPLY},
         {"role": "user", "content": "two"},
     ]
-    assert recorder.calls[2] == [system, {"role": "user", "content": "elsewhere"}]
+    assert calls[2] == [system, {"role": "user", "content": "elsewhere"}]
 
 
-def test_context_keeps_the_newest_turns_within_the_budget(client, ada, app, recorder):
+def test_context_keeps_the_newest_turns_within_the_budget(make_app, provider_config, auth, sent):
+    # Room for the new message and one earlier turn; no system prompt at all.
+    client = make_app(
+        provider_config | {"CONTEXT_MAX_CHARS": 120, "SYSTEM_PROMPT": ""}
+    ).test_client()
+    ada = auth.register(client=client)
     for word in ["alpha", "bravo", "charlie"]:
-        ask(client, ada, word * 10, model="recorder", session_id=1)
-    app.config["CONTEXT_MAX_CHARS"] = 120  # room for the new message and one earlier turn
-    app.config["SYSTEM_PROMPT"] = ""  # disabled: no system message at all
-    ask(client, ada, "last", model="recorder", session_id=1)
-    assert [m["content"] for m in recorder.calls[-1]] == ["charlie" * 10, "reply 3", "last"]
+        ask(client, ada, word * 10, model="openai-compatible", session_id=1)
+    ask(client, ada, "last", model="openai-compatible", session_id=1)
+    assert [m["content"] for m in sent()[-1]] == ["charlie" * 10, REPLY, "last"]
 
 
-class Failing(Recorder):
-    NAME = "failing"
-
-    def complete(self, messages, model, config):
-        self.calls.append(messages)
-        raise ProviderError("provider is overloaded", status=429, retry_after=7)
-
-
-class Unconfigured(Recorder):
-    NAME = "unconfigured"
-
-    def missing_setting(self, config, model=None):
-        return "UNCONFIGURED_API_KEY"
-
-
-def test_provider_failure_is_an_envelope_and_keeps_the_users_message(client, ada, monkeypatch):
-    failing = Failing()
-    monkeypatch.setitem(PROVIDERS, failing.NAME, failing)
-    response = ask(client, ada, "please remember this", model="failing", session_id=9)
+def test_provider_failure_is_an_envelope_and_keeps_the_users_message(client, ada, fake, sent):
+    fake.reply(429, {"error": {"message": "provider is overloaded"}}, {"Retry-After": "7"}, times=3)
+    response = ask(client, ada, "please remember this", model="openai-compatible", session_id=9)
     assert_envelope(response, 429, "overloaded")
     assert response.headers["Retry-After"] == "7"
     session = client.get("/api/ai_chat/9", headers=ada).json
     assert [m["content"] for m in session["messages"]] == ["please remember this"]
     # The unanswered message is left out of the next turn's context; the session goes on.
-    recorder = Recorder()
-    monkeypatch.setitem(PROVIDERS, recorder.NAME, recorder)
-    assert ask(client, ada, "again", model="recorder", session_id=9).status_code == 200
-    assert recorder.calls[0][1:] == [{"role": "user", "content": "again"}]
+    assert ask(client, ada, "again", model="openai-compatible", session_id=9).status_code == 200
+    assert sent()[-1][1:] == [{"role": "user", "content": "again"}]
     failed = client.get("/api/ai_chat/9", headers=ada).json["messages"][0]
     assert failed["failed"] is True and "overloaded" in failed["error"]
 
 
-def test_unconfigured_provider_is_503_and_stores_nothing(client, ada, app, monkeypatch):
-    monkeypatch.setitem(PROVIDERS, "unconfigured", Unconfigured())
-    body = assert_envelope(ask(client, ada, model="unconfigured"), 503, "not configured")
-    assert "set UNCONFIGURED_API_KEY" in body["message"]
+def test_unconfigured_provider_is_503_and_keeps_the_message_flagged(make_app, config, auth):
+    """The original web client's default model is Gemini: a message sent to a provider that is
+    not configured stays in the session (flagged), so the chat does not vanish on reload."""
+    client = make_app(config).test_client()
+    ada = auth.register(client=client)
+    body = assert_envelope(ask(client, ada, "are you there?", model="gemini"), 503)
+    assert "not configured" in body["message"] and "set GEMINI_API_KEY" in body["message"]
+    [session] = client.get("/api/ai_chat/history", headers=ada).json
+    [message] = session["messages"]
+    assert (message["content"], message["failed"]) == ("are you there?", True)
+    assert "GEMINI_API_KEY" in message["error"]
+
+
+def test_an_unknown_model_stores_nothing(client, ada, app):
+    assert_envelope(ask(client, ada, model="no-such-provider"), 422, "Unknown model")
     with app.app_context():
         assert db.session.scalar(select(func.count(ChatSession.id))) == 0
 
@@ -289,7 +267,7 @@ def test_history_is_newest_first_with_messages_oldest_first(client, ada, bob):
 def test_history_pagination(client, ada):
     for number in range(1, 26):
         ask(client, ada, f"message {number}", session_id=number)
-    first = client.get("/api/ai_chat/history", headers=ada)
+    first = client.get("/api/ai_chat/history?page=1", headers=ada)
     assert len(first.json) == 20
     assert json.loads(first.headers["X-Pagination"]) == {
         "total": 25,
@@ -299,6 +277,7 @@ def test_history_pagination(client, ada):
         "page": 1,
         "next_page": 2,
     }
+    assert len(client.get("/api/ai_chat/history?page_size=20", headers=ada).json) == 20
     second = client.get("/api/ai_chat/history?page=2&page_size=20", headers=ada)
     assert [s["chat_id"] for s in second.json] == [5, 4, 3, 2, 1]
     small = client.get("/api/ai_chat/history?page=3&page_size=10", headers=ada)

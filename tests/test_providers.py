@@ -9,7 +9,8 @@ from sqlalchemy import select
 from config import PROVIDER_NAMES
 from polygenix.extensions import db
 from polygenix.models import Message
-from polygenix.providers import PROVIDERS, http
+from polygenix.provider_registry import registry
+from polygenix.providers import DEFINITIONS
 from tests.helpers import assert_envelope, closed_port
 from tests.provider_setup import (
     BASE_PATHS,
@@ -21,8 +22,8 @@ from tests.provider_setup import (
 
 
 @pytest.fixture
-def app(make_app, provider_config):
-    return make_app(provider_config)
+def app(provider_app):
+    return provider_app
 
 
 @pytest.fixture
@@ -30,13 +31,15 @@ def user(auth):
     return auth.register()
 
 
-def client_with_user(make_app, config):
-    """A fresh app on `config` (settings read now) and a registered user's bearer headers."""
-    client = make_app(config).test_client()
-    token = client.post(
-        "/api/auth/register", json={"name": "A", "email": "a@b.co", "password": "long enough"}
-    ).json["access_token"]
-    return client, {"Authorization": f"Bearer {token}"}
+@pytest.fixture
+def client_with_user(make_app, auth):
+    """A fresh app on these settings (read now) and a registered user's bearer headers."""
+
+    def make(settings, email="ada@example.com"):
+        client = make_app(settings).test_client()
+        return client, auth.register(email, client=client)
+
+    return make
 
 
 def ask(client, headers, model, content="What is 2+2?", session_id=None):
@@ -47,12 +50,12 @@ def ask(client, headers, model, content="What is 2+2?", session_id=None):
     )
 
 
-def test_one_key_is_enough_for_the_originals_call(make_app, config, fake, monkeypatch):
+def test_one_key_is_enough_for_the_originals_call(client_with_user, config, fake, monkeypatch):
     """Only GROQ_API_KEY and GROQ_BASE_URL set: the original client's request just works."""
     fake.reset()
     monkeypatch.setenv("GROQ_API_KEY", "gsk-only-this-one")
     monkeypatch.setenv("GROQ_BASE_URL", fake.url + "/openai/v1")
-    client, headers = client_with_user(make_app, config)
+    client, headers = client_with_user(config)
     response = client.post(
         "/api/ai_chat/request",
         headers=headers,
@@ -64,8 +67,10 @@ def test_one_key_is_enough_for_the_originals_call(make_app, config, fake, monkey
     assert fake.requests[-1].headers["Authorization"] == "Bearer gsk-only-this-one"
 
 
-def test_registry_has_every_configured_provider():
-    assert set(PROVIDERS) == set(PROVIDER_NAMES) | {"echo"}
+def test_registry_has_every_configured_provider(app):
+    assert set(DEFINITIONS) == set(PROVIDER_NAMES) | {"echo"}
+    with app.app_context():
+        assert set(registry()) == set(DEFINITIONS)
 
 
 def expected_request(name, model):
@@ -149,9 +154,9 @@ def test_reply_stores_usage_and_latency(client, user, app, fake):
     assert reply.latency_ms >= 50
 
 
-def test_ollama_sends_its_key_as_bearer_when_set(make_app, provider_config, fake):
+def test_ollama_sends_its_key_as_bearer_when_set(client_with_user, provider_config, fake):
     with_key = provider_config | {"OLLAMA_API_KEY": "ollama-secret"}
-    client, headers = client_with_user(make_app, with_key)
+    client, headers = client_with_user(with_key)
     assert ask(client, headers, "ollama").status_code == 200
     assert fake.requests[-1].headers["Authorization"] == "Bearer ollama-secret"
 
@@ -185,21 +190,25 @@ def test_model_names_and_aliases(client, user, fake, model, provider, model_id):
         assert sent.body["model"] == model_id
 
 
-def test_configured_aliases_and_default_models(make_app, provider_config, fake, monkeypatch):
+def test_configured_aliases_and_default_models(
+    client_with_user, provider_config, fake, monkeypatch
+):
     monkeypatch.setenv(
         "MODEL_ALIASES", "fast=groq/llama-3.1-8b-instant, Smart = anthropic/claude-sonnet-4-5"
     )
     monkeypatch.setenv("GROQ_DEFAULT_MODEL", "from-env")
-    client, headers = client_with_user(make_app, provider_config)
+    client, headers = client_with_user(provider_config)
     assert ask(client, headers, "FAST").json["model"] == "groq/llama-3.1-8b-instant"
     assert ask(client, headers, "smart").json["model"] == "anthropic/claude-sonnet-4-5"
     assert ask(client, headers, "groq").json["model"] == "groq/from-env"
 
 
-def test_models_endpoint_lists_defaults_extras_and_availability(make_app, config, monkeypatch):
+def test_models_endpoint_lists_defaults_extras_and_availability(
+    client_with_user, config, monkeypatch
+):
     monkeypatch.setenv("GROQ_API_KEY", "gsk-listing-secret")
     monkeypatch.setenv("GROQ_MODELS", "llama-3.1-8b-instant, llama-3.3-70b-versatile")
-    client, headers = client_with_user(make_app, config)
+    client, headers = client_with_user(config)
     response = client.get("/api/ai_chat/models", headers=headers)
     assert "gsk-listing-secret" not in response.get_data(as_text=True)
     models = response.json
@@ -224,10 +233,10 @@ def test_models_endpoint_lists_defaults_extras_and_availability(make_app, config
     }
 
 
-def test_openai_compatible_works_with_a_named_model_and_no_default(make_app, config, fake):
+def test_openai_compatible_works_with_a_named_model_and_no_default(client_with_user, config, fake):
     fake.reset()
     settings = {"OPENAI_COMPATIBLE_BASE_URL": fake.url + "/v1"}
-    client, headers = client_with_user(make_app, config | settings)
+    client, headers = client_with_user(config | settings)
     response = ask(client, headers, "openai-compatible/qwen2.5-7b-instruct")
     assert response.status_code == 200, response.json
     assert fake.requests[-1].body["model"] == "qwen2.5-7b-instruct"
@@ -236,9 +245,9 @@ def test_openai_compatible_works_with_a_named_model_and_no_default(make_app, con
     assert "OPENAI_COMPATIBLE_DEFAULT_MODEL" in body["message"]
 
 
-def test_missing_key_is_503_naming_the_variable(make_app, config, fake):
+def test_missing_key_is_503_naming_the_variable(client_with_user, config, fake):
     fake.reset()
-    client, headers = client_with_user(make_app, config)
+    client, headers = client_with_user(config)
     body = assert_envelope(ask(client, headers, "groq"), 503)
     assert "GROQ_API_KEY" in body["message"]
     body = assert_envelope(ask(client, headers, "openai-compatible"), 503)
@@ -313,7 +322,7 @@ def test_model_not_found_is_422_naming_the_model(client, user, fake, model, stat
 
 def test_429_is_retried_then_answered_with_retry_after(client, user, fake, caplog):
     fake.reply(429, {"error": {"message": "Rate limit reached"}}, {"Retry-After": "7"}, times=3)
-    caplog.set_level(logging.WARNING, "polygenix.providers.http")
+    caplog.set_level(logging.WARNING, "polygenix.providers.retry")
     response = ask(client, user, "groq")
     assert_envelope(response, 429, "rate limiting")
     assert response.headers["Retry-After"] == "7"
@@ -325,7 +334,7 @@ def test_429_is_retried_then_answered_with_retry_after(client, user, fake, caplo
 
 def test_429_then_success(client, user, fake, caplog):
     fake.reply(429, {"error": {"message": "slow down"}}, {"retry-after-ms": "30"})
-    caplog.set_level(logging.WARNING, "polygenix.providers.http")
+    caplog.set_level(logging.WARNING, "polygenix.providers.retry")
     response = ask(client, user, "openai")
     assert response.status_code == 200
     assert len(fake.requests) == 2
@@ -334,8 +343,8 @@ def test_429_then_success(client, user, fake, caplog):
     assert gap >= 0.03
 
 
-def test_gemini_retry_info_delay_is_honoured(client, user, fake, caplog, app):
-    app.config["PROVIDER_MAX_RETRY_WAIT"] = 10.0
+def test_gemini_retry_info_delay_is_honoured(client_with_user, provider_config, fake, caplog):
+    client, user = client_with_user(provider_config | {"PROVIDER_MAX_RETRY_WAIT": 10.0})
     fake.reply(
         429,
         {
@@ -349,7 +358,7 @@ def test_gemini_retry_info_delay_is_honoured(client, user, fake, caplog, app):
             }
         },
     )
-    caplog.set_level(logging.WARNING, "polygenix.providers.http")
+    caplog.set_level(logging.WARNING, "polygenix.providers.retry")
     assert ask(client, user, "gemini").status_code == 200
     assert re.findall(r"retrying in ([0-9.]+) s", caplog.text) == ["0.10"]
 
@@ -364,7 +373,7 @@ def test_server_errors_are_retried_then_502(client, user, fake, name, status):
 
 def test_server_error_then_success(client, user, fake, caplog):
     fake.reply(502, b"<html>bad gateway</html>")
-    caplog.set_level(logging.WARNING, "polygenix.providers.http")
+    caplog.set_level(logging.WARNING, "polygenix.providers.retry")
     assert ask(client, user, "mistral").status_code == 200
     assert len(fake.requests) == 2
     [wait] = re.findall(r"retrying in ([0-9.]+) s", caplog.text)
@@ -398,37 +407,39 @@ def test_unusable_bodies_are_502(client, user, fake, app, name, body):
     assert failed_user_message(app).error is not None
 
 
-def test_deadline_is_504(client, user, fake, app):
-    app.config["PROVIDER_TIMEOUT"] = 0.3
+def test_deadline_is_504(client_with_user, provider_config, fake):
+    client, user = client_with_user(provider_config | {"PROVIDER_TIMEOUT": 0.3})
     fake.reply(delay=1.0)
     assert_envelope(ask(client, user, "groq"), 504, "did not answer in time")
     assert len(fake.requests) == 1
 
 
-def test_connection_refused_is_503_after_retries(client, user, app, caplog):
-    app.config["GROQ_BASE_URL"] = f"http://127.0.0.1:{closed_port()}/openai/v1"
-    caplog.set_level(logging.WARNING, "polygenix.providers.http")
+def test_connection_refused_is_503_after_retries(client_with_user, provider_config, caplog):
+    refused = f"http://127.0.0.1:{closed_port()}/openai/v1"
+    client, user = client_with_user(provider_config | {"GROQ_BASE_URL": refused})
+    caplog.set_level(logging.WARNING, "polygenix.providers.retry")
     assert_envelope(ask(client, user, "groq"), 503, "could not be reached")
     assert len(re.findall(r"retrying in", caplog.text)) == 2
 
 
 @pytest.fixture
 def proxied(fake, monkeypatch):
-    """The fake provider as the environment's HTTP proxy, with 127.0.0.1 exempt."""
+    """The fake provider as the environment's HTTP proxy, with 127.0.0.1 exempt (read when an
+    app is made)."""
     for name, value in (("http_proxy", fake.url), ("no_proxy", "127.0.0.1")):
         monkeypatch.setenv(name, value)
         monkeypatch.setenv(name.upper(), value)
-    http._environment_proxies.cache_clear()  # read once per host: read again for this test
-    yield
-    http._environment_proxies.cache_clear()
 
 
-def test_provider_calls_use_the_environments_proxy_settings(client, user, app, fake, proxied):
-    app.config["GROQ_BASE_URL"] = "http://provider.example/openai/v1"
+def test_provider_calls_use_the_environments_proxy_settings(
+    client_with_user, provider_config, fake, proxied
+):
+    far_away = provider_config | {"GROQ_BASE_URL": "http://provider.example/openai/v1"}
+    client, user = client_with_user(far_away)
     assert ask(client, user, "groq").status_code == 200
     # A forward proxy is sent the whole URL.
     assert fake.requests[-1].path == "http://provider.example/openai/v1/chat/completions"
-    app.config["GROQ_BASE_URL"] = fake.url + "/openai/v1"
+    client, user = client_with_user(provider_config, "bob@example.com")
     assert ask(client, user, "groq").status_code == 200
     assert fake.requests[-1].path == "/openai/v1/chat/completions"  # NO_PROXY: straight there
 
@@ -474,12 +485,12 @@ def test_failed_turn_is_kept_flagged_and_left_out_of_context(client, user, fake)
 # --- CLI ---------------------------------------------------------------------------------------
 
 
-def test_cli_list_shows_configuration_without_keys(runner, fake, app):
-    app.config["OPENAI_API_KEY"] = None
+def test_cli_list_shows_configuration_without_keys(make_app, provider_config, fake):
+    runner = make_app(provider_config | {"OPENAI_API_KEY": None}).test_cli_runner()
     result = runner.invoke(args=["providers", "list"])
     assert result.exit_code == 0, result.output
     lines = {line.split()[0]: line for line in result.output.splitlines()[1:]}
-    assert set(lines) == set(PROVIDERS)
+    assert set(lines) == set(DEFINITIONS)
     assert "yes" in lines["groq"] and fake.url + "/openai/v1" in lines["groq"]
     assert "llama-3.3-70b-versatile" in lines["groq"]
     assert "no (set OPENAI_API_KEY)" in lines["openai"]
@@ -498,18 +509,36 @@ def test_cli_check_one_provider(runner, fake):
 def test_cli_check_every_configured_provider(runner, fake):
     result = runner.invoke(args=["providers", "check"])
     assert result.exit_code == 0, result.output
-    assert sorted(line.split(":")[0] for line in result.output.splitlines()) == sorted(PROVIDERS)
+    assert sorted(line.split(":")[0] for line in result.output.splitlines()) == sorted(DEFINITIONS)
     assert len(fake.requests) == len(PROVIDER_NAMES)
 
 
-def test_cli_check_reports_failures(runner, fake, app):
+def test_cli_check_reports_failures(runner, fake, make_app, provider_config):
     fake.reply(401, {"error": {"message": "bad key"}})
     result = runner.invoke(args=["providers", "check", "ANTHROPIC"])
     assert result.exit_code == 1
     assert "anthropic: error: anthropic rejected the configured credentials" in result.output
-    app.config["GEMINI_API_KEY"] = None
+    runner = make_app(provider_config | {"GEMINI_API_KEY": None}).test_cli_runner()
     result = runner.invoke(args=["providers", "check", "gemini"])
     assert result.exit_code == 1
     assert "gemini: not configured (set GEMINI_API_KEY)" in result.output
     result = runner.invoke(args=["providers", "check", "nope"])
     assert result.exit_code != 0 and "Unknown provider 'nope'" in result.output
+
+
+def test_a_body_cut_mid_reply_is_retried(client, user, fake, app):
+    fake.reply(cut=True)
+    response = ask(client, user, "openai", "Are you whole?")
+    assert response.status_code == 200, response.json
+    assert response.json["content"] == "Hello from gpt-4.1-mini"
+    assert len(fake.requests) == 2
+
+
+@pytest.mark.parametrize("name", ["openai", "anthropic", "gemini", "ollama"])
+def test_a_body_cut_every_time_is_a_502_and_the_turn_is_flagged(client, user, fake, app, name):
+    fake.reply(cut=True, times=3)
+    body = assert_envelope(ask(client, user, name, "Are you whole?"), 502, "stopped answering")
+    assert len(fake.requests) == 3  # the first try and PROVIDER_MAX_RETRIES=2 more
+    stored = failed_user_message(app)
+    assert (stored.is_bot, stored.content) == (False, "Are you whole?")
+    assert stored.error == body["message"]

@@ -93,6 +93,7 @@ def test_a_stream_whose_session_is_deleted_before_it_starts_is_a_404(app, client
 
 def test_a_failed_turn_whose_session_was_deleted_meanwhile_is_a_404(app, client, auth, fake):
     ada = auth.register("ada@example.com")
+    assert ask(client, ada, "first", session_id=3).status_code == 200
     fake.reply(status=400, body={"error": {"message": "bad"}}, delay=0.5)
     finished = in_thread(
         lambda: ask(app.test_client(), ada, "doomed", model="openai", session_id=3)
@@ -100,4 +101,32 @@ def test_a_failed_turn_whose_session_was_deleted_meanwhile_is_a_404(app, client,
     wait_for(lambda: fake.requests, what="the provider call")
     assert client.delete("/api/ai_chat/3", headers=ada).status_code == 200
     assert_envelope(finished(), 404, "Chat session not found")
+    assert all_messages(app) == []
+
+
+def test_renaming_a_session_being_deleted_is_a_404_or_a_rename_never_both(app, auth):
+    """Rename and delete race: each rename answers 200 (it came first) or 404 (the session was
+    gone), never a 500; a 200 rename's title is what a later read would have shown."""
+    ada = auth.register("ada@example.com")
+    for round_ in range(10):
+        client = app.test_client()
+        assert ask(client, ada, "to be renamed", session_id=round_ + 1).status_code == 200
+        barrier = threading.Barrier(2)
+
+        def rename(number=round_ + 1, barrier=barrier):
+            barrier.wait()
+            return app.test_client().patch(
+                f"/api/ai_chat/{number}", headers=ada, json={"title": "renamed"}
+            )
+
+        def remove(number=round_ + 1, barrier=barrier):
+            barrier.wait()
+            return app.test_client().delete(f"/api/ai_chat/{number}", headers=ada)
+
+        renamed, removed = in_thread(rename), in_thread(remove)
+        renamed, removed = renamed(), removed()
+        assert removed.status_code == 200
+        assert renamed.status_code in (200, 404), renamed.json
+        if renamed.status_code == 404:
+            assert_envelope(renamed, 404, "Chat session not found")
     assert all_messages(app) == []

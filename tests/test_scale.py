@@ -45,10 +45,17 @@ def seed_session(app, email, number, turns):
         db.session.commit()
 
 
+def warm_up(client, headers):
+    """One chat request first: it runs the sweep for dead streams (at most every
+    STREAM_KEEPALIVE_SECONDS), so the requests counted after it do not."""
+    assert client.get("/api/ai_chat/home", headers=headers).status_code == 200
+
+
 def test_a_chat_turn_runs_the_same_statements_whatever_the_session_length(app, client, auth):
     headers = auth.register("ada@example.com")
     seed_session(app, "ada@example.com", 1, turns=1)
     seed_session(app, "ada@example.com", 2, turns=400)
+    warm_up(client, headers)
     counts = []
     for number in (1, 2):
         with counted_statements(app) as statements:
@@ -60,13 +67,16 @@ def test_a_chat_turn_runs_the_same_statements_whatever_the_session_length(app, c
         assert response.status_code == 200
         counts.append(len(statements))
     assert counts[0] == counts[1]
-    assert counts[0] <= 8  # user lookup, revocation, session, context, two inserts (+commit noise)
+    # The user and its token check, the rate limit, session, context; then one transaction: the
+    # session's change time and the two messages.
+    assert counts[0] <= 8
 
 
 def test_a_history_page_runs_the_same_statements_whatever_it_holds(app, client, auth):
     headers = auth.register("ada@example.com")
     for number in range(1, 21):
         seed_session(app, "ada@example.com", number, turns=3)
+    warm_up(client, headers)
     counts = []
     for page_size in (2, 20):
         with counted_statements(app) as statements:
@@ -85,6 +95,7 @@ def served(tmp_path):
         yield server
 
 
+@pytest.mark.slow
 def test_concurrent_writers_through_two_gunicorn_workers(served):
     base, _ = served
     tokens = {}

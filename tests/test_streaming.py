@@ -2,7 +2,9 @@
 
 import json
 import logging
+import os
 import random
+import signal
 import sqlite3
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -12,11 +14,12 @@ import requests
 from sqlalchemy import func, select
 
 from config import PROVIDER_NAMES
+from polygenix.chat.turn import INTERRUPTED
 from polygenix.extensions import db
 from polygenix.logs import JSONFormatter
 from polygenix.models import Message
-from polygenix.providers import anthropic, gemini, ollama, openai_chat
-from polygenix.providers.streaming import SSEDecoder
+from polygenix.providers import DEFINITIONS
+from polygenix.providers.decoders import SSEDecoder
 from tests.fake_provider import (
     anthropic_stream,
     gemini_stream,
@@ -24,7 +27,7 @@ from tests.fake_provider import (
     openai_stream,
     sse,
 )
-from tests.gunicorn_server import gunicorn
+from tests.gunicorn_server import gunicorn, workers
 from tests.helpers import assert_envelope
 from tests.provider_setup import DEFAULT_MODELS, SYSTEM
 
@@ -53,6 +56,9 @@ def parse(wire, data: bytes, cuts: list[int]):
     return "".join(e.text for e in events), merged, events
 
 
+openai_chat, anthropic, gemini, ollama = (
+    DEFINITIONS[name].wire for name in ("openai", "anthropic", "gemini", "ollama")
+)
 RECORDED = {
     "openai": (openai_chat, openai_stream(PIECES, "gpt-4.1-mini"), (11, 7)),
     "groq": (openai_chat, openai_stream(PIECES, "llama", groq=True), (11, 7)),
@@ -130,8 +136,8 @@ def test_stream_parsers_report_provider_errors(wire, data, message):
 
 
 @pytest.fixture
-def app(make_app, provider_config):
-    return make_app(provider_config)
+def app(provider_app):
+    return provider_app
 
 
 @pytest.fixture
@@ -422,6 +428,7 @@ def test_history_flags_incomplete_replies(client, user, fake):
     assert question["failed"] is False and question["incomplete"] is False
 
 
+@pytest.mark.slow
 def test_streams_through_gunicorn(tmp_path, fake):
     """Through real gunicorn workers: a whole stream, then one the client abandons."""
     fake.reset()
@@ -467,3 +474,57 @@ def test_streams_through_gunicorn(tmp_path, fake):
         assert messages[1]["incomplete"] is True
         assert partial.startswith("piece0 ") and len(partial) < len("".join(pieces))
         assert "".join(pieces).startswith(partial)
+
+
+@pytest.mark.slow
+def test_a_worker_killed_mid_stream_leaves_its_text_and_a_flagged_reply(tmp_path, fake):
+    """kill -9 of the worker streaming a reply: the text saved so far stays, and once the
+    stream's lease runs out the next request's sweep flags the reply incomplete."""
+    fake.reset()
+    settings = {
+        "OPENAI_API_KEY": "sk-test",
+        "OPENAI_BASE_URL": fake.url + "/v1",
+        "STREAM_KEEPALIVE_SECONDS": "0.5",
+        "STREAM_SAVE_INTERVAL": "0.1",
+    }
+    with gunicorn(tmp_path, settings) as (base, _):
+        token = requests.post(
+            base + "/api/auth/register",
+            json={"name": "Ada", "email": "ada@example.com", "password": "long enough"},
+            timeout=10,
+        ).json()["access_token"]
+        headers = {"Authorization": f"Bearer {token}"}
+        pieces = [f"piece{n} " for n in range(40)]
+        fake.reply(chunks=openai_stream(pieces, "gpt-4.1-mini"), gap=0.1)
+        body = {"content": "Stream it", "model": "openai", "session_id": 7, "stream": True}
+        received = b""
+        with requests.post(
+            base + "/api/ai_chat/request", headers=headers, json=body, stream=True, timeout=10
+        ) as doomed:
+            for chunk in doomed.iter_content(chunk_size=None):
+                received += chunk
+                if b'"content":"piece5 "' in received:
+                    for pid in workers(base):
+                        os.kill(pid, signal.SIGKILL)
+                    break
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                session = requests.get(base + "/api/ai_chat/7", headers=headers, timeout=5)
+                messages = session.json()["messages"] if session.status_code == 200 else []
+            except requests.RequestException:
+                messages = []  # the workers are being restarted
+            if len(messages) == 2 or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+    question, reply = messages
+    assert (question["content"], question["failed"]) == ("Stream it", False)
+    assert reply["incomplete"] is True and reply["error"] == INTERRUPTED
+    # What was saved before the kill: some of the text the client had seen (saves come at most
+    # every STREAM_SAVE_INTERVAL, so the last pieces may not have been).
+    seen = "".join(
+        data["content"]
+        for kind, data in read_events(received.decode().rsplit("\n\n", 1)[0])
+        if kind == "delta"
+    )
+    assert reply["content"].startswith("piece0 ") and seen.startswith(reply["content"])

@@ -2,12 +2,14 @@
 
 import pytest
 
-from polygenix.chat.service import load_context, make_title
+from polygenix.chat.turn import load_context, make_title
 from polygenix.extensions import db
 from polygenix.models import ChatSession, Message, User
-from polygenix.providers import UnknownModelError, echo, resolve
+from polygenix.providers import UnknownModelError, build_registry
 
-CONFIG = {}
+# Nothing configured: every provider as it comes.
+REGISTRY = build_registry({}, {}, {})
+echo = REGISTRY["echo"]
 
 
 @pytest.mark.parametrize(
@@ -42,14 +44,14 @@ def test_make_title(text, title):
     ],
 )
 def test_resolve(name, model):
-    provider, resolved = resolve(name, CONFIG)
+    provider, resolved = REGISTRY.resolve(name)
     assert provider is echo and resolved == model
 
 
 @pytest.mark.parametrize("name", ["", "gpt-17", "echoes", "/echo", "echo x"])
 def test_resolve_unknown(name):
     with pytest.raises(UnknownModelError, match=r"Available models: echo/echo, ollama/llama3.2$"):
-        resolve(name, CONFIG)
+        REGISTRY.resolve(name)
 
 
 def test_echo_is_deterministic_and_counts_words():
@@ -58,11 +60,11 @@ def test_echo_is_deterministic_and_counts_words():
         {"role": "assistant", "content": "three"},
         {"role": "user", "content": "four five six"},
     ]
-    completion = echo.complete(messages, "echo", CONFIG)
+    completion = echo.complete(messages, "echo")
     assert completion.content == "Echo: four five six"
     assert completion.prompt_tokens == 6 and completion.completion_tokens == 4
     assert completion.finish_reason == "stop"
-    assert echo.complete(messages, "echo", CONFIG) == completion
+    assert echo.complete(messages, "echo") == completion
 
 
 def empty_session() -> ChatSession:

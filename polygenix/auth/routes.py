@@ -2,10 +2,10 @@ from flask.views import MethodView
 from flask_jwt_extended import current_user, get_jwt
 from flask_smorest import abort
 
-from ..api import Blueprint, MessageSchema
+from ..api import Blueprint, NoticeSchema
 from ..limits import per_ip, per_ip_and_account
 from ..user.schemas import ShowUserSchema, UserSchema
-from ..user.service import EmailTakenError, create_user
+from ..user.service import create_user
 from .revocation import revoke_family, spend
 from .schemas import LoginFormSchema, LogoutSchema, TokenSchema
 from .tokens import authenticate, issue_tokens, load_user, valid_payload
@@ -21,11 +21,7 @@ class Register(MethodView):
     @blp.errors(409, 429)
     def post(self, data):
         """Create an account and log it in"""
-        try:
-            user = create_user(**data)
-        except EmailTakenError as e:
-            abort(409, message=str(e))
-        return issue_tokens(user)
+        return issue_tokens(create_user(**data))
 
 
 @blp.route("/login")
@@ -46,7 +42,7 @@ class Login(MethodView):
 class VerifyToken(MethodView):
     # A token in a URL ends up in access logs and browser history; kept for old clients only.
     @blp.doc(deprecated=True)
-    @blp.response(200, MessageSchema)
+    @blp.response(200, NoticeSchema)
     @blp.errors(401)
     def get(self, token_id):
         """Check an access token given in the path (deprecated: use GET /api/auth/me)"""
@@ -76,7 +72,7 @@ class Refresh(MethodView):
 class Logout(MethodView):
     @blp.login_required
     @blp.arguments(LogoutSchema(), required=False)
-    @blp.response(200, MessageSchema)
+    @blp.response(200, NoticeSchema)
     def post(self, data):
         """End the login the access token belongs to: every token of it, refresh tokens included
 

@@ -1,4 +1,4 @@
-"""Issuing and checking JWTs, and turning every token failure into a 401 envelope."""
+"""Issuing and checking JWTs: who the caller is, and whether the token still stands."""
 
 import uuid
 
@@ -7,7 +7,7 @@ from flask_jwt_extended import JWTManager, create_access_token, create_refresh_t
 from flask_jwt_extended.exceptions import JWTExtendedException
 from jwt import PyJWTError
 
-from ..api import error_response
+from ..errors import error_response
 from ..extensions import db
 from ..limits import password_attempt
 from ..models import User
@@ -100,7 +100,7 @@ def _current(user: User | None) -> User | None:
 
 
 def init_jwt(jwt: JWTManager) -> None:
-    """Look up the caller on every request; answer every token problem with one 401 envelope."""
+    """Look up the caller on every request (the other token failures: see errors.py)."""
 
     @jwt.user_lookup_loader
     def _user_lookup(_header, payload):
@@ -119,19 +119,3 @@ def init_jwt(jwt: JWTManager) -> None:
             # token of its login, the legitimate client's newer ones included.
             revoke_family(payload)
         return error_response(401, "Token has been revoked")
-
-    @jwt.unauthorized_loader
-    def _missing(reason):
-        return error_response(401, "Not authenticated: send 'Authorization: Bearer <token>'")
-
-    @jwt.invalid_token_loader
-    def _invalid(reason):
-        return error_response(401, f"Invalid token: {reason}")
-
-    @jwt.expired_token_loader
-    def _expired(_header, _payload):
-        return error_response(401, "Token has expired")
-
-    @jwt.user_lookup_error_loader
-    def _no_user(_header, _payload):
-        return error_response(401, "Token's user no longer exists")

@@ -6,8 +6,8 @@ from sqlalchemy import select
 
 from ..extensions import db
 from ..models import ChatSession, User
+from .history import session_with_messages
 from .schemas import ChatSessionResponseSchema
-from .service import session_with_messages
 
 FORMATS = ("markdown", "json")
 

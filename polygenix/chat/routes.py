@@ -1,14 +1,21 @@
-from flask import Response, current_app, request, stream_with_context
+from flask import Response, request, stream_with_context
 from flask.views import MethodView
 from flask_jwt_extended import current_user
-from sqlalchemy import delete
+from flask_smorest import abort
+from flask_smorest.exceptions import NotModified
+from sqlalchemy import delete, update
+from werkzeug.http import quote_etag
 
-from ..api import Blueprint, MessageSchema
+from .. import clock
+from ..api import Blueprint, NoticeSchema
 from ..extensions import db
 from ..limits import per_user
-from ..models import ChatSession
-from ..providers import catalogue
-from . import export, service, streaming
+from ..models import MAX_ID, ChatSession
+from ..provider_registry import registry
+from ..providers import ProviderError
+from ..security import REVALIDATE
+from . import export, history, streaming
+from . import turn as turns
 from .schemas import (
     ChatSessionResponseSchema,
     ExportArgsSchema,
@@ -27,8 +34,32 @@ blp = Blueprint(
     description="Chat with a model; read, rename and delete your sessions.",
 )
 
-CHAT_ID = "<int(min=1, max=2147483647):chat_id>"
+CHAT_ID = f"<int(min=1, max={MAX_ID}):chat_id>"
 PAGE = {"page_size": 20, "max_page_size": 100}
+
+
+@blp.before_request
+def _sweep():
+    turns.sweep_dead_streams_now_and_then()
+
+
+def _page(pagination_parameters) -> int | None:
+    """The page asked for; None when neither `page` nor `page_size` was given: then the whole
+    list, as the original answered (its web client shows what one unpaged call returns)."""
+    if "page" in request.args or "page_size" in request.args:
+        return pagination_parameters.page
+    return None
+
+
+def _conditional(user) -> dict[str, str]:
+    """A 304 for a client whose copy is current; otherwise the headers of a fresh answer."""
+    tag = history.etag(user, request.query_string.decode("latin-1"))
+    headers = {"ETag": quote_etag(tag), "Cache-Control": REVALIDATE}
+    if request.if_none_match.contains(tag):
+        not_modified = NotModified()
+        not_modified.data = {"headers": headers}
+        raise not_modified
+    return headers
 
 
 @blp.route("/home")
@@ -51,7 +82,7 @@ class Models(MethodView):
     @blp.response(200, ModelSchema(many=True))
     def get(self):
         """Models this server knows, and whether each can be used now"""
-        return catalogue(current_app.config)
+        return registry().catalogue()
 
 
 @blp.route("/request")
@@ -121,7 +152,13 @@ class ChatRequest(MethodView):
                 # X-Accel-Buffering: nginx would otherwise hold the events back.
                 headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
             )
-        return service.send_message(*args)
+        turn = turns.prepare(*args)
+        try:
+            completion = turns.complete(turn)
+        except ProviderError as e:
+            turns.store_failure(turn, e)
+            raise
+        return turns.store(turn, completion)
 
 
 @blp.route("/history")
@@ -130,10 +167,18 @@ class History(MethodView):
     @blp.response(200, ChatSessionResponseSchema(many=True))
     @blp.paginate(**PAGE)
     def get(self, pagination_parameters):
-        """Your sessions, newest first, each with its messages oldest first"""
+        """Your sessions, newest first, each with its messages oldest first
+
+        Without `page` and `page_size`, every session; with either, one page. The `ETag`
+        answers `If-None-Match` with 304 while nothing shown has changed.
+        """
+        headers = _conditional(current_user)
         p = pagination_parameters
-        p.item_count, sessions = service.history(current_user, p.page, p.page_size)
-        return sessions
+        page = _page(p)
+        p.item_count, sessions = history.history(current_user, page, p.page_size)
+        if page is None:
+            p.page_size = max(p.item_count, 1)
+        return sessions, headers
 
 
 @blp.route("/sessions")
@@ -142,10 +187,18 @@ class Sessions(MethodView):
     @blp.response(200, SessionSummarySchema(many=True))
     @blp.paginate(**PAGE)
     def get(self, pagination_parameters):
-        """Your sessions, newest first, with message counts but no messages"""
+        """Your sessions, newest first, with message counts but no messages
+
+        Without `page` and `page_size`, every session; with either, one page. The `ETag`
+        answers `If-None-Match` with 304 while nothing shown has changed.
+        """
+        headers = _conditional(current_user)
         p = pagination_parameters
-        p.item_count, sessions = service.summaries(current_user, p.page, p.page_size)
-        return sessions
+        page = _page(p)
+        p.item_count, sessions = history.summaries(current_user, page, p.page_size)
+        if page is None:
+            p.page_size = max(p.item_count, 1)
+        return sessions, headers
 
 
 @blp.route(f"/{CHAT_ID}/export")
@@ -166,7 +219,7 @@ class Export(MethodView):
     )
     def get(self, args, chat_id):
         """Download one of your sessions as a Markdown transcript or JSON"""
-        session = service.session_with_messages(service.own_session_or_404(current_user, chat_id))
+        session = history.session_with_messages(history.own_session_or_404(current_user, chat_id))
         if args["format"] == "json":
             body, mimetype, suffix = export.session_json(session), "application/json", "json"
         else:
@@ -187,7 +240,7 @@ class Session(MethodView):
     @blp.response(200, ChatSessionResponseSchema)
     def get(self, chat_id):
         """One of your sessions with its messages"""
-        return service.session_with_messages(service.own_session_or_404(current_user, chat_id))
+        return history.session_with_messages(history.own_session_or_404(current_user, chat_id))
 
     @blp.login_required
     @blp.arguments(SessionUpdateSchema())
@@ -195,17 +248,26 @@ class Session(MethodView):
     @blp.response(200, SessionSummarySchema)
     def patch(self, data, chat_id):
         """Rename one of your sessions"""
-        session = service.own_session_or_404(current_user, chat_id)
-        session.title = data["title"]
+        session = history.own_session_or_404(current_user, chat_id)
+        # Read before the write, whose commit is the last thing done: an error answered after
+        # it would report a failed rename that was in fact applied.
+        renamed = history.summary(session) | {"title": data["title"]}
+        changed = db.session.execute(
+            update(ChatSession)
+            .where(ChatSession.id == session.id)
+            .values(title=data["title"], changed_at=clock.now())
+        ).rowcount
         db.session.commit()
-        return service.summary(session)
+        if changed != 1:  # deleted meanwhile
+            abort(404, message="Chat session not found")
+        return renamed
 
     @blp.login_required
     @blp.errors(404)
-    @blp.response(200, MessageSchema)
+    @blp.response(200, NoticeSchema)
     def delete(self, chat_id):
         """Delete one of your sessions and all its messages"""
-        session = service.own_session_or_404(current_user, chat_id)
+        session = history.own_session_or_404(current_user, chat_id)
         # The messages go with it through the foreign key's ON DELETE CASCADE.
         db.session.execute(delete(ChatSession).where(ChatSession.id == session.id))
         db.session.commit()

@@ -1,4 +1,4 @@
-"""Streamed chat turns: the provider's tokens relayed to the client as Server-Sent Events.
+"""A streamed chat turn: the provider's tokens relayed to the client as Server-Sent Events.
 
     event: start   data: {"session_id", "model", "user_message_id"}
     event: delta   data: {"content": "..."}            (as many as the provider sends)
@@ -6,11 +6,15 @@
     event: error   data: <the error envelope>           (instead of done; then the stream ends)
     : keep-alive                                        (a comment, while the provider is silent)
 
-The provider's stream is opened, then the user's message is committed while the provider prepares
-its answer. A helper thread reads the stream and hands events over a queue, so the response can
-send keep-alives while the provider is silent and stop at once when the client goes away. The
-reply is stored once, when the stream ends: whole, or (provider failure, client disconnect) the part
-received, marked incomplete with the reason.
+The same steps as a plain turn (turn.py): prepare, open the provider's stream (every failure up
+to its first byte is an ordinary error response, the failure stored as usual), store the user's
+message, then relay. A helper thread reads the provider and hands events over a queue, so the
+response can send keep-alives while the provider is silent and stop at once when the client goes
+away. The text is saved as it arrives, at most every STREAM_SAVE_INTERVAL; when the stream ends
+the reply is stored whole or, cut short (provider failure, client disconnect), as the part
+received, marked incomplete with the reason. No exception leaves the stream: whatever fails
+becomes `event: error`, and the turn is flagged as far as the database allows (a reply left
+leased is flagged by the sweep).
 """
 
 import contextlib
@@ -23,12 +27,12 @@ from collections.abc import Iterator
 
 from flask import current_app
 
-from ..api import envelope
+from ..errors import SessionDeleted, envelope, outage
+from ..extensions import db
 from ..metrics import OPEN_STREAMS
 from ..models import User
-from ..providers import ProviderError
-from ..providers.base import ReplyStream
-from . import service
+from ..providers import ProviderError, ReplyStream
+from . import turn as turns
 from .schemas import MessageResponseSchema
 
 log = logging.getLogger(__name__)
@@ -40,34 +44,30 @@ def sse(event: str, data: dict) -> str:
 
 
 def stream_reply(user: User, content: str, model_name: str, number: int | None) -> Iterator[str]:
-    """Start the turn and open the provider's stream now, so that every failure up to here is an
-    ordinary error response; return the events to send."""
-    config = current_app.config
-    opened: ReplyStream | ProviderError | None = None
-
-    def start(provider, model, messages) -> None:
-        # Opened before the user's message is stored, which then happens while the provider
-        # prepares its answer. (Run side by side, the two shared the interpreter and the commit
-        # held up the request.) A failure is kept for after the message is stored.
-        nonlocal opened
-        try:
-            opened = provider.stream(messages, model, config)
-        except ProviderError as e:
-            opened = e
-        except Exception:  # a bug, not the provider: log it, answer 502
-            log.exception("opening a provider stream failed")
-            opened = ProviderError("The model's stream failed")
-
+    """Prepare the turn, open the provider's stream and store the user's message now, so that
+    every failure up to here is an ordinary error response; return the events to send."""
+    turn = turns.prepare(user, content, model_name, number)
     try:
-        turn = service.begin_turn(user, content, model_name, number, start)
-    except BaseException:
-        if opened is not None and not isinstance(opened, ProviderError):
-            opened.close()  # the message could not be stored: hang up on the provider
+        opened = _open(turn)
+    except ProviderError as e:
+        turns.store_failure(turn, e)
         raise
-    if isinstance(opened, ProviderError):
-        service.fail_turn(turn, opened)
-        raise opened
-    return _relay(turn, _Reader(opened), config["STREAM_KEEPALIVE_SECONDS"])
+    try:
+        turns.start(turn)
+    except BaseException:
+        opened.close()  # the message could not be stored: hang up on the provider
+        raise
+    return _relay(turn, _Reader(opened), current_app.config["STREAM_KEEPALIVE_SECONDS"])
+
+
+def _open(turn: turns.Turn) -> ReplyStream:
+    try:
+        return turns.open_stream(turn)
+    except ProviderError:
+        raise
+    except Exception:  # a bug, not the provider: log it, answer 502
+        log.exception("opening a provider stream failed")
+        raise ProviderError("The model's stream failed") from None
 
 
 class _Reader:
@@ -100,26 +100,41 @@ class _Reader:
         self.stream.close()
 
 
-def _relay(turn: service.Turn, reader: _Reader, keepalive: float) -> Iterator[str]:
+def _save(turn: turns.Turn, parts: list[str]) -> None:
+    """Save the text so far; a database that fails here does not end the stream (the final
+    store tries again, and the sweep flags what could never be stored)."""
+    try:
+        turns.save_progress(turn, "".join(parts))
+    except SessionDeleted:
+        raise
+    except Exception as e:
+        if outage(e) is None:
+            raise
+        log.warning("saving a streamed reply failed: %s", type(e).__name__)
+        with contextlib.suppress(Exception):
+            db.session.rollback()
+
+
+def _relay(turn: turns.Turn, reader: _Reader, keepalive: float) -> Iterator[str]:
     parts: list[str] = []
     usage = {"model": None, "prompt_tokens": None, "completion_tokens": None, "finish_reason": None}
     failure: ProviderError | None = None
-    events = reader.events
     OPEN_STREAMS.inc()
     try:
         yield sse(
             "start",
             {
                 "session_id": turn.session.number,
-                "model": f"{turn.provider.NAME}/{turn.model}",
+                "model": turn.model_name,
                 "user_message_id": turn.question.id,
             },
         )
         while True:
             try:
-                item = events.get(timeout=keepalive)
+                item = reader.events.get(timeout=keepalive)
             except queue.Empty:
                 yield ": keep-alive\n\n"
+                _save(turn, parts)  # renews the lease of a stream that is alive but silent
                 continue
             if isinstance(item, ProviderError):
                 failure = item
@@ -130,43 +145,49 @@ def _relay(turn: service.Turn, reader: _Reader, keepalive: float) -> Iterator[st
             if item.text:
                 parts.append(item.text)
                 yield sse("delta", {"content": item.text})
+                if turns.due(turn):
+                    _save(turn, parts)
             if item.done:
                 break
     except GeneratorExit:
         # The client went away: stop reading the provider, keep what it had said.
         reader.close()
         # 499: the client closed the request (nginx's code), so metrics do not blame the provider.
-        with contextlib.suppress(service.SessionDeleted):
-            _store(turn, parts, usage, ProviderError(DISCONNECTED, status=499))
+        with contextlib.suppress(Exception):
+            _finish(turn, parts, usage, ProviderError(DISCONNECTED, status=499))
         raise
-    except Exception:
+    except SessionDeleted as e:
+        failure = ProviderError(str(e), status=404)
+    except Exception as e:
         log.exception("relaying a stream failed")
-        failure = ProviderError("The stream failed", status=500)
+        code, message = outage(e) or (500, "The stream failed")
+        failure = ProviderError(message, status=code)
     finally:
         OPEN_STREAMS.dec()
     reader.close()
     try:
-        reply = _store(turn, parts, usage, failure)
-    except service.SessionDeleted as e:
-        yield sse("error", envelope(404, str(e)))
-        return
+        reply = None if failure and failure.status == 404 else _finish(turn, parts, usage, failure)
+    except SessionDeleted as e:
+        failure = ProviderError(str(e), status=404)
+    except Exception as e:
+        log.exception("storing a streamed reply failed")
+        code, message = outage(e) or (500, "The reply could not be stored")
+        failure = ProviderError(message, status=code)
+        with contextlib.suppress(Exception):
+            db.session.rollback()
     if failure is None:
         yield sse("done", MessageResponseSchema().dump(reply))
     else:
         yield sse("error", envelope(failure.status, failure.message))
 
 
-def _store(turn, parts: list[str], usage: dict, failure: ProviderError | None):
-    """The reply, complete or partial; with no text at all, the question is flagged instead."""
-    if failure is not None and not parts:
-        service.fail_turn(turn, failure)
-        return None
-    return service.finish_turn(
+def _finish(turn: turns.Turn, parts: list[str], usage: dict, failure: ProviderError | None):
+    return turns.finish(
         turn,
         "".join(parts),
         model=usage["model"],
         prompt_tokens=usage["prompt_tokens"],
         completion_tokens=usage["completion_tokens"],
-        finish_reason=usage["finish_reason"] if failure is None else None,
-        error=failure.message if failure is not None else None,
+        finish_reason=usage["finish_reason"],
+        failure=failure,
     )

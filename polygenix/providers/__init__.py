@@ -1,80 +1,95 @@
-"""Provider registry and model-name resolution.
+"""Model providers as a library: what each provider is, and a registry that resolves model names.
 
 A model name is `provider` (that provider's default model) or `provider/model-id` (the part after
 the first `/` passed through verbatim); provider names are case-insensitive. Aliases (built in,
-plus MODEL_ALIASES) map other names, such as the original web client's menu labels, to those.
+plus the app's own) map other names, such as the original web client's menu labels, to those.
+
+The app builds one `Registry` at start from its configuration (`build_registry`); nothing here
+reads the configuration, the request or the database.
 """
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
-from . import anthropic, echo, gemini, ollama, openai_chat
-from .base import ChatMessage, Completion, MalformedResponse, Provider, ProviderError
-from .http import HTTPProvider
+from .anthropic import Anthropic
+from .base import (
+    ChatMessage,
+    Completion,
+    MalformedResponse,
+    Provider,
+    ProviderError,
+    ProviderSettings,
+    ReplyStream,
+    StreamEvent,
+)
+from .client import HTTPProvider
+from .echo import Echo
+from .gemini import Gemini
+from .ollama import Ollama
+from .openai_chat import OpenAIChat
+from .wire import WireFormat
 
-PROVIDERS: dict[str, Provider] = {
-    provider.NAME: provider
-    for provider in [
-        echo,
-        HTTPProvider(
-            "groq",
-            openai_chat,
-            base_url="https://api.groq.com/openai/v1",
-            default_model="llama-3.3-70b-versatile",
-            options={"max_tokens_field": "max_completion_tokens"},
-        ),
-        HTTPProvider(
-            "openai",
-            openai_chat,
-            base_url="https://api.openai.com/v1",
-            default_model="gpt-4.1-mini",
-            options={"max_tokens_field": "max_completion_tokens"},
-        ),
-        HTTPProvider(
-            "deepseek",
-            openai_chat,
-            base_url="https://api.deepseek.com/v1",
-            default_model="deepseek-chat",
-        ),
-        HTTPProvider(
-            "mistral",
-            openai_chat,
-            base_url="https://api.mistral.ai/v1",
-            default_model="mistral-small-latest",
-            options={"stream_usage": False},  # no stream_options there; usage comes anyway
-        ),
-        HTTPProvider(
-            "openrouter",
-            openai_chat,
-            base_url="https://openrouter.ai/api/v1",
-            default_model="openai/gpt-4o-mini",
-            # OpenRouter's app attribution header (https://openrouter.ai/docs/api-reference).
-            extra_headers={"X-Title": "PolyGenix"},
-        ),
-        HTTPProvider(
-            "anthropic",
-            anthropic,
-            base_url="https://api.anthropic.com",
-            default_model="claude-haiku-4-5",
-        ),
-        HTTPProvider(
-            "gemini",
-            gemini,
-            base_url="https://generativelanguage.googleapis.com/v1beta",
-            default_model="gemini-2.5-flash",
-        ),
-        HTTPProvider(
-            "ollama",
-            ollama,
-            base_url="http://127.0.0.1:11434",
-            default_model="llama3.2",
-            key_required=False,
-        ),
-        # Any server speaking OpenAI's format; it has no default address or model of its own.
-        HTTPProvider(
-            "openai-compatible", openai_chat, base_url=None, default_model=None, key_required=False
-        ),
-    ]
+__all__ = [
+    "DEFINITIONS",
+    "ChatMessage",
+    "Completion",
+    "MalformedResponse",
+    "Provider",
+    "ProviderError",
+    "ProviderSettings",
+    "Registry",
+    "ReplyStream",
+    "StreamEvent",
+    "UnknownModelError",
+    "build_registry",
+]
+
+
+@dataclass(frozen=True)
+class Definition:
+    """What a provider is when nothing is configured: its format, address and default model."""
+
+    wire: WireFormat | None  # None: the built-in echo model
+    base_url: str | None
+    default_model: str | None
+    key_required: bool = True
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+DEFINITIONS: dict[str, Definition] = {
+    "echo": Definition(None, None, "echo", key_required=False),
+    "groq": Definition(
+        OpenAIChat(max_tokens_field="max_completion_tokens"),
+        "https://api.groq.com/openai/v1",
+        "llama-3.3-70b-versatile",
+    ),
+    "openai": Definition(
+        OpenAIChat(max_tokens_field="max_completion_tokens"),
+        "https://api.openai.com/v1",
+        "gpt-4.1-mini",
+    ),
+    "deepseek": Definition(OpenAIChat(), "https://api.deepseek.com/v1", "deepseek-chat"),
+    "mistral": Definition(
+        # No stream_options there; usage comes anyway.
+        OpenAIChat(stream_usage=False),
+        "https://api.mistral.ai/v1",
+        "mistral-small-latest",
+    ),
+    "openrouter": Definition(
+        OpenAIChat(),
+        "https://openrouter.ai/api/v1",
+        "openai/gpt-4o-mini",
+        # OpenRouter's app attribution header (https://openrouter.ai/docs/api-reference).
+        headers={"X-Title": "PolyGenix"},
+    ),
+    "anthropic": Definition(Anthropic(), "https://api.anthropic.com", "claude-haiku-4-5"),
+    "gemini": Definition(
+        Gemini(), "https://generativelanguage.googleapis.com/v1beta", "gemini-2.5-flash"
+    ),
+    "ollama": Definition(Ollama(), "http://127.0.0.1:11434", "llama3.2", key_required=False),
+    # Any server speaking OpenAI's format; it has no default address or model of its own.
+    "openai-compatible": Definition(OpenAIChat(), None, None, key_required=False),
 }
 
 # The original web client's menu labels, lower-cased as it sends them.
@@ -85,57 +100,93 @@ BUILTIN_ALIASES = {
     "claude": "anthropic",
 }
 
-__all__ = [
-    "PROVIDERS",
-    "ChatMessage",
-    "Completion",
-    "MalformedResponse",
-    "Provider",
-    "ProviderError",
-    "UnknownModelError",
-    "catalogue",
-    "resolve",
-]
-
 
 class UnknownModelError(LookupError):
     """The model name names no provider PolyGenix has."""
 
 
-def resolve(name: str, config: Mapping[str, Any]) -> tuple[Provider, str | None]:
-    """Map a model name to its provider client and the provider's model id.
-
-    The model id is None when the provider has no default model configured.
-    """
-    key = " ".join(name.split()).lower()
-    target = config.get("MODEL_ALIASES", {}).get(key) or BUILTIN_ALIASES.get(key) or name.strip()
-    provider_name, _, model = target.partition("/")
-    provider = PROVIDERS.get(provider_name.strip().lower())
-    if provider is None:
-        raise UnknownModelError(
-            f"Unknown model {name!r}. Available models: {', '.join(available_names(config))}"
-        )
-    return provider, model.strip() or provider.default_model(config)
+def _normal(name: str) -> str:
+    return " ".join(name.split()).lower()
 
 
-def available_names(config: Mapping[str, Any]) -> list[str]:
-    return [entry["id"] for entry in catalogue(config) if entry["available"]]
+class Registry:
+    """The app's providers by name, and the aliases that lead to them."""
 
+    def __init__(self, providers: Mapping[str, Provider], aliases: Mapping[str, str]):
+        self.providers = dict(providers)
+        self.aliases = BUILTIN_ALIASES | {_normal(k): v for k, v in aliases.items()}
 
-def catalogue(config: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """Each provider's default model and its `<NAME>_MODELS`, and whether it can be used now."""
-    entries = []
-    for name, provider in PROVIDERS.items():
-        available = provider.missing_setting(config) is None
-        default = provider.default_model(config)
-        for model in provider.models(config) or [None]:
-            entries.append(
-                {
-                    "id": f"{name}/{model}" if model else name,
-                    "provider": name,
-                    "model": model,
-                    "default": model is not None and model == default,
-                    "available": available,
-                }
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.providers)
+
+    def __getitem__(self, name: str) -> Provider:
+        return self.providers[name]
+
+    def get(self, name: str) -> Provider | None:
+        return self.providers.get(name.strip().lower())
+
+    def resolve(self, name: str) -> tuple[Provider, str | None]:
+        """The provider client a model name means, and the provider's model id (None when
+        the provider has no default model)."""
+        target = self.aliases.get(_normal(name)) or name.strip()
+        provider_name, _, model = target.partition("/")
+        provider = self.get(provider_name)
+        if provider is None:
+            raise UnknownModelError(
+                f"Unknown model {name!r}. Available models: {', '.join(self.available_names())}"
             )
-    return entries
+        return provider, model.strip() or provider.settings.default_model
+
+    def available_names(self) -> list[str]:
+        return [entry["id"] for entry in self.catalogue() if entry["available"]]
+
+    def catalogue(self) -> list[dict[str, Any]]:
+        """Each provider's default model and its listed models, and whether it can be used."""
+        entries = []
+        for name, provider in self.providers.items():
+            available = provider.missing_setting() is None
+            default = provider.settings.default_model
+            for model in provider.settings.listed_models() or [None]:
+                entries.append(
+                    {
+                        "id": f"{name}/{model}" if model else name,
+                        "provider": name,
+                        "model": model,
+                        "default": model is not None and model == default,
+                        "available": available,
+                    }
+                )
+        return entries
+
+
+def build_registry(
+    configured: Mapping[str, Mapping[str, Any]],
+    aliases: Mapping[str, str],
+    common: Mapping[str, Any],
+) -> Registry:
+    """One client per provider in DEFINITIONS.
+
+    `configured[name]` holds what the app was told of that provider (`api_key`, `base_url`,
+    `default_model`, `models`); a missing or None value takes the definition's default.
+    `common` holds the settings every provider shares (timeouts, retries, output cap).
+    """
+    providers: dict[str, Provider] = {}
+    for name, definition in DEFINITIONS.items():
+        given = {k: v for k, v in (configured.get(name) or {}).items() if v is not None}
+        base_url = given.get("base_url") or definition.base_url
+        settings = ProviderSettings(
+            name=name,
+            api_key=given.get("api_key"),
+            base_url=base_url.rstrip("/") if base_url else None,
+            default_model=given.get("default_model") or definition.default_model,
+            models=tuple(given.get("models") or ()),
+            headers=dict(definition.headers),
+            **common,
+        )
+        if definition.wire is None:
+            providers[name] = Echo(settings)
+        else:
+            providers[name] = HTTPProvider(
+                settings, definition.wire, key_required=definition.key_required
+            )
+    return Registry(providers, aliases)

@@ -1,16 +1,40 @@
-"""What every provider client shares: the message shape, the result, and the one error type."""
+"""What every provider client shares: settings, the message shape, results, the one error type.
 
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol, TypedDict
+This package is a library: it knows nothing of Flask, the app's configuration or its database.
+The app builds each provider's `ProviderSettings` once, at start, and passes per call what the
+call needs (messages, model, request id).
+"""
 
-if TYPE_CHECKING:
-    from .streaming import StreamEvent
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Protocol, TypedDict
 
 
 class ChatMessage(TypedDict):
     role: str  # "system", "user" or "assistant"
     content: str
+
+
+@dataclass(frozen=True)
+class ProviderSettings:
+    """One provider's settings, read from the app's configuration at start."""
+
+    name: str
+    api_key: str | None = None
+    base_url: str | None = None
+    default_model: str | None = None
+    models: tuple[str, ...] = ()  # listed beside the default model
+    connect_timeout: float = 5.0
+    timeout: float = 120.0  # for a whole call, retries included
+    max_retries: int = 2
+    max_retry_wait: float = 10.0
+    max_output_tokens: int = 4096
+    headers: dict[str, str] = field(default_factory=dict)  # sent with every request
+
+    def listed_models(self) -> list[str]:
+        """The default model, then the extra ones, each once."""
+        first = [self.default_model] if self.default_model else []
+        return list(dict.fromkeys(first + list(self.models)))
 
 
 @dataclass(frozen=True)
@@ -20,6 +44,23 @@ class Completion:
     finish_reason: str | None = "stop"
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
+
+
+@dataclass(frozen=True)
+class StreamEvent:
+    """One thing a provider said: some text, the usage so far, why it stopped, or an error.
+
+    Usage fields are totals as reported so far (providers report them cumulatively or once);
+    a later event's values replace earlier ones.
+    """
+
+    text: str = ""
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    finish_reason: str | None = None
+    model: str | None = None
+    error: str | None = None
+    done: bool = False
 
 
 class ProviderError(Exception):
@@ -47,33 +88,30 @@ class MalformedResponse(ValueError):
     """A provider answered 2xx with a body that holds no usable reply."""
 
 
-class Provider(Protocol):
-    """A provider client: its name, its settings, and one blocking call."""
-
-    NAME: str
-
-    def default_model(self, config: Mapping[str, Any]) -> str | None: ...
-
-    def models(self, config: Mapping[str, Any]) -> list[str]: ...
-
-    def base_url(self, config: Mapping[str, Any]) -> str | None: ...
-
-    def missing_setting(
-        self, config: Mapping[str, Any], model: str | None = None
-    ) -> str | None: ...
-
-    def complete(
-        self, messages: list[ChatMessage], model: str, config: Mapping[str, Any]
-    ) -> Completion: ...
-
-    def stream(
-        self, messages: list[ChatMessage], model: str, config: Mapping[str, Any]
-    ) -> "ReplyStream": ...
-
-
 class ReplyStream(Protocol):
     """An open streamed reply: iterating yields StreamEvents; close() stops it (any thread)."""
 
-    def __iter__(self) -> Iterator["StreamEvent"]: ...
+    def __iter__(self) -> Iterator[StreamEvent]: ...
 
     def close(self) -> None: ...
+
+
+class Provider(Protocol):
+    """A provider client: its settings, whether it can be used, and its two calls."""
+
+    settings: ProviderSettings
+
+    @property
+    def name(self) -> str: ...
+
+    def missing_setting(self, model: str | None = None) -> str | None:
+        """The variable to set before this provider can be used (for `model`, if one is
+        named), or None when it is ready."""
+
+    def complete(
+        self, messages: list[ChatMessage], model: str, *, request_id: str | None = None
+    ) -> Completion: ...
+
+    def stream(
+        self, messages: list[ChatMessage], model: str, *, request_id: str | None = None
+    ) -> ReplyStream: ...

@@ -4,40 +4,38 @@ It lets a fresh install (and the test suite) hold real conversations end to end.
 """
 
 import re
-from collections.abc import Iterator, Mapping
-from typing import Any
+from collections.abc import Iterator
 
-from .base import ChatMessage, Completion
-from .streaming import StreamEvent
-
-NAME = "echo"
+from .base import ChatMessage, Completion, ProviderSettings, StreamEvent
 
 
-def default_model(config: Mapping[str, Any]) -> str:
-    return "echo"
+class Echo:
+    def __init__(self, settings: ProviderSettings | None = None):
+        self.settings = settings or ProviderSettings("echo", default_model="echo")
 
+    @property
+    def name(self) -> str:
+        return self.settings.name
 
-def models(config: Mapping[str, Any]) -> list[str]:
-    return ["echo"]
+    def missing_setting(self, model: str | None = None) -> None:
+        return None
 
+    def complete(
+        self, messages: list[ChatMessage], model: str, *, request_id: str | None = None
+    ) -> Completion:
+        reply = f"Echo: {messages[-1]['content']}"
+        return Completion(
+            content=reply,
+            model=model,
+            # Whitespace-separated words stand in for tokens, so usage is deterministic.
+            prompt_tokens=sum(len(m["content"].split()) for m in messages),
+            completion_tokens=len(reply.split()),
+        )
 
-def base_url(config: Mapping[str, Any]) -> None:
-    return None
-
-
-def missing_setting(config: Mapping[str, Any], model: str | None = None) -> None:
-    return None
-
-
-def complete(messages: list[ChatMessage], model: str, config: Mapping[str, Any]) -> Completion:
-    reply = f"Echo: {messages[-1]['content']}"
-    return Completion(
-        content=reply,
-        model=model,
-        # Whitespace-separated words stand in for tokens, so usage is deterministic.
-        prompt_tokens=sum(len(m["content"].split()) for m in messages),
-        completion_tokens=len(reply.split()),
-    )
+    def stream(
+        self, messages: list[ChatMessage], model: str, *, request_id: str | None = None
+    ) -> "EchoStream":
+        return EchoStream(self.complete(messages, model))
 
 
 class EchoStream:
@@ -61,7 +59,3 @@ class EchoStream:
 
     def close(self) -> None:
         pass
-
-
-def stream(messages: list[ChatMessage], model: str, config: Mapping[str, Any]) -> EchoStream:
-    return EchoStream(complete(messages, model, config))

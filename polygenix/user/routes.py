@@ -3,12 +3,12 @@ from flask_jwt_extended import current_user
 from flask_smorest import abort
 from sqlalchemy import delete, func, select
 
-from ..api import Blueprint, MessageSchema, page_of
+from ..api import Blueprint, NoticeSchema, page_of
 from ..extensions import db
 from ..limits import per_ip_and_account
-from ..models import User
+from ..models import MAX_ID, User
 from .schemas import ShowUserSchema, UserSchema, UserUpdateSchema
-from .service import EmailTakenError, create_user, find_by_email, update_user, visible_or_404
+from .service import create_user, find_by_email, update_user, visible_or_404
 
 blp = Blueprint(
     "user",
@@ -35,10 +35,7 @@ class CreateUser(MethodView):
     @blp.errors(409, 429)
     def post(self, data):
         """Create a user (no admin rights; use the CLI for those)"""
-        try:
-            return create_user(**data)
-        except EmailTakenError as e:
-            abort(409, message=str(e))
+        return create_user(**data)
 
 
 @blp.route("/all")
@@ -58,7 +55,7 @@ class AllUsers(MethodView):
         ).all()
 
 
-@blp.route("/<int(min=1, max=2147483647):user_id>")
+@blp.route(f"/<int(min=1, max={MAX_ID}):user_id>")
 class UserById(MethodView):
     @blp.login_required
     @blp.errors(404)
@@ -69,7 +66,7 @@ class UserById(MethodView):
 
     @blp.login_required
     @blp.errors(404)
-    @blp.response(200, MessageSchema)
+    @blp.response(200, NoticeSchema)
     def delete(self, user_id):
         """Delete a user with their sessions and messages (yourself, or anyone for an admin)"""
         user = visible_or_404(db.session.get(User, user_id))
@@ -90,7 +87,7 @@ class UserByEmail(MethodView):
         return visible_or_404(find_by_email(email))
 
 
-@blp.route("/update/<int(min=1, max=2147483647):user_id>")
+@blp.route(f"/update/<int(min=1, max={MAX_ID}):user_id>")
 class UpdateUser(MethodView):
     @blp.login_required
     @blp.arguments(UserUpdateSchema(), required=False)

@@ -5,13 +5,10 @@ from flask_smorest import abort
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
+from ..errors import Conflict
 from ..extensions import db
 from ..limits import password_attempt
 from ..models import User, normalize_email
-
-
-class EmailTakenError(ValueError):
-    """An account with this email already exists."""
 
 
 def create_user(*, name: str, email: str, password: str, is_admin: bool = False) -> User:
@@ -23,7 +20,7 @@ def create_user(*, name: str, email: str, password: str, is_admin: bool = False)
         db.session.commit()
     except IntegrityError:
         db.session.rollback()
-        raise EmailTakenError(f"Email {user.email} is already registered") from None
+        raise Conflict(f"Email {user.email} is already registered") from None
     return user
 
 

@@ -2,29 +2,12 @@
 
 Bytes arrive in chunks cut anywhere: in the middle of a line, of an event, or of a multi-byte UTF-8
 character. Decoders buffer bytes and only decode complete lines (a newline byte never occurs inside
-a UTF-8 multi-byte sequence, so cutting at newline bytes is always safe). Each wire-format module
-then turns decoded records into `StreamEvent`s with its `parse_stream_record`.
+a UTF-8 multi-byte sequence, so cutting at newline bytes is always safe). Each wire format then
+turns decoded records into `StreamEvent`s with its `parse_stream_record`.
 """
 
 import json
 from dataclasses import dataclass
-
-
-@dataclass(frozen=True)
-class StreamEvent:
-    """One thing a provider said: some text, the usage so far, why it stopped, or an error.
-
-    Usage fields are totals as reported so far (providers report them cumulatively or once);
-    a later event's values replace earlier ones.
-    """
-
-    text: str = ""
-    prompt_tokens: int | None = None
-    completion_tokens: int | None = None
-    finish_reason: str | None = None
-    model: str | None = None
-    error: str | None = None
-    done: bool = False
 
 
 @dataclass(frozen=True)

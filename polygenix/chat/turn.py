@@ -1,0 +1,424 @@
+"""A chat turn, in three steps that every caller runs in order.
+
+1. `prepare`: resolve the model, find the session (or plan a new one), load the bounded
+   context, and end the read transaction. No provider is called and nothing is written.
+2. The provider call: `complete` for a whole reply, or `open_stream`.
+3. Store. A whole reply: `store` or `store_failure`, one transaction that writes the session if
+   it is new, the user's message, and the reply (or the message flagged with the error). A
+   streamed reply is stored in steps, so that nothing a client was told of is lost: `start`
+   (the message and an empty reply, before the first event), `save_progress` (the text so far,
+   at most every STREAM_SAVE_INTERVAL, which also renews the stream's lease), `finish` (the
+   reply, whole or cut short, or the message flagged when no text came).
+
+Storing checks, in its transaction, that the session it writes to still exists (the foreign
+keys do): a turn whose session was deleted meanwhile stores nothing and raises SessionDeleted.
+Ids are never reused, so a vanished session's id never stands for another user's.
+
+The plain and streamed routes (routes.py, streaming.py) are two short compositions of these.
+"""
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from flask import current_app
+from flask_smorest import abort
+from sqlalchemy import bindparam, delete, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm.exc import StaleDataError
+
+from .. import clock
+from ..errors import SessionDeleted
+from ..extensions import db
+from ..logs import note, request_id
+from ..metrics import record_provider_call
+from ..models import ChatSession, Message, User
+from ..provider_registry import missing_variable, registry
+from ..providers import (
+    ChatMessage,
+    Completion,
+    Provider,
+    ProviderError,
+    ReplyStream,
+    UnknownModelError,
+)
+from .history import find_session, next_number
+
+TITLE_MAX_CHARS = 60
+# Each lost race means another request of the same user won one, so this many concurrent
+# new-session requests from one user always succeed.
+CREATE_ATTEMPTS = 20
+INTERRUPTED = "The server stopped before the reply was complete"
+
+
+@dataclass
+class Turn:
+    """A chat turn under way, from `prepare` to its store step."""
+
+    user_id: int
+    provider: Provider
+    model: str | None  # the provider's model id; None when it has no default (not configured)
+    content: str  # the user's message
+    number: int | None  # the session's number; None: the user's next free one
+    session: ChatSession | None  # the existing session, None: a new one
+    messages: list[ChatMessage]  # what the provider is sent
+    asked_at: datetime
+    request_id: str | None
+    started: float = 0.0  # time.monotonic() when the provider call began
+    question: Message | None = None  # once stored
+    reply: Message | None = None  # once stored (a streamed reply: while it is written)
+    saved_at: float = field(default=0.0)  # time.monotonic() of a stream's last save
+
+    @property
+    def model_name(self) -> str:
+        return f"{self.provider.name}/{self.model}"
+
+
+# --- 1. prepare ----------------------------------------------------------------------------
+
+
+def make_title(text: str) -> str:
+    """A title from a first message: one line, at most 60 characters, cut between words."""
+    text = " ".join(text.split())
+    if len(text) <= TITLE_MAX_CHARS:
+        return text
+    cut = text[: TITLE_MAX_CHARS - 1]
+    if " " in cut:
+        cut = cut.rsplit(" ", 1)[0]
+    return cut.rstrip(" ,.;:-") + "…"
+
+
+_LATEST_MESSAGES = (
+    select(Message)
+    .where(Message.session_id == bindparam("session_id"))
+    .order_by(Message.id.desc())
+    .limit(bindparam("limit"))
+)
+
+
+def load_context(session_id: int, config: Mapping[str, Any], reserved: int) -> list[ChatMessage]:
+    """The session's latest complete turns that fit the budget, oldest first.
+
+    One bounded query. Each reply names its question (`reply_to_id`), so turns pair up right
+    even when requests to one session overlap. A question without a complete reply (its provider
+    call failed, was cut short, or is still being streamed) is left out, so roles alternate
+    user/assistant as every provider requires.
+    """
+    rows = db.session.scalars(
+        _LATEST_MESSAGES, {"session_id": session_id, "limit": config["CONTEXT_MAX_MESSAGES"]}
+    ).all()
+    replies = {
+        m.reply_to_id: m
+        for m in rows
+        if m.is_bot and not m.incomplete and m.error is None and m.lease_until is None
+    }
+    budget = config["CONTEXT_MAX_CHARS"] - reserved
+    turns: list[ChatMessage] = []
+    for question in rows:  # newest first
+        reply = None if question.is_bot else replies.get(question.id)
+        if reply is None:
+            continue
+        cost = len(question.content) + len(reply.content)
+        if cost > budget:
+            break
+        budget -= cost
+        turns += [
+            {"role": "assistant", "content": reply.content},
+            {"role": "user", "content": question.content},
+        ]
+    turns.reverse()
+    return turns
+
+
+def build_messages(context: list[ChatMessage], content: str) -> list[ChatMessage]:
+    """What the provider is sent: the system prompt, the earlier turns, the new message."""
+    prompt = current_app.config["SYSTEM_PROMPT"]
+    system: list[ChatMessage] = [{"role": "system", "content": prompt}] if prompt else []
+    return system + context + [{"role": "user", "content": content}]
+
+
+def prepare(user: User, content: str, model_name: str, number: int | None) -> Turn:
+    """Everything the provider call needs, read in one transaction that ends here.
+
+    An unknown model is a 422 (nothing is stored); a provider that is not configured is not
+    refused here: its call fails, and the failure is stored like any other.
+    """
+    try:
+        provider, model = registry().resolve(model_name)
+    except UnknownModelError as e:
+        abort(422, message=str(e), errors={"json": {"model": [str(e)]}})
+    session = find_session(user.id, number) if number is not None else None
+    context = [] if session is None else load_context(session.id, current_app.config, len(content))
+    turn = Turn(
+        user_id=user.id,
+        provider=provider,
+        model=model,
+        content=content,
+        number=number,
+        session=session,
+        messages=build_messages(context, content),
+        asked_at=clock.now(),
+        request_id=request_id(),
+    )
+    # The provider may take seconds or minutes: no database connection is held meanwhile.
+    db.session.commit()
+    return turn
+
+
+# --- 2. the provider call ------------------------------------------------------------------
+
+
+def _ready(turn: Turn) -> str:
+    missing = missing_variable(turn.provider, turn.model)
+    if missing:
+        raise ProviderError(
+            f"Model provider {turn.provider.name!r} is not configured: set {missing}", status=503
+        )
+    turn.started = time.monotonic()
+    return turn.model
+
+
+def complete(turn: Turn) -> Completion:
+    model = _ready(turn)
+    return turn.provider.complete(turn.messages, model, request_id=turn.request_id)
+
+
+def open_stream(turn: Turn) -> ReplyStream:
+    """The provider's stream, once it has started answering (retried until then)."""
+    model = _ready(turn)
+    return turn.provider.stream(turn.messages, model, request_id=turn.request_id)
+
+
+# --- 3. store --------------------------------------------------------------------------------
+
+
+def _account(turn: Turn, outcome: str, prompt_tokens=None, completion_tokens=None) -> None:
+    """The provider call in the metrics and in the request's log line."""
+    seconds = time.monotonic() - turn.started if turn.started else 0.0
+    record_provider_call(
+        turn.provider, turn.model, outcome, seconds, prompt_tokens, completion_tokens
+    )
+    note(
+        provider=turn.provider.name,
+        model=turn.model,
+        outcome=outcome,
+        prompt_tokens=prompt_tokens,
+        completion_tokens=completion_tokens,
+        provider_latency_ms=round(seconds * 1000, 1),
+    )
+
+
+def _latency_ms(turn: Turn) -> int:
+    return round((time.monotonic() - turn.started) * 1000) if turn.started else 0
+
+
+def _commit_question(turn: Turn, reply: Message | None = None, error: str | None = None) -> None:
+    """Commit the user's message (flagged with `error`, if any) and `reply` (if any) in the
+    turn's session: the existing one, or a new one numbered `turn.number` (the user's next free
+    number if None).
+
+    The unique (user_id, number) index settles races: a request that loses one stores its
+    message in the winner's session (or, with no number asked for, takes the next number).
+    """
+    session = turn.session
+    for _ in range(CREATE_ATTEMPTS):
+        existing = session is not None
+        now = clock.now()
+        if session is None:
+            session = ChatSession(
+                user_id=turn.user_id,
+                number=turn.number if turn.number is not None else next_number(turn.user_id),
+                title=make_title(turn.content),
+                created_at=turn.asked_at,
+            )
+        else:
+            session = db.session.merge(session, load=False)
+        session.changed_at = now
+        question = Message(
+            session=session,
+            is_bot=False,
+            content=turn.content,
+            created_at=turn.asked_at,
+            error=error,
+        )
+        db.session.add(question)
+        if reply is not None:
+            reply.session = session
+            reply.reply_to = question
+            reply.created_at = now
+            db.session.add(reply)
+        try:
+            db.session.commit()
+        except (IntegrityError, StaleDataError):
+            db.session.rollback()
+            if existing:  # the session was deleted since `prepare` found it
+                raise SessionDeleted() from None
+            session = find_session(turn.user_id, turn.number) if turn.number is not None else None
+            continue
+        turn.session, turn.question, turn.reply = session, question, reply
+        return
+    abort(
+        503,
+        message="Too many concurrent new sessions; try again.",
+        headers={"Retry-After": "1"},
+    )
+
+
+def store(turn: Turn, completion: Completion) -> Message:
+    """The user's message and the reply, in one transaction."""
+    _account(turn, "ok", completion.prompt_tokens, completion.completion_tokens)
+    reply = Message(
+        is_bot=True,
+        content=completion.content,
+        model=f"{turn.provider.name}/{completion.model or turn.model}",
+        prompt_tokens=completion.prompt_tokens,
+        completion_tokens=completion.completion_tokens,
+        finish_reason=completion.finish_reason,
+        latency_ms=_latency_ms(turn),
+    )
+    _commit_question(turn, reply)
+    return reply
+
+
+def store_failure(turn: Turn, error: ProviderError) -> None:
+    """The model gave nothing: the user's message is stored, flagged with the error."""
+    _account(turn, str(error.status))
+    _commit_question(turn, error=error.message)
+
+
+# --- a streamed turn's store steps ---------------------------------------------------------
+
+
+def _lease() -> datetime:
+    """How long a stream's reply counts as alive without a save: a live stream saves at least
+    at every keep-alive."""
+    config = current_app.config
+    return clock.now() + timedelta(
+        seconds=2 * config["STREAM_KEEPALIVE_SECONDS"] + config["STREAM_SAVE_INTERVAL"]
+    )
+
+
+def start(turn: Turn) -> None:
+    """A streamed turn begins: the user's message and an empty reply, leased to this stream."""
+    reply = Message(
+        is_bot=True, content="", model=turn.model_name, incomplete=False, lease_until=_lease()
+    )
+    _commit_question(turn, reply)
+    turn.saved_at = time.monotonic()
+
+
+_SAVE = (
+    update(Message)
+    .where(Message.id == bindparam("reply_id"), Message.lease_until.is_not(None))
+    .values(content=bindparam("content"), lease_until=bindparam("lease"))
+)
+
+
+def save_progress(turn: Turn, text: str) -> None:
+    """The text so far, and a renewed lease: one UPDATE. SessionDeleted if the reply is gone."""
+    result = db.session.execute(
+        _SAVE, {"reply_id": turn.reply.id, "content": text, "lease": _lease()}
+    )
+    db.session.commit()
+    turn.saved_at = time.monotonic()
+    if result.rowcount != 1:
+        raise SessionDeleted()
+
+
+def due(turn: Turn) -> bool:
+    return time.monotonic() - turn.saved_at >= current_app.config["STREAM_SAVE_INTERVAL"]
+
+
+def finish(
+    turn: Turn,
+    text: str,
+    *,
+    model: str | None,
+    prompt_tokens: int | None,
+    completion_tokens: int | None,
+    finish_reason: str | None,
+    failure: ProviderError | None,
+) -> Message | None:
+    """The streamed reply, whole or (with `failure`) the part received, marked incomplete; with
+    no text at all, the user's message is flagged with the failure instead. One transaction."""
+    if failure is not None and not text:
+        _account(turn, str(failure.status))
+        db.session.execute(delete(Message).where(Message.id == turn.reply.id))
+        flagged = db.session.execute(
+            update(Message).where(Message.id == turn.question.id).values(error=failure.message)
+        ).rowcount
+        _touch(turn)
+        db.session.commit()
+        if flagged != 1:
+            raise SessionDeleted()
+        turn.question.error = failure.message
+        return None
+    _account(turn, "incomplete" if failure else "ok", prompt_tokens, completion_tokens)
+    values = {
+        "content": text,
+        "model": f"{turn.provider.name}/{model or turn.model}",
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "finish_reason": finish_reason if failure is None else None,
+        "latency_ms": _latency_ms(turn),
+        "incomplete": failure is not None,
+        "error": failure.message if failure is not None else None,
+        "lease_until": None,
+    }
+    written = db.session.execute(
+        update(Message).where(Message.id == turn.reply.id).values(**values)
+    ).rowcount
+    _touch(turn)
+    db.session.commit()
+    if written != 1:
+        raise SessionDeleted()
+    for name, value in values.items():
+        setattr(turn.reply, name, value)
+    return turn.reply
+
+
+def _touch(turn: Turn) -> None:
+    db.session.execute(
+        update(ChatSession).where(ChatSession.id == turn.session.id).values(changed_at=clock.now())
+    )
+
+
+# --- streams that died with their worker --------------------------------------------------------
+
+SWEEP = "polygenix.stream_sweep"
+
+
+def sweep_dead_streams_now_and_then() -> None:
+    """Sweep at most once per STREAM_KEEPALIVE_SECONDS in this process (any worker will do:
+    the sweep is one indexed query, and flagging is idempotent)."""
+    due_at = current_app.extensions.setdefault(SWEEP, [0.0])
+    now = time.monotonic()
+    if now >= due_at[0]:
+        due_at[0] = now + current_app.config["STREAM_KEEPALIVE_SECONDS"]
+        sweep_dead_streams()
+
+
+def sweep_dead_streams() -> int:
+    """Flag as incomplete, with the text they saved, the replies whose stream stopped renewing
+    its lease (its worker was killed mid-stream); their sessions count as changed."""
+    now = clock.now()
+    dead = select(Message.id, Message.session_id).where(Message.lease_until < now)
+    rows = db.session.execute(dead).all()
+    if not rows:
+        db.session.commit()
+        return 0
+    ids = [r.id for r in rows]
+    db.session.execute(
+        update(Message)
+        .where(Message.id.in_(ids), Message.lease_until < now)
+        .values(incomplete=True, error=INTERRUPTED, lease_until=None)
+    )
+    db.session.execute(
+        update(ChatSession)
+        .where(ChatSession.id.in_({r.session_id for r in rows}))
+        .values(changed_at=now)
+    )
+    db.session.commit()
+    return len(ids)

@@ -1,0 +1,91 @@
+"""How PolyGenix talks to its database: pool settings and timeouts, so that a database that
+refuses, resets or goes silent costs requests a bounded wait and a 503, never a hang.
+
+PostgreSQL connections get a connect timeout, a statement timeout and an idle-in-transaction
+timeout (the server ends what runs or waits too long), TCP keepalives and a TCP user timeout (the
+kernel gives up on a peer that stopped answering), and a deadline on every wait for the server's
+answer (for a database that is silent while the network still carries the bytes: psycopg's own
+waits are given a timeout). The pool hands out connections it has checked first, and gives up
+waiting for a free one after DB_POOL_TIMEOUT. SQLite's busy timeout is set with its pragmas
+(extensions.py).
+"""
+
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import psycopg
+from sqlalchemy import event
+from sqlalchemy.engine import Engine, make_url
+
+# connect_args key of the deadline on a PostgreSQL connection's waits (taken out before psycopg
+# sees the arguments).
+ANSWER_TIMEOUT = "polygenix_answer_timeout"
+
+
+class _Connection(psycopg.Connection):
+    """psycopg's connection with a deadline on every wait for the server."""
+
+    answer_timeout: float | None = None
+
+    def wait(self, gen, interval=None, timeout=None):
+        timeout = timeout if timeout is not None else self.answer_timeout
+        polling = {} if interval is None else {"interval": interval}
+        started = time.monotonic()
+        try:
+            return super().wait(gen, timeout=timeout, **polling)
+        except psycopg.OperationalError:
+            if timeout is not None and time.monotonic() - started >= timeout:
+                # The connection's state is unknown: it is closed, so the pool discards it.
+                self.pgconn.finish()
+                raise psycopg.OperationalError(
+                    f"the database did not answer within {timeout:g} s"
+                ) from None
+            raise
+
+
+@event.listens_for(Engine, "do_connect")
+def _connect(dialect, _record, cargs, cparams):
+    timeout = cparams.pop(ANSWER_TIMEOUT, None)
+    if dialect.name != "postgresql" or dialect.driver != "psycopg":
+        return None  # the dialect connects as usual
+    connection = _Connection.connect(*cargs, **cparams)
+    connection.answer_timeout = timeout
+    return connection
+
+
+def engine_options(config: Mapping[str, Any]) -> dict[str, Any]:
+    # The connection used last is handed out first: on a quiet server each request finds the
+    # one whose memory is still warm, rather than the one idle longest.
+    lifo = {"pool_use_lifo": True}
+    url = make_url(config["SQLALCHEMY_DATABASE_URI"])
+    if url.get_backend_name() == "sqlite":
+        return lifo  # a file: no server to restart, so no connection goes stale
+    connect, statement = config["DB_CONNECT_TIMEOUT"], config["DB_STATEMENT_TIMEOUT"]
+    server_options = (
+        f"-c statement_timeout={round(statement * 1000)} "
+        f"-c idle_in_transaction_session_timeout={round(config['DB_IDLE_TIMEOUT'] * 1000)}"
+    )
+    if url.query.get("options"):  # the URL's own (a search_path, say) are kept
+        server_options = f"{url.query['options']} {server_options}"
+    return lifo | {
+        # A connection the server dropped (restart, idle timeout) is replaced, not used; with
+        # LIFO, connections left idle past the server's timeout are the ones it drops.
+        "pool_pre_ping": True,
+        "pool_size": config["DB_POOL_SIZE"],
+        "max_overflow": config["DB_MAX_OVERFLOW"],
+        "pool_recycle": config["DB_POOL_RECYCLE"],
+        "pool_timeout": config["DB_POOL_TIMEOUT"],
+        "connect_args": {
+            # libpq counts whole seconds, at least 2.
+            "connect_timeout": max(2, round(connect)),
+            "options": server_options,
+            "keepalives": 1,
+            "keepalives_idle": 30,
+            "keepalives_interval": 10,
+            "keepalives_count": 3,
+            "tcp_user_timeout": round((statement + connect) * 1000),
+            # A query the server would end at its statement timeout has had its chance.
+            ANSWER_TIMEOUT: statement + connect,
+        },
+    }

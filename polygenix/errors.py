@@ -1,0 +1,172 @@
+"""Every error answer: one JSON envelope, and every handler that makes one.
+
+    {"code": 404, "status": "Not Found", "message": "...", "detail": "..."[, "errors": {...}]}
+
+`detail` repeats `message` for the original's clients. HTTP errors (aborts, 404/405, 413, the
+validation errors of flask-smorest), token failures (flask-jwt-extended's loaders), provider
+failures, a conflict such as a taken email, a session deleted under a turn, and database or
+Redis outages all come through here; anything else is a 500 whose details go to the log only.
+"""
+
+import logging
+import math
+from http import HTTPStatus
+
+import marshmallow as ma
+import redis
+from flask import Flask, Response, jsonify
+from flask_jwt_extended import JWTManager
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+from werkzeug.exceptions import HTTPException
+
+from .extensions import db
+from .providers import ProviderError
+
+log = logging.getLogger(__name__)
+
+
+class ErrorSchema(ma.Schema):
+    """The error envelope every error response uses (documentation only)."""
+
+    code = ma.fields.Integer(metadata={"description": "HTTP status code"})
+    status = ma.fields.String(metadata={"description": "HTTP status phrase"})
+    message = ma.fields.String(metadata={"description": "What went wrong"})
+    detail = ma.fields.String(metadata={"description": "Same as message (older clients read it)"})
+    errors = ma.fields.Dict(metadata={"description": "Validation errors by location, then field"})
+
+
+class Conflict(Exception):
+    """What was asked clashes with what exists (an email already registered): a 409."""
+
+
+class SessionDeleted(LookupError):
+    """The session of a turn under way was deleted before the turn could be stored: a 404."""
+
+    def __init__(self, message: str = "Chat session not found"):
+        super().__init__(message)
+
+
+def _summary(errors, prefix: str = "") -> list[str]:
+    """Flatten webargs' nested validation errors into 'location.field: message' lines."""
+    if isinstance(errors, dict):
+        lines = []
+        for key, value in errors.items():
+            lines += _summary(value, f"{prefix}.{key}" if prefix else str(key))
+        return lines
+    if isinstance(errors, list) and all(isinstance(e, str) for e in errors):
+        return [f"{prefix}: {' '.join(errors)}" if prefix else " ".join(errors)]
+    if isinstance(errors, list):
+        return [line for e in errors for line in _summary(e, prefix)]
+    return [f"{prefix}: {errors}"]
+
+
+def envelope(code: int, message: str | None = None, errors: dict | None = None, **fields) -> dict:
+    """The error body: {"code", "status", "message", "detail"[, "errors"]}, plus `fields`."""
+    status = HTTPStatus(code).phrase
+    if message is None:
+        message = "Invalid input: " + "; ".join(_summary(errors)) if errors else status
+    body = {"code": code, "status": status, "message": message, "detail": message} | fields
+    if errors:
+        body["errors"] = errors
+    return body
+
+
+def error_response(
+    code: int,
+    message: str | None = None,
+    *,
+    errors: dict | None = None,
+    headers: dict | None = None,
+    **fields,
+) -> Response:
+    """The envelope as a response, with WWW-Authenticate on 401s and any `headers`."""
+    response = jsonify(envelope(code, message, errors, **fields))
+    response.status_code = code
+    if code == 401:
+        response.headers["WWW-Authenticate"] = "Bearer"
+    response.headers.update(headers or {})
+    return response
+
+
+def retry_after_header(seconds: float | None) -> dict[str, str]:
+    """Retry-After in whole seconds, rounded up (none when unknown)."""
+    return {"Retry-After": str(math.ceil(seconds))} if seconds is not None else {}
+
+
+def http_error_response(error: HTTPException) -> Response:
+    """Every HTTP error, aborts and validation failures included, in the envelope."""
+    data = getattr(error, "data", None) or {}
+    # Werkzeug's own headers (e.g. Allow on a 405) are kept; its HTML content type is not.
+    headers = {k: v for k, v in error.get_headers() if k.lower() != "content-type"}
+    headers.update(data.get("headers") or {})
+    if error.code == 304:  # Not Modified has no body
+        return Response(status=304, headers=headers)
+    errors = data.get("errors") or data.get("messages")
+    message = data.get("message")
+    if message is None and not errors:
+        message = error.description
+    return error_response(error.code or 500, message, errors=errors, headers=headers)
+
+
+def provider_error_response(error: ProviderError) -> Response:
+    headers = retry_after_header(error.retry_after)
+    return error_response(error.status, error.message, headers=headers)
+
+
+def outage(error: Exception) -> tuple[int, str] | None:
+    """The status and message for a failure of the database or of Redis, else None."""
+    if isinstance(error, redis.RedisError):
+        return 503, "Shared state store unavailable"
+    if isinstance(error, OperationalError | InterfaceError | PoolTimeout):
+        # Lost connections, lock and statement timeouts, serialisation failures, a pool with no
+        # free connection: worth a retry, not a 500.
+        return 503, "Database unavailable"
+    return None
+
+
+def init_errors(app: Flask, jwt: JWTManager) -> None:
+    """Register every handler: on the app, and as flask-jwt-extended's loaders."""
+
+    @app.errorhandler(ProviderError)
+    def _provider(error: ProviderError):
+        return provider_error_response(error)
+
+    @app.errorhandler(Conflict)
+    def _conflict(error: Conflict):
+        return error_response(409, str(error))
+
+    @app.errorhandler(SessionDeleted)
+    def _session_deleted(error: SessionDeleted):
+        return error_response(404, str(error))
+
+    @app.errorhandler(redis.RedisError)
+    @app.errorhandler(OperationalError)
+    @app.errorhandler(InterfaceError)
+    @app.errorhandler(PoolTimeout)
+    def _outage(error: Exception):
+        code, message = outage(error)
+        cause = getattr(error, "orig", None) or error
+        app.logger.error("%s: %s", message, type(cause).__name__)
+        if not isinstance(error, redis.RedisError):
+            try:
+                db.session.rollback()
+            except Exception:  # the connection is gone: the teardown discards it
+                log.debug("rollback after a database failure failed too", exc_info=True)
+        return error_response(code, message, headers={"Retry-After": "1"})
+
+    @jwt.unauthorized_loader
+    def _missing(reason):
+        return error_response(401, "Not authenticated: send 'Authorization: Bearer <token>'")
+
+    @jwt.invalid_token_loader
+    def _invalid(reason):
+        return error_response(401, f"Invalid token: {reason}")
+
+    @jwt.expired_token_loader
+    def _expired(_header, _payload):
+        return error_response(401, "Token has expired")
+
+    @jwt.user_lookup_error_loader
+    def _no_user(_header, _payload):
+        return error_response(401, "Token's user no longer exists")

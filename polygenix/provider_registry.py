@@ -1,0 +1,47 @@
+"""The app's model providers: one registry built from the configuration at start.
+
+Each provider's `<PREFIX>_API_KEY`, `_BASE_URL`, `_DEFAULT_MODEL` and `_MODELS` become its
+settings (see polygenix/providers, which reads no configuration of its own), and the variable
+to set is named wherever a provider is not ready.
+"""
+
+from flask import Flask, current_app
+
+from config import PROVIDER_NAMES, provider_prefix
+
+from .providers import DEFINITIONS, Provider, Registry, build_registry
+
+EXTENSION = "polygenix.providers"
+
+
+def init_providers(app: Flask) -> None:
+    config = app.config
+    if set(DEFINITIONS) != {"echo", *PROVIDER_NAMES}:
+        raise RuntimeError("config.PROVIDER_NAMES must name every provider but echo")
+    configured = {}
+    for name in PROVIDER_NAMES:
+        prefix = provider_prefix(name)
+        configured[name] = {
+            "api_key": config.get(f"{prefix}_API_KEY"),
+            "base_url": config.get(f"{prefix}_BASE_URL"),
+            "default_model": config.get(f"{prefix}_DEFAULT_MODEL"),
+            "models": config.get(f"{prefix}_MODELS"),
+        }
+    common = {
+        "connect_timeout": config["PROVIDER_CONNECT_TIMEOUT"],
+        "timeout": config["PROVIDER_TIMEOUT"],
+        "max_retries": config["PROVIDER_MAX_RETRIES"],
+        "max_retry_wait": config["PROVIDER_MAX_RETRY_WAIT"],
+        "max_output_tokens": config["MAX_OUTPUT_TOKENS"],
+    }
+    app.extensions[EXTENSION] = build_registry(configured, config["MODEL_ALIASES"], common)
+
+
+def registry() -> Registry:
+    return current_app.extensions[EXTENSION]
+
+
+def missing_variable(provider: Provider, model: str | None = None) -> str | None:
+    """The environment variable to set before `provider` can be used, or None."""
+    setting = provider.missing_setting(model)
+    return f"{provider_prefix(provider.name)}_{setting.upper()}" if setting else None
