@@ -5,20 +5,25 @@ with Retry-After.
 
 The `limits` library counts them in fixed windows: in Redis when REDIS_URL is set, otherwise in
 the database. Either way every worker and host that shares it shares the counts, so a limit is
-exact however many workers there are.
+exact however many workers there are. While Redis cannot be reached, each process counts in its
+own memory (limits' MemoryStorage) rather than refusing every request: a warning is logged when
+that starts, and polygenix_redis_fallbacks_total counts the hits so counted.
 """
 
 import hashlib
+import logging
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache, wraps
 
+import redis
 from flask import Flask, current_app, request
 from flask_jwt_extended import get_jwt_identity
 from flask_smorest import abort
 from limits import RateLimitItem, parse_many
-from limits.storage import RedisStorage, Storage
+from limits.storage import MemoryStorage, RedisStorage, Storage
 from limits.strategies import FixedWindowRateLimiter
 from sqlalchemy import bindparam, case, delete, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -29,9 +34,12 @@ from config import ConfigError
 
 from . import clock
 from .extensions import REDIS, db
+from .metrics import REDIS_FALLBACKS
 from .models import RateLimitCount, normalize_email
 
+log = logging.getLogger(__name__)
 EXTENSION = "polygenix.limits"
+REDIS_RETRY_SECONDS = 5
 SETTINGS = ("LOGIN_RATE_LIMIT", "CHAT_RATE_LIMIT")
 
 
@@ -118,11 +126,39 @@ class DatabaseCounts(Storage):
         db.session.commit()
 
 
-@dataclass(frozen=True)
+@dataclass
 class _Counter:
     strategy: FixedWindowRateLimiter
     prefix: str
     limits: dict[str, list[RateLimitItem]]  # by setting name
+    # While Redis is out of reach: this process's own counts.
+    fallback: FixedWindowRateLimiter | None = None
+    degraded: bool = False
+    retry_at: float = 0.0  # time.monotonic() when Redis is tried again
+
+    def hit(self, limit: RateLimitItem, *identifiers: str) -> FixedWindowRateLimiter | None:
+        """None if the hit is allowed, else the limiter that refused it (for its window)."""
+        try:
+            if self.degraded and time.monotonic() < self.retry_at:
+                # Asked again only now and then: an unreachable Redis costs its timeout.
+                raise redis.ConnectionError("not retried yet")
+            allowed = self.strategy.hit(limit, *identifiers)
+            if self.degraded:
+                self.degraded = False
+                log.warning("Redis is back: rate limits are shared again")
+            return None if allowed else self.strategy
+        except redis.RedisError as e:
+            if not self.degraded:
+                self.degraded = True
+                log.warning(
+                    "Redis unavailable (%s): rate limits are counted per process until it is back",
+                    type(e).__name__,
+                )
+            self.retry_at = time.monotonic() + REDIS_RETRY_SECONDS
+            REDIS_FALLBACKS.labels("rate_limit").inc()
+            if self.fallback is None:
+                self.fallback = FixedWindowRateLimiter(MemoryStorage())
+            return None if self.fallback.hit(limit, *identifiers) else self.fallback
 
 
 def init_limits(app: Flask) -> None:
@@ -157,8 +193,9 @@ def _check(setting: str, scope: str, key: str) -> None:
         return
     identifiers = (counter.prefix, scope, key)
     for limit in counter.limits[setting]:
-        if not counter.strategy.hit(limit, *identifiers):
-            reset = counter.strategy.get_window_stats(limit, *identifiers).reset_time
+        refused_by = counter.hit(limit, *identifiers)
+        if refused_by is not None:
+            reset = refused_by.get_window_stats(limit, *identifiers).reset_time
             abort(
                 429,
                 message=f"Too many requests: at most {limit}",
