@@ -5,6 +5,11 @@ import glob
 import os
 import tempfile
 
+from dotenv import load_dotenv
+
+# Settings in .env apply here too, as they do to the app (wsgi.py reads it as well).
+load_dotenv()
+
 # Prometheus multiprocess mode: every worker writes its samples under this directory and /metrics
 # sums them. It must be in the environment before any worker imports prometheus_client.
 METRICS_DIR = os.environ.setdefault(

@@ -11,9 +11,11 @@ import sys
 import threading
 from pathlib import Path
 
+import pytest
 from werkzeug.serving import make_server
 
 ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.slow
 
 
 def test_schemathesis_finds_nothing(make_app):

@@ -97,6 +97,7 @@ def test_metrics_token_and_switch(make_app):
     assert_envelope(off.get("/metrics"), 404)
 
 
+@pytest.mark.slow
 def test_metrics_are_summed_across_gunicorn_workers(tmp_path):
     with gunicorn(tmp_path) as (base, _):
         with requests.Session() as http:
