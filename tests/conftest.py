@@ -8,13 +8,14 @@ import os
 
 import pytest
 import redis
-from sqlalchemy import create_engine
+from sqlalchemy import create_engine, make_url
 
 from polygenix import create_app, health
 from polygenix.extensions import db
 from polygenix.user.service import create_user
 from tests.helpers import PASSWORD, TEST_DATABASE_URL, TEST_REDIS_URL, bearer, scratch_schema
 from tests.provider_setup import fake, provider_app, provider_config  # noqa: F401  (fixtures)
+from tests.tcp_proxy import TCPProxy
 
 REDIS_TEST_PREFIX = "polygenix-test:"
 
@@ -99,11 +100,20 @@ class Auth:
     """Makes users through the real API and hands back their tokens or bearer headers.
 
     Every call takes the client of another app with `client=` (another worker, other settings).
+    The test's own `app` and `client` are made only when a call needs them: a test that always
+    passes `client=` builds no app it does not use.
     """
 
-    def __init__(self, app, client):
-        self.app = app
-        self.client = client
+    def __init__(self, request):
+        self._request = request
+
+    @property
+    def app(self):
+        return self._request.getfixturevalue("app")
+
+    @property
+    def client(self):
+        return self._request.getfixturevalue("client")
 
     def tokens(self, email="ada@example.com", name="Ada Lovelace", password=PASSWORD, client=None):
         """Register; the whole token response (access, refresh, expires_in)."""
@@ -116,6 +126,7 @@ class Auth:
     def register(
         self, email="ada@example.com", name="Ada Lovelace", password=PASSWORD, client=None
     ):
+        """Register; bearer headers for the new user."""
         return bearer(self.tokens(email, name, password, client)["access_token"])
 
     def admin(self, email="root@example.com", client=None):
@@ -123,17 +134,44 @@ class Auth:
             create_user(name="Admin", email=email, password=PASSWORD, is_admin=True)
         return self.login(email, client=client)
 
-    def login(self, email, password=PASSWORD, client=None):
+    def login_tokens(self, email="ada@example.com", password=PASSWORD, client=None):
+        """Log in; the whole token response (another login: its own token family)."""
         response = (client or self.client).post(
             "/api/auth/login", data={"username": email, "password": password}
         )
         assert response.status_code == 200, response.json
-        return bearer(response.json["access_token"])
+        return response.json
+
+    def login(self, email="ada@example.com", password=PASSWORD, client=None):
+        """Log in; bearer headers."""
+        return bearer(self.login_tokens(email, password, client)["access_token"])
 
     def user_id(self, headers, client=None):
         return (client or self.client).get("/api/user/", headers=headers).json["id"]
 
 
 @pytest.fixture
-def auth(app, client):
-    return Auth(app, client)
+def auth(request):
+    return Auth(request)
+
+
+@pytest.fixture
+def ada(auth):
+    """Ada, registered on the test's app: her bearer headers."""
+    return auth.register("ada@example.com", "Ada")
+
+
+@pytest.fixture
+def bob(auth):
+    """Bob, registered on the test's app: his bearer headers."""
+    return auth.register("bob@example.com", "Bob")
+
+
+@pytest.fixture
+def database_proxy(postgres_url):
+    """A TCP proxy in front of the run's PostgreSQL; `.url` is the database through it."""
+    url = make_url(postgres_url)
+    proxy = TCPProxy(url.host, url.port or 5432)
+    proxy.url = url.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
+    yield proxy
+    proxy.close()

@@ -4,13 +4,19 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from contextlib import contextmanager
 from pathlib import Path
 
 import requests
 
-from tests.helpers import TEST_DATABASE_URL, TEST_REDIS_URL, scratch_schema
+from tests.helpers import (
+    PASSWORD,
+    TEST_DATABASE_URL,
+    TEST_REDIS_URL,
+    bearer,
+    scratch_schema,
+    wait_for,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 # The gunicorn master of each base URL being served.
@@ -83,20 +89,33 @@ def served(app: str, env: dict[str, str] | None = None, ready_path: str = "/"):
     )
     base = f"http://127.0.0.1:{port}"
     MASTERS[base] = server
+
+    def ready():
+        try:
+            return requests.get(base + ready_path, timeout=5).status_code == 200
+        except requests.RequestException:
+            return False
+
     try:
-        for _ in range(100):
-            try:
-                if requests.get(base + ready_path, timeout=5).status_code == 200:
-                    break
-            except requests.RequestException:
-                time.sleep(0.1)
-        else:
-            raise AssertionError(f"gunicorn serving {app} did not become ready")
+        wait_for(ready, timeout=20, what=f"gunicorn serving {app} to be ready", interval=0.1)
         yield base
     finally:
         MASTERS.pop(base, None)
         server.terminate()
         server.wait(timeout=10)
+
+
+def register_over_http(
+    base: str, email: str = "ada@example.com", name: str = "Ada", password: str = PASSWORD
+) -> dict[str, str]:
+    """Register a user with the PolyGenix at `base` (over real HTTP); its bearer headers."""
+    response = requests.post(
+        base + "/api/auth/register",
+        json={"name": name, "email": email, "password": password},
+        timeout=10,
+    )
+    assert response.status_code == 200, response.text
+    return bearer(response.json()["access_token"])
 
 
 def workers(base: str) -> list[int]:

@@ -7,9 +7,10 @@ import socket
 import time
 from contextlib import contextmanager
 
-from sqlalchemy import create_engine, make_url
+from sqlalchemy import create_engine, event, make_url
 
 from config import database_url
+from polygenix.extensions import db
 
 PASSWORD = "correct horse battery"
 TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL")
@@ -107,10 +108,43 @@ def read_events(text: str) -> list[tuple[str, object]]:
     return events
 
 
-def wait_for(condition, timeout: float = 5.0, what: str = "condition") -> None:
-    """Poll `condition` until it holds (for events in another thread or process)."""
+def wait_for(condition, timeout: float = 5.0, what: str = "condition", interval: float = 0.005):
+    """Poll `condition` every `interval` seconds until it holds (for events in another thread
+    or process); its first true value."""
     deadline = time.monotonic() + timeout
-    while not condition():
+    while not (value := condition()):
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.005)
+        time.sleep(interval)
+    return value
+
+
+def operations(spec):
+    """((path, method), operation) for every operation of an OpenAPI spec."""
+    for path, item in spec["paths"].items():
+        for method, operation in item.items():
+            if method in {"get", "post", "put", "patch", "delete"}:
+                yield (path, method), operation
+
+
+@contextmanager
+def counted_statements(app):
+    """The SQL statements `app` runs inside the block, as a list filled in as they run."""
+    statements: list[str] = []
+    with app.app_context():
+        engine = db.engine
+
+    def record(conn, cursor, statement, *args):
+        statements.append(statement)
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        yield statements
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+
+
+def warm_up(client, headers):
+    """One chat request first (any will do): it runs the sweep for dead streams (at most every
+    STREAM_KEEPALIVE_SECONDS), so the requests counted after it do not."""
+    assert client.get("/api/ai_chat/home", headers=headers).status_code == 200

@@ -75,7 +75,9 @@ class TCPProxy:
                         return
                     if not silent:
                         (upstream if sock is client else client).sendall(data)
-        except OSError:
+        except (OSError, ValueError):
+            # ValueError: set(RESET) closed the sockets from another thread, and select() was
+            # handed a closed socket (fd -1).
             return
         finally:
             for sock in sockets:

@@ -7,7 +7,7 @@ from flask_jwt_extended import create_access_token, create_refresh_token
 
 from polygenix.extensions import db
 from polygenix.models import User
-from tests.helpers import PASSWORD, assert_envelope
+from tests.helpers import PASSWORD, assert_envelope, bearer
 
 REGISTER = "/api/auth/register"
 LOGIN = "/api/auth/login"
@@ -184,19 +184,17 @@ def test_verify_token_rejects_bad_tokens(client, app):
 
 def test_refresh_issues_a_new_access_token(client):
     body = register(client).json
-    response = client.post(
-        "/api/auth/refresh", headers={"Authorization": f"Bearer {body['refresh_token']}"}
-    )
+    response = client.post("/api/auth/refresh", headers=bearer(body["refresh_token"]))
     assert response.status_code == 200
     new = response.json["access_token"]
     assert response.json["token_type"] == "bearer"
-    me = client.get("/api/auth/me", headers={"Authorization": f"Bearer {new}"})
+    me = client.get("/api/auth/me", headers=bearer(new))
     assert me.status_code == 200 and me.json["email"] == "tim@joe.com"
 
 
 def test_refresh_rejects_an_access_token(client):
     token = register(client).json["access_token"]
-    response = client.post("/api/auth/refresh", headers={"Authorization": f"Bearer {token}"})
+    response = client.post("/api/auth/refresh", headers=bearer(token))
     assert_envelope(response, 401)
 
 
@@ -259,7 +257,7 @@ def tokens(app, client, auth):
     ],
 )
 def test_every_bad_token_is_a_401_envelope(client, tokens, name):
-    response = client.get("/api/ai_chat/home", headers={"Authorization": f"Bearer {tokens[name]}"})
+    response = client.get("/api/ai_chat/home", headers=bearer(tokens[name]))
     assert_envelope(response, 401)
     assert response.headers["WWW-Authenticate"] == "Bearer"
     assert client.get(f"/api/auth/verify-token/{tokens[name]}").status_code == 401
@@ -272,7 +270,7 @@ def test_missing_or_malformed_authorization_header_is_401(client, tokens, header
 
 
 def test_the_good_token_works(client, tokens):
-    headers = {"Authorization": f"Bearer {tokens['good']}"}
+    headers = bearer(tokens["good"])
     assert client.get("/api/ai_chat/home", headers=headers).status_code == 200
 
 

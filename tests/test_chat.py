@@ -6,23 +6,9 @@ from sqlalchemy import func, select
 
 from polygenix.extensions import db
 from polygenix.models import ChatSession, Message
-from tests.helpers import assert_envelope
+from tests.helpers import ask, assert_envelope
 
 REQUEST = "/api/ai_chat/request"
-
-
-@pytest.fixture
-def ada(auth):
-    return auth.register("ada@example.com", "Ada")
-
-
-@pytest.fixture
-def bob(auth):
-    return auth.register("bob@example.com", "Bob")
-
-
-def ask(client, headers, content="hello there", model="echo", **extra):
-    return client.post(REQUEST, headers=headers, json={"content": content, "model": model} | extra)
 
 
 def test_home_greets_the_caller(client, ada):
@@ -163,16 +149,13 @@ def sent(fake):
 REPLY = "Hello from local-model"  # the fake provider's answer as `openai-compatible`
 
 
-@pytest.fixture
-def app(provider_app):
-    return provider_app
-
-
-def test_provider_receives_earlier_turns_then_the_new_message(client, ada, app, sent):
+def test_provider_receives_earlier_turns_then_the_new_message(provider_app, auth, sent):
+    client = provider_app.test_client()
+    ada = auth.register("ada@example.com", "Ada", client=client)
     ask(client, ada, "one", model="openai-compatible", session_id=3)
     ask(client, ada, "two", model="openai-compatible", session_id=3)
     ask(client, ada, "elsewhere", model="openai-compatible", session_id=4)
-    system = {"role": "system", "content": app.config["SYSTEM_PROMPT"]}
+    system = {"role": "system", "content": provider_app.config["SYSTEM_PROMPT"]}
     calls = sent()
     assert calls[0] == [system, {"role": "user", "content": "one"}]
     assert calls[1] == [
@@ -196,7 +179,11 @@ def test_context_keeps_the_newest_turns_within_the_budget(make_app, provider_con
     assert [m["content"] for m in sent()[-1]] == ["charlie" * 10, REPLY, "last"]
 
 
-def test_provider_failure_is_an_envelope_and_keeps_the_users_message(client, ada, fake, sent):
+def test_provider_failure_is_an_envelope_and_keeps_the_users_message(
+    provider_app, auth, fake, sent
+):
+    client = provider_app.test_client()
+    ada = auth.register("ada@example.com", "Ada", client=client)
     fake.reply(429, {"error": {"message": "provider is overloaded"}}, {"Retry-After": "7"}, times=3)
     response = ask(client, ada, "please remember this", model="openai-compatible", session_id=9)
     assert_envelope(response, 429, "overloaded")

@@ -83,17 +83,9 @@ def test_development_generates_secrets_once_and_keeps_them(config, tmp_path):
     assert sorted(p.name for p in path.parent.iterdir()) == ["secrets.json"]
 
 
-def test_tokens_survive_a_restart_with_generated_secrets(config, make_app):
+def test_tokens_survive_a_restart_with_generated_secrets(config, make_app, auth):
     del config["SECRET_KEY"], config["JWT_SECRET_KEY"]
-    app = make_app()
-    token = (
-        app.test_client()
-        .post(
-            "/api/auth/register",
-            json={"name": "Ada", "email": "ada@example.com", "password": "long enough"},
-        )
-        .json["access_token"]
-    )
+    token = auth.tokens(client=make_app().test_client())["access_token"]
     restarted = make_app().test_client()
     assert restarted.get(f"/api/auth/verify-token/{token}").status_code == 200
 

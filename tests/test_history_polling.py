@@ -5,13 +5,7 @@ import json
 
 import pytest
 
-from tests.helpers import ask
-from tests.test_scale import counted_statements, warm_up
-
-
-@pytest.fixture
-def ada(auth):
-    return auth.register("ada@example.com")
+from tests.helpers import ask, counted_statements, warm_up
 
 
 @pytest.mark.parametrize("path", ["history", "sessions"])

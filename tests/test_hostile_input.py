@@ -6,7 +6,7 @@ from sqlalchemy import func, select
 
 from polygenix.extensions import db
 from polygenix.models import ChatSession, Message, User
-from tests.helpers import PASSWORD, assert_envelope
+from tests.helpers import PASSWORD, ask, assert_envelope
 
 DEEP = b"[" * 100_000 + b"]" * 100_000
 HOSTILE_BODIES = {
@@ -22,19 +22,9 @@ HOSTILE_BODIES = {
 }
 
 
-@pytest.fixture
-def ada(auth):
-    return auth.register("ada@example.com")
-
-
-def json_routes(client, headers):
-    user_id = client.get("/api/user/", headers=headers).json["id"]
-    assert (
-        client.post(
-            "/api/ai_chat/request", headers=headers, json={"content": "hi", "model": "echo"}
-        ).status_code
-        == 200
-    )
+def json_routes(client, auth, headers):
+    user_id = auth.user_id(headers)
+    assert ask(client, headers, "hi").status_code == 200
     return [
         ("POST", "/api/auth/register", {}),
         ("POST", "/api/user/create", {}),
@@ -54,8 +44,8 @@ def counts(app):
 
 
 @pytest.mark.parametrize("name", HOSTILE_BODIES)
-def test_bad_json_is_a_400_on_every_json_route(app, client, ada, fake, name):
-    routes = json_routes(client, ada)
+def test_bad_json_is_a_400_on_every_json_route(app, client, auth, ada, fake, name):
+    routes = json_routes(client, auth, ada)
     before = counts(app)
     for method, path, headers in routes:
         response = client.open(

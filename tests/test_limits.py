@@ -8,7 +8,7 @@ from sqlalchemy import func, select
 
 from polygenix.extensions import db, redis_client
 from polygenix.models import RateLimitCount
-from tests.helpers import PASSWORD, TEST_REDIS_URL, FakeClock, assert_envelope
+from tests.helpers import TEST_REDIS_URL, FakeClock, assert_envelope
 
 
 @pytest.fixture
@@ -128,14 +128,10 @@ def test_without_redis_workers_share_the_count_through_the_database(make_app):
 
 
 @pytest.mark.parametrize("redis", [None, TEST_REDIS_URL] if TEST_REDIS_URL else [None])
-def test_password_changes_and_logins_share_one_count_per_account(make_app, redis):
+def test_password_changes_and_logins_share_one_count_per_account(make_app, auth, redis):
     client = make_app({"LOGIN_RATE_LIMIT": "4/minute", "REDIS_URL": redis}).test_client()
-    tokens = client.post(
-        "/api/auth/register",
-        json={"name": "Ada", "email": "ada@example.com", "password": PASSWORD},
-    ).json
-    headers = {"Authorization": f"Bearer {tokens['access_token']}"}
-    user_id = client.get("/api/user/", headers=headers).json["id"]
+    headers = auth.register(client=client)
+    user_id = auth.user_id(headers, client=client)
     guess = {"password": "a brand new secret", "current_password": "a wrong guess"}
     for _ in range(2):
         response = client.put(f"/api/user/update/{user_id}", headers=headers, json=guess)

@@ -5,7 +5,7 @@ from sqlalchemy import inspect
 
 from polygenix import create_app
 from polygenix.extensions import db
-from tests.helpers import TEST_DATABASE_URL, scratch_schema
+from tests.helpers import TEST_DATABASE_URL, ask, scratch_schema
 
 
 @pytest.fixture
@@ -55,17 +55,11 @@ def test_downgrade_to_base_and_back(empty_app):
     assert pending_changes(empty_app) == []
 
 
-def test_migrated_database_serves_the_api(empty_app):
+def test_migrated_database_serves_the_api(empty_app, auth):
     assert empty_app.test_cli_runner().invoke(args=["db", "upgrade"]).exit_code == 0
     client = empty_app.test_client()
-    token = client.post(
-        "/api/auth/register",
-        json={"name": "Ada", "email": "ada@example.com", "password": "long enough"},
-    ).json["access_token"]
-    headers = {"Authorization": f"Bearer {token}"}
-    reply = client.post(
-        "/api/ai_chat/request", headers=headers, json={"content": "hi", "model": "echo"}
-    )
+    headers = auth.register(client=client)
+    reply = ask(client, headers, "hi")
     assert reply.status_code == 200
     assert client.delete("/api/ai_chat/1", headers=headers).status_code == 200
 

@@ -9,7 +9,7 @@ import requests
 
 from polygenix.logs import JSONFormatter, TextFormatter
 from tests.gunicorn_server import gunicorn
-from tests.helpers import PASSWORD, assert_envelope
+from tests.helpers import PASSWORD, ask, assert_envelope
 
 
 def sample(text: str, name: str, **labels) -> float:
@@ -170,12 +170,9 @@ def test_request_ids_are_echoed_or_made(client):
         assert re.fullmatch(r"[0-9a-f]{32}", made.headers["X-Request-ID"])
 
 
-def test_logs_never_hold_secrets(client, caplog):
+def test_logs_never_hold_secrets(client, auth, caplog):
     caplog.set_level(logging.DEBUG)
-    token = client.post(
-        "/api/auth/register",
-        json={"name": "Ada", "email": "ada@example.com", "password": PASSWORD},
-    ).json["access_token"]
+    token = auth.tokens()["access_token"]
     client.post("/api/auth/login", data={"username": "ada@example.com", "password": PASSWORD})
     client.get(f"/api/auth/verify-token/{token}")
     paths = [r.path for r in request_lines(caplog)]
@@ -184,17 +181,10 @@ def test_logs_never_hold_secrets(client, caplog):
 
 
 @pytest.mark.parametrize("stream", [False, True])
-def test_provider_gets_the_request_id(make_app, provider_config, fake, auth, stream):
-    client = make_app(provider_config).test_client()
-    token = client.post(
-        "/api/auth/register",
-        json={"name": "Ada", "email": "ada@example.com", "password": PASSWORD},
-    ).json["access_token"]
-    response = client.post(
-        "/api/ai_chat/request",
-        headers={"Authorization": f"Bearer {token}", "X-Request-ID": "req-42"},
-        json={"content": "hi", "model": "groq", "stream": stream},
-    )
+def test_provider_gets_the_request_id(provider_app, fake, auth, stream):
+    client = provider_app.test_client()
+    ada = auth.register(client=client)
+    response = ask(client, ada | {"X-Request-ID": "req-42"}, "hi", model="groq", stream=stream)
     assert response.status_code == 200
     response.get_data()
     assert fake.requests[-1].headers["X-Request-ID"] == "req-42"
@@ -226,12 +216,9 @@ def test_metrics_labels_come_from_closed_sets(client):
     assert grew(method="GET", status="404") == 200
 
 
-def test_a_token_in_a_path_is_never_logged_however_it_is_spelled(client, caplog):
+def test_a_token_in_a_path_is_never_logged_however_it_is_spelled(client, auth, caplog):
     caplog.set_level(logging.DEBUG)
-    token = client.post(
-        "/api/auth/register",
-        json={"name": "Ada", "email": "ada@example.com", "password": PASSWORD},
-    ).json["access_token"]
+    token = auth.tokens()["access_token"]
     for path in (
         f"/api//auth/verify-token/{token}",
         f"//api/auth/verify-token/{token}",

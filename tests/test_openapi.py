@@ -1,5 +1,7 @@
 import pytest
 
+from tests.helpers import operations
+
 CONTRACT = {
     ("/api/auth/register", "post"),
     ("/api/auth/login", "post"),
@@ -39,13 +41,6 @@ def spec(client):
     response = client.get("/openapi.json")
     assert response.status_code == 200
     return response.json
-
-
-def operations(spec):
-    for path, item in spec["paths"].items():
-        for method, operation in item.items():
-            if method in {"get", "post", "put", "patch", "delete"}:
-                yield (path, method), operation
 
 
 def test_every_contract_endpoint_and_extra_is_documented(spec):

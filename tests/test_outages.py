@@ -38,15 +38,6 @@ QUICK = {"DB_CONNECT_TIMEOUT": 2, "DB_STATEMENT_TIMEOUT": 1, "DB_POOL_TIMEOUT": 
 
 
 @pytest.fixture
-def database_proxy(postgres_url):
-    url = make_url(postgres_url)
-    proxy = TCPProxy(url.host, url.port or 5432)
-    proxy.url = url.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
-    yield proxy
-    proxy.close()
-
-
-@pytest.fixture
 def proxied_app(make_app, provider_config, database_proxy):
     """An app whose database connections all go through the proxy."""
     return make_app(provider_config | QUICK | {"SQLALCHEMY_DATABASE_URI": database_proxy.url})
@@ -222,8 +213,7 @@ def test_redis_down_keeps_the_service_up_counting_limits_per_process(
 ):
     app = make_app({"REDIS_URL": redis_proxy.url, "LOGIN_RATE_LIMIT": "3/minute"})
     client = app.test_client()
-    tokens = auth.tokens(client=client)
-    ada = {"Authorization": f"Bearer {tokens['access_token']}"}
+    ada = auth.register(client=client)
     caplog.set_level(logging.WARNING, "polygenix")
     if mode != SILENT:
         redis_proxy.set(RESET)  # Redis goes down: its open connections are cut

@@ -11,7 +11,7 @@ from polygenix.extensions import db
 from polygenix.models import Message
 from polygenix.provider_registry import registry
 from polygenix.providers import DEFINITIONS
-from tests.helpers import assert_envelope, closed_port
+from tests.helpers import ask, assert_envelope, closed_port
 from tests.provider_setup import (
     BASE_PATHS,
     DEFAULT_MODELS,
@@ -27,11 +27,6 @@ def app(provider_app):
 
 
 @pytest.fixture
-def user(auth):
-    return auth.register()
-
-
-@pytest.fixture
 def client_with_user(make_app, auth):
     """A fresh app on these settings (read now) and a registered user's bearer headers."""
 
@@ -40,14 +35,6 @@ def client_with_user(make_app, auth):
         return client, auth.register(email, client=client)
 
     return make
-
-
-def ask(client, headers, model, content="What is 2+2?", session_id=None):
-    return client.post(
-        "/api/ai_chat/request",
-        headers=headers,
-        json={"content": content, "model": model, "session_id": session_id},
-    )
 
 
 def test_one_key_is_enough_for_the_originals_call(client_with_user, config, fake, monkeypatch):
@@ -119,10 +106,10 @@ USAGE = {
 
 
 @pytest.mark.parametrize("name", PROVIDER_NAMES)
-def test_each_provider_speaks_its_wire_format(client, user, fake, name):
+def test_each_provider_speaks_its_wire_format(client, ada, fake, name):
     model = DEFAULT_MODELS[name]
-    assert ask(client, user, name, "Hi", session_id=1).status_code == 200
-    response = ask(client, user, name, session_id=1)
+    assert ask(client, ada, "Hi", model=name, session_id=1).status_code == 200
+    response = ask(client, ada, "What is 2+2?", model=name, session_id=1)
     assert response.status_code == 200, response.json
 
     path, auth_headers, body = expected_request(name, model)
@@ -143,9 +130,9 @@ def test_each_provider_speaks_its_wire_format(client, user, fake, name):
     assert reply["finish_reason"] == "stop"
 
 
-def test_reply_stores_usage_and_latency(client, user, app, fake):
+def test_reply_stores_usage_and_latency(client, ada, app, fake):
     fake.reply(delay=0.05)
-    assert ask(client, user, "anthropic").status_code == 200
+    assert ask(client, ada, model="anthropic").status_code == 200
     with app.app_context():
         reply = db.session.scalar(select(Message).where(Message.is_bot))
     assert reply.model == "anthropic/claude-haiku-4-5"
@@ -157,7 +144,7 @@ def test_reply_stores_usage_and_latency(client, user, app, fake):
 def test_ollama_sends_its_key_as_bearer_when_set(client_with_user, provider_config, fake):
     with_key = provider_config | {"OLLAMA_API_KEY": "ollama-secret"}
     client, headers = client_with_user(with_key)
-    assert ask(client, headers, "ollama").status_code == 200
+    assert ask(client, headers, model="ollama").status_code == 200
     assert fake.requests[-1].headers["Authorization"] == "Bearer ollama-secret"
 
 
@@ -179,8 +166,8 @@ def test_ollama_sends_its_key_as_bearer_when_set(client_with_user, provider_conf
         ("gemini/gemini-2.5-pro", "gemini", "gemini-2.5-pro"),
     ],
 )
-def test_model_names_and_aliases(client, user, fake, model, provider, model_id):
-    response = ask(client, user, model)
+def test_model_names_and_aliases(client, ada, fake, model, provider, model_id):
+    response = ask(client, ada, model=model)
     assert response.status_code == 200, response.json
     assert response.json["model"] == f"{provider}/{model_id}"
     sent = fake.requests[-1]
@@ -198,9 +185,9 @@ def test_configured_aliases_and_default_models(
     )
     monkeypatch.setenv("GROQ_DEFAULT_MODEL", "from-env")
     client, headers = client_with_user(provider_config)
-    assert ask(client, headers, "FAST").json["model"] == "groq/llama-3.1-8b-instant"
-    assert ask(client, headers, "smart").json["model"] == "anthropic/claude-sonnet-4-5"
-    assert ask(client, headers, "groq").json["model"] == "groq/from-env"
+    assert ask(client, headers, model="FAST").json["model"] == "groq/llama-3.1-8b-instant"
+    assert ask(client, headers, model="smart").json["model"] == "anthropic/claude-sonnet-4-5"
+    assert ask(client, headers, model="groq").json["model"] == "groq/from-env"
 
 
 def test_models_endpoint_lists_defaults_extras_and_availability(
@@ -237,20 +224,20 @@ def test_openai_compatible_works_with_a_named_model_and_no_default(client_with_u
     fake.reset()
     settings = {"OPENAI_COMPATIBLE_BASE_URL": fake.url + "/v1"}
     client, headers = client_with_user(config | settings)
-    response = ask(client, headers, "openai-compatible/qwen2.5-7b-instruct")
+    response = ask(client, headers, model="openai-compatible/qwen2.5-7b-instruct")
     assert response.status_code == 200, response.json
     assert fake.requests[-1].body["model"] == "qwen2.5-7b-instruct"
     assert "Authorization" not in fake.requests[-1].headers  # no key set, none sent
-    body = assert_envelope(ask(client, headers, "openai-compatible"), 503)
+    body = assert_envelope(ask(client, headers, model="openai-compatible"), 503)
     assert "OPENAI_COMPATIBLE_DEFAULT_MODEL" in body["message"]
 
 
 def test_missing_key_is_503_naming_the_variable(client_with_user, config, fake):
     fake.reset()
     client, headers = client_with_user(config)
-    body = assert_envelope(ask(client, headers, "groq"), 503)
+    body = assert_envelope(ask(client, headers, model="groq"), 503)
     assert "GROQ_API_KEY" in body["message"]
-    body = assert_envelope(ask(client, headers, "openai-compatible"), 503)
+    body = assert_envelope(ask(client, headers, model="openai-compatible"), 503)
     assert "OPENAI_COMPATIBLE_BASE_URL" in body["message"]
     assert fake.requests == []
 
@@ -264,9 +251,9 @@ def failed_user_message(app):
 
 
 @pytest.mark.parametrize("status", [401, 403])
-def test_rejected_key_is_502_without_retry(client, user, fake, app, status):
+def test_rejected_key_is_502_without_retry(client, ada, fake, app, status):
     fake.reply(status, {"error": {"message": f"Invalid API Key {key_of('groq')}"}})
-    response = ask(client, user, "groq")
+    response = ask(client, ada, model="groq")
     body = assert_envelope(response, 502, "rejected the configured credentials")
     assert key_of("groq") not in response.get_data(as_text=True)
     assert len(fake.requests) == 1
@@ -274,7 +261,7 @@ def test_rejected_key_is_502_without_retry(client, user, fake, app, status):
     assert not stored.is_bot and stored.error == body["message"]
 
 
-def test_gemini_invalid_key_400_is_502(client, user, fake):
+def test_gemini_invalid_key_400_is_502(client, ada, fake):
     fake.reply(
         400,
         {
@@ -292,7 +279,7 @@ def test_gemini_invalid_key_400_is_502(client, user, fake):
             }
         },
     )
-    assert_envelope(ask(client, user, "gemini"), 502, "rejected the configured credentials")
+    assert_envelope(ask(client, ada, model="gemini"), 502, "rejected the configured credentials")
     assert len(fake.requests) == 1
 
 
@@ -313,17 +300,17 @@ def test_gemini_invalid_key_400_is_502(client, user, fake):
         ("openai/nope", 400, {"error": {"message": "no such model", "code": "model_not_found"}}),
     ],
 )
-def test_model_not_found_is_422_naming_the_model(client, user, fake, model, status, body):
+def test_model_not_found_is_422_naming_the_model(client, ada, fake, model, status, body):
     fake.reply(status, body)
-    response = assert_envelope(ask(client, user, model), 422)
+    response = assert_envelope(ask(client, ada, model=model), 422)
     assert "'nope'" in response["message"] and "not found" in response["message"]
     assert len(fake.requests) == 1
 
 
-def test_429_is_retried_then_answered_with_retry_after(client, user, fake, caplog):
+def test_429_is_retried_then_answered_with_retry_after(client, ada, fake, caplog):
     fake.reply(429, {"error": {"message": "Rate limit reached"}}, {"Retry-After": "7"}, times=3)
     caplog.set_level(logging.WARNING, "polygenix.providers.retry")
-    response = ask(client, user, "groq")
+    response = ask(client, ada, model="groq")
     assert_envelope(response, 429, "rate limiting")
     assert response.headers["Retry-After"] == "7"
     assert len(fake.requests) == 3  # the first try and PROVIDER_MAX_RETRIES=2 more
@@ -332,10 +319,10 @@ def test_429_is_retried_then_answered_with_retry_after(client, user, fake, caplo
     assert waits == ["0.05", "0.05"]
 
 
-def test_429_then_success(client, user, fake, caplog):
+def test_429_then_success(client, ada, fake, caplog):
     fake.reply(429, {"error": {"message": "slow down"}}, {"retry-after-ms": "30"})
     caplog.set_level(logging.WARNING, "polygenix.providers.retry")
-    response = ask(client, user, "openai")
+    response = ask(client, ada, model="openai")
     assert response.status_code == 200
     assert len(fake.requests) == 2
     assert re.findall(r"retrying in ([0-9.]+) s", caplog.text) == ["0.03"]
@@ -359,30 +346,32 @@ def test_gemini_retry_info_delay_is_honoured(client_with_user, provider_config, 
         },
     )
     caplog.set_level(logging.WARNING, "polygenix.providers.retry")
-    assert ask(client, user, "gemini").status_code == 200
+    assert ask(client, user, model="gemini").status_code == 200
     assert re.findall(r"retrying in ([0-9.]+) s", caplog.text) == ["0.10"]
 
 
 @pytest.mark.parametrize(("name", "status"), [("groq", 500), ("openai", 503), ("anthropic", 529)])
-def test_server_errors_are_retried_then_502(client, user, fake, name, status):
+def test_server_errors_are_retried_then_502(client, ada, fake, name, status):
     fake.reply(status, {"error": {"message": "overloaded"}}, times=3)
-    body = assert_envelope(ask(client, user, name), 502, f"HTTP {status}")
+    body = assert_envelope(ask(client, ada, model=name), 502, f"HTTP {status}")
     assert "overloaded" in body["message"]
     assert len(fake.requests) == 3
 
 
-def test_server_error_then_success(client, user, fake, caplog):
+def test_server_error_then_success(client, ada, fake, caplog):
     fake.reply(502, b"<html>bad gateway</html>")
     caplog.set_level(logging.WARNING, "polygenix.providers.retry")
-    assert ask(client, user, "mistral").status_code == 200
+    assert ask(client, ada, model="mistral").status_code == 200
     assert len(fake.requests) == 2
     [wait] = re.findall(r"retrying in ([0-9.]+) s", caplog.text)
     assert 0 <= float(wait) <= 0.05  # jittered exponential backoff, capped
 
 
-def test_other_4xx_is_502_without_retry(client, user, fake):
+def test_other_4xx_is_502_without_retry(client, ada, fake):
     fake.reply(400, {"error": {"message": "messages: too long"}})
-    body = assert_envelope(ask(client, user, "deepseek"), 502, "rejected the request (HTTP 400)")
+    body = assert_envelope(
+        ask(client, ada, model="deepseek"), 502, "rejected the request (HTTP 400)"
+    )
     assert "too long" in body["message"]
     assert len(fake.requests) == 1
 
@@ -400,9 +389,9 @@ def test_other_4xx_is_502_without_retry(client, user, fake):
         ("ollama", {"message": {"role": "assistant"}, "done": True}),
     ],
 )
-def test_unusable_bodies_are_502(client, user, fake, app, name, body):
+def test_unusable_bodies_are_502(client, ada, fake, app, name, body):
     fake.reply(200, body)
-    assert_envelope(ask(client, user, name), 502, "no usable reply")
+    assert_envelope(ask(client, ada, model=name), 502, "no usable reply")
     assert len(fake.requests) == 1
     assert failed_user_message(app).error is not None
 
@@ -410,7 +399,7 @@ def test_unusable_bodies_are_502(client, user, fake, app, name, body):
 def test_deadline_is_504(client_with_user, provider_config, fake):
     client, user = client_with_user(provider_config | {"PROVIDER_TIMEOUT": 0.3})
     fake.reply(delay=1.0)
-    assert_envelope(ask(client, user, "groq"), 504, "did not answer in time")
+    assert_envelope(ask(client, user, model="groq"), 504, "did not answer in time")
     assert len(fake.requests) == 1
 
 
@@ -418,7 +407,7 @@ def test_connection_refused_is_503_after_retries(client_with_user, provider_conf
     refused = f"http://127.0.0.1:{closed_port()}/openai/v1"
     client, user = client_with_user(provider_config | {"GROQ_BASE_URL": refused})
     caplog.set_level(logging.WARNING, "polygenix.providers.retry")
-    assert_envelope(ask(client, user, "groq"), 503, "could not be reached")
+    assert_envelope(ask(client, user, model="groq"), 503, "could not be reached")
     assert len(re.findall(r"retrying in", caplog.text)) == 2
 
 
@@ -436,44 +425,44 @@ def test_provider_calls_use_the_environments_proxy_settings(
 ):
     far_away = provider_config | {"GROQ_BASE_URL": "http://provider.example/openai/v1"}
     client, user = client_with_user(far_away)
-    assert ask(client, user, "groq").status_code == 200
+    assert ask(client, user, model="groq").status_code == 200
     # A forward proxy is sent the whole URL.
     assert fake.requests[-1].path == "http://provider.example/openai/v1/chat/completions"
     client, user = client_with_user(provider_config, "bob@example.com")
-    assert ask(client, user, "groq").status_code == 200
+    assert ask(client, user, model="groq").status_code == 200
     assert fake.requests[-1].path == "/openai/v1/chat/completions"  # NO_PROXY: straight there
 
 
-def test_a_providers_cookies_are_not_carried_to_the_next_call(client, user, auth, fake):
+def test_a_providers_cookies_are_not_carried_to_the_next_call(client, ada, auth, fake):
     # One provider connection pool serves every user: what one call was handed (a CDN's
     # cookie, say) must not go out with another user's call.
     fake.reply(body=None, headers={"Set-Cookie": "__cf_bm=first-user; Path=/"})
-    assert ask(client, user, "openai").status_code == 200
-    assert ask(client, auth.register("bob@example.com"), "openai").status_code == 200
+    assert ask(client, ada, model="openai").status_code == 200
+    assert ask(client, auth.register("bob@example.com"), model="openai").status_code == 200
     assert "Cookie" not in fake.requests[-1].headers
     assert fake.requests[-1].headers["User-Agent"] == "PolyGenix/0.1"
 
 
-def test_keys_never_reach_the_client_or_the_log(client, user, fake, caplog):
+def test_keys_never_reach_the_client_or_the_log(client, ada, fake, caplog):
     secret = key_of("openai")
     fake.reply(
         400, {"error": {"message": f"bad request for key {secret} and sk-proj-abcdef123456"}}
     )
     caplog.set_level(logging.DEBUG)
-    response = ask(client, user, "openai")
+    response = ask(client, ada, model="openai")
     text = response.get_data(as_text=True)
     assert secret not in text and "sk-proj-abcdef123456" not in text
     assert "[redacted]" in text
     assert secret not in caplog.text
 
 
-def test_failed_turn_is_kept_flagged_and_left_out_of_context(client, user, fake):
+def test_failed_turn_is_kept_flagged_and_left_out_of_context(client, ada, fake):
     fake.reply(500, {"error": {"message": "boom"}}, times=3)
-    assert ask(client, user, "groq", "lost question", session_id=5).status_code == 502
-    assert ask(client, user, "groq", "next question", session_id=5).status_code == 200
+    assert ask(client, ada, "lost question", model="groq", session_id=5).status_code == 502
+    assert ask(client, ada, "next question", model="groq", session_id=5).status_code == 200
     sent = fake.requests[-1].body["messages"]
     assert [m["content"] for m in sent] == [SYSTEM, "next question"]
-    messages = client.get("/api/ai_chat/5", headers=user).json["messages"]
+    messages = client.get("/api/ai_chat/5", headers=ada).json["messages"]
     assert [(m["content"], m["failed"]) for m in messages] == [
         ("lost question", True),
         ("next question", False),
@@ -526,18 +515,18 @@ def test_cli_check_reports_failures(runner, fake, make_app, provider_config):
     assert result.exit_code != 0 and "Unknown provider 'nope'" in result.output
 
 
-def test_a_body_cut_mid_reply_is_retried(client, user, fake, app):
+def test_a_body_cut_mid_reply_is_retried(client, ada, fake, app):
     fake.reply(cut=True)
-    response = ask(client, user, "openai", "Are you whole?")
+    response = ask(client, ada, "Are you whole?", model="openai")
     assert response.status_code == 200, response.json
     assert response.json["content"] == "Hello from gpt-4.1-mini"
     assert len(fake.requests) == 2
 
 
 @pytest.mark.parametrize("name", ["openai", "anthropic", "gemini", "ollama"])
-def test_a_body_cut_every_time_is_a_502_and_the_turn_is_flagged(client, user, fake, app, name):
+def test_a_body_cut_every_time_is_a_502_and_the_turn_is_flagged(client, ada, fake, app, name):
     fake.reply(cut=True, times=3)
-    body = assert_envelope(ask(client, user, name, "Are you whole?"), 502, "stopped answering")
+    body = assert_envelope(ask(client, ada, "Are you whole?", model=name), 502, "stopped answering")
     assert len(fake.requests) == 3  # the first try and PROVIDER_MAX_RETRIES=2 more
     stored = failed_user_message(app)
     assert (stored.is_bot, stored.content) == (False, "Are you whole?")

@@ -14,7 +14,14 @@ from polygenix.auth.tokens import issue_tokens
 from polygenix.extensions import db
 from polygenix.models import RevokedToken
 from polygenix.user.service import create_user
-from tests.helpers import PASSWORD, TEST_REDIS_URL, FakeClock, assert_envelope, closed_port
+from tests.helpers import (
+    PASSWORD,
+    TEST_REDIS_URL,
+    FakeClock,
+    assert_envelope,
+    bearer,
+    closed_port,
+)
 
 REDIS_SETTINGS = [None, TEST_REDIS_URL] if TEST_REDIS_URL else [None]
 
@@ -28,36 +35,18 @@ def clock(request, make_app):
 
 
 @pytest.fixture
-def client(clock):
-    return clock.app.test_client()
-
-
-def bearer(token):
-    return {"Authorization": f"Bearer {token}"}
-
-
-def register(client, email="ada@example.com"):
-    response = client.post(
-        "/api/auth/register", json={"name": "Ada", "email": email, "password": PASSWORD}
-    )
-    assert response.status_code == 200, response.json
-    return response.json
-
-
-def login(client, email="ada@example.com"):
-    response = client.post("/api/auth/login", data={"username": email, "password": PASSWORD})
-    assert response.status_code == 200, response.json
-    return response.json
+def app(clock):
+    return clock.app
 
 
 def refresh(client, token):
     return client.post("/api/auth/refresh", headers=bearer(token))
 
 
-def test_logout_with_the_access_token_alone_ends_the_whole_login(client):
-    first = register(client)
+def test_logout_with_the_access_token_alone_ends_the_whole_login(client, auth):
+    first = auth.tokens()
     second = refresh(client, first["refresh_token"]).json
-    other_device = login(client)
+    other_device = auth.login_tokens()
     response = client.post("/api/auth/logout", headers=bearer(second["access_token"]))
     assert response.status_code == 200 and response.json == {"message": "Logged out"}
     # Every token of that login: the one sent, the older access token, both refresh tokens.
@@ -73,8 +62,8 @@ def test_logout_with_the_access_token_alone_ends_the_whole_login(client):
     assert refresh(client, other_device["refresh_token"]).status_code == 200
 
 
-def test_logout_with_a_refresh_token_of_another_login_ends_both(client):
-    first, second = register(client), login(client)
+def test_logout_with_a_refresh_token_of_another_login_ends_both(client, auth):
+    first, second = auth.tokens(), auth.login_tokens()
     response = client.post(
         "/api/auth/logout",
         headers=bearer(first["access_token"]),
@@ -86,9 +75,9 @@ def test_logout_with_a_refresh_token_of_another_login_ends_both(client):
         assert_envelope(client.get("/api/auth/me", headers=bearer(tokens["access_token"])), 401)
 
 
-def test_logout_refuses_a_refresh_token_that_is_not_yours(client):
-    tokens = register(client)
-    other = register(client, "bob@example.com")
+def test_logout_refuses_a_refresh_token_that_is_not_yours(client, auth):
+    tokens = auth.tokens()
+    other = auth.tokens("bob@example.com")
     for bad in [other["refresh_token"], tokens["access_token"], "garbage"]:
         response = client.post(
             "/api/auth/logout",
@@ -101,8 +90,10 @@ def test_logout_refuses_a_refresh_token_that_is_not_yours(client):
     assert refresh(client, other["refresh_token"]).status_code == 200
 
 
-def test_a_spent_refresh_token_within_the_grace_window_gets_a_pair_of_the_same_login(client, clock):
-    first = register(client)
+def test_a_spent_refresh_token_within_the_grace_window_gets_a_pair_of_the_same_login(
+    client, clock, auth
+):
+    first = auth.tokens()
     second = refresh(client, first["refresh_token"]).json
     clock.advance(9)  # REFRESH_REUSE_GRACE_SECONDS is 10: the other tab, a moment later
     again = refresh(client, first["refresh_token"])
@@ -119,8 +110,8 @@ def test_a_spent_refresh_token_within_the_grace_window_gets_a_pair_of_the_same_l
     assert refresh(client, third["refresh_token"]).status_code == 200
 
 
-def test_a_spent_refresh_token_after_the_grace_window_revokes_its_login(client, clock):
-    first = register(client)
+def test_a_spent_refresh_token_after_the_grace_window_revokes_its_login(client, clock, auth):
+    first = auth.tokens()
     second = refresh(client, first["refresh_token"]).json
     clock.advance(11)
     assert_envelope(refresh(client, first["refresh_token"]), 401, "revoked")
@@ -128,8 +119,8 @@ def test_a_spent_refresh_token_after_the_grace_window_revokes_its_login(client, 
     assert_envelope(refresh(client, second["refresh_token"]), 401)
 
 
-def test_repeated_presentations_do_not_stretch_the_grace_window(client, clock):
-    first = register(client)
+def test_repeated_presentations_do_not_stretch_the_grace_window(client, clock, auth):
+    first = auth.tokens()
     refresh(client, first["refresh_token"])
     clock.advance(6)
     assert refresh(client, first["refresh_token"]).status_code == 200
@@ -137,24 +128,24 @@ def test_repeated_presentations_do_not_stretch_the_grace_window(client, clock):
     assert_envelope(refresh(client, first["refresh_token"]), 401, "revoked")
 
 
-def test_the_grace_window_can_be_switched_off(make_app):
+def test_the_grace_window_can_be_switched_off(make_app, auth):
     client = make_app({"REFRESH_REUSE_GRACE_SECONDS": 0}).test_client()
-    first = register(client)
+    first = auth.tokens(client=client)
     assert refresh(client, first["refresh_token"]).status_code == 200
     assert_envelope(refresh(client, first["refresh_token"]), 401, "revoked")
 
 
-def test_the_grace_window_does_not_revive_a_logged_out_login(client):
-    first = register(client)
+def test_the_grace_window_does_not_revive_a_logged_out_login(client, auth):
+    first = auth.tokens()
     refresh(client, first["refresh_token"])
     client.post("/api/auth/logout", headers=bearer(first["access_token"]))
     assert_envelope(refresh(client, first["refresh_token"]), 401, "revoked")
 
 
-def test_first_refresh_works_and_revocations_live_in_the_database(client, clock):
+def test_first_refresh_works_and_revocations_live_in_the_database(client, clock, auth):
     """The first refresh of a login is a 200 on every database (it was a 401 on PostgreSQL
     without Redis), and what it spends is a row of revoked_tokens."""
-    tokens = register(client)
+    tokens = auth.tokens()
     assert refresh(client, tokens["refresh_token"]).status_code == 200
     with clock.app.app_context():
         claims = decode_token(tokens["refresh_token"])
@@ -168,9 +159,9 @@ def test_first_refresh_works_and_revocations_live_in_the_database(client, clock)
     assert abs(rows[claims["jti"]].expires_at.timestamp() - claims["exp"]) < 1
 
 
-def test_revocation_is_shared_between_workers(clock, make_app, client):
+def test_revocation_is_shared_between_workers(clock, make_app, client, auth):
     """Another app over the same database (another worker or host) sees the logout."""
-    access = register(client)["access_token"]
+    access = auth.tokens()["access_token"]
     other_worker = make_app({"REDIS_URL": clock.app.config["REDIS_URL"]}).test_client()
     assert other_worker.get("/api/auth/me", headers=bearer(access)).status_code == 200
     client.post("/api/auth/logout", headers=bearer(access))

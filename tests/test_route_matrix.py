@@ -7,7 +7,7 @@ A new route fails `test_the_matrix_covers_every_operation` until it is given its
 import pytest
 
 from polygenix import create_app
-from tests.helpers import PASSWORD
+from tests.helpers import PASSWORD, ask, bearer, operations
 
 OWNER = "owner@example.com"
 CHAT = 4242  # the owner's session number; nobody else has one
@@ -41,27 +41,16 @@ MATRIX = {
 CALLERS = ("none", "other", "admin")
 
 
-def operations(spec):
-    for path, item in spec["paths"].items():
-        for method in item:
-            if method in {"get", "post", "put", "patch", "delete"}:
-                yield path, method
-
-
 def test_the_matrix_covers_every_operation(config):
     spec = create_app(config).test_client().get("/openapi.json").json
-    assert set(operations(spec)) == set(MATRIX)
+    assert {key for key, _ in operations(spec)} == set(MATRIX)
 
 
 @pytest.fixture
 def world(app, client, auth):
-    owner = auth.register(OWNER, "Owner")
-    client.post(
-        "/api/ai_chat/request",
-        headers=owner,
-        json={"content": "private", "model": "echo", "session_id": CHAT},
-    )
-    token = owner["Authorization"].split()[1]
+    token = auth.tokens(OWNER, "Owner")["access_token"]
+    owner = bearer(token)
+    ask(client, owner, "private", session_id=CHAT)
     return {
         "owner_id": auth.user_id(owner),
         "owner_token": token,

@@ -1,35 +1,18 @@
 """The data tier under load: constant SQL per chat turn, many writers through real gunicorn
 workers, and a database that goes away and comes back."""
 
-import socket
 import threading
-from contextlib import contextmanager
 
 import pytest
 import requests
-from sqlalchemy import event, select
+from sqlalchemy import select
 
 from polygenix.extensions import db
 from polygenix.models import ChatSession, Message, User
 from polygenix.user.service import create_user
-from tests.gunicorn_server import free_port, gunicorn
-from tests.helpers import PASSWORD, TEST_DATABASE_URL
-
-
-@contextmanager
-def counted_statements(app):
-    statements: list[str] = []
-    with app.app_context():
-        engine = db.engine
-
-    def record(conn, cursor, statement, *args):
-        statements.append(statement)
-
-    event.listen(engine, "before_cursor_execute", record)
-    try:
-        yield statements
-    finally:
-        event.remove(engine, "before_cursor_execute", record)
+from tests.gunicorn_server import gunicorn, register_over_http
+from tests.helpers import PASSWORD, TEST_DATABASE_URL, ask, counted_statements, warm_up
+from tests.tcp_proxy import PASS, RESET
 
 
 def seed_session(app, email, number, turns):
@@ -45,12 +28,6 @@ def seed_session(app, email, number, turns):
         db.session.commit()
 
 
-def warm_up(client, headers):
-    """One chat request first: it runs the sweep for dead streams (at most every
-    STREAM_KEEPALIVE_SECONDS), so the requests counted after it do not."""
-    assert client.get("/api/ai_chat/home", headers=headers).status_code == 200
-
-
 def test_a_chat_turn_runs_the_same_statements_whatever_the_session_length(app, client, auth):
     headers = auth.register("ada@example.com")
     seed_session(app, "ada@example.com", 1, turns=1)
@@ -59,11 +36,7 @@ def test_a_chat_turn_runs_the_same_statements_whatever_the_session_length(app, c
     counts = []
     for number in (1, 2):
         with counted_statements(app) as statements:
-            response = client.post(
-                "/api/ai_chat/request",
-                headers=headers,
-                json={"content": "next", "model": "echo", "session_id": number},
-            )
+            response = ask(client, headers, "next", session_id=number)
         assert response.status_code == 200
         counts.append(len(statements))
     assert counts[0] == counts[1]
@@ -98,17 +71,15 @@ def served(tmp_path):
 @pytest.mark.slow
 def test_concurrent_writers_through_two_gunicorn_workers(served):
     base, _ = served
-    tokens = {}
-    for email in ("same@example.com", "many@example.com"):
-        body = {"name": "Load", "email": email, "password": PASSWORD}
-        tokens[email] = requests.post(base + "/api/auth/register", json=body, timeout=10).json()[
-            "access_token"
-        ]
+    headers = {
+        email: register_over_http(base, email, "Load")
+        for email in ("same@example.com", "many@example.com")
+    }
     statuses, lock = [], threading.Lock()
 
     def writer(email, thread, session_id, count):
         with requests.Session() as http:
-            http.headers["Authorization"] = f"Bearer {tokens[email]}"
+            http.headers.update(headers[email])
             for i in range(count):
                 response = http.post(
                     base + "/api/ai_chat/request",
@@ -130,9 +101,9 @@ def test_concurrent_writers_through_two_gunicorn_workers(served):
     assert statuses == [200] * 96
 
     # Read back through the API: every message exactly once, each thread's in its order.
-    same = requests.get(
-        base + "/api/ai_chat/777", headers={"Authorization": f"Bearer {tokens['same@example.com']}"}
-    ).json()["messages"]
+    same = requests.get(base + "/api/ai_chat/777", headers=headers["same@example.com"]).json()[
+        "messages"
+    ]
     contents = [m["content"] for m in same]
     assert len(contents) == 96 and len(set(contents)) == 96
     for t in range(8):
@@ -142,7 +113,7 @@ def test_concurrent_writers_through_two_gunicorn_workers(served):
             assert contents.index(f"Echo: t{t}-{i}") > contents.index(f"t{t}-{i}")
     many = requests.get(
         base + "/api/ai_chat/sessions?page_size=100",
-        headers={"Authorization": f"Bearer {tokens['many@example.com']}"},
+        headers=headers["many@example.com"],
     ).json()
     assert sorted((s["chat_id"], s["message_count"]) for s in many) == [
         (1000 + t, 12) for t in range(8)
@@ -152,73 +123,22 @@ def test_concurrent_writers_through_two_gunicorn_workers(served):
 # --- a database restart --------------------------------------------------------------------
 
 
-class Proxy:
-    """A TCP proxy to PostgreSQL that can drop every connection and refuse new ones."""
-
-    def __init__(self, target: tuple[str, int]):
-        self.target = target
-        self.port = free_port()
-        self.connections: list[socket.socket] = []
-        self.listener: socket.socket | None = None
-
-    def start(self):
-        self.listener = socket.create_server(("127.0.0.1", self.port), reuse_port=False)
-        threading.Thread(target=self._accept, args=(self.listener,), daemon=True).start()
-
-    def stop(self):
-        # shutdown() wakes the accept() blocked in the other thread; close() alone would not.
-        self.listener.shutdown(socket.SHUT_RDWR)
-        self.listener.close()
-        for conn in self.connections:
-            try:
-                conn.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            conn.close()
-        self.connections.clear()
-
-    def _accept(self, listener):
-        while True:
-            try:
-                client, _ = listener.accept()
-            except OSError:
-                return
-            upstream = socket.create_connection(self.target)
-            self.connections += [client, upstream]
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
-
-    @staticmethod
-    def _pipe(source, sink):
-        try:
-            while data := source.recv(65536):
-                sink.sendall(data)
-        except OSError:
-            pass
-
-
 @pytest.mark.skipif(not TEST_DATABASE_URL, reason="needs TEST_DATABASE_URL (PostgreSQL)")
-def test_database_restart_is_503s_then_recovery_without_restarting(make_app, postgres_url):
-    from sqlalchemy import make_url
-
-    url = make_url(postgres_url)
-    proxy = Proxy((url.host or "127.0.0.1", url.port or 5432))
-    proxy.start()  # left running at the end: the fixture empties the tables through it
-    through_proxy = url.set(host="127.0.0.1", port=proxy.port)
-    app = make_app({"SQLALCHEMY_DATABASE_URI": through_proxy.render_as_string(hide_password=False)})
+def test_database_restart_is_503s_then_recovery_without_restarting(make_app, database_proxy):
+    app = make_app({"SQLALCHEMY_DATABASE_URI": database_proxy.url})
     with app.app_context():
         create_user(name="Ada", email="ada@example.com", password=PASSWORD)
     client = app.test_client()
     login = {"username": "ada@example.com", "password": PASSWORD}
     assert client.post("/api/auth/login", data=login).status_code == 200
 
-    proxy.stop()  # the database "restarts": connections drop, new ones are refused
+    database_proxy.set(RESET)  # the database "restarts": connections drop, new ones are refused
     for _ in range(3):
         response = client.post("/api/auth/login", data=login)
         assert response.status_code == 503
         assert response.headers["Retry-After"] == "1"
     assert client.get("/readyz").status_code == 503
 
-    proxy.start()  # back up: the same app (the same worker) answers normally again
+    database_proxy.set(PASS)  # back up: the same app (the same worker) answers normally again
     assert client.get("/readyz").status_code == 200
     assert client.post("/api/auth/login", data=login).status_code == 200

@@ -2,6 +2,8 @@
 
 import json
 
+from tests.helpers import bearer
+
 
 def test_seed_flow(client):
     registered = client.post(
@@ -19,7 +21,7 @@ def test_seed_flow(client):
     )
     assert login.status_code == 200
     token = login.json["access_token"]
-    headers = {"Authorization": f"Bearer {token}"}
+    headers = bearer(token)
 
     verified = client.get(f"/api/auth/verify-token/{token}")
     assert verified.json == {"message": "Token is valid"}

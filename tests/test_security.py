@@ -16,20 +16,7 @@ from polygenix.extensions import db
 from polygenix.models import ChatSession, Message, User
 from polygenix.user.service import create_user
 from tests.gunicorn_server import gunicorn
-from tests.helpers import PASSWORD, FakeClock, assert_envelope
-
-
-def bearer(token):
-    return {"Authorization": f"Bearer {token}"}
-
-
-def register(client, email="ada@example.com", password=PASSWORD):
-    response = client.post(
-        "/api/auth/register", json={"name": "Ada", "email": email, "password": password}
-    )
-    assert response.status_code == 200, response.json
-    return response.json
-
+from tests.helpers import PASSWORD, FakeClock, ask, assert_envelope, bearer
 
 # --- V6 authentication: passwords ----------------------------------------------------------
 
@@ -45,9 +32,9 @@ def test_password_policy_rejects_common_passwords(client, password):
     assert "too common" in body["errors"]["json"]["password"][0]
 
 
-def test_password_policy_has_no_composition_rules_and_allows_long_passphrases(client):
-    register(client, "a@example.com", "all lower case words")
-    register(client, "b@example.com", "x" * 128)
+def test_password_policy_has_no_composition_rules_and_allows_long_passphrases(client, auth):
+    auth.tokens("a@example.com", password="all lower case words")
+    auth.tokens("b@example.com", password="x" * 128)
     body = assert_envelope(
         client.post(
             "/api/auth/register", json={"name": "A", "email": "c@b.co", "password": "y" * 129}
@@ -57,8 +44,8 @@ def test_password_policy_has_no_composition_rules_and_allows_long_passphrases(cl
     assert "at most 128" in body["message"]
 
 
-def test_password_hash_is_upgraded_at_login(app, client):
-    register(client)
+def test_password_hash_is_upgraded_at_login(app, client, auth):
+    auth.tokens()
     with app.app_context():
         old = db.session.scalar(select(User.password_hash))
     assert old.startswith("pbkdf2:sha256:1000$")
@@ -84,8 +71,8 @@ def test_default_hash_is_owasp_strength_scrypt(config, monkeypatch):
 # --- V9 tokens -------------------------------------------------------------------------------
 
 
-def test_tokens_carry_jti_iat_type_and_only_the_configured_algorithm_is_accepted(app, client):
-    tokens = register(client)
+def test_tokens_carry_jti_iat_type_and_only_the_configured_algorithm_is_accepted(app, auth):
+    tokens = auth.tokens()
     for kind in ("access_token", "refresh_token"):
         header = pyjwt.get_unverified_header(tokens[kind])
         claims = pyjwt.decode(tokens[kind], app.config["JWT_SECRET_KEY"], algorithms=["HS256"])
@@ -94,10 +81,10 @@ def test_tokens_carry_jti_iat_type_and_only_the_configured_algorithm_is_accepted
     assert app.config["JWT_DECODE_ALGORITHMS"] == ["HS256"]
 
 
-def test_refresh_tokens_rotate_and_reuse_revokes_the_family(make_app):
+def test_refresh_tokens_rotate_and_reuse_revokes_the_family(make_app, auth):
     clock = FakeClock()
     client = make_app({"CLOCK": clock}).test_client()
-    first = register(client)
+    first = auth.tokens(client=client)
     rotated = client.post("/api/auth/refresh", headers=bearer(first["refresh_token"]))
     assert rotated.status_code == 200
     second = rotated.json
@@ -113,17 +100,13 @@ def test_refresh_tokens_rotate_and_reuse_revokes_the_family(make_app):
         assert_envelope(client.get("/api/auth/me", headers=bearer(token)), 401)
     assert_envelope(client.post("/api/auth/refresh", headers=bearer(second["refresh_token"])), 401)
     # Another login (another family) is unaffected.
-    other = client.post(
-        "/api/auth/login", data={"username": "ada@example.com", "password": PASSWORD}
-    ).json
+    other = auth.login_tokens(client=client)
     assert client.get("/api/auth/me", headers=bearer(other["access_token"])).status_code == 200
 
 
-def test_password_change_revokes_every_earlier_token(client):
-    tokens = register(client)
-    other_device = client.post(
-        "/api/auth/login", data={"username": "ada@example.com", "password": PASSWORD}
-    ).json
+def test_password_change_revokes_every_earlier_token(client, auth):
+    tokens = auth.tokens()
+    other_device = auth.login_tokens()
     me = client.get("/api/auth/me", headers=bearer(tokens["access_token"])).json
     changed = client.put(
         f"/api/user/update/{me['id']}",
@@ -136,14 +119,12 @@ def test_password_change_revokes_every_earlier_token(client):
         assert_envelope(client.get(f"/api/auth/verify-token/{token}"), 401)
     for token in (tokens["refresh_token"], other_device["refresh_token"]):
         assert_envelope(client.post("/api/auth/refresh", headers=bearer(token)), 401)
-    fresh = client.post(
-        "/api/auth/login", data={"username": "ada@example.com", "password": "a whole new secret"}
-    ).json
+    fresh = auth.login_tokens(password="a whole new secret")
     assert client.get("/api/auth/me", headers=bearer(fresh["access_token"])).status_code == 200
 
 
-def test_name_change_keeps_tokens(client):
-    tokens = register(client)
+def test_name_change_keeps_tokens(client, auth):
+    tokens = auth.tokens()
     me = client.get("/api/auth/me", headers=bearer(tokens["access_token"])).json
     client.put(
         f"/api/user/update/{me['id']}", headers=bearer(tokens["access_token"]), json={"name": "A"}
@@ -151,9 +132,9 @@ def test_name_change_keeps_tokens(client):
     assert client.get("/api/auth/me", headers=bearer(tokens["access_token"])).status_code == 200
 
 
-def test_verify_token_is_deprecated_and_never_logged(client, caplog):
+def test_verify_token_is_deprecated_and_never_logged(client, auth, caplog):
     caplog.set_level(logging.DEBUG)
-    token = register(client)["access_token"]
+    token = auth.tokens()["access_token"]
     assert client.get(f"/api/auth/verify-token/{token}").status_code == 200
     assert client.get(f"/api/auth/verify-token/{token}x").status_code == 401
     assert token not in caplog.text
@@ -165,8 +146,7 @@ def test_verify_token_is_deprecated_and_never_logged(client, caplog):
 
 
 def chat(client, headers, number):
-    body = {"content": "hello", "model": "echo", "session_id": number}
-    assert client.post("/api/ai_chat/request", headers=headers, json=body).status_code == 200
+    assert ask(client, headers, "hello", session_id=number).status_code == 200
 
 
 def counts(app):
@@ -230,8 +210,8 @@ def test_security_headers_on_every_response(client):
         assert headers["Content-Security-Policy"] == "default-src 'none'; frame-ancestors 'none'"
 
 
-def test_auth_responses_are_not_stored(client):
-    tokens = register(client)
+def test_auth_responses_are_not_stored(client, auth):
+    tokens = auth.tokens()
     for response in (
         client.post("/api/auth/login", data={"username": "ada@example.com", "password": PASSWORD}),
         client.post("/api/auth/refresh", headers=bearer(tokens["refresh_token"])),
@@ -352,36 +332,28 @@ def test_proxy_fix_counts_the_real_client(make_app):
     assert login_from(client, "10.0.0.9", "1.1.1.1").status_code == 429
 
 
-def test_provider_redirects_are_not_followed(make_app, provider_config, fake, auth):
-    app = make_app(provider_config)
-    client = app.test_client()
-    token = register(client)["access_token"]
+def test_provider_redirects_are_not_followed(provider_app, fake, auth):
+    client = provider_app.test_client()
+    ada = auth.register(client=client)
     fake.reply(307, b"", headers={"Location": "http://127.0.0.1:9/steal"})
-    body = {"content": "hi", "model": "openai"}
-    response = client.post("/api/ai_chat/request", headers=bearer(token), json=body)
+    response = ask(client, ada, "hi", model="openai")
     assert_envelope(response, 502, "redirect")
     assert len(fake.requests) == 1
 
 
-def test_output_tokens_are_capped(make_app, provider_config, fake):
+def test_output_tokens_are_capped(make_app, provider_config, fake, auth):
     client = make_app(provider_config | {"MAX_OUTPUT_TOKENS": 77}).test_client()
-    token = register(client)["access_token"]
+    ada = auth.register(client=client)
     for model, field in [
         ("openai", "max_completion_tokens"),
         ("deepseek", "max_tokens"),
         ("anthropic", "max_tokens"),
     ]:
-        client.post(
-            "/api/ai_chat/request", headers=bearer(token), json={"content": "hi", "model": model}
-        )
+        ask(client, ada, "hi", model=model)
         assert fake.requests[-1].body[field] == 77
-    client.post(
-        "/api/ai_chat/request", headers=bearer(token), json={"content": "hi", "model": "gemini"}
-    )
+    ask(client, ada, "hi", model="gemini")
     assert fake.requests[-1].body["generationConfig"] == {"maxOutputTokens": 77}
-    client.post(
-        "/api/ai_chat/request", headers=bearer(token), json={"content": "hi", "model": "ollama"}
-    )
+    ask(client, ada, "hi", model="ollama")
     assert fake.requests[-1].body["options"] == {"num_predict": 77}
 
 
@@ -396,10 +368,7 @@ def test_create_user_helper_refuses_duplicates_case_insensitively(app):
 
 
 def test_a_deleted_accounts_tokens_never_open_the_next_account(app, client, auth):
-    ada = client.post(
-        "/api/auth/register",
-        json={"name": "Ada", "email": "ada@example.com", "password": PASSWORD},
-    ).json
+    ada = auth.tokens()
     headers = bearer(ada["access_token"])
     chat(client, headers, 1)
     ada_id = auth.user_id(headers)
@@ -467,7 +436,7 @@ def test_login_holds_no_database_connection_while_hashing(make_app):
         access = issue_tokens(user)["access_token"]
     form = {"username": "ada@example.com", "password": PASSWORD}
     slow = ThreadPoolExecutor(1).submit(app.test_client().post, "/api/auth/login", data=form)
-    time.sleep(0.2)
+    time.sleep(0.2)  # the login has read its user and is hashing now (nothing to poll for)
     assert app.test_client().get("/api/auth/me", headers=bearer(access)).status_code == 200
     assert not slow.done()
     assert slow.result().status_code == 200

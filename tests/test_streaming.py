@@ -6,7 +6,6 @@ import os
 import random
 import signal
 import sqlite3
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -27,8 +26,8 @@ from tests.fake_provider import (
     openai_stream,
     sse,
 )
-from tests.gunicorn_server import gunicorn, workers
-from tests.helpers import assert_envelope
+from tests.gunicorn_server import gunicorn, register_over_http, workers
+from tests.helpers import assert_envelope, read_events, stream, wait_for
 from tests.provider_setup import DEFAULT_MODELS, SYSTEM
 
 PIECES = ["Héllo", ", wörld", " — 日本語", " 🙂!"]
@@ -137,42 +136,16 @@ def test_stream_parsers_report_provider_errors(wire, data, message):
 
 @pytest.fixture
 def app(provider_app):
+    """Every test through the API streams from the fake provider."""
     return provider_app
-
-
-@pytest.fixture
-def user(auth):
-    return auth.register()
-
-
-def read_events(text: str) -> list[tuple[str, object]]:
-    """The (event, data) pairs of an SSE body, comments as ("comment", text)."""
-    events = []
-    for block in text.split("\n\n"):
-        if not block.strip():
-            continue
-        if block.startswith(":"):
-            events.append(("comment", block[1:].strip()))
-            continue
-        fields = dict(line.split(": ", 1) for line in block.splitlines())
-        events.append((fields["event"], json.loads(fields["data"])))
-    return events
-
-
-def stream(client, headers, model, content="Stream it", session_id=None, **extra):
-    return client.post(
-        "/api/ai_chat/request",
-        headers=headers,
-        json={"content": content, "model": model, "session_id": session_id, "stream": True} | extra,
-    )
 
 
 USAGE = {"anthropic": (12, 8), "gemini": (13, 9), "ollama": (14, 10)}
 
 
 @pytest.mark.parametrize("name", PROVIDER_NAMES)
-def test_each_provider_streams_through_the_api(client, user, fake, name):
-    response = stream(client, user, name)
+def test_each_provider_streams_through_the_api(client, ada, fake, name):
+    response = stream(client, ada, name)
     assert response.status_code == 200
     assert response.mimetype == "text/event-stream"
     assert response.headers["Cache-Control"] == "no-store"
@@ -193,7 +166,7 @@ def test_each_provider_streams_through_the_api(client, user, fake, name):
     assert done["usage"] == {"prompt_tokens": prompt, "completion_tokens": completion}
     assert done["finish_reason"] == "stop"
     # The same reply, stored, as history shows it.
-    history = client.get("/api/ai_chat/1", headers=user).json["messages"]
+    history = client.get("/api/ai_chat/1", headers=ada).json["messages"]
     assert history[-1] | {"timestamp": None} == done | {"timestamp": None}
 
     sent = fake.requests[-1]
@@ -212,19 +185,19 @@ def test_each_provider_streams_through_the_api(client, user, fake, name):
             assert sent.body["stream_options"] == {"include_usage": True}
 
 
-def test_a_completed_stream_leaves_the_provider_connection_for_reuse(client, user, fake):
+def test_a_completed_stream_leaves_the_provider_connection_for_reuse(client, ada, fake):
     for _ in range(3):
-        events = read_events(stream(client, user, "openai").get_data(as_text=True))
+        events = read_events(stream(client, ada, "openai").get_data(as_text=True))
         assert events[-1][0] == "done"
     ports = {request.client_port for request in fake.requests[-3:]}
     assert len(ports) == 1  # one TCP connection served all three streams
 
 
-def test_a_streamed_replys_latency_counts_from_opening_the_provider(client, user, fake, app):
+def test_a_streamed_replys_latency_counts_from_opening_the_provider(client, ada, fake, app):
     # The provider's stream is opened before the user's message is stored: the wait for the
     # provider's first byte belongs to its latency.
     fake.reply(delay=0.2)
-    events = read_events(stream(client, user, "openai").get_data(as_text=True))
+    events = read_events(stream(client, ada, "openai").get_data(as_text=True))
     assert events[-1][0] == "done"
     with app.app_context():
         reply = db.session.scalar(select(Message).where(Message.is_bot))
@@ -232,18 +205,14 @@ def test_a_streamed_replys_latency_counts_from_opening_the_provider(client, user
 
 
 @pytest.mark.parametrize("streamed", [True, False])
-def test_no_database_connection_is_held_while_the_provider_thinks(
-    client, user, fake, app, streamed
-):
+def test_no_database_connection_is_held_while_the_provider_thinks(client, ada, fake, app, streamed):
     fake.reply(delay=0.5)  # half a second before the provider starts answering
     body = {"content": "Hi", "model": "openai", "stream": streamed}
     with ThreadPoolExecutor(1) as pool:
         pending = pool.submit(
-            lambda: client.post("/api/ai_chat/request", headers=user, json=body).get_data(True)
+            lambda: client.post("/api/ai_chat/request", headers=ada, json=body).get_data(True)
         )
-        deadline = time.monotonic() + 5
-        while not fake.requests and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_for(lambda: fake.requests, what="the provider call")
         assert fake.requests, "the provider was not called"
         with app.app_context():
             assert db.engine.pool.checkedout() == 0
@@ -251,10 +220,10 @@ def test_no_database_connection_is_held_while_the_provider_thinks(
     assert read_events(answer)[-1][0] == "done" if streamed else json.loads(answer)["is_bot"]
 
 
-def test_accept_header_asks_for_a_stream(client, user):
+def test_accept_header_asks_for_a_stream(client, ada):
     response = client.post(
         "/api/ai_chat/request",
-        headers=user | {"Accept": "text/event-stream"},
+        headers=ada | {"Accept": "text/event-stream"},
         json={"content": "hi there you", "model": "echo"},
     )
     assert response.mimetype == "text/event-stream"
@@ -281,10 +250,10 @@ def test_accept_header_asks_for_a_stream(client, user):
         ("anthropic", {"status": 401, "body": {"error": {"message": "bad key"}}}, 502),
     ],
 )
-def test_failures_before_the_first_byte_are_plain_json(client, user, fake, model, setup, status):
+def test_failures_before_the_first_byte_are_plain_json(client, ada, fake, model, setup, status):
     if setup:
         fake.reply(**setup)
-    response = stream(client, user, model)
+    response = stream(client, ada, model)
     assert response.mimetype == "application/json"
     assert_envelope(response, status)
     assert_envelope(
@@ -293,7 +262,7 @@ def test_failures_before_the_first_byte_are_plain_json(client, user, fake, model
     )
 
 
-def test_provider_error_mid_stream(client, user, fake, app):
+def test_provider_error_mid_stream(client, ada, fake, app):
     fake.reply(
         chunks=[
             sse({"choices": [{"delta": {"content": "Half an "}}]}),
@@ -301,48 +270,48 @@ def test_provider_error_mid_stream(client, user, fake, app):
             sse({"error": {"message": "upstream overloaded, key sk-abcdefgh12345678"}}),
         ]
     )
-    events = read_events(stream(client, user, "openai", session_id=4).get_data(as_text=True))
+    events = read_events(stream(client, ada, "openai", session_id=4).get_data(as_text=True))
     assert [kind for kind, _ in events] == ["start", "delta", "delta", "error"]
     error = events[-1][1]
     assert error["code"] == 502 and error["detail"] == error["message"]
     assert "upstream overloaded" in error["message"] and "sk-abcdefgh" not in error["message"]
 
-    messages = client.get("/api/ai_chat/4", headers=user).json["messages"]
+    messages = client.get("/api/ai_chat/4", headers=ada).json["messages"]
     assert messages[-1]["content"] == "Half an answer"
     assert messages[-1]["incomplete"] is True and "overloaded" in messages[-1]["error"]
     # That turn stays out of the next one's context.
-    stream(client, user, "openai", "And now?", session_id=4)
+    stream(client, ada, "openai", "And now?", session_id=4)
     assert [m["content"] for m in fake.requests[-1].body["messages"]] == [SYSTEM, "And now?"]
 
 
-def test_stream_cut_short_is_an_error(client, user, fake):
+def test_stream_cut_short_is_an_error(client, ada, fake):
     fake.reply(chunks=openai_stream(["only ", "part"], "gpt-4.1-mini")[:3])  # no finish, no [DONE]
-    events = read_events(stream(client, user, "openai").get_data(as_text=True))
+    events = read_events(stream(client, ada, "openai").get_data(as_text=True))
     assert events[-1][0] == "error"
     assert "before the reply was complete" in events[-1][1]["message"]
 
 
-def test_a_stream_with_no_text_flags_the_question(client, user, fake):
+def test_a_stream_with_no_text_flags_the_question(client, ada, fake):
     fake.reply(chunks=[sse({"type": "error", "error": {"message": "Overloaded"}}, "error")])
-    events = read_events(stream(client, user, "anthropic", session_id=2).get_data(as_text=True))
+    events = read_events(stream(client, ada, "anthropic", session_id=2).get_data(as_text=True))
     assert [kind for kind, _ in events] == ["start", "error"]
-    [question] = client.get("/api/ai_chat/2", headers=user).json["messages"]
+    [question] = client.get("/api/ai_chat/2", headers=ada).json["messages"]
     assert question["failed"] is True and "Overloaded" in question["error"]
 
 
-def test_keep_alive_comments_while_the_provider_is_silent(client, user, fake, app):
+def test_keep_alive_comments_while_the_provider_is_silent(client, ada, fake, app):
     app.config["STREAM_KEEPALIVE_SECONDS"] = 0.1
     fake.reply(chunks=openai_stream(["slow", " reply"], "gpt-4.1-mini"), gap=0.25)
-    events = read_events(stream(client, user, "openai").get_data(as_text=True))
+    events = read_events(stream(client, ada, "openai").get_data(as_text=True))
     assert ("comment", "keep-alive") in events
     assert events[-1][0] == "done" and events[-1][1]["content"] == "slow reply"
 
 
-def test_client_disconnect_stops_the_provider_and_keeps_the_partial_reply(client, user, fake, app):
+def test_client_disconnect_stops_the_provider_and_keeps_the_partial_reply(client, ada, fake, app):
     fake.reply(chunks=openai_stream(["first ", "second ", "third"], "gpt-4.1-mini"), gap=0.3)
     response = client.post(
         "/api/ai_chat/request",
-        headers=user,
+        headers=ada,
         json={"content": "Tell me", "model": "openai", "stream": True, "session_id": 8},
         buffered=False,
     )
@@ -361,13 +330,13 @@ def test_client_disconnect_stops_the_provider_and_keeps_the_partial_reply(client
 
 
 def test_client_leaving_right_after_the_start_event_stops_the_provider(
-    client, user, fake, app, caplog
+    client, ada, fake, app, caplog
 ):
     caplog.set_level(logging.INFO, "polygenix.request")
     fake.reply(chunks=openai_stream(["never ", "read"], "gpt-4.1-mini"), gap=0.5)
     response = client.post(
         "/api/ai_chat/request",
-        headers=user,
+        headers=ada,
         json={"content": "Tell me", "model": "openai", "stream": True},
         buffered=False,
     )
@@ -384,7 +353,7 @@ def test_client_leaving_right_after_the_start_event_stops_the_provider(
 
 
 def test_a_message_that_cannot_be_stored_hangs_up_on_the_provider(
-    make_app, provider_config, fake, tmp_path
+    make_app, provider_config, auth, fake, tmp_path
 ):
     # The provider's stream is opened before the user's message is committed; when the commit
     # fails (here after SQLite's 5 s busy timeout), the answer is an ordinary error and the
@@ -401,14 +370,12 @@ def test_a_message_that_cannot_be_stored_hangs_up_on_the_provider(
         }
     )
     client = app.test_client()
-    token = client.post(
-        "/api/auth/register", json={"name": "A", "email": "a@b.co", "password": "long enough"}
-    ).json["access_token"]
+    ada = auth.register(client=client)
     fake.reply(chunks=openai_stream(["unread"] * 30, "gpt-4.1-mini"), gap=0.5)
     other_writer = sqlite3.connect(database, isolation_level=None)
     other_writer.execute("BEGIN IMMEDIATE")  # holds the write lock past the busy timeout
     try:
-        response = stream(client, {"Authorization": f"Bearer {token}"}, "openai")
+        response = stream(client, ada, "openai")
     finally:
         other_writer.execute("ROLLBACK")
         other_writer.close()
@@ -419,10 +386,10 @@ def test_a_message_that_cannot_be_stored_hangs_up_on_the_provider(
         assert db.session.scalar(select(func.count(Message.id))) == 0
 
 
-def test_history_flags_incomplete_replies(client, user, fake):
+def test_history_flags_incomplete_replies(client, ada, fake):
     fake.reply(chunks=openai_stream(["cut"], "m")[:2])
-    stream(client, user, "openai", session_id=3).get_data()
-    history = client.get("/api/ai_chat/history", headers=user).json
+    stream(client, ada, "openai", session_id=3).get_data()
+    history = client.get("/api/ai_chat/history", headers=ada).json
     question, reply = history[0]["messages"]
     assert (reply["content"], reply["incomplete"]) == ("cut", True)
     assert question["failed"] is False and question["incomplete"] is False
@@ -434,12 +401,7 @@ def test_streams_through_gunicorn(tmp_path, fake):
     fake.reset()
     settings = {"OPENAI_API_KEY": "sk-test", "OPENAI_BASE_URL": fake.url + "/v1"}
     with gunicorn(tmp_path, settings) as (base, _):
-        token = requests.post(
-            base + "/api/auth/register",
-            json={"name": "Ada", "email": "ada@example.com", "password": "long enough"},
-            timeout=10,
-        ).json()["access_token"]
-        headers = {"Authorization": f"Bearer {token}"}
+        headers = register_over_http(base)
         body = {"content": "Stream it", "model": "openai", "session_id": 1, "stream": True}
         whole = requests.post(base + "/api/ai_chat/request", headers=headers, json=body, timeout=10)
         events = read_events(whole.text)
@@ -463,13 +425,13 @@ def test_streams_through_gunicorn(tmp_path, fake):
         # The socket is closed; gunicorn notices within a write or two, and PolyGenix hangs up on
         # the provider and stores what it had received.
         assert fake.disconnected.wait(5), "the provider connection was not closed"
-        for _ in range(50):
-            messages = requests.get(base + "/api/ai_chat/2", headers=headers, timeout=5).json()[
-                "messages"
-            ]
-            if len(messages) == 2:
-                break
-            time.sleep(0.1)
+
+        def both_stored():
+            session = requests.get(base + "/api/ai_chat/2", headers=headers, timeout=5)
+            messages = session.json()["messages"]
+            return messages if len(messages) == 2 else None
+
+        messages = wait_for(both_stored, timeout=5, what="the partial reply", interval=0.1)
         partial = messages[1]["content"]
         assert messages[1]["incomplete"] is True
         assert partial.startswith("piece0 ") and len(partial) < len("".join(pieces))
@@ -488,12 +450,7 @@ def test_a_worker_killed_mid_stream_leaves_its_text_and_a_flagged_reply(tmp_path
         "STREAM_SAVE_INTERVAL": "0.1",
     }
     with gunicorn(tmp_path, settings) as (base, _):
-        token = requests.post(
-            base + "/api/auth/register",
-            json={"name": "Ada", "email": "ada@example.com", "password": "long enough"},
-            timeout=10,
-        ).json()["access_token"]
-        headers = {"Authorization": f"Bearer {token}"}
+        headers = register_over_http(base)
         pieces = [f"piece{n} " for n in range(40)]
         fake.reply(chunks=openai_stream(pieces, "gpt-4.1-mini"), gap=0.1)
         body = {"content": "Stream it", "model": "openai", "session_id": 7, "stream": True}
@@ -507,16 +464,17 @@ def test_a_worker_killed_mid_stream_leaves_its_text_and_a_flagged_reply(tmp_path
                     for pid in workers(base):
                         os.kill(pid, signal.SIGKILL)
                     break
-        deadline = time.monotonic() + 20
-        while True:
+
+        def both_stored():
             try:
                 session = requests.get(base + "/api/ai_chat/7", headers=headers, timeout=5)
                 messages = session.json()["messages"] if session.status_code == 200 else []
             except requests.RequestException:
                 messages = []  # the workers are being restarted
-            if len(messages) == 2 or time.monotonic() > deadline:
-                break
-            time.sleep(0.2)
+            return messages if len(messages) == 2 else None
+
+        # Real time, not a FakeClock: the lease runs out on the gunicorn workers' own clock.
+        messages = wait_for(both_stored, timeout=20, what="the flagged reply", interval=0.2)
     question, reply = messages
     assert (question["content"], question["failed"]) == ("Stream it", False)
     assert reply["incomplete"] is True and reply["error"] == INTERRUPTED
