@@ -202,10 +202,22 @@ def load_config(env: Mapping[str, str], instance_path: str) -> dict[str, Any]:
         "SYSTEM_PROMPT": env.get("SYSTEM_PROMPT", DEFAULT_SYSTEM_PROMPT).strip(),
         "MODEL_ALIASES": _aliases(env),
         "PROVIDER_CONNECT_TIMEOUT": _float(env, "PROVIDER_CONNECT_TIMEOUT", 5.0, minimum=0.01),
-        "PROVIDER_TIMEOUT": _float(env, "PROVIDER_TIMEOUT", 120.0, minimum=0.01),
+        # A deadline for a whole non-streamed call, retries included: reasoning models may think
+        # for minutes before their first byte (the official SDKs wait 600 s).
+        "PROVIDER_TIMEOUT": _float(env, "PROVIDER_TIMEOUT", 600.0, minimum=0.01),
+        # Streams: the longest silence (the first byte's included), and the longest stream.
+        "STREAM_IDLE_TIMEOUT": _float(env, "STREAM_IDLE_TIMEOUT", 300.0, minimum=0.01),
+        "STREAM_MAX_SECONDS": _float(env, "STREAM_MAX_SECONDS", 1800.0, minimum=0.01),
         "PROVIDER_MAX_RETRIES": _int(env, "PROVIDER_MAX_RETRIES", 2),
         "PROVIDER_MAX_RETRY_WAIT": _float(env, "PROVIDER_MAX_RETRY_WAIT", 10.0),
         "MAX_OUTPUT_TOKENS": _int(env, "MAX_OUTPUT_TOKENS", 4096, minimum=1),
+        # Models that reason get more room: they think before they answer.
+        "REASONING_MAX_OUTPUT_TOKENS": _int(env, "REASONING_MAX_OUTPUT_TOKENS", 32768, minimum=1),
+        "REASONING_MODELS": _list(env, "REASONING_MODELS"),
+        # Seconds a provider's own list of models is kept before it is asked again.
+        "MODEL_LIST_TTL": _int(env, "MODEL_LIST_TTL", 600),
+        "OPENROUTER_APP_NAME": _str(env, "OPENROUTER_APP_NAME", "PolyGenix"),
+        "OPENROUTER_SITE_URL": _url(env, "OPENROUTER_SITE_URL"),
         "CORS_ORIGINS": _list(env, "CORS_ORIGINS"),
         "PROXY_FIX_X_FOR": _int(env, "PROXY_FIX_X_FOR", 0),
         "STREAM_KEEPALIVE_SECONDS": _float(env, "STREAM_KEEPALIVE_SECONDS", 15.0, minimum=0.01),

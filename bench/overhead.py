@@ -161,7 +161,7 @@ def p6(base: str, token: str, master_pid: int, total: int = 10_000) -> tuple[dic
     calls = [
         ("get", "/api/ai_chat/home", None),
         ("get", "/api/ai_chat/history?page_size=10", None),
-        ("get", "/api/ai_chat/sessions", None),
+        ("get", "/api/ai_chat/sessions?page_size=20", None),
         (
             "post",
             "/api/ai_chat/request",

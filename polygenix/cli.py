@@ -9,6 +9,7 @@ from flask.cli import AppGroup
 from marshmallow import ValidationError
 from sqlalchemy import delete, select
 
+from .catalog import catalogue
 from .chat.export import FORMATS, as_markdown, sessions_of, user_json
 from .errors import Conflict
 from .extensions import db
@@ -105,6 +106,31 @@ def check_providers(name: str | None) -> None:
         click.echo(f"{provider_name}: ok ({model}, {(time.monotonic() - started) * 1000:.0f} ms)")
     if failed:
         raise SystemExit(1)
+
+
+@providers.command("models")
+@click.argument("name", required=False)
+@click.option("--json", "as_json", is_flag=True, help="JSON instead of a table.")
+def list_models(name: str | None, as_json: bool) -> None:
+    """The models of NAME, or of every provider: configured ones and those it offers."""
+    if name is not None and registry().get(name) is None:
+        raise click.ClickException(f"Unknown provider {name!r}: {', '.join(registry())}")
+    entries = [e for e in catalogue() if name is None or e["provider"] == name.strip().lower()]
+    if as_json:
+        click.echo(json.dumps(entries, indent=2))
+        return
+    _table(
+        [("MODEL", "AVAILABLE", "DEFAULT", "WHY NOT")]
+        + [
+            (
+                e["id"],
+                "yes" if e["available"] else "no",
+                "yes" if e["default"] else "",
+                e["unavailable_reason"] or "",
+            )
+            for e in entries
+        ]
+    )
 
 
 def _table(rows: list[tuple[str, ...]]) -> None:

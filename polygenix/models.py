@@ -9,6 +9,7 @@ import secrets
 from datetime import UTC, datetime
 
 from sqlalchemy import (
+    JSON,
     DateTime,
     Float,
     ForeignKey,
@@ -144,6 +145,13 @@ class Message(db.Model):
     completion_tokens: Mapped[int | None]
     finish_reason: Mapped[str | None] = mapped_column(String(40))
     latency_ms: Mapped[int | None]
+    # On replies: the model's reasoning, kept apart from the answer and never sent back as
+    # context; reasoning tokens (counted in completion_tokens too) and cached prompt tokens;
+    # the generation options sent.
+    reasoning: Mapped[str | None] = mapped_column(Text)
+    reasoning_tokens: Mapped[int | None]
+    cached_tokens: Mapped[int | None]
+    options: Mapped[dict | None] = mapped_column(JSON)
     # A streamed reply being written: its text is saved as it arrives, and the stream renews
     # this lease with each save. Past it with no renewal, the stream died (a worker killed
     # mid-stream) and a sweep flags the reply incomplete. Null once the reply is finished.

@@ -27,12 +27,21 @@ def init_providers(app: Flask) -> None:
             "default_model": config.get(f"{prefix}_DEFAULT_MODEL"),
             "models": config.get(f"{prefix}_MODELS"),
         }
+    # OpenRouter's app attribution (https://openrouter.ai/docs/app-attribution).
+    attribution = {"X-Title": config["OPENROUTER_APP_NAME"]}
+    if config["OPENROUTER_SITE_URL"]:
+        attribution["HTTP-Referer"] = config["OPENROUTER_SITE_URL"]
+    configured["openrouter"]["headers"] = attribution
     common = {
         "connect_timeout": config["PROVIDER_CONNECT_TIMEOUT"],
         "timeout": config["PROVIDER_TIMEOUT"],
+        "stream_idle_timeout": config["STREAM_IDLE_TIMEOUT"],
+        "stream_max_seconds": config["STREAM_MAX_SECONDS"],
         "max_retries": config["PROVIDER_MAX_RETRIES"],
         "max_retry_wait": config["PROVIDER_MAX_RETRY_WAIT"],
         "max_output_tokens": config["MAX_OUTPUT_TOKENS"],
+        "reasoning_max_output_tokens": config["REASONING_MAX_OUTPUT_TOKENS"],
+        "reasoning_models": tuple(config["REASONING_MODELS"]),
     }
     app.extensions[EXTENSION] = build_registry(configured, config["MODEL_ALIASES"], common)
 

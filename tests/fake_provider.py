@@ -236,6 +236,38 @@ def ollama_answer(request: dict) -> dict:
     }
 
 
+LISTED = ["listed-model-a", "listed-model-b"]  # what every provider says it offers
+
+
+def model_listing(path: str, headers) -> dict:
+    """GET /models and its kin, as each provider answers it."""
+    if path.startswith("/api/tags"):
+        return {
+            "models": [
+                {"name": f"{m}:latest", "model": f"{m}:latest", "size": 1, "details": {}}
+                for m in LISTED
+            ]
+        }
+    if "x-goog-api-key" in {k.lower() for k in headers}:
+        return {
+            "models": [
+                {"name": f"models/{m}", "supportedGenerationMethods": ["generateContent"]}
+                for m in LISTED
+            ]
+            + [{"name": "models/embedding-x", "supportedGenerationMethods": ["embedContent"]}]
+        }
+    if "x-api-key" in {k.lower() for k in headers}:
+        data = [
+            {"type": "model", "id": m, "display_name": m, "created_at": "2026-01-01"}
+            for m in LISTED
+        ]
+        return {"data": data, "has_more": False, "first_id": LISTED[0], "last_id": LISTED[-1]}
+    return {
+        "object": "list",
+        "data": [{"id": m, "object": "model", "created": 1, "owned_by": "x"} for m in LISTED],
+    }
+
+
 def normal_answer(path: str, request: dict) -> dict:
     if path.endswith("/chat/completions"):
         return openai_answer(request)
@@ -274,9 +306,10 @@ class _Handler(BaseHTTPRequestHandler):
         if reply.delay or fake.default_delay:
             time.sleep(reply.delay or fake.default_delay)
         streaming = (body or {}).get("stream") or ":streamGenerateContent" in self.path
-        if reply.status == 200 and reply.body is None and streaming:
+        if reply.chunks is not None or (reply.status == 200 and reply.body is None and streaming):
+            # A stream, or a plain answer sent in chunks (a trickle).
             chunks = reply.chunks or normal_stream(self.path, body, fake.stream_pieces)
-            self._stream(fake, chunks, reply.gap or fake.stream_gap)
+            self._stream(fake, chunks, reply.gap or fake.stream_gap, reply.status, reply.headers)
             return
         if reply.body is None:
             payload = json.dumps(normal_answer(self.path, body or {})).encode()
@@ -300,14 +333,41 @@ class _Handler(BaseHTTPRequestHandler):
         except (BrokenPipeError, ConnectionResetError):
             pass  # the client gave up (a deadline test)
 
-    def _stream(self, fake, chunks, gap):
+    def do_GET(self):
+        """Model listings, in each provider's shape (or a queued GET reply)."""
+        fake: FakeProvider = self.server.fake
+        fake.record_listing(Recorded(self.path, dict(self.headers.items()), None, time.monotonic()))
+        reply = fake.next_reply("GET")
+        if reply.delay:
+            time.sleep(reply.delay)
+        if reply.body is None:
+            payload = json.dumps(model_listing(self.path, self.headers)).encode()
+        else:
+            payload = reply.body if isinstance(reply.body, bytes) else json.dumps(reply.body)
+            payload = payload if isinstance(payload, bytes) else payload.encode()
+        try:
+            self.send_response(reply.status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+
+    def _stream(self, fake, chunks, gap, status=200, headers=None):
         sent = 0
         try:
-            self.send_response(200)
+            self.send_response(status)
             ndjson = self.path.endswith("/api/chat")
+            streaming = b"data:" in b"".join(chunks[:2]) or ndjson
             self.send_header(
-                "Content-Type", "application/x-ndjson" if ndjson else "text/event-stream"
+                "Content-Type",
+                "application/x-ndjson"
+                if ndjson
+                else ("text/event-stream" if streaming else "application/json"),
             )
+            for name, value in (headers or {}).items():
+                self.send_header(name, value)
             self.send_header("Transfer-Encoding", "chunked")
             self.end_headers()
             for chunk in chunks:
@@ -337,7 +397,9 @@ class FakeProvider:
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         self._lock = threading.Lock()
         self.requests: list[Recorded] = []
+        self.listings: list[Recorded] = []  # GET requests for model lists
         self._replies: list[Reply] = []
+        self._get_replies: list[Reply] = []
         self.disconnected = threading.Event()
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self._thread.start()
@@ -352,23 +414,32 @@ class FakeProvider:
         chunks=None,
         gap=0.0,
         cut=False,
+        method="POST",
     ):
-        """Queue the next `times` answers (after them, the normal answer again)."""
+        """Queue the next `times` answers to `method` (after them, the normal answer again)."""
+        queue = self._get_replies if method == "GET" else self._replies
         with self._lock:
-            self._replies += [Reply(status, body, headers or {}, delay, chunks, gap, cut)] * times
+            queue += [Reply(status, body, headers or {}, delay, chunks, gap, cut)] * times
 
-    def next_reply(self) -> Reply:
+    def next_reply(self, method="POST") -> Reply:
+        queue = self._get_replies if method == "GET" else self._replies
         with self._lock:
-            return self._replies.pop(0) if self._replies else Reply()
+            return queue.pop(0) if queue else Reply()
 
     def record(self, request: Recorded) -> None:
         with self._lock:
             self.requests.append(request)
 
+    def record_listing(self, request: Recorded) -> None:
+        with self._lock:
+            self.listings.append(request)
+
     def reset(self):
         with self._lock:
             self.requests.clear()
+            self.listings.clear()
             self._replies.clear()
+            self._get_replies.clear()
             self.disconnected.clear()
 
     def close(self):

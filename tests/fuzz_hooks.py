@@ -4,7 +4,8 @@
   (fuzzing logs out, changes passwords and deletes users along the way).
 - Rules an OpenAPI schema cannot state, each a documented 422 with its own message: a common
   password, a model name no provider has, a refresh token that is not the caller's, a missing
-  or wrong current password when changing one's own. Generated
+  or wrong current password when changing one's own, a max_tokens over the model's cap.
+  Generated
   bodies avoid them where generation can be steered, and a "schema-valid request rejected"
   finding is dropped only when the 422 names one of them.
 """
@@ -44,6 +45,7 @@ SEMANTIC_422 = (
     "unknown model",
     "not a valid refresh token of yours",
     "current password",
+    "max_tokens: must be at most",  # the cap depends on the model asked for
 )
 
 

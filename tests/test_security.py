@@ -342,7 +342,8 @@ def test_provider_redirects_are_not_followed(provider_app, fake, auth):
 
 
 def test_output_tokens_are_capped(make_app, provider_config, fake, auth):
-    client = make_app(provider_config | {"MAX_OUTPUT_TOKENS": 77}).test_client()
+    caps = {"MAX_OUTPUT_TOKENS": 77, "REASONING_MAX_OUTPUT_TOKENS": 99}
+    client = make_app(provider_config | caps).test_client()
     ada = auth.register(client=client)
     for model, field in [
         ("openai", "max_completion_tokens"),
@@ -351,8 +352,10 @@ def test_output_tokens_are_capped(make_app, provider_config, fake, auth):
     ]:
         ask(client, ada, "hi", model=model)
         assert fake.requests[-1].body[field] == 77
-    ask(client, ada, "hi", model="gemini")
+    ask(client, ada, "hi", model="gemini/gemini-2.0-flash")
     assert fake.requests[-1].body["generationConfig"] == {"maxOutputTokens": 77}
+    ask(client, ada, "hi", model="gemini")  # gemini-2.5-flash reasons
+    assert fake.requests[-1].body["generationConfig"]["maxOutputTokens"] == 99
     ask(client, ada, "hi", model="ollama")
     assert fake.requests[-1].body["options"] == {"num_predict": 77}
 

@@ -8,10 +8,10 @@ from werkzeug.http import quote_etag
 
 from .. import clock
 from ..api import Blueprint, NoticeSchema
+from ..catalog import catalogue
 from ..extensions import db
 from ..limits import per_user
 from ..models import MAX_ID, ChatSession
-from ..provider_registry import registry
 from ..providers import ProviderError
 from ..security import REVALIDATE
 from . import export, history, streaming
@@ -25,6 +25,7 @@ from .schemas import (
     ModelSchema,
     SessionSummarySchema,
     SessionUpdateSchema,
+    options_from,
 )
 
 blp = Blueprint(
@@ -81,8 +82,13 @@ class Models(MethodView):
     @blp.login_required
     @blp.response(200, ModelSchema(many=True))
     def get(self):
-        """Models this server knows, and whether each can be used now"""
-        return registry().catalogue()
+        """Models this server knows, and whether each can be used now
+
+        Each provider's configured models, and what each configured provider itself offers
+        (asked at most every MODEL_LIST_TTL seconds). A provider that cannot be reached shows
+        its configured models with `available: false` and the `unavailable_reason`.
+        """
+        return catalogue()
 
 
 @blp.route("/request")
@@ -144,7 +150,13 @@ class ChatRequest(MethodView):
         the model is silent. If the client disconnects, the provider is hung up on and the
         partial reply stored, flagged `incomplete`.
         """
-        args = (current_user, data["content"], data["model"], data.get("session_id"))
+        args = (
+            current_user,
+            data["content"],
+            data["model"],
+            data.get("session_id"),
+            options_from(data),
+        )
         if data["stream"] or "text/event-stream" in request.headers.get("Accept", ""):
             return Response(
                 stream_with_context(streaming.stream_reply(*args)),

@@ -3,8 +3,11 @@ from flask import current_app
 from marshmallow import fields, validate
 
 from ..api import NO_NUL, Text, no_nul
+from ..models import MAX_ID
+from ..providers import Options
+from ..providers.base import EFFORTS
 
-MAX_NUMBER = 2_147_483_647
+MAX_STOP_SEQUENCES = 4
 
 
 class StrictBoolean(fields.Boolean):
@@ -16,13 +19,60 @@ class StrictBoolean(fields.Boolean):
         return value
 
 
+class StrictNumber(fields.Float):
+    """Only a JSON number (marshmallow's Float also takes "0.5" and true)."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ma.ValidationError("Not a valid number.")
+        return super()._deserialize(value, attr, data, **kwargs)
+
+
+class GenerationOptionsSchema(ma.Schema):
+    """What a request may ask of the model besides its words; each left out by default."""
+
+    temperature = StrictNumber(
+        validate=validate.Range(min=0, max=2),
+        metadata={"description": "Sampling temperature, 0 to 2"},
+    )
+    top_p = StrictNumber(
+        validate=validate.Range(min=0, max=1),
+        metadata={"description": "Nucleus sampling, 0 to 1"},
+    )
+    max_tokens = fields.Integer(
+        strict=True,
+        validate=validate.Range(min=1, max=MAX_ID),
+        metadata={"description": "The longest reply, in tokens: 1 to the model's output cap"},
+    )
+    stop = fields.List(
+        Text(max_length=200),
+        validate=validate.Length(min=1, max=MAX_STOP_SEQUENCES),
+        metadata={"description": f"Up to {MAX_STOP_SEQUENCES} sequences that end the reply"},
+    )
+    reasoning_effort = fields.String(
+        validate=validate.OneOf(EFFORTS),
+        metadata={"description": "How hard a reasoning model thinks: low, medium or high"},
+    )
+
+
+def options_from(data: dict) -> Options:
+    """The generation options of a loaded request."""
+    return Options(
+        temperature=data.get("temperature"),
+        top_p=data.get("top_p"),
+        max_tokens=data.get("max_tokens"),
+        stop=tuple(data["stop"]) if data.get("stop") else None,
+        reasoning_effort=data.get("reasoning_effort"),
+    )
+
+
 def validate_content(value: str) -> None:
     maximum = current_app.config["MAX_MESSAGE_CHARS"]
     if len(value) > maximum:
         raise ma.ValidationError(f"Message content must be at most {maximum} characters.")
 
 
-class MessageCreateSchema(ma.Schema):
+class MessageCreateSchema(GenerationOptionsSchema):
     content = Text(required=True, validate=validate_content)
     model = fields.String(
         required=True,
@@ -36,7 +86,7 @@ class MessageCreateSchema(ma.Schema):
     session_id = fields.Integer(
         allow_none=True,
         strict=True,
-        validate=validate.Range(min=1, max=MAX_NUMBER),
+        validate=validate.Range(min=1, max=MAX_ID),
         metadata={
             "description": "Your session's number: null or absent starts a new session; "
             "a number you have no session with starts one with that number."
@@ -83,6 +133,16 @@ class MessageResponseSchema(ma.Schema):
         dump_only=True,
         metadata={"description": "A streamed reply cut short (provider failure, disconnect)"},
     )
+    reasoning = fields.String(
+        dump_only=True,
+        allow_none=True,
+        metadata={"description": "A reply's reasoning, apart from its answer (null when none)"},
+    )
+    options = fields.Dict(
+        dump_only=True,
+        allow_none=True,
+        metadata={"description": "The generation options sent with a reply's request"},
+    )
 
     def _usage(self, message):
         if not message.is_bot:
@@ -90,6 +150,8 @@ class MessageResponseSchema(ma.Schema):
         return {
             "prompt_tokens": message.prompt_tokens,
             "completion_tokens": message.completion_tokens,
+            "reasoning_tokens": message.reasoning_tokens,
+            "cached_tokens": message.cached_tokens,
         }
 
 
@@ -124,4 +186,7 @@ class ModelSchema(ma.Schema):
     provider = fields.String()
     model = fields.String(allow_none=True)
     default = fields.Boolean(metadata={"description": "The provider's default model"})
-    available = fields.Boolean(metadata={"description": "Usable now (configured)"})
+    available = fields.Boolean(metadata={"description": "Usable now (configured and reachable)"})
+    unavailable_reason = fields.String(
+        allow_none=True, metadata={"description": "Why it is not available (null when it is)"}
+    )

@@ -1,7 +1,8 @@
 """A streamed chat turn: the provider's tokens relayed to the client as Server-Sent Events.
 
-    event: start   data: {"session_id", "model", "user_message_id"}
-    event: delta   data: {"content": "..."}            (as many as the provider sends)
+    event: start     data: {"session_id", "model", "user_message_id"}
+    event: reasoning data: {"content": "..."}          (a reasoning model's thinking, if any)
+    event: delta     data: {"content": "..."}          (as many as the provider sends)
     event: done    data: <MessageResponse of the stored reply, with usage and finish_reason>
     event: error   data: <the error envelope>           (instead of done; then the stream ends)
     : keep-alive                                        (a comment, while the provider is silent)
@@ -31,7 +32,8 @@ from ..errors import SessionDeleted, envelope, outage
 from ..extensions import db
 from ..metrics import OPEN_STREAMS
 from ..models import User
-from ..providers import ProviderError, ReplyStream
+from ..providers import Options, ProviderError, ReplyStream
+from ..providers.client import merge
 from . import turn as turns
 from .schemas import MessageResponseSchema
 
@@ -43,10 +45,12 @@ def sse(event: str, data: dict) -> str:
     return f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
 
 
-def stream_reply(user: User, content: str, model_name: str, number: int | None) -> Iterator[str]:
+def stream_reply(
+    user: User, content: str, model_name: str, number: int | None, options: Options
+) -> Iterator[str]:
     """Prepare the turn, open the provider's stream and store the user's message now, so that
     every failure up to here is an ordinary error response; return the events to send."""
-    turn = turns.prepare(user, content, model_name, number)
+    turn = turns.prepare(user, content, model_name, number, options)
     try:
         opened = _open(turn)
     except ProviderError as e:
@@ -100,11 +104,11 @@ class _Reader:
         self.stream.close()
 
 
-def _save(turn: turns.Turn, parts: list[str]) -> None:
+def _save(turn: turns.Turn, parts: list[str], thinking: list[str]) -> None:
     """Save the text so far; a database that fails here does not end the stream (the final
     store tries again, and the sweep flags what could never be stored)."""
     try:
-        turns.save_progress(turn, "".join(parts))
+        turns.save_progress(turn, "".join(parts), "".join(thinking))
     except SessionDeleted:
         raise
     except Exception as e:
@@ -117,7 +121,8 @@ def _save(turn: turns.Turn, parts: list[str]) -> None:
 
 def _relay(turn: turns.Turn, reader: _Reader, keepalive: float) -> Iterator[str]:
     parts: list[str] = []
-    usage = {"model": None, "prompt_tokens": None, "completion_tokens": None, "finish_reason": None}
+    thinking: list[str] = []
+    usage: dict = {}  # usage, model and finish reason so far
     failure: ProviderError | None = None
     OPEN_STREAMS.inc()
     try:
@@ -134,19 +139,20 @@ def _relay(turn: turns.Turn, reader: _Reader, keepalive: float) -> Iterator[str]
                 item = reader.events.get(timeout=keepalive)
             except queue.Empty:
                 yield ": keep-alive\n\n"
-                _save(turn, parts)  # renews the lease of a stream that is alive but silent
+                _save(turn, parts, thinking)  # renews the lease of a stream alive but silent
                 continue
             if isinstance(item, ProviderError):
                 failure = item
                 break
-            for name in usage:
-                if getattr(item, name) is not None:
-                    usage[name] = getattr(item, name)
+            merge(item, usage)
+            if item.reasoning:
+                thinking.append(item.reasoning)
+                yield sse("reasoning", {"content": item.reasoning})
             if item.text:
                 parts.append(item.text)
                 yield sse("delta", {"content": item.text})
-                if turns.due(turn):
-                    _save(turn, parts)
+            if (item.text or item.reasoning) and turns.due(turn):
+                _save(turn, parts, thinking)
             if item.done:
                 break
     except GeneratorExit:
@@ -154,7 +160,7 @@ def _relay(turn: turns.Turn, reader: _Reader, keepalive: float) -> Iterator[str]
         reader.close()
         # 499: the client closed the request (nginx's code), so metrics do not blame the provider.
         with contextlib.suppress(Exception):
-            _finish(turn, parts, usage, ProviderError(DISCONNECTED, status=499))
+            _finish(turn, reader, parts, thinking, usage, ProviderError(DISCONNECTED, status=499))
         raise
     except SessionDeleted as e:
         failure = ProviderError(str(e), status=404)
@@ -165,8 +171,10 @@ def _relay(turn: turns.Turn, reader: _Reader, keepalive: float) -> Iterator[str]
     finally:
         OPEN_STREAMS.dec()
     reader.close()
+    reply = None
     try:
-        reply = None if failure and failure.status == 404 else _finish(turn, parts, usage, failure)
+        if failure is None or failure.status != 404:
+            reply = _finish(turn, reader, parts, thinking, usage, failure)
     except SessionDeleted as e:
         failure = ProviderError(str(e), status=404)
     except Exception as e:
@@ -175,19 +183,14 @@ def _relay(turn: turns.Turn, reader: _Reader, keepalive: float) -> Iterator[str]
         failure = ProviderError(message, status=code)
         with contextlib.suppress(Exception):
             db.session.rollback()
-    if failure is None:
+    if reply is not None and failure is None:
         yield sse("done", MessageResponseSchema().dump(reply))
     else:
-        yield sse("error", envelope(failure.status, failure.message))
+        # A stream that ended well but with no text failed too: its question holds the error.
+        error = failure or ProviderError(turn.question.error or "The model gave no reply")
+        yield sse("error", envelope(error.status, error.message))
 
 
-def _finish(turn: turns.Turn, parts: list[str], usage: dict, failure: ProviderError | None):
-    return turns.finish(
-        turn,
-        "".join(parts),
-        model=usage["model"],
-        prompt_tokens=usage["prompt_tokens"],
-        completion_tokens=usage["completion_tokens"],
-        finish_reason=usage["finish_reason"],
-        failure=failure,
-    )
+def _finish(turn, reader, parts, thinking, usage, failure):
+    options = getattr(reader.stream, "options", {})
+    return turns.finish(turn, "".join(parts), "".join(thinking), usage, options, failure)

@@ -39,11 +39,14 @@ from ..provider_registry import missing_variable, registry
 from ..providers import (
     ChatMessage,
     Completion,
+    Options,
     Provider,
     ProviderError,
     ReplyStream,
     UnknownModelError,
 )
+from ..providers.base import NO_OPTIONS, USAGE
+from ..providers.client import no_reply
 from .history import find_session, next_number
 
 TITLE_MAX_CHARS = 60
@@ -66,6 +69,7 @@ class Turn:
     messages: list[ChatMessage]  # what the provider is sent
     asked_at: datetime
     request_id: str | None
+    options: Options = NO_OPTIONS  # what the request asked of the model
     started: float = 0.0  # time.monotonic() when the provider call began
     question: Message | None = None  # once stored
     reply: Message | None = None  # once stored (a streamed reply: while it is written)
@@ -139,16 +143,28 @@ def build_messages(context: list[ChatMessage], content: str) -> list[ChatMessage
     return system + context + [{"role": "user", "content": content}]
 
 
-def prepare(user: User, content: str, model_name: str, number: int | None) -> Turn:
+def prepare(
+    user: User,
+    content: str,
+    model_name: str,
+    number: int | None,
+    options: Options = NO_OPTIONS,
+) -> Turn:
     """Everything the provider call needs, read in one transaction that ends here.
 
-    An unknown model is a 422 (nothing is stored); a provider that is not configured is not
-    refused here: its call fails, and the failure is stored like any other.
+    An unknown model, or a max_tokens over the model's output cap, is a 422 (nothing is
+    stored); a provider that is not configured is not refused here: its call fails, and the
+    failure is stored like any other.
     """
     try:
         provider, model = registry().resolve(model_name)
     except UnknownModelError as e:
         abort(422, message=str(e), errors={"json": {"model": [str(e)]}})
+    if model is not None and options.max_tokens is not None:
+        cap = provider.output_cap(model, options)
+        if options.max_tokens > cap:
+            reason = f"Must be at most {cap} for {provider.name}/{model}."
+            abort(422, message=f"max_tokens: {reason}", errors={"json": {"max_tokens": [reason]}})
     session = find_session(user.id, number) if number is not None else None
     context = [] if session is None else load_context(session.id, current_app.config, len(content))
     turn = Turn(
@@ -161,6 +177,7 @@ def prepare(user: User, content: str, model_name: str, number: int | None) -> Tu
         messages=build_messages(context, content),
         asked_at=clock.now(),
         request_id=request_id(),
+        options=options,
     )
     # The provider may take seconds or minutes: no database connection is held meanwhile.
     db.session.commit()
@@ -182,13 +199,13 @@ def _ready(turn: Turn) -> str:
 
 def complete(turn: Turn) -> Completion:
     model = _ready(turn)
-    return turn.provider.complete(turn.messages, model, request_id=turn.request_id)
+    return turn.provider.complete(turn.messages, model, turn.options, request_id=turn.request_id)
 
 
 def open_stream(turn: Turn) -> ReplyStream:
     """The provider's stream, once it has started answering (retried until then)."""
     model = _ready(turn)
-    return turn.provider.stream(turn.messages, model, request_id=turn.request_id)
+    return turn.provider.stream(turn.messages, model, turn.options, request_id=turn.request_id)
 
 
 # --- 3. store --------------------------------------------------------------------------------
@@ -275,6 +292,10 @@ def store(turn: Turn, completion: Completion) -> Message:
         model=f"{turn.provider.name}/{completion.model or turn.model}",
         prompt_tokens=completion.prompt_tokens,
         completion_tokens=completion.completion_tokens,
+        reasoning_tokens=completion.reasoning_tokens,
+        cached_tokens=completion.cached_tokens,
+        reasoning=completion.reasoning,
+        options=completion.options,
         finish_reason=completion.finish_reason,
         latency_ms=_latency_ms(turn),
     )
@@ -312,15 +333,19 @@ def start(turn: Turn) -> None:
 _SAVE = (
     update(Message)
     .where(Message.id == bindparam("reply_id"), Message.lease_until.is_not(None))
-    .values(content=bindparam("content"), lease_until=bindparam("lease"))
+    .values(
+        content=bindparam("content"),
+        reasoning=bindparam("reasoning"),
+        lease_until=bindparam("lease"),
+    )
 )
 
 
-def save_progress(turn: Turn, text: str) -> None:
-    """The text so far, and a renewed lease: one UPDATE. SessionDeleted if the reply is gone."""
-    result = db.session.execute(
-        _SAVE, {"reply_id": turn.reply.id, "content": text, "lease": _lease()}
-    )
+def save_progress(turn: Turn, text: str, reasoning: str) -> None:
+    """The text and reasoning so far, and a renewed lease: one UPDATE. SessionDeleted if the
+    reply is gone."""
+    values = {"content": text, "reasoning": reasoning or None, "lease": _lease()}
+    result = db.session.execute(_SAVE, {"reply_id": turn.reply.id} | values)
     db.session.commit()
     turn.saved_at = time.monotonic()
     if result.rowcount != 1:
@@ -334,15 +359,17 @@ def due(turn: Turn) -> bool:
 def finish(
     turn: Turn,
     text: str,
-    *,
-    model: str | None,
-    prompt_tokens: int | None,
-    completion_tokens: int | None,
-    finish_reason: str | None,
+    reasoning: str,
+    usage: dict,
+    options: dict,
     failure: ProviderError | None,
 ) -> Message | None:
     """The streamed reply, whole or (with `failure`) the part received, marked incomplete; with
-    no text at all, the user's message is flagged with the failure instead. One transaction."""
+    no text at all, the user's message is flagged with the failure instead (a stream that
+    ended well with no text failed too: an empty reply must never enter later context). One
+    transaction. `usage` holds the stream's usage, model and finish reason (client.merge)."""
+    if failure is None and not text:
+        failure = no_reply(turn.provider.name, usage.get("finish_reason"), reasoning)
     if failure is not None and not text:
         _account(turn, str(failure.status))
         db.session.execute(delete(Message).where(Message.id == turn.reply.id))
@@ -355,13 +382,15 @@ def finish(
             raise SessionDeleted()
         turn.question.error = failure.message
         return None
-    _account(turn, "incomplete" if failure else "ok", prompt_tokens, completion_tokens)
+    counts = {name: usage.get(name) for name in USAGE}
+    _account(turn, "incomplete" if failure else "ok", *[counts[n] for n in USAGE[:2]])
     values = {
         "content": text,
-        "model": f"{turn.provider.name}/{model or turn.model}",
-        "prompt_tokens": prompt_tokens,
-        "completion_tokens": completion_tokens,
-        "finish_reason": finish_reason if failure is None else None,
+        "reasoning": reasoning or None,
+        "model": f"{turn.provider.name}/{usage.get('model') or turn.model}",
+        **counts,
+        "options": options,
+        "finish_reason": usage.get("finish_reason") if failure is None else None,
         "latency_ms": _latency_ms(turn),
         "incomplete": failure is not None,
         "error": failure.message if failure is not None else None,

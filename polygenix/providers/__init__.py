@@ -9,7 +9,7 @@ reads the configuration, the request or the database.
 """
 
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from .anthropic import Anthropic
@@ -17,6 +17,7 @@ from .base import (
     ChatMessage,
     Completion,
     MalformedResponse,
+    Options,
     Provider,
     ProviderError,
     ProviderSettings,
@@ -27,7 +28,7 @@ from .client import HTTPProvider
 from .echo import Echo
 from .gemini import Gemini
 from .ollama import Ollama
-from .openai_chat import OpenAIChat
+from .openai_chat import DeepSeek, Groq, Mistral, OpenAI, OpenAIChat, OpenRouter
 from .wire import WireFormat
 
 __all__ = [
@@ -35,6 +36,7 @@ __all__ = [
     "ChatMessage",
     "Completion",
     "MalformedResponse",
+    "Options",
     "Provider",
     "ProviderError",
     "ProviderSettings",
@@ -54,35 +56,15 @@ class Definition:
     base_url: str | None
     default_model: str | None
     key_required: bool = True
-    headers: dict[str, str] = field(default_factory=dict)
 
 
 DEFINITIONS: dict[str, Definition] = {
     "echo": Definition(None, None, "echo", key_required=False),
-    "groq": Definition(
-        OpenAIChat(max_tokens_field="max_completion_tokens"),
-        "https://api.groq.com/openai/v1",
-        "llama-3.3-70b-versatile",
-    ),
-    "openai": Definition(
-        OpenAIChat(max_tokens_field="max_completion_tokens"),
-        "https://api.openai.com/v1",
-        "gpt-4.1-mini",
-    ),
-    "deepseek": Definition(OpenAIChat(), "https://api.deepseek.com/v1", "deepseek-chat"),
-    "mistral": Definition(
-        # No stream_options there; usage comes anyway.
-        OpenAIChat(stream_usage=False),
-        "https://api.mistral.ai/v1",
-        "mistral-small-latest",
-    ),
-    "openrouter": Definition(
-        OpenAIChat(),
-        "https://openrouter.ai/api/v1",
-        "openai/gpt-4o-mini",
-        # OpenRouter's app attribution header (https://openrouter.ai/docs/api-reference).
-        headers={"X-Title": "PolyGenix"},
-    ),
+    "groq": Definition(Groq(), "https://api.groq.com/openai/v1", "llama-3.3-70b-versatile"),
+    "openai": Definition(OpenAI(), "https://api.openai.com/v1", "gpt-4.1-mini"),
+    "deepseek": Definition(DeepSeek(), "https://api.deepseek.com/v1", "deepseek-chat"),
+    "mistral": Definition(Mistral(), "https://api.mistral.ai/v1", "mistral-small-latest"),
+    "openrouter": Definition(OpenRouter(), "https://openrouter.ai/api/v1", "openai/gpt-4o-mini"),
     "anthropic": Definition(Anthropic(), "https://api.anthropic.com", "claude-haiku-4-5"),
     "gemini": Definition(
         Gemini(), "https://generativelanguage.googleapis.com/v1beta", "gemini-2.5-flash"
@@ -167,8 +149,9 @@ def build_registry(
     """One client per provider in DEFINITIONS.
 
     `configured[name]` holds what the app was told of that provider (`api_key`, `base_url`,
-    `default_model`, `models`); a missing or None value takes the definition's default.
-    `common` holds the settings every provider shares (timeouts, retries, output cap).
+    `default_model`, `models`, `headers`); a missing or None value takes the definition's
+    default. `common` holds the settings every provider shares (timeouts, retries, output caps,
+    reasoning models).
     """
     providers: dict[str, Provider] = {}
     for name, definition in DEFINITIONS.items():
@@ -180,7 +163,7 @@ def build_registry(
             base_url=base_url.rstrip("/") if base_url else None,
             default_model=given.get("default_model") or definition.default_model,
             models=tuple(given.get("models") or ()),
-            headers=dict(definition.headers),
+            headers=dict(given.get("headers") or {}),
             **common,
         )
         if definition.wire is None:

@@ -2,18 +2,24 @@
 
 Reference: https://docs.anthropic.com/en/api/messages
 Auth by `x-api-key` with `anthropic-version: 2023-06-01`; the system prompt is the top-level
-`system` field, not a message; `max_tokens` (MAX_OUTPUT_TOKENS) is required; the reply is the
-text blocks of `content`, with `stop_reason` and usage.input_tokens / usage.output_tokens. Streaming
-(https://docs.anthropic.com/en/docs/build-with-claude/streaming): named SSE events message_start
-(input usage), content_block_delta (text_delta), message_delta (stop_reason, cumulative output
-usage), message_stop, plus ping and error. Errors: {"type": "error", "error": {"type", "message"}}.
+`system` field, not a message; `max_tokens` is required; the reply is the text blocks of
+`content` (thinking blocks hold the model's reasoning), with `stop_reason` and usage.input_tokens
+/ output_tokens (input excludes cache_read_input_tokens and cache_creation_input_tokens).
+Streaming (https://docs.anthropic.com/en/docs/build-with-claude/streaming): named SSE events
+message_start (input usage), content_block_delta (text_delta, thinking_delta), message_delta
+(stop_reason, cumulative output usage), message_stop, plus ping and error. Errors:
+{"type": "error", "error": {"type", "message"}}. Extended thinking
+(https://docs.anthropic.com/en/docs/build-with-claude/extended-thinking) is asked for with
+`thinking: {"type": "enabled", "budget_tokens"}` (at least 1024, less than max_tokens), and then
+takes no temperature and a top_p of at least 0.95 only.
 """
 
 from typing import Any
 
-from .base import ChatMessage, Completion, MalformedResponse, StreamEvent
+from .base import ChatMessage, Completion, Options, StreamEvent
 from .decoders import SSERecord
-from .wire import WireFormat, sse_json
+from .reasoning import BUDGETS
+from .wire import Call, WireFormat, sse_json, without
 
 API_VERSION = "2023-06-01"
 FINISH_REASONS = {
@@ -22,20 +28,59 @@ FINISH_REASONS = {
     "max_tokens": "length",
     "refusal": "content_filter",
 }
+MIN_BUDGET = 1024
+
+
+def _usage(usage: dict) -> dict:
+    cached = usage.get("cache_read_input_tokens")
+    written = usage.get("cache_creation_input_tokens")
+    prompt = usage.get("input_tokens")
+    if prompt is not None:  # the whole prompt, as other providers count it
+        prompt += (cached or 0) + (written or 0)
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": usage.get("output_tokens"),
+        "reasoning_tokens": (usage.get("output_tokens_details") or {}).get("thinking_tokens"),
+        "cached_tokens": cached,
+    }
+
+
+def budget(call: Call) -> int | None:
+    """The thinking budget an effort asks for, within max_tokens; None when none fits."""
+    effort = call.options.reasoning_effort
+    if effort is None:
+        return None
+    tokens = min(BUDGETS[effort], call.max_tokens - 1)
+    return tokens if tokens >= MIN_BUDGET else None
 
 
 class Anthropic(WireFormat):
+    THINKS_WHEN_ASKED = True
+
     def path(self, model: str) -> str:
         return "/v1/messages"
+
+    def models_path(self) -> str:
+        return "/v1/models?limit=1000"
 
     def headers(self, key: str | None) -> dict[str, str]:
         return {"x-api-key": key or "", "anthropic-version": API_VERSION}
 
-    def build_payload(self, messages: list[ChatMessage], model: str, max_tokens: int) -> dict:
+    def accepted(self, model: str, options: Options, reasoning: bool) -> Options:
+        if options.temperature is not None and options.temperature > 1:
+            options = without(options, "temperature")  # Anthropic's range is 0 to 1
+        if options.reasoning_effort is not None:
+            # Thinking takes no temperature, and a top_p of 0.95 or more only.
+            options = without(options, "temperature")
+            if options.top_p is not None and options.top_p < 0.95:
+                options = without(options, "top_p")
+        return options
+
+    def build_payload(self, messages: list[ChatMessage], model: str, call: Call) -> dict:
         system = "\n\n".join(m["content"] for m in messages if m["role"] == "system")
         payload: dict[str, Any] = {
             "model": model,
-            "max_tokens": max_tokens,
+            "max_tokens": call.max_tokens,
             "messages": [
                 {"role": m["role"], "content": m["content"]}
                 for m in messages
@@ -44,20 +89,28 @@ class Anthropic(WireFormat):
         }
         if system:
             payload["system"] = system
+        options = call.options
+        for name in ("temperature", "top_p"):
+            if getattr(options, name) is not None:
+                payload[name] = getattr(options, name)
+        if options.stop is not None:
+            payload["stop_sequences"] = list(options.stop)
+        thinking = budget(call)
+        if thinking is not None:
+            payload["thinking"] = {"type": "enabled", "budget_tokens": thinking}
         return payload
 
     def parse_response(self, data: dict, model: str) -> Completion:
-        text = "".join(b["text"] for b in data["content"] if b.get("type") == "text")
-        if not text:
-            raise MalformedResponse("no text block in content")
-        usage = data.get("usage") or {}
+        blocks = [b for b in data["content"] if isinstance(b, dict)]
+        text = "".join(b.get("text") or "" for b in blocks if b.get("type") == "text")
+        thinking = "".join(b.get("thinking") or "" for b in blocks if b.get("type") == "thinking")
         reason = data.get("stop_reason")
         return Completion(
             content=text,
             model=data.get("model") or model,
             finish_reason=FINISH_REASONS.get(reason, reason),
-            prompt_tokens=usage.get("input_tokens"),
-            completion_tokens=usage.get("output_tokens"),
+            reasoning=thinking or None,
+            **_usage(data.get("usage") or {}),
         )
 
     def parse_stream_record(self, record: SSERecord) -> list[StreamEvent]:
@@ -65,29 +118,18 @@ class Anthropic(WireFormat):
         kind = record.event or data.get("type")
         if kind == "message_start":
             message = data.get("message") or {}
-            usage = message.get("usage") or {}
-            return [
-                StreamEvent(
-                    model=message.get("model"),
-                    prompt_tokens=usage.get("input_tokens"),
-                    completion_tokens=usage.get("output_tokens"),
-                )
-            ]
+            return [StreamEvent(model=message.get("model"), **_usage(message.get("usage") or {}))]
         if kind == "content_block_delta":
             delta = data.get("delta") or {}
-            if delta.get("type") != "text_delta":
-                return []
-            return [StreamEvent(text=delta.get("text") or "")]
+            if delta.get("type") == "text_delta":
+                return [StreamEvent(text=delta.get("text") or "")]
+            if delta.get("type") == "thinking_delta":
+                return [StreamEvent(reasoning=delta.get("thinking") or "")]
+            return []  # signature_delta, input_json_delta
         if kind == "message_delta":
-            usage = data.get("usage") or {}
+            usage = {k: v for k, v in _usage(data.get("usage") or {}).items() if v is not None}
             reason = (data.get("delta") or {}).get("stop_reason")
-            return [
-                StreamEvent(
-                    finish_reason=FINISH_REASONS.get(reason, reason),
-                    prompt_tokens=usage.get("input_tokens"),
-                    completion_tokens=usage.get("output_tokens"),
-                )
-            ]
+            return [StreamEvent(finish_reason=FINISH_REASONS.get(reason, reason), **usage)]
         if kind == "message_stop":
             return [StreamEvent(done=True)]
         if kind == "error":

@@ -25,10 +25,14 @@ class ProviderSettings:
     default_model: str | None = None
     models: tuple[str, ...] = ()  # listed beside the default model
     connect_timeout: float = 5.0
-    timeout: float = 120.0  # for a whole call, retries included
+    timeout: float = 600.0  # for a whole call, retries included
+    stream_idle_timeout: float = 300.0  # the longest silence in a stream, its first byte's too
+    stream_max_seconds: float = 1800.0  # the longest a stream may last
     max_retries: int = 2
     max_retry_wait: float = 10.0
     max_output_tokens: int = 4096
+    reasoning_max_output_tokens: int = 32768  # for models that reason
+    reasoning_models: tuple[str, ...] = ()  # globs on `provider/model`, beside the known ones
     headers: dict[str, str] = field(default_factory=dict)  # sent with every request
 
     def listed_models(self) -> list[str]:
@@ -37,36 +41,74 @@ class ProviderSettings:
         return list(dict.fromkeys(first + list(self.models)))
 
 
+EFFORTS = ("low", "medium", "high")
+
+
+@dataclass(frozen=True)
+class Options:
+    """Generation options a caller may ask for; None leaves the provider's default."""
+
+    temperature: float | None = None  # 0 to 2
+    top_p: float | None = None  # 0 to 1
+    max_tokens: int | None = None  # at most the model's output cap
+    stop: tuple[str, ...] | None = None  # up to 4
+    reasoning_effort: str | None = None  # one of EFFORTS
+
+    def given(self) -> dict:
+        """The options set, as a JSON object."""
+        return {
+            name: list(value) if isinstance(value, tuple) else value
+            for name, value in vars(self).items()
+            if value is not None
+        }
+
+
+NO_OPTIONS = Options()
+
+
 @dataclass(frozen=True)
 class Completion:
     content: str
     model: str
     finish_reason: str | None = "stop"
     prompt_tokens: int | None = None
-    completion_tokens: int | None = None
+    completion_tokens: int | None = None  # as billed: reasoning tokens included
+    reasoning: str | None = None  # the model's thinking, kept apart from the answer
+    reasoning_tokens: int | None = None
+    cached_tokens: int | None = None  # prompt tokens read from the provider's cache
+    options: dict = field(default_factory=dict)  # the options sent, as Options.given()
+
+
+# Usage fields of a Completion and a StreamEvent.
+USAGE = ("prompt_tokens", "completion_tokens", "reasoning_tokens", "cached_tokens")
 
 
 @dataclass(frozen=True)
 class StreamEvent:
-    """One thing a provider said: some text, the usage so far, why it stopped, or an error.
+    """One thing a provider said: some text or reasoning, the usage so far, why it stopped, that
+    its stream is over, or an error.
 
     Usage fields are totals as reported so far (providers report them cumulatively or once);
     a later event's values replace earlier ones.
     """
 
     text: str = ""
+    reasoning: str = ""
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
+    reasoning_tokens: int | None = None
+    cached_tokens: int | None = None
     finish_reason: str | None = None
     model: str | None = None
     error: str | None = None
-    done: bool = False
+    done: bool = False  # the format's end marker ([DONE], message_stop, a finishReason...)
 
 
 class ProviderError(Exception):
     """A provider call failed; `status` is what the API answers (422, 429, 502, 503, 504...).
 
     `retryable` marks failures worth another attempt (connection errors, 408, 409, 429, 5xx).
+    `retry_after` is what the provider asked us to wait, in seconds.
     """
 
     def __init__(
@@ -108,10 +150,23 @@ class Provider(Protocol):
         """The variable to set before this provider can be used (for `model`, if one is
         named), or None when it is ready."""
 
+    def output_cap(self, model: str, options: Options = NO_OPTIONS) -> int:
+        """The most tokens this model may be asked to write (more when it reasons)."""
+
     def complete(
-        self, messages: list[ChatMessage], model: str, *, request_id: str | None = None
+        self,
+        messages: list[ChatMessage],
+        model: str,
+        options: Options = NO_OPTIONS,
+        *,
+        request_id: str | None = None,
     ) -> Completion: ...
 
     def stream(
-        self, messages: list[ChatMessage], model: str, *, request_id: str | None = None
+        self,
+        messages: list[ChatMessage],
+        model: str,
+        options: Options = NO_OPTIONS,
+        *,
+        request_id: str | None = None,
     ) -> ReplyStream: ...

@@ -17,12 +17,20 @@ class SSERecord:
 
 
 class SSEDecoder:
-    """Server-Sent Events (https://html.spec.whatwg.org/multipage/server-sent-events.html)."""
+    """Server-Sent Events (https://html.spec.whatwg.org/multipage/server-sent-events.html).
 
-    def __init__(self):
+    With `bare_json`, a JSON object written outside the SSE framing (Gemini aborts a stream with
+    a pretty-printed {"error": ...} over several lines) is decoded as a record of its own.
+    """
+
+    BARE_JSON_LIMIT = 65536
+
+    def __init__(self, *, bare_json: bool = False):
         self._buffer = b""
         self._event: str | None = None
         self._data: list[str] = []
+        self._bare_json = bare_json
+        self._json: list[str] = []
 
     def feed(self, chunk: bytes) -> list[SSERecord]:
         self._buffer += chunk
@@ -30,7 +38,9 @@ class SSEDecoder:
         records = []
         for raw in lines:
             line = raw.rstrip(b"\r").decode("utf-8")
-            if not line:
+            if self._json or (self._bare_json and line.lstrip().startswith(("{", "["))):
+                records += self._bare(line)
+            elif not line:
                 if self._data:
                     records.append(SSERecord(self._event, "\n".join(self._data)))
                 self._event, self._data = None, []
@@ -45,9 +55,23 @@ class SSEDecoder:
                     self._event = value
         return records
 
+    def _bare(self, line: str) -> list[SSERecord]:
+        self._json.append(line)
+        text = "\n".join(self._json)
+        try:
+            json.loads(text)
+        except ValueError:
+            if len(text) > self.BARE_JSON_LIMIT:
+                raise ValueError("unframed text in the stream") from None
+            return []  # more lines to come
+        self._json = []
+        return [SSERecord(None, text)]
+
     def close(self) -> list[SSERecord]:
         """Whatever a stream that ended without a final blank line left pending."""
         records = self.feed(b"\n") if self._buffer else []
+        if self._json:
+            raise ValueError("the stream ended inside a JSON object")
         if self._data:
             records.append(SSERecord(self._event, "\n".join(self._data)))
             self._event, self._data = None, []

@@ -6,7 +6,7 @@ It lets a fresh install (and the test suite) hold real conversations end to end.
 import re
 from collections.abc import Iterator
 
-from .base import ChatMessage, Completion, ProviderSettings, StreamEvent
+from .base import NO_OPTIONS, ChatMessage, Completion, Options, ProviderSettings, StreamEvent
 
 
 class Echo:
@@ -20,9 +20,18 @@ class Echo:
     def missing_setting(self, model: str | None = None) -> None:
         return None
 
+    def output_cap(self, model: str, options: Options = NO_OPTIONS) -> int:
+        return 2**31 - 1  # it writes what it was sent, whatever the cap
+
     def complete(
-        self, messages: list[ChatMessage], model: str, *, request_id: str | None = None
+        self,
+        messages: list[ChatMessage],
+        model: str,
+        options: Options = NO_OPTIONS,
+        *,
+        request_id: str | None = None,
     ) -> Completion:
+        """Options are taken (and recorded) but change nothing: the echo is the echo."""
         reply = f"Echo: {messages[-1]['content']}"
         return Completion(
             content=reply,
@@ -30,12 +39,18 @@ class Echo:
             # Whitespace-separated words stand in for tokens, so usage is deterministic.
             prompt_tokens=sum(len(m["content"].split()) for m in messages),
             completion_tokens=len(reply.split()),
+            options=options.given(),
         )
 
     def stream(
-        self, messages: list[ChatMessage], model: str, *, request_id: str | None = None
+        self,
+        messages: list[ChatMessage],
+        model: str,
+        options: Options = NO_OPTIONS,
+        *,
+        request_id: str | None = None,
     ) -> "EchoStream":
-        return EchoStream(self.complete(messages, model))
+        return EchoStream(self.complete(messages, model, options))
 
 
 class EchoStream:
@@ -43,6 +58,7 @@ class EchoStream:
 
     def __init__(self, completion: Completion):
         self.completion = completion
+        self.options = completion.options
 
     def __iter__(self) -> Iterator[StreamEvent]:
         words = re.findall(r"\S+\s*", self.completion.content)

@@ -4,10 +4,17 @@ Reference: https://ai.google.dev/api/generate-content
 Auth by `x-goog-api-key`; messages are `contents` of `parts`, with roles "user" and "model"; the
 system prompt is `systemInstruction`; the reply is candidates[0].content.parts[].text with
 `finishReason`, and usageMetadata.promptTokenCount / candidatesTokenCount count tokens.
-Streaming: `:streamGenerateContent?alt=sse`, each SSE event a whole response chunk of the same
-shape (the last with the final usageMetadata), and no terminator. Errors follow google.rpc.Status:
-{"error": {"code", "message", "status", "details": [ErrorInfo {"reason"}, RetryInfo
-{"retryDelay": "3.5s"}...]}}; an invalid key is a 400 with reason API_KEY_INVALID.
+Parts with `"thought": true` hold the model's reasoning, returned when
+generationConfig.thinkingConfig.includeThoughts is asked for; usageMetadata.thoughtsTokenCount
+counts it apart from candidatesTokenCount (both are billed as output). A prompt blocked by
+safety has no candidates but a promptFeedback.blockReason. Streaming:
+`:streamGenerateContent?alt=sse`, each SSE event a whole response chunk of the same shape, the
+last with a finishReason and the final usageMetadata, and no other terminator: a stream that
+ends before a finishReason was cut short. Gemini may abort a 200 stream with a JSON error object
+written outside the SSE framing. Errors follow google.rpc.Status: {"error": {"code", "message",
+"status", "details": [ErrorInfo {"reason"}, RetryInfo {"retryDelay": "3.5s"}, QuotaFailure
+{"violations": [{"quotaId"}]}...]}}; an invalid key is a 400 with reason API_KEY_INVALID, and a
+429 whose quota is per day is a quota used up, not a rate.
 """
 
 import re
@@ -15,8 +22,9 @@ from typing import Any
 from urllib.parse import quote
 
 from .base import ChatMessage, Completion, MalformedResponse, StreamEvent
-from .decoders import SSERecord
-from .wire import WireFormat, sse_json
+from .decoders import SSEDecoder, SSERecord
+from .reasoning import BUDGETS
+from .wire import Call, WireFormat, sse_json
 
 ROLES = {"user": "user", "assistant": "model"}
 FINISH_REASONS = {
@@ -41,10 +49,27 @@ def _finish_reason(reason: str | None) -> str | None:
     return FINISH_REASONS.get(reason, reason.lower()) if reason else None
 
 
-class Gemini(WireFormat):
-    # streamGenerateContent sends no terminator: the end of the body is the end of the reply.
-    ENDS_AT_EOF = True
+def _usage(usage: dict) -> dict:
+    thoughts = usage.get("thoughtsTokenCount")
+    answer = usage.get("candidatesTokenCount")
+    billed = answer if thoughts is None else (answer or 0) + thoughts
+    return {
+        "prompt_tokens": usage.get("promptTokenCount"),
+        "completion_tokens": billed,
+        "reasoning_tokens": thoughts,
+        "cached_tokens": usage.get("cachedContentTokenCount"),
+    }
 
+
+def _parts(candidate: dict) -> tuple[str, str]:
+    """A candidate's answer and its thought parts' text."""
+    parts = [p for p in (candidate.get("content") or {}).get("parts") or [] if isinstance(p, dict)]
+    text = "".join(p.get("text", "") for p in parts if not p.get("thought"))
+    thoughts = "".join(p.get("text", "") for p in parts if p.get("thought"))
+    return text, thoughts
+
+
+class Gemini(WireFormat):
     def path(self, model: str, method: str = "generateContent") -> str:
         model = model.removeprefix("models/")
         return f"/models/{quote(model, safe='-._~')}:{method}"
@@ -52,13 +77,29 @@ class Gemini(WireFormat):
     def stream_path(self, model: str) -> str:
         return self.path(model, "streamGenerateContent") + "?alt=sse"
 
+    def models_path(self) -> str:
+        return "/models?pageSize=1000"
+
     def headers(self, key: str | None) -> dict[str, str]:
         return {"x-goog-api-key": key or ""}
 
-    def build_payload(self, messages: list[ChatMessage], model: str, max_tokens: int) -> dict:
+    def build_payload(self, messages: list[ChatMessage], model: str, call: Call) -> dict:
         system = "\n\n".join(m["content"] for m in messages if m["role"] == "system")
+        generation: dict[str, Any] = {"maxOutputTokens": call.max_tokens}
+        options = call.options
+        if options.temperature is not None:
+            generation["temperature"] = options.temperature
+        if options.top_p is not None:
+            generation["topP"] = options.top_p
+        if options.stop is not None:
+            generation["stopSequences"] = list(options.stop)
+        if call.reasoning:
+            thinking: dict[str, Any] = {"includeThoughts": True}
+            if options.reasoning_effort is not None:
+                thinking["thinkingBudget"] = BUDGETS[options.reasoning_effort]
+            generation["thinkingConfig"] = thinking
         payload: dict[str, Any] = {
-            "generationConfig": {"maxOutputTokens": max_tokens},
+            "generationConfig": generation,
             "contents": [
                 {"role": ROLES[m["role"]], "parts": [{"text": m["content"]}]}
                 for m in messages
@@ -69,44 +110,58 @@ class Gemini(WireFormat):
             payload["systemInstruction"] = {"parts": [{"text": system}]}
         return payload
 
-    def build_stream_payload(
-        self, messages: list[ChatMessage], model: str, max_tokens: int
-    ) -> dict:
-        return self.build_payload(messages, model, max_tokens)  # streaming is in the path
+    def build_stream_payload(self, messages: list[ChatMessage], model: str, call: Call) -> dict:
+        return self.build_payload(messages, model, call)  # streaming is in the path
 
     def parse_response(self, data: dict, model: str) -> Completion:
         candidates = data.get("candidates") or []
         if not candidates:
-            raise MalformedResponse("no candidates (prompt blocked?)")
+            blocked = (data.get("promptFeedback") or {}).get("blockReason")
+            if blocked:
+                raise MalformedResponse(f"the prompt was blocked ({blocked})")
+            raise MalformedResponse("no candidates")
         candidate = candidates[0]
-        parts = (candidate.get("content") or {}).get("parts") or []
-        text = "".join(part.get("text", "") for part in parts if not part.get("thought"))
-        if not text:
-            raise MalformedResponse("no text in candidates[0].content.parts")
-        usage = data.get("usageMetadata") or {}
+        text, thoughts = _parts(candidate)
         return Completion(
             content=text,
             model=data.get("modelVersion") or model,
             finish_reason=_finish_reason(candidate.get("finishReason")),
-            prompt_tokens=usage.get("promptTokenCount"),
-            completion_tokens=usage.get("candidatesTokenCount"),
+            reasoning=thoughts or None,
+            **_usage(data.get("usageMetadata") or {}),
         )
+
+    def stream_decoder(self) -> SSEDecoder:
+        return SSEDecoder(bare_json=True)
 
     def parse_stream_record(self, record: SSERecord) -> list[StreamEvent]:
         chunk = sse_json(record)
         if chunk.get("error"):
             return [StreamEvent(error=str((chunk["error"] or {}).get("message") or "error"))]
+        blocked = (chunk.get("promptFeedback") or {}).get("blockReason")
+        if blocked and not chunk.get("candidates"):
+            return [StreamEvent(error=f"the prompt was blocked ({blocked})")]
         candidate = (chunk.get("candidates") or [{}])[0]
-        parts = (candidate.get("content") or {}).get("parts") or []
-        usage = chunk.get("usageMetadata") or {}
+        text, thoughts = _parts(candidate)
+        reason = _finish_reason(candidate.get("finishReason"))
         return [
             StreamEvent(
-                text="".join(part.get("text", "") for part in parts if not part.get("thought")),
-                finish_reason=_finish_reason(candidate.get("finishReason")),
-                prompt_tokens=usage.get("promptTokenCount"),
-                completion_tokens=usage.get("candidatesTokenCount"),
+                text=text,
+                reasoning=thoughts,
+                finish_reason=reason,
                 model=chunk.get("modelVersion"),
+                # The chunk with a finish reason is the last: Gemini has no other end marker.
+                done=reason is not None,
+                **_usage(chunk.get("usageMetadata") or {}),
             )
+        ]
+
+    def parse_models(self, data: Any) -> list[str]:
+        return [
+            str(m["name"]).removeprefix("models/")
+            for m in data["models"]
+            if isinstance(m, dict)
+            and m.get("name")
+            and "generateContent" in (m.get("supportedGenerationMethods") or ["generateContent"])
         ]
 
     def error_reasons(self, body: Any) -> set[str]:
@@ -119,3 +174,11 @@ class Gemini(WireFormat):
             if isinstance(delay, str) and _DELAY.fullmatch(delay):
                 return float(delay[:-1])
         return None
+
+    def quota_exhausted(self, status: int, body: Any) -> bool:
+        # RESOURCE_EXHAUSTED is a rate (per minute) or a quota (per day): the quota id says.
+        for detail in _details(body):
+            for violation in detail.get("violations") or []:
+                if isinstance(violation, dict) and "PerDay" in str(violation.get("quotaId")):
+                    return True
+        return super().quota_exhausted(status, body)

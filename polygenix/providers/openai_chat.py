@@ -3,20 +3,72 @@ OpenAI-compatible servers (vLLM, LM Studio, llama.cpp server, Together...).
 
 Reference: https://platform.openai.com/docs/api-reference/chat/create
 Bearer auth; the system prompt is the first message with role "system"; the reply is
-choices[0].message.content with choices[0].finish_reason; usage.prompt_tokens and
-usage.completion_tokens count tokens. Streaming (https://platform.openai.com/docs/api-reference/
-chat-streaming): SSE chunks with choices[0].delta.content, usage in a last chunk when
-stream_options.include_usage is asked for (Groq also sends x_groq.usage), then `data: [DONE]`.
+choices[0].message.content with choices[0].finish_reason, or `refusal` instead of content;
+usage.prompt_tokens and usage.completion_tokens count tokens (reasoning included), with
+completion_tokens_details.reasoning_tokens and prompt_tokens_details.cached_tokens. Streaming
+(https://platform.openai.com/docs/api-reference/chat-streaming): SSE chunks with
+choices[0].delta.content, usage in a last chunk when stream_options.include_usage is asked for
+(Groq also sends x_groq.usage), then `data: [DONE]`.
+
+What each provider does differently (its subclass below):
+- reasoning text: DeepSeek `reasoning_content`, OpenRouter and Groq `reasoning`, Mistral's
+  Magistral models a `content` list of text and thinking chunks (streamed the same way);
+- reasoning models reject sampling options: OpenAI's o-series and gpt-5 take no temperature,
+  top_p or stop; DeepSeek's reasoner ignores temperature and top_p;
+- OpenRouter reports failures in 200 bodies (`{"error": ...}` with no choices, or a chunk with
+  `finish_reason: "error"`), and its 403 means moderation refused the input.
 """
 
-from .base import ChatMessage, Completion, MalformedResponse, StreamEvent
+from typing import Any
+
+from .base import ChatMessage, Completion, MalformedResponse, Options, StreamEvent
 from .decoders import SSERecord
-from .wire import WireFormat, sse_json
+from .wire import Call, WireFormat, sse_json, without
+
+# Mistral's finish reasons beyond OpenAI's.
+FINISH_REASONS = {"model_length": "length"}
+
+
+def _text_and_thinking(content: Any) -> tuple[str, str]:
+    """`content` as a string, or as Mistral's list of chunks: {"type": "text", "text"} and
+    {"type": "thinking", "thinking": [text chunks]}."""
+    if content is None:
+        return "", ""
+    if isinstance(content, str):
+        return content, ""
+    if not isinstance(content, list):
+        raise MalformedResponse("content is neither text nor a list of chunks")
+    text, thinking = [], []
+    for chunk in content:
+        if not isinstance(chunk, dict):
+            continue
+        if chunk.get("type") == "text":
+            text.append(str(chunk.get("text") or ""))
+        elif chunk.get("type") == "thinking":
+            inner = chunk.get("thinking")
+            parts = inner if isinstance(inner, list) else [{"type": "text", "text": inner or ""}]
+            thinking += [str(p.get("text") or "") for p in parts if isinstance(p, dict)]
+    return "".join(text), "".join(thinking)
+
+
+def _usage(usage: dict) -> dict:
+    completion = usage.get("completion_tokens_details") or {}
+    prompt = usage.get("prompt_tokens_details") or {}
+    cached = prompt.get("cached_tokens")
+    if cached is None:
+        cached = usage.get("prompt_cache_hit_tokens")  # DeepSeek
+    return {
+        "prompt_tokens": usage.get("prompt_tokens"),
+        "completion_tokens": usage.get("completion_tokens"),
+        "reasoning_tokens": completion.get("reasoning_tokens"),
+        "cached_tokens": cached,
+    }
 
 
 class OpenAIChat(WireFormat):
-    """`max_tokens_field`: OpenAI and Groq now call the cap `max_completion_tokens`.
-    `stream_usage`: ask for usage with stream_options (Mistral takes no stream_options)."""
+    """The format as OpenAI-compatible servers speak it. `max_tokens_field`: OpenAI and Groq
+    now call the cap `max_completion_tokens`; `stream_usage`: ask for usage with
+    stream_options (Mistral takes no stream_options)."""
 
     def __init__(self, *, max_tokens_field: str = "max_tokens", stream_usage: bool = True):
         self.max_tokens_field = max_tokens_field
@@ -25,33 +77,45 @@ class OpenAIChat(WireFormat):
     def path(self, model: str) -> str:
         return "/chat/completions"
 
-    def build_payload(self, messages: list[ChatMessage], model: str, max_tokens: int) -> dict:
-        return {
+    def build_payload(self, messages: list[ChatMessage], model: str, call: Call) -> dict:
+        payload: dict[str, Any] = {
             "model": model,
             "messages": [{"role": m["role"], "content": m["content"]} for m in messages],
-            self.max_tokens_field: max_tokens,
+            self.max_tokens_field: call.max_tokens,
         }
+        options = call.options
+        for name in ("temperature", "top_p"):
+            if getattr(options, name) is not None:
+                payload[name] = getattr(options, name)
+        if options.stop is not None:
+            payload["stop"] = list(options.stop)
+        return payload | self.reasoning_request(model, call)
 
-    def build_stream_payload(
-        self, messages: list[ChatMessage], model: str, max_tokens: int
-    ) -> dict:
-        payload = super().build_stream_payload(messages, model, max_tokens)
+    def reasoning_request(self, model: str, call: Call) -> dict:
+        """What asks a reasoning model for its thinking, or for an effort."""
+        effort = call.options.reasoning_effort
+        return {"reasoning_effort": effort} if effort else {}
+
+    def build_stream_payload(self, messages: list[ChatMessage], model: str, call: Call) -> dict:
+        payload = super().build_stream_payload(messages, model, call)
         if self.stream_usage:
             payload["stream_options"] = {"include_usage": True}
         return payload
 
     def parse_response(self, data: dict, model: str) -> Completion:
         choice = data["choices"][0]
-        content = choice["message"].get("content")
-        if not isinstance(content, str) or not content:
-            raise MalformedResponse("no text in choices[0].message.content")
-        usage = data.get("usage") or {}
+        message = choice["message"]
+        text, thinking = _text_and_thinking(message.get("content"))
+        reason = choice.get("finish_reason")
+        if not text and message.get("refusal"):
+            text, reason = str(message["refusal"]), "content_filter"
+        reasoning = message.get("reasoning_content") or message.get("reasoning") or thinking
         return Completion(
-            content=content,
+            content=text,
             model=data.get("model") or model,
-            finish_reason=choice.get("finish_reason"),
-            prompt_tokens=usage.get("prompt_tokens"),
-            completion_tokens=usage.get("completion_tokens"),
+            finish_reason=FINISH_REASONS.get(reason, reason),
+            reasoning=str(reasoning) if reasoning else None,
+            **_usage(data.get("usage") or {}),
         )
 
     def parse_stream_record(self, record: SSERecord) -> list[StreamEvent]:
@@ -61,22 +125,94 @@ class OpenAIChat(WireFormat):
         if chunk.get("error"):
             error = chunk["error"]
             message = error.get("message") if isinstance(error, dict) else error
-            return [StreamEvent(error=str(message))]
+            return [StreamEvent(error=str(message or "the provider reported an error"))]
         usage = chunk.get("usage") or (chunk.get("x_groq") or {}).get("usage") or {}
-        events = [
-            StreamEvent(
-                text=(choice.get("delta") or {}).get("content") or "",
-                finish_reason=choice.get("finish_reason"),
-                model=chunk.get("model"),
-            )
-            for choice in (chunk.get("choices") or [])[:1]
-        ]
-        if usage:
+        events = []
+        for choice in (chunk.get("choices") or [])[:1]:
+            if choice.get("finish_reason") == "error":  # OpenRouter, with no error object
+                return [StreamEvent(error="the provider reported an error mid-stream")]
+            delta = choice.get("delta") or {}
+            text, thinking = _text_and_thinking(delta.get("content"))
+            refusal = delta.get("refusal") or ""
+            # A refusal's text is the reply, and it stays a refusal whatever finish reason the
+            # last chunk gives (see streams.merge).
+            reason = "content_filter" if refusal else choice.get("finish_reason")
             events.append(
                 StreamEvent(
-                    prompt_tokens=usage.get("prompt_tokens"),
-                    completion_tokens=usage.get("completion_tokens"),
+                    text=text + refusal,
+                    reasoning=delta.get("reasoning_content") or delta.get("reasoning") or thinking,
+                    finish_reason=FINISH_REASONS.get(reason, reason),
                     model=chunk.get("model"),
                 )
             )
+        if usage:
+            events.append(StreamEvent(model=chunk.get("model"), **_usage(usage)))
         return events
+
+
+class OpenAI(OpenAIChat):
+    """o-series and gpt-5 models take none of temperature, top_p and stop."""
+
+    def __init__(self):
+        super().__init__(max_tokens_field="max_completion_tokens")
+
+    def accepted(self, model: str, options: Options, reasoning: bool) -> Options:
+        options = super().accepted(model, options, reasoning)
+        return without(options, "temperature", "top_p", "stop") if reasoning else options
+
+
+class Groq(OpenAIChat):
+    """Reasoning models return their thinking in `reasoning` when asked: `reasoning_format:
+    "parsed"` (Qwen, DeepSeek R1 distills), `include_reasoning` (gpt-oss, which alone takes an
+    effort of low, medium or high)."""
+
+    def __init__(self):
+        super().__init__(max_tokens_field="max_completion_tokens")
+
+    def accepted(self, model: str, options: Options, reasoning: bool) -> Options:
+        options = super().accepted(model, options, reasoning)
+        return options if "gpt-oss" in model else without(options, "reasoning_effort")
+
+    def reasoning_request(self, model: str, call: Call) -> dict:
+        if not call.reasoning:
+            return {}
+        if "gpt-oss" in model:
+            return {"include_reasoning": True} | super().reasoning_request(model, call)
+        return {"reasoning_format": "parsed"}
+
+
+class DeepSeek(OpenAIChat):
+    """deepseek-reasoner ignores temperature and top_p and takes no effort."""
+
+    def accepted(self, model: str, options: Options, reasoning: bool) -> Options:
+        options = without(options, "reasoning_effort")
+        return without(options, "temperature", "top_p") if reasoning else options
+
+
+class Mistral(OpenAIChat):
+    """No stream_options (usage comes anyway) and no reasoning_effort."""
+
+    def __init__(self):
+        super().__init__(stream_usage=False)
+
+    def accepted(self, model: str, options: Options, reasoning: bool) -> Options:
+        return without(options, "reasoning_effort")
+
+    def error_reasons(self, body: Any) -> set[str]:
+        # An invalid model is a 400 of type invalid_model: the same as a 404 elsewhere.
+        reasons = super().error_reasons(body)
+        return reasons | {"model_not_found"} if "invalid_model" in reasons else reasons
+
+
+class OpenRouter(OpenAIChat):
+    """An effort is `reasoning: {"effort"}` for any model (OpenRouter passes it on where the
+    model reasons); its 403 means moderation refused the input."""
+
+    FORBIDDEN = "refused the input (moderation)"
+
+    def accepted(self, model: str, options: Options, reasoning: bool) -> Options:
+        return options
+
+    def reasoning_request(self, model: str, call: Call) -> dict:
+        effort = call.options.reasoning_effort
+        return {"reasoning": {"effort": effort}} if effort else {}

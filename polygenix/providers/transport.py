@@ -34,6 +34,11 @@ class Transport:
             os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
         )
 
+    def get(self, url: str, headers: dict[str, str], *, timeout: float) -> requests.Response:
+        """GET `url`, the body left for the caller; failures raised as ProviderError."""
+        prepared = requests.Request("GET", url, headers={**BASE_HEADERS, **headers}).prepare()
+        return self._send(prepared, timeout, timeout)
+
     def post(
         self,
         url: str,
@@ -48,6 +53,9 @@ class Transport:
         prepared = requests.Request(
             "POST", url, headers={**BASE_HEADERS, **headers}, json=payload
         ).prepare()
+        return self._send(prepared, connect_timeout, read_timeout)
+
+    def _send(self, prepared, connect_timeout: float, read_timeout: float) -> requests.Response:
         try:
             return self.session.send(
                 prepared,
@@ -60,7 +68,10 @@ class Transport:
         except requests.ConnectTimeout:
             raise self.unreachable() from None
         except requests.Timeout:
-            raise ProviderError(f"{self.name} did not answer in time", status=504) from None
+            # No first byte in time: retried like a 5xx while the call's deadline allows.
+            raise ProviderError(
+                f"{self.name} did not answer in time", status=504, retryable=True
+            ) from None
         except requests.ConnectionError:
             raise self.unreachable() from None
         except requests.RequestException:
