@@ -182,6 +182,8 @@ def load_config(env: Mapping[str, str], instance_path: str) -> dict[str, Any]:
         "MAX_CONTENT_LENGTH": _int(env, "MAX_CONTENT_LENGTH", 1024 * 1024, minimum=1024),
         "MAX_MESSAGE_CHARS": _int(env, "MAX_MESSAGE_CHARS", 32_000, minimum=1),
         "PASSWORD_MIN_LENGTH": _int(env, "PASSWORD_MIN_LENGTH", 8, minimum=1),
+        # Live personal API keys a user may have at once.
+        "API_KEYS_PER_USER": _int(env, "API_KEYS_PER_USER", 20, minimum=1),
         # OWASP's scrypt strength: N=2^17, r=8, p=1 (128 MiB and ~0.3 s per hash).
         "PASSWORD_HASH_METHOD": _str(env, "PASSWORD_HASH_METHOD", "scrypt:131072:8:1"),
         # Password hashes computed at once per worker process; more wait their turn.

@@ -3,7 +3,8 @@
 Starts the fake provider (0 ms and 100 ms of provider latency) and PolyGenix under the project's
 gunicorn.conf.py on a fresh SQLite database, then measures with wrk (Lua scripts in bench/wrk/):
 
-P1  latency added to a chat turn over calling the fake provider directly, 8 concurrent clients
+P1  latency added to a chat turn over calling the fake provider directly, 8 concurrent clients,
+    through the native POST /api/ai_chat/request and the OpenAI-compatible POST /v1/chat/completions
 P4  authenticated GET /api/ai_chat/home requests/s, as a fraction of a bare Flask endpoint
     (bench/bare_app.py) under the same gunicorn settings
 
@@ -94,14 +95,16 @@ def p1(base: str, fake: FakeProvider, token: str, seconds: int, rounds: int) -> 
     rows = []
     for delay in (0.0, 0.1):
         fake.default_delay = delay
-        direct, through = alternating(
+        direct, native, openai = alternating(
             rounds,
             lambda: wrk(fake.url + "/v1/chat/completions", "provider.lua", {}, seconds=seconds),
             lambda: wrk(
                 base + "/api/ai_chat/request", "chat.lua", {"TOKEN": token}, seconds=seconds
             ),
+            lambda: wrk(base + "/v1/chat/completions", "v1.lua", {"TOKEN": token}, seconds=seconds),
         )
-        rows.append((delay, direct, through))
+        rows.append((delay, direct, "/api/ai_chat/request", native))
+        rows.append((delay, direct, "/v1/chat/completions", openai))
     fake.default_delay = 0.0
     return rows
 
@@ -208,6 +211,7 @@ def main() -> None:
         "PASSWORD_HASH_METHOD": "scrypt:131072:8:1",
         "WEB_CONCURRENCY": "2",
         "GUNICORN_THREADS": "128",
+        "CHAT_RATE_LIMIT": "100000000/minute",  # throughput, not a limit, is measured
     }
     with tempfile.TemporaryDirectory() as folder, gunicorn(Path(folder), settings) as (base, _):
         master = int(
@@ -224,18 +228,18 @@ def main() -> None:
         half, end = p6(base, token, master)
     fake.close()
 
-    print("P1 — latency added to a chat turn (8 concurrent clients), ms")
+    print("P1 — latency added to a chat turn (8 concurrent clients), ms; requests/s")
     print(
-        "| provider latency | direct median / p99 | through PolyGenix median / p99 "
-        "| added median / p99 | errors |"
+        "| provider latency | endpoint | direct median / p99 | through PolyGenix median / p99 "
+        "| added median / p99 | req/s through | errors |"
     )
-    print("|---|---|---|---|---|")
-    for delay, direct, through in p1_rows:
+    print("|---|---|---|---|---|---|---|")
+    for delay, direct, endpoint, through in p1_rows:
         print(
-            f"| {delay * 1000:.0f} ms | {direct['p50']:.2f} / {direct['p99']:.2f} "
+            f"| {delay * 1000:.0f} ms | `{endpoint}` | {direct['p50']:.2f} / {direct['p99']:.2f} "
             f"| {through['p50']:.2f} / {through['p99']:.2f} "
             f"| {through['p50'] - direct['p50']:.2f} / {through['p99'] - direct['p99']:.2f} "
-            f"| {through['errors']} |"
+            f"| {through['rps']:.0f} | {through['errors']} |"
         )
     print()
     print(f"(medians of {args.rounds} alternating rounds of {args.seconds} s)")

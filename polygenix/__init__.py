@@ -16,16 +16,18 @@ from .auth.passwords import init_passwords
 from .auth.routes import blp as auth_blp
 from .auth.tokens import init_jwt
 from .chat.routes import blp as chat_blp
-from .cli import chats, providers, users
+from .cli import chats, keys, providers, users
 from .database import engine_options
 from .docs import ASSETS_URL
 from .docs import bp as docs_bp
 from .errors import init_errors
 from .extensions import db, init_redis, jwt, migrate
 from .health import bp as health_bp
+from .keys.routes import blp as keys_blp
 from .limits import init_limits
 from .logs import init_logging
 from .metrics import init_metrics
+from .openai_api import bp as openai_bp
 from .provider_registry import init_providers
 from .security import init_security
 from .strictjson import StrictJSONProvider
@@ -73,8 +75,9 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     init_jwt(jwt)
 
     api = Api(app)
-    for blp in (auth_blp, user_blp, chat_blp):
+    for blp in (auth_blp, user_blp, chat_blp, keys_blp):
         api.register_blueprint(blp)
+    app.register_blueprint(openai_bp)
     app.register_blueprint(docs_bp)
     app.register_blueprint(health_bp)
     init_security(app)
@@ -85,6 +88,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.cli.add_command(users)
     app.cli.add_command(providers)
     app.cli.add_command(chats)
+    app.cli.add_command(keys)
     return app
 
 

@@ -6,10 +6,10 @@ from http import HTTPStatus
 import flask_smorest
 import marshmallow as ma
 from flask import Response
-from flask_jwt_extended import jwt_required
 from sqlalchemy import Select, false
 from werkzeug.exceptions import HTTPException
 
+from .auth.access import required
 from .errors import ErrorSchema, http_error_response
 from .strictjson import StrictParser
 
@@ -94,11 +94,12 @@ class Api(flask_smorest.Api):
 class Blueprint(flask_smorest.Blueprint):
     ARGUMENTS_PARSER = StrictParser()
 
-    def login_required(self, func=None, *, refresh: bool = False):
-        """Require a valid bearer token (an access token, or a refresh token if `refresh`)."""
+    def login_required(self, func=None, *, refresh: bool = False, keys: bool = False):
+        """Require a valid bearer token: an access token (a refresh token if `refresh`), or
+        with `keys` a personal API key too (see auth/access.py)."""
 
         def decorator(view):
-            view = jwt_required(refresh=refresh)(view)
+            view = required(keys=keys, refresh=refresh)(view)
             view = self.doc(security=[{BEARER: []}])(view)
             return self.alt_response(401, response=HTTPStatus.UNAUTHORIZED.name)(view)
 

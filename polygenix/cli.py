@@ -13,6 +13,7 @@ from .catalog import catalogue
 from .chat.export import FORMATS, as_markdown, sessions_of, user_json
 from .errors import Conflict
 from .extensions import db
+from .keys.service import create_key, live_keys, revoke_key
 from .models import User
 from .provider_registry import missing_variable, registry
 from .providers import ProviderError
@@ -226,3 +227,72 @@ def export_chats(email: str, fmt: str, out: str | None) -> None:
         click.echo(f"Wrote {len(sessions)} sessions of {user.email} to {out}", err=True)
     else:
         click.echo(text, nl=False)
+
+
+@click.group(cls=AppGroup)
+def keys():
+    """Personal API keys."""
+
+
+def _key_row(api_key) -> dict:
+    return {
+        "id": api_key.id,
+        "email": api_key.user.email,
+        "name": api_key.name,
+        "prefix": api_key.prefix,
+        "created_at": api_key.created_at.isoformat(),
+        "last_used_at": api_key.last_used_at.isoformat() if api_key.last_used_at else None,
+        "expires_at": api_key.expires_at.isoformat() if api_key.expires_at else None,
+    }
+
+
+@keys.command("create")
+@click.argument("email")
+@click.option("--name", required=True, help="What the key is for (1 to 100 characters).")
+@click.option("--expires-days", type=click.IntRange(1, 3650), help="Days until it expires.")
+def create_key_command(email: str, name: str, expires_days: int | None) -> None:
+    """Make an API key for EMAIL and print it (it is shown this once)."""
+    user = _user_or_fail(email)
+    if not name.strip() or len(name.strip()) > 100:
+        raise click.ClickException("--name must be 1 to 100 characters")
+    try:
+        api_key, secret = create_key(user, name.strip(), expires_days)
+    except Conflict as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(f"Created API key {api_key.id} ({api_key.prefix}...) for {user.email}:", err=True)
+    click.echo(secret)
+
+
+@keys.command("list")
+@click.argument("email", required=False)
+@click.option("--json", "as_json", is_flag=True, help="JSON instead of a table.")
+def list_keys_command(email: str | None, as_json: bool) -> None:
+    """The live API keys of EMAIL, or of every user (never their secrets)."""
+    user_id = _user_or_fail(email).id if email else None
+    rows = [_key_row(k) for k in live_keys(user_id)]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    _table(
+        [("ID", "EMAIL", "NAME", "PREFIX", "LAST USED", "EXPIRES")]
+        + [
+            (
+                str(r["id"]),
+                r["email"],
+                r["name"],
+                r["prefix"],
+                (r["last_used_at"] or "-")[:19],
+                (r["expires_at"] or "never")[:19],
+            )
+            for r in rows
+        ]
+    )
+
+
+@keys.command("revoke")
+@click.argument("key_id", type=int)
+def revoke_key_command(key_id: int) -> None:
+    """Revoke the API key KEY_ID (its `id`): it stops working at once."""
+    if not revoke_key(key_id):
+        raise click.ClickException(f"No API key {key_id}")
+    click.echo(f"Revoked API key {key_id}")

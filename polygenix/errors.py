@@ -14,7 +14,7 @@ from http import HTTPStatus
 
 import marshmallow as ma
 import redis
-from flask import Flask, Response, jsonify
+from flask import Flask, Response, has_request_context, jsonify, request
 from flask_jwt_extended import JWTManager
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
@@ -72,6 +72,34 @@ def envelope(code: int, message: str | None = None, errors: dict | None = None, 
     return body
 
 
+# OpenAI's error types by status, for /v1 (https://platform.openai.com/docs/guides/error-codes).
+OPENAI_TYPES = {401: "invalid_request_error", 403: "permission_error", 429: "rate_limit_error"}
+OPENAI_CODES = {401: "invalid_api_key", 429: "rate_limit_exceeded"}
+
+
+def openai_path() -> bool:
+    return has_request_context() and (request.path == "/v1" or request.path.startswith("/v1/"))
+
+
+def openai_error(code: int, message: str | None, errors: dict | None, **fields) -> dict:
+    """OpenAI's error shape: {"error": {"message", "type", "param", "code"}}; `param` names
+    the first field a validation error is about."""
+    param = fields.get("param")
+    if param is None and errors:
+        fields_by_location = next(iter(errors.values()))
+        if isinstance(fields_by_location, dict) and fields_by_location:
+            param = next(iter(fields_by_location))
+    kind = OPENAI_TYPES.get(code, "api_error" if code >= 500 else "invalid_request_error")
+    return {
+        "error": {
+            "message": envelope(code, message, errors)["message"],
+            "type": kind,
+            "param": param,
+            "code": fields.get("error_code", OPENAI_CODES.get(code)),
+        }
+    }
+
+
 def error_response(
     code: int,
     message: str | None = None,
@@ -80,8 +108,13 @@ def error_response(
     headers: dict | None = None,
     **fields,
 ) -> Response:
-    """The envelope as a response, with WWW-Authenticate on 401s and any `headers`."""
-    response = jsonify(envelope(code, message, errors, **fields))
+    """The envelope as a response, with WWW-Authenticate on 401s and any `headers`; on /v1,
+    OpenAI's error shape instead (a validation error is OpenAI's 400 there)."""
+    if openai_path():
+        code = 400 if code == 422 else code
+        response = jsonify(openai_error(code, message, errors, **fields))
+    else:
+        response = jsonify(envelope(code, message, errors, **fields))
     response.status_code = code
     if code == 401:
         response.headers["WWW-Authenticate"] = "Bearer"

@@ -20,7 +20,6 @@ from functools import cache, wraps
 
 import redis
 from flask import Flask, current_app, request
-from flask_jwt_extended import get_jwt_identity
 from flask_smorest import abort
 from limits import RateLimitItem, parse_many
 from limits.storage import MemoryStorage, RedisStorage, Storage
@@ -33,6 +32,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from config import ConfigError
 
 from . import clock
+from .auth.access import current_user
 from .extensions import REDIS, db
 from .metrics import REDIS_FALLBACKS
 from .models import RateLimitCount, normalize_email
@@ -230,7 +230,7 @@ def _new_account() -> str:
 
 
 def _user() -> str:
-    return f"user:{get_jwt_identity()}"
+    return f"user:{current_user.id}"
 
 
 # LOGIN_RATE_LIMIT from one client IP.

@@ -102,6 +102,8 @@ class ChatSession(db.Model):
         UniqueConstraint("user_id", "number"),
         # A user's sessions, newest first.
         Index("ix_chat_sessions_user_id_created_at", "user_id", "created_at", "id"),
+        # A conversation re-sent whole by an OpenAI client finds its session in one lookup.
+        Index("ix_chat_sessions_user_id_transcript", "user_id", "transcript_digest"),
         {"sqlite_autoincrement": True},
     )
 
@@ -113,6 +115,9 @@ class ChatSession(db.Model):
     # When anything shown of the session last changed (a stored turn, a rename): with the
     # number of sessions, a user's history's ETag.
     changed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # A chained SHA-256 of the session's complete turns (user and assistant texts, in order):
+    # see chat/transcript.py. Null when it cannot be known (turns that overlapped).
+    transcript_digest: Mapped[str | None] = mapped_column(String(64))
 
     def __repr__(self) -> str:
         return f"<ChatSession {self.id} user={self.user_id} number={self.number}>"
@@ -163,6 +168,27 @@ class Message(db.Model):
 
     def __repr__(self) -> str:
         return f"<Message {self.id} session={self.session_id} bot={self.is_bot}>"
+
+
+class ApiKey(db.Model):
+    """A personal API key: a bearer credential for the chat endpoints and /v1, never for
+    account management. Only its SHA-256 is kept; deleting it revokes it."""
+
+    __tablename__ = "api_keys"
+    __table_args__ = {"sqlite_autoincrement": True}
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(100))
+    digest: Mapped[str] = mapped_column(String(64), unique=True)  # SHA-256 of the key, in hex
+    prefix: Mapped[str] = mapped_column(
+        String(12)
+    )  # the key's first characters, to tell keys apart
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    user: Mapped[User] = relationship()
 
 
 class RevokedToken(db.Model):

@@ -41,6 +41,7 @@ def test_upgrade_builds_exactly_the_models_schema(empty_app):
         "messages",
         "revoked_tokens",
         "rate_limit_counts",
+        "api_keys",
         "alembic_version",
     } == tables
 

@@ -37,6 +37,10 @@ MATRIX = {
     ("/api/ai_chat/{chat_id}", "patch"): (401, 404, 404),
     ("/api/ai_chat/{chat_id}", "delete"): (401, 404, 404),
     ("/api/ai_chat/{chat_id}/export", "get"): (401, 404, 404),
+    # Keys too: each user sees and revokes only their own.
+    ("/api/keys", "post"): (401, 201, 201),
+    ("/api/keys", "get"): (401, 200, 200),
+    ("/api/keys/{key_id}", "delete"): (401, 404, 404),
 }
 CALLERS = ("none", "other", "admin")
 
@@ -51,8 +55,10 @@ def world(app, client, auth):
     token = auth.tokens(OWNER, "Owner")["access_token"]
     owner = bearer(token)
     ask(client, owner, "private", session_id=CHAT)
+    key = client.post("/api/keys", headers=owner, json={"name": "private"}).json
     return {
         "owner_id": auth.user_id(owner),
+        "owner_key": key["id"],
         "owner_token": token,
         "headers": {"none": {}, "other": auth.register("eve@example.com"), "admin": auth.admin()},
     }
@@ -65,6 +71,7 @@ def request_for(path, method, world, n):
         .replace("{chat_id}", str(CHAT))
         .replace("{email}", OWNER)
         .replace("{token_id}", world["owner_token"])
+        .replace("{key_id}", str(world["owner_key"]))
     )
     kwargs = {}
     if path in ("/api/auth/register", "/api/user/create"):
@@ -73,6 +80,8 @@ def request_for(path, method, world, n):
         kwargs["data"] = {"username": OWNER, "password": PASSWORD}
     elif path == "/api/ai_chat/request":
         kwargs["json"] = {"content": "hello", "model": "echo"}
+    elif path == "/api/keys" and method == "post":
+        kwargs["json"] = {"name": "mine"}
     elif method == "patch":
         kwargs["json"] = {"title": "renamed"}
     elif method == "put":

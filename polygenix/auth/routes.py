@@ -1,11 +1,12 @@
 from flask.views import MethodView
-from flask_jwt_extended import current_user, get_jwt
+from flask_jwt_extended import get_jwt
 from flask_smorest import abort
 
 from ..api import Blueprint, NoticeSchema
 from ..limits import per_ip, per_ip_and_account
 from ..user.schemas import ShowUserSchema, UserSchema
 from ..user.service import create_user
+from .access import current_user
 from .revocation import revoke_family, spend
 from .schemas import LoginFormSchema, LogoutSchema, TokenSchema
 from .tokens import authenticate, issue_tokens, load_user, valid_payload

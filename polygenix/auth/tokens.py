@@ -12,6 +12,7 @@ from ..extensions import db
 from ..limits import password_attempt
 from ..models import User
 from ..user.service import find_by_email
+from .access import set_caller
 from .passwords import check_no_password, outdated
 from .revocation import revoke_family, user_and_revocation
 
@@ -94,9 +95,7 @@ def load_user(identity: str) -> User | None:
 
 
 def _current(user: User | None) -> User | None:
-    if user is not None:
-        g.user_id = user.id  # for the request's log line
-    return user
+    return set_caller(user) if user is not None else None
 
 
 def init_jwt(jwt: JWTManager) -> None:

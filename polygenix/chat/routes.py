@@ -1,6 +1,5 @@
 from flask import Response, request, stream_with_context
 from flask.views import MethodView
-from flask_jwt_extended import current_user
 from flask_smorest import abort
 from flask_smorest.exceptions import NotModified
 from sqlalchemy import delete, update
@@ -8,6 +7,7 @@ from werkzeug.http import quote_etag
 
 from .. import clock
 from ..api import Blueprint, NoticeSchema
+from ..auth.access import current_user
 from ..catalog import catalogue
 from ..extensions import db
 from ..limits import per_user
@@ -65,7 +65,7 @@ def _conditional(user) -> dict[str, str]:
 
 @blp.route("/home")
 class Home(MethodView):
-    @blp.login_required
+    @blp.login_required(keys=True)
     @blp.response(200, HomeSchema)
     def get(self):
         """Welcome message for the caller"""
@@ -79,7 +79,7 @@ class Home(MethodView):
 
 @blp.route("/models")
 class Models(MethodView):
-    @blp.login_required
+    @blp.login_required(keys=True)
     @blp.response(200, ModelSchema(many=True))
     def get(self):
         """Models this server knows, and whether each can be used now
@@ -93,7 +93,7 @@ class Models(MethodView):
 
 @blp.route("/request")
 class ChatRequest(MethodView):
-    @blp.login_required
+    @blp.login_required(keys=True)
     @per_user
     @blp.doc(
         responses={
@@ -175,7 +175,7 @@ class ChatRequest(MethodView):
 
 @blp.route("/history")
 class History(MethodView):
-    @blp.login_required
+    @blp.login_required(keys=True)
     @blp.response(200, ChatSessionResponseSchema(many=True))
     @blp.paginate(**PAGE)
     def get(self, pagination_parameters):
@@ -195,7 +195,7 @@ class History(MethodView):
 
 @blp.route("/sessions")
 class Sessions(MethodView):
-    @blp.login_required
+    @blp.login_required(keys=True)
     @blp.response(200, SessionSummarySchema(many=True))
     @blp.paginate(**PAGE)
     def get(self, pagination_parameters):
@@ -215,7 +215,7 @@ class Sessions(MethodView):
 
 @blp.route(f"/{CHAT_ID}/export")
 class Export(MethodView):
-    @blp.login_required
+    @blp.login_required(keys=True)
     @blp.arguments(ExportArgsSchema(), location="query")
     @blp.errors(404)
     @blp.doc(
@@ -247,14 +247,14 @@ class Export(MethodView):
 
 @blp.route(f"/{CHAT_ID}")
 class Session(MethodView):
-    @blp.login_required
+    @blp.login_required(keys=True)
     @blp.errors(404)
     @blp.response(200, ChatSessionResponseSchema)
     def get(self, chat_id):
         """One of your sessions with its messages"""
         return history.session_with_messages(history.own_session_or_404(current_user, chat_id))
 
-    @blp.login_required
+    @blp.login_required(keys=True)
     @blp.arguments(SessionUpdateSchema())
     @blp.errors(404)
     @blp.response(200, SessionSummarySchema)
@@ -274,7 +274,7 @@ class Session(MethodView):
             abort(404, message="Chat session not found")
         return renamed
 
-    @blp.login_required
+    @blp.login_required(keys=True)
     @blp.errors(404)
     @blp.response(200, NoticeSchema)
     def delete(self, chat_id):

@@ -45,23 +45,57 @@ def sse(event: str, data: dict) -> str:
     return f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
 
 
+class Events:
+    """How a stream's events are written: PolyGenix's own (here), or OpenAI's chunks
+    (openai_api/streaming.py)."""
+
+    def start(self, turn: turns.Turn) -> str:
+        return sse(
+            "start",
+            {
+                "session_id": turn.session.number,
+                "model": turn.model_name,
+                "user_message_id": turn.question.id,
+            },
+        )
+
+    def reasoning(self, text: str) -> str:
+        return sse("reasoning", {"content": text})
+
+    def delta(self, text: str) -> str:
+        return sse("delta", {"content": text})
+
+    def done(self, turn: turns.Turn, reply) -> str:
+        return sse("done", MessageResponseSchema().dump(reply))
+
+    def error(self, status: int, message: str) -> str:
+        return sse("error", envelope(status, message))
+
+    def keepalive(self) -> str:
+        return ": keep-alive\n\n"
+
+
 def stream_reply(
     user: User, content: str, model_name: str, number: int | None, options: Options
 ) -> Iterator[str]:
-    """Prepare the turn, open the provider's stream and store the user's message now, so that
-    every failure up to here is an ordinary error response; return the events to send."""
-    turn = turns.prepare(user, content, model_name, number, options)
+    """A streamed chat turn: prepare, open, relay."""
+    return relay(opened(turns.prepare(user, content, model_name, number, options)), Events())
+
+
+def opened(turn: turns.Turn) -> tuple[turns.Turn, "_Reader"]:
+    """Open the provider's stream and store the user's message now, so that every failure up
+    to here is an ordinary error response (a provider failure stored as usual)."""
     try:
-        opened = _open(turn)
+        stream = _open(turn)
     except ProviderError as e:
         turns.store_failure(turn, e)
         raise
     try:
         turns.start(turn)
     except BaseException:
-        opened.close()  # the message could not be stored: hang up on the provider
+        stream.close()  # the message could not be stored: hang up on the provider
         raise
-    return _relay(turn, _Reader(opened), current_app.config["STREAM_KEEPALIVE_SECONDS"])
+    return turn, _Reader(stream)
 
 
 def _open(turn: turns.Turn) -> ReplyStream:
@@ -119,26 +153,22 @@ def _save(turn: turns.Turn, parts: list[str], thinking: list[str]) -> None:
             db.session.rollback()
 
 
-def _relay(turn: turns.Turn, reader: _Reader, keepalive: float) -> Iterator[str]:
+def relay(started: tuple[turns.Turn, "_Reader"], events: Events) -> Iterator[str]:
+    """The events of an opened stream, until its end, storing the reply as it goes."""
+    turn, reader = started
+    keepalive = current_app.config["STREAM_KEEPALIVE_SECONDS"]
     parts: list[str] = []
     thinking: list[str] = []
     usage: dict = {}  # usage, model and finish reason so far
     failure: ProviderError | None = None
     OPEN_STREAMS.inc()
     try:
-        yield sse(
-            "start",
-            {
-                "session_id": turn.session.number,
-                "model": turn.model_name,
-                "user_message_id": turn.question.id,
-            },
-        )
+        yield events.start(turn)
         while True:
             try:
                 item = reader.events.get(timeout=keepalive)
             except queue.Empty:
-                yield ": keep-alive\n\n"
+                yield events.keepalive()
                 _save(turn, parts, thinking)  # renews the lease of a stream alive but silent
                 continue
             if isinstance(item, ProviderError):
@@ -147,10 +177,10 @@ def _relay(turn: turns.Turn, reader: _Reader, keepalive: float) -> Iterator[str]
             merge(item, usage)
             if item.reasoning:
                 thinking.append(item.reasoning)
-                yield sse("reasoning", {"content": item.reasoning})
+                yield events.reasoning(item.reasoning)
             if item.text:
                 parts.append(item.text)
-                yield sse("delta", {"content": item.text})
+                yield events.delta(item.text)
             if (item.text or item.reasoning) and turns.due(turn):
                 _save(turn, parts, thinking)
             if item.done:
@@ -174,7 +204,7 @@ def _relay(turn: turns.Turn, reader: _Reader, keepalive: float) -> Iterator[str]
     reply = None
     try:
         if failure is None or failure.status != 404:
-            reply = _finish(turn, reader, parts, thinking, usage, failure)
+            reply, failure = _finish(turn, reader, parts, thinking, usage, failure)
     except SessionDeleted as e:
         failure = ProviderError(str(e), status=404)
     except Exception as e:
@@ -183,12 +213,10 @@ def _relay(turn: turns.Turn, reader: _Reader, keepalive: float) -> Iterator[str]
         failure = ProviderError(message, status=code)
         with contextlib.suppress(Exception):
             db.session.rollback()
-    if reply is not None and failure is None:
-        yield sse("done", MessageResponseSchema().dump(reply))
+    if failure is None:
+        yield events.done(turn, reply)
     else:
-        # A stream that ended well but with no text failed too: its question holds the error.
-        error = failure or ProviderError(turn.question.error or "The model gave no reply")
-        yield sse("error", envelope(error.status, error.message))
+        yield events.error(failure.status, failure.message)
 
 
 def _finish(turn, reader, parts, thinking, usage, failure):

@@ -25,7 +25,7 @@ from typing import Any
 
 from flask import current_app
 from flask_smorest import abort
-from sqlalchemy import bindparam, delete, select, update
+from sqlalchemy import bindparam, case, delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.exc import StaleDataError
 
@@ -47,6 +47,7 @@ from ..providers import (
 )
 from ..providers.base import NO_OPTIONS, USAGE
 from ..providers.client import no_reply
+from . import transcript
 from .history import find_session, next_number
 
 TITLE_MAX_CHARS = 60
@@ -70,6 +71,11 @@ class Turn:
     asked_at: datetime
     request_id: str | None
     options: Options = NO_OPTIONS  # what the request asked of the model
+    # A new session's first messages, stored before the question: (role, text) of the earlier
+    # turns an OpenAI client sent (see prepare_conversation).
+    seed: list[tuple[str, str]] = field(default_factory=list)
+    persist: bool = True  # False: nothing is stored ("store": false)
+    digest: str | None = None  # a streamed turn's session transcript digest once it began
     started: float = 0.0  # time.monotonic() when the provider call began
     question: Message | None = None  # once stored
     reply: Message | None = None  # once stored (a streamed reply: while it is written)
@@ -143,6 +149,21 @@ def build_messages(context: list[ChatMessage], content: str) -> list[ChatMessage
     return system + context + [{"role": "user", "content": content}]
 
 
+def _invalid(field: str, reason: str) -> None:
+    abort(422, message=f"{field}: {reason}", errors={"json": {field: [reason]}})
+
+
+def _model(model_name: str, options: Options) -> tuple[Provider, str | None]:
+    """The provider and model a name means (UnknownModelError if none); a max_tokens over the
+    model's output cap is a 422."""
+    provider, model = registry().resolve(model_name)
+    if model is not None and options.max_tokens is not None:
+        cap = provider.output_cap(model, options)
+        if options.max_tokens > cap:
+            _invalid("max_tokens", f"Must be at most {cap} for {provider.name}/{model}.")
+    return provider, model
+
+
 def prepare(
     user: User,
     content: str,
@@ -157,14 +178,9 @@ def prepare(
     failure is stored like any other.
     """
     try:
-        provider, model = registry().resolve(model_name)
+        provider, model = _model(model_name, options)
     except UnknownModelError as e:
         abort(422, message=str(e), errors={"json": {"model": [str(e)]}})
-    if model is not None and options.max_tokens is not None:
-        cap = provider.output_cap(model, options)
-        if options.max_tokens > cap:
-            reason = f"Must be at most {cap} for {provider.name}/{model}."
-            abort(422, message=f"max_tokens: {reason}", errors={"json": {"max_tokens": [reason]}})
     session = find_session(user.id, number) if number is not None else None
     context = [] if session is None else load_context(session.id, current_app.config, len(content))
     turn = Turn(
@@ -180,6 +196,73 @@ def prepare(
         options=options,
     )
     # The provider may take seconds or minutes: no database connection is held meanwhile.
+    db.session.commit()
+    return turn
+
+
+_BY_TRANSCRIPT = (
+    select(ChatSession)
+    .where(
+        ChatSession.user_id == bindparam("user_id"),
+        ChatSession.transcript_digest == bindparam("digest"),
+    )
+    .order_by(ChatSession.changed_at.desc())
+    .limit(1)
+)
+
+
+def prepare_conversation(
+    user: User,
+    messages: list[ChatMessage],
+    model_name: str,
+    options: Options,
+    *,
+    number: int | None,
+    persist: bool,
+) -> Turn:
+    """A turn whose context is a whole conversation the client sent (OpenAI's contract): the
+    provider gets exactly `messages`, and the last one, the user's, is what is stored.
+
+    Which session: `number` when given (made if the user has none); else the user's session
+    whose stored transcript is the conversation's earlier user and assistant messages (one
+    lookup of its digest); else a new session whose first messages are those. Nothing is
+    looked up when the turn is not to be kept. UnknownModelError for an unknown model; a
+    conversation over CONTEXT_MAX_CHARS, or a last message that is not the user's or is over
+    MAX_MESSAGE_CHARS, is a 422 on `messages` (the client chose the context: it is never
+    trimmed).
+    """
+    config = current_app.config
+    provider, model = _model(model_name, options)
+    if not messages or messages[-1]["role"] != "user":
+        _invalid("messages", "The last message must be the user's.")
+    content = messages[-1]["content"]
+    if not content.strip():
+        _invalid("messages", "The last message must not be blank.")
+    if len(content) > config["MAX_MESSAGE_CHARS"]:
+        _invalid("messages", f"The last message is over {config['MAX_MESSAGE_CHARS']} characters.")
+    if sum(len(m["content"]) for m in messages) > config["CONTEXT_MAX_CHARS"]:
+        _invalid("messages", f"The conversation is over {config['CONTEXT_MAX_CHARS']} characters.")
+    earlier = [(m["role"], m["content"]) for m in messages[:-1] if m["role"] != "system"]
+    session = None
+    if persist and number is not None:
+        session = find_session(user.id, number)
+    elif persist and earlier:
+        digest = transcript.extend(None, earlier)
+        session = db.session.scalar(_BY_TRANSCRIPT, {"user_id": user.id, "digest": digest})
+    turn = Turn(
+        user_id=user.id,
+        provider=provider,
+        model=model,
+        content=content,
+        number=number,
+        session=session,
+        messages=messages,
+        asked_at=clock.now(),
+        request_id=request_id(),
+        options=options,
+        seed=earlier if session is None else [],
+        persist=persist,
+    )
     db.session.commit()
     return turn
 
@@ -231,10 +314,21 @@ def _latency_ms(turn: Turn) -> int:
     return round((time.monotonic() - turn.started) * 1000) if turn.started else 0
 
 
-def _commit_question(turn: Turn, reply: Message | None = None, error: str | None = None) -> None:
+def _digest_after(known: str | None, added: list[tuple[str, str]]):
+    """The session's transcript digest once `added` follows it: extended from the digest the
+    turn knew, if the session still has that one; else unknown (another turn came between)."""
+    column = ChatSession.transcript_digest
+    still = column.is_(None) if known is None else column == known
+    return case((still, transcript.extend(known, added)), else_=None)
+
+
+def _commit_question(
+    turn: Turn, reply: Message | None = None, error: str | None = None, *, whole: bool = False
+) -> None:
     """Commit the user's message (flagged with `error`, if any) and `reply` (if any) in the
     turn's session: the existing one, or a new one numbered `turn.number` (the user's next free
-    number if None).
+    number if None) whose first messages are `turn.seed`. With `whole`, the reply is complete
+    and extends the session's transcript digest.
 
     The unique (user_id, number) index settles races: a request that loses one stores its
     message in the winner's session (or, with no number asked for, takes the next number).
@@ -243,15 +337,22 @@ def _commit_question(turn: Turn, reply: Message | None = None, error: str | None
     for _ in range(CREATE_ATTEMPTS):
         existing = session is not None
         now = clock.now()
+        added = [] if existing else list(turn.seed)
+        if whole:
+            added += [("user", turn.content), ("assistant", reply.content)]
         if session is None:
             session = ChatSession(
                 user_id=turn.user_id,
                 number=turn.number if turn.number is not None else next_number(turn.user_id),
-                title=make_title(turn.content),
+                title=make_title(turn.seed[0][1] if turn.seed else turn.content),
                 created_at=turn.asked_at,
+                transcript_digest=transcript.extend(None, added) if added else None,
             )
         else:
+            known = session.transcript_digest
             session = db.session.merge(session, load=False)
+            if added:
+                session.transcript_digest = _digest_after(known, added)
         session.changed_at = now
         question = Message(
             session=session,
@@ -260,13 +361,16 @@ def _commit_question(turn: Turn, reply: Message | None = None, error: str | None
             created_at=turn.asked_at,
             error=error,
         )
-        db.session.add(question)
-        if reply is not None:
-            reply.session = session
-            reply.reply_to = question
-            reply.created_at = now
-            db.session.add(reply)
         try:
+            if not existing and turn.seed:
+                _add_seed(session, turn)
+                db.session.flush()  # the earlier messages first, in their order
+            db.session.add(question)
+            if reply is not None:
+                reply.session = session
+                reply.reply_to = question
+                reply.created_at = now
+                db.session.add(reply)
             db.session.commit()
         except (IntegrityError, StaleDataError):
             db.session.rollback()
@@ -283,8 +387,24 @@ def _commit_question(turn: Turn, reply: Message | None = None, error: str | None
     )
 
 
+def _add_seed(session: ChatSession, turn: Turn) -> None:
+    """The earlier turns a conversation brought, as messages of its new session."""
+    question = None
+    for role, text in turn.seed:
+        message = Message(
+            session=session,
+            is_bot=role == "assistant",
+            content=text,
+            created_at=turn.asked_at,
+            reply_to=question if role == "assistant" else None,
+        )
+        db.session.add(message)
+        question = message if role == "user" else None
+
+
 def store(turn: Turn, completion: Completion) -> Message:
-    """The user's message and the reply, in one transaction."""
+    """The user's message and the reply, in one transaction (neither if the turn is not to
+    be kept: the reply is then returned unsaved)."""
     _account(turn, "ok", completion.prompt_tokens, completion.completion_tokens)
     reply = Message(
         is_bot=True,
@@ -299,14 +419,16 @@ def store(turn: Turn, completion: Completion) -> Message:
         finish_reason=completion.finish_reason,
         latency_ms=_latency_ms(turn),
     )
-    _commit_question(turn, reply)
+    if turn.persist:
+        _commit_question(turn, reply, whole=True)
     return reply
 
 
 def store_failure(turn: Turn, error: ProviderError) -> None:
     """The model gave nothing: the user's message is stored, flagged with the error."""
     _account(turn, str(error.status))
-    _commit_question(turn, error=error.message)
+    if turn.persist:
+        _commit_question(turn, error=error.message)
 
 
 # --- a streamed turn's store steps ---------------------------------------------------------
@@ -323,11 +445,17 @@ def _lease() -> datetime:
 
 def start(turn: Turn) -> None:
     """A streamed turn begins: the user's message and an empty reply, leased to this stream."""
+    turn.saved_at = time.monotonic()
+    if not turn.persist:
+        return
+    if turn.session is not None:
+        turn.digest = turn.session.transcript_digest
+    elif turn.seed:
+        turn.digest = transcript.extend(None, turn.seed)
     reply = Message(
         is_bot=True, content="", model=turn.model_name, incomplete=False, lease_until=_lease()
     )
     _commit_question(turn, reply)
-    turn.saved_at = time.monotonic()
 
 
 _SAVE = (
@@ -344,6 +472,8 @@ _SAVE = (
 def save_progress(turn: Turn, text: str, reasoning: str) -> None:
     """The text and reasoning so far, and a renewed lease: one UPDATE. SessionDeleted if the
     reply is gone."""
+    if not turn.persist:
+        return
     values = {"content": text, "reasoning": reasoning or None, "lease": _lease()}
     result = db.session.execute(_SAVE, {"reply_id": turn.reply.id} | values)
     db.session.commit()
@@ -363,15 +493,18 @@ def finish(
     usage: dict,
     options: dict,
     failure: ProviderError | None,
-) -> Message | None:
+) -> tuple[Message | None, ProviderError | None]:
     """The streamed reply, whole or (with `failure`) the part received, marked incomplete; with
     no text at all, the user's message is flagged with the failure instead (a stream that
     ended well with no text failed too: an empty reply must never enter later context). One
-    transaction. `usage` holds the stream's usage, model and finish reason (client.merge)."""
+    transaction. `usage` holds the stream's usage, model and finish reason (client.merge).
+    Returns the reply (if any text came) and the failure (if any)."""
     if failure is None and not text:
         failure = no_reply(turn.provider.name, usage.get("finish_reason"), reasoning)
     if failure is not None and not text:
         _account(turn, str(failure.status))
+        if not turn.persist:
+            return None, failure
         db.session.execute(delete(Message).where(Message.id == turn.reply.id))
         flagged = db.session.execute(
             update(Message).where(Message.id == turn.question.id).values(error=failure.message)
@@ -381,7 +514,7 @@ def finish(
         if flagged != 1:
             raise SessionDeleted()
         turn.question.error = failure.message
-        return None
+        return None, failure
     counts = {name: usage.get(name) for name in USAGE}
     _account(turn, "incomplete" if failure else "ok", *[counts[n] for n in USAGE[:2]])
     values = {
@@ -396,22 +529,26 @@ def finish(
         "error": failure.message if failure is not None else None,
         "lease_until": None,
     }
+    if not turn.persist:
+        return Message(is_bot=True, **values), failure
     written = db.session.execute(
         update(Message).where(Message.id == turn.reply.id).values(**values)
     ).rowcount
-    _touch(turn)
+    _touch(turn, [("user", turn.content), ("assistant", text)] if failure is None else None)
     db.session.commit()
     if written != 1:
         raise SessionDeleted()
     for name, value in values.items():
         setattr(turn.reply, name, value)
-    return turn.reply
+    return turn.reply, failure
 
 
-def _touch(turn: Turn) -> None:
-    db.session.execute(
-        update(ChatSession).where(ChatSession.id == turn.session.id).values(changed_at=clock.now())
-    )
+def _touch(turn: Turn, added: list[tuple[str, str]] | None = None) -> None:
+    """The session changed (now), and its transcript grew by `added` (a whole turn)."""
+    values = {"changed_at": clock.now()}
+    if added:
+        values["transcript_digest"] = _digest_after(turn.digest, added)
+    db.session.execute(update(ChatSession).where(ChatSession.id == turn.session.id).values(values))
 
 
 # --- streams that died with their worker --------------------------------------------------------

@@ -67,6 +67,7 @@ class Anthropic(WireFormat):
         return {"x-api-key": key or "", "anthropic-version": API_VERSION}
 
     def accepted(self, model: str, options: Options, reasoning: bool) -> Options:
+        options = without(options, "seed")  # Anthropic takes none
         if options.temperature is not None and options.temperature > 1:
             options = without(options, "temperature")  # Anthropic's range is 0 to 1
         if options.reasoning_effort is not None:

@@ -53,6 +53,7 @@ class Options:
     max_tokens: int | None = None  # at most the model's output cap
     stop: tuple[str, ...] | None = None  # up to 4
     reasoning_effort: str | None = None  # one of EFFORTS
+    seed: int | None = None  # for providers that sample reproducibly from a seed
 
     def given(self) -> dict:
         """The options set, as a JSON object."""

@@ -93,6 +93,8 @@ class Gemini(WireFormat):
             generation["topP"] = options.top_p
         if options.stop is not None:
             generation["stopSequences"] = list(options.stop)
+        if options.seed is not None:
+            generation["seed"] = options.seed
         if call.reasoning:
             thinking: dict[str, Any] = {"includeThoughts": True}
             if options.reasoning_effort is not None:

@@ -35,6 +35,8 @@ class Ollama(WireFormat):
             options["top_p"] = asked.top_p
         if asked.stop is not None:
             options["stop"] = list(asked.stop)
+        if asked.seed is not None:
+            options["seed"] = asked.seed
         payload: dict[str, Any] = {
             "model": model,
             "messages": [{"role": m["role"], "content": m["content"]} for m in messages],

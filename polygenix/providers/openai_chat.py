@@ -70,6 +70,8 @@ class OpenAIChat(WireFormat):
     now call the cap `max_completion_tokens`; `stream_usage`: ask for usage with
     stream_options (Mistral takes no stream_options)."""
 
+    seed_field = "seed"
+
     def __init__(self, *, max_tokens_field: str = "max_tokens", stream_usage: bool = True):
         self.max_tokens_field = max_tokens_field
         self.stream_usage = stream_usage
@@ -89,6 +91,8 @@ class OpenAIChat(WireFormat):
                 payload[name] = getattr(options, name)
         if options.stop is not None:
             payload["stop"] = list(options.stop)
+        if options.seed is not None:
+            payload[self.seed_field] = options.seed
         return payload | self.reasoning_request(model, call)
 
     def reasoning_request(self, model: str, call: Call) -> dict:
@@ -190,7 +194,10 @@ class DeepSeek(OpenAIChat):
 
 
 class Mistral(OpenAIChat):
-    """No stream_options (usage comes anyway) and no reasoning_effort."""
+    """No stream_options (usage comes anyway) and no reasoning_effort; the seed is
+    `random_seed`."""
+
+    seed_field = "random_seed"
 
     def __init__(self):
         super().__init__(stream_usage=False)

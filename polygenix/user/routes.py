@@ -1,9 +1,9 @@
 from flask.views import MethodView
-from flask_jwt_extended import current_user
 from flask_smorest import abort
 from sqlalchemy import delete, func, select
 
 from ..api import Blueprint, NoticeSchema, page_of
+from ..auth.access import current_user
 from ..extensions import db
 from ..limits import per_ip_and_account
 from ..models import MAX_ID, User

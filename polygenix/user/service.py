@@ -1,10 +1,10 @@
 """Creating users and deciding who may see whom."""
 
-from flask_jwt_extended import current_user
 from flask_smorest import abort
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
+from ..auth.access import current_user
 from ..errors import Conflict
 from ..extensions import db
 from ..limits import password_attempt

@@ -1,0 +1,91 @@
+"""Who is calling: the user of the request's access token, or of its personal API key.
+
+An API key (`pgx_...`) is a bearer credential for the chat endpoints and /v1 only: on any
+other authenticated route it is refused with a 403 (account management needs a login). An
+expired key, a revoked (deleted) one, or one of a deleted user is a 401. A key's last use is
+written at most once a minute.
+"""
+
+import hashlib
+from datetime import timedelta
+from functools import wraps
+
+from flask import g, request
+from flask_jwt_extended import jwt_required
+from sqlalchemy import bindparam, select, update
+from werkzeug.local import LocalProxy
+
+from .. import clock
+from ..errors import error_response
+from ..extensions import db
+from ..models import ApiKey, User
+
+KEY_PREFIX = "pgx_"
+LAST_USED_EVERY = timedelta(minutes=1)
+
+current_user: User = LocalProxy(lambda: g.caller)  # type: ignore[assignment]
+
+
+def set_caller(user: User) -> User:
+    g.caller = user
+    g.user_id = user.id  # for the request's log line
+    return user
+
+
+def bearer_token() -> str | None:
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
+def digest(key: str) -> str:
+    return hashlib.sha256(key.encode("utf-8", "backslashreplace")).hexdigest()
+
+
+_KEY_AND_USER = (
+    select(ApiKey, User)
+    .join(User, User.id == ApiKey.user_id)
+    .where(ApiKey.digest == bindparam("d"))
+)
+
+
+def key_user(key: str) -> User | str:
+    """The user of this API key, or why it is refused."""
+    row = db.session.execute(_KEY_AND_USER, {"d": digest(key)}).first()
+    if row is None:
+        return "Invalid API key"
+    api_key, user = row
+    now = clock.now()
+    if api_key.expires_at is not None and api_key.expires_at <= now:
+        return "API key has expired"
+    if api_key.last_used_at is None or api_key.last_used_at <= now - LAST_USED_EVERY:
+        db.session.execute(update(ApiKey).where(ApiKey.id == api_key.id).values(last_used_at=now))
+        db.session.commit()
+    return user
+
+
+def required(*, keys: bool = False, refresh: bool = False):
+    """A view decorator: a valid access token (a refresh token with `refresh`), or with `keys`
+    an API key too; the caller is then `current_user`."""
+
+    def decorator(view):
+        with_token = jwt_required(refresh=refresh)(view)
+
+        @wraps(view)
+        def guarded(*args, **kwargs):
+            token = bearer_token()
+            if token is not None and token.startswith(KEY_PREFIX):
+                if not keys:
+                    return error_response(
+                        403, "API keys work only for chat; this needs a login (an access token)"
+                    )
+                found = key_user(token)
+                if isinstance(found, str):
+                    return error_response(401, found)
+                set_caller(found)
+                return view(*args, **kwargs)
+            return with_token(*args, **kwargs)
+
+        return guarded
+
+    return decorator

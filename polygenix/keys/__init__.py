@@ -1,0 +1,1 @@
+"""Personal API keys: a bearer credential for tools that cannot log in with a form."""

@@ -1,0 +1,145 @@
+"""A Chat Completions request as OpenAI defines it
+(https://platform.openai.com/docs/api-reference/chat/create), read into what a PolyGenix turn
+needs: the messages, the model, the generation options, whether to stream and to store.
+
+What PolyGenix cannot do is refused with a 400 naming the field (`param`): tools and functions,
+a response_format other than text, logprobs, more than one choice, image, audio or file parts.
+Fields that change nothing here (frequency_penalty, logit_bias, service_tier, user, metadata...)
+are accepted and ignored, as OpenAI-compatible servers commonly do.
+"""
+
+from dataclasses import dataclass
+from typing import Any
+
+from flask_smorest import abort
+
+from ..providers import ChatMessage, Options
+from ..providers.base import EFFORTS
+
+ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
+UNSUPPORTED = ("tools", "functions", "tool_choice", "function_call", "audio", "prediction")
+MAX_STOP = 4
+
+
+@dataclass(frozen=True)
+class Request:
+    model: str
+    messages: list[ChatMessage]
+    options: Options
+    stream: bool
+    include_usage: bool
+    store: bool
+
+
+def invalid(param: str, message: str):
+    abort(400, message=message, errors={"json": {param: [message]}})
+
+
+def _number(body: dict, name: str, low: float, high: float) -> float | None:
+    value = body.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
+        invalid(name, f"{name} must be a number from {low:g} to {high:g}.")
+    return float(value)
+
+
+def _integer(body: dict, name: str, low: int, high: int) -> int | None:
+    value = body.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        invalid(name, f"{name} must be a whole number from {low} to {high}.")
+    return value
+
+
+def _text(content: Any, index: int) -> str:
+    """A message's content: a string, or a list of text parts (joined)."""
+    if isinstance(content, str):
+        text = content
+    elif isinstance(content, list):
+        pieces = []
+        for part in content:
+            if not isinstance(part, dict) or part.get("type") != "text":
+                kind = part.get("type") if isinstance(part, dict) else type(part).__name__
+                invalid(
+                    "messages", f"messages[{index}]: only text parts are supported, not {kind!r}."
+                )
+            if not isinstance(part.get("text"), str):
+                invalid("messages", f"messages[{index}]: a text part needs its text.")
+            pieces.append(part["text"])
+        text = "".join(pieces)
+    elif content is None:
+        text = ""
+    else:
+        invalid("messages", f"messages[{index}].content must be a string or a list of parts.")
+    if "\x00" in text:
+        invalid("messages", f"messages[{index}]: content must not contain NUL characters.")
+    return text
+
+
+def parse(body: Any) -> Request:
+    if not isinstance(body, dict):
+        invalid("body", "The body must be a JSON object.")
+    for name in UNSUPPORTED:
+        if body.get(name):
+            invalid(name, f"{name} is not supported by this server.")
+    fmt = body.get("response_format")
+    if fmt is not None and not (isinstance(fmt, dict) and fmt.get("type") == "text"):
+        invalid("response_format", "Only a response_format of type text is supported.")
+    if body.get("logprobs"):
+        invalid("logprobs", "logprobs are not supported by this server.")
+    if body.get("n") not in (None, 1):
+        invalid("n", "Only n=1 is supported.")
+    model = body.get("model")
+    if not isinstance(model, str) or not model.strip() or len(model) > 200 or "\x00" in model:
+        invalid("model", "model must be a model name (1 to 200 characters).")
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        invalid("messages", "messages must be a non-empty list.")
+    read: list[ChatMessage] = []
+    for index, message in enumerate(messages):
+        if not isinstance(message, dict) or message.get("role") not in ROLES:
+            invalid(
+                "messages",
+                f"messages[{index}].role must be one of system, developer, user, assistant.",
+            )
+        read.append(
+            {"role": ROLES[message["role"]], "content": _text(message.get("content"), index)}
+        )
+    stop = body.get("stop")
+    if isinstance(stop, str):
+        stop = [stop]
+    if stop is not None and (
+        not isinstance(stop, list)
+        or not 1 <= len(stop) <= MAX_STOP
+        or not all(isinstance(s, str) and s and "\x00" not in s for s in stop)
+    ):
+        invalid("stop", f"stop must be a string or a list of 1 to {MAX_STOP} strings.")
+    effort = body.get("reasoning_effort")
+    if effort is not None and effort not in EFFORTS:
+        invalid("reasoning_effort", f"reasoning_effort must be one of {', '.join(EFFORTS)}.")
+    for name in ("stream", "store"):
+        if name in body and body[name] is not None and not isinstance(body[name], bool):
+            invalid(name, f"{name} must be true or false.")
+    stream_options = body.get("stream_options") or {}
+    if not isinstance(stream_options, dict):
+        invalid("stream_options", "stream_options must be an object.")
+    max_tokens = _integer(body, "max_completion_tokens", 1, 2**31 - 1)
+    if max_tokens is None:
+        max_tokens = _integer(body, "max_tokens", 1, 2**31 - 1)
+    return Request(
+        model=model,
+        messages=read,
+        options=Options(
+            temperature=_number(body, "temperature", 0, 2),
+            top_p=_number(body, "top_p", 0, 1),
+            max_tokens=max_tokens,
+            stop=tuple(stop) if stop else None,
+            reasoning_effort=effort,
+            seed=_integer(body, "seed", -(2**63), 2**63 - 1),
+        ),
+        stream=bool(body.get("stream")),
+        include_usage=bool(stream_options.get("include_usage")),
+        store=body.get("store") is not False,
+    )
