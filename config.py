@@ -203,6 +203,12 @@ def load_config(env: Mapping[str, str], instance_path: str) -> dict[str, Any]:
         # Set but empty disables the system prompt.
         "SYSTEM_PROMPT": env.get("SYSTEM_PROMPT", DEFAULT_SYSTEM_PROMPT).strip(),
         "MODEL_ALIASES": _aliases(env),
+        # Governance (polygenix/governance): the models users may use, their default budgets
+        # (N/day, N/week or N/month; unset: none), and prices to add to genai-prices'.
+        "MODEL_ALLOWLIST": _list(env, "MODEL_ALLOWLIST") or ["*"],
+        "TOKEN_BUDGET": _str(env, "TOKEN_BUDGET"),
+        "COST_BUDGET": _str(env, "COST_BUDGET"),
+        "MODEL_PRICES_FILE": _str(env, "MODEL_PRICES_FILE"),
         "PROVIDER_CONNECT_TIMEOUT": _float(env, "PROVIDER_CONNECT_TIMEOUT", 5.0, minimum=0.01),
         # A deadline for a whole non-streamed call, retries included: reasoning models may think
         # for minutes before their first byte (the official SDKs wait 600 s).

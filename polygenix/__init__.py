@@ -16,12 +16,14 @@ from .auth.passwords import init_passwords
 from .auth.routes import blp as auth_blp
 from .auth.tokens import init_jwt
 from .chat.routes import blp as chat_blp
-from .cli import chats, keys, providers, users
+from .cli import chats, keys, providers, usage, users
 from .database import engine_options
 from .docs import ASSETS_URL
 from .docs import bp as docs_bp
 from .errors import init_errors
 from .extensions import db, init_redis, jwt, migrate
+from .governance.policy import init_governance
+from .governance.routes import admin_blp, usage_blp
 from .health import bp as health_bp
 from .keys.routes import blp as keys_blp
 from .limits import init_limits
@@ -70,12 +72,13 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     init_limits(app)
     init_passwords(app)
     init_providers(app)
+    init_governance(app)
     migrate.init_app(app, db, directory=str(Path(__file__).parent.parent / "migrations"))
     jwt.init_app(app)
     init_jwt(jwt)
 
     api = Api(app)
-    for blp in (auth_blp, user_blp, chat_blp, keys_blp):
+    for blp in (auth_blp, user_blp, chat_blp, keys_blp, usage_blp, admin_blp):
         api.register_blueprint(blp)
     app.register_blueprint(openai_bp)
     app.register_blueprint(docs_bp)
@@ -89,6 +92,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.cli.add_command(providers)
     app.cli.add_command(chats)
     app.cli.add_command(keys)
+    app.cli.add_command(usage)
     return app
 
 

@@ -1,18 +1,24 @@
 """`flask --app polygenix users ...`: account administration from the shell."""
 
+import csv
 import json
+import re
 import sys
 import time
+from datetime import date, timedelta
 
 import click
 from flask.cli import AppGroup
 from marshmallow import ValidationError
 from sqlalchemy import delete, select
 
+from . import clock
 from .catalog import catalogue
 from .chat.export import FORMATS, as_markdown, sessions_of, user_json
 from .errors import Conflict
 from .extensions import db
+from .governance import ledger
+from .governance.policy import own_limits, parse_budget, parse_patterns, set_limits
 from .keys.service import create_key, live_keys, revoke_key
 from .models import User
 from .provider_registry import missing_variable, registry
@@ -296,3 +302,99 @@ def revoke_key_command(key_id: int) -> None:
     if not revoke_key(key_id):
         raise click.ClickException(f"No API key {key_id}")
     click.echo(f"Revoked API key {key_id}")
+
+
+DEFAULT = "default"
+
+
+def _limit_option(name: str, given: str):
+    """An option of `users limits` as stored: None for `default`; ValueError if invalid."""
+    if given.strip() == DEFAULT:
+        return None
+    if name == "models":
+        return list(parse_patterns([p.strip() for p in given.split(",") if p.strip()]))
+    parse_budget(given, dollars=name == "cost_budget")
+    return given
+
+
+@users.command("limits")
+@click.argument("email")
+@click.option("--models", help="Comma-separated model patterns ('' allows none), or 'default'.")
+@click.option("--token-budget", help="N/day, N/week or N/month tokens, 'unlimited' or 'default'.")
+@click.option("--cost-budget", help="N/day, N/week or N/month dollars, 'unlimited' or 'default'.")
+@click.option("--reset", is_flag=True, help="Back to the defaults (then apply any other option).")
+def user_limits(
+    email: str,
+    models: str | None,
+    token_budget: str | None,
+    cost_budget: str | None,
+    reset: bool,
+) -> None:
+    """Show EMAIL's models and budgets, or change them; what is not given stays."""
+    user = _user_or_fail(email)
+    own = own_limits(user)
+    changes = {"models": models, "token_budget": token_budget, "cost_budget": cost_budget}
+    if reset or any(v is not None for v in changes.values()):
+        new = {k: None if reset else own[k] for k in changes}
+        for name, given in changes.items():
+            if given is None:
+                continue
+            try:
+                new[name] = _limit_option(name, given)
+            except ValueError as e:
+                hint = "--" + name.replace("_", "-")
+                raise click.BadParameter(str(e), param_hint=hint) from None
+        set_limits(user.id, new["models"], new["token_budget"], new["cost_budget"])
+        own = own_limits(user)
+    applied = own["effective"]
+    for label, key in (
+        ("models", "models"),
+        ("token budget", "token_budget"),
+        ("cost budget", "cost_budget"),
+    ):
+        value = applied[key]
+        shown = ", ".join(value) if isinstance(value, list) else value
+        source = "own" if own[key] is not None else "default"
+        click.echo(f"{label}: {shown or '(none)'} ({source})")
+
+
+@click.group(cls=AppGroup)
+def usage():
+    """Usage and cost reports."""
+
+
+@usage.command("report")
+@click.option(
+    "--since", default="30d", show_default=True, help="Nd (the last N days) or YYYY-MM-DD."
+)
+@click.option(
+    "--by", "group_by", type=click.Choice(ledger.GROUPS), default="user", show_default=True
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(("table", "csv", "json")),
+    default="table",
+    show_default=True,
+)
+def usage_report(since: str, group_by: str, fmt: str) -> None:
+    """Everyone's usage from --since to today (UTC), per user, model or day."""
+    today = clock.now().date()
+    days = re.fullmatch(r"(\d{1,5})d", since.strip())
+    try:
+        first = today - timedelta(days=int(days[1]) - 1) if days else date.fromisoformat(since)
+    except ValueError:
+        raise click.BadParameter("Nd (e.g. 30d) or YYYY-MM-DD", param_hint="--since") from None
+    rows = ledger.report(first, today, group_by)
+    if fmt == "json":
+        click.echo(json.dumps(rows, indent=2))
+        return
+    keys = {"day": ["day"], "model": ["model"], "user": ["user_id", "email"]}[group_by]
+    columns = keys + ["calls", "prompt_tokens", "completion_tokens", "cost_usd"]
+    cells = [tuple("" if row[c] is None else str(row[c]) for c in columns) for row in rows]
+    if fmt == "csv":
+        out = csv.writer(sys.stdout, lineterminator="\n")
+        out.writerow(columns)
+        out.writerows(cells)
+        return
+    _table([tuple(c.upper() for c in columns)] + cells)

@@ -40,6 +40,15 @@ class Conflict(Exception):
     """What was asked clashes with what exists (an email already registered): a 409."""
 
 
+class Refused(Exception):
+    """A call the caller's limits do not allow: a model they may not use (403), a budget used
+    up (429, with the seconds until it resets)."""
+
+    def __init__(self, status: int, reason: str, message: str, retry_after: int | None = None):
+        super().__init__(message)
+        self.status, self.reason, self.retry_after = status, reason, retry_after
+
+
 class SessionDeleted(LookupError):
     """The session of a turn under way was deleted before the turn could be stored: a 404."""
 
@@ -75,6 +84,8 @@ def envelope(code: int, message: str | None = None, errors: dict | None = None, 
 # OpenAI's error types by status, for /v1 (https://platform.openai.com/docs/guides/error-codes).
 OPENAI_TYPES = {401: "invalid_request_error", 403: "permission_error", 429: "rate_limit_error"}
 OPENAI_CODES = {401: "invalid_api_key", 429: "rate_limit_exceeded"}
+# A used-up budget is OpenAI's "insufficient_quota" (a 429 whose retry will not help).
+OPENAI_REFUSALS = {"token_budget": "insufficient_quota", "cost_budget": "insufficient_quota"}
 
 
 def openai_path() -> bool:
@@ -164,6 +175,16 @@ def init_errors(app: Flask, jwt: JWTManager) -> None:
     @app.errorhandler(ProviderError)
     def _provider(error: ProviderError):
         return provider_error_response(error)
+
+    @app.errorhandler(Refused)
+    def _refused(error: Refused):
+        headers = retry_after_header(error.retry_after)
+        if error.retry_after is not None:
+            # Hours, not seconds: OpenAI's SDKs would otherwise retry at once.
+            headers["x-should-retry"] = "false"
+        code = OPENAI_REFUSALS.get(error.reason, error.reason)
+        fields = {"error_code": code} if openai_path() else {}
+        return error_response(error.status, str(error), headers=headers, **fields)
 
     @app.errorhandler(Conflict)
     def _conflict(error: Conflict):

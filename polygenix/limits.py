@@ -34,7 +34,7 @@ from config import ConfigError
 from . import clock
 from .auth.access import current_user
 from .extensions import REDIS, db
-from .metrics import REDIS_FALLBACKS
+from .metrics import REDIS_FALLBACKS, REFUSED
 from .models import RateLimitCount, normalize_email
 
 log = logging.getLogger(__name__)
@@ -196,6 +196,7 @@ def _check(setting: str, scope: str, key: str) -> None:
         refused_by = counter.hit(limit, *identifiers)
         if refused_by is not None:
             reset = refused_by.get_window_stats(limit, *identifiers).reset_time
+            REFUSED.labels("rate_limit").inc()
             abort(
                 429,
                 message=f"Too many requests: at most {limit}",

@@ -48,6 +48,14 @@ PROVIDER_LATENCY = Histogram(
 TOKENS = Counter(
     "polygenix_tokens_total", "Tokens reported by providers", ["provider", "model", "direction"]
 )
+COST = Counter(
+    "polygenix_cost_usd_total", "US dollars spent on priced replies", ["provider", "model"]
+)
+REFUSED = Counter(
+    "polygenix_refused_requests_total",
+    "Requests refused by a limit: model_not_allowed, token_budget, cost_budget, rate_limit",
+    ["reason"],
+)
 REDIS_FALLBACKS = Counter(
     "polygenix_redis_fallbacks_total",
     "Operations done without Redis while it could not be reached",
@@ -74,6 +82,11 @@ def record_provider_call(provider, model, outcome, seconds, prompt_tokens, compl
         TOKENS.labels(provider.name, label, "in").inc(prompt_tokens)
     if completion_tokens:
         TOKENS.labels(provider.name, label, "out").inc(completion_tokens)
+
+
+def record_cost(provider, model: str | None, cost) -> None:
+    if cost:
+        COST.labels(provider.name, model_label(provider, model)).inc(float(cost))
 
 
 @bp.get("/metrics")

@@ -6,10 +6,12 @@ go back.
 """
 
 import secrets
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
+    Date,
     DateTime,
     Float,
     ForeignKey,
@@ -157,6 +159,8 @@ class Message(db.Model):
     reasoning_tokens: Mapped[int | None]
     cached_tokens: Mapped[int | None]
     options: Mapped[dict | None] = mapped_column(JSON)
+    # On replies: what the reply cost in US dollars; null when its model's price is unknown.
+    cost_usd: Mapped[float | None] = mapped_column(Float)
     # A streamed reply being written: its text is saved as it arrives, and the stream renews
     # this lease with each save. Past it with no renewal, the stream died (a worker killed
     # mid-stream) and a sweep flags the reply incomplete. Null once the reply is finished.
@@ -189,6 +193,40 @@ class ApiKey(db.Model):
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     user: Mapped[User] = relationship()
+
+
+class UserLimits(db.Model):
+    """The models and budgets an admin set for one user; a null field follows the default
+    (MODEL_ALLOWLIST, TOKEN_BUDGET, COST_BUDGET). No row: all defaults."""
+
+    __tablename__ = "user_limits"
+
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    models: Mapped[list | None] = mapped_column(JSON(none_as_null=True))  # patterns
+    token_budget: Mapped[str | None] = mapped_column(String(40))  # N/period or unlimited
+    cost_budget: Mapped[str | None] = mapped_column(String(40))
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class UsageDaily(db.Model):
+    """One user's usage of one model on one UTC day, added to as each reply is stored: what
+    budgets and reports read (never the messages). A user's rows go with their account."""
+
+    __tablename__ = "usage_daily"
+    __table_args__ = (Index("ix_usage_daily_day", "day"),)
+
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    model: Mapped[str] = mapped_column(String(200), primary_key=True)
+    calls: Mapped[int]
+    prompt_tokens: Mapped[int] = mapped_column(BigInteger)
+    completion_tokens: Mapped[int] = mapped_column(BigInteger)
+    # Whole nano-dollars of the replies with a known price; null while none had one.
+    cost_nanousd: Mapped[int | None] = mapped_column(BigInteger)
 
 
 class RevokedToken(db.Model):

@@ -1,10 +1,12 @@
 """schemathesis hooks for tests/test_fuzz.py (loaded through SCHEMATHESIS_HOOKS).
 
 - Authentication: a freshly registered user, fetched again whenever a token stops working
-  (fuzzing logs out, changes passwords and deletes users along the way).
+  (fuzzing logs out, changes passwords and deletes users along the way); on the admin routes,
+  the admin the test made (FUZZ_ADMIN, `email:password`), logged in.
 - Rules an OpenAPI schema cannot state, each a documented 422 with its own message: a common
   password, a model name no provider has, a refresh token that is not the caller's, a missing
-  or wrong current password when changing one's own, a max_tokens over the model's cap.
+  or wrong current password when changing one's own, a max_tokens over the model's cap, a
+  report whose first day is after its last.
   Generated
   bodies avoid them where generation can be steered, and a "schema-valid request rejected"
   finding is dropped only when the 422 names one of them.
@@ -19,9 +21,26 @@ import schemathesis
 from polygenix.user.schemas import common_passwords
 
 BASE_URL = os.environ.get("FUZZ_BASE_URL", "")
+ADMIN_EMAIL, _, ADMIN_PASSWORD = os.environ.get("FUZZ_ADMIN", "").partition(":")
+ADMIN_ROUTES = "^/api/admin/"
 
 
-@schemathesis.auth()
+@schemathesis.auth().apply_to(path_regex=ADMIN_ROUTES)
+class Admin:
+    def get(self, case, context):
+        response = requests.post(
+            BASE_URL + "/api/auth/login",
+            data={"username": ADMIN_EMAIL, "password": ADMIN_PASSWORD},
+            timeout=30,
+        )
+        return response.json()["access_token"]
+
+    def set(self, case, data, context):
+        case.headers = case.headers or {}
+        case.headers["Authorization"] = f"Bearer {data}"
+
+
+@schemathesis.auth().skip_for(path_regex=ADMIN_ROUTES)
 class FreshUser:
     def get(self, case, context):
         response = requests.post(
@@ -46,6 +65,7 @@ SEMANTIC_422 = (
     "not a valid refresh token of yours",
     "current password",
     "max_tokens: must be at most",  # the cap depends on the model asked for
+    "since: must not be after until",  # a report's days in order
 )
 
 

@@ -4,10 +4,12 @@ import json
 import os
 import secrets
 import socket
+import threading
 import time
 from contextlib import contextmanager
 
 from sqlalchemy import create_engine, event, make_url
+from werkzeug.serving import make_server
 
 from config import database_url
 from polygenix.extensions import db
@@ -148,3 +150,47 @@ def warm_up(client, headers):
     """One chat request first (any will do): it runs the sweep for dead streams (at most every
     STREAM_KEEPALIVE_SECONDS), so the requests counted after it do not."""
     assert client.get("/api/ai_chat/home", headers=headers).status_code == 200
+
+
+def token_counts(usage: dict) -> dict:
+    """A reply's usage without its cost (tests/test_governance.py checks costs)."""
+    return {k: v for k, v in usage.items() if k != "cost_usd"}
+
+
+def sample(text: str, name: str, **labels) -> float:
+    """The value of one sample in Prometheus text format (0 when absent)."""
+    wanted = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+    for line in text.splitlines():
+        if line.startswith("#"):
+            continue
+        metric, _, value = line.rpartition(" ")
+        base, _, rest = metric.partition("{")
+        found = ",".join(sorted(rest.rstrip("}").split(","))) if rest else ""
+        if base == name and found == wanted:
+            return float(value)
+    return 0.0
+
+
+@contextmanager
+def serving(app):
+    """The app over real HTTP (werkzeug's threaded server, in this process): its base URL."""
+    httpd = make_server("127.0.0.1", 0, app, threaded=True)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_port}"
+    finally:
+        httpd.shutdown()
+
+
+def in_thread(call):
+    """Run `call` in a thread; the returned function joins it and gives its result."""
+    result = {}
+    thread = threading.Thread(target=lambda: result.setdefault("value", call()))
+    thread.start()
+
+    def join():
+        thread.join(timeout=10)
+        assert not thread.is_alive()
+        return result["value"]
+
+    return join

@@ -14,13 +14,18 @@ from pathlib import Path
 import pytest
 from werkzeug.serving import make_server
 
+from polygenix.user.service import create_user
+
 ROOT = Path(__file__).resolve().parent.parent
+ADMIN, ADMIN_PASSWORD = "fuzz-admin@example.com", "fuzzing admin secret"
 pytestmark = pytest.mark.slow
 
 
 def test_schemathesis_finds_nothing(make_app):
     # High limits: rate limiting is tested elsewhere, and 429s would hide other answers.
     app = make_app({"LOGIN_RATE_LIMIT": "100000/minute", "CHAT_RATE_LIMIT": "100000/minute"})
+    with app.app_context():
+        create_user(name="Fuzz admin", email=ADMIN, password=ADMIN_PASSWORD, is_admin=True)
     server = make_server("127.0.0.1", 0, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -47,6 +52,7 @@ def test_schemathesis_finds_nothing(make_app):
             | {
                 "SCHEMATHESIS_HOOKS": "tests.fuzz_hooks",
                 "FUZZ_BASE_URL": base,
+                "FUZZ_ADMIN": f"{ADMIN}:{ADMIN_PASSWORD}",
                 "PYTHONPATH": str(ROOT),
             },
             capture_output=True,

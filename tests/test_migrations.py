@@ -42,6 +42,8 @@ def test_upgrade_builds_exactly_the_models_schema(empty_app):
         "revoked_tokens",
         "rate_limit_counts",
         "api_keys",
+        "user_limits",
+        "usage_daily",
         "alembic_version",
     } == tables
 

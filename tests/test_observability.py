@@ -9,21 +9,7 @@ import requests
 
 from polygenix.logs import JSONFormatter, TextFormatter
 from tests.gunicorn_server import gunicorn
-from tests.helpers import PASSWORD, ask, assert_envelope
-
-
-def sample(text: str, name: str, **labels) -> float:
-    """The value of one sample in Prometheus text format (0 when absent)."""
-    wanted = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
-    for line in text.splitlines():
-        if line.startswith("#"):
-            continue
-        metric, _, value = line.rpartition(" ")
-        base, _, rest = metric.partition("{")
-        found = ",".join(sorted(rest.rstrip("}").split(","))) if rest else ""
-        if base == name and found == wanted:
-            return float(value)
-    return 0.0
+from tests.helpers import PASSWORD, ask, assert_envelope, sample
 
 
 def test_metrics_count_requests_and_provider_calls(client, auth):

@@ -2,25 +2,18 @@
 server of the app: completions plain and streamed, models, errors raising the SDK's own
 exception classes, and conversations threading themselves into saved sessions."""
 
-import threading
-
 import openai
 import pytest
 import requests
-from werkzeug.serving import make_server
 
 from tests.fake_provider import openai_stream
-from tests.helpers import bearer
+from tests.helpers import bearer, serving
 
 
 @pytest.fixture
 def server(provider_app):
-    """The app over real HTTP (werkzeug's threaded server, in this process)."""
-    httpd = make_server("127.0.0.1", 0, provider_app, threaded=True)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_port}"
-    httpd.shutdown()
+    with serving(provider_app) as base:
+        yield base
 
 
 @pytest.fixture
@@ -213,20 +206,14 @@ def test_an_access_token_works_as_the_key_too(server, auth):
 
 def test_a_rate_limit_is_the_sdks_rate_limit_error(make_app, provider_config, auth):
     app = make_app(provider_config | {"CHAT_RATE_LIMIT": "1/minute"})
-    httpd = make_server("127.0.0.1", 0, app, threaded=True)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    try:
-        token = auth.tokens(client=app.test_client())["access_token"]
-        sdk = openai.OpenAI(
-            base_url=f"http://127.0.0.1:{httpd.server_port}/v1", api_key=token, max_retries=0
-        )
+    token = auth.tokens(client=app.test_client())["access_token"]
+    with serving(app) as base:
+        sdk = openai.OpenAI(base_url=base + "/v1", api_key=token, max_retries=0)
         sdk.chat.completions.create(model="echo", messages=[{"role": "user", "content": "one"}])
         with pytest.raises(openai.RateLimitError) as raised:
             sdk.chat.completions.create(model="echo", messages=[{"role": "user", "content": "two"}])
         assert raised.value.response.headers["Retry-After"]
         assert raised.value.body["code"] == "rate_limit_exceeded"
-    finally:
-        httpd.shutdown()
 
 
 def test_a_provider_failure_is_an_api_error_and_keeps_the_message(sdk, fake, client, ada):

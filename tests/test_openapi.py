@@ -30,6 +30,10 @@ EXTRA = {
     ("/api/keys", "post"),
     ("/api/keys", "get"),
     ("/api/keys/{key_id}", "delete"),
+    ("/api/usage", "get"),
+    ("/api/admin/usage", "get"),
+    ("/api/admin/users/{user_id}/limits", "get"),
+    ("/api/admin/users/{user_id}/limits", "put"),
 }
 OPEN = {
     ("/api/auth/register", "post"),

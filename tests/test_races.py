@@ -12,27 +12,13 @@ from sqlalchemy import select
 from polygenix.extensions import db
 from polygenix.models import ChatSession, Message
 from tests.fake_provider import openai_stream
-from tests.helpers import ask, assert_envelope, read_events, stream, wait_for
+from tests.helpers import ask, assert_envelope, in_thread, read_events, stream, wait_for
 
 
 @pytest.fixture
 def app(provider_app):
     """Every race here involves the fake provider."""
     return provider_app
-
-
-def in_thread(call):
-    """Run `call` in a thread; the returned function joins it and gives its result."""
-    result = {}
-    thread = threading.Thread(target=lambda: result.setdefault("value", call()))
-    thread.start()
-
-    def join():
-        thread.join(timeout=10)
-        assert not thread.is_alive()
-        return result["value"]
-
-    return join
 
 
 def all_messages(app):

@@ -41,6 +41,11 @@ MATRIX = {
     ("/api/keys", "post"): (401, 201, 201),
     ("/api/keys", "get"): (401, 200, 200),
     ("/api/keys/{key_id}", "delete"): (401, 404, 404),
+    # Usage: one's own for everyone; everyone's, and anyone's limits, for admins only.
+    ("/api/usage", "get"): (401, 200, 200),
+    ("/api/admin/usage", "get"): (401, 403, 200),
+    ("/api/admin/users/{user_id}/limits", "get"): (401, 403, 200),
+    ("/api/admin/users/{user_id}/limits", "put"): (401, 403, 200),
 }
 CALLERS = ("none", "other", "admin")
 
@@ -82,6 +87,8 @@ def request_for(path, method, world, n):
         kwargs["json"] = {"content": "hello", "model": "echo"}
     elif path == "/api/keys" and method == "post":
         kwargs["json"] = {"name": "mine"}
+    elif path.endswith("/limits") and method == "put":
+        kwargs["json"] = {"token_budget": "100000/day"}
     elif method == "patch":
         kwargs["json"] = {"title": "renamed"}
     elif method == "put":

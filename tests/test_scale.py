@@ -40,9 +40,9 @@ def test_a_chat_turn_runs_the_same_statements_whatever_the_session_length(app, c
         assert response.status_code == 200
         counts.append(len(statements))
     assert counts[0] == counts[1]
-    # The user and its token check, the rate limit, session, context; then one transaction: the
-    # session's change time and the two messages.
-    assert counts[0] <= 8
+    # The user and its token check, the rate limit, the user's limits, session, context; then
+    # one transaction: the session's change time, the two messages and the usage row.
+    assert counts[0] <= 9
 
 
 def test_a_history_page_runs_the_same_statements_whatever_it_holds(app, client, auth):

@@ -8,8 +8,8 @@ from werkzeug.http import quote_etag
 from .. import clock
 from ..api import Blueprint, NoticeSchema
 from ..auth.access import current_user
-from ..catalog import catalogue
 from ..extensions import db
+from ..governance.policy import allowed_catalogue
 from ..limits import per_user
 from ..models import MAX_ID, ChatSession
 from ..providers import ProviderError
@@ -82,13 +82,14 @@ class Models(MethodView):
     @blp.login_required(keys=True)
     @blp.response(200, ModelSchema(many=True))
     def get(self):
-        """Models this server knows, and whether each can be used now
+        """The models you may use, and whether each can be used now
 
         Each provider's configured models, and what each configured provider itself offers
-        (asked at most every MODEL_LIST_TTL seconds). A provider that cannot be reached shows
-        its configured models with `available: false` and the `unavailable_reason`.
+        (asked at most every MODEL_LIST_TTL seconds), that your account is allowed
+        (MODEL_ALLOWLIST, or your own list). A provider that cannot be reached shows its
+        configured models with `available: false` and the `unavailable_reason`.
         """
-        return catalogue()
+        return allowed_catalogue(current_user.id)
 
 
 @blp.route("/request")

@@ -152,6 +152,7 @@ class MessageResponseSchema(ma.Schema):
             "completion_tokens": message.completion_tokens,
             "reasoning_tokens": message.reasoning_tokens,
             "cached_tokens": message.cached_tokens,
+            "cost_usd": message.cost_usd,
         }
 
 

@@ -203,8 +203,8 @@ def relay(started: tuple[turns.Turn, "_Reader"], events: Events) -> Iterator[str
     reader.close()
     reply = None
     try:
-        if failure is None or failure.status != 404:
-            reply, failure = _finish(turn, reader, parts, thinking, usage, failure)
+        # Even when the session is gone (a 404): what the call used is counted.
+        reply, failure = _finish(turn, reader, parts, thinking, usage, failure)
     except SessionDeleted as e:
         failure = ProviderError(str(e), status=404)
     except Exception as e:

@@ -21,6 +21,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 from flask import current_app
@@ -32,8 +33,10 @@ from sqlalchemy.orm.exc import StaleDataError
 from .. import clock
 from ..errors import SessionDeleted
 from ..extensions import db
+from ..governance import ledger
+from ..governance.policy import admit, governance
 from ..logs import note, request_id
-from ..metrics import record_provider_call
+from ..metrics import record_cost, record_provider_call
 from ..models import ChatSession, Message, User
 from ..provider_registry import missing_variable, registry
 from ..providers import (
@@ -153,14 +156,16 @@ def _invalid(field: str, reason: str) -> None:
     abort(422, message=f"{field}: {reason}", errors={"json": {field: [reason]}})
 
 
-def _model(model_name: str, options: Options) -> tuple[Provider, str | None]:
+def _model(user_id: int, model_name: str, options: Options) -> tuple[Provider, str | None]:
     """The provider and model a name means (UnknownModelError if none); a max_tokens over the
-    model's output cap is a 422."""
+    model's output cap is a 422; a model the user may not use, or a budget used up, is refused
+    (governance.policy.admit)."""
     provider, model = registry().resolve(model_name)
     if model is not None and options.max_tokens is not None:
         cap = provider.output_cap(model, options)
         if options.max_tokens > cap:
             _invalid("max_tokens", f"Must be at most {cap} for {provider.name}/{model}.")
+    admit(user_id, provider.name, model)
     return provider, model
 
 
@@ -173,12 +178,12 @@ def prepare(
 ) -> Turn:
     """Everything the provider call needs, read in one transaction that ends here.
 
-    An unknown model, or a max_tokens over the model's output cap, is a 422 (nothing is
-    stored); a provider that is not configured is not refused here: its call fails, and the
-    failure is stored like any other.
+    An unknown model, or a max_tokens over the model's output cap, is a 422; a model the user
+    may not use a 403; a budget used up a 429 (nothing is stored). A provider that is not
+    configured is not refused here: its call fails, and the failure is stored like any other.
     """
     try:
-        provider, model = _model(model_name, options)
+        provider, model = _model(user.id, model_name, options)
     except UnknownModelError as e:
         abort(422, message=str(e), errors={"json": {"model": [str(e)]}})
     session = find_session(user.id, number) if number is not None else None
@@ -232,7 +237,7 @@ def prepare_conversation(
     trimmed).
     """
     config = current_app.config
-    provider, model = _model(model_name, options)
+    provider, model = _model(user.id, model_name, options)
     if not messages or messages[-1]["role"] != "user":
         _invalid("messages", "The last message must be the user's.")
     content = messages[-1]["content"]
@@ -310,6 +315,54 @@ def _account(turn: Turn, outcome: str, prompt_tokens=None, completion_tokens=Non
     )
 
 
+CHARS_PER_TOKEN = 4
+
+
+def _estimate(chars: int) -> int:
+    return -(-chars // CHARS_PER_TOKEN)
+
+
+def _charge(
+    turn: Turn, answered: str | None, counts: Mapping[str, int | None], text: str, reasoning: str
+) -> tuple[ledger.Entry, Decimal | None]:
+    """What the provider call used, as an entry of the user's usage (and in the cost metric),
+    and its cost as the reply shows it (None when unknown). `answered` is the model the
+    provider says answered. Tokens the provider did not report (a stream cut short, a client
+    that hung up) are counted at 4 characters each, so that no budget is escaped by hanging up.
+    """
+    model = answered or turn.model
+    prompt, completion = counts["prompt_tokens"], counts["completion_tokens"]
+    reported = prompt is not None and completion is not None
+    if prompt is None:
+        prompt = _estimate(sum(len(m["content"]) for m in turn.messages))
+    if completion is None:
+        completion = _estimate(len(text) + len(reasoning))
+    now = clock.now()
+    cost = governance().prices.cost(
+        turn.provider.name, turn.model, model, prompt, completion, counts["cached_tokens"], now
+    )
+    record_cost(turn.provider, turn.model, cost)
+    name = f"{turn.provider.name}/{model}"
+    entry = ledger.Entry(turn.user_id, now.date(), name, prompt, completion, cost)
+    return entry, cost if reported else None
+
+
+def _used_without_reply(
+    turn: Turn, used: Mapping | None, reasoning: str = ""
+) -> ledger.Entry | None:
+    """A call that gave no usable reply but used the provider all the same (it reported usage,
+    or it reasoned): what it used; else None."""
+    used = used or {}
+    counts = {name: used.get(name) for name in USAGE}
+    if not reasoning and counts["prompt_tokens"] is None and counts["completion_tokens"] is None:
+        return None
+    return _charge(turn, used.get("model"), counts, "", reasoning)[0]
+
+
+def _dollars(cost: Decimal | None) -> float | None:
+    return float(cost) if cost is not None else None
+
+
 def _latency_ms(turn: Turn) -> int:
     return round((time.monotonic() - turn.started) * 1000) if turn.started else 0
 
@@ -323,12 +376,17 @@ def _digest_after(known: str | None, added: list[tuple[str, str]]):
 
 
 def _commit_question(
-    turn: Turn, reply: Message | None = None, error: str | None = None, *, whole: bool = False
+    turn: Turn,
+    reply: Message | None = None,
+    error: str | None = None,
+    *,
+    whole: bool = False,
+    usage: ledger.Entry | None = None,
 ) -> None:
     """Commit the user's message (flagged with `error`, if any) and `reply` (if any) in the
     turn's session: the existing one, or a new one numbered `turn.number` (the user's next free
-    number if None) whose first messages are `turn.seed`. With `whole`, the reply is complete
-    and extends the session's transcript digest.
+    number if None) whose first messages are `turn.seed`, and the reply's `usage`. With
+    `whole`, the reply is complete and extends the session's transcript digest.
 
     The unique (user_id, number) index settles races: a request that loses one stores its
     message in the winner's session (or, with no number asked for, takes the next number).
@@ -362,6 +420,11 @@ def _commit_question(
             error=error,
         )
         try:
+            if usage is not None:
+                # First, as in every turn's transaction: rows are locked in one order (the
+                # user's usage, the session, its messages), the order a deletion cascades in.
+                with db.session.no_autoflush:
+                    usage.add()
             if not existing and turn.seed:
                 _add_seed(session, turn)
                 db.session.flush()  # the earlier messages first, in their order
@@ -374,17 +437,35 @@ def _commit_question(
             db.session.commit()
         except (IntegrityError, StaleDataError):
             db.session.rollback()
-            if existing:  # the session was deleted since `prepare` found it
+            if existing or not _user_exists(turn.user_id):  # deleted since `prepare`
+                _count_alone(usage)
                 raise SessionDeleted() from None
             session = find_session(turn.user_id, turn.number) if turn.number is not None else None
             continue
         turn.session, turn.question, turn.reply = session, question, reply
         return
+    _count_alone(usage)
     abort(
         503,
         message="Too many concurrent new sessions; try again.",
         headers={"Retry-After": "1"},
     )
+
+
+def _count_alone(usage: ledger.Entry | None) -> None:
+    """A call whose turn is not stored still used the provider: its usage counts (unless the
+    user is gone)."""
+    if usage is None:
+        return
+    try:
+        usage.add()
+        db.session.commit()
+    except IntegrityError:  # the account was deleted meanwhile
+        db.session.rollback()
+
+
+def _user_exists(user_id: int) -> bool:
+    return db.session.scalar(select(User.id).where(User.id == user_id)) is not None
 
 
 def _add_seed(session: ChatSession, turn: Turn) -> None:
@@ -406,10 +487,13 @@ def store(turn: Turn, completion: Completion) -> Message:
     """The user's message and the reply, in one transaction (neither if the turn is not to
     be kept: the reply is then returned unsaved)."""
     _account(turn, "ok", completion.prompt_tokens, completion.completion_tokens)
+    model = completion.model or turn.model
+    counts = {name: getattr(completion, name) for name in USAGE}
+    usage, cost = _charge(turn, model, counts, completion.content, completion.reasoning or "")
     reply = Message(
         is_bot=True,
         content=completion.content,
-        model=f"{turn.provider.name}/{completion.model or turn.model}",
+        model=f"{turn.provider.name}/{model}",
         prompt_tokens=completion.prompt_tokens,
         completion_tokens=completion.completion_tokens,
         reasoning_tokens=completion.reasoning_tokens,
@@ -418,17 +502,24 @@ def store(turn: Turn, completion: Completion) -> Message:
         options=completion.options,
         finish_reason=completion.finish_reason,
         latency_ms=_latency_ms(turn),
+        cost_usd=_dollars(cost),
     )
     if turn.persist:
-        _commit_question(turn, reply, whole=True)
+        _commit_question(turn, reply, whole=True, usage=usage)
+    else:
+        _count_alone(usage)
     return reply
 
 
 def store_failure(turn: Turn, error: ProviderError) -> None:
-    """The model gave nothing: the user's message is stored, flagged with the error."""
+    """The model gave nothing: the user's message is stored, flagged with the error (and
+    whatever the call used counted, when the provider answered with no usable reply)."""
     _account(turn, str(error.status))
+    usage = _used_without_reply(turn, error.usage)
     if turn.persist:
-        _commit_question(turn, error=error.message)
+        _commit_question(turn, error=error.message, usage=usage)
+    else:
+        _count_alone(usage)
 
 
 # --- a streamed turn's store steps ---------------------------------------------------------
@@ -497,30 +588,41 @@ def finish(
     """The streamed reply, whole or (with `failure`) the part received, marked incomplete; with
     no text at all, the user's message is flagged with the failure instead (a stream that
     ended well with no text failed too: an empty reply must never enter later context). One
-    transaction. `usage` holds the stream's usage, model and finish reason (client.merge).
-    Returns the reply (if any text came) and the failure (if any)."""
+    transaction, which also counts what the call used, even when the session was deleted
+    meanwhile (the provider was used). `usage` holds the stream's usage, model and finish
+    reason (client.merge). Returns the reply (if any text came) and the failure (if any)."""
     if failure is None and not text:
         failure = no_reply(turn.provider.name, usage.get("finish_reason"), reasoning)
     if failure is not None and not text:
         _account(turn, str(failure.status))
+        entry = _used_without_reply(turn, usage, reasoning)
         if not turn.persist:
+            _count_alone(entry)
             return None, failure
-        db.session.execute(delete(Message).where(Message.id == turn.reply.id))
-        flagged = db.session.execute(
-            update(Message).where(Message.id == turn.question.id).values(error=failure.message)
-        ).rowcount
-        _touch(turn)
-        db.session.commit()
-        if flagged != 1:
-            raise SessionDeleted()
+
+        def flag() -> bool:
+            db.session.execute(delete(Message).where(Message.id == turn.reply.id))
+            return (
+                db.session.execute(
+                    update(Message)
+                    .where(Message.id == turn.question.id)
+                    .values(error=failure.message)
+                ).rowcount
+                == 1
+            )
+
+        _write(turn, entry, flag)
         turn.question.error = failure.message
         return None, failure
     counts = {name: usage.get(name) for name in USAGE}
     _account(turn, "incomplete" if failure else "ok", *[counts[n] for n in USAGE[:2]])
+    model = usage.get("model") or turn.model
+    entry, cost = _charge(turn, model, counts, text, reasoning)
     values = {
         "content": text,
         "reasoning": reasoning or None,
-        "model": f"{turn.provider.name}/{usage.get('model') or turn.model}",
+        "model": f"{turn.provider.name}/{model}",
+        "cost_usd": _dollars(cost),
         **counts,
         "options": options,
         "finish_reason": usage.get("finish_reason") if failure is None else None,
@@ -530,17 +632,44 @@ def finish(
         "lease_until": None,
     }
     if not turn.persist:
+        _count_alone(entry)
         return Message(is_bot=True, **values), failure
-    written = db.session.execute(
-        update(Message).where(Message.id == turn.reply.id).values(**values)
-    ).rowcount
-    _touch(turn, [("user", turn.content), ("assistant", text)] if failure is None else None)
-    db.session.commit()
-    if written != 1:
-        raise SessionDeleted()
+
+    def write() -> bool:
+        return (
+            db.session.execute(
+                update(Message).where(Message.id == turn.reply.id).values(**values)
+            ).rowcount
+            == 1
+        )
+
+    _write(
+        turn,
+        entry,
+        write,
+        [("user", turn.content), ("assistant", text)] if failure is None else None,
+    )
     for name, value in values.items():
         setattr(turn.reply, name, value)
     return turn.reply, failure
+
+
+def _write(turn: Turn, usage: ledger.Entry | None, messages, added=None) -> None:
+    """A streamed turn's last transaction: its usage, the session touched (its transcript
+    grown by `added`), then `messages()`, which says whether its rows were still there; rows
+    locked in the order every turn and a deletion's cascade take them. SessionDeleted when the
+    session (or the account) went meanwhile; the usage counts all the same."""
+    try:
+        if usage is not None:
+            usage.add()
+        _touch(turn, added)
+        written = messages()
+        db.session.commit()
+    except IntegrityError:  # the account went: nothing of it is left to write to
+        db.session.rollback()
+        raise SessionDeleted() from None
+    if not written:
+        raise SessionDeleted()
 
 
 def _touch(turn: Turn, added: list[tuple[str, str]] | None = None) -> None:

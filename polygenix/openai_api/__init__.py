@@ -19,6 +19,7 @@ from ..catalog import catalogue
 from ..chat import streaming
 from ..chat import turn as turns
 from ..errors import error_response, provider_error_response
+from ..governance.policy import limits_for
 from ..limits import per_user
 from ..models import MAX_ID
 from ..provider_registry import registry
@@ -121,16 +122,17 @@ def _provider_error(error: ProviderError, turn: turns.Turn | None = None) -> Res
 
 
 def _usable() -> list[dict]:
-    """The models the caller can use now, and the aliases that lead to them."""
+    """The models the caller may and can use now, and the aliases that lead to them."""
+    limits = limits_for(current_user.id)
     entries = [e for e in catalogue() if e["available"]]
-    ids = {e["id"]: e["provider"] for e in entries}
-    usable = set(ids.values())
+    ids = {e["id"]: e["provider"] for e in entries if limits.allows(e["provider"], e["model"])}
+    usable = {e["provider"] for e in entries}
     for alias, target in registry().aliases.items():
         try:
-            provider, _ = registry().resolve(target)
+            provider, model = registry().resolve(target)
         except UnknownModelError:
             continue
-        if provider.name in usable:
+        if provider.name in usable and limits.allows(provider.name, model):
             ids.setdefault(alias, provider.name)
     return [{"id": i, "object": "model", "created": 0, "owned_by": p} for i, p in ids.items()]
 

@@ -109,7 +109,8 @@ class ProviderError(Exception):
     """A provider call failed; `status` is what the API answers (422, 429, 502, 503, 504...).
 
     `retryable` marks failures worth another attempt (connection errors, 408, 409, 429, 5xx).
-    `retry_after` is what the provider asked us to wait, in seconds.
+    `retry_after` is what the provider asked us to wait, in seconds. `usage`: what an answer
+    that held no usable reply used (USAGE counts and the model, as reported), for it is billed.
     """
 
     def __init__(
@@ -119,12 +120,14 @@ class ProviderError(Exception):
         status: int = 502,
         retry_after: float | None = None,
         retryable: bool = False,
+        usage: dict | None = None,
     ):
         super().__init__(message)
         self.message = message
         self.status = status
         self.retry_after = retry_after
         self.retryable = retryable
+        self.usage = usage
 
 
 class MalformedResponse(ValueError):

@@ -107,7 +107,8 @@ class HTTPProvider:
             detail = f": {e}" if isinstance(e, MalformedResponse) else ""
             raise self.unusable(detail) from None
         if not completion.content:
-            raise no_reply(self.name, completion.finish_reason, completion.reasoning)
+            used = {n: getattr(completion, n) for n in (*USAGE, "model")}
+            raise no_reply(self.name, completion.finish_reason, completion.reasoning, used)
         return replace(completion, options=call.options.given())
 
     def stream(
@@ -252,12 +253,16 @@ class HTTPProvider:
         return _SECRET.sub("[redacted]", text)[:300]
 
 
-def no_reply(name: str, finish_reason: str | None, reasoning: str | None) -> ProviderError:
+def no_reply(
+    name: str, finish_reason: str | None, reasoning: str | None, usage: dict | None = None
+) -> ProviderError:
     """The failure of a reply that holds no text (a refusal with nothing said, a reasoning
-    model that spent its whole budget thinking): it must never be stored as a reply."""
+    model that spent its whole budget thinking): it must never be stored as a reply. `usage`
+    is what it used all the same."""
     why = f" (finish reason: {finish_reason})" if finish_reason else ""
     what = "it spent its output on reasoning and gave no answer" if reasoning else "no text"
-    return ProviderError(f"{name} returned a response with no usable reply: {what}{why}")
+    message = f"{name} returned a response with no usable reply: {what}{why}"
+    return ProviderError(message, usage=usage)
 
 
 def merge(event: StreamEvent, into: dict) -> None:
