@@ -104,6 +104,8 @@ class ChatSession(db.Model):
         UniqueConstraint("user_id", "number"),
         # A user's sessions, newest first.
         Index("ix_chat_sessions_user_id_created_at", "user_id", "created_at", "id"),
+        # A user's sessions, latest activity first (ties by number).
+        Index("ix_chat_sessions_user_id_updated_at", "user_id", "updated_at", "number"),
         # A conversation re-sent whole by an OpenAI client finds its session in one lookup.
         Index("ix_chat_sessions_user_id_transcript", "user_id", "transcript_digest"),
         {"sqlite_autoincrement": True},
@@ -114,6 +116,12 @@ class ChatSession(db.Model):
     number: Mapped[int]
     title: Mapped[str] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # The time of its latest message (its creation until it has one): history's order.
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # The session's own instructions, in place of SYSTEM_PROMPT; null: SYSTEM_PROMPT.
+    system_prompt: Mapped[str | None] = mapped_column(Text)
+    # The model a request for this session uses when it names none.
+    model: Mapped[str | None] = mapped_column(String(200))
     # When anything shown of the session last changed (a stored turn, a rename): with the
     # number of sessions, a user's history's ETag.
     changed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -145,6 +153,9 @@ class Message(db.Model):
     error: Mapped[str | None] = mapped_column(Text)
     # On replies: the user's message it answers.
     reply_to_id: Mapped[int | None] = mapped_column(ForeignKey("messages.id", ondelete="CASCADE"))
+    # Answered again (regenerate) or followed by an edited question: kept, but out of context,
+    # search, counts and (unless asked for) history.
+    superseded: Mapped[bool] = mapped_column(default=False, server_default=false())
     # A streamed reply that ended early (provider failure or client disconnect): partial text.
     incomplete: Mapped[bool] = mapped_column(default=False, server_default=false())
     # On replies: what the provider reported.
