@@ -71,7 +71,7 @@ def _instrumented_app():
     _wrap(importlib.import_module("polygenix.limits"), "_check", "rate limit", end=True)
     turn = importlib.import_module("polygenix.chat.turn")
     _wrap(turn, "find_session", "session lookup", end=True)
-    _wrap(importlib.import_module("polygenix.chat.streaming"), "stream_reply", "view")
+    _wrap(turn, "prepare", "view")
     _wrap(importlib.import_module("polygenix.providers.client").HTTPProvider, "stream", "open")
     _wrap(requests.Session, "send", "requests sends")
     streaming = importlib.import_module("polygenix.chat.streaming")

@@ -66,6 +66,10 @@ SEMANTIC_422 = (
     "current password",
     "max_tokens: must be at most",  # the cap depends on the model asked for
     "since: must not be after until",  # a report's days in order
+    "model: missing data for required field",  # no model named, and the session has no default
+    "send title, system_prompt or model",  # a session change must change something
+    "only your own messages can be edited",
+    "the message was superseded",
 )
 
 

@@ -217,7 +217,7 @@ def test_an_unknown_model_stores_nothing(client, ada, app):
         assert db.session.scalar(select(func.count(ChatSession.id))) == 0
 
 
-def test_history_is_newest_first_with_messages_oldest_first(client, ada, bob):
+def test_history_is_latest_activity_first_with_messages_oldest_first(client, ada, bob):
     ask(client, ada, "first", session_id=10)
     ask(client, ada, "second", session_id=20)
     ask(client, ada, "first again", session_id=10)
@@ -225,8 +225,20 @@ def test_history_is_newest_first_with_messages_oldest_first(client, ada, bob):
     response = client.get("/api/ai_chat/history", headers=ada)
     assert response.status_code == 200
     history = response.json
-    assert [s["chat_id"] for s in history] == [20, 10]
-    assert set(history[0]) == {"chat_id", "title", "created_at", "messages"}
+    assert [s["chat_id"] for s in history] == [10, 20]
+    created = client.get("/api/ai_chat/history?order=created", headers=ada).json
+    assert [s["chat_id"] for s in created] == [20, 10]
+    assert set(history[0]) == {
+        "chat_id",
+        "title",
+        "created_at",
+        "updated_at",
+        "system_prompt",
+        "model",
+        "messages",
+    }
+    assert history[0]["updated_at"] == history[0]["messages"][-1]["timestamp"]
+    history = created
     assert [m["content"] for m in history[1]["messages"]] == [
         "first",
         "Echo: first",
@@ -247,6 +259,7 @@ def test_history_is_newest_first_with_messages_oldest_first(client, ada, bob):
         "incomplete",
         "reasoning",
         "options",
+        "superseded",
     }
     question, answer = history[1]["messages"][:2]
     assert question["usage"] is None and question["failed"] is False
@@ -286,14 +299,16 @@ def test_sessions_list_counts_messages(client, ada):
     ask(client, ada, "b", session_id=1)
     ask(client, ada, "c", session_id=2)
     response = client.get("/api/ai_chat/sessions?page_size=1", headers=ada)
-    assert response.json == [
-        {
-            "chat_id": 2,
-            "title": "c",
-            "created_at": response.json[0]["created_at"],
-            "message_count": 2,
-        }
-    ]
+    [only] = response.json
+    assert only == {
+        "chat_id": 2,
+        "title": "c",
+        "created_at": only["created_at"],
+        "updated_at": only["updated_at"],
+        "system_prompt": None,
+        "model": None,
+        "message_count": 2,
+    }
     assert json.loads(response.headers["X-Pagination"])["total"] == 2
     everything = client.get("/api/ai_chat/sessions", headers=ada).json
     assert [(s["chat_id"], s["message_count"]) for s in everything] == [(2, 2), (1, 4)]

@@ -27,6 +27,8 @@ EXTRA = {
     ("/api/ai_chat/{chat_id}", "get"),
     ("/api/ai_chat/{chat_id}", "patch"),
     ("/api/ai_chat/{chat_id}/export", "get"),
+    ("/api/ai_chat/{chat_id}/regenerate", "post"),
+    ("/api/ai_chat/{chat_id}/messages/{message_id}", "put"),
     ("/api/keys", "post"),
     ("/api/keys", "get"),
     ("/api/keys/{key_id}", "delete"),

@@ -37,6 +37,8 @@ MATRIX = {
     ("/api/ai_chat/{chat_id}", "patch"): (401, 404, 404),
     ("/api/ai_chat/{chat_id}", "delete"): (401, 404, 404),
     ("/api/ai_chat/{chat_id}/export", "get"): (401, 404, 404),
+    ("/api/ai_chat/{chat_id}/regenerate", "post"): (401, 404, 404),
+    ("/api/ai_chat/{chat_id}/messages/{message_id}", "put"): (401, 404, 404),
     # Keys too: each user sees and revokes only their own.
     ("/api/keys", "post"): (401, 201, 201),
     ("/api/keys", "get"): (401, 200, 200),
@@ -60,9 +62,11 @@ def world(app, client, auth):
     token = auth.tokens(OWNER, "Owner")["access_token"]
     owner = bearer(token)
     ask(client, owner, "private", session_id=CHAT)
+    [question, _] = client.get(f"/api/ai_chat/{CHAT}", headers=owner).json["messages"]
     key = client.post("/api/keys", headers=owner, json={"name": "private"}).json
     return {
         "owner_id": auth.user_id(owner),
+        "owner_message": question["id"],
         "owner_key": key["id"],
         "owner_token": token,
         "headers": {"none": {}, "other": auth.register("eve@example.com"), "admin": auth.admin()},
@@ -77,6 +81,7 @@ def request_for(path, method, world, n):
         .replace("{email}", OWNER)
         .replace("{token_id}", world["owner_token"])
         .replace("{key_id}", str(world["owner_key"]))
+        .replace("{message_id}", str(world["owner_message"]))
     )
     kwargs = {}
     if path in ("/api/auth/register", "/api/user/create"):
@@ -87,6 +92,10 @@ def request_for(path, method, world, n):
         kwargs["json"] = {"content": "hello", "model": "echo"}
     elif path == "/api/keys" and method == "post":
         kwargs["json"] = {"name": "mine"}
+    elif path.endswith("/regenerate"):
+        kwargs["json"] = {"model": "echo"}
+    elif "/messages/" in path:
+        kwargs["json"] = {"content": "private, edited", "model": "echo"}
     elif path.endswith("/limits") and method == "put":
         kwargs["json"] = {"token_budget": "100000/day"}
     elif method == "patch":

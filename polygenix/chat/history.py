@@ -5,7 +5,7 @@ import hashlib
 from datetime import datetime
 
 from flask_smorest import abort
-from sqlalchemy import BigInteger, bindparam, cast, exists, func, select
+from sqlalchemy import BigInteger, and_, bindparam, cast, exists, func, select
 from sqlalchemy.orm import aliased, joinedload
 
 from ..api import page_of
@@ -24,6 +24,17 @@ _VERSION = select(func.count(ChatSession.id), func.max(ChatSession.changed_at)).
 )
 # A reply still being streamed is shown once it is finished (or flagged by the sweep).
 SHOWN = Message.lease_until.is_(None)
+# The session's transcript as it stands: what was replaced by a regenerate or an edit is not.
+CURRENT = and_(SHOWN, Message.superseded.is_(False))
+# Latest activity first, or newest first; ties by number, so pages never overlap.
+ORDER_BY = {
+    "updated": (ChatSession.updated_at.desc(), ChatSession.number.desc()),
+    "created": (ChatSession.created_at.desc(), ChatSession.id.desc()),
+}
+
+
+def shown(include_superseded: bool):
+    return SHOWN if include_superseded else CURRENT
 
 
 def find_session(user_id: int, number: int) -> ChatSession | None:
@@ -66,16 +77,18 @@ def etag(user: User, query: str) -> str:
     return digest[:32]
 
 
-def _sessions_page(user: User, page: int | None, page_size: int, *columns) -> tuple[int, list]:
-    """The total of the caller's sessions, and one page of them (newest first) with `columns`;
-    every session when `page` is None."""
+def _sessions_page(
+    user: User, page: int | None, page_size: int, order: str, *columns
+) -> tuple[int, list]:
+    """The total of the caller's sessions, and one page of them in `order` (ORDER_BY) with
+    `columns`; every session when `page` is None."""
     total = db.session.scalar(
         select(func.count(ChatSession.id)).where(ChatSession.user_id == user.id)
     )
     statement = (
         select(ChatSession, *columns)
         .where(ChatSession.user_id == user.id)
-        .order_by(ChatSession.created_at.desc(), ChatSession.id.desc())
+        .order_by(*ORDER_BY[order])
     )
     if page is not None:
         statement = page_of(statement, page, page_size)
@@ -87,57 +100,65 @@ def _as_dict(session: ChatSession, **extra) -> dict:
         "number": session.number,
         "title": session.title,
         "created_at": session.created_at,
+        "updated_at": session.updated_at,
+        "system_prompt": session.system_prompt,
+        "model": session.model,
     } | extra
 
 
-def history(user: User, page: int | None, page_size: int) -> tuple[int, list[dict]]:
-    """One page of the caller's sessions (all of them when `page` is None), newest first, each
-    with its messages oldest first.
-
-    Two queries for the page whatever its size: the sessions, then all their messages.
-    """
-    total, rows = _sessions_page(user, page, page_size)
-    by_session: dict[int, list[Message]] = {s.id: [] for (s,) in rows}
+def with_messages(sessions: list[ChatSession], include_superseded: bool = False) -> list[dict]:
+    """`sessions`, each with its messages oldest first: one query whatever their number."""
+    by_session: dict[int, list[Message]] = {s.id: [] for s in sessions}
     if by_session:
         for message in db.session.scalars(
             _with_session(select(Message))
-            .where(Message.session_id.in_(by_session), SHOWN)
+            .where(Message.session_id.in_(by_session), shown(include_superseded))
             .order_by(Message.session_id, Message.id)
         ):
             by_session[message.session_id].append(message)
-    return total, [_as_dict(s, messages=by_session[s.id]) for (s,) in rows]
+    return [_as_dict(s, messages=by_session[s.id]) for s in sessions]
+
+
+def history(
+    user: User,
+    page: int | None,
+    page_size: int,
+    order: str = "updated",
+    include_superseded: bool = False,
+) -> tuple[int, list[dict]]:
+    """One page of the caller's sessions (all of them when `page` is None) in `order`, each
+    with its messages oldest first. Two queries for the page whatever its size."""
+    total, rows = _sessions_page(user, page, page_size, order)
+    return total, with_messages([s for (s,) in rows], include_superseded)
 
 
 def _message_count():
     return (
         select(func.count(Message.id))
-        .where(Message.session_id == ChatSession.id, SHOWN)
+        .where(Message.session_id == ChatSession.id, CURRENT)
         .correlate(ChatSession)
         .scalar_subquery()
     )
 
 
-def summaries(user: User, page: int | None, page_size: int) -> tuple[int, list[dict]]:
-    """One page of the caller's sessions (all when `page` is None), newest first, with message
-    counts and no messages."""
-    total, rows = _sessions_page(user, page, page_size, _message_count())
+def summaries(
+    user: User, page: int | None, page_size: int, order: str = "updated"
+) -> tuple[int, list[dict]]:
+    """One page of the caller's sessions (all when `page` is None) in `order`, with message
+    counts (superseded messages not counted) and no messages."""
+    total, rows = _sessions_page(user, page, page_size, order, _message_count())
     return total, [_as_dict(s, message_count=n) for s, n in rows]
 
 
 def summary(session: ChatSession) -> dict:
     count = db.session.scalar(
-        select(func.count(Message.id)).where(Message.session_id == session.id, SHOWN)
+        select(func.count(Message.id)).where(Message.session_id == session.id, CURRENT)
     )
     return _as_dict(session, message_count=count)
 
 
-def session_with_messages(session: ChatSession) -> dict:
-    messages = db.session.scalars(
-        _with_session(select(Message))
-        .where(Message.session_id == session.id, SHOWN)
-        .order_by(Message.id)
-    ).all()
-    return _as_dict(session, messages=messages)
+def session_with_messages(session: ChatSession, include_superseded: bool = False) -> dict:
+    return with_messages([session], include_superseded)[0]
 
 
 def _with_session(statement):

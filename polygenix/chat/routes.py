@@ -12,17 +12,23 @@ from ..extensions import db
 from ..governance.policy import allowed_catalogue
 from ..limits import per_user
 from ..models import MAX_ID, ChatSession
-from ..providers import ProviderError
+from ..provider_registry import registry
+from ..providers import ProviderError, UnknownModelError
 from ..security import REVALIDATE
 from . import export, history, streaming
 from . import turn as turns
 from .schemas import (
     ChatSessionResponseSchema,
+    EditSchema,
     ExportArgsSchema,
+    HistoryArgsSchema,
     HomeSchema,
+    ListingArgsSchema,
     MessageCreateSchema,
     MessageResponseSchema,
     ModelSchema,
+    RegenerateSchema,
+    SessionArgsSchema,
     SessionSummarySchema,
     SessionUpdateSchema,
     options_from,
@@ -36,6 +42,7 @@ blp = Blueprint(
 )
 
 CHAT_ID = f"<int(min=1, max={MAX_ID}):chat_id>"
+MESSAGE_ID = f"<int(min=1, max={MAX_ID}):message_id>"
 PAGE = {"page_size": 20, "max_page_size": 100}
 
 
@@ -92,31 +99,47 @@ class Models(MethodView):
         return allowed_catalogue(current_user.id)
 
 
+REPLY_OR_STREAM = {
+    "200": {
+        "content": {
+            "application/json": {"schema": {"$ref": "#/components/schemas/MessageResponse"}},
+            "text/event-stream": {
+                # One Server-Sent Event; `data` is the JSON described above.
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        "event": {"enum": ["start", "reasoning", "delta", "done", "error"]},
+                        "data": {"type": "string"},
+                    },
+                }
+            },
+        }
+    }
+}
+
+
+def _answer(turn: turns.Turn, data: dict):
+    """A prepared turn answered: streamed (`stream`, or Accept: text/event-stream) or whole."""
+    if data["stream"] or "text/event-stream" in request.headers.get("Accept", ""):
+        return Response(
+            stream_with_context(streaming.relay(streaming.opened(turn), streaming.Events())),
+            mimetype="text/event-stream",
+            # X-Accel-Buffering: nginx would otherwise hold the events back.
+            headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+        )
+    try:
+        completion = turns.complete(turn)
+    except ProviderError as e:
+        turns.store_failure(turn, e)
+        raise
+    return turns.store(turn, completion)
+
+
 @blp.route("/request")
 class ChatRequest(MethodView):
     @blp.login_required(keys=True)
     @per_user
-    @blp.doc(
-        responses={
-            "200": {
-                "content": {
-                    "application/json": {
-                        "schema": {"$ref": "#/components/schemas/MessageResponse"}
-                    },
-                    "text/event-stream": {
-                        # One Server-Sent Event; `data` is the JSON described above.
-                        "schema": {
-                            "type": "object",
-                            "properties": {
-                                "event": {"enum": ["start", "delta", "done", "error"]},
-                                "data": {"type": "string"},
-                            },
-                        }
-                    },
-                }
-            }
-        }
-    )
+    @blp.doc(responses=REPLY_OR_STREAM)
     @blp.arguments(MessageCreateSchema())
     @blp.response(200, MessageResponseSchema)
     @blp.errors(429, 502, 503, 504)
@@ -125,6 +148,7 @@ class ChatRequest(MethodView):
 
         `session_id` null or absent starts a new session with your next free number; a number
         you have no session with starts a new session with that number; one you have continues it.
+        `model` may be left out for a session with a default model (PATCH the session).
 
         Provider failures: 422 unknown model, or model not found at the provider; 429 the
         provider is rate limiting (with `Retry-After`); 502 it rejected the configured key or
@@ -151,44 +175,84 @@ class ChatRequest(MethodView):
         the model is silent. If the client disconnects, the provider is hung up on and the
         partial reply stored, flagged `incomplete`.
         """
-        args = (
+        turn = turns.prepare(
             current_user,
             data["content"],
-            data["model"],
+            data.get("model"),
             data.get("session_id"),
             options_from(data),
         )
-        if data["stream"] or "text/event-stream" in request.headers.get("Accept", ""):
-            return Response(
-                stream_with_context(streaming.stream_reply(*args)),
-                mimetype="text/event-stream",
-                # X-Accel-Buffering: nginx would otherwise hold the events back.
-                headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
-            )
-        turn = turns.prepare(*args)
-        try:
-            completion = turns.complete(turn)
-        except ProviderError as e:
-            turns.store_failure(turn, e)
-            raise
-        return turns.store(turn, completion)
+        return _answer(turn, data)
+
+
+@blp.route(f"/{CHAT_ID}/regenerate")
+class Regenerate(MethodView):
+    @blp.login_required(keys=True)
+    @per_user
+    @blp.doc(responses=REPLY_OR_STREAM)
+    @blp.arguments(RegenerateSchema(), required=False)
+    @blp.response(200, MessageResponseSchema)
+    @blp.errors(404, 409, 429, 502, 503, 504)
+    def post(self, data, chat_id):
+        """Answer the session's last message again
+
+        The new reply replaces the earlier one, which is kept, marked `superseded`. Without
+        `model`: the session's default model, else the model of the reply it replaces. The
+        body is optional; it takes the generation options and `stream` of /request. If the
+        model call fails, nothing changes (the earlier reply stays current) and the error is
+        answered as /request answers it. 409: the session changed meanwhile (another message
+        followed, or an earlier one was edited).
+        """
+        turn = turns.prepare_again(current_user, chat_id, data.get("model"), options_from(data))
+        return _answer(turn, data)
+
+
+@blp.route(f"/{CHAT_ID}/messages/{MESSAGE_ID}")
+class EditMessage(MethodView):
+    @blp.login_required(keys=True)
+    @per_user
+    @blp.doc(responses=REPLY_OR_STREAM)
+    @blp.arguments(EditSchema())
+    @blp.response(200, MessageResponseSchema)
+    @blp.errors(404, 409, 429, 502, 503, 504)
+    def put(self, data, chat_id, message_id):
+        """Edit one of your messages and get a new reply
+
+        The message keeps its `id` and takes the new `content`; every message after it is
+        marked `superseded`, and a new reply is generated and returned, as regenerate does
+        (same options). If the model call fails, the edit is kept and the message flagged
+        `failed`. A reply cannot be edited (422); a message not in your session is a 404.
+        """
+        turn = turns.prepare_again(
+            current_user,
+            chat_id,
+            data.get("model"),
+            options_from(data),
+            message_id=message_id,
+            content=data["content"],
+        )
+        return _answer(turn, data)
 
 
 @blp.route("/history")
 class History(MethodView):
     @blp.login_required(keys=True)
+    @blp.arguments(HistoryArgsSchema(), location="query")
     @blp.response(200, ChatSessionResponseSchema(many=True))
     @blp.paginate(**PAGE)
-    def get(self, pagination_parameters):
-        """Your sessions, newest first, each with its messages oldest first
+    def get(self, args, pagination_parameters):
+        """Your sessions, latest activity first, each with its messages oldest first
 
-        Without `page` and `page_size`, every session; with either, one page. The `ETag`
-        answers `If-None-Match` with 304 while nothing shown has changed.
+        `order=created`: newest first instead. Without `page` and `page_size`, every session;
+        with either, one page. Superseded messages only with `include_superseded=true`. The
+        `ETag` answers `If-None-Match` with 304 while nothing shown has changed.
         """
         headers = _conditional(current_user)
         p = pagination_parameters
         page = _page(p)
-        p.item_count, sessions = history.history(current_user, page, p.page_size)
+        p.item_count, sessions = history.history(
+            current_user, page, p.page_size, args["order"], args["include_superseded"]
+        )
         if page is None:
             p.page_size = max(p.item_count, 1)
         return sessions, headers
@@ -197,18 +261,20 @@ class History(MethodView):
 @blp.route("/sessions")
 class Sessions(MethodView):
     @blp.login_required(keys=True)
+    @blp.arguments(ListingArgsSchema(), location="query")
     @blp.response(200, SessionSummarySchema(many=True))
     @blp.paginate(**PAGE)
-    def get(self, pagination_parameters):
-        """Your sessions, newest first, with message counts but no messages
+    def get(self, args, pagination_parameters):
+        """Your sessions, latest activity first, with message counts but no messages
 
-        Without `page` and `page_size`, every session; with either, one page. The `ETag`
-        answers `If-None-Match` with 304 while nothing shown has changed.
+        `order=created`: newest first instead. Without `page` and `page_size`, every session;
+        with either, one page. The `ETag` answers `If-None-Match` with 304 while nothing
+        shown has changed.
         """
         headers = _conditional(current_user)
         p = pagination_parameters
         page = _page(p)
-        p.item_count, sessions = history.summaries(current_user, page, p.page_size)
+        p.item_count, sessions = history.summaries(current_user, page, p.page_size, args["order"])
         if page is None:
             p.page_size = max(p.item_count, 1)
         return sessions, headers
@@ -232,7 +298,9 @@ class Export(MethodView):
     )
     def get(self, args, chat_id):
         """Download one of your sessions as a Markdown transcript or JSON"""
-        session = history.session_with_messages(history.own_session_or_404(current_user, chat_id))
+        session = history.session_with_messages(
+            history.own_session_or_404(current_user, chat_id), args["include_superseded"]
+        )
         if args["format"] == "json":
             body, mimetype, suffix = export.session_json(session), "application/json", "json"
         else:
@@ -249,31 +317,46 @@ class Export(MethodView):
 @blp.route(f"/{CHAT_ID}")
 class Session(MethodView):
     @blp.login_required(keys=True)
+    @blp.arguments(SessionArgsSchema(), location="query")
     @blp.errors(404)
     @blp.response(200, ChatSessionResponseSchema)
-    def get(self, chat_id):
-        """One of your sessions with its messages"""
-        return history.session_with_messages(history.own_session_or_404(current_user, chat_id))
+    def get(self, args, chat_id):
+        """One of your sessions with its messages
+
+        Superseded messages only with `include_superseded=true`.
+        """
+        session = history.own_session_or_404(current_user, chat_id)
+        return history.session_with_messages(session, args["include_superseded"])
 
     @blp.login_required(keys=True)
     @blp.arguments(SessionUpdateSchema())
     @blp.errors(404)
     @blp.response(200, SessionSummarySchema)
     def patch(self, data, chat_id):
-        """Rename one of your sessions"""
+        """Rename one of your sessions, or set its instructions or default model
+
+        `system_prompt` (null clears it) replaces SYSTEM_PROMPT for this session; `model`
+        (null clears it) is used by requests for this session that name no model. An unknown
+        model is a 422.
+        """
+        if data.get("model") is not None:
+            try:
+                registry().resolve(data["model"])
+            except UnknownModelError as e:
+                abort(422, message=str(e), errors={"json": {"model": [str(e)]}})
         session = history.own_session_or_404(current_user, chat_id)
         # Read before the write, whose commit is the last thing done: an error answered after
-        # it would report a failed rename that was in fact applied.
-        renamed = history.summary(session) | {"title": data["title"]}
+        # it would report a failed change that was in fact applied.
+        changed_session = history.summary(session) | data
         changed = db.session.execute(
             update(ChatSession)
             .where(ChatSession.id == session.id)
-            .values(title=data["title"], changed_at=clock.now())
+            .values(**data, changed_at=clock.now())
         ).rowcount
         db.session.commit()
         if changed != 1:  # deleted meanwhile
             abort(404, message="Chat session not found")
-        return renamed
+        return changed_session
 
     @blp.login_required(keys=True)
     @blp.errors(404)

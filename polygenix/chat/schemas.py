@@ -72,16 +72,28 @@ def validate_content(value: str) -> None:
         raise ma.ValidationError(f"Message content must be at most {maximum} characters.")
 
 
-class MessageCreateSchema(GenerationOptionsSchema):
-    content = Text(required=True, validate=validate_content)
-    model = fields.String(
-        required=True,
+def _model_field(description: str, **kwargs) -> fields.String:
+    return fields.String(
         validate=[validate.Length(min=1, max=200), no_nul],
+        metadata={"description": description, "example": "echo", "pattern": NO_NUL},
+        **kwargs,
+    )
+
+
+class StreamOptionSchema(GenerationOptionsSchema):
+    stream = StrictBoolean(
+        load_default=False,
         metadata={
-            "description": "`provider` or `provider/model-id`, e.g. `echo`",
-            "example": "echo",
-            "pattern": NO_NUL,
+            "description": "Answer with Server-Sent Events (also: Accept: text/event-stream)"
         },
+    )
+
+
+class MessageCreateSchema(StreamOptionSchema):
+    content = Text(required=True, validate=validate_content)
+    model = _model_field(
+        "`provider` or `provider/model-id`, e.g. `echo`; may be left out for a session "
+        "with a default model"
     )
     session_id = fields.Integer(
         allow_none=True,
@@ -94,12 +106,14 @@ class MessageCreateSchema(GenerationOptionsSchema):
     )
     # The original web client sends it; it has no meaning here.
     chat_id = fields.Raw(allow_none=True, load_only=True, metadata={"description": "Ignored"})
-    stream = StrictBoolean(
-        load_default=False,
-        metadata={
-            "description": "Answer with Server-Sent Events (also: Accept: text/event-stream)"
-        },
-    )
+
+
+class RegenerateSchema(StreamOptionSchema):
+    model = _model_field("Default: the session's model, else the model of the reply it replaces")
+
+
+class EditSchema(RegenerateSchema):
+    content = Text(required=True, validate=validate_content)
 
 
 class MessageResponseSchema(ma.Schema):
@@ -143,6 +157,10 @@ class MessageResponseSchema(ma.Schema):
         allow_none=True,
         metadata={"description": "The generation options sent with a reply's request"},
     )
+    superseded = fields.Boolean(
+        dump_only=True,
+        metadata={"description": "Replaced by a regenerated reply or an edited question"},
+    )
 
     def _usage(self, message):
         if not message.is_bot:
@@ -156,25 +174,84 @@ class MessageResponseSchema(ma.Schema):
         }
 
 
-class ChatSessionResponseSchema(ma.Schema):
+class SessionSchema(ma.Schema):
     chat_id = fields.Integer(attribute="number", dump_only=True)
     title = fields.String(dump_only=True)
     created_at = fields.DateTime(dump_only=True)
+    updated_at = fields.DateTime(
+        dump_only=True, metadata={"description": "The time of its latest message"}
+    )
+    system_prompt = fields.String(
+        dump_only=True,
+        allow_none=True,
+        metadata={"description": "The session's instructions (null: the server's)"},
+    )
+    model = fields.String(
+        dump_only=True,
+        allow_none=True,
+        metadata={"description": "The model used when a request names none"},
+    )
+
+
+class ChatSessionResponseSchema(SessionSchema):
     messages = fields.List(fields.Nested(MessageResponseSchema), dump_only=True)
 
 
-class SessionSummarySchema(ma.Schema):
-    chat_id = fields.Integer(attribute="number", dump_only=True)
-    title = fields.String(dump_only=True)
-    created_at = fields.DateTime(dump_only=True)
-    message_count = fields.Integer(dump_only=True)
+class SessionSummarySchema(SessionSchema):
+    message_count = fields.Integer(
+        dump_only=True, metadata={"description": "Its messages, superseded ones not counted"}
+    )
+
+
+SYSTEM_PROMPT_MAX_CHARS = 8000
 
 
 class SessionUpdateSchema(ma.Schema):
-    title = Text(required=True, strip=True, max_length=200)
+    title = Text(strip=True, max_length=200)
+    system_prompt = Text(
+        allow_none=True,
+        max_length=SYSTEM_PROMPT_MAX_CHARS,
+        metadata={"description": "Replaces SYSTEM_PROMPT for this session; null clears it"},
+    )
+    model = _model_field("The session's default model; null clears it", allow_none=True)
+
+    @ma.validates_schema
+    def _something(self, data, **kwargs):
+        if not data:
+            raise ma.ValidationError("Send title, system_prompt or model.")
 
 
-class ExportArgsSchema(ma.Schema):
+class StrictQueryBoolean(fields.Boolean):
+    """Only `true` or `false` in a query string."""
+
+    truthy = {"true"}
+    falsy = {"false"}
+
+
+class ListingArgsSchema(ma.Schema):
+    order = fields.String(
+        load_default="updated",
+        validate=validate.OneOf(["updated", "created"]),
+        metadata={"description": "`updated`: latest activity first; `created`: newest first"},
+    )
+
+
+def _superseded_arg() -> StrictQueryBoolean:
+    return StrictQueryBoolean(
+        load_default=False,
+        metadata={"description": "Also the messages replaced by a regenerate or an edit"},
+    )
+
+
+class HistoryArgsSchema(ListingArgsSchema):
+    include_superseded = _superseded_arg()
+
+
+class SessionArgsSchema(ma.Schema):
+    include_superseded = _superseded_arg()
+
+
+class ExportArgsSchema(SessionArgsSchema):
     format = fields.String(load_default="markdown", validate=validate.OneOf(["markdown", "json"]))
 
 

@@ -31,8 +31,7 @@ from flask import current_app
 from ..errors import SessionDeleted, envelope, outage
 from ..extensions import db
 from ..metrics import OPEN_STREAMS
-from ..models import User
-from ..providers import Options, ProviderError, ReplyStream
+from ..providers import ProviderError, ReplyStream
 from ..providers.client import merge
 from . import turn as turns
 from .schemas import MessageResponseSchema
@@ -73,13 +72,6 @@ class Events:
 
     def keepalive(self) -> str:
         return ": keep-alive\n\n"
-
-
-def stream_reply(
-    user: User, content: str, model_name: str, number: int | None, options: Options
-) -> Iterator[str]:
-    """A streamed chat turn: prepare, open, relay."""
-    return relay(opened(turns.prepare(user, content, model_name, number, options)), Events())
 
 
 def opened(turn: turns.Turn) -> tuple[turns.Turn, "_Reader"]:

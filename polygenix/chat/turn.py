@@ -10,6 +10,11 @@
    at most every STREAM_SAVE_INTERVAL, which also renews the stream's lease), `finish` (the
    reply, whole or cut short, or the message flagged when no text came).
 
+An existing question may be answered again (`prepare_again`): regenerate asks the session's
+last question anew, edit gives one of the user's questions new words. Either marks what it
+replaces `superseded` once the new reply (or, for an edit, the edited question) is stored, so
+context, counts and history only ever see the current transcript.
+
 Storing checks, in its transaction, that the session it writes to still exists (the foreign
 keys do): a turn whose session was deleted meanwhile stores nothing and raises SessionDeleted.
 Ids are never reused, so a vanished session's id never stands for another user's.
@@ -26,18 +31,18 @@ from typing import Any
 
 from flask import current_app
 from flask_smorest import abort
-from sqlalchemy import bindparam, case, delete, select, update
+from sqlalchemy import bindparam, case, delete, exists, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.exc import StaleDataError
 
 from .. import clock
-from ..errors import SessionDeleted
+from ..errors import Conflict, SessionDeleted
 from ..extensions import db
 from ..governance import ledger
 from ..governance.policy import admit, governance
 from ..logs import note, request_id
 from ..metrics import record_cost, record_provider_call
-from ..models import ChatSession, Message, User
+from ..models import MAX_ID, ChatSession, Message, User
 from ..provider_registry import missing_variable, registry
 from ..providers import (
     ChatMessage,
@@ -83,6 +88,8 @@ class Turn:
     question: Message | None = None  # once stored
     reply: Message | None = None  # once stored (a streamed reply: while it is written)
     saved_at: float = field(default=0.0)  # time.monotonic() of a stream's last save
+    # "regenerate" or "edit": `question` is an existing message, answered again.
+    again: str | None = None
 
     @property
     def model_name(self) -> str:
@@ -105,14 +112,21 @@ def make_title(text: str) -> str:
 
 _LATEST_MESSAGES = (
     select(Message)
-    .where(Message.session_id == bindparam("session_id"))
+    .where(
+        Message.session_id == bindparam("session_id"),
+        Message.id < bindparam("before"),
+        Message.superseded.is_(False),
+    )
     .order_by(Message.id.desc())
     .limit(bindparam("limit"))
 )
 
 
-def load_context(session_id: int, config: Mapping[str, Any], reserved: int) -> list[ChatMessage]:
-    """The session's latest complete turns that fit the budget, oldest first.
+def load_context(
+    session_id: int, config: Mapping[str, Any], reserved: int, before: int = MAX_ID
+) -> list[ChatMessage]:
+    """The session's latest complete turns before message `before` that fit the budget,
+    oldest first; superseded messages are never context.
 
     One bounded query. Each reply names its question (`reply_to_id`), so turns pair up right
     even when requests to one session overlap. A question without a complete reply (its provider
@@ -120,7 +134,8 @@ def load_context(session_id: int, config: Mapping[str, Any], reserved: int) -> l
     user/assistant as every provider requires.
     """
     rows = db.session.scalars(
-        _LATEST_MESSAGES, {"session_id": session_id, "limit": config["CONTEXT_MAX_MESSAGES"]}
+        _LATEST_MESSAGES,
+        {"session_id": session_id, "before": before, "limit": config["CONTEXT_MAX_MESSAGES"]},
     ).all()
     replies = {
         m.reply_to_id: m
@@ -145,9 +160,14 @@ def load_context(session_id: int, config: Mapping[str, Any], reserved: int) -> l
     return turns
 
 
-def build_messages(context: list[ChatMessage], content: str) -> list[ChatMessage]:
-    """What the provider is sent: the system prompt, the earlier turns, the new message."""
+def build_messages(
+    context: list[ChatMessage], content: str, session: ChatSession | None = None
+) -> list[ChatMessage]:
+    """What the provider is sent: the system prompt (the session's own, else SYSTEM_PROMPT),
+    the earlier turns, the new message."""
     prompt = current_app.config["SYSTEM_PROMPT"]
+    if session is not None and session.system_prompt is not None:
+        prompt = session.system_prompt
     system: list[ChatMessage] = [{"role": "system", "content": prompt}] if prompt else []
     return system + context + [{"role": "user", "content": content}]
 
@@ -169,24 +189,38 @@ def _model(user_id: int, model_name: str, options: Options) -> tuple[Provider, s
     return provider, model
 
 
+def _named_model(
+    user: User, model_name: str | None, session: ChatSession | None, options: Options, *fallback
+) -> tuple[Provider, str | None]:
+    """The model a request names, else the session's default, else the first of `fallback`
+    that is set; none at all is the 422 of a missing field."""
+    name = model_name or (session.model if session is not None else None)
+    name = name or next((f for f in fallback if f), None)
+    if not name:
+        reason = "Missing data for required field."
+        abort(422, message=f"model: {reason}", errors={"json": {"model": [reason]}})
+    try:
+        return _model(user.id, name, options)
+    except UnknownModelError as e:
+        abort(422, message=str(e), errors={"json": {"model": [str(e)]}})
+
+
 def prepare(
     user: User,
     content: str,
-    model_name: str,
+    model_name: str | None,
     number: int | None,
     options: Options = NO_OPTIONS,
 ) -> Turn:
     """Everything the provider call needs, read in one transaction that ends here.
 
-    An unknown model, or a max_tokens over the model's output cap, is a 422; a model the user
-    may not use a 403; a budget used up a 429 (nothing is stored). A provider that is not
-    configured is not refused here: its call fails, and the failure is stored like any other.
+    An unknown model, or a max_tokens over the model's output cap, is a 422; so is no model at
+    all (none named, and the session has no default); a model the user may not use is a 403; a
+    budget used up a 429 (nothing is stored). A provider that is not configured is not refused
+    here: its call fails, and the failure is stored like any other.
     """
-    try:
-        provider, model = _model(user.id, model_name, options)
-    except UnknownModelError as e:
-        abort(422, message=str(e), errors={"json": {"model": [str(e)]}})
     session = find_session(user.id, number) if number is not None else None
+    provider, model = _named_model(user, model_name, session, options)
     context = [] if session is None else load_context(session.id, current_app.config, len(content))
     turn = Turn(
         user_id=user.id,
@@ -195,12 +229,81 @@ def prepare(
         content=content,
         number=number,
         session=session,
-        messages=build_messages(context, content),
+        messages=build_messages(context, content, session),
         asked_at=clock.now(),
         request_id=request_id(),
         options=options,
     )
     # The provider may take seconds or minutes: no database connection is held meanwhile.
+    db.session.commit()
+    return turn
+
+
+_CURRENT = Message.superseded.is_(False)
+_LAST_QUESTION = (
+    select(Message)
+    .where(Message.session_id == bindparam("session_id"), Message.is_bot.is_(False), _CURRENT)
+    .order_by(Message.id.desc())
+    .limit(1)
+)
+_LAST_REPLY = (
+    select(Message.model)
+    .where(Message.reply_to_id == bindparam("question_id"), Message.model.is_not(None))
+    .order_by(Message.id.desc())
+    .limit(1)
+)
+
+
+def prepare_again(
+    user: User,
+    number: int,
+    model_name: str | None,
+    options: Options = NO_OPTIONS,
+    *,
+    message_id: int | None = None,
+    content: str | None = None,
+) -> Turn:
+    """A turn that answers an existing question again: the session's last one (regenerate),
+    or message `message_id` with new words `content` (edit). Its context is what came before
+    the question. The model: the one named, else the session's default, else the model of the
+    latest reply the question had (superseded or not).
+
+    404 for a session or message the user does not have; 422 for a reply, a superseded
+    message, or a session with no question to answer again.
+    """
+    session = find_session(user.id, number)
+    if session is None:
+        abort(404, message="Chat session not found")
+    if message_id is None:
+        question = db.session.scalar(_LAST_QUESTION, {"session_id": session.id})
+        if question is None:
+            _invalid("chat_id", "The session has no message of yours to answer again.")
+    else:
+        question = db.session.get(Message, message_id)
+        if question is None or question.session_id != session.id:
+            abort(404, message="Message not found")
+        if question.is_bot:
+            _invalid("message_id", "Only your own messages can be edited, not replies.")
+        if question.superseded:
+            _invalid("message_id", "The message was superseded: edit the current one.")
+    content = question.content if content is None else content
+    replaced = db.session.scalar(_LAST_REPLY, {"question_id": question.id})
+    provider, model = _named_model(user, model_name, session, options, replaced)
+    context = load_context(session.id, current_app.config, len(content), before=question.id)
+    turn = Turn(
+        user_id=user.id,
+        provider=provider,
+        model=model,
+        content=content,
+        number=number,
+        session=session,
+        messages=build_messages(context, content, session),
+        asked_at=clock.now(),
+        request_id=request_id(),
+        options=options,
+        question=question,
+        again="edit" if message_id is not None else "regenerate",
+    )
     db.session.commit()
     return turn
 
@@ -406,12 +509,13 @@ def _commit_question(
                 created_at=turn.asked_at,
                 transcript_digest=transcript.extend(None, added) if added else None,
             )
+            session.updated_at = now
         else:
             known = session.transcript_digest
             session = db.session.merge(session, load=False)
             if added:
                 session.transcript_digest = _digest_after(known, added)
-        session.changed_at = now
+        session.changed_at = session.updated_at = now
         question = Message(
             session=session,
             is_bot=False,
@@ -504,7 +608,9 @@ def store(turn: Turn, completion: Completion) -> Message:
         latency_ms=_latency_ms(turn),
         cost_usd=_dollars(cost),
     )
-    if turn.persist:
+    if turn.again:
+        _commit_again(turn, reply, usage)
+    elif turn.persist:
         _commit_question(turn, reply, whole=True, usage=usage)
     else:
         _count_alone(usage)
@@ -516,10 +622,90 @@ def store_failure(turn: Turn, error: ProviderError) -> None:
     whatever the call used counted, when the provider answered with no usable reply)."""
     _account(turn, str(error.status))
     usage = _used_without_reply(turn, error.usage)
-    if turn.persist:
+    if turn.again == "edit":  # the new words are kept, flagged like any failed question
+        _commit_again(turn, None, usage, error=error.message)
+    elif turn.persist and not turn.again:
         _commit_question(turn, error=error.message, usage=usage)
-    else:
+    else:  # a failed regenerate changes nothing: the earlier reply stays current
         _count_alone(usage)
+
+
+_SUPERSEDE = (
+    update(Message)
+    .where(
+        Message.session_id == bindparam("in_session"),
+        Message.id > bindparam("after"),
+        Message.id != bindparam("keep"),
+        _CURRENT,
+    )
+    .values(superseded=True)
+    .execution_options(synchronize_session=False)
+)
+
+
+def _supersede(turn: Turn, keep: int = 0) -> None:
+    """Everything after the turn's question (but message `keep`) is superseded."""
+    db.session.execute(
+        _SUPERSEDE, {"in_session": turn.session.id, "after": turn.question.id, "keep": keep}
+    )
+
+
+def _commit_again(
+    turn: Turn,
+    reply: Message | None,
+    usage: ledger.Entry | None = None,
+    error: str | None = None,
+    *,
+    supersede: bool = True,
+) -> None:
+    """Commit a turn that answers its question again: the usage, the session touched, the
+    question (an edit's new words, the error), what it replaces superseded (unless not yet:
+    a stream's regenerate supersedes when its reply is complete), and `reply`. One
+    transaction, rows locked in the order of every turn. SessionDeleted when the session went
+    meanwhile; a 409 when the question stopped being current (an earlier message was edited
+    meanwhile, or, for a regenerate, another question followed it)."""
+    question = turn.question
+    try:
+        if usage is not None:
+            with db.session.no_autoflush:
+                usage.add()
+        if not _touch(turn):
+            raise SessionDeleted()
+        current = db.session.execute(
+            update(Message)
+            .where(Message.id == question.id, _CURRENT)
+            .values(content=turn.content, error=error)
+            .execution_options(synchronize_session=False)
+        ).rowcount
+        later = turn.again == "regenerate" and db.session.scalar(
+            select(
+                exists().where(
+                    Message.session_id == turn.session.id,
+                    Message.id > question.id,
+                    Message.is_bot.is_(False),
+                    _CURRENT,
+                )
+            )
+        )
+        if current != 1 or later:
+            raise Conflict("The conversation changed meanwhile: reload it and try again.")
+        if supersede:
+            _supersede(turn)
+        if reply is not None:
+            reply.session = turn.session
+            reply.reply_to_id = question.id
+            reply.created_at = clock.now()
+            db.session.add(reply)
+        db.session.commit()
+    except (SessionDeleted, Conflict):
+        db.session.rollback()
+        _count_alone(usage)
+        raise
+    except IntegrityError:  # the account (and so the session) went meanwhile
+        db.session.rollback()
+        _count_alone(usage)
+        raise SessionDeleted() from None
+    turn.reply = reply
 
 
 # --- a streamed turn's store steps ---------------------------------------------------------
@@ -538,6 +724,12 @@ def start(turn: Turn) -> None:
     """A streamed turn begins: the user's message and an empty reply, leased to this stream."""
     turn.saved_at = time.monotonic()
     if not turn.persist:
+        return
+    if turn.again:
+        reply = Message(is_bot=True, content="", model=turn.model_name, lease_until=_lease())
+        # An edit is the user's words, kept at once; a regenerate replaces the earlier reply
+        # only once the new one has text (finish).
+        _commit_again(turn, reply, supersede=turn.again == "edit")
         return
     if turn.session is not None:
         turn.digest = turn.session.transcript_digest
@@ -601,7 +793,9 @@ def finish(
             return None, failure
 
         def flag() -> bool:
-            db.session.execute(delete(Message).where(Message.id == turn.reply.id))
+            deleted = db.session.execute(delete(Message).where(Message.id == turn.reply.id))
+            if turn.again == "regenerate":  # nothing changes: the earlier reply stays current
+                return deleted.rowcount == 1
             return (
                 db.session.execute(
                     update(Message)
@@ -612,7 +806,8 @@ def finish(
             )
 
         _write(turn, entry, flag)
-        turn.question.error = failure.message
+        if turn.again != "regenerate":
+            turn.question.error = failure.message
         return None, failure
     counts = {name: usage.get(name) for name in USAGE}
     _account(turn, "incomplete" if failure else "ok", *[counts[n] for n in USAGE[:2]])
@@ -636,18 +831,23 @@ def finish(
         return Message(is_bot=True, **values), failure
 
     def write() -> bool:
-        return (
+        written = db.session.execute(
+            update(Message).where(Message.id == turn.reply.id).values(**values)
+        ).rowcount
+        if turn.again and written:  # the new reply has text: it replaces what came after
+            _supersede(turn, keep=turn.reply.id)
             db.session.execute(
-                update(Message).where(Message.id == turn.reply.id).values(**values)
-            ).rowcount
-            == 1
-        )
+                update(Message).where(Message.id == turn.question.id).values(error=None)
+            )
+        return written == 1
 
     _write(
         turn,
         entry,
         write,
-        [("user", turn.content), ("assistant", text)] if failure is None else None,
+        [("user", turn.content), ("assistant", text)]
+        if failure is None and not turn.again
+        else None,
     )
     for name, value in values.items():
         setattr(turn.reply, name, value)
@@ -672,12 +872,17 @@ def _write(turn: Turn, usage: ledger.Entry | None, messages, added=None) -> None
         raise SessionDeleted()
 
 
-def _touch(turn: Turn, added: list[tuple[str, str]] | None = None) -> None:
-    """The session changed (now), and its transcript grew by `added` (a whole turn)."""
-    values = {"changed_at": clock.now()}
-    if added:
+def _touch(turn: Turn, added: list[tuple[str, str]] | None = None) -> bool:
+    """The session changed and was active (now), and its transcript grew by `added` (a whole
+    turn); a turn answering again rewrote it, so its digest is unknown. False if it is gone."""
+    now = clock.now()
+    values = {"changed_at": now, "updated_at": now}
+    if turn.again:
+        values["transcript_digest"] = None
+    elif added:
         values["transcript_digest"] = _digest_after(turn.digest, added)
-    db.session.execute(update(ChatSession).where(ChatSession.id == turn.session.id).values(values))
+    statement = update(ChatSession).where(ChatSession.id == turn.session.id).values(values)
+    return db.session.execute(statement).rowcount == 1
 
 
 # --- streams that died with their worker --------------------------------------------------------
