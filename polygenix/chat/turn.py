@@ -50,7 +50,7 @@ from ..providers import (
 )
 from ..providers.base import NO_OPTIONS, USAGE
 from ..providers.client import no_reply
-from . import transcript
+from . import titles, transcript
 from .history import find_session, next_number
 
 TITLE_MAX_CHARS = 60
@@ -83,6 +83,7 @@ class Turn:
     question: Message | None = None  # once stored
     reply: Message | None = None  # once stored (a streamed reply: while it is written)
     saved_at: float = field(default=0.0)  # time.monotonic() of a stream's last save
+    created: bool = False  # once stored: the turn made its session
 
     @property
     def model_name(self) -> str:
@@ -443,6 +444,7 @@ def _commit_question(
             session = find_session(turn.user_id, turn.number) if turn.number is not None else None
             continue
         turn.session, turn.question, turn.reply = session, question, reply
+        turn.created = not existing
         return
     _count_alone(usage)
     abort(
@@ -506,6 +508,7 @@ def store(turn: Turn, completion: Completion) -> Message:
     )
     if turn.persist:
         _commit_question(turn, reply, whole=True, usage=usage)
+        titles.schedule(turn)
     else:
         _count_alone(usage)
     return reply
@@ -651,6 +654,8 @@ def finish(
     )
     for name, value in values.items():
         setattr(turn.reply, name, value)
+    if failure is None:
+        titles.schedule(turn)
     return turn.reply, failure
 
 
