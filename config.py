@@ -203,6 +203,8 @@ def load_config(env: Mapping[str, str], instance_path: str) -> dict[str, Any]:
         # Set but empty disables the system prompt.
         "SYSTEM_PROMPT": env.get("SYSTEM_PROMPT", DEFAULT_SYSTEM_PROMPT).strip(),
         "MODEL_ALIASES": _aliases(env),
+        # The model that titles new sessions (chat/titles.py); unset: their first message is.
+        "TITLE_MODEL": _str(env, "TITLE_MODEL"),
         # Governance (polygenix/governance): the models users may use, their default budgets
         # (N/day, N/week or N/month; unset: none), and prices to add to genai-prices'.
         "MODEL_ALLOWLIST": _list(env, "MODEL_ALLOWLIST") or ["*"],

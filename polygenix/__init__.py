@@ -16,6 +16,7 @@ from .auth.passwords import init_passwords
 from .auth.routes import blp as auth_blp
 from .auth.tokens import init_jwt
 from .chat.routes import blp as chat_blp
+from .chat.titles import init_titles
 from .cli import chats, keys, providers, usage, users
 from .database import engine_options
 from .docs import ASSETS_URL
@@ -72,6 +73,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     init_limits(app)
     init_passwords(app)
     init_providers(app)
+    init_titles(app)
     init_governance(app)
     migrate.init_app(app, db, directory=str(Path(__file__).parent.parent / "migrations"))
     jwt.init_app(app)

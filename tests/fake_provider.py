@@ -33,6 +33,8 @@ class Reply:
     gap: float = 0.0
     # Send only the first half of the body, then hang up (a connection cut mid-reply).
     cut: bool = False
+    # Answer only once this is set (a test holds the answer back, then releases it).
+    hold: threading.Event | None = None
 
 
 # --- streams, as each provider sends them ------------------------------------------------
@@ -303,6 +305,8 @@ class _Handler(BaseHTTPRequestHandler):
             )
         )
         reply = fake.next_reply()
+        if reply.hold is not None:
+            reply.hold.wait(timeout=10)
         if reply.delay or fake.default_delay:
             time.sleep(reply.delay or fake.default_delay)
         streaming = (body or {}).get("stream") or ":streamGenerateContent" in self.path
@@ -415,11 +419,12 @@ class FakeProvider:
         gap=0.0,
         cut=False,
         method="POST",
+        hold=None,
     ):
         """Queue the next `times` answers to `method` (after them, the normal answer again)."""
         queue = self._get_replies if method == "GET" else self._replies
         with self._lock:
-            queue += [Reply(status, body, headers or {}, delay, chunks, gap, cut)] * times
+            queue += [Reply(status, body, headers or {}, delay, chunks, gap, cut, hold)] * times
 
     def next_reply(self, method="POST") -> Reply:
         queue = self._get_replies if method == "GET" else self._replies

@@ -26,6 +26,7 @@ EXTRA = {
     ("/api/ai_chat/models", "get"),
     ("/api/ai_chat/{chat_id}", "get"),
     ("/api/ai_chat/{chat_id}", "patch"),
+    ("/api/ai_chat/export", "get"),
     ("/api/ai_chat/{chat_id}/export", "get"),
     ("/api/ai_chat/{chat_id}/regenerate", "post"),
     ("/api/ai_chat/{chat_id}/messages/{message_id}", "put"),

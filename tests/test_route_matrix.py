@@ -39,6 +39,8 @@ MATRIX = {
     ("/api/ai_chat/{chat_id}/export", "get"): (401, 404, 404),
     ("/api/ai_chat/{chat_id}/regenerate", "post"): (401, 404, 404),
     ("/api/ai_chat/{chat_id}/messages/{message_id}", "put"): (401, 404, 404),
+    # Everything exported is the caller's own: an empty export for anyone else.
+    ("/api/ai_chat/export", "get"): (401, 200, 200),
     # Keys too: each user sees and revokes only their own.
     ("/api/keys", "post"): (401, 201, 201),
     ("/api/keys", "get"): (401, 200, 200),

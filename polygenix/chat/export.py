@@ -1,12 +1,19 @@
-"""A user's sessions as JSON or a Markdown transcript (export over the API and the CLI)."""
+"""A user's sessions as JSON or a Markdown transcript (export over the API and the CLI).
+
+Exporting all of a user's sessions over the API is streamed: the sessions are read BATCH at a
+time, each batch in a transaction of its own, and written out as they come (one JSON document,
+or a zip of one Markdown file per session), so an account of any size costs one batch's memory.
+"""
 
 import json
+import zipfile
+from collections.abc import Iterable, Iterator
 
-from sqlalchemy import select
+from sqlalchemy import and_, or_, select
 
 from ..extensions import db
 from ..models import ChatSession, User
-from .history import session_with_messages
+from .history import with_messages
 from .schemas import ChatSessionResponseSchema
 
 FORMATS = ("markdown", "json")
@@ -19,7 +26,7 @@ def sessions_of(user: User) -> list[dict]:
         .where(ChatSession.user_id == user.id)
         .order_by(ChatSession.created_at, ChatSession.id)
     ).all()
-    return [session_with_messages(s) for s in sessions]
+    return with_messages(sessions)
 
 
 def session_json(session: dict) -> str:
@@ -72,3 +79,82 @@ def _session_markdown(session: dict) -> str:
 
 def _when(moment) -> str:
     return moment.strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+# --- everything, streamed -----------------------------------------------------------------
+
+BATCH = 50
+
+
+def all_sessions(user_id: int, include_superseded: bool = False) -> Iterator[dict]:
+    """Every session of the user, oldest first, each with its shown messages (superseded ones
+    too when asked; a reply still being streamed never), read BATCH sessions at a time.
+
+    Each batch is two queries (its sessions after the last one read, then their messages) in a
+    transaction that ends before it is handed on: no transaction stays open while the client
+    reads. A session deleted meanwhile is simply not in a later batch.
+    """
+    after = None
+    while True:
+        statement = select(ChatSession).where(ChatSession.user_id == user_id)
+        if after is not None:
+            created, last_id = after
+            statement = statement.where(
+                or_(
+                    ChatSession.created_at > created,
+                    and_(ChatSession.created_at == created, ChatSession.id > last_id),
+                )
+            )
+        batch = db.session.scalars(
+            statement.order_by(ChatSession.created_at, ChatSession.id).limit(BATCH)
+        ).all()
+        sessions = with_messages(batch, include_superseded)
+        db.session.commit()
+        yield from sessions
+        if len(batch) < BATCH:
+            return
+        after = batch[-1].created_at, batch[-1].id
+
+
+def json_document(sessions: Iterable[dict]) -> Iterator[str]:
+    """`{"sessions": [...]}`, each session as GET /api/ai_chat/{chat_id} shows it, one per
+    line, written as they come."""
+    schema = ChatSessionResponseSchema()
+    yield '{"sessions": ['
+    for n, session in enumerate(sessions):
+        yield ("," if n else "") + "\n" + json.dumps(schema.dump(session), ensure_ascii=False)
+    yield "\n]}\n"
+
+
+class _Pipe:
+    """Where zipfile writes, until the response takes it. With no tell() or seek(), zipfile
+    writes a stream (sizes after each file's data), which is what a response can carry."""
+
+    def __init__(self):
+        self.chunks: list[bytes] = []
+
+    def write(self, data) -> int:
+        self.chunks.append(bytes(data))
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+    def take(self) -> bytes:
+        data = b"".join(self.chunks)
+        self.chunks.clear()
+        return data
+
+
+def markdown_zip(sessions: Iterable[dict]) -> Iterator[bytes]:
+    """A zip of one Markdown transcript per session (`polygenix-chat-<number>.md`, dated when
+    the session began), each file sent once written."""
+    pipe = _Pipe()
+    with zipfile.ZipFile(pipe, "w") as archive:
+        for session in sessions:
+            name = f"polygenix-chat-{session['number']}.md"
+            info = zipfile.ZipInfo(name, session["created_at"].timetuple()[:6])
+            info.compress_type = zipfile.ZIP_DEFLATED
+            archive.writestr(info, _session_markdown(session))
+            yield pipe.take()
+    yield pipe.take()

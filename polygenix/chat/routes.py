@@ -20,6 +20,7 @@ from . import turn as turns
 from .schemas import (
     ChatSessionResponseSchema,
     EditSchema,
+    ExportAllArgsSchema,
     ExportArgsSchema,
     HistoryArgsSchema,
     HomeSchema,
@@ -278,6 +279,49 @@ class Sessions(MethodView):
         if page is None:
             p.page_size = max(p.item_count, 1)
         return sessions, headers
+
+
+@blp.route("/export")
+class ExportAll(MethodView):
+    @blp.login_required(keys=True)
+    @blp.arguments(ExportAllArgsSchema(), location="query")
+    @blp.doc(
+        responses={
+            "200": {
+                "description": "All your sessions as a file to download",
+                "content": {
+                    "application/json": {
+                        "schema": {
+                            "type": "object",
+                            "properties": {
+                                "sessions": {
+                                    "type": "array",
+                                    "items": {"$ref": "#/components/schemas/ChatSessionResponse"},
+                                }
+                            },
+                        }
+                    },
+                    "application/zip": {"schema": {"type": "string", "format": "binary"}},
+                },
+            }
+        }
+    )
+    def get(self, args):
+        """Download all your sessions: one JSON document, or a zip of Markdown transcripts
+
+        Oldest first, streamed as they are read. Superseded messages are left out unless
+        `include_superseded=true`; a reply still being streamed is always left out.
+        """
+        sessions = export.all_sessions(current_user.id, args["include_superseded"])
+        if args["format"] == "json":
+            body, mimetype, suffix = export.json_document(sessions), "application/json", "json"
+        else:
+            body, mimetype, suffix = export.markdown_zip(sessions), "application/zip", "zip"
+        return Response(
+            stream_with_context(body),
+            mimetype=mimetype,
+            headers={"Content-Disposition": f'attachment; filename="polygenix-chats.{suffix}"'},
+        )
 
 
 @blp.route(f"/{CHAT_ID}/export")

@@ -268,3 +268,15 @@ class ModelSchema(ma.Schema):
     unavailable_reason = fields.String(
         allow_none=True, metadata={"description": "Why it is not available (null when it is)"}
     )
+
+
+class ExportAllArgsSchema(ma.Schema):
+    format = fields.String(
+        load_default="json",
+        validate=validate.OneOf(["json", "markdown"]),
+        metadata={"description": "json: one JSON document; markdown: a zip of transcripts"},
+    )
+    include_superseded = fields.Boolean(
+        load_default=False,
+        metadata={"description": "Also the messages a regeneration or an edit replaced"},
+    )

@@ -55,7 +55,7 @@ from ..providers import (
 )
 from ..providers.base import NO_OPTIONS, USAGE
 from ..providers.client import no_reply
-from . import transcript
+from . import titles, transcript
 from .history import find_session, next_number
 
 TITLE_MAX_CHARS = 60
@@ -90,6 +90,7 @@ class Turn:
     saved_at: float = field(default=0.0)  # time.monotonic() of a stream's last save
     # "regenerate" or "edit": `question` is an existing message, answered again.
     again: str | None = None
+    created: bool = False  # once stored: the turn made its session
 
     @property
     def model_name(self) -> str:
@@ -547,6 +548,7 @@ def _commit_question(
             session = find_session(turn.user_id, turn.number) if turn.number is not None else None
             continue
         turn.session, turn.question, turn.reply = session, question, reply
+        turn.created = not existing
         return
     _count_alone(usage)
     abort(
@@ -612,6 +614,7 @@ def store(turn: Turn, completion: Completion) -> Message:
         _commit_again(turn, reply, usage)
     elif turn.persist:
         _commit_question(turn, reply, whole=True, usage=usage)
+        titles.schedule(turn)
     else:
         _count_alone(usage)
     return reply
@@ -851,6 +854,8 @@ def finish(
     )
     for name, value in values.items():
         setattr(turn.reply, name, value)
+    if failure is None:
+        titles.schedule(turn)
     return turn.reply, failure
 
 
