@@ -6,7 +6,7 @@
 - Rules an OpenAPI schema cannot state, each a documented 422 with its own message: a common
   password, a model name no provider has, a refresh token that is not the caller's, a missing
   or wrong current password when changing one's own, a max_tokens over the model's cap, a
-  report whose first day is after its last.
+  report whose first day is after its last, a search query with no letter or digit.
   Generated
   bodies avoid them where generation can be steered, and a "schema-valid request rejected"
   finding is dropped only when the 422 names one of them.
@@ -66,6 +66,7 @@ SEMANTIC_422 = (
     "current password",
     "max_tokens: must be at most",  # the cap depends on the model asked for
     "since: must not be after until",  # a report's days in order
+    "nothing to search for",  # a search query with no letter or digit
 )
 
 
