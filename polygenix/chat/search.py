@@ -206,19 +206,19 @@ def search(user_id: int, q: str, page: int, page_size: int) -> tuple[int, list[d
         ids = [r.row_id for r in rows if (r.message_id is not None) == is_message]
         if ids:
             statement = engine.snippets(text.class_, text, ids, start, stop)
-            snippets[is_message] = dict(db.session.execute(statement).all())
+            snippets |= {(is_message, i): s for i, s in db.session.execute(statement)}
+    # A row deleted since the page was read has no snippet: it is left out.
     return total, [
         {
             "chat_id": r.chat_id,
             "title": r.title,
             "message_id": r.message_id,
             "is_bot": r.is_bot,
-            "snippet": engine.as_html(snippets[r.message_id is not None][r.row_id])
-            .replace(start, "<mark>")
-            .replace(stop, "</mark>"),
+            "snippet": engine.as_html(snippet).replace(start, "<mark>").replace(stop, "</mark>"),
             "timestamp": r.timestamp,
         }
         for r in rows
+        if (snippet := snippets.get((r.message_id is not None, r.row_id))) is not None
     ]
 
 
