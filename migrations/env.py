@@ -6,6 +6,8 @@ from logging.config import fileConfig
 from alembic import context
 from flask import current_app
 
+from polygenix.chat.search import include_object
+
 config = context.config
 
 # Keep the loggers the app already made (its request log) working after a migration runs.
@@ -24,6 +26,7 @@ def run_migrations_offline():
     context.configure(
         url=config.get_main_option("sqlalchemy.url"),
         target_metadata=target_db.metadata,
+        include_object=include_object,
         literal_binds=True,
     )
     with context.begin_transaction():
@@ -43,6 +46,8 @@ def run_migrations_online():
 
     conf_args = current_app.extensions["migrate"].configure_args
     conf_args.setdefault("process_revision_directives", process_revision_directives)
+    # The search objects are outside the models: autogenerate would propose dropping them.
+    conf_args.setdefault("include_object", include_object)
 
     with target_db.engine.connect() as connection:
         sqlite = connection.dialect.name == "sqlite"

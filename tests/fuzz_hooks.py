@@ -6,7 +6,7 @@
 - Rules an OpenAPI schema cannot state, each a documented 422 with its own message: a common
   password, a model name no provider has, a refresh token that is not the caller's, a missing
   or wrong current password when changing one's own, a max_tokens over the model's cap, a
-  report whose first day is after its last.
+  report whose first day is after its last, a search query with no letter or digit.
   Generated
   bodies avoid them where generation can be steered, and a "schema-valid request rejected"
   finding is dropped only when the 422 names one of them.
@@ -70,6 +70,7 @@ SEMANTIC_422 = (
     "send title, system_prompt or model",  # a session change must change something
     "only your own messages can be edited",
     "the message was superseded",
+    "nothing to search for",  # a search query with no letter or digit
 )
 
 

@@ -461,3 +461,18 @@ def test_the_same_regenerate_twice_at_once_leaves_one_current_reply(make_app, au
     assert shown == [("twice", False), ("Echo: twice", False)]
     everything = transcript(app.test_client(), ada, 1, include_superseded=True)
     assert len(everything) == 2 + statuses.count(200)
+
+
+def test_search_finds_the_current_transcript_only(client, ada):
+    ask(client, ada, "where do zebras sleep", session_id=1)
+    question = client.get("/api/ai_chat/1", headers=ada).json["messages"][0]
+    edit(client, ada, 1, question["id"], "where do lions sleep")
+
+    def found(q):
+        results = client.get(f"/api/ai_chat/search?q={q}", headers=ada).json
+        return sorted((r["message_id"], r["is_bot"]) for r in results)
+
+    # The title (made from the first words) still says zebras; no message does.
+    assert found("zebras") == [(None, None)]
+    current = client.get("/api/ai_chat/1", headers=ada).json["messages"]
+    assert found("lions") == sorted((m["id"], m["is_bot"]) for m in current)

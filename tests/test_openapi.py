@@ -23,6 +23,7 @@ EXTRA = {
     ("/api/user/{user_id}", "delete"),
     ("/api/auth/me", "get"),
     ("/api/ai_chat/sessions", "get"),
+    ("/api/ai_chat/search", "get"),
     ("/api/ai_chat/models", "get"),
     ("/api/ai_chat/{chat_id}", "get"),
     ("/api/ai_chat/{chat_id}", "patch"),
@@ -78,6 +79,7 @@ def test_every_operation_has_a_summary_and_error_responses(spec):
         (("/api/user/update/{user_id}", "put"), {"401", "404", "422"}),
         (("/api/ai_chat/request", "post"), {"401", "422", "503"}),
         (("/api/ai_chat/{chat_id}", "delete"), {"401", "404"}),
+        (("/api/ai_chat/search", "get"), {"401", "422"}),
     ],
 )
 def test_error_responses_are_documented(spec, key, codes):

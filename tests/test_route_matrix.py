@@ -31,6 +31,8 @@ MATRIX = {
     ("/api/ai_chat/models", "get"): (401, 200, 200),
     ("/api/ai_chat/history", "get"): (401, 200, 200),
     ("/api/ai_chat/sessions", "get"): (401, 200, 200),
+    # Search finds only the caller's own: the admin and the other user find nothing of it.
+    ("/api/ai_chat/search", "get"): (401, 200, 200),
     ("/api/ai_chat/request", "post"): (401, 200, 200),
     # Sessions are private, even from admins: someone else's number is simply not found.
     ("/api/ai_chat/{chat_id}", "get"): (401, 404, 404),
@@ -100,6 +102,8 @@ def request_for(path, method, world, n):
         kwargs["json"] = {"content": "private, edited", "model": "echo"}
     elif path.endswith("/limits") and method == "put":
         kwargs["json"] = {"token_budget": "100000/day"}
+    elif path == "/api/ai_chat/search":
+        kwargs["query_string"] = {"q": "private"}
     elif method == "patch":
         kwargs["json"] = {"title": "renamed"}
     elif method == "put":

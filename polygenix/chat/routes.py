@@ -29,11 +29,14 @@ from .schemas import (
     MessageResponseSchema,
     ModelSchema,
     RegenerateSchema,
+    SearchArgsSchema,
+    SearchResultSchema,
     SessionArgsSchema,
     SessionSummarySchema,
     SessionUpdateSchema,
     options_from,
 )
+from .search import EmptyQuery, search
 
 blp = Blueprint(
     "chat",
@@ -322,6 +325,30 @@ class ExportAll(MethodView):
             mimetype=mimetype,
             headers={"Content-Disposition": f'attachment; filename="polygenix-chats.{suffix}"'},
         )
+
+
+@blp.route("/search")
+class Search(MethodView):
+    @blp.login_required(keys=True)
+    @blp.arguments(SearchArgsSchema(), location="query")
+    @blp.errors(422)
+    @blp.response(200, SearchResultSchema(many=True))
+    @blp.paginate(**PAGE)
+    def get(self, args, pagination_parameters):
+        """Search your messages and session titles, best match first
+
+        `q` (1–500 characters): words must all appear (any form of them: `running` finds
+        `runs`), `"a phrase"` in that order, `this or that` either, `-word` not. Any other
+        character is text. Each result's `snippet` is HTML: the text escaped, the matched
+        words in `<mark>`. A title match has null `message_id` and `is_bot`. A query with no
+        letter or digit is a 422.
+        """
+        p = pagination_parameters
+        try:
+            p.item_count, results = search(current_user.id, args["q"], p.page, p.page_size)
+        except EmptyQuery as e:
+            abort(422, message=f"Invalid input: query.q: {e}", errors={"query": {"q": [str(e)]}})
+        return results
 
 
 @blp.route(f"/{CHAT_ID}/export")

@@ -270,13 +270,36 @@ class ModelSchema(ma.Schema):
     )
 
 
-class ExportAllArgsSchema(ma.Schema):
+class ExportAllArgsSchema(SessionArgsSchema):
     format = fields.String(
         load_default="json",
         validate=validate.OneOf(["json", "markdown"]),
         metadata={"description": "json: one JSON document; markdown: a zip of transcripts"},
     )
-    include_superseded = fields.Boolean(
-        load_default=False,
-        metadata={"description": "Also the messages a regeneration or an edit replaced"},
+
+
+class SearchArgsSchema(ma.Schema):
+    q = Text(
+        required=True,
+        max_length=500,
+        metadata={
+            "description": 'Words to find: `"a phrase"`, `this or that`, `-excluded`; '
+            "other words must all be present"
+        },
+    )
+
+
+class SearchResultSchema(ma.Schema):
+    chat_id = fields.Integer(dump_only=True)
+    title = fields.String(dump_only=True)
+    message_id = fields.Integer(
+        dump_only=True, allow_none=True, metadata={"description": "Null for a title match"}
+    )
+    is_bot = fields.Boolean(dump_only=True, allow_none=True)
+    snippet = fields.String(
+        dump_only=True,
+        metadata={"description": "HTML: escaped text, the matched words in <mark></mark>"},
+    )
+    timestamp = fields.DateTime(
+        dump_only=True, metadata={"description": "The message's time, or the session's creation"}
     )
