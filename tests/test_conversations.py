@@ -5,16 +5,19 @@ import threading
 from datetime import UTC, datetime
 
 import pytest
-from sqlalchemy import text, update
+from sqlalchemy import select, text, update
 
+from polygenix.chat import turn as turns
 from polygenix.extensions import db
-from polygenix.models import ChatSession
+from polygenix.models import ChatSession, Message
+from tests.fake_provider import openai_stream, sse
 from tests.helpers import (
     TEST_DATABASE_URL,
     ask,
     assert_envelope,
     in_thread,
     read_events,
+    wait_for,
 )
 from tests.provider_setup import SYSTEM
 
@@ -53,6 +56,12 @@ def answer(content: str, model="gpt-4.1-mini") -> dict:
         ],
         "usage": {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18},
     }
+
+
+def chunk(delta=None, finish=None) -> bytes:
+    """One record of an OpenAI-style stream."""
+    choice = {"index": 0, "delta": delta or {}, "finish_reason": finish}
+    return sse({"id": "c", "object": "chat.completion.chunk", "created": 1, "choices": [choice]})
 
 
 def sent(fake) -> list[dict]:
@@ -476,3 +485,96 @@ def test_search_finds_the_current_transcript_only(client, ada):
     assert found("zebras") == [(None, None)]
     current = client.get("/api/ai_chat/1", headers=ada).json["messages"]
     assert found("lions") == sorted((m["id"], m["is_bot"]) for m in current)
+
+
+# --- answering again while the conversation changes -----------------------------------------
+
+
+def _stream_events(app, headers, url, body):
+    """A streamed request from another client, read whole: its (event, data) pairs."""
+    return in_thread(
+        lambda: read_events(
+            app.test_client().post(url, headers=headers, json=body).get_data(as_text=True)
+        )
+    )
+
+
+def test_a_streamed_regenerate_raced_by_a_new_message_ends_409_and_keeps_it(
+    provider_app, fake, auth
+):
+    client, ada = provider_app.test_client(), auth.register()
+    fake.reply(body=answer("first answer"))
+    ask(client, ada, "first", model="openai", session_id=1)
+    fake.reply(chunks=openai_stream(["slow", " answer"], "gpt-4.1-mini"), gap=0.3)
+    events = _stream_events(provider_app, ada, "/api/ai_chat/1/regenerate", {"stream": True})
+    wait_for(lambda: len(fake.requests) == 2, what="the regenerate's provider call")
+    assert ask(client, ada, "second", model="echo", session_id=1).status_code == 200
+    kind, data = events()[-1]
+    assert (kind, data["code"]) == ("error", 409)
+    assert transcript(client, ada, 1) == [
+        ("first", False),
+        ("first answer", False),
+        ("second", False),
+        ("Echo: second", False),
+    ]
+    kept = transcript(client, ada, 1, include_superseded=True)
+    assert ("slow answer", True) in kept and len(kept) == 5
+
+
+def test_a_regenerate_never_undoes_an_edit_made_meanwhile(provider_app, fake, auth):
+    client, ada = provider_app.test_client(), auth.register()
+    fake.reply(body=answer("to the old words"))
+    ask(client, ada, "old words", model="openai", session_id=1)
+    question = client.get("/api/ai_chat/1", headers=ada).json["messages"][0]
+    fake.reply(body=answer("late, to the old words"), delay=0.5)
+    late = in_thread(lambda: regenerate(provider_app.test_client(), ada, 1))
+    wait_for(lambda: len(fake.requests) == 2, what="the regenerate's provider call")
+    assert edit(client, ada, 1, question["id"], "new words", model="echo").status_code == 200
+    assert_envelope(late(), 409, "changed meanwhile")
+    assert transcript(client, ada, 1) == [("new words", False), ("Echo: new words", False)]
+
+
+def test_a_streamed_regenerate_with_no_text_leaves_a_failed_message_failed(
+    provider_app, fake, auth
+):
+    client, ada = provider_app.test_client(), auth.register()
+    fake.reply(status=400, body={"error": {"message": "bad request", "type": "invalid"}})
+    ask(client, ada, "try me", model="openai", session_id=1)
+    # It begins (reasoning), then ends with no answer.
+    fake.reply(chunks=[chunk({"reasoning_content": "Hmm."}), chunk(finish="stop"), sse("[DONE]")])
+    response = regenerate(client, ada, 1, stream=True, model="deepseek")
+    events = read_events(response.get_data(as_text=True))
+    assert [kind for kind, _ in events] == ["start", "reasoning", "error"]
+    [question] = client.get("/api/ai_chat/1?include_superseded=true", headers=ada).json["messages"]
+    assert question["failed"] is True and "bad request" in question["error"]
+
+
+def test_a_regenerate_whose_worker_died_is_settled_by_the_sweep(client, ada, app):
+    ask(client, ada, "question", session_id=1)
+    ask(client, ada, "another", session_id=2)
+    past = datetime(2026, 1, 1, tzinfo=UTC)
+    with app.app_context():
+        for number, text_so_far in ((1, "half an ans"), (2, "")):
+            session = db.session.scalar(select(ChatSession).where(ChatSession.number == number))
+            question = db.session.scalar(
+                select(Message).where(Message.session_id == session.id, ~Message.is_bot)
+            )
+            db.session.add(
+                Message(
+                    session_id=session.id,
+                    is_bot=True,
+                    content=text_so_far,
+                    reply_to_id=question.id,
+                    lease_until=past,
+                )
+            )
+        db.session.commit()
+        assert turns.sweep_dead_streams() == 2
+    # With text, the new reply replaces the earlier one (kept, flagged incomplete);
+    # with none, it is dropped and the earlier reply stays.
+    assert transcript(client, ada, 1) == [("question", False), ("half an ans", False)]
+    assert ("Echo: question", True) in transcript(client, ada, 1, include_superseded=True)
+    assert transcript(client, ada, 2, include_superseded=True) == [
+        ("another", False),
+        ("Echo: another", False),
+    ]

@@ -68,6 +68,8 @@ def _session_markdown(session: dict) -> str:
     for message in session["messages"]:
         who = message.model or "Assistant" if message.is_bot else "You"
         flags = []
+        if message.superseded:
+            flags.append("superseded")
         if message.incomplete:
             flags.append("incomplete")
         if message.error and not message.is_bot:

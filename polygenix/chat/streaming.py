@@ -28,7 +28,7 @@ from collections.abc import Iterator
 
 from flask import current_app
 
-from ..errors import SessionDeleted, envelope, outage
+from ..errors import Conflict, SessionDeleted, envelope, outage
 from ..extensions import db
 from ..metrics import OPEN_STREAMS
 from ..providers import ProviderError, ReplyStream
@@ -199,6 +199,8 @@ def relay(started: tuple[turns.Turn, "_Reader"], events: Events) -> Iterator[str
         reply, failure = _finish(turn, reader, parts, thinking, usage, failure)
     except SessionDeleted as e:
         failure = ProviderError(str(e), status=404)
+    except Conflict as e:  # a regenerate or edit whose conversation changed meanwhile
+        failure = ProviderError(str(e), status=409)
     except Exception as e:
         log.exception("storing a streamed reply failed")
         code, message = outage(e) or (500, "The reply could not be stored")

@@ -31,7 +31,7 @@ from typing import Any
 
 from flask import current_app
 from flask_smorest import abort
-from sqlalchemy import bindparam, case, delete, exists, select, update
+from sqlalchemy import and_, bindparam, case, delete, exists, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.exc import StaleDataError
 
@@ -198,8 +198,7 @@ def _named_model(
     name = model_name or (session.model if session is not None else None)
     name = name or next((f for f in fallback if f), None)
     if not name:
-        reason = "Missing data for required field."
-        abort(422, message=f"model: {reason}", errors={"json": {"model": [reason]}})
+        _invalid("model", "Missing data for required field.")
     try:
         return _model(user.id, name, options)
     except UnknownModelError as e:
@@ -510,7 +509,6 @@ def _commit_question(
                 created_at=turn.asked_at,
                 transcript_digest=transcript.extend(None, added) if added else None,
             )
-            session.updated_at = now
         else:
             known = session.transcript_digest
             session = db.session.merge(session, load=False)
@@ -653,6 +651,35 @@ def _supersede(turn: Turn, keep: int = 0) -> None:
     )
 
 
+CHANGED = "The conversation changed meanwhile: reload it and try again."
+
+
+def _still_current(turn: Turn, reply_id: int | None = None) -> bool:
+    """Whether the question a turn answers again is still current, with the words it was
+    answered for (no edit of it or of an earlier message came meanwhile), and so is its new
+    reply `reply_id` (no other regenerate replaced it); for a regenerate, also whether no later
+    question came meanwhile."""
+    question = db.session.execute(
+        select(Message.content).where(Message.id == turn.question.id, _CURRENT)
+    ).one_or_none()
+    if question is None or question.content != turn.content:
+        return False
+    if reply_id is not None and db.session.scalar(
+        select(Message.superseded).where(Message.id == reply_id)
+    ):
+        return False
+    return turn.again != "regenerate" or not db.session.scalar(
+        select(
+            exists().where(
+                Message.session_id == turn.session.id,
+                Message.id > turn.question.id,
+                Message.is_bot.is_(False),
+                _CURRENT,
+            )
+        )
+    )
+
+
 def _commit_again(
     turn: Turn,
     reply: Message | None,
@@ -668,30 +695,25 @@ def _commit_again(
     meanwhile; a 409 when the question stopped being current (an earlier message was edited
     meanwhile, or, for a regenerate, another question followed it)."""
     question = turn.question
+    if turn.again == "edit":  # the new words (and the failure, if the call failed)
+        changes = {"content": turn.content, "error": error}
+    else:  # a regenerate keeps the words; a failure flag goes once there is a new reply
+        changes = {"error": None} if supersede else {}
     try:
         if usage is not None:
             with db.session.no_autoflush:
                 usage.add()
         if not _touch(turn):
             raise SessionDeleted()
-        current = db.session.execute(
-            update(Message)
-            .where(Message.id == question.id, _CURRENT)
-            .values(content=turn.content, error=error)
-            .execution_options(synchronize_session=False)
-        ).rowcount
-        later = turn.again == "regenerate" and db.session.scalar(
-            select(
-                exists().where(
-                    Message.session_id == turn.session.id,
-                    Message.id > question.id,
-                    Message.is_bot.is_(False),
-                    _CURRENT,
-                )
+        if changes:
+            db.session.execute(
+                update(Message)
+                .where(Message.id == question.id, _CURRENT)
+                .values(changes)
+                .execution_options(synchronize_session=False)
             )
-        )
-        if current != 1 or later:
-            raise Conflict("The conversation changed meanwhile: reload it and try again.")
+        if not _still_current(turn):
+            raise Conflict(CHANGED)
         if supersede:
             _supersede(turn)
         if reply is not None:
@@ -833,11 +855,16 @@ def finish(
         _count_alone(entry)
         return Message(is_bot=True, **values), failure
 
+    stale = []  # a turn answering again whose conversation changed while it streamed
+
     def write() -> bool:
+        if turn.again and not _still_current(turn, turn.reply.id):
+            stale.append(True)
+        row = values | {"superseded": True} if stale else values
         written = db.session.execute(
-            update(Message).where(Message.id == turn.reply.id).values(**values)
+            update(Message).where(Message.id == turn.reply.id).values(**row)
         ).rowcount
-        if turn.again and written:  # the new reply has text: it replaces what came after
+        if turn.again and written and not stale:  # it has text: it replaces what came after
             _supersede(turn, keep=turn.reply.id)
             db.session.execute(
                 update(Message).where(Message.id == turn.question.id).values(error=None)
@@ -852,6 +879,8 @@ def finish(
         if failure is None and not turn.again
         else None,
     )
+    if stale:  # kept, superseded: the client was sent its text
+        raise Conflict(CHANGED)
     for name, value in values.items():
         setattr(turn.reply, name, value)
     if failure is None:
@@ -909,7 +938,9 @@ def sweep_dead_streams() -> int:
     """Flag as incomplete, with the text they saved, the replies whose stream stopped renewing
     its lease (its worker was killed mid-stream); their sessions count as changed."""
     now = clock.now()
-    dead = select(Message.id, Message.session_id).where(Message.lease_until < now)
+    dead = select(
+        Message.id, Message.session_id, Message.reply_to_id, (Message.content != "").label("text")
+    ).where(Message.lease_until < now)
     rows = db.session.execute(dead).all()
     if not rows:
         db.session.commit()
@@ -920,6 +951,18 @@ def sweep_dead_streams() -> int:
         .where(Message.id.in_(ids), Message.lease_until < now)
         .values(incomplete=True, error=INTERRUPTED, lease_until=None)
     )
+    # A regenerate's reply that has text replaces the question's earlier replies, as it would
+    # have once finished; one with none is dropped, and the earlier reply stays current.
+    others = and_(Message.reply_to_id.in_({r.reply_to_id for r in rows}), Message.id.not_in(ids))
+    db.session.execute(
+        update(Message)
+        .where(others, Message.reply_to_id.in_({r.reply_to_id for r in rows if r.text}), _CURRENT)
+        .values(superseded=True)
+    )
+    answered = set(db.session.scalars(select(Message.reply_to_id).where(others, _CURRENT)))
+    empty = [r.id for r in rows if not r.text and r.reply_to_id in answered]
+    if empty:
+        db.session.execute(delete(Message).where(Message.id.in_(empty)))
     db.session.execute(
         update(ChatSession)
         .where(ChatSession.id.in_({r.session_id for r in rows}))
