@@ -21,6 +21,7 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
     false,
+    text,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
@@ -138,6 +139,14 @@ class Message(db.Model):
     # A session's messages in order.
     __table_args__ = (
         Index("ix_messages_session_id_id", "session_id", "id"),
+        # Only the few replies being streamed: the sweep finds them; a query for the shown
+        # messages (lease_until IS NULL) is never sent through it to scan every message.
+        Index(
+            "ix_messages_lease_until",
+            "lease_until",
+            sqlite_where=text("lease_until IS NOT NULL"),
+            postgresql_where=text("lease_until IS NOT NULL"),
+        ),
         {"sqlite_autoincrement": True},
     )
 
@@ -175,7 +184,7 @@ class Message(db.Model):
     # A streamed reply being written: its text is saved as it arrives, and the stream renews
     # this lease with each save. Past it with no renewal, the stream died (a worker killed
     # mid-stream) and a sweep flags the reply incomplete. Null once the reply is finished.
-    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     # Many-to-one only: a session's messages are always queried with a limit, never loaded whole.
     session: Mapped[ChatSession] = relationship()

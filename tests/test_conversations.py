@@ -444,6 +444,23 @@ def test_listing_by_activity_reads_the_index_on_sqlite(app):
     assert "ix_chat_sessions_user_id_updated_at" in details and "TEMP B-TREE" not in details
 
 
+@pytest.mark.skipif(bool(TEST_DATABASE_URL), reason="SQLite's query plan")
+def test_shown_messages_are_read_by_session_and_leased_ones_by_lease(app):
+    def plan(sql):
+        with app.app_context():
+            return " ".join(
+                row[-1] for row in db.session.execute(text(f"EXPLAIN QUERY PLAN {sql}"))
+            )
+
+    # Nearly every message has no lease: the partial index never holds them.
+    shown = plan(
+        "SELECT * FROM messages WHERE session_id IN (1, 2) AND lease_until IS NULL"
+        " AND superseded = 0 ORDER BY session_id, id"
+    )
+    assert "ix_messages_session_id_id" in shown and "lease_until" not in shown
+    assert "ix_messages_lease_until" in plan("SELECT id FROM messages WHERE lease_until < 5")
+
+
 @pytest.mark.skipif(not TEST_DATABASE_URL, reason="PostgreSQL's query plan")
 def test_listing_by_activity_reads_the_index_on_postgresql(app):
     with app.app_context():

@@ -1,4 +1,5 @@
-"""superseded messages, session activity time, per-session system prompt and model
+"""superseded messages, session activity time, per-session system prompt and model, a
+partial index of leased replies
 
 Revision ID: 0012
 Revises: 0011
@@ -16,6 +17,14 @@ depends_on = None
 
 
 def upgrade():
+    # Partial: only replies being streamed. As a whole-column index, planners sent queries for
+    # the shown messages (lease_until IS NULL, nearly all of them) through it.
+    op.drop_index('ix_messages_lease_until', table_name='messages')
+    op.create_index(
+        'ix_messages_lease_until', 'messages', ['lease_until'], unique=False,
+        sqlite_where=sa.text('lease_until IS NOT NULL'),
+        postgresql_where=sa.text('lease_until IS NOT NULL'),
+    )
     with op.batch_alter_table('messages', schema=None) as batch_op:
         batch_op.add_column(
             sa.Column('superseded', sa.Boolean(), server_default=sa.false(), nullable=False)
@@ -45,3 +54,5 @@ def downgrade():
         batch_op.drop_column('updated_at')
     with op.batch_alter_table('messages', schema=None) as batch_op:
         batch_op.drop_column('superseded')
+    op.drop_index('ix_messages_lease_until', table_name='messages')
+    op.create_index('ix_messages_lease_until', 'messages', ['lease_until'], unique=False)
