@@ -124,6 +124,7 @@ def measure(url: str, args) -> list[tuple[str, str, float, float]]:
             "small": fill("small@bench.example", args.small, args.per_session),
             "large": fill("large@bench.example", args.large, args.per_session),
         }
+        analyze()
         tokens = {
             size: issue_tokens(db.session.get(User, uid))["access_token"]
             for size, uid in users.items()

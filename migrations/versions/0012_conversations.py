@@ -42,7 +42,9 @@ def upgrade():
     with op.batch_alter_table('chat_sessions', schema=None) as batch_op:
         batch_op.alter_column('updated_at', existing_type=sa.DateTime(), nullable=False)
         batch_op.create_index(
-            'ix_chat_sessions_user_id_updated_at', ['user_id', 'updated_at', 'number'], unique=False
+            'ix_chat_sessions_user_id_updated_at',
+            ['user_id', 'updated_at', 'number', 'changed_at'],
+            unique=False,
         )
 
 
