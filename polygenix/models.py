@@ -105,11 +105,10 @@ class ChatSession(db.Model):
         UniqueConstraint("user_id", "number"),
         # A user's sessions, newest first.
         Index("ix_chat_sessions_user_id_created_at", "user_id", "created_at", "id"),
-        # A user's sessions, latest activity first (ties by number); with changed_at, the
-        # history's ETag (count and latest change) is read from the index alone.
-        Index(
-            "ix_chat_sessions_user_id_updated_at", "user_id", "updated_at", "number", "changed_at"
-        ),
+        # A user's sessions, latest activity first (ties by number).
+        Index("ix_chat_sessions_user_id_updated_at", "user_id", "updated_at", "number"),
+        # A user's latest change, for the history's ETag: one index lookup.
+        Index("ix_chat_sessions_user_id_changed_at", "user_id", "changed_at"),
         # A conversation re-sent whole by an OpenAI client finds its session in one lookup.
         Index("ix_chat_sessions_user_id_transcript", "user_id", "transcript_digest"),
         {"sqlite_autoincrement": True},

@@ -42,14 +42,16 @@ def upgrade():
     with op.batch_alter_table('chat_sessions', schema=None) as batch_op:
         batch_op.alter_column('updated_at', existing_type=sa.DateTime(), nullable=False)
         batch_op.create_index(
-            'ix_chat_sessions_user_id_updated_at',
-            ['user_id', 'updated_at', 'number', 'changed_at'],
-            unique=False,
+            'ix_chat_sessions_user_id_updated_at', ['user_id', 'updated_at', 'number'], unique=False
+        )
+        batch_op.create_index(
+            'ix_chat_sessions_user_id_changed_at', ['user_id', 'changed_at'], unique=False
         )
 
 
 def downgrade():
     with op.batch_alter_table('chat_sessions', schema=None) as batch_op:
+        batch_op.drop_index('ix_chat_sessions_user_id_changed_at')
         batch_op.drop_index('ix_chat_sessions_user_id_updated_at')
         batch_op.drop_column('model')
         batch_op.drop_column('system_prompt')

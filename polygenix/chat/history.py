@@ -19,8 +19,14 @@ _SESSION = select(ChatSession).where(
 _HIGHEST_NUMBER = select(func.max(ChatSession.number)).where(
     ChatSession.user_id == bindparam("user_id")
 )
-_VERSION = select(func.count(ChatSession.id), func.max(ChatSession.changed_at)).where(
-    ChatSession.user_id == bindparam("user_id")
+# Two subqueries, not one scan: alone, the latest change is one lookup of its index.
+_VERSION = select(
+    select(func.count(ChatSession.id))
+    .where(ChatSession.user_id == bindparam("user_id"))
+    .scalar_subquery(),
+    select(func.max(ChatSession.changed_at))
+    .where(ChatSession.user_id == bindparam("user_id"))
+    .scalar_subquery(),
 )
 # A reply still being streamed is shown once it is finished (or flagged by the sweep).
 SHOWN = Message.lease_until.is_(None)
@@ -68,23 +74,19 @@ def next_number(user_id: int) -> int:
     )
 
 
-def etag(user: User, query: str) -> str:
-    """A tag that changes whenever anything a history or sessions listing shows changes: a
-    session made, deleted, renamed, or given a message. One indexed query."""
+def etag(user: User, query: str) -> tuple[str, int]:
+    """A tag that changes whenever anything a history or sessions listing shows changes (a
+    session made, deleted, renamed, or given a message), and the number of the user's sessions
+    (the listing's total). One query, through two indexes."""
     count, changed = db.session.execute(_VERSION, {"user_id": user.id}).one()
     moment = changed.isoformat() if isinstance(changed, datetime) else str(changed)
     digest = hashlib.sha256(f"{user.id}|{count}|{moment}|{query}".encode()).hexdigest()
-    return digest[:32]
+    return digest[:32], count
 
 
-def _sessions_page(
-    user: User, page: int | None, page_size: int, order: str, *columns
-) -> tuple[int, list]:
-    """The total of the caller's sessions, and one page of them in `order` (ORDER_BY) with
-    `columns`; every session when `page` is None."""
-    total = db.session.scalar(
-        select(func.count(ChatSession.id)).where(ChatSession.user_id == user.id)
-    )
+def _sessions_page(user: User, page: int | None, page_size: int, order: str, *columns) -> list:
+    """One page of the caller's sessions in `order` (ORDER_BY) with `columns`; every session
+    when `page` is None."""
     statement = (
         select(ChatSession, *columns)
         .where(ChatSession.user_id == user.id)
@@ -92,7 +94,7 @@ def _sessions_page(
     )
     if page is not None:
         statement = page_of(statement, page, page_size)
-    return total, db.session.execute(statement).all()
+    return db.session.execute(statement).all()
 
 
 def _as_dict(session: ChatSession, **extra) -> dict:
@@ -125,11 +127,11 @@ def history(
     page_size: int,
     order: str = "updated",
     include_superseded: bool = False,
-) -> tuple[int, list[dict]]:
+) -> list[dict]:
     """One page of the caller's sessions (all of them when `page` is None) in `order`, each
     with its messages oldest first. Two queries for the page whatever its size."""
-    total, rows = _sessions_page(user, page, page_size, order)
-    return total, with_messages([s for (s,) in rows], include_superseded)
+    rows = _sessions_page(user, page, page_size, order)
+    return with_messages([s for (s,) in rows], include_superseded)
 
 
 def _message_count():
@@ -141,13 +143,11 @@ def _message_count():
     )
 
 
-def summaries(
-    user: User, page: int | None, page_size: int, order: str = "updated"
-) -> tuple[int, list[dict]]:
+def summaries(user: User, page: int | None, page_size: int, order: str = "updated") -> list[dict]:
     """One page of the caller's sessions (all when `page` is None) in `order`, with message
     counts (superseded messages not counted) and no messages."""
-    total, rows = _sessions_page(user, page, page_size, order, _message_count())
-    return total, [_as_dict(s, message_count=n) for s, n in rows]
+    rows = _sessions_page(user, page, page_size, order, _message_count())
+    return [_as_dict(s, message_count=n) for s, n in rows]
 
 
 def summary(session: ChatSession) -> dict:

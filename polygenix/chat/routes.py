@@ -63,15 +63,16 @@ def _page(pagination_parameters) -> int | None:
     return None
 
 
-def _conditional(user) -> dict[str, str]:
-    """A 304 for a client whose copy is current; otherwise the headers of a fresh answer."""
-    tag = history.etag(user, request.query_string.decode("latin-1"))
+def _conditional(user) -> tuple[dict[str, str], int]:
+    """A 304 for a client whose copy is current; otherwise the headers of a fresh answer, and
+    the number of the user's sessions."""
+    tag, total = history.etag(user, request.query_string.decode("latin-1"))
     headers = {"ETag": quote_etag(tag), "Cache-Control": REVALIDATE}
     if request.if_none_match.contains(tag):
         not_modified = NotModified()
         not_modified.data = {"headers": headers}
         raise not_modified
-    return headers
+    return headers, total
 
 
 @blp.route("/home")
@@ -251,10 +252,10 @@ class History(MethodView):
         with either, one page. Superseded messages only with `include_superseded=true`. The
         `ETag` answers `If-None-Match` with 304 while nothing shown has changed.
         """
-        headers = _conditional(current_user)
         p = pagination_parameters
+        headers, p.item_count = _conditional(current_user)
         page = _page(p)
-        p.item_count, sessions = history.history(
+        sessions = history.history(
             current_user, page, p.page_size, args["order"], args["include_superseded"]
         )
         if page is None:
@@ -275,10 +276,10 @@ class Sessions(MethodView):
         with either, one page. The `ETag` answers `If-None-Match` with 304 while nothing
         shown has changed.
         """
-        headers = _conditional(current_user)
         p = pagination_parameters
+        headers, p.item_count = _conditional(current_user)
         page = _page(p)
-        p.item_count, sessions = history.summaries(current_user, page, p.page_size, args["order"])
+        sessions = history.summaries(current_user, page, p.page_size, args["order"])
         if page is None:
             p.page_size = max(p.item_count, 1)
         return sessions, headers
