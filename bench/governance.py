@@ -92,7 +92,7 @@ def measure(url: str, fake: FakeProvider, samples: int) -> list[tuple[str, float
                 )
                 if with_usage:
                     now = clock.now()
-                    cost = prices.cost("openai", "gpt-4o", 900, 300, None, now)
+                    cost = prices.cost("openai", "gpt-4o", "gpt-4o", 900, 300, None, now)
                     ledger.Entry(user_id, now.date(), "openai/gpt-4o", 900, 300, cost).add()
                 db.session.commit()
 

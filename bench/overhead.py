@@ -163,7 +163,9 @@ def p6(base: str, token: str, master_pid: int, total: int = 10_000) -> tuple[dic
     headers = {"Authorization": f"Bearer {token}"}
     calls = [
         ("get", "/api/ai_chat/home", None),
-        ("get", "/api/ai_chat/history?page_size=10", None),
+        # Newest first: by activity, the one session this mix writes to (thousands of
+        # messages by the end) would top every page, and P6 would measure its growing size.
+        ("get", "/api/ai_chat/history?page_size=10&order=created", None),
         ("get", "/api/ai_chat/sessions?page_size=20", None),
         (
             "post",
