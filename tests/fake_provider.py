@@ -46,6 +46,28 @@ def sse(data, event=None) -> bytes:
     return f"{head}data: {body}\n\n".encode()
 
 
+def chat_body(model="gpt-4.1-mini", **message) -> dict:
+    """An OpenAI chat completion whose message has `message`'s fields."""
+    return {
+        "id": "chatcmpl-1",
+        "object": "chat.completion",
+        "created": 1,
+        "model": model,
+        "choices": [
+            {"index": 0, "message": {"role": "assistant"} | message, "finish_reason": "stop"}
+        ],
+        "usage": {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18},
+    }
+
+
+def chunk(delta=None, finish=None, model="m", **extra) -> bytes:
+    """One record of an OpenAI chat completion stream."""
+    body = {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": model}
+    return sse(
+        body | {"choices": [{"index": 0, "delta": delta or {}, "finish_reason": finish}]} | extra
+    )
+
+
 def openai_stream(pieces, model, *, usage=(11, 7), groq=False, openrouter=False) -> list[bytes]:
     base = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1, "model": model}
     chunks = [b": OPENROUTER PROCESSING\n\n"] if openrouter else []

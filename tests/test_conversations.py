@@ -10,7 +10,7 @@ from sqlalchemy import select, text, update
 from polygenix.chat import turn as turns
 from polygenix.extensions import db
 from polygenix.models import ChatSession, Message
-from tests.fake_provider import openai_stream, sse
+from tests.fake_provider import chat_body, chunk, openai_stream, sse
 from tests.helpers import (
     TEST_DATABASE_URL,
     ask,
@@ -40,28 +40,9 @@ def transcript(client, headers, number, include_superseded=False):
     return [(m["content"], m["superseded"]) for m in messages]
 
 
-def answer(content: str, model="gpt-4.1-mini") -> dict:
+def answer(content: str) -> dict:
     """An OpenAI chat completion saying `content`."""
-    return {
-        "id": "chatcmpl-1",
-        "object": "chat.completion",
-        "created": 1,
-        "model": model,
-        "choices": [
-            {
-                "index": 0,
-                "message": {"role": "assistant", "content": content},
-                "finish_reason": "stop",
-            }
-        ],
-        "usage": {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18},
-    }
-
-
-def chunk(delta=None, finish=None) -> bytes:
-    """One record of an OpenAI-style stream."""
-    choice = {"index": 0, "delta": delta or {}, "finish_reason": finish}
-    return sse({"id": "c", "object": "chat.completion.chunk", "created": 1, "choices": [choice]})
+    return chat_body(content=content)
 
 
 def sent(fake) -> list[dict]:
@@ -524,7 +505,12 @@ def test_a_streamed_regenerate_raced_by_a_new_message_ends_409_and_keeps_it(
     ask(client, ada, "first", model="openai", session_id=1)
     fake.reply(chunks=openai_stream(["slow", " answer"], "gpt-4.1-mini"), gap=0.3)
     events = _stream_events(provider_app, ada, "/api/ai_chat/1/regenerate", {"stream": True})
-    wait_for(lambda: len(fake.requests) == 2, what="the regenerate's provider call")
+
+    def streaming():  # its reply row is stored, leased, once the stream has begun
+        with provider_app.app_context():
+            return db.session.scalar(select(Message.id).where(Message.lease_until.is_not(None)))
+
+    wait_for(streaming, what="the regenerate's stream to begin")
     assert ask(client, ada, "second", model="echo", session_id=1).status_code == 200
     kind, data = events()[-1]
     assert (kind, data["code"]) == ("error", 409)

@@ -15,6 +15,8 @@ from polygenix.models import Message
 from tests.fake_provider import (
     LISTED,
     anthropic_stream,
+    chat_body,
+    chunk,
     gemini_stream,
     ollama_stream,
     openai_stream,
@@ -40,26 +42,6 @@ def messages(app):
 
 def sent(fake, n=-1):
     return fake.requests[n].body
-
-
-def chat_body(model="gpt-4.1-mini", **message) -> dict:
-    return {
-        "id": "chatcmpl-1",
-        "object": "chat.completion",
-        "created": 1,
-        "model": model,
-        "choices": [
-            {"index": 0, "message": {"role": "assistant"} | message, "finish_reason": "stop"}
-        ],
-        "usage": {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18},
-    }
-
-
-def chunk(delta=None, finish=None, model="m", **extra) -> bytes:
-    body = {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": model}
-    return sse(
-        body | {"choices": [{"index": 0, "delta": delta or {}, "finish_reason": finish}]} | extra
-    )
 
 
 def events_of(response):

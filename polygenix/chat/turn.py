@@ -222,6 +222,12 @@ def prepare(
     session = find_session(user.id, number) if number is not None else None
     provider, model = _named_model(user, model_name, session, options)
     context = [] if session is None else load_context(session.id, current_app.config, len(content))
+    return _planned(user, provider, model, content, number, session, context, options)
+
+
+def _planned(user, provider, model, content, number, session, context, options, **again) -> Turn:
+    """The turn of a prepare step, its read transaction ended: the provider may take seconds
+    or minutes, and no database connection is held meanwhile."""
     turn = Turn(
         user_id=user.id,
         provider=provider,
@@ -233,8 +239,8 @@ def prepare(
         asked_at=clock.now(),
         request_id=request_id(),
         options=options,
+        **again,
     )
-    # The provider may take seconds or minutes: no database connection is held meanwhile.
     db.session.commit()
     return turn
 
@@ -290,22 +296,19 @@ def prepare_again(
     replaced = db.session.scalar(_LAST_REPLY, {"question_id": question.id})
     provider, model = _named_model(user, model_name, session, options, replaced)
     context = load_context(session.id, current_app.config, len(content), before=question.id)
-    turn = Turn(
-        user_id=user.id,
-        provider=provider,
-        model=model,
-        content=content,
-        number=number,
-        session=session,
-        messages=build_messages(context, content, session),
-        asked_at=clock.now(),
-        request_id=request_id(),
-        options=options,
+    again = "edit" if message_id is not None else "regenerate"
+    return _planned(
+        user,
+        provider,
+        model,
+        content,
+        number,
+        session,
+        context,
+        options,
         question=question,
-        again="edit" if message_id is not None else "regenerate",
+        again=again,
     )
-    db.session.commit()
-    return turn
 
 
 _BY_TRANSCRIPT = (
