@@ -13,11 +13,16 @@ from sqlalchemy import create_engine, make_url
 from polygenix import create_app, health
 from polygenix.extensions import db
 from polygenix.user.service import create_user
-from tests.helpers import PASSWORD, TEST_DATABASE_URL, TEST_REDIS_URL, bearer, scratch_schema
+from tests.helpers import (
+    PASSWORD,
+    REDIS_TEST_PREFIX,
+    TEST_DATABASE_URL,
+    TEST_REDIS_URL,
+    bearer,
+    scratch_schema,
+)
 from tests.provider_setup import fake, provider_app, provider_config  # noqa: F401  (fixtures)
 from tests.tcp_proxy import TCPProxy
-
-REDIS_TEST_PREFIX = "polygenix-test:"
 
 # Real hashing, at a cost that keeps a few hundred logins quick.
 FAST_HASH = "pbkdf2:sha256:1000"

@@ -11,6 +11,7 @@ import requests
 
 from tests.helpers import (
     PASSWORD,
+    REDIS_TEST_PREFIX,
     TEST_DATABASE_URL,
     TEST_REDIS_URL,
     bearer,
@@ -52,7 +53,7 @@ def gunicorn(folder: Path, settings: dict[str, str] | None = None):
                 "PASSWORD_HASH_METHOD": "pbkdf2:sha256:1000",
                 "CHAT_RATE_LIMIT": "10000/minute",
                 "LOGIN_RATE_LIMIT": "10000/minute",
-                "REDIS_KEY_PREFIX": "polygenix-test:",
+                "REDIS_KEY_PREFIX": REDIS_TEST_PREFIX,
                 "WEB_CONCURRENCY": "2",
                 "GUNICORN_THREADS": "16",
             }

@@ -17,6 +17,8 @@ from polygenix.extensions import db
 PASSWORD = "correct horse battery"
 TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL")
 TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL")
+# Keys the tests leave in Redis: recognisable, and this run's own (runs may share one Redis).
+REDIS_TEST_PREFIX = f"polygenix-test-{os.getpid()}:"
 
 
 @contextmanager
