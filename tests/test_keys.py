@@ -2,12 +2,16 @@
 
 import hashlib
 import json
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from sqlalchemy import select
+import requests
+from sqlalchemy import func, select
 
 from polygenix.extensions import db
 from polygenix.models import ApiKey
+from tests.gunicorn_server import gunicorn, register_over_http
 from tests.helpers import FakeClock, ask, assert_envelope, bearer
 
 
@@ -111,6 +115,40 @@ def test_at_most_api_keys_per_user_live_keys(make_app, auth):
     for n in range(2):
         assert client.post("/api/keys", headers=ada, json={"name": f"k{n}"}).status_code == 201
     assert_envelope(client.post("/api/keys", headers=ada, json={"name": "k2"}), 409, "most allowed")
+
+
+def test_the_key_limit_holds_for_creations_at_once(make_app, auth):
+    """Forty creations at once on one app (threads): exactly the limit's worth are made."""
+    app = make_app({"API_KEYS_PER_USER": 20})
+    ada = auth.register(client=app.test_client())
+    start = threading.Barrier(40)
+
+    def create(n):
+        client = app.test_client()
+        start.wait(timeout=10)
+        return client.post("/api/keys", headers=ada, json={"name": f"k{n}"}).status_code
+
+    with ThreadPoolExecutor(40) as pool:
+        statuses = list(pool.map(create, range(40)))
+    assert sorted(statuses) == [201] * 20 + [409] * 20
+    with app.app_context():
+        assert db.session.scalar(select(func.count()).select_from(ApiKey)) == 20
+
+
+@pytest.mark.slow
+def test_the_key_limit_holds_across_gunicorn_workers(tmp_path):
+    with gunicorn(tmp_path, {"API_KEYS_PER_USER": "5"}) as (base, _):
+        headers = register_over_http(base)
+
+        def create(n):
+            url = base + "/api/keys"
+            return requests.post(url, headers=headers, json={"name": f"k{n}"}, timeout=20)
+
+        with ThreadPoolExecutor(24) as pool:
+            statuses = [r.status_code for r in pool.map(create, range(24))]
+        live = requests.get(base + "/api/keys", headers=headers, timeout=10).json()
+    assert sorted(statuses) == [201] * 5 + [409] * 19
+    assert len(live) == 5
 
 
 @pytest.mark.parametrize(
