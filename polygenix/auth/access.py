@@ -64,11 +64,27 @@ def key_user(key: str) -> User | str:
     return user
 
 
-def required(*, keys: bool = False, refresh: bool = False):
+def admin_only(view):
+    """A view decorator, inside the authentication: a 403 for anyone but an admin, before
+    anything of the request is read (a malformed request must not learn how the admin API
+    validates it)."""
+
+    @wraps(view)
+    def guarded(*args, **kwargs):
+        if not current_user.is_admin:
+            return error_response(403, "Only an admin may do this")
+        return view(*args, **kwargs)
+
+    return guarded
+
+
+def required(*, keys: bool = False, refresh: bool = False, admin: bool = False):
     """A view decorator: a valid access token (a refresh token with `refresh`), or with `keys`
-    an API key too; the caller is then `current_user`."""
+    an API key too; the caller is then `current_user`. With `admin`, only an admin's."""
 
     def decorator(view):
+        if admin:
+            view = admin_only(view)
         with_token = jwt_required(refresh=refresh)(view)
 
         @wraps(view)
