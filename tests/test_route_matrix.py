@@ -46,6 +46,7 @@ MATRIX = {
     # Keys too: each user sees and revokes only their own.
     ("/api/keys", "post"): (401, 201, 201),
     ("/api/keys", "get"): (401, 200, 200),
+    ("/api/keys", "delete"): (401, 200, 200),  # one's own keys, whoever calls
     ("/api/keys/{key_id}", "delete"): (401, 404, 404),
     # Usage: one's own for everyone; everyone's, and anyone's limits, for admins only.
     ("/api/usage", "get"): (401, 200, 200),

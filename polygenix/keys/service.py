@@ -70,3 +70,14 @@ def revoke_key(key_id: int, user_id: int | None = None) -> bool:
     gone = db.session.execute(statement).rowcount
     db.session.commit()
     return gone == 1
+
+
+def revoke_all_keys(user_id: int) -> int:
+    """Revoke (delete) every key of a user, expired ones too; how many there were."""
+    gone = db.session.execute(delete(ApiKey).where(ApiKey.user_id == user_id)).rowcount
+    db.session.commit()
+    return gone
+
+
+def revoked_notice(count: int) -> str:
+    return f"Revoked {count} API key{'' if count == 1 else 's'}"
