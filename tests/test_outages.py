@@ -316,3 +316,30 @@ def test_while_redis_is_down_a_failed_request_gives_its_hit_back_too(make_app, r
             assert_envelope(login_as(client, 1), 503, "Too many password checks")
     # Counted in this process, and given back there.
     assert [login_as(client, 1).status_code for _ in range(3)] == [401, 401, 429]
+
+
+@needs_postgres
+@needs_redis
+def test_a_turn_the_database_failed_gives_its_chat_hit_back(
+    make_app, provider_config, auth, database_proxy, fake
+):
+    """The provider answered, then storing the turn failed (503): counted in Redis, the hit is
+    given back, so the user's next requests have the whole limit."""
+    settings = provider_config | QUICK | {"CHAT_RATE_LIMIT": "2/minute"}
+    app = make_app(settings | {"SQLALCHEMY_DATABASE_URI": database_proxy.url})
+    client = app.test_client()
+    ada = auth.register(client=client)
+    fake.reply(delay=0.5)
+    pending = ThreadPoolExecutor(1).submit(
+        lambda: ask(app.test_client(), ada, "lost?", model="openai", session_id=4)
+    )
+    wait_for(lambda: fake.requests, what="the provider call")
+    database_proxy.set(RESET)
+    assert_envelope(pending.result(timeout=15), 503, "Database unavailable")
+    database_proxy.set(PASS)
+    wait_for(
+        lambda: client.get("/api/ai_chat/history", headers=ada).status_code == 200,
+        timeout=15,
+        what="the database back",
+    )
+    assert [ask(client, ada, model="openai").status_code for _ in range(3)] == [200, 200, 429]
