@@ -51,7 +51,7 @@ class Keys(MethodView):
         """Revoke every one of your API keys at once
 
         Changing your password and logging out end your logins, not your API keys: this ends
-        them (a key made meanwhile, after this call, keeps working).
+        every key you have now (expired ones included, and counted in `revoked`).
         """
         revoked = revoke_all_keys(current_user.id)
         return {"message": revoked_notice(revoked), "revoked": revoked}
