@@ -179,6 +179,9 @@ def load_config(env: Mapping[str, str], instance_path: str) -> dict[str, Any]:
         # A spent refresh token presented again this soon gets a new pair (two tabs, a retry)
         # instead of revoking its login.
         "REFRESH_REUSE_GRACE_SECONDS": _int(env, "REFRESH_REUSE_GRACE_SECONDS", 10),
+        # Minutes after a password login (login or register) during which its access token may
+        # change the account's password without `current_password`; 0: never.
+        "PASSWORD_CHANGE_FRESH_MINUTES": _int(env, "PASSWORD_CHANGE_FRESH_MINUTES", 10),
         "MAX_CONTENT_LENGTH": _int(env, "MAX_CONTENT_LENGTH", 1024 * 1024, minimum=1024),
         "MAX_MESSAGE_CHARS": _int(env, "MAX_MESSAGE_CHARS", 32_000, minimum=1),
         "PASSWORD_MIN_LENGTH": _int(env, "PASSWORD_MIN_LENGTH", 8, minimum=1),

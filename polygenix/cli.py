@@ -19,7 +19,7 @@ from .errors import Conflict
 from .extensions import db
 from .governance import ledger
 from .governance.policy import own_limits, parse_budget, parse_patterns, set_limits
-from .keys.service import create_key, live_keys, revoke_key
+from .keys.service import create_key, live_keys, revoke_all_keys, revoke_key, revoked_notice
 from .models import User
 from .provider_registry import missing_variable, registry
 from .providers import ProviderError
@@ -302,6 +302,14 @@ def revoke_key_command(key_id: int) -> None:
     if not revoke_key(key_id):
         raise click.ClickException(f"No API key {key_id}")
     click.echo(f"Revoked API key {key_id}")
+
+
+@keys.command("revoke-all")
+@click.argument("email")
+def revoke_all_keys_command(email: str) -> None:
+    """Revoke every API key of EMAIL (a password change or logout leaves them working)."""
+    user = _user_or_fail(email)
+    click.echo(f"{revoked_notice(revoke_all_keys(user.id))} of {user.email}")
 
 
 DEFAULT = "default"

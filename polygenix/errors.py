@@ -14,7 +14,7 @@ from http import HTTPStatus
 
 import marshmallow as ma
 import redis
-from flask import Flask, Response, has_request_context, jsonify, request
+from flask import Flask, Response, g, has_request_context, jsonify, request
 from flask_jwt_extended import JWTManager
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
@@ -24,6 +24,8 @@ from .extensions import db
 from .providers import ProviderError
 
 log = logging.getLogger(__name__)
+# In `g`: the request's failure is the provider's, not PolyGenix's own (limits.py keeps its hits).
+PROVIDER_FAILED = "provider_failed"
 
 
 class ErrorSchema(ma.Schema):
@@ -154,6 +156,8 @@ def http_error_response(error: HTTPException) -> Response:
 
 
 def provider_error_response(error: ProviderError) -> Response:
+    if has_request_context():
+        g.setdefault(PROVIDER_FAILED, True)
     headers = retry_after_header(error.retry_after)
     return error_response(error.status, error.message, headers=headers)
 

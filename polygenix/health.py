@@ -3,23 +3,27 @@
 /readyz answers within PROBE_SECONDS whatever the database and Redis do: each is asked on a
 thread of its own over a fresh connection, and one that has not answered by then counts as
 unavailable. Without the database nothing works (503); without Redis PolyGenix keeps serving,
-counting rate limits in each process meanwhile (200, "degraded").
+counting rate limits in each process meanwhile (200, "degraded"), and stays "degraded" until this
+process counts them in Redis again (`rate_limits`: the probe tries Redis again when a try is due).
 """
 
 import contextlib
 from concurrent.futures import ThreadPoolExecutor, wait
+from functools import partial
 
 import redis as redis_library
 from flask import Blueprint, current_app
 from sqlalchemy import create_engine, text
 from sqlalchemy.pool import NullPool
 
+from . import clock, limits
 from .database import ANSWER_TIMEOUT
 from .errors import error_response
 
 bp = Blueprint("health", __name__)
 PROBE_SECONDS = 1.5
 PROBES = "polygenix.health"
+FAILED = {"rate_limits": "per_process"}  # what a failed check says, when not "unavailable"
 
 
 @bp.get("/healthz")
@@ -33,12 +37,18 @@ def readyz():
     """Ready when the database answers SELECT 1; Redis (if configured) answering PING is
     reported, and its absence makes PolyGenix degraded, not unready."""
     probes = _probes()
-    futures = {name: probes.pool.submit(probe) for name, probe in probes.checks.items()}
+    checks_to_run = dict(probes.checks)
+    counter = limits.counter()
+    if "redis" in checks_to_run and counter is not None:
+        checks_to_run["rate_limits"] = partial(counter.probe, clock.timestamp())
+    futures = {name: probes.pool.submit(probe) for name, probe in checks_to_run.items()}
     wait(futures.values(), timeout=PROBE_SECONDS)
     checks = {
-        name: "ok" if f.done() and f.exception() is None else "unavailable"
+        name: "ok" if f.done() and f.exception() is None else FAILED.get(name, "unavailable")
         for name, f in futures.items()
     }
+    if checks.get("redis") == "unavailable" and "rate_limits" in checks:
+        checks["rate_limits"] = FAILED["rate_limits"]  # what the next hit will do
     if checks["database"] != "ok":
         return error_response(
             503, "Not ready: database unavailable", headers={"Retry-After": "1"}, checks=checks

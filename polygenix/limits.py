@@ -7,24 +7,31 @@ The `limits` library counts them in fixed windows: in Redis when REDIS_URL is se
 the database. Either way every worker and host that shares it shares the counts, so a limit is
 exact however many workers there are. While Redis cannot be reached, each process counts in its
 own memory (limits' MemoryStorage) rather than refusing every request: a warning is logged when
-that starts, and polygenix_redis_fallbacks_total counts the hits so counted.
+that starts, and polygenix_redis_fallbacks_total counts the hits so counted. Redis is tried
+again every REDIS_RETRY_SECONDS however busy the process is (by the first hit or /readyz probe
+due), and /readyz says "degraded" until the limits are shared again.
+
+A request that PolyGenix itself fails (a 5xx of its own: the database or Redis unavailable, no
+password-check slot free, a bug) gives its hits back: a caller never loses part of a limit to the
+server's failures. A provider's failure (a 502, 503 or 504 passed on from it) stays counted: the
+provider was called.
 """
 
 import hashlib
 import logging
 import math
-import time
+import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache, wraps
 
 import redis
-from flask import Flask, current_app, request
+from flask import Flask, Response, current_app, g, request
 from flask_smorest import abort
 from limits import RateLimitItem, parse_many
 from limits.storage import MemoryStorage, RedisStorage, Storage
 from limits.strategies import FixedWindowRateLimiter
-from sqlalchemy import bindparam, case, delete, select
+from sqlalchemy import bindparam, case, delete, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import SQLAlchemyError
@@ -33,6 +40,7 @@ from config import ConfigError
 
 from . import clock
 from .auth.access import current_user
+from .errors import PROVIDER_FAILED
 from .extensions import REDIS, db
 from .metrics import REDIS_FALLBACKS, REFUSED
 from .models import RateLimitCount, normalize_email
@@ -41,6 +49,7 @@ log = logging.getLogger(__name__)
 EXTENSION = "polygenix.limits"
 REDIS_RETRY_SECONDS = 5
 SETTINGS = ("LOGIN_RATE_LIMIT", "CHAT_RATE_LIMIT")
+HITS = "limit_hits"  # in `g`: the hits this request made, to give back if it fails
 
 
 class DatabaseCounts(Storage):
@@ -125,6 +134,48 @@ class DatabaseCounts(Storage):
         db.session.execute(delete(self.table).where(self.table.c.key == self._digest(key)))
         db.session.commit()
 
+    def decr(self, key: str, amount: int = 1) -> None:
+        """Give back `amount` hits of a window still open (never below zero).
+
+        Called as a failed request ends: its own unfinished work is rolled back first, as the
+        request's teardown would.
+        """
+        c = self.table.c
+        db.session.rollback()
+        db.session.execute(
+            update(self.table)
+            .where(c.key == self._digest(key), c.count >= amount)
+            .where(c.expires_at > clock.timestamp())
+            .values(count=c.count - amount)
+        )
+        db.session.commit()
+
+
+class SharedCounts(RedisStorage):
+    """limits' Redis storage, able to give a hit back."""
+
+    STORAGE_SCHEME = None  # made directly, never from a URI
+    # Only a window still open is decremented, never below zero: DECRBY on a missing key would
+    # make one with no expiry.
+    GIVE_BACK = """
+    local count = tonumber(redis.call("get", KEYS[1]) or "0")
+    if count >= tonumber(ARGV[1]) then
+        return redis.call("decrby", KEYS[1], ARGV[1])
+    end
+    return count
+    """
+
+    def initialize_storage(self, uri: str) -> None:
+        super().initialize_storage(uri)
+        self.lua_give_back = self.get_connection().register_script(self.GIVE_BACK)
+
+    def decr(self, key: str, amount: int = 1) -> None:
+        self.lua_give_back([self.prefixed_key(key)], [amount])
+
+
+class NotShared(Exception):
+    """Rate limits are counted in this process only (Redis was unreachable at the last try)."""
+
 
 @dataclass
 class _Counter:
@@ -132,33 +183,70 @@ class _Counter:
     prefix: str
     limits: dict[str, list[RateLimitItem]]  # by setting name
     # While Redis is out of reach: this process's own counts.
-    fallback: FixedWindowRateLimiter | None = None
+    fallback: FixedWindowRateLimiter = field(
+        default_factory=lambda: FixedWindowRateLimiter(MemoryStorage())
+    )
     degraded: bool = False
-    retry_at: float = 0.0  # time.monotonic() when Redis is tried again
+    retry_at: float = 0.0  # clock.timestamp() when Redis is tried again
+    _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def hit(self, limit: RateLimitItem, *identifiers: str) -> FixedWindowRateLimiter | None:
-        """None if the hit is allowed, else the limiter that refused it (for its window)."""
-        try:
-            if self.degraded and time.monotonic() < self.retry_at:
-                # Asked again only now and then: an unreachable Redis costs its timeout.
-                raise redis.ConnectionError("not retried yet")
-            allowed = self.strategy.hit(limit, *identifiers)
+    def _try_shared(self, now: float) -> bool:
+        """Whether to count in the shared store now: always while it answers; while it does
+        not, once every REDIS_RETRY_SECONDS, by whichever caller comes first after that (the
+        others meanwhile count here rather than each wait for an unreachable Redis)."""
+        if not self.degraded:
+            return True
+        with self._lock:
+            if now < self.retry_at:
+                return False
+            self.retry_at = now + REDIS_RETRY_SECONDS
+            return True
+
+    def _failed(self, error: Exception, now: float) -> None:
+        with self._lock:
+            self.retry_at = now + REDIS_RETRY_SECONDS
             if self.degraded:
-                self.degraded = False
-                log.warning("Redis is back: rate limits are shared again")
-            return None if allowed else self.strategy
-        except redis.RedisError as e:
-            if not self.degraded:
-                self.degraded = True
-                log.warning(
-                    "Redis unavailable (%s): rate limits are counted per process until it is back",
-                    type(e).__name__,
-                )
-            self.retry_at = time.monotonic() + REDIS_RETRY_SECONDS
-            REDIS_FALLBACKS.labels("rate_limit").inc()
-            if self.fallback is None:
-                self.fallback = FixedWindowRateLimiter(MemoryStorage())
-            return None if self.fallback.hit(limit, *identifiers) else self.fallback
+                return
+            self.degraded = True
+        log.warning(
+            "Redis unavailable (%s): rate limits are counted per process until it is back",
+            type(error).__name__,
+        )
+
+    def _answered(self) -> None:
+        if self.degraded:
+            self.degraded = False
+            log.warning("Redis is back: rate limits are shared again")
+
+    def hit(self, limit: RateLimitItem, *identifiers: str) -> tuple[FixedWindowRateLimiter, bool]:
+        """Count one hit: the limiter that counted it, and whether it is allowed."""
+        now = clock.timestamp()
+        if self._try_shared(now):
+            try:
+                allowed = self.strategy.hit(limit, *identifiers)
+            except redis.RedisError as e:
+                self._failed(e, now)
+            else:
+                self._answered()
+                return self.strategy, allowed
+        REDIS_FALLBACKS.labels("rate_limit").inc()
+        return self.fallback, self.fallback.hit(limit, *identifiers)
+
+    def probe(self, now: float) -> None:
+        """For /readyz: return if the limits are shared; while they are not, try Redis when a
+        try is due (so a process with no limited traffic comes back too), else raise
+        NotShared."""
+        if not self.degraded:
+            return
+        if self._try_shared(now):
+            try:
+                self.strategy.storage.get_connection().ping()
+            except redis.RedisError as e:
+                self._failed(e, now)
+            else:
+                self._answered()
+                return
+        raise NotShared()
 
 
 def init_limits(app: Flask) -> None:
@@ -180,11 +268,32 @@ def init_limits(app: Flask) -> None:
     redis = app.extensions[REDIS]
     if redis is not None:
         # Given a pool, limits uses the URI only to choose Redis over Valkey.
-        storage = RedisStorage("redis://", connection_pool=redis.connection_pool)
+        storage = SharedCounts("redis://", connection_pool=redis.connection_pool)
     else:
         storage = DatabaseCounts()
     prefix = config.setdefault("RATELIMIT_KEY_PREFIX", config["REDIS_KEY_PREFIX"] + "limits")
     app.extensions[EXTENSION] = _Counter(FixedWindowRateLimiter(storage), prefix, limits)
+    app.after_request(_give_back_if_failed)
+
+
+def counter() -> _Counter | None:
+    """The app's rate-limit counter (None when limits are off)."""
+    return current_app.extensions.get(EXTENSION)
+
+
+def _give_back_if_failed(response: Response) -> Response:
+    """A request PolyGenix failed (a 5xx of its own, not a provider's) gives its hits back."""
+    hits = g.pop(HITS, [])
+    if response.status_code < 500 or g.get(PROVIDER_FAILED):
+        return response
+    for limiter, limit, identifiers in hits:
+        try:
+            limiter.storage.decr(limit.key_for(*identifiers))
+        except Exception as e:  # the store that failed the request may fail this too
+            log.warning(
+                "A failed request's rate-limit hit was not given back: %s", type(e).__name__
+            )
+    return response
 
 
 def _check(setting: str, scope: str, key: str) -> None:
@@ -193,9 +302,10 @@ def _check(setting: str, scope: str, key: str) -> None:
         return
     identifiers = (counter.prefix, scope, key)
     for limit in counter.limits[setting]:
-        refused_by = counter.hit(limit, *identifiers)
-        if refused_by is not None:
-            reset = refused_by.get_window_stats(limit, *identifiers).reset_time
+        limiter, allowed = counter.hit(limit, *identifiers)
+        g.setdefault(HITS, []).append((limiter, limit, identifiers))
+        if not allowed:
+            reset = limiter.get_window_stats(limit, *identifiers).reset_time
             REFUSED.labels("rate_limit").inc()
             abort(
                 429,

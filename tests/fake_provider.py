@@ -3,7 +3,8 @@
 It records every request (path, headers, JSON body) and answers each in the wire format its path
 names: OpenAI chat completions (`/chat/completions`), Anthropic (`/v1/messages`), Gemini
 (`/models/{model}:generateContent`) and Ollama (`/api/chat`). Tests queue other answers (errors,
-bad bodies, slow replies) with `reply()`.
+bad bodies, slow replies) with `reply()`. Streams are framed in chunks, or (`framing=CLOSE`) end
+when the connection closes, as servers built on Python's http.server send them.
 """
 
 import json
@@ -22,6 +23,9 @@ class Recorded:
     client_port: int = 0  # the same port twice in a row: the client reused its connection
 
 
+CHUNKED, CLOSE = "chunked", "close"  # a stream's framing
+
+
 @dataclass
 class Reply:
     status: int = 200
@@ -35,6 +39,15 @@ class Reply:
     cut: bool = False
     # Answer only once this is set (a test holds the answer back, then releases it).
     hold: threading.Event | None = None
+    # How a stream is framed: CHUNKED (Transfer-Encoding: chunked), or CLOSE (no length and no
+    # chunks: the body ends when the server closes the connection, as http.server-based and
+    # some self-hosted servers send it).
+    framing: str = CHUNKED
+    # A stream holds its last chunk back until this is set (at most 10 s): a test sees what
+    # reached the client while the provider had not finished.
+    pause: threading.Event | None = None
+    # Set once a stream's last byte is sent.
+    finished: threading.Event = field(default_factory=threading.Event)
 
 
 # --- streams, as each provider sends them ------------------------------------------------
@@ -335,7 +348,7 @@ class _Handler(BaseHTTPRequestHandler):
         if reply.chunks is not None or (reply.status == 200 and reply.body is None and streaming):
             # A stream, or a plain answer sent in chunks (a trickle).
             chunks = reply.chunks or normal_stream(self.path, body, fake.stream_pieces)
-            self._stream(fake, chunks, reply.gap or fake.stream_gap, reply.status, reply.headers)
+            self._stream(fake, chunks, reply.gap or fake.stream_gap, reply)
             return
         if reply.body is None:
             payload = json.dumps(normal_answer(self.path, body or {})).encode()
@@ -380,10 +393,11 @@ class _Handler(BaseHTTPRequestHandler):
         except (BrokenPipeError, ConnectionResetError):
             pass
 
-    def _stream(self, fake, chunks, gap, status=200, headers=None):
+    def _stream(self, fake, chunks, gap, reply):
         sent = 0
+        chunked = reply.framing == CHUNKED
         try:
-            self.send_response(status)
+            self.send_response(reply.status)
             ndjson = self.path.endswith("/api/chat")
             streaming = b"data:" in b"".join(chunks[:2]) or ndjson
             self.send_header(
@@ -392,18 +406,28 @@ class _Handler(BaseHTTPRequestHandler):
                 if ndjson
                 else ("text/event-stream" if streaming else "application/json"),
             )
-            for name, value in (headers or {}).items():
+            for name, value in reply.headers.items():
                 self.send_header(name, value)
-            self.send_header("Transfer-Encoding", "chunked")
+            if chunked:
+                self.send_header("Transfer-Encoding", "chunked")
+            else:
+                self.send_header("Connection", "close")
+                self.close_connection = True
             self.end_headers()
             for chunk in chunks:
                 if sent and gap:
                     time.sleep(gap)
-                self.wfile.write(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
+                if reply.pause is not None and sent == len(chunks) - 1:
+                    reply.pause.wait(timeout=10)
+                self.wfile.write(
+                    f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n" if chunked else chunk
+                )
                 self.wfile.flush()
                 sent += 1
-            self.wfile.write(b"0\r\n\r\n")
-            self.wfile.flush()
+            if chunked:
+                self.wfile.write(b"0\r\n\r\n")
+                self.wfile.flush()
+            reply.finished.set()
         except (BrokenPipeError, ConnectionResetError):
             if sent < len(chunks):
                 fake.disconnected.set()  # the client hung up before the stream's end
@@ -442,11 +466,15 @@ class FakeProvider:
         cut=False,
         method="POST",
         hold=None,
-    ):
+        framing=CHUNKED,
+        pause=None,
+    ) -> Reply:
         """Queue the next `times` answers to `method` (after them, the normal answer again)."""
         queue = self._get_replies if method == "GET" else self._replies
+        queued = Reply(status, body, headers or {}, delay, chunks, gap, cut, hold, framing, pause)
         with self._lock:
-            queue += [Reply(status, body, headers or {}, delay, chunks, gap, cut, hold)] * times
+            queue += [queued] * times
+        return queued
 
     def next_reply(self, method="POST") -> Reply:
         queue = self._get_replies if method == "GET" else self._replies

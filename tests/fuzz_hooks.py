@@ -1,8 +1,9 @@
 """schemathesis hooks for tests/test_fuzz.py (loaded through SCHEMATHESIS_HOOKS).
 
 - Authentication: a freshly registered user, fetched again whenever a token stops working
-  (fuzzing logs out, changes passwords and deletes users along the way); on the admin routes,
-  the admin the test made (FUZZ_ADMIN, `email:password`), logged in.
+  (fuzzing logs out, changes passwords and deletes users along the way); on the admin-only
+  routes (`/api/admin/...`, `/api/user/all`), the admin the test made (FUZZ_ADMIN,
+  `email:password`), logged in.
 - Rules an OpenAPI schema cannot state, each a documented 422 with its own message: a common
   password, a model name no provider has, a refresh token that is not the caller's, a missing
   or wrong current password when changing one's own, a max_tokens over the model's cap, a
@@ -22,7 +23,8 @@ from polygenix.user.schemas import common_passwords
 
 BASE_URL = os.environ.get("FUZZ_BASE_URL", "")
 ADMIN_EMAIL, _, ADMIN_PASSWORD = os.environ.get("FUZZ_ADMIN", "").partition(":")
-ADMIN_ROUTES = "^/api/admin/"
+# Admin-only routes answer anyone else 403 before reading a thing: fuzzed as the admin.
+ADMIN_ROUTES = "^/api/(admin/|user/all$)"
 
 
 @schemathesis.auth().apply_to(path_regex=ADMIN_ROUTES)

@@ -12,6 +12,7 @@ from sqlalchemy import create_engine, event, make_url
 from werkzeug.serving import make_server
 
 from config import database_url
+from polygenix.auth.passwords import SLOTS
 from polygenix.extensions import db
 
 PASSWORD = "correct horse battery"
@@ -54,6 +55,21 @@ def assert_envelope(response, code, message=None):
     if message is not None:
         assert message in body["message"]
     return body
+
+
+@contextmanager
+def busy_password_slots(app):
+    """Every password-check slot of `app` taken, as by a burst of logins: password checks meanwhile
+    wait PASSWORD_HASH_TIMEOUT, then fail with a 503."""
+    slots = app.extensions[SLOTS]
+    count = app.config["PASSWORD_HASH_CONCURRENCY"]
+    for _ in range(count):
+        slots.acquire()
+    try:
+        yield
+    finally:
+        for _ in range(count):
+            slots.release()
 
 
 def closed_port() -> int:

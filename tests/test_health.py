@@ -9,7 +9,8 @@ from tests.helpers import TEST_REDIS_URL, UNREACHABLE_DATABASES, assert_envelope
 def test_readyz_checks_the_database_and_redis(client, app):
     response = client.get("/readyz")
     assert response.status_code == 200
-    expected = {"database": "ok"} | ({"redis": "ok"} if app.config["REDIS_URL"] else {})
+    shared = {"redis": "ok", "rate_limits": "ok"}
+    expected = {"database": "ok"} | (shared if app.config["REDIS_URL"] else {})
     assert response.json == {"status": "ready", "checks": expected}
 
 
@@ -21,7 +22,7 @@ def test_readyz_reports_an_unreachable_redis_as_degraded(make_app):
     assert response.status_code == 200
     assert response.json == {
         "status": "degraded",
-        "checks": {"database": "ok", "redis": "unavailable"},
+        "checks": {"database": "ok", "redis": "unavailable", "rate_limits": "per_process"},
     }
 
 

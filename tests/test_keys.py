@@ -2,13 +2,17 @@
 
 import hashlib
 import json
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from sqlalchemy import select
+import requests
+from sqlalchemy import func, select
 
 from polygenix.extensions import db
 from polygenix.models import ApiKey
-from tests.helpers import FakeClock, ask, assert_envelope, bearer
+from tests.gunicorn_server import gunicorn, register_over_http
+from tests.helpers import PASSWORD, FakeClock, ask, assert_envelope, bearer
 
 
 @pytest.fixture
@@ -113,6 +117,40 @@ def test_at_most_api_keys_per_user_live_keys(make_app, auth):
     assert_envelope(client.post("/api/keys", headers=ada, json={"name": "k2"}), 409, "most allowed")
 
 
+def test_the_key_limit_holds_for_creations_at_once(make_app, auth):
+    """Forty creations at once on one app (threads): exactly the limit's worth are made."""
+    app = make_app({"API_KEYS_PER_USER": 20})
+    ada = auth.register(client=app.test_client())
+    start = threading.Barrier(40)
+
+    def create(n):
+        client = app.test_client()
+        start.wait(timeout=10)
+        return client.post("/api/keys", headers=ada, json={"name": f"k{n}"}).status_code
+
+    with ThreadPoolExecutor(40) as pool:
+        statuses = list(pool.map(create, range(40)))
+    assert sorted(statuses) == [201] * 20 + [409] * 20
+    with app.app_context():
+        assert db.session.scalar(select(func.count()).select_from(ApiKey)) == 20
+
+
+@pytest.mark.slow
+def test_the_key_limit_holds_across_gunicorn_workers(tmp_path):
+    with gunicorn(tmp_path, {"API_KEYS_PER_USER": "5"}) as (base, _):
+        headers = register_over_http(base)
+
+        def create(n):
+            url = base + "/api/keys"
+            return requests.post(url, headers=headers, json={"name": f"k{n}"}, timeout=20)
+
+        with ThreadPoolExecutor(24) as pool:
+            statuses = [r.status_code for r in pool.map(create, range(24))]
+        live = requests.get(base + "/api/keys", headers=headers, timeout=10).json()
+    assert sorted(statuses) == [201] * 5 + [409] * 19
+    assert len(live) == 5
+
+
 @pytest.mark.parametrize(
     "body",
     [
@@ -150,3 +188,52 @@ def test_cli_creates_lists_and_revokes_keys(runner, client, ada, bob):
     assert revoked.exit_code == 0 and "Revoked" in revoked.output
     assert_envelope(ask(client, bearer(secret), "gone"), 401)
     assert runner.invoke(args=["keys", "revoke", "999"]).exit_code != 0
+
+
+def test_all_of_ones_keys_are_revoked_at_once(client, ada, bob, new_key, auth):
+    keys = [new_key(f"k{n}").json["key"] for n in range(3)]
+    bobs = new_key("bob's", headers=bob).json["key"]
+    assert ask(client, bearer(keys[0]), "still mine").status_code == 200
+    # A key cannot do it: managing keys needs a login.
+    assert_envelope(client.delete("/api/keys", headers=bearer(keys[0])), 403)
+    response = client.delete("/api/keys", headers=ada)
+    assert response.status_code == 200
+    assert response.json == {"message": "Revoked 3 API keys", "revoked": 3}
+    for key in keys:
+        assert_envelope(ask(client, bearer(key), "gone"), 401, "Invalid API key")
+    assert client.get("/api/keys", headers=ada).json == []
+    # Bob's key is his own and keeps working; nothing left to revoke is no error.
+    assert ask(client, bearer(bobs), "still works").status_code == 200
+    assert client.delete("/api/keys", headers=ada).json["revoked"] == 0
+    assert_envelope(client.delete("/api/keys"), 401)
+
+
+def test_keys_outlive_a_password_change_and_logout_until_revoked(client, ada, new_key, auth):
+    """What docs/security.md says: ending logins leaves API keys alone; revoke them too."""
+    key = bearer(new_key().json["key"])
+    user_id = auth.user_id(ada)
+    change = {"password": "a brand new secret", "current_password": PASSWORD}
+    assert client.put(f"/api/user/update/{user_id}", headers=ada, json=change).status_code == 200
+    assert_envelope(client.get("/api/auth/me", headers=ada), 401)  # the login is over...
+    assert ask(client, key, "still here").status_code == 200  # ...the key is not
+    fresh = auth.login(password="a brand new secret")
+    assert client.post("/api/auth/logout", headers=fresh).status_code == 200
+    assert ask(client, key, "and still").status_code == 200
+    assert client.delete("/api/keys", headers=auth.login(password="a brand new secret")).json == {
+        "message": "Revoked 1 API key",
+        "revoked": 1,
+    }
+    assert_envelope(ask(client, key, "gone"), 401)
+
+
+def test_cli_revokes_all_of_a_users_keys(runner, client, ada, bob, new_key):
+    keys = [new_key(f"k{n}").json["key"] for n in range(2)]
+    bobs = new_key("bob's", headers=bob).json["key"]
+    revoked = runner.invoke(args=["keys", "revoke-all", "ADA@example.com"])
+    assert revoked.exit_code == 0, revoked.output
+    assert "Revoked 2 API keys of ada@example.com" in revoked.output
+    for key in keys:
+        assert_envelope(ask(client, bearer(key), "gone"), 401)
+    assert ask(client, bearer(bobs), "still works").status_code == 200
+    missing = runner.invoke(args=["keys", "revoke-all", "nobody@example.com"])
+    assert missing.exit_code != 0 and "nobody@example.com" in missing.output

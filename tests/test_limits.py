@@ -8,7 +8,7 @@ from sqlalchemy import func, select
 
 from polygenix.extensions import db, redis_client
 from polygenix.models import RateLimitCount
-from tests.helpers import TEST_REDIS_URL, FakeClock, assert_envelope
+from tests.helpers import TEST_REDIS_URL, FakeClock, ask, assert_envelope, busy_password_slots
 
 
 @pytest.fixture
@@ -173,3 +173,34 @@ def test_counts_are_shared_in_redis_between_workers(make_app, config):
     with first.app_context():
         keys = redis_client().keys(f"*{config['RATELIMIT_KEY_PREFIX']}*")
     assert keys
+
+
+@pytest.mark.parametrize("redis", [None, TEST_REDIS_URL] if TEST_REDIS_URL else [None])
+def test_a_request_the_server_failed_gives_its_hits_back(make_app, redis):
+    app = make_app(
+        {"LOGIN_RATE_LIMIT": "2/minute", "PASSWORD_HASH_TIMEOUT": 0.01, "REDIS_URL": redis}
+    )
+    client = app.test_client()
+    with busy_password_slots(app):
+        for _ in range(3):
+            assert_envelope(login(client, "ada@example.com"), 503, "Too many password checks")
+    # Neither the address nor the account lost anything to the failures.
+    assert login(client, "ada@example.com").status_code == 401
+    assert login(client, "ada@example.com").status_code == 401
+    assert_rate_limited(login(client, "ada@example.com"))
+
+
+def test_a_providers_failure_keeps_its_hit(make_app, provider_config, auth, fake):
+    """The provider was called: its failure (a 502 passed on) counts like a success."""
+    client = make_app(provider_config | {"CHAT_RATE_LIMIT": "2/minute"}).test_client()
+    ada = auth.register(client=client)
+    body = {"model": "openai", "messages": [{"role": "user", "content": "hi"}]}
+    for call in (
+        lambda: ask(client, ada, model="openai"),
+        lambda: client.post("/v1/chat/completions", headers=ada, json=body),
+    ):
+        fake.reply(status=500, times=20)
+        assert call().status_code == 502
+        fake.reset()
+        assert call().status_code == 200
+        assert call().status_code == 429

@@ -33,6 +33,7 @@ EXTRA = {
     ("/api/ai_chat/{chat_id}/messages/{message_id}", "put"),
     ("/api/keys", "post"),
     ("/api/keys", "get"),
+    ("/api/keys", "delete"),
     ("/api/keys/{key_id}", "delete"),
     ("/api/usage", "get"),
     ("/api/admin/usage", "get"),

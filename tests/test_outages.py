@@ -15,6 +15,7 @@ from sqlalchemy import make_url, select
 
 from polygenix.chat import turn as turns
 from polygenix.extensions import db
+from polygenix.limits import REDIS_RETRY_SECONDS
 from polygenix.models import Message
 from tests.fake_provider import openai_stream
 from tests.helpers import (
@@ -24,6 +25,7 @@ from tests.helpers import (
     FakeClock,
     ask,
     assert_envelope,
+    busy_password_slots,
     read_events,
     stream,
     wait_for,
@@ -229,4 +231,115 @@ def test_redis_down_keeps_the_service_up_counting_limits_per_process(
     assert ready.status_code == 200 and ready.json["status"] == "degraded"
     redis_proxy.set(PASS)
     ready = client.get("/readyz")
-    assert ready.json == {"status": "ready", "checks": {"database": "ok", "redis": "ok"}}
+    assert ready.json == {
+        "status": "degraded",  # until the limits are counted in Redis again
+        "checks": {"database": "ok", "redis": "ok", "rate_limits": "per_process"},
+    }
+
+
+def login_as(client, n):
+    """A limited request from a client and for an account no other request uses."""
+    return client.post(
+        "/api/auth/login",
+        data={"username": f"user{n}@example.com", "password": PASSWORD},
+        environ_base={"REMOTE_ADDR": f"10.1.{n // 250}.{n % 250}"},
+    )
+
+
+@needs_redis
+def test_limits_are_shared_again_within_the_retry_interval_under_steady_traffic(
+    make_app, redis_proxy
+):
+    """Two workers, Redis refusing then back, a limited request every second on each: within
+    REDIS_RETRY_SECONDS of Redis answering, both count in Redis again (steady traffic does not
+    put the retry off), and /readyz says degraded until then."""
+    clock = FakeClock()
+    settings = {"REDIS_URL": redis_proxy.url, "LOGIN_RATE_LIMIT": "6/hour", "CLOCK": clock}
+    first, second = make_app(settings).test_client(), make_app(settings).test_client()
+    requests = iter(range(10_000))
+    redis_proxy.set(RESET)
+    redis_proxy.set(REFUSE)
+    for client in (first, second):
+        assert login_as(client, next(requests)).status_code == 401
+        assert client.get("/readyz").json == {
+            "status": "degraded",
+            "checks": {"database": "ok", "redis": "unavailable", "rate_limits": "per_process"},
+        }
+    redis_proxy.set(PASS)
+    # Redis answers, but no retry is due yet: still counted per process, and said so.
+    assert first.get("/readyz").json == {
+        "status": "degraded",
+        "checks": {"database": "ok", "redis": "ok", "rate_limits": "per_process"},
+    }
+    for _ in range(REDIS_RETRY_SECONDS):
+        clock.advance(1)
+        for client in (first, second):
+            assert login_as(client, next(requests)).status_code == 401
+    # One count again: three requests from one address on each worker, and the seventh is over.
+    shared = next(requests)
+    for client in (first, second, first, second, first, second):
+        assert login_as(client, shared).status_code == 401
+    assert login_as(first, shared).status_code == 429
+    assert login_as(second, shared).status_code == 429
+    for client in (first, second):
+        assert client.get("/readyz").json == {
+            "status": "ready",
+            "checks": {"database": "ok", "redis": "ok", "rate_limits": "ok"},
+        }
+
+
+@needs_redis
+def test_readyz_tries_redis_again_on_schedule_with_no_other_traffic(make_app, redis_proxy):
+    clock = FakeClock()
+    client = make_app({"REDIS_URL": redis_proxy.url, "CLOCK": clock}).test_client()
+    redis_proxy.set(RESET)
+    redis_proxy.set(REFUSE)
+    assert login_as(client, 1).status_code == 401  # counted in this process
+    redis_proxy.set(PASS)
+    assert client.get("/readyz").json["checks"]["rate_limits"] == "per_process"
+    clock.advance(REDIS_RETRY_SECONDS)
+    assert client.get("/readyz").json == {
+        "status": "ready",
+        "checks": {"database": "ok", "redis": "ok", "rate_limits": "ok"},
+    }
+
+
+@needs_redis
+def test_while_redis_is_down_a_failed_request_gives_its_hit_back_too(make_app, redis_proxy):
+    settings = {"LOGIN_RATE_LIMIT": "2/minute", "PASSWORD_HASH_TIMEOUT": 0.01}
+    app = make_app(settings | {"REDIS_URL": redis_proxy.url})
+    client = app.test_client()
+    redis_proxy.set(RESET)
+    redis_proxy.set(REFUSE)
+    with busy_password_slots(app):
+        for _ in range(3):
+            assert_envelope(login_as(client, 1), 503, "Too many password checks")
+    # Counted in this process, and given back there.
+    assert [login_as(client, 1).status_code for _ in range(3)] == [401, 401, 429]
+
+
+@needs_postgres
+@needs_redis
+def test_a_turn_the_database_failed_gives_its_chat_hit_back(
+    make_app, provider_config, auth, database_proxy, fake
+):
+    """The provider answered, then storing the turn failed (503): counted in Redis, the hit is
+    given back, so the user's next requests have the whole limit."""
+    settings = provider_config | QUICK | {"CHAT_RATE_LIMIT": "2/minute"}
+    app = make_app(settings | {"SQLALCHEMY_DATABASE_URI": database_proxy.url})
+    client = app.test_client()
+    ada = auth.register(client=client)
+    fake.reply(delay=0.5)
+    pending = ThreadPoolExecutor(1).submit(
+        lambda: ask(app.test_client(), ada, "lost?", model="openai", session_id=4)
+    )
+    wait_for(lambda: fake.requests, what="the provider call")
+    database_proxy.set(RESET)
+    assert_envelope(pending.result(timeout=15), 503, "Database unavailable")
+    database_proxy.set(PASS)
+    wait_for(
+        lambda: client.get("/api/ai_chat/history", headers=ada).status_code == 200,
+        timeout=15,
+        what="the database back",
+    )
+    assert [ask(client, ada, model="openai").status_code for _ in range(3)] == [200, 200, 429]

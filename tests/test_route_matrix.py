@@ -7,7 +7,7 @@ A new route fails `test_the_matrix_covers_every_operation` until it is given its
 import pytest
 
 from polygenix import create_app
-from tests.helpers import PASSWORD, ask, bearer, operations
+from tests.helpers import PASSWORD, ask, assert_envelope, bearer, operations
 
 OWNER = "owner@example.com"
 CHAT = 4242  # the owner's session number; nobody else has one
@@ -46,6 +46,7 @@ MATRIX = {
     # Keys too: each user sees and revokes only their own.
     ("/api/keys", "post"): (401, 201, 201),
     ("/api/keys", "get"): (401, 200, 200),
+    ("/api/keys", "delete"): (401, 200, 200),  # one's own keys, whoever calls
     ("/api/keys/{key_id}", "delete"): (401, 404, 404),
     # Usage: one's own for everyone; everyone's, and anyone's limits, for admins only.
     ("/api/usage", "get"): (401, 200, 200),
@@ -123,3 +124,32 @@ def test_route_answers_each_caller_as_expected(client, world, path, method, who)
     if who == "other" and expected == 200 and "{" not in path:
         # An unrelated user succeeding on a collection route sees nothing of the owner's.
         assert "private" not in text and OWNER not in text
+
+
+# Every admin-only operation: the ones an unrelated user is refused (403) in the matrix.
+ADMIN_ONLY = sorted(key for key, expected in MATRIX.items() if expected[1] == 403)
+MALFORMED_QUERY = {"page": "x", "page_size": "0", "group_by": "x", "since": "x", "user_id": "x"}
+MALFORMED_BODY = {"models": "all", "token_budget": 5, "cost_budget": [], "unknown": 1}
+
+
+def test_admin_only_operations_are_known():
+    assert {path for path, _ in ADMIN_ONLY} >= {
+        "/api/user/all",
+        "/api/admin/usage",
+        "/api/admin/users/{user_id}/limits",
+    }
+
+
+@pytest.mark.parametrize(("path", "method"), ADMIN_ONLY)
+def test_admin_routes_refuse_others_before_reading_what_they_sent(client, world, path, method):
+    """A non-admin's malformed request is a 403, not a 422 describing the admin API."""
+    url, _ = request_for(path, method, world, 0)
+    malformed = {"query_string": MALFORMED_QUERY}
+    if method in ("post", "put", "patch"):
+        malformed["json"] = MALFORMED_BODY
+    response = getattr(client, method)(url, headers=world["headers"]["other"], **malformed)
+    assert_envelope(response, 403, "Only an admin may do this")
+    assert "errors" not in response.json
+    # From an admin, the same request is judged on what it says.
+    response = getattr(client, method)(url, headers=world["headers"]["admin"], **malformed)
+    assert response.status_code != 403

@@ -1,7 +1,9 @@
 """Security hardening (OWASP ASVS 5.0, API Security Top 10), mapped in docs/security.md."""
 
+import hashlib
 import logging
 import socket
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -427,6 +429,51 @@ def test_password_hashes_run_a_bounded_number_at_a_time(make_app):
     assert busy.headers["Retry-After"] == "1" and "json" not in body
     assert slow.result().status_code == 200
     assert app.test_client().post("/api/auth/login", data=form).status_code == 200
+
+
+class HashWatch:
+    """Wraps hashlib.pbkdf2_hmac to see how many hashes run at once. Each call stays in flight
+    until more than `bound` are (then all go on at once) or for at most a second, so hashes
+    that may overlap do."""
+
+    def __init__(self, real, bound: int):
+        self.real, self.bound = real, bound
+        self.in_flight = self.most = self.calls = 0
+        self.changed = threading.Condition()
+
+    def __call__(self, *args, **kwargs):
+        with self.changed:
+            self.in_flight += 1
+            self.calls += 1
+            self.most = max(self.most, self.in_flight)
+            self.changed.notify_all()
+            self.changed.wait_for(lambda: self.in_flight > self.bound, timeout=1)
+        try:
+            return self.real(*args, **kwargs)
+        finally:
+            with self.changed:
+                self.in_flight -= 1
+
+
+def test_the_first_logins_of_a_fresh_app_hash_within_the_bound(make_app, monkeypatch):
+    """Unknown emails are checked against a dummy hash: on an app that has served nothing yet,
+    six logins at once still run at most PASSWORD_HASH_CONCURRENCY hashes at a time (the dummy
+    is not made outside the bound on first use)."""
+    # A method no other test uses: the dummy hash is made once per process and method.
+    app = make_app({"PASSWORD_HASH_METHOD": "pbkdf2:sha256:1777", "PASSWORD_HASH_CONCURRENCY": 2})
+    watch = HashWatch(hashlib.pbkdf2_hmac, bound=2)
+    monkeypatch.setattr(hashlib, "pbkdf2_hmac", watch)
+    start = threading.Barrier(6)
+
+    def login(n):
+        client = app.test_client()
+        start.wait(timeout=10)
+        form = {"username": f"nobody{n}@example.com", "password": PASSWORD}
+        return client.post("/api/auth/login", data=form).status_code
+
+    with ThreadPoolExecutor(6) as pool:
+        assert list(pool.map(login, range(6))) == [401] * 6
+    assert watch.calls >= 6 and watch.most <= 2
 
 
 @pytest.mark.slow

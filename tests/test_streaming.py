@@ -6,6 +6,7 @@ import os
 import random
 import signal
 import sqlite3
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -20,6 +21,8 @@ from polygenix.models import Message
 from polygenix.providers import DEFINITIONS
 from polygenix.providers.decoders import SSEDecoder
 from tests.fake_provider import (
+    CHUNKED,
+    CLOSE,
     anthropic_stream,
     gemini_stream,
     ollama_stream,
@@ -289,8 +292,46 @@ def test_provider_error_mid_stream(client, ada, fake, app):
     assert [m["content"] for m in fake.requests[-1].body["messages"]] == [SYSTEM, "And now?"]
 
 
-def test_stream_cut_short_is_an_error(client, ada, fake):
-    fake.reply(chunks=openai_stream(["only ", "part"], "gpt-4.1-mini")[:3])  # no finish, no [DONE]
+@pytest.mark.parametrize("framing", [CHUNKED, CLOSE])
+@pytest.mark.parametrize("name", PROVIDER_NAMES)
+def test_each_delta_is_relayed_before_the_provider_finishes(client, ada, fake, name, framing):
+    """Chunked, or ended by closing the connection (no length, no chunks): every wire format's
+    pieces are passed on as they arrive, the first while the provider still holds its last back."""
+    pause = threading.Event()
+    sent = fake.reply(framing=framing, pause=pause)
+    body = {"content": "Stream it", "model": name, "stream": True}
+    response = client.post("/api/ai_chat/request", headers=ada, json=body, buffered=False)
+    chunks = iter(response.response)
+    received = b""
+    while b"event: delta" not in received:
+        received += next(chunks)
+    assert not sent.finished.is_set(), "the delta came only once the provider had finished"
+    pause.set()
+    received += b"".join(chunks)
+    events = read_events(received.decode())
+    assert events[-1][0] == "done" and events[-1][1]["content"] == "Hello from the stream"
+
+
+@pytest.mark.parametrize("framing", [CHUNKED, CLOSE])
+def test_v1_relays_each_chunk_before_the_provider_finishes(client, ada, fake, framing):
+    pause = threading.Event()
+    sent = fake.reply(framing=framing, pause=pause)
+    body = {"model": "anthropic", "stream": True, "messages": [{"role": "user", "content": "Hi"}]}
+    response = client.post("/v1/chat/completions", headers=ada, json=body, buffered=False)
+    chunks = iter(response.response)
+    received = b""
+    while b'"content":"Hello"' not in received.replace(b" ", b""):
+        received += next(chunks)
+    assert not sent.finished.is_set(), "the chunk came only once the provider had finished"
+    pause.set()
+    received += b"".join(chunks)
+    assert received.rstrip().endswith(b"data: [DONE]")
+
+
+@pytest.mark.parametrize("framing", [CHUNKED, CLOSE])
+def test_stream_cut_short_is_an_error(client, ada, fake, framing):
+    # No finish, no [DONE]: the body just ends (a last chunk, or the connection closed).
+    fake.reply(chunks=openai_stream(["only ", "part"], "gpt-4.1-mini")[:3], framing=framing)
     events = read_events(stream(client, ada, "openai").get_data(as_text=True))
     assert events[-1][0] == "error"
     assert "before the reply was complete" in events[-1][1]["message"]
@@ -444,9 +485,11 @@ def test_streams_through_gunicorn(tmp_path, fake):
 
 
 @pytest.mark.slow
-def test_a_worker_killed_mid_stream_leaves_its_text_and_a_flagged_reply(tmp_path, fake):
+@pytest.mark.parametrize("framing", [CHUNKED, CLOSE])
+def test_a_worker_killed_mid_stream_leaves_its_text_and_a_flagged_reply(tmp_path, fake, framing):
     """kill -9 of the worker streaming a reply: the text saved so far stays, and once the
-    stream's lease runs out the next request's sweep flags the reply incomplete."""
+    stream's lease runs out the next request's sweep flags the reply incomplete; the same
+    whether the provider frames its stream in chunks or ends it by closing the connection."""
     fake.reset()
     settings = {
         "OPENAI_API_KEY": "sk-test",
@@ -457,18 +500,24 @@ def test_a_worker_killed_mid_stream_leaves_its_text_and_a_flagged_reply(tmp_path
     with gunicorn(tmp_path, settings) as (base, _):
         headers = register_over_http(base)
         pieces = [f"piece{n} " for n in range(40)]
-        fake.reply(chunks=openai_stream(pieces, "gpt-4.1-mini"), gap=0.1)
+        pause = threading.Event()  # the provider holds its last chunk back until the kill
+        sent = fake.reply(
+            chunks=openai_stream(pieces, "gpt-4.1-mini"), gap=0.1, framing=framing, pause=pause
+        )
         body = {"content": "Stream it", "model": "openai", "session_id": 7, "stream": True}
         received = b""
         with requests.post(
-            base + "/api/ai_chat/request", headers=headers, json=body, stream=True, timeout=10
+            base + "/api/ai_chat/request", headers=headers, json=body, stream=True, timeout=20
         ) as doomed:
             for chunk in doomed.iter_content(chunk_size=None):
                 received += chunk
                 if b'"content":"piece5 "' in received:
+                    provider_finished = sent.finished.is_set()
                     for pid in workers(base):
                         os.kill(pid, signal.SIGKILL)
                     break
+        pause.set()
+        assert not provider_finished, "the text reached the client only at the provider's end"
 
         def both_stored():
             try:

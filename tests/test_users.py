@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from tests.helpers import PASSWORD, assert_envelope
+from tests.helpers import PASSWORD, FakeClock, assert_envelope, bearer
 
 
 @pytest.fixture
@@ -142,19 +142,22 @@ def test_update_name_only(client, people):
 
 
 def test_own_password_change_needs_current_password(client, people, auth):
+    """With a token that is not fresh (refreshed; see below for fresh logins)."""
     url = f"/api/user/update/{people['owner_id']}"
-    missing = client.put(url, headers=people["owner"], json={"password": "new password 1"})
+    refresh = auth.login_tokens("owner@example.com")["refresh_token"]
+    owner = bearer(client.post("/api/auth/refresh", headers=bearer(refresh)).json["access_token"])
+    missing = client.put(url, headers=owner, json={"password": "new password 1"})
     assert "current_password" in assert_envelope(missing, 422)["errors"]["json"]
     wrong = client.put(
         url,
-        headers=people["owner"],
+        headers=owner,
         json={"password": "new password 1", "current_password": "not it at all"},
     )
     assert "incorrect" in assert_envelope(wrong, 422)["message"]
     auth.login("owner@example.com")  # unchanged so far
     ok = client.put(
         url,
-        headers=people["owner"],
+        headers=owner,
         json={"password": "new password 1", "current_password": PASSWORD},
     )
     assert ok.status_code == 200
@@ -186,3 +189,71 @@ def test_no_response_contains_a_password_hash(client, people):
     for path in ["/api/user/", f"/api/user/{people['owner_id']}", "/api/user/all"]:
         text = client.get(path, headers=people["admin"]).get_data(as_text=True)
         assert "pbkdf2" not in text and "password" not in text
+
+
+# --- changing one's password without the current one, just after logging in ------------------
+
+
+def update(client, headers, user_id, **body):
+    return client.put(f"/api/user/update/{user_id}", headers=headers, json=body)
+
+
+@pytest.mark.parametrize("how", ["register", "login"])
+def test_a_fresh_login_changes_its_password_without_the_current_one(client, auth, how):
+    """What the original web client's profile page sends: the name and the new password, no
+    current_password. Within PASSWORD_CHANGE_FRESH_MINUTES of typing the password, that is
+    enough, and the name change in the same request is applied too."""
+    headers = auth.register("ada@example.com", "Ada")
+    if how == "login":
+        headers = auth.login("ada@example.com")
+    user_id = auth.user_id(headers)
+    response = update(client, headers, user_id, name="Ada L.", password="a brand new secret")
+    assert response.status_code == 200 and response.json["name"] == "Ada L."
+    fresh = auth.login("ada@example.com", "a brand new secret")
+    assert client.get("/api/user/", headers=fresh).json["name"] == "Ada L."
+    assert_envelope(client.get("/api/user/", headers=headers), 401)  # earlier tokens revoked
+    # Given all the same, a wrong current password is refused as ever.
+    wrong = update(client, fresh, user_id, password="another secret", current_password="nope")
+    assert "incorrect" in assert_envelope(wrong, 422)["message"]
+
+
+def assert_needs_current_password(client, headers, user_id):
+    response = update(client, headers, user_id, name="Changed", password="a brand new secret")
+    body = assert_envelope(response, 422, "current password is required")
+    assert "current_password" in body["errors"]["json"]
+
+
+def test_a_refreshed_token_needs_the_current_password(client, auth):
+    tokens = auth.tokens("ada@example.com", "Ada")
+    refreshed = client.post("/api/auth/refresh", headers=bearer(tokens["refresh_token"])).json
+    headers = bearer(refreshed["access_token"])
+    user_id = auth.user_id(headers)
+    assert_needs_current_password(client, headers, user_id)
+    assert client.get("/api/user/", headers=headers).json["name"] == "Ada"  # nothing applied
+    auth.login("ada@example.com")  # the password is unchanged
+
+
+def test_a_login_older_than_the_window_needs_the_current_password(make_app, auth):
+    clock = FakeClock()
+    client = make_app({"CLOCK": clock, "PASSWORD_CHANGE_FRESH_MINUTES": 10}).test_client()
+    ada = auth.register("ada@example.com", "Ada", client=client)
+    bob = auth.register("bob@example.com", "Bob", client=client)
+    clock.advance(10 * 60 - 1)
+    response = update(client, bob, auth.user_id(bob, client=client), password="bob's new secret")
+    assert response.status_code == 200
+    clock.advance(2)
+    assert_needs_current_password(client, ada, auth.user_id(ada, client=client))
+
+
+def test_no_login_is_fresh_when_the_window_is_zero(make_app, auth):
+    client = make_app({"PASSWORD_CHANGE_FRESH_MINUTES": 0}).test_client()
+    ada = auth.register("ada@example.com", "Ada", client=client)
+    assert_needs_current_password(client, ada, auth.user_id(ada, client=client))
+
+
+def test_an_api_key_never_changes_a_password(client, auth):
+    headers = auth.register("ada@example.com", "Ada")
+    key = client.post("/api/keys", headers=headers, json={"name": "tool"}).json["key"]
+    response = update(client, bearer(key), auth.user_id(headers), password="a brand new secret")
+    assert_envelope(response, 403)
+    auth.login("ada@example.com")  # the password is unchanged

@@ -11,7 +11,7 @@ from datetime import timedelta
 from functools import wraps
 
 from flask import g, request
-from flask_jwt_extended import jwt_required
+from flask_jwt_extended import get_jwt, jwt_required
 from sqlalchemy import bindparam, select, update
 from werkzeug.local import LocalProxy
 
@@ -30,6 +30,17 @@ def set_caller(user: User) -> User:
     g.caller = user
     g.user_id = user.id  # for the request's log line
     return user
+
+
+def fresh_login() -> bool:
+    """Whether the caller's access token is fresh: issued by a password login (login or
+    register) within PASSWORD_CHANGE_FRESH_MINUTES. Its `fresh` claim holds the time until which
+    it is; refreshed tokens carry false, and an API key has no token at all."""
+    try:
+        fresh = get_jwt().get("fresh")
+    except RuntimeError:  # no token verified on this request (an API key)
+        return False
+    return type(fresh) in (int, float) and clock.timestamp() < fresh
 
 
 def bearer_token() -> str | None:
@@ -64,11 +75,27 @@ def key_user(key: str) -> User | str:
     return user
 
 
-def required(*, keys: bool = False, refresh: bool = False):
+def admin_only(view):
+    """A view decorator, inside the authentication: a 403 for anyone but an admin, before
+    anything of the request is read (a malformed request must not learn how the admin API
+    validates it)."""
+
+    @wraps(view)
+    def guarded(*args, **kwargs):
+        if not current_user.is_admin:
+            return error_response(403, "Only an admin may do this")
+        return view(*args, **kwargs)
+
+    return guarded
+
+
+def required(*, keys: bool = False, refresh: bool = False, admin: bool = False):
     """A view decorator: a valid access token (a refresh token with `refresh`), or with `keys`
-    an API key too; the caller is then `current_user`."""
+    an API key too; the caller is then `current_user`. With `admin`, only an admin's."""
 
     def decorator(view):
+        if admin:
+            view = admin_only(view)
         with_token = jwt_required(refresh=refresh)(view)
 
         @wraps(view)

@@ -22,7 +22,7 @@ class Register(MethodView):
     @blp.errors(409, 429)
     def post(self, data):
         """Create an account and log it in"""
-        return issue_tokens(create_user(**data))
+        return issue_tokens(create_user(**data), fresh=True)
 
 
 @blp.route("/login")
@@ -36,7 +36,7 @@ class Login(MethodView):
         user = authenticate(form["username"], form["password"])
         if user is None:
             abort(401, message="Incorrect email or password")
-        return issue_tokens(user)
+        return issue_tokens(user, fresh=True)
 
 
 @blp.route("/verify-token/<token_id>")
@@ -62,7 +62,8 @@ class Refresh(MethodView):
 
         Refresh tokens rotate: each works once. Within REFRESH_REUSE_GRACE_SECONDS (10) of its
         first use, a spent one gets another new pair (two tabs, a retry); presented again after
-        that, it revokes every token descended from the same login.
+        that, it revokes every token descended from the same login. The new access token is
+        not fresh: it cannot change the password without `current_password`.
         """
         payload = get_jwt()
         spend(payload)

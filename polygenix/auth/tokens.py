@@ -7,6 +7,7 @@ from flask_jwt_extended import JWTManager, create_access_token, create_refresh_t
 from flask_jwt_extended.exceptions import JWTExtendedException
 from jwt import PyJWTError
 
+from .. import clock
 from ..errors import error_response
 from ..extensions import db
 from ..limits import password_attempt
@@ -17,17 +18,24 @@ from .passwords import check_no_password, outdated
 from .revocation import revoke_family, user_and_revocation
 
 
-def issue_tokens(user: User, family: str | None = None) -> dict:
+def issue_tokens(user: User, family: str | None = None, *, fresh: bool = False) -> dict:
     """An access and a refresh token: the original's two fields plus refresh_token, expires_in.
 
     Every token carries its account's token key (`acct`: it binds the token to this account,
     not merely to its id, and a new password draws a new one, revoking all earlier tokens) and
-    its family (`fam`: one per login, kept by refreshes; logout revokes it).
+    its family (`fam`: one per login, kept by refreshes; logout revokes it). The access token of
+    a password login (`fresh`) is flask-jwt-extended's fresh token: its `fresh` claim is the
+    time until which it may change the password without the current one (see access.py).
     """
     claims = {"acct": user.token_key, "fam": family or str(uuid.uuid4())}
-    expires = current_app.config["JWT_ACCESS_TOKEN_EXPIRES"]
+    config = current_app.config
+    expires = config["JWT_ACCESS_TOKEN_EXPIRES"]
+    minutes = config["PASSWORD_CHANGE_FRESH_MINUTES"]
+    fresh_until = clock.timestamp() + minutes * 60 if fresh and minutes else False
     return {
-        "access_token": create_access_token(str(user.id), additional_claims=claims),
+        "access_token": create_access_token(
+            str(user.id), additional_claims=claims, fresh=fresh_until
+        ),
         "token_type": "bearer",
         "expires_in": int(expires.total_seconds()),
         "refresh_token": create_refresh_token(str(user.id), additional_claims=claims),

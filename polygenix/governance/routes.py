@@ -64,41 +64,32 @@ class Usage(MethodView):
         }
 
 
-def _admin_only() -> None:
-    if not current_user.is_admin:
-        abort(403, message="Only an admin may do this")
-
-
 @admin_blp.route("/usage")
 class AdminUsage(MethodView):
-    @admin_blp.login_required
+    @admin_blp.login_required(admin=True)
     @admin_blp.arguments(AdminUsageArgsSchema(), location="query")
     @admin_blp.response(200, AdminUsageSchema)
-    @admin_blp.errors(403)
     def get(self, args):
         """Everyone's usage (or one user's) per user, model or day"""
-        _admin_only()
         since, until = _span(args)
         return {"rows": ledger.report(since, until, args["group_by"], args.get("user_id"))}
 
 
 @admin_blp.route(f"/users/<int(min=1, max={MAX_ID}):user_id>/limits")
 class UserLimits(MethodView):
-    @admin_blp.login_required
+    @admin_blp.login_required(admin=True)
     @admin_blp.response(200, LimitsSchema)
-    @admin_blp.errors(403, 404)
+    @admin_blp.errors(404)
     def get(self, user_id):
         """A user's models and budgets"""
-        _admin_only()
         return own_limits(_user_or_404(user_id))
 
-    @admin_blp.login_required
+    @admin_blp.login_required(admin=True)
     @admin_blp.arguments(LimitsSchema())
     @admin_blp.response(200, LimitsSchema)
-    @admin_blp.errors(403, 404)
+    @admin_blp.errors(404)
     def put(self, data, user_id):
         """Set a user's models and budgets (null or absent: the server's default)"""
-        _admin_only()
         if not request.get_data(cache=True):  # `{}` resets to the defaults; no body is a mistake
             abort(
                 422,

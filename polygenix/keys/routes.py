@@ -4,8 +4,8 @@ from flask_smorest import abort
 from ..api import Blueprint, NoticeSchema
 from ..auth.access import current_user
 from ..models import MAX_ID
-from .schemas import KeyCreateSchema, KeySchema, NewKeySchema
-from .service import create_key, live_keys, revoke_key
+from .schemas import KeyCreateSchema, KeySchema, NewKeySchema, RevokedSchema
+from .service import create_key, live_keys, revoke_all_keys, revoke_key, revoked_notice
 
 blp = Blueprint(
     "keys",
@@ -43,6 +43,18 @@ class Keys(MethodView):
     def get(self):
         """Your live API keys (never their secrets)"""
         return live_keys(current_user.id)
+
+    @blp.login_required
+    @blp.errors(403)
+    @blp.response(200, RevokedSchema)
+    def delete(self):
+        """Revoke every one of your API keys at once
+
+        Changing your password and logging out end your logins, not your API keys: this ends
+        every key you have now (expired ones included, and counted in `revoked`).
+        """
+        revoked = revoke_all_keys(current_user.id)
+        return {"message": revoked_notice(revoked), "revoked": revoked}
 
 
 @blp.route(f"/<int(min=1, max={MAX_ID}):key_id>")

@@ -32,3 +32,10 @@ class NewKeySchema(ma.Schema):
     prefix = fields.String(dump_only=True)
     created_at = fields.DateTime(dump_only=True)
     expires_at = fields.DateTime(dump_only=True, allow_none=True)
+
+
+class RevokedSchema(ma.Schema):
+    message = fields.String(dump_only=True)
+    revoked = fields.Integer(
+        dump_only=True, metadata={"description": "How many keys were revoked (expired ones too)"}
+    )

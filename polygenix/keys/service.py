@@ -26,13 +26,6 @@ def _live(user_id: int):
 def create_key(user: User, name: str, expires_in_days: int | None) -> tuple[ApiKey, str]:
     """A new key of `user` and its secret; a Conflict past API_KEYS_PER_USER live keys."""
     limit = current_app.config["API_KEYS_PER_USER"]
-    # Two requests at once must not both slip under the limit: on PostgreSQL the user's row is
-    # locked for the count and the insert (SQLite has one writer at a time anyway).
-    db.session.execute(select(User.id).where(User.id == user.id).with_for_update())
-    live = db.session.scalar(select(func.count()).select_from(_live(user.id).subquery()))
-    if live >= limit:
-        db.session.rollback()
-        raise Conflict(f"You have {live} live API keys already, the most allowed ({limit})")
     key = KEY_PREFIX + secrets.token_urlsafe(32)
     now = clock.now()
     expires: datetime | None = now + timedelta(days=expires_in_days) if expires_in_days else None
@@ -44,7 +37,18 @@ def create_key(user: User, name: str, expires_in_days: int | None) -> tuple[ApiK
         created_at=now,
         expires_at=expires,
     )
+    # Creations at once must not all slip under the limit, so the key is inserted first and the
+    # user's live keys counted after, in the same transaction. On SQLite the insert takes the
+    # database's one write lock, which the count then holds (a SELECT alone runs outside any
+    # transaction there, and FOR UPDATE is ignored); on PostgreSQL, the user's row locked first
+    # makes one user's creations take turns, each counting what the one before committed.
+    db.session.execute(select(User.id).where(User.id == user.id).with_for_update())
     db.session.add(api_key)
+    db.session.flush()
+    live = db.session.scalar(select(func.count()).select_from(_live(user.id).subquery()))
+    if live > limit:
+        db.session.rollback()
+        raise Conflict(f"You have {live - 1} live API keys already, the most allowed ({limit})")
     db.session.commit()
     return api_key, key
 
@@ -66,3 +70,14 @@ def revoke_key(key_id: int, user_id: int | None = None) -> bool:
     gone = db.session.execute(statement).rowcount
     db.session.commit()
     return gone == 1
+
+
+def revoke_all_keys(user_id: int) -> int:
+    """Revoke (delete) every key of a user, expired ones too; how many there were."""
+    gone = db.session.execute(delete(ApiKey).where(ApiKey.user_id == user_id)).rowcount
+    db.session.commit()
+    return gone
+
+
+def revoked_notice(count: int) -> str:
+    return f"Revoked {count} API key{'' if count == 1 else 's'}"

@@ -316,16 +316,17 @@ class ProviderStream:
         wire, name = self.provider.wire, self.provider.name
         decoder = wire.stream_decoder()
         try:
-            for chunk in self.response.iter_content(chunk_size=None):
+            # read1 hands over what has arrived, whatever the framing: a chunked body, or one
+            # that ends when the provider closes the connection (no length, no chunks), which
+            # iter_content would read to its very end before handing over anything.
+            while chunk := self.response.raw.read1(READ_SIZE, decode_content=True):
                 for record in decoder.feed(chunk):
                     yield from wire.parse_stream_record(record)
             for record in decoder.close():
                 yield from wire.parse_stream_record(record)
-        except requests.ConnectionError as e:
-            if "timed out" in str(e).lower():
-                raise ProviderError(f"{name} went silent mid-stream", status=504) from None
-            raise ProviderError(f"{name} stopped answering mid-stream") from None
-        except requests.RequestException:
+        except urllib3.exceptions.ReadTimeoutError:
+            raise ProviderError(f"{name} went silent mid-stream", status=504) from None
+        except (urllib3.exceptions.HTTPError, OSError):  # reset, cut off, malformed chunks
             raise ProviderError(f"{name} stopped answering mid-stream") from None
         except _UNUSABLE:
             raise ProviderError(f"{name} sent a malformed stream") from None

@@ -1,5 +1,4 @@
 from flask.views import MethodView
-from flask_smorest import abort
 from sqlalchemy import delete, func, select
 
 from ..api import Blueprint, NoticeSchema, page_of
@@ -40,14 +39,11 @@ class CreateUser(MethodView):
 
 @blp.route("/all")
 class AllUsers(MethodView):
-    @blp.login_required
-    @blp.errors(403)
+    @blp.login_required(admin=True)
     @blp.response(200, ShowUserSchema(many=True))
     @blp.paginate()
     def get(self, pagination_parameters):
         """List every user (admins only), oldest first"""
-        if not current_user.is_admin:
-            abort(403, message="Only an admin may list users")
         p = pagination_parameters
         p.item_count = db.session.scalar(select(func.count(User.id)))
         return db.session.scalars(
