@@ -2,15 +2,18 @@
 
 It records every request (path, headers, JSON body) and answers each in the wire format its path
 names: OpenAI chat completions (`/chat/completions`), Anthropic (`/v1/messages`), Gemini
-(`/models/{model}:generateContent`) and Ollama (`/api/chat`). Tests queue other answers (errors,
-bad bodies, slow replies) with `reply()`.
+(`/models/{model}:generateContent`) and Ollama (`/api/chat`), and each one's embeddings API
+(tests/fake_embeddings.py). Tests queue other answers (errors, bad bodies, slow replies) with
+`reply()`.
 """
 
 import json
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from tests import fake_embeddings
 
 
 @dataclass
@@ -331,6 +334,11 @@ class _Handler(BaseHTTPRequestHandler):
             reply.hold.wait(timeout=10)
         if reply.delay or fake.default_delay:
             time.sleep(reply.delay or fake.default_delay)
+        if reply.status == 200 and reply.body is None and fake_embeddings.serves(self.path):
+            status, payload = fake_embeddings.answer(
+                self.path, self.headers, body, fake.embedding_dimensions
+            )
+            reply = replace(reply, status=status, body=payload)
         streaming = (body or {}).get("stream") or ":streamGenerateContent" in self.path
         if reply.chunks is not None or (reply.status == 200 and reply.body is None and streaming):
             # A stream, or a plain answer sent in chunks (a trickle).
@@ -418,6 +426,7 @@ class FakeProvider:
         self.stream_pieces = stream_pieces  # what a normal stream says, piece by piece
         self.stream_gap = stream_gap  # seconds between a normal stream's chunks
         self.default_delay = 0.0  # seconds before every answer not queued with its own
+        self.embedding_dimensions = fake_embeddings.DIMENSIONS  # unless a request asks
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
         self.server.fake = self
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
@@ -468,6 +477,7 @@ class FakeProvider:
             self._replies.clear()
             self._get_replies.clear()
             self.disconnected.clear()
+            self.embedding_dimensions = fake_embeddings.DIMENSIONS
 
     def close(self):
         self.server.shutdown()
