@@ -159,7 +159,7 @@ FAILURES = {
             )
         ],
         502,
-        "not finite",
+        "no usable reply",
     ),
     "bad base64": ([dict(body=openai_data("not base64!", "AAAAAA=="))], 502, "base64"),
     "repeated index": (

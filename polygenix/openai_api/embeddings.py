@@ -8,9 +8,9 @@ The body is written a piece at a time: 2,048 vectors of 1,536 numbers are some 3
 which is never held whole.
 """
 
-import json
 from collections.abc import Iterator
 
+import orjson
 from flask import Blueprint, Response, request
 
 from ..auth.access import current_user, required
@@ -22,7 +22,7 @@ from . import embedding_service
 from .embedding_schema import load
 
 bp = Blueprint("embeddings", __name__)
-PIECE = 65536  # characters of the body written at once
+PIECE = 65536  # bytes of the body written at once
 
 
 def _model_not_found(message: str) -> Response:
@@ -49,17 +49,17 @@ def create():
 
 def _body(vectors: list[Vector], encoding: str, model: str, tokens: int) -> Iterator[bytes]:
     """{"object": "list", "data": [{"object": "embedding", "index", "embedding"}...], "model",
-    "usage": {"prompt_tokens", "total_tokens"}}, in pieces of about PIECE characters."""
-    compact = {"separators": (",", ":")}
-    pieces, size = ['{"object":"list","data":['], 0
+    "usage": {"prompt_tokens", "total_tokens"}}, in pieces of about PIECE bytes. orjson writes
+    the numbers: several times as fast as json, for millions of them."""
+    pieces, size = [b'{"object":"list","data":['], 0
     for index, vector in enumerate(vectors):
         value = vector.base64() if encoding == "base64" else vector.floats()
         item = {"object": "embedding", "index": index, "embedding": value}
-        pieces.append(("," if index else "") + json.dumps(item, **compact))
+        pieces.append((b"," if index else b"") + orjson.dumps(item))
         size += len(pieces[-1])
         if size >= PIECE:
-            yield "".join(pieces).encode()
+            yield b"".join(pieces)
             pieces, size = [], 0
     usage = {"prompt_tokens": tokens, "total_tokens": tokens}
-    pieces.append(f'],"model":{json.dumps(model)},"usage":{json.dumps(usage, **compact)}}}')
-    yield "".join(pieces).encode()
+    pieces.append(b'],"model":' + orjson.dumps(model) + b',"usage":' + orjson.dumps(usage) + b"}")
+    yield b"".join(pieces)

@@ -6,11 +6,12 @@ EMBEDDINGS names the providers that have an embeddings API, their format and the
 embedding model; the app may set another default for each (`build_embedders`).
 """
 
-import json
 import logging
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+
+import orjson
 
 from . import Registry
 from .base import MalformedResponse, ProviderError
@@ -121,8 +122,9 @@ class Embedder:
         # as its chat calls.
         body = provider._send(self.wire.path(model), payload, model, request_id)
         try:
-            data = json.loads(body)
-        except ValueError:
+            # Millions of numbers: orjson reads them two to three times as fast as json does.
+            data = orjson.loads(body)
+        except orjson.JSONDecodeError:
             data = None
         try:
             if not isinstance(data, dict):
