@@ -9,7 +9,8 @@ import threading
 import pytest
 import requests
 
-from tests.fake_embeddings import vector
+from tests.fake_embeddings import tokens, vector
+from tests.gunicorn_server import gunicorn, register_over_http
 from tests.helpers import serving
 
 EMBEDDINGS = "/v1/embeddings"
@@ -327,3 +328,44 @@ def test_requests_at_once_each_succeed_and_count(app, client, ada, fake):
     [row] = usage_rows(client, ada)
     assert (row["calls"], row["prompt_tokens"]) == (8, tokens)
     assert all(json.dumps(body).count('"index"') == 2 for _, body in results)
+
+
+@pytest.mark.slow
+def test_two_workers_racing_at_a_budgets_edge_count_every_call_exactly(tmp_path, fake):
+    fake.reset()
+    per_call = tokens("racing text")
+    budget_calls, racers = 5, 12
+    settings = {"OLLAMA_BASE_URL": fake.url, "TOKEN_BUDGET": f"{budget_calls * per_call}/day"}
+    with gunicorn(tmp_path, settings) as (base, _):
+        headers = register_over_http(base)
+        statuses, lock = [], threading.Lock()
+        go = threading.Barrier(racers)
+
+        def racer():
+            go.wait()
+            response = requests.post(
+                base + EMBEDDINGS,
+                json={"model": "ollama", "input": "racing text"},
+                headers=headers | {"Connection": "close"},
+                timeout=30,
+            )
+            with lock:
+                statuses.append(response.status_code)
+
+        threads = [threading.Thread(target=racer) for _ in range(racers)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=30)
+        assert set(statuses) <= {200, 429}, statuses
+        answered = statuses.count(200)
+        # Refused only once the budget is used up; beyond it, at most the calls in flight.
+        assert budget_calls <= answered <= racers
+        assert len(fake.requests) == answered
+        body = {"model": "ollama", "input": "late"}
+        late = requests.post(base + EMBEDDINGS, json=body, headers=headers, timeout=30)
+        assert late.status_code == 429 and late.json()["error"]["code"] == "insufficient_quota"
+        report = requests.get(base + "/api/usage?group_by=model", headers=headers, timeout=10)
+        [row] = report.json()["rows"]
+        assert (row["model"], row["calls"]) == ("ollama/embeddinggemma", answered)
+        assert row["prompt_tokens"] == answered * per_call
