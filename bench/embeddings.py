@@ -4,7 +4,7 @@ Starts the fake provider (1,536-dimension vectors, answered at once) and PolyGen
 project's gunicorn.conf.py on a fresh SQLite database. For each case, one client in turn:
 
 - direct: the very requests PolyGenix sends the provider for those 2,048 strings (the same
-  batches, built by the same wire format), one after another, each body read whole;
+  batches, built by the same wire format, as many at once), each body read whole;
 - through: POST /v1/embeddings with the 2,048 strings and an API key, the body read whole.
 
 --samples alternating rounds (direct, through, direct...); medians of each side, and PolyGenix's
@@ -17,7 +17,9 @@ import argparse
 import statistics
 import sys
 import tempfile
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import requests
@@ -25,7 +27,7 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from polygenix.providers.embedder import EMBEDDINGS  # noqa: E402
+from polygenix.providers.embedder import CONCURRENT_BATCHES, EMBEDDINGS  # noqa: E402
 from polygenix.providers.embedding_wire import batches  # noqa: E402
 from tests.fake_provider import FakeProvider  # noqa: E402
 from tests.gunicorn_server import gunicorn, register_over_http  # noqa: E402
@@ -43,18 +45,24 @@ CASES = [
 ]
 
 
-def direct_call(http, fake_url: str, name: str, encoding: str, base_path: str, headers: dict):
-    """The requests PolyGenix sends for TEXTS; how many."""
+def direct_call(pool, fake_url: str, name: str, encoding: str, base_path: str, headers: dict):
+    """The requests PolyGenix sends for TEXTS, CONCURRENT_BATCHES at a time; how many."""
     definition = EMBEDDINGS[name]
     wire, model = definition.wire, definition.default_model
     runs = batches(TEXTS, wire)
+    url = fake_url + base_path + wire.path(model)
+    sessions = threading.local()
+
+    def send(start: int, end: int) -> None:
+        if not hasattr(sessions, "http"):
+            sessions.http = requests.Session()
+        payload = wire.build_payload(TEXTS[start:end], model, None, encoding)
+        response = sessions.http.post(url, json=payload, headers=headers, timeout=60)
+        assert response.status_code == 200, response.text[:300]
 
     def call():
-        for start, end in runs:
-            payload = wire.build_payload(TEXTS[start:end], model, None, encoding)
-            url = fake_url + base_path + wire.path(model)
-            response = http.post(url, json=payload, headers=headers, timeout=60)
-            assert response.status_code == 200, response.text[:300]
+        for future in [pool.submit(send, start, end) for start, end in runs]:
+            future.result()
 
     return call, len(runs)
 
@@ -99,12 +107,13 @@ def main() -> None:
         tempfile.TemporaryDirectory() as folder,
         gunicorn(Path(folder), settings) as (base, _),
         requests.Session() as http,
+        ThreadPoolExecutor(CONCURRENT_BATCHES) as pool,
     ):
         headers = register_over_http(base, "bench@example.com", "Bench")
         key = http.post(base + "/api/keys", headers=headers, json={"name": "bench"}, timeout=30)
         key = key.json()["key"]
         for name, encoding, base_path, provider_headers in CASES:
-            direct, sent = direct_call(http, fake.url, name, encoding, base_path, provider_headers)
+            direct, sent = direct_call(pool, fake.url, name, encoding, base_path, provider_headers)
             through = through_call(http, base, key, name, encoding)
             direct(), through()  # warm: connections, caches, the fake's vectors
             times = {"direct": [], "through": []}

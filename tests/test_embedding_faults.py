@@ -11,7 +11,7 @@ import requests
 
 from tests.fake_embeddings import tokens, vector
 from tests.gunicorn_server import gunicorn, register_over_http
-from tests.helpers import serving
+from tests.helpers import in_thread, serving, wait_for
 
 EMBEDDINGS = "/v1/embeddings"
 
@@ -260,41 +260,58 @@ def test_gemini_with_a_vector_missing_counts_its_estimate(client, ada, fake):
 
 
 def test_a_failure_after_answered_batches_counts_what_they_used(client, ada, fake):
-    texts = [f"text {n}" for n in range(150)]  # two Gemini batches: 100, then 50
-    fake.reply()  # the first batch: the normal answer
+    # Two Gemini batches of 100, each of 100 tokens as PolyGenix counts them (4 characters a
+    # token); sent at once, so which one the provider answers is its choice.
+    texts = [f"te{n:02d}" for n in range(100)] + [f"TE{n:02d}" for n in range(100)]
+    fake.reply()  # one batch: the normal answer
     fake.reply(status=500, body={"error": {"code": 500, "message": "down"}}, times=3)
     response = embed(client, ada, model="gemini", input=texts)
-    assert response.status_code == 502
+    assert response.status_code == 502 and "down" in response.json["error"]["message"]
     assert len(fake.requests) == 4
     [row] = usage_rows(client, ada)
-    first = sum(-(-len(t) // 4) for t in texts[:100])
     assert (row["model"], row["calls"], row["prompt_tokens"]) == (
         "gemini/gemini-embedding-001",
         1,
-        first,
+        100,
     )
 
 
 def test_batches_of_different_sizes_fail_and_count(client, ada, fake):
-    texts = [f"text {n}" for n in range(101)]
+    texts = [f"text {n}" for n in range(200)]
     fake.reply()
-    fake.embedding_dimensions = 8
-    fake.reply(body={"embeddings": [{"values": [0.5] * 4}]})
+    fake.reply(body={"embeddings": [{"values": [0.5] * 4}] * 100})
     response = embed(client, ada, model="gemini", input=texts)
     assert response.status_code == 502 and "sizes" in response.json["error"]["message"]
     [row] = usage_rows(client, ada)
     assert row["prompt_tokens"] == sum(-(-len(t) // 4) for t in texts)
 
 
+def test_batches_are_sent_at_once_and_answered_in_input_order(client, ada, fake):
+    texts = [f"text number {n}" for n in range(900)]  # nine Gemini batches
+    held = threading.Event()
+    fake.reply(hold=held)  # the first batch to arrive is answered last
+    answer = in_thread(lambda: embed(client, ada, model="gemini", input=texts))
+    # Four are at the provider at once: the held one does not hold the others back.
+    wait_for(lambda: len(fake.requests) >= 4, what="four batches at the provider")
+    held.set()
+    response = answer()
+    assert response.status_code == 200
+    assert len(fake.requests) == 9
+    assert [d["embedding"] for d in response.json["data"]] == [vector(t) for t in texts]
+
+
 def test_no_batch_starts_once_the_deadline_has_passed(make_app, provider_config, auth, fake):
     client = make_app(provider_config | {"PROVIDER_TIMEOUT": 2.0}).test_client()
     ada = auth.register(client=client)
-    fake.reply(delay=1.2, times=3)  # each batch is in time, two together are not
-    response = embed(client, ada, model="gemini", input=[f"t{n}" for n in range(250)])
+    # Nine Gemini batches, four at a time, each answered in time: the first four end at
+    # 1.2 s, the next four start before the 2 s deadline and end after it, the ninth would
+    # start after it.
+    fake.reply(delay=1.2, times=9)
+    response = embed(client, ada, model="gemini", input=[f"t{n:03d}" for n in range(900)])
     assert response.status_code == 504
-    assert len(fake.requests) == 2
+    assert len(fake.requests) == 8
     [row] = usage_rows(client, ada)
-    assert row["calls"] == 1 and row["prompt_tokens"] > 0
+    assert (row["calls"], row["prompt_tokens"]) == (1, 800)
 
 
 # --- at once -------------------------------------------------------------------------------

@@ -1,14 +1,17 @@
-"""Embeddings from a provider: the inputs cut into batches the provider takes, each sent through
-the provider's own transport, retry policy and error mapping (client.py), so that an embeddings
-call fails exactly as a chat call does, and the vectors put back in input order.
+"""Embeddings from a provider: the inputs cut into batches the provider takes, sent a few at a
+time, each through the provider's own transport, retry policy and error mapping (client.py), so
+that an embeddings call fails exactly as a chat call does, and the vectors put back in input
+order.
 
 EMBEDDINGS names the providers that have an embeddings API, their format and their default
 embedding model; the app may set another default for each (`build_embedders`).
 """
 
 import logging
+import threading
 import time
 from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import orjson
@@ -32,6 +35,8 @@ log = logging.getLogger(__name__)
 # What a body that is not the answer may raise while a format reads it.
 _UNUSABLE = (MalformedResponse, KeyError, IndexError, TypeError, AttributeError, ValueError)
 CHARS_PER_TOKEN = 4  # the estimate of tokens a provider did not count
+# Requests one call has at a provider at once: 2,048 inputs are 21 Gemini batches.
+CONCURRENT_BATCHES = 4
 
 
 @dataclass(frozen=True)
@@ -87,33 +92,59 @@ class Embedder:
         encoding: str = "float",
         request_id: str | None = None,
     ) -> Embedded:
-        """The embeddings of `items`, one batch after another. A failure after the provider
-        answered some batches carries what they used in `ProviderError.usage`: they are billed.
-        PROVIDER_TIMEOUT bounds each request, and no request starts once the batches together
-        have run past it."""
+        """The embeddings of `items`, in batches sent CONCURRENT_BATCHES at a time.
+
+        The first failure in input order is raised, carrying in `ProviderError.usage` what the
+        batches the provider answered used: they are billed. Once a batch has failed, no other
+        is sent. PROVIDER_TIMEOUT bounds each request, and no request starts once the call has
+        run past it."""
         deadline = time.monotonic() + self.provider.settings.timeout
-        vectors: list[Vector] = []
-        used = _Used(model)
         runs = batches(items, self.wire)
-        for start, end in runs:
-            part = items[start:end]
+        failed = threading.Event()
+
+        def send(part: list[Item]) -> Batch | None:
+            if failed.is_set():
+                return None  # not sent: an earlier batch failed
             try:
-                if vectors and time.monotonic() > deadline:
+                if time.monotonic() > deadline:
                     raise self.provider.late()
-                batch = self._send(part, model, dimensions, encoding, request_id)
-                used.add(batch, part)
-                if len(batch.vectors) != len(part):
-                    got = len(batch.vectors)
-                    raise self.provider.unusable(f": {got} embeddings for {len(part)} inputs")
-            except ProviderError as e:
-                e.usage = used.as_usage()
+                return self._send(part, model, dimensions, encoding, request_id)
+            except ProviderError:
+                failed.set()
                 raise
-            vectors += batch.vectors
-        if len({len(v) for v in vectors}) > 1:
+
+        parts = [items[start:end] for start, end in runs]
+        if len(parts) == 1:
+            outcomes = [_outcome(send, parts[0])]
+        else:
+            workers = min(CONCURRENT_BATCHES, len(parts))
+            with ThreadPoolExecutor(workers, thread_name_prefix="embeddings") as pool:
+                futures = [pool.submit(_outcome, send, part) for part in parts]
+            outcomes = [future.result() for future in futures]
+        return self._gathered(parts, outcomes, model)
+
+    def _gathered(self, parts, outcomes, model: str) -> Embedded:
+        """The batches' vectors in input order, and what they used; or the first failure."""
+        used, error, vectors = _Used(model), None, []
+        for part, outcome in zip(parts, outcomes, strict=True):
+            if isinstance(outcome, ProviderError):
+                error = error or outcome
+                continue
+            if outcome is None:
+                continue
+            used.add(outcome, part)
+            if len(outcome.vectors) != len(part):
+                got = len(outcome.vectors)
+                error = error or self.provider.unusable(
+                    f": {got} embeddings for {len(part)} inputs"
+                )
+            vectors += outcome.vectors
+        if error is None and len({len(v) for v in vectors}) > 1:
             error = self.provider.unusable(": embeddings of different sizes")
+        if error is not None:
             error.usage = used.as_usage()
             raise error
-        return Embedded(vectors, used.tokens, used.estimated, used.model, len(runs))
+        return Embedded(vectors, used.tokens, used.estimated, used.model, len(parts))
 
     def _send(self, part, model, dimensions, encoding, request_id) -> Batch:
         provider = self.provider
@@ -137,6 +168,14 @@ class Embedder:
             log.warning("%s returned unusable embeddings: %s", self.name, type(e).__name__)
             detail = f": {e}" if isinstance(e, MalformedResponse) else ""
             raise provider.unusable(detail) from None
+
+
+def _outcome(send, part):
+    """`send(part)`'s batch, or the ProviderError it raised."""
+    try:
+        return send(part)
+    except ProviderError as e:
+        return e
 
 
 class _Used:
