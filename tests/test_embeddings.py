@@ -378,3 +378,20 @@ def test_a_provider_not_configured_names_the_variable(make_app, provider_config,
     assert "OPENAI_COMPATIBLE_EMBEDDING_MODEL" in response.json["error"]["message"]
     assert fake.requests == []
     assert usage_rows(client, ada) == []
+
+
+def test_an_input_over_a_token_limit_alone_is_sent_alone(client, ada, fake):
+    texts = ["before", "x" * 20_000, "after"]  # 20,000 bytes: over Mistral's 16,384 bound
+    response = embed(client, ada, model="mistral", input=texts)
+    assert response.status_code == 200, response.json
+    # Each neighbour would take the batch over the bound: three batches of one.
+    assert sorted(r.body["input"] for r in fake.requests) == [["after"], ["before"], [texts[1]]]
+    assert [d["embedding"] for d in response.json["data"]] == [vector(t) for t in texts]
+
+
+def test_a_set_openai_compatible_embedding_model_is_listed_and_used(client, ada, fake):
+    ids = {m["id"] for m in client.get("/v1/models", headers=ada).json["data"]}
+    assert "openai-compatible/local-embed" in ids
+    response = embed(client, ada, model="openai-compatible", input="x", encoding_format="base64")
+    assert fake.requests[-1].body == {"model": "local-embed", "input": ["x"]}
+    assert float32s(response.json["data"][0]["embedding"]) == vector("x")
