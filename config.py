@@ -23,6 +23,9 @@ PROVIDER_NAMES = (
     "ollama",
     "openai-compatible",
 )
+# Providers with an embeddings API, whose <PREFIX>_EMBEDDING_MODEL is read too (see
+# polygenix/providers/embedder.py: its EMBEDDINGS must name exactly these).
+EMBEDDING_PROVIDERS = ("openai", "mistral", "gemini", "ollama", "openai-compatible")
 DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant. Answer clearly and concisely."
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -110,6 +113,8 @@ def _provider_settings(env: Mapping[str, str]) -> dict[str, Any]:
             settings[f"{prefix}_{suffix}"] = _str(env, f"{prefix}_{suffix}")
         settings[f"{prefix}_BASE_URL"] = _url(env, f"{prefix}_BASE_URL")
         settings[f"{prefix}_MODELS"] = _list(env, f"{prefix}_MODELS")
+        if name in EMBEDDING_PROVIDERS:
+            settings[f"{prefix}_EMBEDDING_MODEL"] = _str(env, f"{prefix}_EMBEDDING_MODEL")
     return settings
 
 

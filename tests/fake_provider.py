@@ -2,16 +2,19 @@
 
 It records every request (path, headers, JSON body) and answers each in the wire format its path
 names: OpenAI chat completions (`/chat/completions`), Anthropic (`/v1/messages`), Gemini
-(`/models/{model}:generateContent`) and Ollama (`/api/chat`). Tests queue other answers (errors,
-bad bodies, slow replies) with `reply()`. Streams are framed in chunks, or (`framing=CLOSE`) end
-when the connection closes, as servers built on Python's http.server send them.
+(`/models/{model}:generateContent`) and Ollama (`/api/chat`), and each one's embeddings API
+(tests/fake_embeddings.py). Tests queue other answers (errors, bad bodies, slow replies) with
+`reply()`. Streams are framed in chunks, or (`framing=CLOSE`) end when the connection closes, as
+servers built on Python's http.server send them.
 """
 
 import json
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from tests import fake_embeddings
 
 
 @dataclass
@@ -344,6 +347,11 @@ class _Handler(BaseHTTPRequestHandler):
             reply.hold.wait(timeout=10)
         if reply.delay or fake.default_delay:
             time.sleep(reply.delay or fake.default_delay)
+        if reply.status == 200 and reply.body is None and fake_embeddings.serves(self.path):
+            status, payload = fake_embeddings.answer(
+                self.path, self.headers, body, fake.embedding_dimensions
+            )
+            reply = replace(reply, status=status, body=payload)
         streaming = (body or {}).get("stream") or ":streamGenerateContent" in self.path
         if reply.chunks is not None or (reply.status == 200 and reply.body is None and streaming):
             # A stream, or a plain answer sent in chunks (a trickle).
@@ -442,6 +450,7 @@ class FakeProvider:
         self.stream_pieces = stream_pieces  # what a normal stream says, piece by piece
         self.stream_gap = stream_gap  # seconds between a normal stream's chunks
         self.default_delay = 0.0  # seconds before every answer not queued with its own
+        self.embedding_dimensions = fake_embeddings.DIMENSIONS  # unless a request asks
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
         self.server.fake = self
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
@@ -496,6 +505,7 @@ class FakeProvider:
             self._replies.clear()
             self._get_replies.clear()
             self.disconnected.clear()
+            self.embedding_dimensions = fake_embeddings.DIMENSIONS
 
     def close(self):
         self.server.shutdown()

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from config import PROVIDER_NAMES, load_config, provider_prefix
+from config import EMBEDDING_PROVIDERS, PROVIDER_NAMES, load_config, provider_prefix
+from polygenix.providers.embedder import EMBEDDINGS
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = (ROOT / "docs" / "configuration.md").read_text()
@@ -46,7 +47,8 @@ def test_every_setting_read_is_documented_and_in_the_example():
     for name in read:
         assert name in docs, f"{name} is not in docs/configuration.md"
         assert re.search(rf"^#? ?{name}=", EXAMPLE, re.M), f"{name} is not in .env.example"
-    stray = set(docs) - read - {f"<NAME>_{s}" for s in PROVIDER_SUFFIXES}
+    per_provider = {f"<NAME>_{s}" for s in (*PROVIDER_SUFFIXES, "EMBEDDING_MODEL")}
+    stray = set(docs) - read - per_provider
     assert not stray, f"documented but never read: {stray}"
 
 
@@ -55,6 +57,25 @@ def test_every_provider_setting_is_in_the_example():
         prefix = provider_prefix(name)
         assert f"`{prefix}`" in DOC
         assert re.search(rf"^# ?{prefix}_(API_KEY|BASE_URL)=", EXAMPLE, re.M), prefix
+
+
+def test_every_embedding_model_setting_is_documented_with_its_default():
+    rows = dict(re.findall(r"^\| `([a-z-]+)` \| .+ \| .+ \| (.+) \|$", DOC, re.M))
+    assert set(rows) == set(PROVIDER_NAMES)
+    for name in PROVIDER_NAMES:
+        prefix = provider_prefix(name)
+        default = EMBEDDINGS[name].default_model if name in EMBEDDING_PROVIDERS else None
+        if default:
+            assert rows[name] == f"`{default}`"
+            assert f"# {prefix}_EMBEDDING_MODEL={default}\n" in EXAMPLE
+        else:
+            assert rows[name].startswith("–"), name
+        if name in EMBEDDING_PROVIDERS:
+            assert re.search(rf"^# {prefix}_EMBEDDING_MODEL=", EXAMPLE, re.M), prefix
+            assert (
+                load_config({f"{prefix}_EMBEDDING_MODEL": "m"}, "i")[f"{prefix}_EMBEDDING_MODEL"]
+                == "m"
+            )
 
 
 def shown(value) -> str:

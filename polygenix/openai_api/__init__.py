@@ -24,10 +24,13 @@ from ..limits import per_user
 from ..models import MAX_ID
 from ..provider_registry import registry
 from ..providers import ProviderError, UnknownModelError
+from .embedding_service import with_embedding_models
+from .embeddings import bp as embeddings_bp
 from .events import ChunkEvents, finish_reason
 from .schemas import invalid, parse
 
 bp = Blueprint("openai", __name__, url_prefix="/v1")
+bp.register_blueprint(embeddings_bp)
 SESSION_HEADER = "X-PolyGenix-Session"
 
 
@@ -124,7 +127,7 @@ def _provider_error(error: ProviderError, turn: turns.Turn | None = None) -> Res
 def _usable() -> list[dict]:
     """The models the caller may and can use now, and the aliases that lead to them."""
     limits = limits_for(current_user.id)
-    entries = [e for e in catalogue() if e["available"]]
+    entries = with_embedding_models([e for e in catalogue() if e["available"]])
     ids = {e["id"]: e["provider"] for e in entries if limits.allows(e["provider"], e["model"])}
     usable = {e["provider"] for e in entries}
     for alias, target in registry().aliases.items():
