@@ -342,7 +342,7 @@ class _Handler(BaseHTTPRequestHandler):
                 self.client_address[1],
             )
         )
-        reply = fake.next_reply()
+        reply = model_reply(self.path, body, fake, fake.next_reply())
         if reply.hold is not None:
             reply.hold.wait(timeout=10)
         if reply.delay or fake.default_delay:
@@ -451,6 +451,8 @@ class FakeProvider:
         self.stream_gap = stream_gap  # seconds between a normal stream's chunks
         self.default_delay = 0.0  # seconds before every answer not queued with its own
         self.embedding_dimensions = fake_embeddings.DIMENSIONS  # unless a request asks
+        self.calls: list[FakeCall] | None = None  # the calls made when tools are given
+        self.fragments = 1  # the pieces a streamed call's arguments come in
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
         self.server.fake = self
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
@@ -506,7 +508,424 @@ class FakeProvider:
             self._get_replies.clear()
             self.disconnected.clear()
             self.embedding_dimensions = fake_embeddings.DIMENSIONS
+            self.calls, self.fragments = None, 1
 
     def close(self):
         self.server.shutdown()
         self.server.server_close()
+
+
+# --- tools, structured output and images, as each provider answers them -------------------
+#
+# A request whose queued reply is the normal one is answered like a model would: with tools it
+# may call (and a last message from the user), it calls them; asked for JSON, it answers JSON;
+# given tool results, it says what they said; given images, it counts them. Each in its
+# provider's own shapes, whole and streamed. A tool whose parameters schema has a `type` that
+# is no JSON type gets the provider's own error for a bad schema. Tests choose the calls with
+# FakeProvider.calls and the number of fragments a streamed call's arguments come in with
+# FakeProvider.fragments.
+
+JSON_TYPES = {"object", "array", "string", "number", "integer", "boolean", "null"}
+SIGNATURE = "c2lnbmF0dXJlLW9mLXRoZS1maXJzdC1jYWxs"  # what Gemini puts on a turn's first call
+
+
+@dataclass(frozen=True)
+class FakeCall:
+    name: str
+    arguments: str  # JSON text, sent as such (OpenAI) or as the object it is (the others)
+    id: str | None = None  # None: the fake's own (`call_0`, `toolu_0`...; none for Gemini, Ollama)
+
+
+def provider_of(path: str) -> str | None:
+    if path.endswith("/chat/completions"):
+        return "openai"
+    if path.endswith("/v1/messages"):
+        return "anthropic"
+    if ":generateContent" in path or ":streamGenerateContent" in path:
+        return "gemini"
+    if path.endswith("/api/chat"):
+        return "ollama"
+    return None
+
+
+def model_reply(path: str, request: dict | None, fake: "FakeProvider", queued: Reply) -> Reply:
+    """The queued reply, or, when it is the normal one, the answer a model would give to a
+    request with tools, a JSON format, tool results or images."""
+    kind = provider_of(path)
+    if queued.body is not None or queued.chunks is not None or queued.status != 200:
+        return queued
+    if kind is None or not isinstance(request, dict):
+        return queued
+    looked = READERS[kind](path, request)
+    if looked is None:
+        return queued
+    bad = looked.get("bad_schema")
+    if bad:
+        status, body = SCHEMA_ERRORS[kind](bad)
+        return replace(queued, status=status, body=body)
+    calls = (fake.calls or [FakeCall(looked["tools"][0], "{}")]) if looked["call"] else []
+    text = "" if calls else answer_text(looked, model_of(path, request))
+    streaming = bool(request.get("stream")) or ":streamGenerateContent" in path
+    writer = STREAM_WRITERS[kind] if streaming else ANSWER_WRITERS[kind]
+    made = writer(model_of(path, request), text, calls, fake.fragments)
+    if streaming:
+        return replace(queued, chunks=made)
+    return replace(queued, body=made)
+
+
+def model_of(path: str, request: dict) -> str:
+    if "/models/" in path:
+        return path.rsplit("/", 1)[-1].split(":")[0]
+    return str(request.get("model"))
+
+
+def answer_text(looked: dict, model: str) -> str:
+    if looked["results"]:
+        said = "Tool said: " + " | ".join(looked["results"])
+    else:
+        said = f"Hello from {model}"
+        if looked["images"]:
+            said += f", I see {looked['images']} image(s)"
+    if looked["json"]:
+        return json.dumps({"answer": said})
+    return said
+
+
+def _fragments(text: str, count: int) -> list[str]:
+    count = max(1, min(count, len(text))) if text else 1
+    size = -(-len(text) // count) if text else 0
+    return [text[n : n + size] for n in range(0, len(text), size)] if text else [""]
+
+
+def _bad(schemas) -> str | None:
+    for name, schema in schemas:
+        if isinstance(schema, dict) and "type" in schema and schema["type"] not in JSON_TYPES:
+            return name
+    return None
+
+
+# What each provider's request asks: {"tools": names, "call": whether to call, "json",
+# "results": tool results' texts, "images": how many, "bad_schema": a tool's name}, or None
+# when it asks for none of these.
+
+
+def _openai_read(path: str, request: dict) -> dict | None:
+    messages = request.get("messages") or []
+    tools = [t.get("function") or {} for t in request.get("tools") or []]
+    choice = request.get("tool_choice")
+    names = [t.get("name") for t in tools]
+    if isinstance(choice, dict):
+        names = [(choice.get("function") or {}).get("name")]
+    last = messages[-1] if messages else {}
+    images = sum(
+        1
+        for m in messages
+        if isinstance(m.get("content"), list)
+        for p in m["content"]
+        if p.get("type") == "image_url"
+    )
+    results = []
+    for m in reversed(messages):
+        if m.get("role") != "tool":
+            break
+        results.insert(0, str(m.get("content")))
+    fmt = (request.get("response_format") or {}).get("type") in ("json_object", "json_schema")
+    looked = {
+        "tools": names,
+        "call": bool(tools) and choice != "none" and last.get("role") == "user",
+        "json": fmt,
+        "results": results,
+        "images": images,
+        "bad_schema": _bad((t.get("name"), t.get("parameters")) for t in tools),
+    }
+    return looked if tools or fmt or results or images else None
+
+
+def _anthropic_read(path: str, request: dict) -> dict | None:
+    messages = request.get("messages") or []
+    tools = request.get("tools") or []
+    choice = request.get("tool_choice") or {}
+    names = [t.get("name") for t in tools]
+    if choice.get("type") == "tool":
+        names = [choice.get("name")]
+    last = messages[-1] if messages else {}
+    blocks = last.get("content") if isinstance(last.get("content"), list) else []
+    results = [str(b.get("content", "")) for b in blocks if b.get("type") == "tool_result"]
+    images = sum(
+        1
+        for m in messages
+        if isinstance(m.get("content"), list)
+        for b in m["content"]
+        if b.get("type") == "image"
+    )
+    fmt = "output_config" in request or "JSON object" in str(request.get("system"))
+    looked = {
+        "tools": names,
+        "call": bool(tools) and choice.get("type") != "none" and not results,
+        "json": fmt,
+        "results": results,
+        "images": images,
+        "bad_schema": _bad((t.get("name"), t.get("input_schema")) for t in tools),
+    }
+    return looked if tools or fmt or results or images else None
+
+
+def _gemini_read(path: str, request: dict) -> dict | None:
+    contents = request.get("contents") or []
+    declarations = [
+        d for t in request.get("tools") or [] for d in t.get("functionDeclarations") or []
+    ]
+    config = (request.get("toolConfig") or {}).get("functionCallingConfig") or {}
+    names = config.get("allowedFunctionNames") or [d.get("name") for d in declarations]
+    parts = (contents[-1] if contents else {}).get("parts") or []
+    results = [
+        str((p["functionResponse"].get("response") or {}).get("output"))
+        for p in parts
+        if "functionResponse" in p
+    ]
+    images = sum(1 for c in contents for p in c.get("parts") or [] if "inlineData" in p)
+    fmt = (request.get("generationConfig") or {}).get("responseMimeType") == "application/json"
+    looked = {
+        "tools": names,
+        "call": bool(declarations) and config.get("mode") != "NONE" and not results,
+        "json": fmt,
+        "results": results,
+        "images": images,
+        "bad_schema": _bad((d.get("name"), d.get("parametersJsonSchema")) for d in declarations),
+    }
+    return looked if declarations or fmt or results or images else None
+
+
+def _ollama_read(path: str, request: dict) -> dict | None:
+    messages = request.get("messages") or []
+    tools = [t.get("function") or {} for t in request.get("tools") or []]
+    last = messages[-1] if messages else {}
+    results = []
+    for m in reversed(messages):
+        if m.get("role") != "tool":
+            break
+        results.insert(0, str(m.get("content")))
+    images = sum(len(m.get("images") or []) for m in messages)
+    fmt = "format" in request
+    looked = {
+        "tools": [t.get("name") for t in tools],
+        "call": bool(tools) and last.get("role") == "user",
+        "json": fmt,
+        "results": results,
+        "images": images,
+        "bad_schema": _bad((t.get("name"), t.get("parameters")) for t in tools),
+    }
+    return looked if tools or fmt or results or images else None
+
+
+READERS = {
+    "openai": _openai_read,
+    "anthropic": _anthropic_read,
+    "gemini": _gemini_read,
+    "ollama": _ollama_read,
+}
+
+# Each provider's own error for a tool whose schema it cannot read.
+SCHEMA_ERRORS = {
+    "openai": lambda name: (
+        400,
+        {
+            "error": {
+                "message": f"Invalid schema for function '{name}': schema must be a JSON "
+                "Schema of 'type: \"object\"', got 'type: \"banana\"'.",
+                "type": "invalid_request_error",
+                "param": "tools[0].function.parameters",
+                "code": "invalid_function_parameters",
+            }
+        },
+    ),
+    "anthropic": lambda name: (
+        400,
+        {
+            "type": "error",
+            "error": {
+                "type": "invalid_request_error",
+                "message": "tools.0.custom.input_schema: JSON schema is invalid. It must match "
+                "JSON Schema draft 2020-12 (https://json-schema.org/draft/2020-12).",
+            },
+        },
+    ),
+    "gemini": lambda name: (
+        400,
+        {
+            "error": {
+                "code": 400,
+                "message": 'Invalid JSON payload received. Unknown type "banana" at '
+                "'tools[0].function_declarations[0].parameters_json_schema'",
+                "status": "INVALID_ARGUMENT",
+            }
+        },
+    ),
+    "ollama": lambda name: (400, {"error": f"invalid tool schema for {name}: unknown type"}),
+}
+
+
+def _call_id(call: FakeCall, n: int, prefix: str) -> str:
+    return call.id if call.id is not None else f"{prefix}{n}"
+
+
+def _openai_answer(model, text, calls, fragments) -> dict:
+    message: dict = {"role": "assistant", "content": text or None}
+    if calls:
+        message["tool_calls"] = [
+            {
+                "id": _call_id(c, n, "call_"),
+                "type": "function",
+                "function": {"name": c.name, "arguments": c.arguments},
+            }
+            for n, c in enumerate(calls)
+        ]
+    body = chat_body(model, **message)
+    body["choices"][0]["finish_reason"] = "tool_calls" if calls else "stop"
+    return body
+
+
+def _openai_stream(model, text, calls, fragments) -> list[bytes]:
+    chunks = [chunk({"role": "assistant", "content": None if calls else ""}, model=model)]
+    if text:
+        chunks += [chunk({"content": piece}, model=model) for piece in _fragments(text, 3)]
+    for n, call in enumerate(calls):
+        first = {
+            "index": n,
+            "id": _call_id(call, n, "call_"),
+            "type": "function",
+            "function": {"name": call.name, "arguments": ""},
+        }
+        chunks.append(chunk({"tool_calls": [first]}, model=model))
+        for piece in _fragments(call.arguments, fragments):
+            later = {"index": n, "function": {"arguments": piece}}
+            chunks.append(chunk({"tool_calls": [later]}, model=model))
+    chunks.append(chunk(finish="tool_calls" if calls else "stop", model=model))
+    counts = {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18}
+    base = {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": model}
+    chunks.append(sse(base | {"choices": [], "usage": counts}))
+    chunks.append(sse("[DONE]"))
+    return chunks
+
+
+def _anthropic_answer(model, text, calls, fragments) -> dict:
+    body = anthropic_answer({"model": model})
+    body["content"] = ([{"type": "text", "text": text}] if text else []) + [
+        {
+            "type": "tool_use",
+            "id": _call_id(c, n, "toolu_"),
+            "name": c.name,
+            "input": json.loads(c.arguments or "{}"),
+        }
+        for n, c in enumerate(calls)
+    ]
+    body["stop_reason"] = "tool_use" if calls else "end_turn"
+    return body
+
+
+def _anthropic_stream(model, text, calls, fragments) -> list[bytes]:
+    whole = anthropic_stream(_fragments(text, 3) if text else [], model)
+    message_start, text_start, ping = whole[:3]
+    events = [message_start, ping]
+    if text:
+        events += [text_start, *whole[3:-2]]  # the text block: start, deltas, stop
+    for n, call in enumerate(calls):
+        index = n + (1 if text else 0)
+        block = {
+            "type": "tool_use",
+            "id": _call_id(call, n, "toolu_"),
+            "name": call.name,
+            "input": {},
+        }
+        events.append(
+            sse(
+                {"type": "content_block_start", "index": index, "content_block": block},
+                "content_block_start",
+            )
+        )
+        # A call with no arguments: one empty fragment, as Anthropic streams it.
+        for piece in _fragments(call.arguments, fragments) if call.arguments != "{}" else [""]:
+            delta = {"type": "input_json_delta", "partial_json": piece}
+            events.append(
+                sse(
+                    {"type": "content_block_delta", "index": index, "delta": delta},
+                    "content_block_delta",
+                )
+            )
+        events.append(sse({"type": "content_block_stop", "index": index}, "content_block_stop"))
+    stop = {
+        "type": "message_delta",
+        "delta": {"stop_reason": "tool_use" if calls else "end_turn", "stop_sequence": None},
+        "usage": {"output_tokens": 8},
+    }
+    return [*events, sse(stop, "message_delta"), whole[-1]]
+
+
+def _gemini_part(call: FakeCall, n: int) -> dict:
+    function = {"name": call.name, "args": json.loads(call.arguments or "{}")}
+    if call.id is not None:
+        function["id"] = call.id
+    part: dict = {"functionCall": function}
+    if n == 0:
+        part["thoughtSignature"] = SIGNATURE
+    return part
+
+
+def _gemini_answer(model, text, calls, fragments) -> dict:
+    body = gemini_answer(model)
+    parts = ([{"text": text}] if text else []) + [_gemini_part(c, n) for n, c in enumerate(calls)]
+    body["candidates"][0]["content"]["parts"] = parts
+    return body
+
+
+def _gemini_stream(model, text, calls, fragments) -> list[bytes]:
+    if not calls:
+        return gemini_stream(_fragments(text, 3), model)
+    chunks = []
+    for n, call in enumerate(calls):
+        piece = {"candidates": [{"content": {"role": "model", "parts": [_gemini_part(call, n)]}}]}
+        chunks.append(piece | {"modelVersion": model})
+    chunks[-1]["candidates"][0]["finishReason"] = "STOP"
+    chunks[-1]["usageMetadata"] = {
+        "promptTokenCount": 13,
+        "candidatesTokenCount": 9,
+        "totalTokenCount": 22,
+    }
+    return [sse(c) for c in chunks]
+
+
+def _ollama_calls(calls) -> list[dict]:
+    return [
+        {"function": {"name": c.name, "arguments": json.loads(c.arguments or "{}")}} for c in calls
+    ]
+
+
+def _ollama_answer(model, text, calls, fragments) -> dict:
+    body = ollama_answer({"model": model})
+    body["message"]["content"] = text
+    if calls:
+        body["message"]["tool_calls"] = _ollama_calls(calls)
+    return body
+
+
+def _ollama_stream(model, text, calls, fragments) -> list[bytes]:
+    chunks = ollama_stream(_fragments(text, 3) if text else [], model)
+    if calls:
+        line = {"model": model, "created_at": "2026-11-26T10:00:00Z", "done": False}
+        message = {"role": "assistant", "content": "", "tool_calls": _ollama_calls(calls)}
+        chunks.insert(-1, (json.dumps(line | {"message": message}) + "\n").encode())
+    return chunks
+
+
+ANSWER_WRITERS = {
+    "openai": _openai_answer,
+    "anthropic": _anthropic_answer,
+    "gemini": _gemini_answer,
+    "ollama": _ollama_answer,
+}
+STREAM_WRITERS = {
+    "openai": _openai_stream,
+    "anthropic": _anthropic_stream,
+    "gemini": _gemini_stream,
+    "ollama": _ollama_stream,
+}

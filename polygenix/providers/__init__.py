@@ -23,27 +23,52 @@ from .base import (
     ProviderSettings,
     ReplyStream,
     StreamEvent,
+    ToolCallDelta,
 )
 from .client import HTTPProvider
 from .echo import Echo
 from .gemini import Gemini
+from .messages import (
+    Base64Source,
+    ContentPart,
+    ImagePart,
+    TextPart,
+    ToolCall,
+    UnsupportedInput,
+    URLSource,
+)
 from .ollama import Ollama
 from .openai_chat import DeepSeek, Groq, Mistral, OpenAI, OpenAIChat, OpenRouter
+from .tools import NO_TOOLING, NamedTool, ResponseFormat, Tool, ToolChoice, Tooling
 from .wire import WireFormat
 
 __all__ = [
     "DEFINITIONS",
+    "NO_TOOLING",
+    "Base64Source",
     "ChatMessage",
     "Completion",
+    "ContentPart",
+    "ImagePart",
     "MalformedResponse",
+    "NamedTool",
     "Options",
     "Provider",
     "ProviderError",
     "ProviderSettings",
     "Registry",
     "ReplyStream",
+    "ResponseFormat",
     "StreamEvent",
+    "TextPart",
+    "Tool",
+    "ToolCall",
+    "ToolCallDelta",
+    "ToolChoice",
+    "Tooling",
+    "URLSource",
     "UnknownModelError",
+    "UnsupportedInput",
     "build_registry",
 ]
 
@@ -128,7 +153,8 @@ class Registry:
         for name, provider in self.providers.items():
             available = provider.missing_setting() is None
             default = provider.settings.default_model
-            for model in provider.settings.listed_models() or [None]:
+            listed: list[str | None] = [*provider.settings.listed_models()]
+            for model in listed or [None]:
                 entries.append(
                     {
                         "id": f"{name}/{model}" if model else name,

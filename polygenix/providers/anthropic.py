@@ -12,14 +12,20 @@ message_start (input usage), content_block_delta (text_delta, thinking_delta), m
 (https://docs.anthropic.com/en/docs/build-with-claude/extended-thinking) is asked for with
 `thinking: {"type": "enabled", "budget_tokens"}` (at least 1024, less than max_tokens), and then
 takes no temperature and a top_p of at least 0.95 only.
+
+Tools (https://docs.anthropic.com/en/docs/agents-and-tools/tool-use/implement-tool-use), images
+(https://docs.anthropic.com/en/docs/build-with-claude/vision) and structured outputs
+(https://docs.anthropic.com/en/docs/build-with-claude/structured-outputs): see
+anthropic_tools.py.
 """
 
 from typing import Any
 
+from . import anthropic_tools
 from .base import ChatMessage, Completion, Options, StreamEvent
 from .decoders import SSERecord
 from .reasoning import BUDGETS
-from .wire import Call, WireFormat, sse_json, without
+from .wire import Call, StreamState, WireFormat, sse_json, without
 
 API_VERSION = "2023-06-01"
 FINISH_REASONS = {
@@ -27,6 +33,7 @@ FINISH_REASONS = {
     "stop_sequence": "stop",
     "max_tokens": "length",
     "refusal": "content_filter",
+    "tool_use": "tool_calls",
 }
 MIN_BUDGET = 1024
 
@@ -43,6 +50,10 @@ def _usage(usage: dict) -> dict:
         "reasoning_tokens": (usage.get("output_tokens_details") or {}).get("thinking_tokens"),
         "cached_tokens": cached,
     }
+
+
+def _finish_reason(reason: str | None) -> str | None:
+    return FINISH_REASONS.get(reason, reason) if reason is not None else None
 
 
 def budget(call: Call) -> int | None:
@@ -78,18 +89,15 @@ class Anthropic(WireFormat):
         return options
 
     def build_payload(self, messages: list[ChatMessage], model: str, call: Call) -> dict:
-        system = "\n\n".join(m["content"] for m in messages if m["role"] == "system")
+        system = anthropic_tools.system_prompt(messages, call.tooling)
         payload: dict[str, Any] = {
             "model": model,
             "max_tokens": call.max_tokens,
-            "messages": [
-                {"role": m["role"], "content": m["content"]}
-                for m in messages
-                if m["role"] != "system"
-            ],
+            "messages": anthropic_tools.turns(messages),
         }
         if system:
             payload["system"] = system
+        payload |= anthropic_tools.tool_fields(call.tooling)
         options = call.options
         for name in ("temperature", "top_p"):
             if getattr(options, name) is not None:
@@ -109,12 +117,15 @@ class Anthropic(WireFormat):
         return Completion(
             content=text,
             model=data.get("model") or model,
-            finish_reason=FINISH_REASONS.get(reason, reason),
+            finish_reason=_finish_reason(reason),
             reasoning=thinking or None,
+            tool_calls=anthropic_tools.calls(blocks),
             **_usage(data.get("usage") or {}),
         )
 
-    def parse_stream_record(self, record: SSERecord) -> list[StreamEvent]:
+    def parse_stream_record(
+        self, record: SSERecord, state: StreamState | None = None
+    ) -> list[StreamEvent]:
         data = sse_json(record)
         kind = record.event or data.get("type")
         if kind == "message_start":
@@ -122,18 +133,23 @@ class Anthropic(WireFormat):
             return [StreamEvent(model=message.get("model"), **_usage(message.get("usage") or {}))]
         if kind == "content_block_delta":
             delta = data.get("delta") or {}
-            if delta.get("type") == "text_delta":
+            fragment = delta.get("type")
+            if fragment == "text_delta":
                 return [StreamEvent(text=delta.get("text") or "")]
-            if delta.get("type") == "thinking_delta":
+            if fragment == "thinking_delta":
                 return [StreamEvent(reasoning=delta.get("thinking") or "")]
-            return []  # signature_delta, input_json_delta
+            if fragment != "input_json_delta":
+                return []  # signature_delta
+        if kind in ("content_block_start", "content_block_delta", "content_block_stop"):
+            calls = anthropic_tools.block_deltas(kind, data, state or StreamState())
+            return [StreamEvent(tool_calls=tuple(calls))] if calls else []
         if kind == "message_delta":
             usage = {k: v for k, v in _usage(data.get("usage") or {}).items() if v is not None}
             reason = (data.get("delta") or {}).get("stop_reason")
-            return [StreamEvent(finish_reason=FINISH_REASONS.get(reason, reason), **usage)]
+            return [StreamEvent(finish_reason=_finish_reason(reason), **usage)]
         if kind == "message_stop":
             return [StreamEvent(done=True)]
         if kind == "error":
             error = data.get("error") or {}
             return [StreamEvent(error=str(error.get("message") or error.get("type") or "error"))]
-        return []  # ping, content_block_start, content_block_stop
+        return []  # ping

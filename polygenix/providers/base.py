@@ -1,18 +1,18 @@
-"""What every provider client shares: settings, the message shape, results, the one error type.
+"""What every provider client shares: settings, the message shape, results, the error types.
 
 This package is a library: it knows nothing of Flask, the app's configuration or its database.
 The app builds each provider's `ProviderSettings` once, at start, and passes per call what the
-call needs (messages, model, request id).
+call needs (messages, model, options, tooling, request id).
 """
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Protocol, TypedDict
+from typing import Protocol
 
+from .messages import ChatMessage, ToolCall, UnsupportedInput
+from .tools import NO_TOOLING, Tooling
 
-class ChatMessage(TypedDict):
-    role: str  # "system", "user" or "assistant"
-    content: str
+__all__ = ["ChatMessage", "ToolCall", "UnsupportedInput"]
 
 
 @dataclass(frozen=True)
@@ -78,16 +78,41 @@ class Completion:
     reasoning_tokens: int | None = None
     cached_tokens: int | None = None  # prompt tokens read from the provider's cache
     options: dict = field(default_factory=dict)  # the options sent, as Options.given()
+    # The calls the model made (ids unique, arguments as produced); a reply may hold only these.
+    tool_calls: tuple[ToolCall, ...] = ()
 
 
 # Usage fields of a Completion and a StreamEvent.
 USAGE = ("prompt_tokens", "completion_tokens", "reasoning_tokens", "cached_tokens")
 
 
+def finish_with_calls(reason: str | None, has_calls: bool) -> str | None:
+    """The finish reason of a reply: "tool_calls" whenever it holds a call, whatever the
+    provider's own reason ("stop", "end_turn", "STOP"...), except "length": a reply cut at its
+    output cap may have cut its last call's arguments, and must not pass for whole."""
+    if has_calls and reason != "length":
+        return "tool_calls"
+    return reason
+
+
+@dataclass(frozen=True)
+class ToolCallDelta:
+    """A piece of a streamed tool call, in OpenAI's shape: a call's first delta has its index
+    (0, 1... in the order calls begin), id and name, and perhaps a first fragment of its
+    arguments; later deltas its index and the next fragment. Joined, the fragments are the
+    arguments as the model produced them. `provider_data` comes with the first delta."""
+
+    index: int
+    id: str | None = None
+    name: str | None = None
+    arguments: str = ""
+    provider_data: dict[str, str] | None = None
+
+
 @dataclass(frozen=True)
 class StreamEvent:
-    """One thing a provider said: some text or reasoning, the usage so far, why it stopped, that
-    its stream is over, or an error.
+    """One thing a provider said: some text or reasoning, pieces of tool calls, the usage so
+    far, why it stopped, that its stream is over, or an error.
 
     Usage fields are totals as reported so far (providers report them cumulatively or once);
     a later event's values replace earlier ones.
@@ -95,6 +120,7 @@ class StreamEvent:
 
     text: str = ""
     reasoning: str = ""
+    tool_calls: tuple[ToolCallDelta, ...] = ()
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     reasoning_tokens: int | None = None
@@ -157,6 +183,10 @@ class Provider(Protocol):
     def output_cap(self, model: str, options: Options = NO_OPTIONS) -> int:
         """The most tokens this model may be asked to write (more when it reasons)."""
 
+    def check(self, messages: list[ChatMessage], model: str, tooling: Tooling = NO_TOOLING) -> None:
+        """Raise UnsupportedInput if this provider cannot take these messages or this tooling
+        (what complete and stream would refuse before calling), else nothing."""
+
     def complete(
         self,
         messages: list[ChatMessage],
@@ -164,6 +194,7 @@ class Provider(Protocol):
         options: Options = NO_OPTIONS,
         *,
         request_id: str | None = None,
+        tooling: Tooling = NO_TOOLING,
     ) -> Completion: ...
 
     def stream(
@@ -173,4 +204,5 @@ class Provider(Protocol):
         options: Options = NO_OPTIONS,
         *,
         request_id: str | None = None,
+        tooling: Tooling = NO_TOOLING,
     ) -> ReplyStream: ...

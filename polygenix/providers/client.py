@@ -4,6 +4,8 @@ Every failure is one `ProviderError` whose status is what PolyGenix answers its 
 503 unreachable or the provider's quota used up, 504 no answer in time, 429 rate limited, 422
 model not found, 502 anything else (rejected key, other 4xx, 5xx after retries, a body cut off
 or with no usable reply). The provider's own words are kept in the message (keys removed).
+Input the provider cannot take (an image it does not read...) is refused before any call, with
+`UnsupportedInput`.
 """
 
 import json
@@ -26,11 +28,14 @@ from .base import (
     ProviderError,
     ProviderSettings,
     StreamEvent,
+    UnsupportedInput,
+    finish_with_calls,
 )
 from .reasoning import reasons
 from .retry import retry_after, with_retries
+from .tools import NO_TOOLING, Tooling
 from .transport import Transport, hang_up
-from .wire import Call, WireFormat
+from .wire import Call, StreamState, WireFormat
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +44,17 @@ RETRY_STATUSES = {408, 409, 429, 529}
 _SECRET = re.compile(
     r"(sk-[A-Za-z0-9_\-]{6,}|gsk_[A-Za-z0-9]{6,}|AIza[0-9A-Za-z_\-]{10,}|[A-Za-z0-9_\-]{32,})"
 )
-# What a body that is not the reply may raise while a wire format reads it.
-_UNUSABLE = (MalformedResponse, KeyError, IndexError, TypeError, AttributeError, ValueError)
+# What a body that is not the reply may raise while a wire format reads it (RecursionError:
+# JSON nested deeper than the parser goes).
+_UNUSABLE = (
+    MalformedResponse,
+    KeyError,
+    IndexError,
+    TypeError,
+    AttributeError,
+    ValueError,
+    RecursionError,
+)
 READ_SIZE = 65536
 
 
@@ -74,11 +88,23 @@ class HTTPProvider:
             return self.settings.reasoning_max_output_tokens
         return self.settings.max_output_tokens
 
-    def _call(self, model: str, options: Options) -> Call:
+    def _call(self, model: str, options: Options, tooling: Tooling = NO_TOOLING) -> Call:
         reasoning = self.reasons(model, options)
         accepted = self.wire.accepted(model, options, reasoning)
         cap = self.output_cap(model, options)
-        return Call(min(accepted.max_tokens or cap, cap), accepted, reasoning)
+        return Call(min(accepted.max_tokens or cap, cap), accepted, reasoning, tooling)
+
+    def _payload(self, messages: list[ChatMessage], model: str, call: Call, stream: bool) -> dict:
+        """The request body; what the provider cannot take is refused, naming the provider."""
+        try:
+            if stream:
+                return self.wire.build_stream_payload(messages, model, call)
+            return self.wire.build_payload(messages, model, call)
+        except UnsupportedInput as e:
+            raise UnsupportedInput(f"{self.name}: {e.message}", e.field) from None
+
+    def check(self, messages: list[ChatMessage], model: str, tooling: Tooling = NO_TOOLING) -> None:
+        self._payload(messages, model, self._call(model, NO_OPTIONS, tooling), stream=False)
 
     def complete(
         self,
@@ -87,13 +113,14 @@ class HTTPProvider:
         options: Options = NO_OPTIONS,
         *,
         request_id: str | None = None,
+        tooling: Tooling = NO_TOOLING,
     ) -> Completion:
-        call = self._call(model, options)
-        payload = self.wire.build_payload(messages, model, call)
+        call = self._call(model, options, tooling)
+        payload = self._payload(messages, model, call, stream=False)
         body = self._send(self.wire.path(model), payload, model, request_id)
         try:
             data = json.loads(body)
-        except ValueError:
+        except (ValueError, RecursionError):
             data = None
         try:
             if not isinstance(data, dict):
@@ -106,10 +133,11 @@ class HTTPProvider:
             log.warning("%s returned an unusable response: %s", self.name, type(e).__name__)
             detail = f": {e}" if isinstance(e, MalformedResponse) else ""
             raise self.unusable(detail) from None
-        if not completion.content:
+        if not completion.content and not completion.tool_calls:
             used = {n: getattr(completion, n) for n in (*USAGE, "model")}
             raise no_reply(self.name, completion.finish_reason, completion.reasoning, used)
-        return replace(completion, options=call.options.given())
+        reason = finish_with_calls(completion.finish_reason, bool(completion.tool_calls))
+        return replace(completion, finish_reason=reason, options=call.options.given())
 
     def stream(
         self,
@@ -118,11 +146,12 @@ class HTTPProvider:
         options: Options = NO_OPTIONS,
         *,
         request_id: str | None = None,
+        tooling: Tooling = NO_TOOLING,
     ) -> "ProviderStream":
         """Open a streamed reply: retried like `complete` until the provider starts answering
         (its headers, within STREAM_IDLE_TIMEOUT)."""
-        call = self._call(model, options)
-        payload = self.wire.build_stream_payload(messages, model, call)
+        call = self._call(model, options, tooling)
+        payload = self._payload(messages, model, call, stream=True)
         path = self.wire.stream_path(model)
         response = self._send(path, payload, model, request_id, stream=True)
         return ProviderStream(self, response, call.options.given())
@@ -131,7 +160,7 @@ class HTTPProvider:
         """The models the provider itself offers (one short request, no retry)."""
         headers = {**self.settings.headers, **self.wire.headers(self.settings.api_key)}
         response = self.transport.get(
-            self.settings.base_url + self.wire.models_path(), headers, timeout=timeout
+            (self.settings.base_url or "") + self.wire.models_path(), headers, timeout=timeout
         )
         try:
             if response.status_code >= 300:
@@ -150,7 +179,7 @@ class HTTPProvider:
     def _send(self, path, payload, model, request_id, stream=False):
         """POST `payload`; a stream's response (headers read), else the whole body (bytes),
         both within the call's deadline and its retries."""
-        url = self.settings.base_url + path
+        url = (self.settings.base_url or "") + path
         headers = {**self.settings.headers, **self.wire.headers(self.settings.api_key)}
         if request_id:
             headers["X-Request-ID"] = request_id  # lets a provider's logs be matched with ours
@@ -266,14 +295,34 @@ def no_reply(
 
 
 def merge(event: StreamEvent, into: dict) -> None:
-    """A stream's usage, model and finish reason so far, updated from `event`: later values
-    replace earlier ones, except that a refusal (content_filter) stays one."""
+    """A stream's usage, model, finish reason and tool calls so far, updated from `event`:
+    later values replace earlier ones, except that a refusal (content_filter) stays one.
+
+    `into["tool_calls"]`, once a call began, is the list of calls (ToolCall dicts: id, name,
+    the arguments' fragments joined, provider_data) by their index; while it holds one, a
+    finish reason is "tool_calls" (see finish_with_calls). A stream that ends early leaves the
+    last call's arguments cut: only a finish reason says the reply is whole."""
     for name in (*USAGE, "model", "finish_reason"):
         value = getattr(event, name)
         if value is not None and not (
             name == "finish_reason" and into.get(name) == "content_filter"
         ):
             into[name] = value
+    if event.tool_calls:
+        calls = into.setdefault("tool_calls", [])
+        for delta in event.tool_calls:
+            while len(calls) <= delta.index:
+                calls.append({"id": "", "name": "", "arguments": ""})
+            call = calls[delta.index]
+            if delta.id:
+                call["id"] = delta.id
+            if delta.name:
+                call["name"] = delta.name
+            call["arguments"] += delta.arguments
+            if delta.provider_data:
+                call["provider_data"] = dict(delta.provider_data)
+    if into.get("tool_calls") and into.get("finish_reason") is not None:
+        into["finish_reason"] = finish_with_calls(into["finish_reason"], True)
 
 
 class ProviderStream:
@@ -315,15 +364,16 @@ class ProviderStream:
     def _events(self):
         wire, name = self.provider.wire, self.provider.name
         decoder = wire.stream_decoder()
+        state = StreamState()
         try:
             # read1 hands over what has arrived, whatever the framing: a chunked body, or one
             # that ends when the provider closes the connection (no length, no chunks), which
             # iter_content would read to its very end before handing over anything.
             while chunk := self.response.raw.read1(READ_SIZE, decode_content=True):
                 for record in decoder.feed(chunk):
-                    yield from wire.parse_stream_record(record)
+                    yield from wire.parse_stream_record(record, state)
             for record in decoder.close():
-                yield from wire.parse_stream_record(record)
+                yield from wire.parse_stream_record(record, state)
         except urllib3.exceptions.ReadTimeoutError:
             raise ProviderError(f"{name} went silent mid-stream", status=504) from None
         except (urllib3.exceptions.HTTPError, OSError):  # reset, cut off, malformed chunks

@@ -8,6 +8,15 @@ turns decoded records into `StreamEvent`s with its `parse_stream_record`.
 
 import json
 from dataclasses import dataclass
+from typing import Any, Protocol
+
+
+class Decoder(Protocol):
+    """Bytes in, the complete records they hold out (SSE records, JSON lines...)."""
+
+    def feed(self, chunk: bytes) -> list[Any]: ...
+
+    def close(self) -> list[Any]: ...
 
 
 @dataclass(frozen=True)

@@ -14,19 +14,21 @@ ends before a finishReason was cut short. Gemini may abort a 200 stream with a J
 written outside the SSE framing. Errors follow google.rpc.Status: {"error": {"code", "message",
 "status", "details": [ErrorInfo {"reason"}, RetryInfo {"retryDelay": "3.5s"}, QuotaFailure
 {"violations": [{"quotaId"}]}...]}}; an invalid key is a 400 with reason API_KEY_INVALID, and a
-429 whose quota is per day is a quota used up, not a rate.
+429 whose quota is per day is a quota used up, not a rate. Function calls, images, thought
+signatures and structured output: see gemini_tools.py.
 """
 
 import re
 from typing import Any
 from urllib.parse import quote
 
+from . import gemini_tools
 from .base import ChatMessage, Completion, MalformedResponse, StreamEvent
 from .decoders import SSEDecoder, SSERecord
+from .messages import text_of
 from .reasoning import BUDGETS
-from .wire import Call, WireFormat, sse_json
+from .wire import Call, StreamState, WireFormat, sse_json
 
-ROLES = {"user": "user", "assistant": "model"}
 FINISH_REASONS = {
     "STOP": "stop",
     "MAX_TOKENS": "length",
@@ -61,12 +63,12 @@ def _usage(usage: dict) -> dict:
     }
 
 
-def _parts(candidate: dict) -> tuple[str, str]:
-    """A candidate's answer and its thought parts' text."""
+def _parts(candidate: dict) -> tuple[str, str, list[dict]]:
+    """A candidate's answer, its thought parts' text, and its parts."""
     parts = [p for p in (candidate.get("content") or {}).get("parts") or [] if isinstance(p, dict)]
     text = "".join(p.get("text", "") for p in parts if not p.get("thought"))
     thoughts = "".join(p.get("text", "") for p in parts if p.get("thought"))
-    return text, thoughts
+    return text, thoughts, parts
 
 
 class Gemini(WireFormat):
@@ -84,7 +86,7 @@ class Gemini(WireFormat):
         return {"x-goog-api-key": key or ""}
 
     def build_payload(self, messages: list[ChatMessage], model: str, call: Call) -> dict:
-        system = "\n\n".join(m["content"] for m in messages if m["role"] == "system")
+        system = "\n\n".join(text_of(m["content"]) for m in messages if m["role"] == "system")
         generation: dict[str, Any] = {"maxOutputTokens": call.max_tokens}
         options = call.options
         if options.temperature is not None:
@@ -100,17 +102,14 @@ class Gemini(WireFormat):
             if options.reasoning_effort is not None:
                 thinking["thinkingBudget"] = BUDGETS[options.reasoning_effort]
             generation["thinkingConfig"] = thinking
+        generation |= gemini_tools.generation_fields(call.tooling)
         payload: dict[str, Any] = {
             "generationConfig": generation,
-            "contents": [
-                {"role": ROLES[m["role"]], "parts": [{"text": m["content"]}]}
-                for m in messages
-                if m["role"] != "system"
-            ],
+            "contents": gemini_tools.contents(messages),
         }
         if system:
             payload["systemInstruction"] = {"parts": [{"text": system}]}
-        return payload
+        return payload | gemini_tools.tool_fields(call.tooling)
 
     def build_stream_payload(self, messages: list[ChatMessage], model: str, call: Call) -> dict:
         return self.build_payload(messages, model, call)  # streaming is in the path
@@ -123,19 +122,22 @@ class Gemini(WireFormat):
                 raise MalformedResponse(f"the prompt was blocked ({blocked})")
             raise MalformedResponse("no candidates")
         candidate = candidates[0]
-        text, thoughts = _parts(candidate)
+        text, thoughts, parts = _parts(candidate)
         return Completion(
             content=text,
             model=data.get("modelVersion") or model,
             finish_reason=_finish_reason(candidate.get("finishReason")),
             reasoning=thoughts or None,
+            tool_calls=gemini_tools.calls(parts),
             **_usage(data.get("usageMetadata") or {}),
         )
 
     def stream_decoder(self) -> SSEDecoder:
         return SSEDecoder(bare_json=True)
 
-    def parse_stream_record(self, record: SSERecord) -> list[StreamEvent]:
+    def parse_stream_record(
+        self, record: SSERecord, state: StreamState | None = None
+    ) -> list[StreamEvent]:
         chunk = sse_json(record)
         if chunk.get("error"):
             return [StreamEvent(error=str((chunk["error"] or {}).get("message") or "error"))]
@@ -143,12 +145,13 @@ class Gemini(WireFormat):
         if blocked and not chunk.get("candidates"):
             return [StreamEvent(error=f"the prompt was blocked ({blocked})")]
         candidate = (chunk.get("candidates") or [{}])[0]
-        text, thoughts = _parts(candidate)
+        text, thoughts, parts = _parts(candidate)
         reason = _finish_reason(candidate.get("finishReason"))
         return [
             StreamEvent(
                 text=text,
                 reasoning=thoughts,
+                tool_calls=tuple(gemini_tools.call_deltas(parts, state or StreamState())),
                 finish_reason=reason,
                 model=chunk.get("modelVersion"),
                 # The chunk with a finish reason is the last: Gemini has no other end marker.

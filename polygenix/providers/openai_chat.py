@@ -16,17 +16,38 @@ What each provider does differently (its subclass below):
 - reasoning models reject sampling options: OpenAI's o-series and gpt-5 take no temperature,
   top_p or stop; DeepSeek's reasoner ignores temperature and top_p;
 - OpenRouter reports failures in 200 bodies (`{"error": ...}` with no choices, or a chunk with
-  `finish_reason: "error"`), and its 403 means moderation refused the input.
+  `finish_reason: "error"`), and its 403 means moderation refused the input;
+- tools and structured output (openai_tools.py): each passes them through as OpenAI defines
+  them, except DeepSeek, which reads no images, takes no parallel_tool_calls and has JSON mode
+  but no json_schema (https://api-docs.deepseek.com/guides/json_mode: a json_schema is asked
+  for as JSON mode with the schema in the system prompt), and Mistral, whose call ids must be
+  9 letters or digits (others a conversation carries are mapped to such ids, the same each
+  time, in the request only).
 """
 
+import re
 from typing import Any
 
+from . import openai_tools
 from .base import ChatMessage, Completion, MalformedResponse, Options, StreamEvent
 from .decoders import SSERecord
-from .wire import Call, WireFormat, sse_json, without
+from .messages import plain_copies
+from .tools import ResponseFormat, schema_instruction
+from .wire import (
+    Call,
+    StreamState,
+    WireFormat,
+    check_images,
+    derived_id,
+    map_call_ids,
+    sse_json,
+    without,
+)
 
 # Mistral's finish reasons beyond OpenAI's.
 FINISH_REASONS = {"model_length": "length"}
+# "Tool call id was ... but must be a-z, A-Z, 0-9, with a length of 9" (Mistral's 400).
+MISTRAL_CALL_ID = re.compile(r"[a-zA-Z0-9]{9}")
 
 
 def _text_and_thinking(content: Any) -> tuple[str, str]:
@@ -71,6 +92,9 @@ class OpenAIChat(WireFormat):
     stream_options (Mistral takes no stream_options)."""
 
     seed_field = "seed"
+    images = True  # the provider reads images (by data: URL or https URL)
+    parallel_field = True  # it takes parallel_tool_calls
+    json_schema = True  # it takes response_format json_schema
 
     def __init__(self, *, max_tokens_field: str = "max_tokens", stream_usage: bool = True):
         self.max_tokens_field = max_tokens_field
@@ -79,12 +103,29 @@ class OpenAIChat(WireFormat):
     def path(self, model: str) -> str:
         return "/chat/completions"
 
+    def call_ids(self, messages: list[ChatMessage]) -> dict[str, str]:
+        """Call ids the provider would refuse, mapped to ones it takes (none by default)."""
+        return {}
+
     def build_payload(self, messages: list[ChatMessage], model: str, call: Call) -> dict:
+        sent = plain_copies(messages)
+        if sent is None:
+            check_images(messages, accepted=self.images)
+            ids = self.call_ids(messages)
+            sent = [openai_tools.message(m, ids) for m in messages]
+        tooling = call.tooling
+        fmt = tooling.json_format()
+        if fmt is not None and fmt.type == "json_schema" and not self.json_schema:
+            sent = openai_tools.instructions_message(schema_instruction(fmt), sent)
+            fmt = ResponseFormat("json_object")
         payload: dict[str, Any] = {
             "model": model,
-            "messages": [{"role": m["role"], "content": m["content"]} for m in messages],
+            "messages": sent,
             self.max_tokens_field: call.max_tokens,
         }
+        payload |= openai_tools.tool_fields(tooling, parallel=self.parallel_field)
+        if fmt is not None:
+            payload["response_format"] = openai_tools.response_format(fmt)
         options = call.options
         for name in ("temperature", "top_p"):
             if getattr(options, name) is not None:
@@ -119,10 +160,13 @@ class OpenAIChat(WireFormat):
             model=data.get("model") or model,
             finish_reason=FINISH_REASONS.get(reason, reason),
             reasoning=str(reasoning) if reasoning else None,
+            tool_calls=openai_tools.calls(message),
             **_usage(data.get("usage") or {}),
         )
 
-    def parse_stream_record(self, record: SSERecord) -> list[StreamEvent]:
+    def parse_stream_record(
+        self, record: SSERecord, state: StreamState | None = None
+    ) -> list[StreamEvent]:
         if record.data.strip() == "[DONE]":
             return [StreamEvent(done=True)]
         chunk = sse_json(record)
@@ -141,10 +185,14 @@ class OpenAIChat(WireFormat):
             # A refusal's text is the reply, and it stays a refusal whatever finish reason the
             # last chunk gives (see streams.merge).
             reason = "content_filter" if refusal else choice.get("finish_reason")
+            calls = delta.get("tool_calls")
             events.append(
                 StreamEvent(
                     text=text + refusal,
                     reasoning=delta.get("reasoning_content") or delta.get("reasoning") or thinking,
+                    tool_calls=tuple(
+                        openai_tools.call_deltas(calls, state or StreamState()) if calls else ()
+                    ),
                     finish_reason=FINISH_REASONS.get(reason, reason),
                     model=chunk.get("model"),
                 )
@@ -186,7 +234,12 @@ class Groq(OpenAIChat):
 
 
 class DeepSeek(OpenAIChat):
-    """deepseek-reasoner ignores temperature and top_p and takes no effort."""
+    """deepseek-reasoner ignores temperature and top_p and takes no effort; no images, no
+    parallel_tool_calls, no json_schema."""
+
+    images = False
+    parallel_field = False
+    json_schema = False
 
     def accepted(self, model: str, options: Options, reasoning: bool) -> Options:
         options = without(options, "reasoning_effort")
@@ -201,6 +254,9 @@ class Mistral(OpenAIChat):
 
     def __init__(self):
         super().__init__(stream_usage=False)
+
+    def call_ids(self, messages: list[ChatMessage]) -> dict[str, str]:
+        return map_call_ids(messages, MISTRAL_CALL_ID, lambda i, n: derived_id(i, n, 9))
 
     def accepted(self, model: str, options: Options, reasoning: bool) -> Options:
         return without(options, "reasoning_effort")

@@ -5,12 +5,17 @@ A format is pure: it builds paths, headers and payloads, and parses bodies, stre
 error bodies. It never makes a request (see client.py).
 """
 
+import hashlib
 import json
-from dataclasses import dataclass
+import re
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass, field
 from typing import Any
 
-from .base import ChatMessage, Completion, Options, StreamEvent
-from .decoders import SSEDecoder, SSERecord
+from .base import ChatMessage, Completion, Options, StreamEvent, ToolCallDelta
+from .decoders import Decoder, SSEDecoder, SSERecord
+from .messages import IMAGE_TYPES, UnsupportedInput, images_of, new_call_id
+from .tools import NO_TOOLING, Tooling
 
 
 @dataclass(frozen=True)
@@ -20,6 +25,40 @@ class Call:
     max_tokens: int  # the output cap, or the caller's smaller max_tokens
     options: Options  # the options this format takes for this model (the rest left out)
     reasoning: bool  # the model reasons: its thinking is asked for where that must be asked
+    tooling: Tooling = NO_TOOLING  # tools, tool choice and response format
+
+
+@dataclass
+class StreamState:
+    """What reading one stream remembers from record to record: the tool calls begun so far,
+    by the provider's own key for each (its index, its content block), as our index and id."""
+
+    calls: dict[Hashable, tuple[int, str]] = field(default_factory=dict)
+    ids: set[str] = field(default_factory=set)
+    with_arguments: set[int] = field(default_factory=set)  # calls given a fragment so far
+
+    def begin(self, key: Hashable, name: str, call_id: str | None, **data: str) -> ToolCallDelta:
+        """A new call's first delta: the next index, and its id (a new one when the provider
+        gave none, or one already used in this reply)."""
+        if not call_id or call_id in self.ids:
+            call_id = new_call_id()
+        index = len(self.ids)
+        self.ids.add(call_id)
+        self.calls[key] = (index, call_id)
+        return ToolCallDelta(index=index, id=call_id, name=name, provider_data=data or None)
+
+    def fragment(self, index: int, text: str) -> ToolCallDelta:
+        if text:
+            self.with_arguments.add(index)
+        return ToolCallDelta(index=index, arguments=text)
+
+    def whole(
+        self, key: Hashable, name: str, call_id: str | None, arguments: str, **data: str
+    ) -> list[ToolCallDelta]:
+        """A call the provider sends whole (Gemini, Ollama): its first delta, then its
+        arguments as one fragment."""
+        first = self.begin(key, name, call_id, **data)
+        return [first, self.fragment(first.index, arguments)]
 
 
 class WireFormat:
@@ -71,10 +110,14 @@ class WireFormat:
             return str(error.get("message") or "error"), status
         return str(error), None
 
-    def stream_decoder(self) -> SSEDecoder:
+    def stream_decoder(self) -> Decoder:
         return SSEDecoder()
 
-    def parse_stream_record(self, record: SSERecord) -> list[StreamEvent]:
+    def parse_stream_record(
+        self, record: Any, state: StreamState | None = None
+    ) -> list[StreamEvent]:
+        """The events of one record of `stream_decoder()`'s (an SSERecord by default); `state`
+        is the stream's own, the same for each of its records (None: a record read alone)."""
         raise NotImplementedError
 
     def parse_models(self, data: Any) -> list[str]:
@@ -155,3 +198,67 @@ def sse_json(record: SSERecord) -> dict:
     if not isinstance(data, dict):
         raise ValueError("stream record is not a JSON object")
     return data
+
+
+def check_images(
+    messages: list[ChatMessage],
+    *,
+    accepted: bool = True,
+    urls: bool = True,
+    types: tuple[str, ...] = IMAGE_TYPES,
+) -> None:
+    """Refuse the images a provider cannot take: any (`accepted` False), those given by URL
+    (`urls` False: it needs the bytes, which PolyGenix never fetches), or of another type."""
+    for message in messages:
+        if isinstance(message["content"], str):
+            continue
+        for image in images_of(message["content"]):
+            if not accepted:
+                raise UnsupportedInput("this provider takes no image input.")
+            source = image["source"]
+            if source["type"] == "url":
+                if not urls:
+                    raise UnsupportedInput(
+                        "images cannot be given by URL to this provider, which needs their "
+                        "bytes: send the image inline (a data: URL, base64)."
+                    )
+            elif source["media_type"] not in types:
+                raise UnsupportedInput(
+                    f"{source['media_type']} images are not accepted by this provider "
+                    f"(it takes {', '.join(t.removeprefix('image/') for t in types)})."
+                )
+
+
+_ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+
+
+def map_call_ids(
+    messages: list[ChatMessage], valid: re.Pattern[str], make: Callable[[str, int], str]
+) -> dict[str, str]:
+    """For a provider with rules of its own for call ids: each id in `messages` that breaks
+    them, mapped to one that keeps them (`make(id, attempt)`, the same for the same id in every
+    request, distinct from every other id of the conversation). Ids that keep the rules are
+    left as they are, so a client sees back exactly the ids it was given."""
+    ids = [c["id"] for m in messages for c in m.get("tool_calls") or ()]
+    ids += [m["tool_call_id"] for m in messages if "tool_call_id" in m]
+    taken = {i for i in ids if valid.fullmatch(i)}
+    mapped: dict[str, str] = {}
+    for original in dict.fromkeys(ids):
+        if original in taken or original in mapped:
+            continue
+        attempt = 0
+        while (candidate := make(original, attempt)) in taken:
+            attempt += 1
+        taken.add(candidate)
+        mapped[original] = candidate
+    return mapped
+
+
+def derived_id(original: str, attempt: int, length: int) -> str:
+    """`length` alphanumeric characters derived from `original` (deterministic)."""
+    digest = int.from_bytes(hashlib.sha256(f"{attempt}:{original}".encode()).digest(), "big")
+    chars = []
+    for _ in range(length):
+        digest, rest = divmod(digest, len(_ALPHABET))
+        chars.append(_ALPHABET[rest])
+    return "".join(chars)
