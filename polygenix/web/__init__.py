@@ -25,6 +25,9 @@ WEB_CSP = (
 )
 
 bp = Blueprint("web", __name__, template_folder="templates")
+# Read and compressed when the app is made (once per process, ~0.1 s), not by a visitor's
+# first request.
+bp.record_once(lambda _state: _assets())
 
 
 @bp.after_request

@@ -1,8 +1,22 @@
 // The page's start: log in or sign up (or carry on a login through its cookie), then the views:
 // #/ a new chat, #/chat/N (#/chat/N/m/M: at message M), #/settings, #/usage.
 import * as api from "./api.js";
-import * as chat from "./chat.js";
-import * as sidebar from "./sidebar.js";
+
+// The chat's modules (and the Markdown and sanitising libraries under them) load while the
+// log-in form is already usable: the form needs none of them.
+let chat = null;
+let sidebar = null;
+let loading = null;
+
+function loadApp() {
+  loading ||= Promise.all([import("./chat.js"), import("./sidebar.js")]).then(([c, s]) => {
+    chat = c;
+    sidebar = s;
+    chat.init();
+    sidebar.init();
+  });
+  return loading;
+}
 
 const $ = (id) => document.getElementById(id);
 const channel = "BroadcastChannel" in window ? new BroadcastChannel("polygenix-auth") : null;
@@ -58,7 +72,7 @@ async function submitAuth(event) {
 
 /** Logged in: show the app, where it was if this is the same person coming back. */
 async function enter() {
-  const me = await api.call("/api/auth/me");
+  const [me] = await Promise.all([api.call("/api/auth/me"), loadApp()]);
   const same = user && user.id === me.id;
   user = me;
   $("who").textContent = me.name;
@@ -96,8 +110,8 @@ async function logOut() {
 function leave() {
   api.forget();
   user = null;
-  chat.reset();
-  sidebar.clear();
+  chat?.reset();
+  sidebar?.clear();
   setMode("login");
   $("auth-password").value = "";
   showAuth("");
@@ -170,14 +184,16 @@ async function start() {
     if (event.data?.type === "logout" && user) leave();
   });
   api.onExpired(expired);
-  chat.init();
-  sidebar.init();
-  try {
-    if (!api.mayHaveLogin()) throw new Error("not logged in");
-    await api.refresh();
-    await enter();
-  } catch {
+  if (api.mayHaveLogin()) {
+    try {
+      await Promise.all([api.refresh(), loadApp()]);
+      await enter();
+    } catch {
+      showAuth("");
+    }
+  } else {
     showAuth("");
+    loadApp();
   }
   document.body.dataset.ready = "true";
 }

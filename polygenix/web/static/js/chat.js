@@ -578,9 +578,16 @@ export function init() {
     if (button.dataset.action === "retry") retry();
     if (button.dataset.action === "edit") startEdit(item, index);
   });
-  new IntersectionObserver((entries) => {
-    if (entries.some((e) => e.isIntersecting)) renderOlder();
-  }, { root: conversation, rootMargin: "400px" }).observe(older);
+  // Older messages are rendered as the top comes near (a scroll event, not an observer: one
+  // held at the top must keep loading, and an observer speaks only when something changes).
+  let scrollFrame = null;
+  conversation.addEventListener("scroll", () => {
+    if (scrollFrame) return;
+    scrollFrame = requestAnimationFrame(() => {
+      scrollFrame = null;
+      if (conversation.scrollTop < 400) renderOlder();
+    });
+  });
   $("rename").addEventListener("click", () => {
     closePanels();
     $("rename-form").hidden = false;
