@@ -57,9 +57,11 @@ def browser():
     if executable is None:
         pytest.skip(NO_BROWSER)
     try:
-        from playwright.sync_api import sync_playwright
+        from playwright.sync_api import expect, sync_playwright
     except ImportError:  # pragma: no cover - the dev extra installs it
         pytest.skip("playwright is not installed: pip install -e '.[dev]'")
+    # A machine whose cores are shared can be slow to draw; waits end as soon as they hold.
+    expect.set_options(timeout=15_000)
     with sync_playwright() as playwright:
         # A new browser has a fresh, temporary profile (user-data-dir), deleted when it closes.
         chromium = playwright.chromium.launch(

@@ -176,8 +176,10 @@ function restoreDraft() {
   box.value = state.drafts.get(state.chat ? state.chat.chat_id : "new") || "";
 }
 
+const WAIT = "A reply is being written: press Stop, or wait for it, before leaving this chat.";
+
 export function newChat() {
-  if (state.controller) return;
+  if (state.controller) return showNotice(WAIT);
   saveDraft();
   state.chat = null;
   state.messages = [];
@@ -195,7 +197,7 @@ export function newChat() {
 
 /** Open a chat, at one of its messages when `messageId` is given (a search hit). */
 export async function open(chatId, messageId = null, words = []) {
-  if (state.controller) return;
+  if (state.controller) return showNotice(WAIT);
   saveDraft();
   let chat;
   try {
@@ -240,7 +242,11 @@ export function current() {
 export function gone(chatId) {
   sidebar.remove(chatId);
   if (state.chat && state.chat.chat_id === chatId) {
-    if (state.controller) state.controller.abort();
+    if (state.controller) {
+      state.controller.abort();
+      state.controller = null;
+      busy(false);
+    }
     newChat();
     showNotice("This chat was deleted in another tab or window.");
   }
