@@ -353,6 +353,45 @@ def test_a_session_deleted_in_another_tab(site, tabs):
     expect(first.get_by_text("no longer exists", exact=False)).to_be_visible()
 
 
+def test_a_chat_deleted_in_another_tab_while_its_reply_streams(site, tabs, fake):
+    base, app = site()
+    first = tabs(base).open().sign_up()
+    fake.reply(chunks=openai_stream([f"word{n} " for n in range(20)], "gpt-4.1-mini"), gap=0.4)
+    first.send("a slow answer please", model=OPENAI)
+    expect(first.messages().nth(1)).to_contain_text("word1")
+    second = tabs(base).open()
+    second.chats().first.click()
+    second.button("Delete").click()
+    second.get_by_role("dialog").get_by_role("button", name="Delete").click()
+    expect(first.get_by_text("deleted in another tab", exact=False)).to_be_visible()
+    expect(first.messages()).to_have_count(0)
+    expect(first.button("Stop")).to_be_hidden()
+    # Nothing of the turn is stored, and the first tab carries on.
+    with app.app_context():
+        wait_for(lambda: fake.disconnected.is_set(), timeout=15, what="the provider hung up on")
+        assert db.session.scalars(select(ChatSession)).all() == []
+    first.send("next")
+    expect(first.messages().nth(1)).to_contain_text("Hello from the stream")
+    first.assert_quiet()
+
+
+def test_enter_pressed_twice_sends_once(site, tabs, fake):
+    base, app = site()
+    page = tabs(base).open().sign_up()
+    fake.reply(chunks=openai_stream(["slow", " reply"], "gpt-4.1-mini"), gap=0.5)
+    page.role("combobox", "Model").select_option(OPENAI)
+    page.textbox("Message").fill("only once")
+    page.textbox("Message").press("Enter")
+    page.textbox("Message").press("Enter")
+    page.button("Send").click(force=True)
+    page.wait_idle()
+    expect(page.messages()).to_have_count(2)
+    with app.app_context():
+        assert db.session.scalars(select(Message.content).where(~Message.is_bot)).all() == [
+            "only once"
+        ]
+
+
 def test_the_sidebar_loads_more_chats_as_it_scrolls(site, tabs):
     base, app = site()
     page = tabs(base).open().sign_up()
