@@ -621,7 +621,9 @@ def test_keyboard_only(site, tabs):
     page.keyboard.press("Tab")
     page.keyboard.type(PASSWORD)
     page.keyboard.press("Enter")
-    page.button("New chat").wait_for()
+    # Typed and sent at once, before the page may have its list of models: it is sent all the
+    # same.
+    page.textbox("Message").wait_for()
     page.textbox("Message").focus()
     page.keyboard.type("typed, not clicked")
     page.keyboard.press("Enter")

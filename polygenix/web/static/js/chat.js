@@ -39,7 +39,14 @@ function showNotice(text) {
 
 // --- models --------------------------------------------------------------------------------
 
-export async function loadModels() {
+let modelsLoaded = null;
+
+export function loadModels() {
+  modelsLoaded = fetchModels();
+  return modelsLoaded;
+}
+
+async function fetchModels() {
   state.models = await api.call("/api/ai_chat/models");
   const options = (select, withNone) => {
     select.replaceChildren();
@@ -555,10 +562,17 @@ async function exportChats() {
 // --- wiring --------------------------------------------------------------------------------
 
 export function init() {
-  $("composer").addEventListener("submit", (event) => {
+  $("composer").addEventListener("submit", async (event) => {
     event.preventDefault();
+    if (!box.value.trim() || state.controller) return;
+    // Sent before the list of models arrived: it is waited for, not dropped.
+    if (!modelSelect.value) await modelsLoaded?.catch(() => {});
+    if (!modelSelect.value) {
+      showNotice("No model is available to your account: ask an admin for access.");
+      return;
+    }
     const content = box.value.trim();
-    if (!content || state.controller || !modelSelect.value) return;
+    if (!content || state.controller) return;
     box.value = "";
     send(content);
   });
