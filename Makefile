@@ -1,4 +1,4 @@
-# PolyGenix: `make run` serves the API on 127.0.0.1:8000; `make test` runs the whole suite.
+# PolyGenix: `make run` serves the web chat and the API on 127.0.0.1:8000; `make test` runs the whole suite.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -22,6 +22,7 @@ $(VENV)/.installed-dev: setup.cfg pyproject.toml | $(BIN)/python
 
 run: $(VENV)/.installed
 	$(BIN)/flask --app polygenix db upgrade
+	@echo "PolyGenix web chat: http://$(HOST):$(PORT)/"
 	@echo "PolyGenix API docs: http://$(HOST):$(PORT)/docs"
 	$(BIN)/gunicorn --config gunicorn.conf.py --bind $(HOST):$(PORT) wsgi:app
 

@@ -171,8 +171,10 @@ def load_config(env: Mapping[str, str], instance_path: str) -> dict[str, Any]:
         "CHAT_RATE_LIMIT": _str(env, "CHAT_RATE_LIMIT", "30/minute"),
         "JWT_TOKEN_LOCATION": ["headers"],
         # CSRF protection is for tokens in cookies; a bearer header needs none, so tokens carry
-        # no `csrf` claim (it was a random 36 characters in every token).
+        # no `csrf` claim (it was a random 36 characters in every token). The web page's refresh
+        # cookie is guarded by its own header and Origin check instead (polygenix/auth/cookie.py).
         "JWT_COOKIE_CSRF_PROTECT": False,
+        "JWT_REFRESH_COOKIE_NAME": "polygenix_refresh",
         "JWT_ALGORITHM": algorithm,
         "JWT_DECODE_ALGORITHMS": [algorithm],
         "JWT_ACCESS_TOKEN_EXPIRES": timedelta(

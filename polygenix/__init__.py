@@ -35,6 +35,7 @@ from .provider_registry import init_providers
 from .security import init_security
 from .strictjson import StrictJSONProvider
 from .user.routes import blp as user_blp
+from .web import bp as web_bp
 
 API_SPEC = {
     "API_TITLE": "PolyGenix",
@@ -85,6 +86,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(openai_bp)
     app.register_blueprint(docs_bp)
     app.register_blueprint(health_bp)
+    app.register_blueprint(web_bp)
     init_security(app)
     init_metrics(app)
 

@@ -13,6 +13,7 @@ from sqlalchemy import create_engine, make_url
 from polygenix import create_app, health
 from polygenix.extensions import db
 from polygenix.user.service import create_user
+from tests.browser import browser, site, tabs  # noqa: F401  (fixtures)
 from tests.helpers import (
     PASSWORD,
     REDIS_TEST_PREFIX,

@@ -125,7 +125,8 @@ def test_swagger_ui_is_served_from_this_server(client):
         response.close()
 
 
-def test_root_points_to_the_docs(client):
+def test_root_is_the_web_chat_and_the_docs_stay_at_docs(client):
     response = client.get("/")
-    assert response.status_code == 302
-    assert response.headers["Location"] == "/docs"
+    assert response.status_code == 200
+    assert "<title>PolyGenix</title>" in response.get_data(as_text=True)
+    assert client.get("/docs").status_code == 200

@@ -19,6 +19,7 @@ from .. import clock
 from ..errors import error_response
 from ..extensions import db
 from ..models import ApiKey, User
+from . import cookie
 
 KEY_PREFIX = "pgx_"
 LAST_USED_EVERY = timedelta(minutes=1)
@@ -97,6 +98,8 @@ def required(*, keys: bool = False, refresh: bool = False, admin: bool = False):
         if admin:
             view = admin_only(view)
         with_token = jwt_required(refresh=refresh)(view)
+        # The web page's refresh token comes in its cookie (see cookie.py), never an access token.
+        with_cookie = jwt_required(refresh=True, locations=["cookies"])(view) if refresh else None
 
         @wraps(view)
         def guarded(*args, **kwargs):
@@ -111,6 +114,8 @@ def required(*, keys: bool = False, refresh: bool = False, admin: bool = False):
                     return error_response(401, found)
                 set_caller(found)
                 return view(*args, **kwargs)
+            if with_cookie is not None and token is None and cookie.stored():
+                return with_cookie(*args, **kwargs)
             return with_token(*args, **kwargs)
 
         return guarded

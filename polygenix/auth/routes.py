@@ -6,12 +6,14 @@ from ..api import Blueprint, NoticeSchema
 from ..limits import per_ip, per_ip_and_account
 from ..user.schemas import ShowUserSchema, UserSchema
 from ..user.service import create_user
+from . import cookie
 from .access import current_user
 from .revocation import revoke_family, spend
 from .schemas import LoginFormSchema, LogoutSchema, TokenSchema
 from .tokens import authenticate, issue_tokens, load_user, valid_payload
 
 blp = Blueprint("auth", __name__, url_prefix="/api/auth", description="Accounts and tokens.")
+blp.before_request(cookie.refuse_cross_site)
 
 
 @blp.route("/register")
@@ -22,7 +24,7 @@ class Register(MethodView):
     @blp.errors(409, 429)
     def post(self, data):
         """Create an account and log it in"""
-        return issue_tokens(create_user(**data), fresh=True)
+        return cookie.deliver(issue_tokens(create_user(**data), fresh=True))
 
 
 @blp.route("/login")
@@ -36,7 +38,7 @@ class Login(MethodView):
         user = authenticate(form["username"], form["password"])
         if user is None:
             abort(401, message="Incorrect email or password")
-        return issue_tokens(user, fresh=True)
+        return cookie.deliver(issue_tokens(user, fresh=True))
 
 
 @blp.route("/verify-token/<token_id>")
@@ -60,6 +62,9 @@ class Refresh(MethodView):
     def post(self):
         """Exchange a refresh token (as the bearer token) for new access and refresh tokens
 
+        The web page sends none: with `X-PolyGenix-Refresh-Cookie: 1` from a page of this server,
+        the token is read from its HttpOnly cookie and the new one set there (see docs/api.md).
+
         Refresh tokens rotate: each works once. Within REFRESH_REUSE_GRACE_SECONDS (10) of its
         first use, a spent one gets another new pair (two tabs, a retry); presented again after
         that, it revokes every token descended from the same login. The new access token is
@@ -67,7 +72,7 @@ class Refresh(MethodView):
         """
         payload = get_jwt()
         spend(payload)
-        return issue_tokens(current_user, family=payload.get("fam"))
+        return cookie.deliver(issue_tokens(current_user, family=payload.get("fam")))
 
 
 @blp.route("/logout")
@@ -89,6 +94,11 @@ class Logout(MethodView):
         revoke_family(get_jwt())
         if refresh is not None:
             revoke_family(refresh)
+        stored = cookie.stored()
+        from_cookie = valid_payload(stored, "refresh") if stored else None
+        if from_cookie is not None and from_cookie["sub"] == get_jwt()["sub"]:
+            revoke_family(from_cookie)
+        cookie.clear()
         return {"message": "Logged out"}
 
 
