@@ -9,8 +9,6 @@ from typing import Any
 
 from flask import Flask
 
-from config import load_config
-
 from .api import Api
 from .auth.passwords import init_passwords
 from .auth.routes import blp as auth_blp
@@ -18,6 +16,7 @@ from .auth.tokens import init_jwt
 from .chat.routes import blp as chat_blp
 from .chat.titles import init_titles
 from .cli import chats, keys, providers, usage, users
+from .config import load_config
 from .database import engine_options
 from .docs import ASSETS_URL
 from .docs import bp as docs_bp

@@ -7,8 +7,7 @@ to set is named wherever a provider is not ready.
 
 from flask import Flask, current_app
 
-from config import PROVIDER_NAMES, provider_prefix
-
+from .config import PROVIDER_NAMES, provider_prefix
 from .providers import DEFINITIONS, Provider, Registry, build_registry
 
 EXTENSION = "polygenix.providers"

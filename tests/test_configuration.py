@@ -23,7 +23,7 @@ PROVIDER_SUFFIXES = ("API_KEY", "BASE_URL", "DEFAULT_MODEL", "MODELS")
 
 
 def read_by_config() -> set[str]:
-    source = (ROOT / "config.py").read_text()
+    source = (ROOT / "polygenix" / "config.py").read_text()
     names = set(
         re.findall(r'_(?:str|int|float|bool|choice|url|list)\(\s*env,\s*"([A-Z_]+)"', source)
     )

@@ -22,9 +22,8 @@ from functools import partial
 from flask import Flask, current_app
 from sqlalchemy import update
 
-from config import ConfigError
-
 from .. import clock
+from ..config import ConfigError
 from ..extensions import db
 from ..models import ChatSession
 from ..provider_registry import missing_variable, registry
