@@ -234,5 +234,16 @@ def load_config(env: Mapping[str, str], instance_path: str) -> dict[str, Any]:
         "STREAM_KEEPALIVE_SECONDS": _float(env, "STREAM_KEEPALIVE_SECONDS", 15.0, minimum=0.01),
         # A streamed reply's text is saved at most this often while it arrives.
         "STREAM_SAVE_INTERVAL": _float(env, "STREAM_SAVE_INTERVAL", 1.0, minimum=0.01),
+        # Background jobs (polygenix/jobs): run by threads of each web worker unless turned off
+        # (then by `polygenix worker` processes); how many at once per process; how often the
+        # database is asked for due jobs; how long a claimed job stays its worker's without a
+        # renewal (a worker that died is replaced after it); attempts before a job is failed,
+        # and the wait before the first retry (doubled at each one).
+        "JOBS_IN_WEB_WORKERS": _bool(env, "JOBS_IN_WEB_WORKERS", True),
+        "JOBS_THREADS": _int(env, "JOBS_THREADS", 2, minimum=1),
+        "JOBS_POLL_SECONDS": _float(env, "JOBS_POLL_SECONDS", 1.0, minimum=0.01),
+        "JOBS_LEASE_SECONDS": _float(env, "JOBS_LEASE_SECONDS", 60.0, minimum=0.1),
+        "JOBS_MAX_ATTEMPTS": _int(env, "JOBS_MAX_ATTEMPTS", 5, minimum=1),
+        "JOBS_RETRY_SECONDS": _float(env, "JOBS_RETRY_SECONDS", 10.0),
         **_provider_settings(env),
     }

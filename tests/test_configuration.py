@@ -11,13 +11,15 @@ from config import PROVIDER_NAMES, load_config, provider_prefix
 ROOT = Path(__file__).resolve().parent.parent
 DOC = (ROOT / "docs" / "configuration.md").read_text()
 EXAMPLE = (ROOT / ".env.example").read_text()
-# Read outside config.py: the instance folder by the app factory, the rest by gunicorn.conf.py.
+# Read outside polygenix/config.py: the instance folder by the app factory, the rest by
+# gunicorn's settings (polygenix/serving.py).
+SERVING = ROOT / "polygenix" / "serving.py"
 ELSEWHERE = {
     "POLYGENIX_INSTANCE_PATH": ROOT / "polygenix" / "__init__.py",
-    "WEB_CONCURRENCY": ROOT / "gunicorn.conf.py",
-    "GUNICORN_THREADS": ROOT / "gunicorn.conf.py",
-    "POLYGENIX_BIND": ROOT / "gunicorn.conf.py",
-    "PROMETHEUS_MULTIPROC_DIR": ROOT / "gunicorn.conf.py",
+    "WEB_CONCURRENCY": SERVING,
+    "GUNICORN_THREADS": SERVING,
+    "POLYGENIX_BIND": SERVING,
+    "PROMETHEUS_MULTIPROC_DIR": SERVING,
 }
 PROVIDER_SUFFIXES = ("API_KEY", "BASE_URL", "DEFAULT_MODEL", "MODELS")
 
