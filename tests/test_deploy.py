@@ -379,3 +379,36 @@ def test_two_hosts_of_two_workers_run_a_periodic_job_once_per_period(tmp_path):
     # Four pollers: duplicates would run it up to four times a period. Once per period is at
     # most the periods in the window, plus one under way when it opened.
     assert 1 <= after - before <= elapsed / period + 2
+
+
+@pytest.mark.slow
+def test_a_polygenix_worker_process_runs_jobs_and_stops_on_sigterm(tmp_path, config):
+    """JOBS_IN_WEB_WORKERS=false deployments: jobs run in `polygenix worker` processes."""
+    with scratch_schema("worker") if TEST_DATABASE_URL else nullcontext() as url:
+        env = environment(tmp_path, url or f"sqlite:///{tmp_path / 'worker.db'}")
+        env |= {"STREAM_KEEPALIVE_SECONDS": "0.5", "JOBS_POLL_SECONDS": "0.05"}
+        command = [Path(sys.executable).parent / "polygenix"]
+        migrated = subprocess.run([*command, "db", "upgrade"], env=env, capture_output=True)
+        assert migrated.returncode == 0, migrated.stderr[-2000:]
+        app = create_app(config | {"SQLALCHEMY_DATABASE_URI": env["DATABASE_URL"]})
+        worker = subprocess.Popen(
+            [*command, "worker"], env=env, stderr=subprocess.PIPE, text=True, cwd=tmp_path
+        )
+        try:
+            with app.app_context():
+                from polygenix.jobs.models import JobSchedule
+
+                def swept_twice():
+                    db.session.commit()
+                    first = db.session.get(JobSchedule, "sweep_dead_streams")
+                    return first and first.due_at
+
+                first = wait_for(swept_twice, timeout=30, what="the worker's first sweep")
+                wait_for(lambda: swept_twice() != first, timeout=30, what="the next period")
+        finally:
+            worker.send_signal(signal.SIGTERM)
+            _, stderr = worker.communicate(timeout=30)
+            with app.app_context():
+                db.engine.dispose()
+    assert worker.returncode == 0
+    assert "running jobs" in stderr
