@@ -21,6 +21,7 @@ from prometheus_client import Counter, Gauge
 
 from .. import clock
 from ..extensions import db
+from ..schema import NOT_MIGRATED, is_missing_schema
 from . import EXTENSION, JobError, registry, store
 
 log = logging.getLogger(__name__)
@@ -103,7 +104,8 @@ class Runner:
             except Exception as e:
                 failures += 1
                 if not self.failing:
-                    log.warning("background jobs: polling failed (%s); retrying", _reason(e))
+                    why = NOT_MIGRATED if is_missing_schema(e) else _reason(e)
+                    log.warning("background jobs: polling failed (%s); retrying", why)
                 self.failing = True
                 pause = min(self.poll * 2**failures, MAX_POLL_BACKOFF)
             self._wake.wait(pause)
