@@ -100,7 +100,8 @@ class Runner:
                 if self.failing:
                     log.warning("background jobs: the database answers again")
                 failures, self.failing = 0, False
-                pause = self.poll
+                # Often enough to renew the claims of the jobs it runs in time.
+                pause = min(self.poll, self.lease.total_seconds() / 3)
             except Exception as e:
                 failures += 1
                 if not self.failing:
