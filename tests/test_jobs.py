@@ -275,9 +275,9 @@ def test_a_job_enqueued_by_a_request_wakes_its_process_runner(make_app, runners)
 
 @pytest.mark.skipif(not TEST_DATABASE_URL, reason="a TCP proxy in front of PostgreSQL")
 def test_polling_survives_a_database_outage(make_app, database_proxy, runners, caplog):
-    proxied = make_app(
-        QUICK | {"SQLALCHEMY_DATABASE_URI": database_proxy.url, "DB_CONNECT_TIMEOUT": 1}
-    )
+    # A silent database is given up on after its statement and connect timeouts.
+    quick_timeouts = {"DB_CONNECT_TIMEOUT": 1, "DB_STATEMENT_TIMEOUT": 2}
+    proxied = make_app(QUICK | quick_timeouts | {"SQLALCHEMY_DATABASE_URI": database_proxy.url})
     direct = make_app()
     done = []
     for app in (proxied, direct):
@@ -285,7 +285,7 @@ def test_polling_survives_a_database_outage(make_app, database_proxy, runners, c
     runner = runners(proxied)
     for mode in (RESET, SILENT):
         database_proxy.set(mode)
-        wait_for(lambda: runner.failing, timeout=30, what=f"a failed poll ({mode})")
+        wait_for(lambda: runner.failing, timeout=60, what=f"a failed poll ({mode})")
         with direct.app_context():
             enqueue("note", {"mode": mode})
         database_proxy.set(PASS)
