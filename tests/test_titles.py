@@ -217,7 +217,7 @@ def test_a_title_the_provider_fails_now_comes_with_a_retry(titled, auth, fake, c
     wait_for(lambda: title_of(client, ada) == "Quantum vs classical computers", what="the title")
     assert len(title_calls(fake)) == 2
     assert f"no title for session 1: {TITLE_MODEL} failed (502)" in caplog.text
-    assert not jobs_of(app)
+    wait_for(lambda: not jobs_of(app), what="the job to be done")  # deleted once done
 
 
 def test_without_title_model_no_title_is_asked(provider_app, auth, fake):
