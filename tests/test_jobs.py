@@ -175,6 +175,26 @@ def test_a_period_whose_run_still_waits_enqueues_no_other(make_app):
     assert len(jobs_in(app, "tick")) == 1
 
 
+def test_a_periodic_job_that_keeps_failing_lists_its_latest_failure_only(make_app, runners):
+    clock = FakeClock()
+    app = make_app(QUICK | {"CLOCK": clock})
+    runs = []
+
+    def broken(payload):
+        runs.append(payload)
+        raise JobError("broken")
+
+    register(app, "tick", broken, every=60)
+    runners(app)
+    for period in range(1, 4):
+        wait_for(lambda n=period: len(runs) == n, what=f"period {period}")
+        clock.advance(60)
+    wait_for(lambda: [j.state for j in jobs_in(app, "tick")] == [FAILED], what="one failure")
+    register(app, "tick", runs.append, every=60)  # it works again: its failure is over
+    clock.advance(60)
+    wait_for(lambda: not jobs_in(app, "tick"), what="the failure cleared")
+
+
 def test_a_job_whose_worker_died_is_taken_over_once_its_lease_lapses(make_app, runners):
     clock = FakeClock()
     app = make_app(QUICK | {"CLOCK": clock, "JOBS_LEASE_SECONDS": 30})

@@ -170,6 +170,8 @@ class Runner:
             db.session.rollback()
             reason = _reason(e)
             final = store.fail(job, self.worker, reason, self.retry_seconds)
+            if job.kind in jobs.periodic:  # one failure of a periodic job is listed, the latest
+                store.clear_failures(job.kind, but=job.id)
             FINISHED.labels(job.kind, "failed" if final else "retried").inc()
             log.log(
                 logging.ERROR if final else logging.WARNING,

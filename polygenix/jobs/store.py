@@ -187,9 +187,10 @@ def _insert_missing(rows: list[dict]) -> None:
     db.session.execute(statement.on_conflict_do_nothing())
 
 
-def clear_failures(kind: str) -> None:
-    """A periodic job that succeeded: its earlier failures are over."""
-    db.session.execute(delete(Job).where(Job.kind == kind, Job.state == FAILED))
+def clear_failures(kind: str, but: int | None = None) -> None:
+    """A periodic job ran: its earlier failures are over (all, or all but its latest, `but`)."""
+    where = [Job.kind == kind, Job.state == FAILED] + ([Job.id != but] if but else [])
+    db.session.execute(delete(Job).where(*where))
     db.session.commit()
 
 
