@@ -9,15 +9,15 @@ from typing import Any
 
 from flask import Flask
 
-from config import load_config
-
 from .api import Api
 from .auth.passwords import init_passwords
 from .auth.routes import blp as auth_blp
 from .auth.tokens import init_jwt
 from .chat.routes import blp as chat_blp
+from .chat.sweep import init_sweep
 from .chat.titles import init_titles
 from .cli import chats, keys, providers, usage, users
+from .config import load_config
 from .database import engine_options
 from .docs import ASSETS_URL
 from .docs import bp as docs_bp
@@ -26,12 +26,15 @@ from .extensions import db, init_redis, jwt, migrate
 from .governance.policy import init_governance
 from .governance.routes import admin_blp, usage_blp
 from .health import bp as health_bp
+from .jobs import init_jobs
+from .jobs.cli import jobs, worker
 from .keys.routes import blp as keys_blp
 from .limits import init_limits
 from .logs import init_logging
 from .metrics import init_metrics
 from .openai_api import bp as openai_bp
 from .provider_registry import init_providers
+from .schema import migrations_directory
 from .security import init_security
 from .strictjson import StrictJSONProvider
 from .user.routes import blp as user_blp
@@ -74,9 +77,11 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     init_limits(app)
     init_passwords(app)
     init_providers(app)
+    init_jobs(app)
     init_titles(app)
+    init_sweep(app)
     init_governance(app)
-    migrate.init_app(app, db, directory=str(Path(__file__).parent.parent / "migrations"))
+    migrate.init_app(app, db, directory=str(migrations_directory()))
     jwt.init_app(app)
     init_jwt(jwt)
 
@@ -97,6 +102,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.cli.add_command(chats)
     app.cli.add_command(keys)
     app.cli.add_command(usage)
+    app.cli.add_command(jobs)
+    app.cli.add_command(worker)
     return app
 
 

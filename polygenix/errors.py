@@ -16,12 +16,13 @@ import marshmallow as ma
 import redis
 from flask import Flask, Response, g, has_request_context, jsonify, request
 from flask_jwt_extended import JWTManager
-from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import InterfaceError, OperationalError, ProgrammingError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException
 
 from .extensions import db
 from .providers import ProviderError
+from .schema import NOT_MIGRATED, is_missing_schema
 
 log = logging.getLogger(__name__)
 # In `g`: the request's failure is the provider's, not PolyGenix's own (limits.py keeps its hits).
@@ -163,9 +164,12 @@ def provider_error_response(error: ProviderError) -> Response:
 
 
 def outage(error: Exception) -> tuple[int, str] | None:
-    """The status and message for a failure of the database or of Redis, else None."""
+    """The status and message for a failure of the database or of Redis, else None. A table or
+    column that is missing is no outage but an un-migrated database: a 500 that says so."""
     if isinstance(error, redis.RedisError):
         return 503, "Shared state store unavailable"
+    if isinstance(error, OperationalError | ProgrammingError) and is_missing_schema(error):
+        return 500, NOT_MIGRATED
     if isinstance(error, OperationalError | InterfaceError | PoolTimeout):
         # Lost connections, lock and statement timeouts, serialisation failures, a pool with no
         # free connection: worth a retry, not a 500.
@@ -202,7 +206,10 @@ def init_errors(app: Flask, jwt: JWTManager) -> None:
     @app.errorhandler(OperationalError)
     @app.errorhandler(InterfaceError)
     @app.errorhandler(PoolTimeout)
+    @app.errorhandler(ProgrammingError)
     def _outage(error: Exception):
+        if outage(error) is None:  # a ProgrammingError of another kind: a bug, a plain 500
+            raise error
         code, message = outage(error)
         cause = getattr(error, "orig", None) or error
         app.logger.error("%s: %s", message, type(cause).__name__)
@@ -211,7 +218,7 @@ def init_errors(app: Flask, jwt: JWTManager) -> None:
                 db.session.rollback()
             except Exception:  # the connection is gone: the teardown discards it
                 log.debug("rollback after a database failure failed too", exc_info=True)
-        return error_response(code, message, headers={"Retry-After": "1"})
+        return error_response(code, message, headers={"Retry-After": "1"} if code == 503 else {})
 
     @jwt.unauthorized_loader
     def _missing(reason):

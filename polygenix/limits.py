@@ -36,10 +36,9 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import SQLAlchemyError
 
-from config import ConfigError
-
 from . import clock
 from .auth.access import current_user
+from .config import ConfigError
 from .errors import PROVIDER_FAILED
 from .extensions import REDIS, db
 from .metrics import REDIS_FALLBACKS, REFUSED

@@ -8,8 +8,7 @@ embedder each, its default model from `<PREFIX>_EMBEDDING_MODEL`.
 
 from flask import Flask, current_app
 
-from config import EMBEDDING_PROVIDERS, PROVIDER_NAMES, provider_prefix
-
+from .config import EMBEDDING_PROVIDERS, PROVIDER_NAMES, provider_prefix
 from .providers import DEFINITIONS, Provider, Registry, build_registry
 from .providers.embedder import EMBEDDINGS, Embedders, build_embedders
 

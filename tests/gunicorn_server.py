@@ -39,28 +39,35 @@ def _database(folder: Path):
         yield f"sqlite:///{folder / 'served.db'}"
 
 
+def environment(folder: Path, url: str, settings: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment `gunicorn` serves PolyGenix with: another server started with it is
+    another host of the same deployment."""
+    env = (
+        os.environ
+        | {
+            "DATABASE_URL": url,
+            "POLYGENIX_INSTANCE_PATH": str(folder / "instance"),
+            "SECRET_KEY": "s" * 48,
+            "JWT_SECRET_KEY": "j" * 64,
+            "PASSWORD_HASH_METHOD": "pbkdf2:sha256:1000",
+            "CHAT_RATE_LIMIT": "10000/minute",
+            "LOGIN_RATE_LIMIT": "10000/minute",
+            "REDIS_KEY_PREFIX": REDIS_TEST_PREFIX,
+            "WEB_CONCURRENCY": "2",
+            "GUNICORN_THREADS": "16",
+        }
+        | (settings or {})
+    )
+    if TEST_REDIS_URL:
+        env["REDIS_URL"] = TEST_REDIS_URL
+    return env
+
+
 @contextmanager
 def gunicorn(folder: Path, settings: dict[str, str] | None = None):
     """Yield (base URL, database URL) of PolyGenix served with two workers."""
     with _database(folder) as url:
-        env = (
-            os.environ
-            | {
-                "DATABASE_URL": url,
-                "POLYGENIX_INSTANCE_PATH": str(folder / "instance"),
-                "SECRET_KEY": "s" * 48,
-                "JWT_SECRET_KEY": "j" * 64,
-                "PASSWORD_HASH_METHOD": "pbkdf2:sha256:1000",
-                "CHAT_RATE_LIMIT": "10000/minute",
-                "LOGIN_RATE_LIMIT": "10000/minute",
-                "REDIS_KEY_PREFIX": REDIS_TEST_PREFIX,
-                "WEB_CONCURRENCY": "2",
-                "GUNICORN_THREADS": "16",
-            }
-            | (settings or {})
-        )
-        if TEST_REDIS_URL:
-            env["REDIS_URL"] = TEST_REDIS_URL
+        env = environment(folder, url, settings)
         flask = [sys.executable, "-m", "flask", "--app", "polygenix"]
         migrated = subprocess.run([*flask, "db", "upgrade"], cwd=ROOT, env=env, capture_output=True)
         assert migrated.returncode == 0, migrated.stderr.decode()[-2000:]

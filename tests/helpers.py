@@ -165,8 +165,8 @@ def counted_statements(app):
 
 
 def warm_up(client, headers):
-    """One chat request first (any will do): it runs the sweep for dead streams (at most every
-    STREAM_KEEPALIVE_SECONDS), so the requests counted after it do not."""
+    """One chat request first (any will do), so that the requests counted after it do none of a
+    fresh app's first-request work."""
     assert client.get("/api/ai_chat/home", headers=headers).status_code == 200
 
 

@@ -12,19 +12,21 @@ from polygenix.providers.embedder import EMBEDDINGS
 ROOT = Path(__file__).resolve().parent.parent
 DOC = (ROOT / "docs" / "configuration.md").read_text()
 EXAMPLE = (ROOT / ".env.example").read_text()
-# Read outside config.py: the instance folder by the app factory, the rest by gunicorn.conf.py.
+# Read outside polygenix/config.py: the instance folder by the app factory, the rest by
+# gunicorn's settings (polygenix/serving.py).
+SERVING = ROOT / "polygenix" / "serving.py"
 ELSEWHERE = {
     "POLYGENIX_INSTANCE_PATH": ROOT / "polygenix" / "__init__.py",
-    "WEB_CONCURRENCY": ROOT / "gunicorn.conf.py",
-    "GUNICORN_THREADS": ROOT / "gunicorn.conf.py",
-    "POLYGENIX_BIND": ROOT / "gunicorn.conf.py",
-    "PROMETHEUS_MULTIPROC_DIR": ROOT / "gunicorn.conf.py",
+    "WEB_CONCURRENCY": SERVING,
+    "GUNICORN_THREADS": SERVING,
+    "POLYGENIX_BIND": SERVING,
+    "PROMETHEUS_MULTIPROC_DIR": SERVING,
 }
 PROVIDER_SUFFIXES = ("API_KEY", "BASE_URL", "DEFAULT_MODEL", "MODELS")
 
 
 def read_by_config() -> set[str]:
-    source = (ROOT / "config.py").read_text()
+    source = (ROOT / "polygenix" / "config.py").read_text()
     names = set(
         re.findall(r'_(?:str|int|float|bool|choice|url|list)\(\s*env,\s*"([A-Z_]+)"', source)
     )

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import pytest
 from sqlalchemy import select, text, update
 
-from polygenix.chat import turn as turns
+from polygenix.chat.sweep import sweep_dead_streams
 from polygenix.extensions import db
 from polygenix.models import ChatSession, Message
 from tests.fake_provider import chat_body, chunk, openai_stream, sse
@@ -572,7 +572,7 @@ def test_a_regenerate_whose_worker_died_is_settled_by_the_sweep(client, ada, app
                 )
             )
         db.session.commit()
-        assert turns.sweep_dead_streams() == 2
+        assert sweep_dead_streams() == 2
     # With text, the new reply replaces the earlier one (kept, flagged incomplete);
     # with none, it is dropped and the earlier reply stays.
     assert transcript(client, ada, 1) == [("question", False), ("half an ans", False)]

@@ -33,3 +33,13 @@ def test_the_import_rule_catches_what_it_forbids(tmp_path):
     bad = tmp_path / "bad.py"
     bad.write_text("import flask\nfrom config import X\nfrom ..models import Message\n")
     assert {n.split(".")[0] for n in imported(bad)} == {"flask", "config", "polygenix"}
+
+
+def test_the_package_imports_no_module_outside_it():
+    """An installed wheel has no top-level `config` or `wsgi`: the checkout's are for it alone."""
+    package = PROVIDERS.parent
+    modules = sorted(package.rglob("*.py"))
+    for path in modules:
+        for name in imported(path):
+            where = path.relative_to(package)
+            assert name.split(".")[0] not in ("config", "wsgi", "tests"), f"{where} imports {name}"

@@ -54,6 +54,8 @@ def test_upgrade_builds_exactly_the_models_schema(empty_app):
         "api_keys",
         "user_limits",
         "usage_daily",
+        "jobs",
+        "job_schedules",
         "alembic_version",
     } == tables
 

@@ -14,6 +14,7 @@ import pytest
 from sqlalchemy import make_url, select
 
 from polygenix.chat import turn as turns
+from polygenix.chat.sweep import sweep_dead_streams
 from polygenix.extensions import db
 from polygenix.limits import REDIS_RETRY_SECONDS
 from polygenix.models import Message
@@ -182,7 +183,7 @@ def test_a_database_failure_at_a_streams_end_is_an_error_event_and_swept_later(
 
 def _sweeps() -> bool:
     try:
-        return turns.sweep_dead_streams() >= 0
+        return sweep_dead_streams() >= 0
     except Exception:
         db.session.rollback()
         return False

@@ -1,33 +1,66 @@
-"""Titles by TITLE_MODEL: asked of the fake provider server off the request path, once a new
+"""Titles by TITLE_MODEL: asked of the fake provider server by a background job, once a new
 session's first reply is stored."""
 
 import logging
 import threading
 
 import pytest
+from sqlalchemy import select
 
 from config import ConfigError
 from polygenix import create_app
 from polygenix.chat import titles
 from polygenix.chat.turn import make_title
+from polygenix.extensions import db
+from polygenix.jobs.models import FAILED, Job
+from polygenix.jobs.runner import start
 from tests.fake_provider import openai_answer
 from tests.helpers import ask, read_events, stream, wait_for
 
 TITLE_MODEL = "groq/llama-3.1-8b-instant"
 QUESTION = "Could you please explain how quantum computers differ from the classical ones we use?"
 FIRST_TITLE = "Could you please explain how quantum computers differ from…"
+# Jobs polled and retried at once: these tests wait for titles, never for a poll.
+QUICK_JOBS = {"JOBS_POLL_SECONDS": 0.02, "JOBS_RETRY_SECONDS": 0.02}
 
 
 @pytest.fixture
-def app(make_app, provider_config):
-    app = make_app(provider_config | {"TITLE_MODEL": TITLE_MODEL})
-    yield app
+def titled(make_app, provider_config):
+    """Make an app with TITLE_MODEL (and `settings`) whose jobs run on a runner of its own."""
+    runners = []
+
+    def make(settings=None):
+        app = make_app(
+            provider_config | {"TITLE_MODEL": TITLE_MODEL} | QUICK_JOBS | (settings or {})
+        )
+        runners.append(start(app))
+        return app
+
+    yield make
     # No title job may outlive its test (its database is emptied next).
-    assert app.extensions[titles.EXTENSION].wait(10)
+    for runner in runners:
+        settle(runner.app)
+        runner.stop()
+
+
+@pytest.fixture
+def app(titled):
+    return titled()
+
+
+def jobs_of(app):
+    with app.app_context():
+        jobs = db.session.scalars(select(Job)).all()
+        db.session.commit()
+        return jobs
 
 
 def settle(app):
-    assert app.extensions[titles.EXTENSION].wait(10), "title jobs still pending"
+    wait_for(
+        lambda: all(job.state == FAILED for job in jobs_of(app)),
+        timeout=10,
+        what="title jobs to end",
+    )
 
 
 def answer(text):
@@ -101,9 +134,9 @@ def test_a_session_deleted_meanwhile_is_not_an_error(app, client, ada, fake, cap
     ],
 )
 def test_a_failed_title_leaves_the_first_one_and_is_logged(
-    make_app, provider_config, auth, fake, caplog, reply, logged
+    titled, auth, fake, caplog, reply, logged
 ):
-    app = make_app(provider_config | {"TITLE_MODEL": TITLE_MODEL, "PROVIDER_TIMEOUT": 0.3})
+    app = titled({"PROVIDER_TIMEOUT": 0.3, "JOBS_MAX_ATTEMPTS": 1})
     client = app.test_client()
     ada = auth.register(client=client)
     fake.reply(**reply)
@@ -153,7 +186,9 @@ def test_an_openai_client_s_new_session_is_titled(app, client, ada, fake):
     assert title_of(client, ada, number) == "Hello from llama-3.1-8b-instant"
 
 
-def test_a_bug_in_a_title_job_never_leaves_its_thread(app, client, ada, fake, monkeypatch, caplog):
+def test_a_bug_in_a_title_job_is_retried_then_failed_and_listed(
+    app, client, ada, fake, monkeypatch, caplog
+):
     def broken(answer):
         raise RuntimeError(QUESTION)
 
@@ -161,13 +196,35 @@ def test_a_bug_in_a_title_job_never_leaves_its_thread(app, client, ada, fake, mo
     ask(client, ada, QUESTION)
     settle(app)
     assert title_of(client, ada) == FIRST_TITLE
-    assert "a title job failed: RuntimeError" in caplog.text and "quantum" not in caplog.text
+    assert len(title_calls(fake)) == 5  # JOBS_MAX_ATTEMPTS
+    assert "(title) failed, attempt 1 of 5: RuntimeError; it will be tried again" in caplog.text
+    assert "(title) failed, attempt 5 of 5: RuntimeError" in caplog.text
+    assert "quantum" not in caplog.text.lower()
+    listed = app.test_cli_runner().invoke(args=["jobs", "list", "--failed"])
+    assert listed.exit_code == 0
+    [row] = [line.split() for line in listed.output.splitlines()[1:]]
+    assert row[1:4] == ["title", "failed", "5/5"] and row[-1] == "RuntimeError"
+    assert "quantum" not in listed.output.lower()
+
+
+def test_a_title_the_provider_fails_now_comes_with_a_retry(titled, auth, fake, caplog):
+    app = titled({"PROVIDER_MAX_RETRIES": 0})
+    client = app.test_client()
+    ada = auth.register(client=client)
+    fake.reply(status=503, body={"error": {"message": "overloaded"}})
+    fake.reply(body=answer("Quantum vs classical computers"))
+    ask(client, ada, QUESTION)
+    wait_for(lambda: title_of(client, ada) == "Quantum vs classical computers", what="the title")
+    assert len(title_calls(fake)) == 2
+    assert f"no title for session 1: {TITLE_MODEL} failed (502)" in caplog.text
+    wait_for(lambda: not jobs_of(app), what="the job to be done")  # deleted once done
 
 
 def test_without_title_model_no_title_is_asked(provider_app, auth, fake):
     client = provider_app.test_client()
     ask(client, auth.register(client=client), QUESTION)
     assert titles.EXTENSION not in provider_app.extensions and not title_calls(fake)
+    assert not jobs_of(provider_app)
 
 
 @pytest.mark.parametrize(

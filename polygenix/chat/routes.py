@@ -50,11 +50,6 @@ MESSAGE_ID = f"<int(min=1, max={MAX_ID}):message_id>"
 PAGE = {"page_size": 20, "max_page_size": 100}
 
 
-@blp.before_request
-def _sweep():
-    turns.sweep_dead_streams_now_and_then()
-
-
 def _page(pagination_parameters) -> int | None:
     """The page asked for; None when neither `page` nor `page_size` was given: then the whole
     list, as the original answered (its web client shows what one unpaged call returns)."""

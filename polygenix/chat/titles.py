@@ -1,12 +1,15 @@
 """Titles by a model: with TITLE_MODEL set, a new session's first title (its first message cut
 to 60 characters, see turn.make_title) is replaced by a short one that model writes.
 
-The model is asked off the request path, once the session's first reply is stored: the reply is
-never delayed, and the better title shows up in the session's next read (its `changed_at` moves,
-so history ETags change). A rename by the user in the meantime wins: the title is written only
-where the session still has the title it was made with. Any failure (the provider's, a timeout,
-an empty or unusable answer, the database's) is logged, without the conversation's text, and
-leaves the first title.
+The model is asked by a background job (polygenix/jobs), enqueued once the session's first reply
+is stored: the reply is never delayed, a title asked for survives a restart or a crash of the
+worker, and the better title shows up in the session's next read (its `changed_at` moves, so
+history ETags change). The job holds the session's id, never its text: it reads the first
+messages when it runs. A rename by the user in the meantime wins: the title is written only
+where the session still has the title it was made with. A failure worth another try (the
+provider's 429, 5xx or timeout, after its own retries; the database's) is retried with backoff;
+one that would fail again (a refused request, an unusable answer) leaves the first title. Each
+failure is logged without the conversation's text.
 
 The call is the server's, not the user's: it is not checked against the user's model allowlist
 and is not counted in their usage or budgets.
@@ -14,32 +17,27 @@ and is not counted in their usage or budgets.
 
 import logging
 import re
-import threading
-from collections import deque
-from collections.abc import Callable
-from functools import partial
 
 from flask import Flask, current_app
-from sqlalchemy import update
+from sqlalchemy import select, update
+from sqlalchemy.exc import SQLAlchemyError
 
-from config import ConfigError
-
-from .. import clock
+from .. import clock, jobs
+from ..config import ConfigError
 from ..extensions import db
-from ..models import ChatSession
+from ..models import ChatSession, Message
 from ..provider_registry import missing_variable, registry
 from ..providers import ChatMessage, Options, Provider, ProviderError, UnknownModelError
 from . import turn as turns
 
 log = logging.getLogger(__name__)
 EXTENSION = "polygenix.titles"
-THREADS = 2
-# Titles waiting beyond this many (a provider slower than new sessions come) are not asked.
-MAX_WAITING = 100
+JOB = "title"
 # A title is a few words; a model that reasons is left its own cap (it thinks before it writes).
 TITLE_MAX_TOKENS = 64
 # The conversation is sent clipped: its start says what it is about.
 CLIP_CHARS = 2000
+FIRST_MESSAGES = 20
 INSTRUCTIONS = (
     "Write a title for the conversation below: at most six words, in the conversation's "
     "language. Answer with the title alone, without quotes or a final full stop."
@@ -51,59 +49,17 @@ _QUOTES = " \t\"'“”‘’«»„*_"
 
 
 class Titler:
-    """TITLE_MODEL's provider and model, and the threads that ask it for titles.
+    """TITLE_MODEL's provider and model."""
 
-    At most THREADS threads, started when a job comes and ended when none is left. They are
-    daemons: a call still waiting on its provider never holds up the process's exit (the
-    session then keeps its first title).
-    """
-
-    def __init__(self, app: Flask, provider: Provider, model: str):
-        self.app = app
+    def __init__(self, provider: Provider, model: str):
         self.provider = provider
         self.model = model
-        self._jobs: deque[Callable[[], None]] = deque()
-        self._threads = 0
-        self._pending = 0
-        self._changed = threading.Condition()
-
-    def submit(self, job: Callable[[], None]) -> None:
-        with self._changed:
-            if len(self._jobs) >= MAX_WAITING:
-                log.warning("no title asked: %s titles already wait", MAX_WAITING)
-                return
-            self._jobs.append(job)
-            self._pending += 1
-            if self._threads < THREADS:
-                self._threads += 1
-                threading.Thread(target=self._work, name="titles", daemon=True).start()
-
-    def wait(self, timeout: float) -> bool:
-        """Whether every job submitted is done within `timeout` seconds (for tests)."""
-        with self._changed:
-            return self._changed.wait_for(lambda: self._pending == 0, timeout)
-
-    def _work(self) -> None:
-        while True:
-            with self._changed:
-                if not self._jobs:
-                    self._threads -= 1
-                    return
-                job = self._jobs.popleft()
-            try:
-                with self.app.app_context():
-                    job()
-            except Exception as e:  # never out of the thread: the first title stays
-                log.error("a title job failed: %s", type(e).__name__)
-            finally:
-                with self._changed:
-                    self._pending -= 1
-                    self._changed.notify_all()
 
 
 def init_titles(app: Flask) -> None:
     """Resolve TITLE_MODEL (after the providers): a model PolyGenix does not know, or whose
     provider is not configured, stops the app here."""
+    jobs.register(app, JOB, _retitle)
     name = app.config.get("TITLE_MODEL")
     if not name:
         return
@@ -115,37 +71,67 @@ def init_titles(app: Flask) -> None:
         missing = missing_variable(provider, model)
     if missing:
         raise ConfigError(f"TITLE_MODEL {name!r} cannot be used until {missing} is set")
-    app.extensions[EXTENSION] = Titler(app, provider, model)
+    app.extensions[EXTENSION] = Titler(provider, model)
 
 
 def schedule(turn: "turns.Turn") -> None:
     """Ask for a title of the session `turn` made, once its first reply is stored; nothing for
-    a turn that continued a session, or with no TITLE_MODEL."""
-    titler = current_app.extensions.get(EXTENSION)
-    if titler is None or not turn.created:
+    a turn that continued a session, or with no TITLE_MODEL. Never fails the turn: a database
+    that fails here costs the title, which is logged."""
+    if current_app.extensions.get(EXTENSION) is None or not turn.created:
         return
-    said = [*turn.seed, ("user", turn.content), ("assistant", turn.reply.content)]
-    conversation = "\n\n".join(f"{role}: {text[:CLIP_CHARS]}" for role, text in said)
+    payload = {
+        "session_id": turn.session.id,
+        "title": turn.session.title,
+        "request_id": turn.request_id,
+    }
+    try:
+        jobs.enqueue(JOB, payload)
+    except SQLAlchemyError as e:
+        db.session.rollback()
+        log.error("no title asked for session %s: %s", turn.session.id, type(e).__name__)
+
+
+def conversation(session_id: int) -> str:
+    """The session's first messages, each clipped, as the title model is sent them."""
+    rows = db.session.execute(
+        select(Message.is_bot, Message.content)
+        .where(Message.session_id == session_id, Message.superseded.is_(False))
+        .order_by(Message.id)
+        .limit(FIRST_MESSAGES)
+    ).all()
+    said = [("assistant" if is_bot else "user", text) for is_bot, text in rows if text]
+    return "\n\n".join(f"{role}: {text[:CLIP_CHARS]}" for role, text in said)
+
+
+def _retitle(payload: dict) -> None:
+    titler = current_app.extensions.get(EXTENSION)
+    session_id, shown = payload["session_id"], payload["title"]
+    if titler is None:
+        log.warning("no title for session %s: TITLE_MODEL is no longer set", session_id)
+        return
+    text = conversation(session_id)
+    db.session.commit()  # no transaction is held while the model answers
+    if not text:
+        return  # the session was deleted meanwhile
     messages: list[ChatMessage] = [
         {"role": "system", "content": INSTRUCTIONS},
-        {"role": "user", "content": conversation},
+        {"role": "user", "content": text},
     ]
-    titler.submit(
-        partial(_retitle, titler, turn.session.id, turn.session.title, messages, turn.request_id)
-    )
-
-
-def _retitle(titler: Titler, session_id: int, shown: str, messages, request_id) -> None:
     provider, model = titler.provider, titler.model
     # Only a model without its own larger cap (one that does not reason) is held to a few words.
     plain = provider.output_cap(model) <= provider.settings.max_output_tokens
     options = Options(max_tokens=TITLE_MAX_TOKENS if plain else None)
     try:
-        answer = provider.complete(messages, model, options, request_id=request_id).content
+        answer = provider.complete(
+            messages, model, options, request_id=payload.get("request_id")
+        ).content
     except ProviderError as e:
         log.warning(
             "no title for session %s: %s/%s failed (%s)", session_id, provider.name, model, e.status
         )
+        if e.retryable or e.status in (429, 503, 504):
+            raise jobs.JobError(f"{provider.name}/{model} failed ({e.status})") from None
         return
     title = clean(answer)
     if not title:

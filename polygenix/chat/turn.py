@@ -31,7 +31,7 @@ from typing import Any
 
 from flask import current_app
 from flask_smorest import abort
-from sqlalchemy import and_, bindparam, case, delete, exists, select, update
+from sqlalchemy import bindparam, case, delete, exists, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.exc import StaleDataError
 
@@ -920,56 +920,3 @@ def _touch(turn: Turn, added: list[tuple[str, str]] | None = None) -> bool:
         values["transcript_digest"] = _digest_after(turn.digest, added)
     statement = update(ChatSession).where(ChatSession.id == turn.session.id).values(values)
     return db.session.execute(statement).rowcount == 1
-
-
-# --- streams that died with their worker --------------------------------------------------------
-
-SWEEP = "polygenix.stream_sweep"
-
-
-def sweep_dead_streams_now_and_then() -> None:
-    """Sweep at most once per STREAM_KEEPALIVE_SECONDS in this process (any worker will do:
-    the sweep is one indexed query, and flagging is idempotent)."""
-    due_at = current_app.extensions.setdefault(SWEEP, [0.0])
-    now = time.monotonic()
-    if now >= due_at[0]:
-        due_at[0] = now + current_app.config["STREAM_KEEPALIVE_SECONDS"]
-        sweep_dead_streams()
-
-
-def sweep_dead_streams() -> int:
-    """Flag as incomplete, with the text they saved, the replies whose stream stopped renewing
-    its lease (its worker was killed mid-stream); their sessions count as changed."""
-    now = clock.now()
-    dead = select(
-        Message.id, Message.session_id, Message.reply_to_id, (Message.content != "").label("text")
-    ).where(Message.lease_until < now)
-    rows = db.session.execute(dead).all()
-    if not rows:
-        db.session.commit()
-        return 0
-    ids = [r.id for r in rows]
-    db.session.execute(
-        update(Message)
-        .where(Message.id.in_(ids), Message.lease_until < now)
-        .values(incomplete=True, error=INTERRUPTED, lease_until=None)
-    )
-    # A regenerate's reply that has text replaces the question's earlier replies, as it would
-    # have once finished; one with none is dropped, and the earlier reply stays current.
-    others = and_(Message.reply_to_id.in_({r.reply_to_id for r in rows}), Message.id.not_in(ids))
-    db.session.execute(
-        update(Message)
-        .where(others, Message.reply_to_id.in_({r.reply_to_id for r in rows if r.text}), _CURRENT)
-        .values(superseded=True)
-    )
-    answered = set(db.session.scalars(select(Message.reply_to_id).where(others, _CURRENT)))
-    empty = [r.id for r in rows if not r.text and r.reply_to_id in answered]
-    if empty:
-        db.session.execute(delete(Message).where(Message.id.in_(empty)))
-    db.session.execute(
-        update(ChatSession)
-        .where(ChatSession.id.in_({r.session_id for r in rows}))
-        .values(changed_at=now)
-    )
-    db.session.commit()
-    return len(ids)

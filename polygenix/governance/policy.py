@@ -26,10 +26,9 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 
-from config import ConfigError
-
 from .. import clock
 from ..catalog import catalogue
+from ..config import ConfigError
 from ..errors import Refused
 from ..extensions import db
 from ..metrics import REFUSED

@@ -17,7 +17,7 @@ from functools import lru_cache
 
 from genai_prices import Usage, calc_price
 
-from config import ConfigError
+from ..config import ConfigError
 
 log = logging.getLogger(__name__)
 MTOK = Decimal(10**6)
