@@ -13,9 +13,8 @@ import time
 from flask_smorest import abort
 from sqlalchemy.exc import IntegrityError
 
-from config import provider_prefix
-
 from .. import clock
+from ..config import provider_prefix
 from ..extensions import db
 from ..governance import ledger
 from ..governance.policy import admit, governance
