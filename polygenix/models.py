@@ -187,6 +187,10 @@ class Message(db.Model):
     # this lease with each save. Past it with no renewal, the stream died (a worker killed
     # mid-stream) and a sweep flags the reply incomplete. Null once the reply is finished.
     lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The stream's own secret while it writes the reply: every write of the stream names it,
+    # so none ever lands in a row that stopped being the stream's (flagged by the sweep, or
+    # another row that took a reused id).
+    lease_token: Mapped[str | None] = mapped_column(String(32))
 
     # Many-to-one only: a session's messages are always queried with a limit, never loaded whole.
     session: Mapped[ChatSession] = relationship()
