@@ -15,13 +15,15 @@ last question anew, edit gives one of the user's questions new words. Either mar
 replaces `superseded` once the new reply (or, for an edit, the edited question) is stored, so
 context, counts and history only ever see the current transcript.
 
-Storing checks, in its transaction, that the session it writes to still exists (the foreign
-keys do): a turn whose session was deleted meanwhile stores nothing and raises SessionDeleted.
-Ids are never reused, so a vanished session's id never stands for another user's.
+Storing never trusts an id alone: each write names the session's user and number, a message's
+session, and a streamed reply's lease token, so a row that stopped being the turn's (deleted
+meanwhile, or another user's row that took a reused id) is never written. A turn whose session
+was deleted meanwhile stores nothing and raises SessionDeleted.
 
 The plain and streamed routes (routes.py, streaming.py) are two short compositions of these.
 """
 
+import secrets
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -84,6 +86,7 @@ class Turn:
     seed: list[tuple[str, str]] = field(default_factory=list)
     persist: bool = True  # False: nothing is stored ("store": false)
     digest: str | None = None  # a streamed turn's session transcript digest once it began
+    lease_token: str | None = None  # a streamed reply's, named by each of its writes
     started: float = 0.0  # time.monotonic() when the provider call began
     question: Message | None = None  # once stored
     reply: Message | None = None  # once stored (a streamed reply: while it is written)
@@ -513,11 +516,8 @@ def _commit_question(
                 transcript_digest=transcript.extend(None, added) if added else None,
             )
         else:
-            known = session.transcript_digest
+            digest = session.transcript_digest
             session = db.session.merge(session, load=False)
-            if added:
-                session.transcript_digest = _digest_after(known, added)
-        session.changed_at = session.updated_at = now
         question = Message(
             session=session,
             is_bot=False,
@@ -531,6 +531,12 @@ def _commit_question(
                 # user's usage, the session, its messages), the order a deletion cascades in.
                 with db.session.no_autoflush:
                     usage.add()
+            if existing:
+                with db.session.no_autoflush:
+                    if not _touch_session(turn.user_id, session, now, digest, added):
+                        raise StaleDataError()  # deleted, or its id now another's
+            else:
+                session.changed_at = session.updated_at = now
             if not existing and turn.seed:
                 _add_seed(session, turn)
                 db.session.flush()  # the earlier messages first, in their order
@@ -663,12 +669,16 @@ def _still_current(turn: Turn, reply_id: int | None = None) -> bool:
     reply `reply_id` (no other regenerate replaced it); for a regenerate, also whether no later
     question came meanwhile."""
     question = db.session.execute(
-        select(Message.content).where(Message.id == turn.question.id, _CURRENT)
+        select(Message.content).where(
+            Message.id == turn.question.id, Message.session_id == turn.session.id, _CURRENT
+        )
     ).one_or_none()
     if question is None or question.content != turn.content:
         return False
     if reply_id is not None and db.session.scalar(
-        select(Message.superseded).where(Message.id == reply_id)
+        select(Message.superseded).where(
+            Message.id == reply_id, Message.session_id == turn.session.id
+        )
     ):
         return False
     return turn.again != "regenerate" or not db.session.scalar(
@@ -711,7 +721,7 @@ def _commit_again(
         if changes:
             db.session.execute(
                 update(Message)
-                .where(Message.id == question.id, _CURRENT)
+                .where(Message.id == question.id, Message.session_id == turn.session.id, _CURRENT)
                 .values(changes)
                 .execution_options(synchronize_session=False)
             )
@@ -753,8 +763,10 @@ def start(turn: Turn) -> None:
     turn.saved_at = time.monotonic()
     if not turn.persist:
         return
+    turn.lease_token = secrets.token_hex(16)
+    leased = {"lease_until": _lease(), "lease_token": turn.lease_token}
     if turn.again:
-        reply = Message(is_bot=True, content="", model=turn.model_name, lease_until=_lease())
+        reply = Message(is_bot=True, content="", model=turn.model_name, **leased)
         # An edit is the user's words, kept at once; a regenerate replaces the earlier reply
         # only once the new one has text (finish).
         _commit_again(turn, reply, supersede=turn.again == "edit")
@@ -763,15 +775,27 @@ def start(turn: Turn) -> None:
         turn.digest = turn.session.transcript_digest
     elif turn.seed:
         turn.digest = transcript.extend(None, turn.seed)
-    reply = Message(
-        is_bot=True, content="", model=turn.model_name, incomplete=False, lease_until=_lease()
-    )
+    reply = Message(is_bot=True, content="", model=turn.model_name, incomplete=False, **leased)
     _commit_question(turn, reply)
+
+
+def _own_reply(turn: Turn):
+    """The turn's streamed reply, if it is still the stream's own."""
+    return and_(
+        Message.id == turn.reply.id,
+        Message.session_id == turn.session.id,
+        Message.lease_token == turn.lease_token,
+    )
 
 
 _SAVE = (
     update(Message)
-    .where(Message.id == bindparam("reply_id"), Message.lease_until.is_not(None))
+    .where(
+        Message.id == bindparam("reply_id"),
+        Message.session_id == bindparam("in_session"),
+        Message.lease_token == bindparam("token"),
+        Message.lease_until.is_not(None),
+    )
     .values(
         content=bindparam("content"),
         reasoning=bindparam("reasoning"),
@@ -786,7 +810,8 @@ def save_progress(turn: Turn, text: str, reasoning: str) -> None:
     if not turn.persist:
         return
     values = {"content": text, "reasoning": reasoning or None, "lease": _lease()}
-    result = db.session.execute(_SAVE, {"reply_id": turn.reply.id} | values)
+    owner = {"reply_id": turn.reply.id, "in_session": turn.session.id, "token": turn.lease_token}
+    result = db.session.execute(_SAVE, owner | values)
     db.session.commit()
     turn.saved_at = time.monotonic()
     if result.rowcount != 1:
@@ -821,14 +846,12 @@ def finish(
             return None, failure
 
         def flag() -> bool:
-            deleted = db.session.execute(delete(Message).where(Message.id == turn.reply.id))
+            deleted = db.session.execute(delete(Message).where(_own_reply(turn)))
             if turn.again == "regenerate":  # nothing changes: the earlier reply stays current
                 return deleted.rowcount == 1
             return (
                 db.session.execute(
-                    update(Message)
-                    .where(Message.id == turn.question.id)
-                    .values(error=failure.message)
+                    update(Message).where(_own_question(turn)).values(error=failure.message)
                 ).rowcount
                 == 1
             )
@@ -853,6 +876,7 @@ def finish(
         "incomplete": failure is not None,
         "error": failure.message if failure is not None else None,
         "lease_until": None,
+        "lease_token": None,
     }
     if not turn.persist:
         _count_alone(entry)
@@ -864,14 +888,10 @@ def finish(
         if turn.again and not _still_current(turn, turn.reply.id):
             stale.append(True)
         row = values | {"superseded": True} if stale else values
-        written = db.session.execute(
-            update(Message).where(Message.id == turn.reply.id).values(**row)
-        ).rowcount
+        written = db.session.execute(update(Message).where(_own_reply(turn)).values(**row)).rowcount
         if turn.again and written and not stale:  # it has text: it replaces what came after
             _supersede(turn, keep=turn.reply.id)
-            db.session.execute(
-                update(Message).where(Message.id == turn.question.id).values(error=None)
-            )
+            db.session.execute(update(Message).where(_own_question(turn)).values(error=None))
         return written == 1
 
     _write(
@@ -899,27 +919,55 @@ def _write(turn: Turn, usage: ledger.Entry | None, messages, added=None) -> None
     try:
         if usage is not None:
             usage.add()
-        _touch(turn, added)
-        written = messages()
-        db.session.commit()
+        written = _touch(turn, added) and messages()
+        if written:
+            db.session.commit()
     except IntegrityError:  # the account went: nothing of it is left to write to
         db.session.rollback()
         raise SessionDeleted() from None
-    if not written:
+    if not written:  # the session went, or its rows are no longer the turn's: the usage counts
+        db.session.rollback()
+        _count_alone(usage)
         raise SessionDeleted()
 
 
 def _touch(turn: Turn, added: list[tuple[str, str]] | None = None) -> bool:
     """The session changed and was active (now), and its transcript grew by `added` (a whole
     turn); a turn answering again rewrote it, so its digest is unknown. False if it is gone."""
-    now = clock.now()
-    values = {"changed_at": now, "updated_at": now}
+    digest = turn.digest
     if turn.again:
+        added, digest = None, _UNKNOWN
+    return _touch_session(turn.user_id, turn.session, clock.now(), digest, added)
+
+
+_UNKNOWN = object()  # a transcript digest that can no longer be known
+
+
+def _touch_session(user_id: int, session: ChatSession, now, digest, added) -> bool:
+    """`session` changed now and its transcript (digest `digest` as the turn knew it) grew by
+    `added`, if the row is still the user's session of that number: one UPDATE. False if not
+    (deleted, or its id reused by another session)."""
+    values = {"changed_at": now, "updated_at": now}
+    if digest is _UNKNOWN:
         values["transcript_digest"] = None
     elif added:
-        values["transcript_digest"] = _digest_after(turn.digest, added)
-    statement = update(ChatSession).where(ChatSession.id == turn.session.id).values(values)
+        values["transcript_digest"] = _digest_after(digest, added)
+    statement = (
+        update(ChatSession)
+        .where(
+            ChatSession.id == session.id,
+            ChatSession.user_id == user_id,
+            ChatSession.number == session.number,
+        )
+        .values(values)
+        .execution_options(synchronize_session=False)
+    )
     return db.session.execute(statement).rowcount == 1
+
+
+def _own_question(turn: Turn):
+    """The question a turn answers, if it is still in the turn's session."""
+    return and_(Message.id == turn.question.id, Message.session_id == turn.session.id)
 
 
 # --- streams that died with their worker --------------------------------------------------------
