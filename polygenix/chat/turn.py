@@ -33,8 +33,9 @@ from typing import Any
 
 from flask import current_app
 from flask_smorest import abort
-from sqlalchemy import and_, bindparam, case, delete, exists, select, update
+from sqlalchemy import and_, bindparam, case, delete, exists, insert, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import aliased
 from sqlalchemy.orm.exc import StaleDataError
 
 from .. import clock
@@ -538,8 +539,9 @@ def _commit_question(
             else:
                 session.changed_at = session.updated_at = now
             if not existing and turn.seed:
-                _add_seed(session, turn)
-                db.session.flush()  # the earlier messages first, in their order
+                db.session.add(session)
+                db.session.flush()
+                _add_seed(session, turn)  # the earlier messages first, in their order
             db.session.add(question)
             if reply is not None:
                 reply.session = session
@@ -581,19 +583,48 @@ def _user_exists(user_id: int) -> bool:
     return db.session.scalar(select(User.id).where(User.id == user_id)) is not None
 
 
+_PREVIOUS = aliased(Message)
+
+
+def _previous(column):
+    """`column` of the message just before the one being updated, in its session."""
+    return (
+        select(column)
+        .where(_PREVIOUS.session_id == Message.session_id, _PREVIOUS.id < Message.id)
+        .order_by(_PREVIOUS.id.desc())
+        .limit(1)
+        .scalar_subquery()
+    )
+
+
 def _add_seed(session: ChatSession, turn: Turn) -> None:
-    """The earlier turns a conversation brought, as messages of its new session."""
-    question = None
-    for role, text in turn.seed:
-        message = Message(
-            session=session,
-            is_bot=role == "assistant",
-            content=text,
-            created_at=turn.asked_at,
-            reply_to=question if role == "assistant" else None,
+    """The earlier turns a conversation brought, as messages of its new session: one INSERT of
+    them all, in order, then one UPDATE that makes each reply answer the question just before
+    it. Up to V1_MAX_MESSAGES of them (row by row, a flood of messages held SQLite's write lock
+    for a minute)."""
+    rows = [
+        {
+            "session_id": session.id,
+            "is_bot": role == "assistant",
+            "content": text,
+            "created_at": turn.asked_at,
+            "superseded": False,
+            "incomplete": False,
+        }
+        for role, text in turn.seed
+    ]
+    db.session.execute(insert(Message.__table__).values(rows))
+    if any(role == "assistant" for role, _ in turn.seed[1:]):
+        db.session.execute(
+            update(Message)
+            .where(
+                Message.session_id == session.id,
+                Message.is_bot.is_(True),
+                _previous(_PREVIOUS.is_bot).is_(False),
+            )
+            .values(reply_to_id=_previous(_PREVIOUS.id))
+            .execution_options(synchronize_session=False)
         )
-        db.session.add(message)
-        question = message if role == "user" else None
 
 
 def store(turn: Turn, completion: Completion) -> Message:

@@ -9,6 +9,7 @@ conversation continues, else a new one. Errors take OpenAI's shape on every /v1 
 (errors.py).
 """
 
+import re
 import time
 import uuid
 
@@ -29,13 +30,16 @@ from .schemas import invalid, parse
 
 bp = Blueprint("openai", __name__, url_prefix="/v1")
 SESSION_HEADER = "X-PolyGenix-Session"
+_NUMBER = re.compile(r"[0-9]{1,10}")
 
 
 def _session_number() -> int | None:
     raw = request.headers.get(SESSION_HEADER)
     if raw is None:
         return None
-    if not raw.strip().isdigit() or not 1 <= int(raw) <= MAX_ID:
+    # ASCII digits only: str.isdigit() also takes ², which int() refuses, and int() takes
+    # Arabic-Indic and other digits a client surely did not mean.
+    if not _NUMBER.fullmatch(raw.strip()) or not 1 <= int(raw) <= MAX_ID:
         invalid(SESSION_HEADER, f"{SESSION_HEADER} must be a session number, 1 to {MAX_ID}.")
     return int(raw)
 
