@@ -597,6 +597,9 @@ def _previous(column):
     )
 
 
+_SEED = insert(Message.__table__)
+
+
 def _add_seed(session: ChatSession, turn: Turn) -> None:
     """The earlier turns a conversation brought, as messages of its new session: one INSERT of
     them all, in order, then one UPDATE that makes each reply answer the question just before
@@ -613,7 +616,9 @@ def _add_seed(session: ChatSession, turn: Turn) -> None:
         }
         for role, text in turn.seed
     ]
-    db.session.execute(insert(Message.__table__).values(rows))
+    # One statement executed for every row (a multi-row INSERT on PostgreSQL): compiling a
+    # VALUES clause of hundreds of rows would cost more than writing them, lock held.
+    db.session.execute(_SEED, rows)
     if any(role == "assistant" for role, _ in turn.seed[1:]):
         db.session.execute(
             update(Message)
