@@ -182,7 +182,8 @@ def relay(started: tuple[turns.Turn, "_Reader"], events: Events) -> Iterator[str
         reader.close()
         # 499: the client closed the request (nginx's code), so metrics do not blame the provider.
         with contextlib.suppress(Exception):
-            _finish(turn, reader, parts, thinking, usage, ProviderError(DISCONNECTED, status=499))
+            gone = ProviderError(DISCONNECTED, status=turns.CLIENT_CLOSED)
+            _finish(turn, reader, parts, thinking, usage, gone)
         raise
     except SessionDeleted as e:
         failure = ProviderError(str(e), status=404)

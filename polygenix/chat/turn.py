@@ -66,6 +66,7 @@ TITLE_MAX_CHARS = 60
 # new-session requests from one user always succeed.
 CREATE_ATTEMPTS = 20
 INTERRUPTED = "The server stopped before the reply was complete"
+CLIENT_CLOSED = 499  # a stream's client went away (nginx's "client closed request")
 
 
 @dataclass
@@ -458,13 +459,15 @@ def _charge(
 
 
 def _used_without_reply(
-    turn: Turn, used: Mapping | None, reasoning: str = ""
+    turn: Turn, used: Mapping | None, reasoning: str = "", *, prompt_read: bool = False
 ) -> ledger.Entry | None:
     """A call that gave no usable reply but used the provider all the same (it reported usage,
-    or it reasoned): what it used; else None."""
+    it reasoned, or, `prompt_read`, it was reading the prompt when the client hung up): what it
+    used (estimated where not reported); else None."""
     used = used or {}
     counts = {name: used.get(name) for name in USAGE}
-    if not reasoning and counts["prompt_tokens"] is None and counts["completion_tokens"] is None:
+    reported = counts["prompt_tokens"] is not None or counts["completion_tokens"] is not None
+    if not (reasoning or reported or prompt_read):
         return None
     return _charge(turn, used.get("model"), counts, "", reasoning)[0]
 
@@ -876,7 +879,10 @@ def finish(
         failure = no_reply(turn.provider.name, usage.get("finish_reason"), reasoning)
     if failure is not None and not text:
         _account(turn, str(failure.status))
-        entry = _used_without_reply(turn, usage, reasoning)
+        # A client that hangs up while the provider is still silent (reading a long prompt, a
+        # model thinking) escapes no budget: the provider was sent the whole prompt.
+        hung_up = failure.status == CLIENT_CLOSED
+        entry = _used_without_reply(turn, usage, reasoning, prompt_read=hung_up)
         if not turn.persist:
             _count_alone(entry)
             return None, failure
