@@ -255,6 +255,23 @@ class UsageDaily(db.Model):
     cost_nanousd: Mapped[int | None] = mapped_column(BigInteger)
 
 
+class BudgetReservation(db.Model):
+    """What a call in flight of a user with a budget may use (its prompt's estimate and its
+    output cap, priced), held from before the provider is called until its usage is stored:
+    other calls are admitted against it (governance/reservations.py). A worker that dies
+    mid-call leaves it behind until `expires_at`, the call's deadline."""
+
+    __tablename__ = "budget_reservations"
+    __table_args__ = {"sqlite_autoincrement": True}
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    tokens: Mapped[int] = mapped_column(BigInteger)
+    # Whole nano-dollars; null when the model's price is unknown (it costs nothing then).
+    cost_nanousd: Mapped[int | None] = mapped_column(BigInteger)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
 class RevokedToken(db.Model):
     """A revoked token (`jti`) or token family (`family:<fam>`), kept until its tokens would
     have expired anyway. Always written here; with REDIS_URL, to Redis as well."""

@@ -59,6 +59,7 @@ def test_upgrade_builds_exactly_the_models_schema(empty_app):
         "api_keys",
         "user_limits",
         "usage_daily",
+        "budget_reservations",
         "alembic_version",
     } == tables
 

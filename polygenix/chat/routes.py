@@ -123,9 +123,14 @@ REPLY_OR_STREAM = {
 }
 
 
+def _streamed(data: dict) -> bool:
+    """Whether the reply is to be streamed: `stream`, or Accept: text/event-stream."""
+    return data["stream"] or "text/event-stream" in request.headers.get("Accept", "")
+
+
 def _answer(turn: turns.Turn, data: dict):
-    """A prepared turn answered: streamed (`stream`, or Accept: text/event-stream) or whole."""
-    if data["stream"] or "text/event-stream" in request.headers.get("Accept", ""):
+    """A prepared turn answered: streamed or whole."""
+    if _streamed(data):
         return Response(
             stream_with_context(streaming.relay(streaming.opened(turn), streaming.Events())),
             mimetype="text/event-stream",
@@ -186,6 +191,7 @@ class ChatRequest(MethodView):
             data.get("model"),
             data.get("session_id"),
             options_from(data),
+            streamed=_streamed(data),
         )
         return _answer(turn, data)
 
@@ -208,7 +214,9 @@ class Regenerate(MethodView):
         answered as /request answers it. 409: the session changed meanwhile (another message
         followed, or an earlier one was edited).
         """
-        turn = turns.prepare_again(current_user, chat_id, data.get("model"), options_from(data))
+        turn = turns.prepare_again(
+            current_user, chat_id, data.get("model"), options_from(data), streamed=_streamed(data)
+        )
         return _answer(turn, data)
 
 
@@ -235,6 +243,7 @@ class EditMessage(MethodView):
             options_from(data),
             message_id=message_id,
             content=data["content"],
+            streamed=_streamed(data),
         )
         return _answer(turn, data)
 

@@ -41,8 +41,8 @@ from sqlalchemy.orm.exc import StaleDataError
 from .. import clock
 from ..errors import Conflict, SessionDeleted
 from ..extensions import db
-from ..governance import ledger
-from ..governance.policy import admit, governance
+from ..governance import ledger, reservations
+from ..governance.policy import Limits, admit, governance
 from ..logs import note, request_id
 from ..metrics import record_cost, record_provider_call
 from ..models import MAX_ID, ChatSession, Message, User
@@ -96,6 +96,7 @@ class Turn:
     # "regenerate" or "edit": `question` is an existing message, answered again.
     again: str | None = None
     created: bool = False  # once stored: the turn made its session
+    reservation: int | None = None  # what the call holds of a budget until its usage is stored
 
     @property
     def model_name(self) -> str:
@@ -182,22 +183,37 @@ def _invalid(field: str, reason: str) -> None:
     abort(422, message=f"{field}: {reason}", errors={"json": {field: [reason]}})
 
 
-def _model(user_id: int, model_name: str, options: Options) -> tuple[Provider, str | None]:
-    """The provider and model a name means (UnknownModelError if none); a max_tokens over the
-    model's output cap is a 422; a model the user may not use, or a budget used up, is refused
+def _model(user_id: int, model_name: str, options: Options) -> tuple[Provider, str | None, Limits]:
+    """The provider and model a name means (UnknownModelError if none), and the user's limits;
+    a max_tokens over the model's output cap is a 422; a model the user may not use is refused
     (governance.policy.admit)."""
     provider, model = registry().resolve(model_name)
     if model is not None and options.max_tokens is not None:
         cap = provider.output_cap(model, options)
         if options.max_tokens > cap:
             _invalid("max_tokens", f"Must be at most {cap} for {provider.name}/{model}.")
-    admit(user_id, provider.name, model)
-    return provider, model
+    return provider, model, admit(user_id, provider.name, model)
+
+
+def _reserve(turn: Turn, limits: Limits, streamed: bool) -> None:
+    """A user with a budget reserves the call's estimate (or is refused: a 429), in the
+    transaction the caller commits before the provider is called."""
+    prompt = _estimate(sum(len(m["content"]) for m in turn.messages))
+    turn.reservation = reservations.reserve_call(
+        turn.user_id,
+        limits,
+        governance().prices,
+        turn.provider,
+        turn.model,
+        turn.options,
+        prompt,
+        streamed,
+    )
 
 
 def _named_model(
     user: User, model_name: str | None, session: ChatSession | None, options: Options, *fallback
-) -> tuple[Provider, str | None]:
+) -> tuple[Provider, str | None, Limits]:
     """The model a request names, else the session's default, else the first of `fallback`
     that is set; none at all is the 422 of a missing field."""
     name = model_name or (session.model if session is not None else None)
@@ -216,21 +232,28 @@ def prepare(
     model_name: str | None,
     number: int | None,
     options: Options = NO_OPTIONS,
+    *,
+    streamed: bool = False,
 ) -> Turn:
     """Everything the provider call needs, read in one transaction that ends here.
 
     An unknown model, or a max_tokens over the model's output cap, is a 422; so is no model at
     all (none named, and the session has no default); a model the user may not use is a 403; a
     budget used up a 429 (nothing is stored). A provider that is not configured is not refused
-    here: its call fails, and the failure is stored like any other.
+    here: its call fails, and the failure is stored like any other. A user with a budget
+    reserves the call's estimate (governance/reservations.py); `streamed` sets its deadline.
     """
     session = find_session(user.id, number) if number is not None else None
-    provider, model = _named_model(user, model_name, session, options)
+    provider, model, limits = _named_model(user, model_name, session, options)
     context = [] if session is None else load_context(session.id, current_app.config, len(content))
-    return _planned(user, provider, model, content, number, session, context, options)
+    return _planned(
+        user, provider, model, content, number, session, context, options, limits, streamed
+    )
 
 
-def _planned(user, provider, model, content, number, session, context, options, **again) -> Turn:
+def _planned(
+    user, provider, model, content, number, session, context, options, limits, streamed, **again
+) -> Turn:
     """The turn of a prepare step, its read transaction ended: the provider may take seconds
     or minutes, and no database connection is held meanwhile."""
     turn = Turn(
@@ -246,6 +269,7 @@ def _planned(user, provider, model, content, number, session, context, options, 
         options=options,
         **again,
     )
+    _reserve(turn, limits, streamed)
     db.session.commit()
     return turn
 
@@ -273,6 +297,7 @@ def prepare_again(
     *,
     message_id: int | None = None,
     content: str | None = None,
+    streamed: bool = False,
 ) -> Turn:
     """A turn that answers an existing question again: the session's last one (regenerate),
     or message `message_id` with new words `content` (edit). Its context is what came before
@@ -299,7 +324,7 @@ def prepare_again(
             _invalid("message_id", "The message was superseded: edit the current one.")
     content = question.content if content is None else content
     replaced = db.session.scalar(_LAST_REPLY, {"question_id": question.id})
-    provider, model = _named_model(user, model_name, session, options, replaced)
+    provider, model, limits = _named_model(user, model_name, session, options, replaced)
     context = load_context(session.id, current_app.config, len(content), before=question.id)
     again = "edit" if message_id is not None else "regenerate"
     return _planned(
@@ -311,6 +336,8 @@ def prepare_again(
         session,
         context,
         options,
+        limits,
+        streamed,
         question=question,
         again=again,
     )
@@ -335,6 +362,7 @@ def prepare_conversation(
     *,
     number: int | None,
     persist: bool,
+    streamed: bool = False,
 ) -> Turn:
     """A turn whose context is a whole conversation the client sent (OpenAI's contract): the
     provider gets exactly `messages`, and the last one, the user's, is what is stored.
@@ -348,7 +376,7 @@ def prepare_conversation(
     trimmed).
     """
     config = current_app.config
-    provider, model = _model(user.id, model_name, options)
+    provider, model, limits = _model(user.id, model_name, options)
     if not messages or messages[-1]["role"] != "user":
         _invalid("messages", "The last message must be the user's.")
     content = messages[-1]["content"]
@@ -379,6 +407,7 @@ def prepare_conversation(
         seed=earlier if session is None else [],
         persist=persist,
     )
+    _reserve(turn, limits, streamed)
     db.session.commit()
     return turn
 
@@ -495,11 +524,13 @@ def _commit_question(
     *,
     whole: bool = False,
     usage: ledger.Entry | None = None,
+    ended: bool = True,
 ) -> None:
     """Commit the user's message (flagged with `error`, if any) and `reply` (if any) in the
     turn's session: the existing one, or a new one numbered `turn.number` (the user's next free
     number if None) whose first messages are `turn.seed`, and the reply's `usage`. With
-    `whole`, the reply is complete and extends the session's transcript digest.
+    `whole`, the reply is complete and extends the session's transcript digest. Unless the
+    call is still under way (not `ended`: a stream's start), its budget reservation goes.
 
     The unique (user_id, number) index settles races: a request that loses one stores its
     message in the winner's session (or, with no number asked for, takes the next number).
@@ -535,6 +566,8 @@ def _commit_question(
                 # user's usage, the session, its messages), the order a deletion cascades in.
                 with db.session.no_autoflush:
                     usage.add()
+            if ended:
+                _release(turn)
             if existing:
                 with db.session.no_autoflush:
                     if not _touch_session(turn.user_id, session, now, digest, added):
@@ -555,14 +588,16 @@ def _commit_question(
         except (IntegrityError, StaleDataError):
             db.session.rollback()
             if existing or not _user_exists(turn.user_id):  # deleted since `prepare`
-                _count_alone(usage)
+                _count_alone(turn, usage)
                 raise SessionDeleted() from None
             session = find_session(turn.user_id, turn.number) if turn.number is not None else None
             continue
+        if ended:
+            _released(turn)
         turn.session, turn.question, turn.reply = session, question, reply
         turn.created = not existing
         return
-    _count_alone(usage)
+    _count_alone(turn, usage)
     abort(
         503,
         message="Too many concurrent new sessions; try again.",
@@ -570,16 +605,32 @@ def _commit_question(
     )
 
 
-def _count_alone(usage: ledger.Entry | None) -> None:
+def _count_alone(turn: Turn, usage: ledger.Entry | None) -> None:
     """A call whose turn is not stored still used the provider: its usage counts (unless the
-    user is gone)."""
-    if usage is None:
+    user is gone), and its budget reservation goes."""
+    if usage is None and turn.reservation is None:
         return
     try:
-        usage.add()
+        if usage is not None:
+            usage.add()
+        _release(turn)
         db.session.commit()
-    except IntegrityError:  # the account was deleted meanwhile
+    except IntegrityError:  # the account was deleted meanwhile, and its reservations with it
         db.session.rollback()
+    _released(turn)
+
+
+def _release(turn: Turn) -> None:
+    """The call is over: its reservation goes, in the transaction that stores its usage."""
+    if turn.reservation is not None:
+        reservations.release(turn.user_id, turn.reservation)
+
+
+def _released(turn: Turn) -> None:
+    """After the commit that released the turn's reservation."""
+    if turn.reservation is not None:
+        reservations.settled([turn.reservation])
+        turn.reservation = None
 
 
 def _user_exists(user_id: int) -> bool:
@@ -662,7 +713,7 @@ def store(turn: Turn, completion: Completion) -> Message:
         _commit_question(turn, reply, whole=True, usage=usage)
         titles.schedule(turn)
     else:
-        _count_alone(usage)
+        _count_alone(turn, usage)
     return reply
 
 
@@ -676,7 +727,7 @@ def store_failure(turn: Turn, error: ProviderError) -> None:
     elif turn.persist and not turn.again:
         _commit_question(turn, error=error.message, usage=usage)
     else:  # a failed regenerate changes nothing: the earlier reply stays current
-        _count_alone(usage)
+        _count_alone(turn, usage)
 
 
 _SUPERSEDE = (
@@ -739,10 +790,12 @@ def _commit_again(
     error: str | None = None,
     *,
     supersede: bool = True,
+    ended: bool = True,
 ) -> None:
     """Commit a turn that answers its question again: the usage, the session touched, the
     question (an edit's new words, the error), what it replaces superseded (unless not yet:
-    a stream's regenerate supersedes when its reply is complete), and `reply`. One
+    a stream's regenerate supersedes when its reply is complete), and `reply`; the budget
+    reservation goes unless the call is still under way (not `ended`: a stream's start). One
     transaction, rows locked in the order of every turn. SessionDeleted when the session went
     meanwhile; a 409 when the question stopped being current (an earlier message was edited
     meanwhile, or, for a regenerate, another question followed it)."""
@@ -755,6 +808,8 @@ def _commit_again(
         if usage is not None:
             with db.session.no_autoflush:
                 usage.add()
+        if ended:
+            _release(turn)
         if not _touch(turn):
             raise SessionDeleted()
         if changes:
@@ -776,12 +831,14 @@ def _commit_again(
         db.session.commit()
     except (SessionDeleted, Conflict):
         db.session.rollback()
-        _count_alone(usage)
+        _count_alone(turn, usage)
         raise
     except IntegrityError:  # the account (and so the session) went meanwhile
         db.session.rollback()
-        _count_alone(usage)
+        _count_alone(turn, usage)
         raise SessionDeleted() from None
+    if ended:
+        _released(turn)
     turn.reply = reply
 
 
@@ -808,14 +865,14 @@ def start(turn: Turn) -> None:
         reply = Message(is_bot=True, content="", model=turn.model_name, **leased)
         # An edit is the user's words, kept at once; a regenerate replaces the earlier reply
         # only once the new one has text (finish).
-        _commit_again(turn, reply, supersede=turn.again == "edit")
+        _commit_again(turn, reply, supersede=turn.again == "edit", ended=False)
         return
     if turn.session is not None:
         turn.digest = turn.session.transcript_digest
     elif turn.seed:
         turn.digest = transcript.extend(None, turn.seed)
     reply = Message(is_bot=True, content="", model=turn.model_name, incomplete=False, **leased)
-    _commit_question(turn, reply)
+    _commit_question(turn, reply, ended=False)
 
 
 def _own_reply(turn: Turn):
@@ -884,7 +941,7 @@ def finish(
         hung_up = failure.status == CLIENT_CLOSED
         entry = _used_without_reply(turn, usage, reasoning, prompt_read=hung_up)
         if not turn.persist:
-            _count_alone(entry)
+            _count_alone(turn, entry)
             return None, failure
 
         def flag() -> bool:
@@ -921,7 +978,7 @@ def finish(
         "lease_token": None,
     }
     if not turn.persist:
-        _count_alone(entry)
+        _count_alone(turn, entry)
         return Message(is_bot=True, **values), failure
 
     stale = []  # a turn answering again whose conversation changed while it streamed
@@ -961,15 +1018,18 @@ def _write(turn: Turn, usage: ledger.Entry | None, messages, added=None) -> None
     try:
         if usage is not None:
             usage.add()
+        _release(turn)
         written = _touch(turn, added) and messages()
         if written:
             db.session.commit()
+            _released(turn)
     except IntegrityError:  # the account went: nothing of it is left to write to
         db.session.rollback()
+        _released(turn)
         raise SessionDeleted() from None
     if not written:  # the session went, or its rows are no longer the turn's: the usage counts
         db.session.rollback()
-        _count_alone(usage)
+        _count_alone(turn, usage)
         raise SessionDeleted()
 
 

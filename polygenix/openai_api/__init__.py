@@ -61,6 +61,7 @@ def chat_completions():
             asked.options,
             number=_session_number(),
             persist=asked.store,
+            streamed=asked.stream,
         )
     except UnknownModelError as e:
         return _model_not_found(str(e))
