@@ -68,6 +68,9 @@ class User(db.Model):
     # id. A new password (change or reset) draws a new one, which revokes all earlier tokens.
     token_key: Mapped[str] = mapped_column(String(32), default=lambda: new_token_key())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # The highest session number the user has had: a new session without a number takes the
+    # next, counted up in its own transaction, so concurrent creations never collide.
+    last_session_number: Mapped[int] = mapped_column(default=0, server_default=text("0"))
 
     @property
     def password(self):

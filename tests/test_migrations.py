@@ -260,6 +260,10 @@ def test_upgrading_a_populated_database_stops_id_reuse_and_keeps_search(empty_ap
                 connection.exec_driver_sql("SELECT name, seq FROM sqlite_sequence").all()
             )
             assert sequences["chat_sessions"] >= 2 and sequences["messages"] >= 4
+        counters = dict(
+            connection.exec_driver_sql("SELECT id, last_session_number FROM users").all()
+        )
+        assert counters == {1: 1, 2: 2}  # each user's highest number (session 3 went)
         first = _insert_session(connection, 2)
         assert first[0] > 2 and first[1] > 4
         # The newest rows deleted after the upgrade: their ids are never handed out again.

@@ -7,11 +7,13 @@ in a documented status with nothing half written, and nothing lands in another u
 import threading
 
 import pytest
+import requests
 from sqlalchemy import select
 
 from polygenix.extensions import db
 from polygenix.models import ChatSession, Message, User
 from tests.fake_provider import openai_stream
+from tests.gunicorn_server import gunicorn, register_over_http
 from tests.helpers import ask, assert_envelope, in_thread, read_events, stream, wait_for
 
 
@@ -210,3 +212,54 @@ def test_a_stream_never_writes_into_another_users_reply_that_took_its_id(
 def eve_user_id(app) -> int:
     with app.app_context():
         return db.session.scalar(select(User.id).where(User.email == "eve@example.com"))
+
+
+# --- many new sessions of one user at once, through two gunicorn workers ------------------------
+
+
+RACERS = 60
+
+
+@pytest.fixture
+def served(tmp_path):
+    """Half the racers served at once, the others queued behind them."""
+    with gunicorn(tmp_path, {"GUNICORN_THREADS": str(RACERS // 4)}) as server:
+        yield server
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", ["/api/ai_chat/request", "/v1/chat/completions"])
+def test_concurrent_new_sessions_of_one_user_all_succeed_with_distinct_numbers(served, path):
+    """60 new sessions of one user at once, 30 of them served together (a batch of SDK calls
+    does this): each gets the next number of the user's counter, none a 503 "Too many
+    concurrent new sessions" (which PostgreSQL gave when each computed the highest number plus
+    one and the losers of each collision tried again)."""
+    base, _ = served
+    headers = register_over_http(base)
+    if path.startswith("/v1"):
+        body = {"model": "echo", "messages": [{"role": "user", "content": "a new chat"}]}
+    else:
+        body = {"model": "echo", "content": "a new chat"}
+    go = threading.Barrier(RACERS)
+    answers, lock = [], threading.Lock()
+
+    def create():
+        go.wait()
+        response = requests.post(
+            base + path, json=body, headers=headers | {"Connection": "close"}, timeout=60
+        )
+        number = (
+            response.headers.get("X-PolyGenix-Session")
+            if path.startswith("/v1")
+            else (response.json() or {}).get("session_id")
+        )
+        with lock:
+            answers.append((response.status_code, number and int(number)))
+
+    threads = [threading.Thread(target=create) for _ in range(RACERS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert [status for status, _ in answers] == [200] * RACERS, answers
+    assert sorted(number for _, number in answers) == list(range(1, RACERS + 1))

@@ -33,7 +33,7 @@ from typing import Any
 
 from flask import current_app
 from flask_smorest import abort
-from sqlalchemy import and_, bindparam, case, delete, exists, insert, select, update
+from sqlalchemy import and_, bindparam, case, delete, exists, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import aliased
 from sqlalchemy.orm.exc import StaleDataError
@@ -532,8 +532,11 @@ def _commit_question(
     `whole`, the reply is complete and extends the session's transcript digest. Unless the
     call is still under way (not `ended`: a stream's start), its budget reservation goes.
 
-    The unique (user_id, number) index settles races: a request that loses one stores its
-    message in the winner's session (or, with no number asked for, takes the next number).
+    A new session's number comes from the user's counter, counted up (or, for a number asked
+    for, raised to it) first in the transaction: the user's row, locked until the commit, queues
+    the user's new sessions, so they never collide. The unique (user_id, number) index settles
+    the races left: a request that asked for a number another took meanwhile stores its
+    message in the winner's session.
     """
     session = turn.session
     for _ in range(CREATE_ATTEMPTS):
@@ -545,7 +548,6 @@ def _commit_question(
         if session is None:
             session = ChatSession(
                 user_id=turn.user_id,
-                number=turn.number if turn.number is not None else next_number(turn.user_id),
                 title=make_title(turn.seed[0][1] if turn.seed else turn.content),
                 created_at=turn.asked_at,
                 transcript_digest=transcript.extend(None, added) if added else None,
@@ -561,8 +563,11 @@ def _commit_question(
             error=error,
         )
         try:
+            if not existing:  # the user's row first, as a deletion of the account locks it
+                with db.session.no_autoflush:
+                    session.number = _new_number(turn)
             if usage is not None:
-                # First, as in every turn's transaction: rows are locked in one order (the
+                # Then as in every turn's transaction: rows are locked in one order (the
                 # user's usage, the session, its messages), the order a deletion cascades in.
                 with db.session.no_autoflush:
                     usage.add()
@@ -590,6 +595,8 @@ def _commit_question(
             if existing or not _user_exists(turn.user_id):  # deleted since `prepare`
                 _count_alone(turn, usage)
                 raise SessionDeleted() from None
+            if turn.number is None:  # the counter was behind the user's numbers
+                _catch_up(turn.user_id)
             session = find_session(turn.user_id, turn.number) if turn.number is not None else None
             continue
         if ended:
@@ -603,6 +610,46 @@ def _commit_question(
         message="Too many concurrent new sessions; try again.",
         headers={"Retry-After": "1"},
     )
+
+
+_users = User.__table__.c
+_COUNT_UP = (
+    update(User.__table__)
+    .where(_users.id == bindparam("user_id"), _users.last_session_number < MAX_ID)
+    .values(last_session_number=_users.last_session_number + 1)
+    .returning(_users.last_session_number)
+)
+_RAISE_TO = (
+    update(User.__table__)
+    .where(_users.id == bindparam("user_id"), _users.last_session_number < bindparam("asked"))
+    .values(last_session_number=bindparam("asked"))
+)
+_HIGHEST = (
+    select(func.max(ChatSession.number)).where(ChatSession.user_id == _users.id).scalar_subquery()
+)
+_CATCH_UP = (
+    update(User.__table__)
+    .where(_users.id == bindparam("user_id"), _users.last_session_number < _HIGHEST)
+    .values(last_session_number=_HIGHEST)
+)
+
+
+def _new_number(turn: Turn) -> int:
+    """A new session's number: the one asked for (the counter raised to it), else the next of
+    the user's counter; once that reached 2,147,483,647, the lowest free number."""
+    if turn.number is not None:
+        db.session.execute(_RAISE_TO, {"user_id": turn.user_id, "asked": turn.number})
+        return turn.number
+    number = db.session.execute(_COUNT_UP, {"user_id": turn.user_id}).scalar()
+    # None: the counter is at the top (or the account went: then the session's insert fails).
+    return number if number is not None else next_number(turn.user_id)
+
+
+def _catch_up(user_id: int) -> None:
+    """Raise the user's counter to their highest number (sessions made without it, such as a
+    restored backup's), in a transaction of its own."""
+    db.session.execute(_CATCH_UP, {"user_id": user_id})
+    db.session.commit()
 
 
 def _count_alone(turn: Turn, usage: ledger.Entry | None) -> None:
