@@ -161,6 +161,10 @@ def http_error_response(error: HTTPException) -> Response:
 
 def provider_error_response(error: ProviderError) -> Response:
     headers = retry_after_header(error.retry_after)
+    if error.status >= 500:
+        # PolyGenix already retried it as the SDKs would (or it is no use retrying): a client
+        # that retried too would multiply the provider calls, 3 attempts by 3.
+        headers["x-should-retry"] = "false"
     return error_response(error.status, error.message, headers=headers)
 
 

@@ -152,6 +152,13 @@ class Message(db.Model):
             sqlite_where=text("lease_until IS NOT NULL"),
             postgresql_where=text("lease_until IS NOT NULL"),
         ),
+        # Only the few failed questions a client may retry: a retry finds its earlier attempt.
+        Index(
+            "ix_messages_retry_key",
+            "retry_key",
+            sqlite_where=text("retry_key IS NOT NULL"),
+            postgresql_where=text("retry_key IS NOT NULL"),
+        ),
         {"sqlite_autoincrement": True},
     )
 
@@ -194,6 +201,9 @@ class Message(db.Model):
     # so none ever lands in a row that stopped being the stream's (flagged by the sweep, or
     # another row that took a reused id).
     lease_token: Mapped[str | None] = mapped_column(String(32))
+    # On a /v1 question whose call failed: what a retry of the same call carries (a digest of
+    # its Idempotency-Key, or of its body), so the retry lands in this question's session.
+    retry_key: Mapped[str | None] = mapped_column(String(64))
 
     # Many-to-one only: a session's messages are always queried with a limit, never loaded whole.
     session: Mapped[ChatSession] = relationship()

@@ -3,6 +3,7 @@ and what a maximal request costs the other users of the server."""
 
 import threading
 
+import openai
 import pytest
 import requests
 from sqlalchemy import func, select
@@ -10,7 +11,7 @@ from sqlalchemy import func, select
 from polygenix.extensions import db
 from polygenix.models import ChatSession, Message
 from tests.gunicorn_server import gunicorn, register_over_http
-from tests.helpers import counted_statements, warm_up
+from tests.helpers import counted_statements, serving, warm_up
 
 COMPLETIONS = "/v1/chat/completions"
 
@@ -205,3 +206,95 @@ def test_other_users_chat_unhindered_while_maximal_requests_are_stored(tmp_path)
         thread.join(timeout=120)
     assert statuses["flood"] == [200] * 6
     assert set(statuses["chat"]) == {200}
+
+
+# --- the official SDK's retries ------------------------------------------------------------
+
+
+@pytest.fixture
+def sdk_with_retries(provider_app, client, ada):
+    """The official SDK as applications use it: its default two retries (quick ones)."""
+    key = client.post("/api/keys", headers=ada, json={"name": "sdk"}).json["key"]
+    with serving(provider_app) as base:
+        yield openai.OpenAI(base_url=base + "/v1", api_key=key, max_retries=2)
+
+
+def saved(client, headers, **query) -> list[tuple[int, list[tuple[str, bool]]]]:
+    sessions = client.get("/api/ai_chat/history", headers=headers, query_string=query).json
+    return [(s["chat_id"], [(m["content"], m["failed"]) for m in s["messages"]]) for s in sessions]
+
+
+def test_a_5xx_polygenix_already_retried_is_not_retried_by_the_sdk(
+    sdk_with_retries, fake, client, ada
+):
+    """One SDK call against a provider answering 500: PolyGenix tries it 3 times and answers
+    502 with x-should-retry: false, so the SDK stops there: 3 provider calls (not 9), one
+    failed session (not 3)."""
+    fake.reply(500, {"error": {"message": "down"}}, times=9)
+    with pytest.raises(openai.InternalServerError) as raised:
+        sdk_with_retries.chat.completions.create(
+            model="openai", messages=[{"role": "user", "content": "are you there?"}]
+        )
+    assert raised.value.response.headers["x-should-retry"] == "false"
+    assert len(fake.requests) == 3
+    assert [messages for _, messages in saved(client, ada)] == [[("are you there?", True)]]
+
+
+@pytest.mark.parametrize("idempotency_key", [None, "call-7f3a"])
+def test_a_retried_call_reuses_the_session_of_its_failed_attempt(
+    sdk_with_retries, fake, client, ada, idempotency_key
+):
+    """A failure the SDK does retry (the provider's rate limit): each attempt that fails is
+    stored, but in the first attempt's session, replacing the attempt before it; so is the one
+    that succeeds. One call, one session."""
+    limited = {"error": {"message": "slow down", "type": "rate_limit"}}
+    fake.reply(429, limited, headers={"retry-after": "0"}, times=6)  # two attempts' worth
+    extra = {"extra_headers": {"Idempotency-Key": idempotency_key}} if idempotency_key else {}
+    answer = sdk_with_retries.chat.completions.create(
+        model="openai", messages=[{"role": "user", "content": "third time lucky"}], **extra
+    )
+    assert answer.choices[0].message.content == "Hello from gpt-4.1-mini"
+    assert len(fake.requests) == 7
+    [(number, messages)] = saved(client, ada)
+    assert messages == [("third time lucky", False), ("Hello from gpt-4.1-mini", False)]
+    [(_, everything)] = saved(client, ada, include_superseded="true")
+    assert everything == [("third time lucky", True)] * 2 + messages
+
+
+def test_a_call_that_fails_on_every_attempt_leaves_one_failed_message(
+    sdk_with_retries, fake, client, ada
+):
+    limited = {"error": {"message": "slow down", "type": "rate_limit"}}
+    fake.reply(429, limited, headers={"retry-after": "0"}, times=9)
+    with pytest.raises(openai.RateLimitError):
+        sdk_with_retries.chat.completions.create(
+            model="openai",
+            messages=[
+                {"role": "user", "content": "q"},
+                {"role": "assistant", "content": "a"},
+                {"role": "user", "content": "never answered"},
+            ],
+        )
+    assert [messages for _, messages in saved(client, ada)] == [
+        [("q", False), ("a", False), ("never answered", True)]
+    ]
+
+
+def test_different_calls_with_the_same_words_stay_apart(sdk_with_retries, fake, client, ada):
+    """Only a retry (the SDK's attempt count above 0, or a key seen before) is matched."""
+    for _ in range(2):
+        fake.reply(400, {"error": {"message": "no"}})
+        with pytest.raises(openai.InternalServerError):  # the provider refused: a 502
+            sdk_with_retries.chat.completions.create(
+                model="openai", messages=[{"role": "user", "content": "same words"}]
+            )
+    assert len(saved(client, ada)) == 2
+
+
+def test_a_native_5xx_after_polygenix_retries_says_not_to_retry(provider_app, ada, fake):
+    fake.reply(503, {"error": {"message": "overloaded"}}, times=3)
+    response = provider_app.test_client().post(
+        "/api/ai_chat/request", headers=ada, json={"content": "hello", "model": "openai"}
+    )
+    assert response.status_code == 502 and response.headers["x-should-retry"] == "false"
+    assert len(fake.requests) == 3

@@ -1,4 +1,4 @@
-"""a per-user session number counter
+"""a per-user session number counter, retry keys of failed /v1 questions
 
 Revision ID: 0016
 Revises: 0015
@@ -25,7 +25,15 @@ def upgrade():
         "UPDATE users SET last_session_number = coalesce("
         " (SELECT max(s.number) FROM chat_sessions AS s WHERE s.user_id = users.id), 0)"
     )
+    op.add_column('messages', sa.Column('retry_key', sa.String(length=64), nullable=True))
+    op.create_index(
+        'ix_messages_retry_key', 'messages', ['retry_key'], unique=False,
+        sqlite_where=sa.text('retry_key IS NOT NULL'),
+        postgresql_where=sa.text('retry_key IS NOT NULL'),
+    )
 
 
 def downgrade():
+    op.drop_index('ix_messages_retry_key', table_name='messages')
+    op.drop_column('messages', 'retry_key')
     op.drop_column('users', 'last_session_number')

@@ -97,6 +97,10 @@ class Turn:
     again: str | None = None
     created: bool = False  # once stored: the turn made its session
     reservation: int | None = None  # what the call holds of a budget until its usage is stored
+    # A /v1 call a client may retry: the key stored with its question if it fails, and the
+    # failed question of an earlier attempt that this one repeats (superseded once it is stored).
+    retry_key: str | None = None
+    repeats: int | None = None
 
     @property
     def model_name(self) -> str:
@@ -354,6 +358,23 @@ _BY_TRANSCRIPT = (
 )
 
 
+_RETRIED = (
+    select(Message.id, ChatSession)
+    .join(ChatSession, ChatSession.id == Message.session_id)
+    .where(
+        Message.retry_key == bindparam("key"),
+        ChatSession.user_id == bindparam("user_id"),
+        Message.error.is_not(None),
+        _CURRENT,
+        Message.created_at >= bindparam("since"),
+    )
+    .order_by(Message.id.desc())
+    .limit(1)
+)
+# A client retries a call within its timeouts (the official SDKs: 10 minutes an attempt).
+RETRY_WINDOW = timedelta(hours=1)
+
+
 def prepare_conversation(
     user: User,
     messages: list[ChatMessage],
@@ -363,6 +384,8 @@ def prepare_conversation(
     number: int | None,
     persist: bool,
     streamed: bool = False,
+    retry_key: str | None = None,
+    retrying: bool = False,
 ) -> Turn:
     """A turn whose context is a whole conversation the client sent (OpenAI's contract): the
     provider gets exactly `messages`, and the last one, the user's, is what is stored.
@@ -374,6 +397,10 @@ def prepare_conversation(
     conversation over CONTEXT_MAX_CHARS, or a last message that is not the user's or is over
     MAX_MESSAGE_CHARS, is a 422 on `messages` (the client chose the context: it is never
     trimmed).
+
+    A call that fails keeps `retry_key` with its question. A retry of it (`retrying`, with the
+    same key) goes to that question's session, and replaces the failed question once stored:
+    one call retried by its client leaves one session, whatever each attempt's fate.
     """
     config = current_app.config
     provider, model, limits = _model(user.id, model_name, options)
@@ -387,10 +414,18 @@ def prepare_conversation(
     if sum(len(m["content"]) for m in messages) > config["CONTEXT_MAX_CHARS"]:
         _invalid("messages", f"The conversation is over {config['CONTEXT_MAX_CHARS']} characters.")
     earlier = [(m["role"], m["content"]) for m in messages[:-1] if m["role"] != "system"]
-    session = None
-    if persist and number is not None:
+    session, repeats = None, None
+    if persist and retrying and retry_key is not None:
+        since = clock.now() - RETRY_WINDOW
+        found = db.session.execute(
+            _RETRIED, {"key": retry_key, "user_id": user.id, "since": since}
+        ).first()
+        if found is not None:
+            repeats, session = found
+            number = session.number
+    if session is None and persist and number is not None:
         session = find_session(user.id, number)
-    elif persist and earlier:
+    elif session is None and persist and earlier:
         digest = transcript.extend(None, earlier)
         session = db.session.scalar(_BY_TRANSCRIPT, {"user_id": user.id, "digest": digest})
     turn = Turn(
@@ -406,6 +441,8 @@ def prepare_conversation(
         options=options,
         seed=earlier if session is None else [],
         persist=persist,
+        retry_key=retry_key,
+        repeats=repeats,
     )
     _reserve(turn, limits, streamed)
     db.session.commit()
@@ -561,6 +598,7 @@ def _commit_question(
             content=turn.content,
             created_at=turn.asked_at,
             error=error,
+            retry_key=turn.retry_key if error is not None else None,
         )
         try:
             if not existing:  # the user's row first, as a deletion of the account locks it
@@ -577,6 +615,8 @@ def _commit_question(
                 with db.session.no_autoflush:
                     if not _touch_session(turn.user_id, session, now, digest, added):
                         raise StaleDataError()  # deleted, or its id now another's
+                    if turn.repeats is not None:  # a retry: its failed attempt gives way
+                        _supersede_attempt(turn, session)
             else:
                 session.changed_at = session.updated_at = now
             if not existing and turn.seed:
@@ -632,6 +672,19 @@ _CATCH_UP = (
     .where(_users.id == bindparam("user_id"), _users.last_session_number < _HIGHEST)
     .values(last_session_number=_HIGHEST)
 )
+
+
+def _supersede_attempt(turn: Turn, session: ChatSession) -> None:
+    db.session.execute(
+        update(Message)
+        .where(
+            Message.id == turn.repeats,
+            Message.session_id == session.id,
+            Message.error.is_not(None),
+        )
+        .values(superseded=True)
+        .execution_options(synchronize_session=False)
+    )
 
 
 def _new_number(turn: Turn) -> int:

@@ -9,6 +9,7 @@ conversation continues, else a new one. Errors take OpenAI's shape on every /v1 
 (errors.py).
 """
 
+import hashlib
 import re
 import time
 import uuid
@@ -44,6 +45,24 @@ def _session_number() -> int | None:
     return int(raw)
 
 
+def _retry_key(user_id: int) -> tuple[str | None, bool]:
+    """The key a failed call keeps for its retries, and whether this call is a retry.
+
+    A client's `Idempotency-Key` is the same on every attempt of one call. Without one, the
+    official SDKs resend the very same body, counting their attempts in
+    `X-Stainless-Retry-Count`: the body's digest then stands for the call, and a count above 0
+    makes it a retry. Other requests are not matched with earlier ones."""
+    given = request.headers.get("Idempotency-Key")
+    if given:
+        material = f"{user_id}\x1fkey\x1f{given}".encode()
+        return hashlib.sha256(material).hexdigest(), True
+    attempt = request.headers.get("X-Stainless-Retry-Count")
+    if attempt is None:
+        return None, False
+    material = f"{user_id}\x1fbody\x1f".encode() + request.get_data()
+    return hashlib.sha256(material).hexdigest(), attempt.strip() not in ("", "0")
+
+
 def _model_not_found(message: str) -> Response:
     return error_response(404, message, param="model", error_code="model_not_found")
 
@@ -53,6 +72,7 @@ def _model_not_found(message: str) -> Response:
 @per_user
 def chat_completions():
     asked = parse(request.get_json(silent=False))
+    retry_key, retrying = _retry_key(current_user.id)
     try:
         turn = turns.prepare_conversation(
             current_user,
@@ -62,6 +82,8 @@ def chat_completions():
             number=_session_number(),
             persist=asked.store,
             streamed=asked.stream,
+            retry_key=retry_key,
+            retrying=retrying,
         )
     except UnknownModelError as e:
         return _model_not_found(str(e))
