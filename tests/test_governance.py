@@ -827,3 +827,29 @@ def test_a_limits_put_needs_a_body(client, auth):
     admin, ada = auth.admin(), auth.register()
     response = client.put(f"/api/admin/users/{auth.user_id(ada)}/limits", headers=admin)
     assert_envelope(response, 422, "Send the limits as a JSON body")
+
+
+def test_an_unknown_models_error_lists_only_the_models_the_caller_may_use(
+    make_app, provider_config, auth
+):
+    app = make_app(provider_config | {"MODEL_ALLOWLIST": ["echo", "groq/*"]})
+    client = app.test_client()
+    ada = auth.register(client=client)
+    key = client.post("/api/keys", headers=ada, json={"name": "k"}).json["key"]
+    assert ask(client, ada, "first", session_id=1).status_code == 200
+    answers = [
+        ask(client, ada, "hi", model="nope"),
+        client.patch("/api/ai_chat/1", headers=ada, json={"model": "nope"}),
+        client.post(
+            "/v1/chat/completions",
+            headers=bearer(key),
+            json={"model": "nope", "messages": [{"role": "user", "content": "hi"}]},
+        ),
+    ]
+    messages = [answers[0].json["message"], answers[1].json["message"]]
+    messages.append(answers[2].json["error"]["message"])
+    assert [a.status_code for a in answers] == [422, 422, 404]
+    for message in messages:
+        assert message == (
+            f"Unknown model 'nope'. Available models: echo/echo, groq/{DEFAULT_MODELS['groq']}"
+        )

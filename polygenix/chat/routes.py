@@ -9,7 +9,7 @@ from .. import clock
 from ..api import Blueprint, NoticeSchema
 from ..auth.access import current_user
 from ..extensions import db
-from ..governance.policy import allowed_catalogue
+from ..governance.policy import allowed_catalogue, unknown_model
 from ..limits import per_user
 from ..models import MAX_ID, ChatSession
 from ..provider_registry import registry
@@ -423,8 +423,9 @@ class Session(MethodView):
         if data.get("model") is not None:
             try:
                 registry().resolve(data["model"])
-            except UnknownModelError as e:
-                abort(422, message=str(e), errors={"json": {"model": [str(e)]}})
+            except UnknownModelError:
+                message = unknown_model(current_user.id, data["model"])
+                abort(422, message=message, errors={"json": {"model": [message]}})
         session = history.own_session_or_404(current_user, chat_id)
         # Read before the write, whose commit is the last thing done: an error answered after
         # it would report a failed change that was in fact applied.

@@ -42,7 +42,7 @@ from .. import clock
 from ..errors import Conflict, SessionDeleted
 from ..extensions import db
 from ..governance import ledger, reservations
-from ..governance.policy import Limits, admit, governance
+from ..governance.policy import Limits, admit, governance, unknown_model
 from ..logs import note, request_id
 from ..metrics import record_cost, record_provider_call
 from ..models import MAX_ID, ChatSession, Message, User
@@ -226,8 +226,9 @@ def _named_model(
         _invalid("model", "Missing data for required field.")
     try:
         return _model(user.id, name, options)
-    except UnknownModelError as e:
-        abort(422, message=str(e), errors={"json": {"model": [str(e)]}})
+    except UnknownModelError:
+        message = unknown_model(user.id, name)
+        abort(422, message=message, errors={"json": {"model": [message]}})
 
 
 def prepare(

@@ -35,6 +35,7 @@ from ..errors import Refused
 from ..extensions import db
 from ..metrics import REFUSED
 from ..models import UserLimits
+from ..provider_registry import registry
 from . import ledger, reservations
 from .prices import Prices
 
@@ -166,6 +167,18 @@ def _applied(own: UserLimits | None) -> Limits:
 
 def _own_budget(text: str | None, default: Budget | None, *, dollars: bool) -> Budget | None:
     return default if text is None else parse_budget(text, dollars=dollars)
+
+
+def unknown_model(user_id: int, name: str) -> str:
+    """What an unknown model name is told: the models usable now that this user may use (never
+    those outside their allowlist)."""
+    limits = limits_for(user_id)
+    usable = [
+        entry["id"]
+        for entry in registry().catalogue()
+        if entry["available"] and limits.allows(entry["provider"], entry["model"])
+    ]
+    return f"Unknown model {name!r}. Available models: {', '.join(usable) or 'none'}"
 
 
 def allowed_catalogue(user_id: int) -> list[dict]:

@@ -21,7 +21,7 @@ from ..catalog import catalogue
 from ..chat import streaming
 from ..chat import turn as turns
 from ..errors import error_response, provider_error_response
-from ..governance.policy import limits_for
+from ..governance.policy import limits_for, unknown_model
 from ..limits import per_user
 from ..models import MAX_ID
 from ..provider_registry import registry
@@ -85,8 +85,8 @@ def chat_completions():
             retry_key=retry_key,
             retrying=retrying,
         )
-    except UnknownModelError as e:
-        return _model_not_found(str(e))
+    except UnknownModelError:
+        return _model_not_found(unknown_model(current_user.id, asked.model))
     headers = {}
     completion_id = f"chatcmpl-{uuid.uuid4().hex}"
     created = int(time.time())
