@@ -33,7 +33,7 @@ from typing import Any
 
 from flask import current_app
 from flask_smorest import abort
-from sqlalchemy import and_, bindparam, case, delete, exists, func, insert, select, update
+from sqlalchemy import and_, bindparam, case, delete, exists, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import aliased
 from sqlalchemy.orm.exc import StaleDataError
@@ -58,8 +58,8 @@ from ..providers import (
 )
 from ..providers.base import NO_OPTIONS, USAGE
 from ..providers.client import no_reply
-from . import titles, transcript
-from .history import find_session, next_number
+from . import attempts, titles, transcript
+from .history import catch_up, find_session, new_number
 
 TITLE_MAX_CHARS = 60
 # Each lost race means another request of the same user won one, so this many concurrent
@@ -359,23 +359,6 @@ _BY_TRANSCRIPT = (
 )
 
 
-_RETRIED = (
-    select(Message.id, ChatSession)
-    .join(ChatSession, ChatSession.id == Message.session_id)
-    .where(
-        Message.retry_key == bindparam("key"),
-        ChatSession.user_id == bindparam("user_id"),
-        Message.error.is_not(None),
-        _CURRENT,
-        Message.created_at >= bindparam("since"),
-    )
-    .order_by(Message.id.desc())
-    .limit(1)
-)
-# A client retries a call within its timeouts (the official SDKs: 10 minutes an attempt).
-RETRY_WINDOW = timedelta(hours=1)
-
-
 def prepare_conversation(
     user: User,
     messages: list[ChatMessage],
@@ -417,10 +400,7 @@ def prepare_conversation(
     earlier = [(m["role"], m["content"]) for m in messages[:-1] if m["role"] != "system"]
     session, repeats = None, None
     if persist and retrying and retry_key is not None:
-        since = clock.now() - RETRY_WINDOW
-        found = db.session.execute(
-            _RETRIED, {"key": retry_key, "user_id": user.id, "since": since}
-        ).first()
+        found = attempts.failed_attempt(user.id, retry_key)
         if found is not None:
             repeats, session = found
             number = session.number
@@ -604,7 +584,7 @@ def _commit_question(
         try:
             if not existing:  # the user's row first, as a deletion of the account locks it
                 with db.session.no_autoflush:
-                    session.number = _new_number(turn)
+                    session.number = new_number(turn.user_id, turn.number)
             if usage is not None:
                 # Then as in every turn's transaction: rows are locked in one order (the
                 # user's usage, the session, its messages), the order a deletion cascades in.
@@ -617,7 +597,7 @@ def _commit_question(
                     if not _touch_session(turn.user_id, session, now, digest, added):
                         raise StaleDataError()  # deleted, or its id now another's
                     if turn.repeats is not None:  # a retry: its failed attempt gives way
-                        _supersede_attempt(turn, session)
+                        attempts.supersede(turn.repeats, session.id)
             else:
                 session.changed_at = session.updated_at = now
             if not existing and turn.seed:
@@ -637,7 +617,8 @@ def _commit_question(
                 _count_alone(turn, usage)
                 raise SessionDeleted() from None
             if turn.number is None:  # the counter was behind the user's numbers
-                _catch_up(turn.user_id)
+                catch_up(turn.user_id)
+                db.session.commit()
             session = find_session(turn.user_id, turn.number) if turn.number is not None else None
             continue
         if ended:
@@ -651,59 +632,6 @@ def _commit_question(
         message="Too many concurrent new sessions; try again.",
         headers={"Retry-After": "1"},
     )
-
-
-_users = User.__table__.c
-_COUNT_UP = (
-    update(User.__table__)
-    .where(_users.id == bindparam("user_id"), _users.last_session_number < MAX_ID)
-    .values(last_session_number=_users.last_session_number + 1)
-    .returning(_users.last_session_number)
-)
-_RAISE_TO = (
-    update(User.__table__)
-    .where(_users.id == bindparam("user_id"), _users.last_session_number < bindparam("asked"))
-    .values(last_session_number=bindparam("asked"))
-)
-_HIGHEST = (
-    select(func.max(ChatSession.number)).where(ChatSession.user_id == _users.id).scalar_subquery()
-)
-_CATCH_UP = (
-    update(User.__table__)
-    .where(_users.id == bindparam("user_id"), _users.last_session_number < _HIGHEST)
-    .values(last_session_number=_HIGHEST)
-)
-
-
-def _supersede_attempt(turn: Turn, session: ChatSession) -> None:
-    db.session.execute(
-        update(Message)
-        .where(
-            Message.id == turn.repeats,
-            Message.session_id == session.id,
-            Message.error.is_not(None),
-        )
-        .values(superseded=True)
-        .execution_options(synchronize_session=False)
-    )
-
-
-def _new_number(turn: Turn) -> int:
-    """A new session's number: the one asked for (the counter raised to it), else the next of
-    the user's counter; once that reached 2,147,483,647, the lowest free number."""
-    if turn.number is not None:
-        db.session.execute(_RAISE_TO, {"user_id": turn.user_id, "asked": turn.number})
-        return turn.number
-    number = db.session.execute(_COUNT_UP, {"user_id": turn.user_id}).scalar()
-    # None: the counter is at the top (or the account went: then the session's insert fails).
-    return number if number is not None else next_number(turn.user_id)
-
-
-def _catch_up(user_id: int) -> None:
-    """Raise the user's counter to their highest number (sessions made without it, such as a
-    restored backup's), in a transaction of its own."""
-    db.session.execute(_CATCH_UP, {"user_id": user_id})
-    db.session.commit()
 
 
 def _count_alone(turn: Turn, usage: ledger.Entry | None) -> None:
