@@ -136,6 +136,42 @@ def test_a_call_in_flight_holds_the_budget_and_its_end_frees_it(budgeted, auth, 
     assert ask(client, ada, "after", "openai").status_code == 200  # 18 used, none held
 
 
+@pytest.mark.parametrize("path", ["/api/ai_chat/request", "/v1/chat/completions"])
+def test_a_stream_holds_its_reservation_while_it_is_relayed(budgeted, auth, fake, path):
+    """Flask ends a streamed request's view before relaying the stream: the reservation must
+    last until the stream's end, not the view's."""
+    client = budgeted.test_client()
+    ada = auth.register(client=client)
+    if path.startswith("/v1"):
+        body = {"model": "openai", "stream": True, "messages": [{"role": "user", "content": "q"}]}
+    else:
+        body = {"model": "openai", "stream": True, "content": "q"}
+    fake.reply(chunks=openai_stream(["one ", "two ", "three"], "m"), gap=0.5)
+    response = client.post(path, headers=ada, json=body, buffered=False)
+    chunks = iter(response.response)
+    received = b""
+    while b"one " not in received:
+        received += next(chunks)
+    assert len(reservations(budgeted)) == 1
+    assert_envelope(ask(client, ada, "meanwhile", "openai"), 429, "reserved by your calls")
+    for _ in chunks:
+        pass
+    response.close()
+    assert reservations(budgeted) == []
+
+
+def test_a_stream_the_client_leaves_releases_its_reservation(budgeted, auth, fake):
+    client = budgeted.test_client()
+    ada = auth.register(client=client)
+    fake.reply(chunks=openai_stream(["one ", "two ", "three"], "m"), gap=0.5)
+    body = {"model": "openai", "stream": True, "content": "q"}
+    response = client.post("/api/ai_chat/request", headers=ada, json=body, buffered=False)
+    assert next(iter(response.response)).startswith(b"event: start")
+    assert len(reservations(budgeted)) == 1
+    response.close()
+    assert reservations(budgeted) == []
+
+
 @pytest.mark.parametrize(
     "call",
     ["plain", "stream", "v1", "v1 stream", "v1 store false", "regenerate stream", "edit"],

@@ -23,6 +23,8 @@ was deleted meanwhile stores nothing and raises SessionDeleted.
 The plain and streamed routes (routes.py, streaming.py) are two short compositions of these.
 """
 
+import contextlib
+import logging
 import secrets
 import time
 from collections.abc import Mapping
@@ -61,6 +63,7 @@ from ..providers.client import no_reply
 from . import attempts, titles, transcript
 from .history import catch_up, find_session, new_number
 
+log = logging.getLogger(__name__)
 TITLE_MAX_CHARS = 60
 # Each lost race means another request of the same user won one, so this many concurrent
 # new-session requests from one user always succeed.
@@ -653,6 +656,18 @@ def _release(turn: Turn) -> None:
     """The call is over: its reservation goes, in the transaction that stores its usage."""
     if turn.reservation is not None:
         reservations.release(turn.user_id, turn.reservation)
+
+
+def release_unsettled(turn: Turn) -> None:
+    """As a stream ends: the reservation a failure on the way left is released."""
+    if turn.reservation is None:
+        return
+    try:
+        _count_alone(turn, None)
+    except Exception as e:  # the database is gone: the reservation expires at its deadline
+        log.warning("releasing a budget reservation failed: %s", type(e).__name__)
+        with contextlib.suppress(Exception):
+            db.session.rollback()
 
 
 def _released(turn: Turn) -> None:

@@ -11,9 +11,10 @@ its estimate). Users without a budget reserve nothing and run none of this.
 
 Settlement is one DELETE by id, run in the transaction that stores the call's usage (or, when
 nothing is stored, alone): cheap and easy to fold into a turn's one transaction. A request
-that ends with its reservation still held (a failure on the way) releases it as it ends; a
-worker that dies mid-call leaves it until its expiry, the call's deadline, after which it
-counts for nothing and the user's next admission deletes it.
+that ends with its reservation still held (a failure on the way) releases it as it ends (a
+stream, as its relay ends: Flask tears a streamed request down before relaying it); a worker
+that dies mid-call, or a stream never relayed, leaves it until its expiry, the call's
+deadline, after which it counts for nothing and the user's next admission deletes it.
 """
 
 import contextlib
@@ -196,6 +197,14 @@ def settled(reservations: Iterable[int]) -> None:
     if held:
         for reservation in reservations:
             held.pop(reservation, None)
+
+
+def hand_over(reservation: int | None) -> None:
+    """A streamed call's reservation outlives its view: the stream releases it, not the
+    request's end."""
+    held = g.get(HELD)
+    if held and reservation is not None:
+        held.pop(reservation, None)
 
 
 def release_leftovers(_error=None) -> None:
