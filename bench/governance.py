@@ -4,9 +4,11 @@ the usage upsert (with the reply's price) in the storing transaction.
 In process, on a fresh SQLite file (or a scratch PostgreSQL schema with --postgres), for a user
 with a month of usage (30 days x 3 models). Each figure is the median of --samples runs:
 
-- `admit` with the default limits and no budget (one primary-key lookup), and with a token and
-  a cost budget (plus one aggregate over the month's rows);
-- the usage upsert and its price, against the same transaction without them;
+- `admit` with the default limits and no budget (one primary-key lookup);
+- with a token and a cost budget, `admit` and the call's reservation, committed (the user's row
+  locked on PostgreSQL, the reservation inserted, one query for what is used and reserved);
+- the usage upsert and its price, against the same transaction without them, and with the
+  reservation's release added to it;
 - a whole chat turn (the fake provider, in this process, for openai/gpt-4o: priced), with and
   without budgets.
 
@@ -32,6 +34,9 @@ from polygenix import clock, create_app  # noqa: E402
 from polygenix.extensions import db  # noqa: E402
 from polygenix.governance import ledger  # noqa: E402
 from polygenix.governance.policy import admit, governance  # noqa: E402
+from polygenix.governance.reservations import release, reserve_call  # noqa: E402
+from polygenix.provider_registry import registry  # noqa: E402
+from polygenix.providers.base import NO_OPTIONS  # noqa: E402
 from tests.fake_provider import FakeProvider  # noqa: E402
 from tests.helpers import scratch_schema  # noqa: E402
 
@@ -76,16 +81,39 @@ def measure(url: str, fake: FakeProvider, samples: int) -> list[tuple[str, float
         db.session.commit()
 
     rows = []
-    for name, app in (("default limits, no budget", plain), ("token and cost budgets", budgeted)):
-        with app.app_context():
-            rows.append(
-                (f"`admit`, {name}", median_ms(lambda: admit(user_id, "openai", "gpt-4o"), samples))
+    with plain.app_context():
+        rows.append(
+            (
+                "`admit`, default limits, no budget",
+                median_ms(lambda: admit(user_id, "openai", "gpt-4o"), samples),
+            )
+        )
+        db.session.commit()
+    with budgeted.test_request_context():
+        provider = registry()["openai"]
+
+        def admission() -> float:
+            """One admission's time; its reservation then released, untimed (a user has a few
+            calls in flight, not hundreds)."""
+            started = time.perf_counter()
+            limits = admit(user_id, "openai", "gpt-4o")
+            reservation = reserve_call(
+                user_id, limits, governance().prices, provider, "gpt-4o", NO_OPTIONS, 250, False
             )
             db.session.commit()
-    with plain.app_context():
+            elapsed = (time.perf_counter() - started) * 1000
+            release(user_id, reservation)
+            db.session.commit()
+            return elapsed
+
+        admission()
+        timings = [admission() for _ in range(samples)]
+        rows.append(
+            ("`admit` and a reservation, token and cost budgets", statistics.median(timings))
+        )
         prices = governance().prices
 
-        def store(with_usage: bool):
+        def store(with_usage: bool, with_release: bool = False):
             def run():
                 db.session.execute(
                     text("UPDATE users SET name = 'Bench' WHERE id = :u"), {"u": user_id}
@@ -94,14 +122,19 @@ def measure(url: str, fake: FakeProvider, samples: int) -> list[tuple[str, float
                     now = clock.now()
                     cost = prices.cost("openai", "gpt-4o", "gpt-4o", 900, 300, None, now)
                     ledger.Entry(user_id, now.date(), "openai/gpt-4o", 900, 300, cost).add()
+                if with_release:
+                    release(user_id, 0)  # as costly as releasing a real one: one indexed DELETE
                 db.session.commit()
 
             return run
 
         without = median_ms(store(False), samples)
         with_usage = median_ms(store(True), samples)
+        with_release = median_ms(store(True, True), samples)
         rows.append(("a storing transaction", without))
         rows.append(("the same with the reply's price and usage upsert", with_usage))
+        rows.append(("the same with the reservation's release too", with_release))
+
     body = {"content": "bench", "model": "openai/gpt-4o"}
     for name, app in (("no budget", plain), ("token and cost budgets", budgeted)):
         turn_client = app.test_client()

@@ -203,6 +203,9 @@ def load_config(env: Mapping[str, str], instance_path: str) -> dict[str, Any]:
         "PASSWORD_HASH_TIMEOUT": _float(env, "PASSWORD_HASH_TIMEOUT", 10.0, minimum=0.01),
         "CONTEXT_MAX_MESSAGES": _int(env, "CONTEXT_MAX_MESSAGES", 50, minimum=0),
         "CONTEXT_MAX_CHARS": _int(env, "CONTEXT_MAX_CHARS", 24_000, minimum=0),
+        # The most messages one /v1 chat completion may carry (a 400 beyond): a long
+        # conversation of 250 turns, stored in one statement when it starts a session.
+        "V1_MAX_MESSAGES": _int(env, "V1_MAX_MESSAGES", 500, minimum=1),
         "SQLALCHEMY_ECHO": _bool(env, "SQLALCHEMY_ECHO", False),
         # JSON lines for log systems; plain text is easier to read in development.
         "LOG_FORMAT": _choice(

@@ -87,8 +87,14 @@ def envelope(code: int, message: str | None = None, errors: dict | None = None, 
 # OpenAI's error types by status, for /v1 (https://platform.openai.com/docs/guides/error-codes).
 OPENAI_TYPES = {401: "invalid_request_error", 403: "permission_error", 429: "rate_limit_error"}
 OPENAI_CODES = {401: "invalid_api_key", 429: "rate_limit_exceeded"}
-# A used-up budget is OpenAI's "insufficient_quota" (a 429 whose retry will not help).
-OPENAI_REFUSALS = {"token_budget": "insufficient_quota", "cost_budget": "insufficient_quota"}
+# A used-up budget is OpenAI's "insufficient_quota" (a 429 whose retry will not help); one taken
+# by the user's calls in flight frees up as they end, a rate limit.
+OPENAI_REFUSALS = {
+    "token_budget": "insufficient_quota",
+    "cost_budget": "insufficient_quota",
+    "token_budget_reserved": "rate_limit_exceeded",
+    "cost_budget_reserved": "rate_limit_exceeded",
+}
 
 
 def openai_path() -> bool:
@@ -160,6 +166,10 @@ def provider_error_response(error: ProviderError) -> Response:
     if has_request_context():
         g.setdefault(PROVIDER_FAILED, True)
     headers = retry_after_header(error.retry_after)
+    if error.status >= 500:
+        # PolyGenix already retried it as the SDKs would (or it is no use retrying): a client
+        # that retried too would multiply the provider calls, 3 attempts by 3.
+        headers["x-should-retry"] = "false"
     return error_response(error.status, error.message, headers=headers)
 
 
@@ -187,10 +197,10 @@ def init_errors(app: Flask, jwt: JWTManager) -> None:
     @app.errorhandler(Refused)
     def _refused(error: Refused):
         headers = retry_after_header(error.retry_after)
-        if error.retry_after is not None:
+        code = OPENAI_REFUSALS.get(error.reason, error.reason)
+        if code == "insufficient_quota":
             # Hours, not seconds: OpenAI's SDKs would otherwise retry at once.
             headers["x-should-retry"] = "false"
-        code = OPENAI_REFUSALS.get(error.reason, error.reason)
         fields = {"error_code": code} if openai_path() else {}
         return error_response(error.status, str(error), headers=headers, **fields)
 

@@ -68,6 +68,9 @@ class User(db.Model):
     # id. A new password (change or reset) draws a new one, which revokes all earlier tokens.
     token_key: Mapped[str] = mapped_column(String(32), default=lambda: new_token_key())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # The highest session number the user has had: a new session without a number takes the
+    # next, counted up in its own transaction, so concurrent creations never collide.
+    last_session_number: Mapped[int] = mapped_column(default=0, server_default=text("0"))
 
     @property
     def password(self):
@@ -149,6 +152,13 @@ class Message(db.Model):
             sqlite_where=text("lease_until IS NOT NULL"),
             postgresql_where=text("lease_until IS NOT NULL"),
         ),
+        # Only the few failed questions a client may retry: a retry finds its earlier attempt.
+        Index(
+            "ix_messages_retry_key",
+            "retry_key",
+            sqlite_where=text("retry_key IS NOT NULL"),
+            postgresql_where=text("retry_key IS NOT NULL"),
+        ),
         {"sqlite_autoincrement": True},
     )
 
@@ -187,6 +197,13 @@ class Message(db.Model):
     # this lease with each save. Past it with no renewal, the stream died (a worker killed
     # mid-stream) and a sweep flags the reply incomplete. Null once the reply is finished.
     lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The stream's own secret while it writes the reply: every write of the stream names it,
+    # so none ever lands in a row that stopped being the stream's (flagged by the sweep, or
+    # another row that took a reused id).
+    lease_token: Mapped[str | None] = mapped_column(String(32))
+    # On a /v1 question whose call failed: what a retry of the same call carries (a digest of
+    # its Idempotency-Key, or of its body), so the retry lands in this question's session.
+    retry_key: Mapped[str | None] = mapped_column(String(64))
 
     # Many-to-one only: a session's messages are always queried with a limit, never loaded whole.
     session: Mapped[ChatSession] = relationship()
@@ -249,6 +266,23 @@ class UsageDaily(db.Model):
     completion_tokens: Mapped[int] = mapped_column(BigInteger)
     # Whole nano-dollars of the replies with a known price; null while none had one.
     cost_nanousd: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class BudgetReservation(db.Model):
+    """What a call in flight of a user with a budget may use (its prompt's estimate and its
+    output cap, priced), held from before the provider is called until its usage is stored:
+    other calls are admitted against it (governance/reservations.py). A worker that dies
+    mid-call leaves it behind until `expires_at`, the call's deadline."""
+
+    __tablename__ = "budget_reservations"
+    __table_args__ = {"sqlite_autoincrement": True}
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    tokens: Mapped[int] = mapped_column(BigInteger)
+    # Whole nano-dollars; null when the model's price is unknown (it costs nothing then).
+    cost_nanousd: Mapped[int | None] = mapped_column(BigInteger)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
 class RevokedToken(db.Model):

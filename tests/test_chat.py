@@ -5,7 +5,7 @@ import pytest
 from sqlalchemy import func, select
 
 from polygenix.extensions import db
-from polygenix.models import ChatSession, Message
+from polygenix.models import ChatSession, Message, User
 from tests.helpers import ask, assert_envelope
 
 REQUEST = "/api/ai_chat/request"
@@ -47,6 +47,25 @@ def test_numbers_belong_to_their_user(client, ada, bob):
     assert [m["content"] for m in bob_history[0]["messages"]] == ["bob's own", "Echo: bob's own"]
     ada_session = client.get("/api/ai_chat/12345", headers=ada).json
     assert ada_session["messages"][0]["content"] == "ada's secret"
+
+
+def test_a_deleted_sessions_number_is_not_handed_out_again(client, ada):
+    assert [ask(client, ada).json["session_id"] for _ in range(3)] == [1, 2, 3]
+    assert client.delete("/api/ai_chat/3", headers=ada).status_code == 200
+    assert ask(client, ada).json["session_id"] == 4
+    assert ask(client, ada, session_id=3).json["session_id"] == 3  # asked for: it is the user's
+
+
+def test_the_counter_catches_up_with_sessions_made_without_it(client, ada, app):
+    """Sessions written straight to the database (a restored backup, a bulk import) leave the
+    counter behind: the next new session finds the highest number and goes past it."""
+    with app.app_context():
+        user = db.session.scalar(select(User).where(User.email == "ada@example.com"))
+        for number in range(1, 31):
+            db.session.add(ChatSession(user_id=user.id, number=number, title="imported"))
+        db.session.commit()
+    assert ask(client, ada).json["session_id"] == 31
+    assert ask(client, ada).json["session_id"] == 32
 
 
 def test_next_number_falls_back_to_the_lowest_gap_at_the_top(client, ada):

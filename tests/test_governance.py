@@ -302,12 +302,19 @@ def test_a_cut_stream_counts_an_estimate_and_store_false_still_counts(
 
 
 @pytest.mark.slow
-def test_two_workers_racing_at_a_budgets_edge_overrun_it_by_at_most_the_calls_in_flight(
+def test_two_workers_racing_at_a_budgets_edge_never_overrun_it_when_calls_use_their_estimate(
     tmp_path,
 ):
+    """Each call reserves its estimate before the provider is called; here (echo, an output cap
+    of 2 tokens) a call uses exactly its estimate, so racing calls stop at the budget."""
     budget_calls = 10
     racers = 16
-    settings = {"SYSTEM_PROMPT": "", "TOKEN_BUDGET": f"{budget_calls * PER_HI}/day"}
+    settings = {
+        "SYSTEM_PROMPT": "",
+        "TOKEN_BUDGET": f"{budget_calls * PER_HI}/day",
+        "MAX_OUTPUT_TOKENS": "2",
+        "REASONING_MAX_OUTPUT_TOKENS": "2",
+    }
     with gunicorn(tmp_path, settings) as (base, _):
         headers = register_over_http(base)
         statuses, lock = [], threading.Lock()
@@ -331,9 +338,18 @@ def test_two_workers_racing_at_a_budgets_edge_overrun_it_by_at_most_the_calls_in
             t.join()
         assert set(statuses) <= {200, 429}, statuses
         stored = statuses.count(200)
-        # Refusals come only once the budget is used up, so at least the budget's calls passed;
-        # beyond it, at most the calls that were in flight (here, all the racers).
-        assert budget_calls <= stored <= racers
+        # Refused while the others' reservations fill the budget: some calls are refused
+        # before it is used up, but no call is admitted beyond it.
+        assert stored <= budget_calls
+        while stored < budget_calls:
+            late = requests.post(
+                base + "/api/ai_chat/request",
+                json={"content": "hi", "model": "echo"},
+                headers=headers,
+                timeout=30,
+            )
+            assert late.status_code == 200, late.text
+            stored += 1
         after = requests.post(
             base + "/api/ai_chat/request",
             json={"content": "late", "model": "echo"},
@@ -811,3 +827,29 @@ def test_a_limits_put_needs_a_body(client, auth):
     admin, ada = auth.admin(), auth.register()
     response = client.put(f"/api/admin/users/{auth.user_id(ada)}/limits", headers=admin)
     assert_envelope(response, 422, "Send the limits as a JSON body")
+
+
+def test_an_unknown_models_error_lists_only_the_models_the_caller_may_use(
+    make_app, provider_config, auth
+):
+    app = make_app(provider_config | {"MODEL_ALLOWLIST": ["echo", "groq/*"]})
+    client = app.test_client()
+    ada = auth.register(client=client)
+    key = client.post("/api/keys", headers=ada, json={"name": "k"}).json["key"]
+    assert ask(client, ada, "first", session_id=1).status_code == 200
+    answers = [
+        ask(client, ada, "hi", model="nope"),
+        client.patch("/api/ai_chat/1", headers=ada, json={"model": "nope"}),
+        client.post(
+            "/v1/chat/completions",
+            headers=bearer(key),
+            json={"model": "nope", "messages": [{"role": "user", "content": "hi"}]},
+        ),
+    ]
+    messages = [answers[0].json["message"], answers[1].json["message"]]
+    messages.append(answers[2].json["error"]["message"])
+    assert [a.status_code for a in answers] == [422, 422, 404]
+    for message in messages:
+        assert message == (
+            f"Unknown model 'nope'. Available models: echo/echo, groq/{DEFAULT_MODELS['groq']}"
+        )

@@ -1,7 +1,7 @@
 """background jobs: the jobs table and the schedule of periodic jobs
 
 Revision ID: 0020
-Revises: 0013
+Revises: 0016
 Create Date: 2026-12-07 03:00:00
 
 """
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 
 revision = '0020'
-down_revision = '0013'
+down_revision = '0016'
 branch_labels = None
 depends_on = None
 

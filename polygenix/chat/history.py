@@ -1,11 +1,11 @@
 """Reading a user's sessions: finding one, listing them, their messages, and the ETag that lets
-a poll of an unchanged history cost one small query."""
+a poll of an unchanged history cost one small query; and a new session's number."""
 
 import hashlib
 from datetime import datetime
 
 from flask_smorest import abort
-from sqlalchemy import BigInteger, and_, bindparam, cast, exists, func, select
+from sqlalchemy import BigInteger, and_, bindparam, cast, exists, func, select, update
 from sqlalchemy.orm import aliased, joinedload
 
 from ..api import page_of
@@ -55,7 +55,8 @@ def own_session_or_404(user: User, number: int) -> ChatSession:
 
 
 def next_number(user_id: int) -> int:
-    """The caller's next free session number: one past their highest, else the lowest gap."""
+    """The user's next free session number by their sessions: one past their highest, else
+    the lowest gap."""
     highest = db.session.scalar(_HIGHEST_NUMBER, {"user_id": user_id})
     if highest is None:
         return 1
@@ -72,6 +73,47 @@ def next_number(user_id: int) -> int:
             ~exists().where(following.user_id == user_id, following.number == after),
         )
     )
+
+
+_users = User.__table__.c
+_COUNT_UP = (
+    update(User.__table__)
+    .where(_users.id == bindparam("user_id"), _users.last_session_number < MAX_ID)
+    .values(last_session_number=_users.last_session_number + 1)
+    .returning(_users.last_session_number)
+)
+_RAISE_TO = (
+    update(User.__table__)
+    .where(_users.id == bindparam("user_id"), _users.last_session_number < bindparam("asked"))
+    .values(last_session_number=bindparam("asked"))
+)
+_HIGHEST = (
+    select(func.max(ChatSession.number)).where(ChatSession.user_id == _users.id).scalar_subquery()
+)
+_CATCH_UP = (
+    update(User.__table__)
+    .where(_users.id == bindparam("user_id"), _users.last_session_number < _HIGHEST)
+    .values(last_session_number=_HIGHEST)
+)
+
+
+def new_number(user_id: int, asked: int | None) -> int:
+    """A new session's number, in the transaction that makes it: the one `asked` for (the
+    user's counter raised to it), else the next of the counter, counted up: the user's row,
+    locked until the commit, queues the user's new sessions, so they never take one number.
+    Once the counter reached 2,147,483,647, the lowest free number."""
+    if asked is not None:
+        db.session.execute(_RAISE_TO, {"user_id": user_id, "asked": asked})
+        return asked
+    number = db.session.execute(_COUNT_UP, {"user_id": user_id}).scalar()
+    # None: the counter is at the top (or the account went: then the session's insert fails).
+    return number if number is not None else next_number(user_id)
+
+
+def catch_up(user_id: int) -> None:
+    """Raise the user's counter to their highest number (sessions made without it, such as a
+    restored backup's); the caller commits."""
+    db.session.execute(_CATCH_UP, {"user_id": user_id})
 
 
 def etag(user: User, query: str) -> tuple[str, int]:

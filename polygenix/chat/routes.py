@@ -9,7 +9,7 @@ from .. import clock
 from ..api import Blueprint, NoticeSchema
 from ..auth.access import current_user
 from ..extensions import db
-from ..governance.policy import allowed_catalogue
+from ..governance.policy import allowed_catalogue, unknown_model
 from ..limits import per_user
 from ..models import MAX_ID, ChatSession
 from ..provider_registry import registry
@@ -118,9 +118,14 @@ REPLY_OR_STREAM = {
 }
 
 
+def _streamed(data: dict) -> bool:
+    """Whether the reply is to be streamed: `stream`, or Accept: text/event-stream."""
+    return data["stream"] or "text/event-stream" in request.headers.get("Accept", "")
+
+
 def _answer(turn: turns.Turn, data: dict):
-    """A prepared turn answered: streamed (`stream`, or Accept: text/event-stream) or whole."""
-    if data["stream"] or "text/event-stream" in request.headers.get("Accept", ""):
+    """A prepared turn answered: streamed or whole."""
+    if _streamed(data):
         return Response(
             stream_with_context(streaming.relay(streaming.opened(turn), streaming.Events())),
             mimetype="text/event-stream",
@@ -181,6 +186,7 @@ class ChatRequest(MethodView):
             data.get("model"),
             data.get("session_id"),
             options_from(data),
+            streamed=_streamed(data),
         )
         return _answer(turn, data)
 
@@ -203,7 +209,9 @@ class Regenerate(MethodView):
         answered as /request answers it. 409: the session changed meanwhile (another message
         followed, or an earlier one was edited).
         """
-        turn = turns.prepare_again(current_user, chat_id, data.get("model"), options_from(data))
+        turn = turns.prepare_again(
+            current_user, chat_id, data.get("model"), options_from(data), streamed=_streamed(data)
+        )
         return _answer(turn, data)
 
 
@@ -230,6 +238,7 @@ class EditMessage(MethodView):
             options_from(data),
             message_id=message_id,
             content=data["content"],
+            streamed=_streamed(data),
         )
         return _answer(turn, data)
 
@@ -409,8 +418,9 @@ class Session(MethodView):
         if data.get("model") is not None:
             try:
                 registry().resolve(data["model"])
-            except UnknownModelError as e:
-                abort(422, message=str(e), errors={"json": {"model": [str(e)]}})
+            except UnknownModelError:
+                message = unknown_model(current_user.id, data["model"])
+                abort(422, message=message, errors={"json": {"model": [message]}})
         session = history.own_session_or_404(current_user, chat_id)
         # Read before the write, whose commit is the last thing done: an error answered after
         # it would report a failed change that was in fact applied.

@@ -30,6 +30,7 @@ from flask import current_app
 
 from ..errors import Conflict, SessionDeleted, envelope, outage
 from ..extensions import db
+from ..governance import reservations
 from ..metrics import OPEN_STREAMS
 from ..providers import ProviderError, ReplyStream
 from ..providers.client import merge
@@ -87,6 +88,9 @@ def opened(turn: turns.Turn) -> tuple[turns.Turn, "_Reader"]:
     except BaseException:
         stream.close()  # the message could not be stored: hang up on the provider
         raise
+    # The view returns (and its request ends, as far as Flask's teardown goes) before the
+    # stream is relayed: the stream itself releases the call's budget reservation.
+    reservations.hand_over(turn.reservation)
     return turn, _Reader(stream)
 
 
@@ -146,7 +150,15 @@ def _save(turn: turns.Turn, parts: list[str], thinking: list[str]) -> None:
 
 
 def relay(started: tuple[turns.Turn, "_Reader"], events: Events) -> Iterator[str]:
-    """The events of an opened stream, until its end, storing the reply as it goes."""
+    """The events of an opened stream, until its end, storing the reply as it goes; whatever
+    ends it, the call's budget reservation goes with it."""
+    try:
+        yield from _relay(started, events)
+    finally:
+        turns.release_unsettled(started[0])
+
+
+def _relay(started: tuple[turns.Turn, "_Reader"], events: Events) -> Iterator[str]:
     turn, reader = started
     keepalive = current_app.config["STREAM_KEEPALIVE_SECONDS"]
     parts: list[str] = []
@@ -182,7 +194,8 @@ def relay(started: tuple[turns.Turn, "_Reader"], events: Events) -> Iterator[str
         reader.close()
         # 499: the client closed the request (nginx's code), so metrics do not blame the provider.
         with contextlib.suppress(Exception):
-            _finish(turn, reader, parts, thinking, usage, ProviderError(DISCONNECTED, status=499))
+            gone = ProviderError(DISCONNECTED, status=turns.CLIENT_CLOSED)
+            _finish(turn, reader, parts, thinking, usage, gone)
         raise
     except SessionDeleted as e:
         failure = ProviderError(str(e), status=404)

@@ -15,13 +15,17 @@ last question anew, edit gives one of the user's questions new words. Either mar
 replaces `superseded` once the new reply (or, for an edit, the edited question) is stored, so
 context, counts and history only ever see the current transcript.
 
-Storing checks, in its transaction, that the session it writes to still exists (the foreign
-keys do): a turn whose session was deleted meanwhile stores nothing and raises SessionDeleted.
-Ids are never reused, so a vanished session's id never stands for another user's.
+Storing never trusts an id alone: each write names the session's user and number, a message's
+session, and a streamed reply's lease token, so a row that stopped being the turn's (deleted
+meanwhile, or another user's row that took a reused id) is never written. A turn whose session
+was deleted meanwhile stores nothing and raises SessionDeleted.
 
 The plain and streamed routes (routes.py, streaming.py) are two short compositions of these.
 """
 
+import contextlib
+import logging
+import secrets
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -31,15 +35,16 @@ from typing import Any
 
 from flask import current_app
 from flask_smorest import abort
-from sqlalchemy import bindparam, case, delete, exists, select, update
+from sqlalchemy import and_, bindparam, case, delete, exists, insert, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import aliased
 from sqlalchemy.orm.exc import StaleDataError
 
 from .. import clock
 from ..errors import Conflict, SessionDeleted
 from ..extensions import db
-from ..governance import ledger
-from ..governance.policy import admit, governance
+from ..governance import ledger, reservations
+from ..governance.policy import Limits, admit, governance, unknown_model
 from ..logs import note, request_id
 from ..metrics import record_cost, record_provider_call
 from ..models import MAX_ID, ChatSession, Message, User
@@ -55,14 +60,16 @@ from ..providers import (
 )
 from ..providers.base import NO_OPTIONS, USAGE
 from ..providers.client import no_reply
-from . import titles, transcript
-from .history import find_session, next_number
+from . import attempts, titles, transcript
+from .history import catch_up, find_session, new_number
 
+log = logging.getLogger(__name__)
 TITLE_MAX_CHARS = 60
 # Each lost race means another request of the same user won one, so this many concurrent
 # new-session requests from one user always succeed.
 CREATE_ATTEMPTS = 20
 INTERRUPTED = "The server stopped before the reply was complete"
+CLIENT_CLOSED = 499  # a stream's client went away (nginx's "client closed request")
 
 
 @dataclass
@@ -84,6 +91,7 @@ class Turn:
     seed: list[tuple[str, str]] = field(default_factory=list)
     persist: bool = True  # False: nothing is stored ("store": false)
     digest: str | None = None  # a streamed turn's session transcript digest once it began
+    lease_token: str | None = None  # a streamed reply's, named by each of its writes
     started: float = 0.0  # time.monotonic() when the provider call began
     question: Message | None = None  # once stored
     reply: Message | None = None  # once stored (a streamed reply: while it is written)
@@ -91,6 +99,11 @@ class Turn:
     # "regenerate" or "edit": `question` is an existing message, answered again.
     again: str | None = None
     created: bool = False  # once stored: the turn made its session
+    reservation: int | None = None  # what the call holds of a budget until its usage is stored
+    # A /v1 call a client may retry: the key stored with its question if it fails, and the
+    # failed question of an earlier attempt that this one repeats (superseded once it is stored).
+    retry_key: str | None = None
+    repeats: int | None = None
 
     @property
     def model_name(self) -> str:
@@ -177,22 +190,37 @@ def _invalid(field: str, reason: str) -> None:
     abort(422, message=f"{field}: {reason}", errors={"json": {field: [reason]}})
 
 
-def _model(user_id: int, model_name: str, options: Options) -> tuple[Provider, str | None]:
-    """The provider and model a name means (UnknownModelError if none); a max_tokens over the
-    model's output cap is a 422; a model the user may not use, or a budget used up, is refused
+def _model(user_id: int, model_name: str, options: Options) -> tuple[Provider, str | None, Limits]:
+    """The provider and model a name means (UnknownModelError if none), and the user's limits;
+    a max_tokens over the model's output cap is a 422; a model the user may not use is refused
     (governance.policy.admit)."""
     provider, model = registry().resolve(model_name)
     if model is not None and options.max_tokens is not None:
         cap = provider.output_cap(model, options)
         if options.max_tokens > cap:
             _invalid("max_tokens", f"Must be at most {cap} for {provider.name}/{model}.")
-    admit(user_id, provider.name, model)
-    return provider, model
+    return provider, model, admit(user_id, provider.name, model)
+
+
+def _reserve(turn: Turn, limits: Limits, streamed: bool) -> None:
+    """A user with a budget reserves the call's estimate (or is refused: a 429), in the
+    transaction the caller commits before the provider is called."""
+    prompt = _estimate(sum(len(m["content"]) for m in turn.messages))
+    turn.reservation = reservations.reserve_call(
+        turn.user_id,
+        limits,
+        governance().prices,
+        turn.provider,
+        turn.model,
+        turn.options,
+        prompt,
+        streamed,
+    )
 
 
 def _named_model(
     user: User, model_name: str | None, session: ChatSession | None, options: Options, *fallback
-) -> tuple[Provider, str | None]:
+) -> tuple[Provider, str | None, Limits]:
     """The model a request names, else the session's default, else the first of `fallback`
     that is set; none at all is the 422 of a missing field."""
     name = model_name or (session.model if session is not None else None)
@@ -201,8 +229,9 @@ def _named_model(
         _invalid("model", "Missing data for required field.")
     try:
         return _model(user.id, name, options)
-    except UnknownModelError as e:
-        abort(422, message=str(e), errors={"json": {"model": [str(e)]}})
+    except UnknownModelError:
+        message = unknown_model(user.id, name)
+        abort(422, message=message, errors={"json": {"model": [message]}})
 
 
 def prepare(
@@ -211,21 +240,28 @@ def prepare(
     model_name: str | None,
     number: int | None,
     options: Options = NO_OPTIONS,
+    *,
+    streamed: bool = False,
 ) -> Turn:
     """Everything the provider call needs, read in one transaction that ends here.
 
     An unknown model, or a max_tokens over the model's output cap, is a 422; so is no model at
     all (none named, and the session has no default); a model the user may not use is a 403; a
     budget used up a 429 (nothing is stored). A provider that is not configured is not refused
-    here: its call fails, and the failure is stored like any other.
+    here: its call fails, and the failure is stored like any other. A user with a budget
+    reserves the call's estimate (governance/reservations.py); `streamed` sets its deadline.
     """
     session = find_session(user.id, number) if number is not None else None
-    provider, model = _named_model(user, model_name, session, options)
+    provider, model, limits = _named_model(user, model_name, session, options)
     context = [] if session is None else load_context(session.id, current_app.config, len(content))
-    return _planned(user, provider, model, content, number, session, context, options)
+    return _planned(
+        user, provider, model, content, number, session, context, options, limits, streamed
+    )
 
 
-def _planned(user, provider, model, content, number, session, context, options, **again) -> Turn:
+def _planned(
+    user, provider, model, content, number, session, context, options, limits, streamed, **again
+) -> Turn:
     """The turn of a prepare step, its read transaction ended: the provider may take seconds
     or minutes, and no database connection is held meanwhile."""
     turn = Turn(
@@ -241,6 +277,7 @@ def _planned(user, provider, model, content, number, session, context, options, 
         options=options,
         **again,
     )
+    _reserve(turn, limits, streamed)
     db.session.commit()
     return turn
 
@@ -268,6 +305,7 @@ def prepare_again(
     *,
     message_id: int | None = None,
     content: str | None = None,
+    streamed: bool = False,
 ) -> Turn:
     """A turn that answers an existing question again: the session's last one (regenerate),
     or message `message_id` with new words `content` (edit). Its context is what came before
@@ -294,7 +332,7 @@ def prepare_again(
             _invalid("message_id", "The message was superseded: edit the current one.")
     content = question.content if content is None else content
     replaced = db.session.scalar(_LAST_REPLY, {"question_id": question.id})
-    provider, model = _named_model(user, model_name, session, options, replaced)
+    provider, model, limits = _named_model(user, model_name, session, options, replaced)
     context = load_context(session.id, current_app.config, len(content), before=question.id)
     again = "edit" if message_id is not None else "regenerate"
     return _planned(
@@ -306,6 +344,8 @@ def prepare_again(
         session,
         context,
         options,
+        limits,
+        streamed,
         question=question,
         again=again,
     )
@@ -330,6 +370,9 @@ def prepare_conversation(
     *,
     number: int | None,
     persist: bool,
+    streamed: bool = False,
+    retry_key: str | None = None,
+    retrying: bool = False,
 ) -> Turn:
     """A turn whose context is a whole conversation the client sent (OpenAI's contract): the
     provider gets exactly `messages`, and the last one, the user's, is what is stored.
@@ -341,9 +384,13 @@ def prepare_conversation(
     conversation over CONTEXT_MAX_CHARS, or a last message that is not the user's or is over
     MAX_MESSAGE_CHARS, is a 422 on `messages` (the client chose the context: it is never
     trimmed).
+
+    A call that fails keeps `retry_key` with its question. A retry of it (`retrying`, with the
+    same key) goes to that question's session, and replaces the failed question once stored:
+    one call retried by its client leaves one session, whatever each attempt's fate.
     """
     config = current_app.config
-    provider, model = _model(user.id, model_name, options)
+    provider, model, limits = _model(user.id, model_name, options)
     if not messages or messages[-1]["role"] != "user":
         _invalid("messages", "The last message must be the user's.")
     content = messages[-1]["content"]
@@ -354,10 +401,15 @@ def prepare_conversation(
     if sum(len(m["content"]) for m in messages) > config["CONTEXT_MAX_CHARS"]:
         _invalid("messages", f"The conversation is over {config['CONTEXT_MAX_CHARS']} characters.")
     earlier = [(m["role"], m["content"]) for m in messages[:-1] if m["role"] != "system"]
-    session = None
-    if persist and number is not None:
+    session, repeats = None, None
+    if persist and retrying and retry_key is not None:
+        found = attempts.failed_attempt(user.id, retry_key)
+        if found is not None:
+            repeats, session = found
+            number = session.number
+    if session is None and persist and number is not None:
         session = find_session(user.id, number)
-    elif persist and earlier:
+    elif session is None and persist and earlier:
         digest = transcript.extend(None, earlier)
         session = db.session.scalar(_BY_TRANSCRIPT, {"user_id": user.id, "digest": digest})
     turn = Turn(
@@ -373,7 +425,10 @@ def prepare_conversation(
         options=options,
         seed=earlier if session is None else [],
         persist=persist,
+        retry_key=retry_key,
+        repeats=repeats,
     )
+    _reserve(turn, limits, streamed)
     db.session.commit()
     return turn
 
@@ -454,13 +509,15 @@ def _charge(
 
 
 def _used_without_reply(
-    turn: Turn, used: Mapping | None, reasoning: str = ""
+    turn: Turn, used: Mapping | None, reasoning: str = "", *, prompt_read: bool = False
 ) -> ledger.Entry | None:
     """A call that gave no usable reply but used the provider all the same (it reported usage,
-    or it reasoned): what it used; else None."""
+    it reasoned, or, `prompt_read`, it was reading the prompt when the client hung up): what it
+    used (estimated where not reported); else None."""
     used = used or {}
     counts = {name: used.get(name) for name in USAGE}
-    if not reasoning and counts["prompt_tokens"] is None and counts["completion_tokens"] is None:
+    reported = counts["prompt_tokens"] is not None or counts["completion_tokens"] is not None
+    if not (reasoning or reported or prompt_read):
         return None
     return _charge(turn, used.get("model"), counts, "", reasoning)[0]
 
@@ -488,14 +545,19 @@ def _commit_question(
     *,
     whole: bool = False,
     usage: ledger.Entry | None = None,
+    ended: bool = True,
 ) -> None:
     """Commit the user's message (flagged with `error`, if any) and `reply` (if any) in the
     turn's session: the existing one, or a new one numbered `turn.number` (the user's next free
     number if None) whose first messages are `turn.seed`, and the reply's `usage`. With
-    `whole`, the reply is complete and extends the session's transcript digest.
+    `whole`, the reply is complete and extends the session's transcript digest. Unless the
+    call is still under way (not `ended`: a stream's start), its budget reservation goes.
 
-    The unique (user_id, number) index settles races: a request that loses one stores its
-    message in the winner's session (or, with no number asked for, takes the next number).
+    A new session's number comes from the user's counter, counted up (or, for a number asked
+    for, raised to it) first in the transaction: the user's row, locked until the commit, queues
+    the user's new sessions, so they never collide. The unique (user_id, number) index settles
+    the races left: a request that asked for a number another took meanwhile stores its
+    message in the winner's session.
     """
     session = turn.session
     for _ in range(CREATE_ATTEMPTS):
@@ -507,33 +569,44 @@ def _commit_question(
         if session is None:
             session = ChatSession(
                 user_id=turn.user_id,
-                number=turn.number if turn.number is not None else next_number(turn.user_id),
                 title=make_title(turn.seed[0][1] if turn.seed else turn.content),
                 created_at=turn.asked_at,
                 transcript_digest=transcript.extend(None, added) if added else None,
             )
         else:
-            known = session.transcript_digest
+            digest = session.transcript_digest
             session = db.session.merge(session, load=False)
-            if added:
-                session.transcript_digest = _digest_after(known, added)
-        session.changed_at = session.updated_at = now
         question = Message(
             session=session,
             is_bot=False,
             content=turn.content,
             created_at=turn.asked_at,
             error=error,
+            retry_key=turn.retry_key if error is not None else None,
         )
         try:
+            if not existing:  # the user's row first, as a deletion of the account locks it
+                with db.session.no_autoflush:
+                    session.number = new_number(turn.user_id, turn.number)
             if usage is not None:
-                # First, as in every turn's transaction: rows are locked in one order (the
+                # Then as in every turn's transaction: rows are locked in one order (the
                 # user's usage, the session, its messages), the order a deletion cascades in.
                 with db.session.no_autoflush:
                     usage.add()
+            if ended:
+                _release(turn)
+            if existing:
+                with db.session.no_autoflush:
+                    if not _touch_session(turn.user_id, session, now, digest, added):
+                        raise StaleDataError()  # deleted, or its id now another's
+                    if turn.repeats is not None:  # a retry: its failed attempt gives way
+                        attempts.supersede(turn.repeats, session.id)
+            else:
+                session.changed_at = session.updated_at = now
             if not existing and turn.seed:
-                _add_seed(session, turn)
-                db.session.flush()  # the earlier messages first, in their order
+                db.session.add(session)
+                db.session.flush()
+                _add_seed(session, turn)  # the earlier messages first, in their order
             db.session.add(question)
             if reply is not None:
                 reply.session = session
@@ -544,14 +617,19 @@ def _commit_question(
         except (IntegrityError, StaleDataError):
             db.session.rollback()
             if existing or not _user_exists(turn.user_id):  # deleted since `prepare`
-                _count_alone(usage)
+                _count_alone(turn, usage)
                 raise SessionDeleted() from None
+            if turn.number is None:  # the counter was behind the user's numbers
+                catch_up(turn.user_id)
+                db.session.commit()
             session = find_session(turn.user_id, turn.number) if turn.number is not None else None
             continue
+        if ended:
+            _released(turn)
         turn.session, turn.question, turn.reply = session, question, reply
         turn.created = not existing
         return
-    _count_alone(usage)
+    _count_alone(turn, usage)
     abort(
         503,
         message="Too many concurrent new sessions; try again.",
@@ -559,35 +637,97 @@ def _commit_question(
     )
 
 
-def _count_alone(usage: ledger.Entry | None) -> None:
+def _count_alone(turn: Turn, usage: ledger.Entry | None) -> None:
     """A call whose turn is not stored still used the provider: its usage counts (unless the
-    user is gone)."""
-    if usage is None:
+    user is gone), and its budget reservation goes."""
+    if usage is None and turn.reservation is None:
         return
     try:
-        usage.add()
+        if usage is not None:
+            usage.add()
+        _release(turn)
         db.session.commit()
-    except IntegrityError:  # the account was deleted meanwhile
+    except IntegrityError:  # the account was deleted meanwhile, and its reservations with it
         db.session.rollback()
+    _released(turn)
+
+
+def _release(turn: Turn) -> None:
+    """The call is over: its reservation goes, in the transaction that stores its usage."""
+    if turn.reservation is not None:
+        reservations.release(turn.user_id, turn.reservation)
+
+
+def release_unsettled(turn: Turn) -> None:
+    """As a stream ends: the reservation a failure on the way left is released."""
+    if turn.reservation is None:
+        return
+    try:
+        _count_alone(turn, None)
+    except Exception as e:  # the database is gone: the reservation expires at its deadline
+        log.warning("releasing a budget reservation failed: %s", type(e).__name__)
+        with contextlib.suppress(Exception):
+            db.session.rollback()
+
+
+def _released(turn: Turn) -> None:
+    """After the commit that released the turn's reservation."""
+    if turn.reservation is not None:
+        reservations.settled([turn.reservation])
+        turn.reservation = None
 
 
 def _user_exists(user_id: int) -> bool:
     return db.session.scalar(select(User.id).where(User.id == user_id)) is not None
 
 
+_PREVIOUS = aliased(Message)
+
+
+def _previous(column):
+    """`column` of the message just before the one being updated, in its session."""
+    return (
+        select(column)
+        .where(_PREVIOUS.session_id == Message.session_id, _PREVIOUS.id < Message.id)
+        .order_by(_PREVIOUS.id.desc())
+        .limit(1)
+        .scalar_subquery()
+    )
+
+
+_SEED = insert(Message.__table__)
+
+
 def _add_seed(session: ChatSession, turn: Turn) -> None:
-    """The earlier turns a conversation brought, as messages of its new session."""
-    question = None
-    for role, text in turn.seed:
-        message = Message(
-            session=session,
-            is_bot=role == "assistant",
-            content=text,
-            created_at=turn.asked_at,
-            reply_to=question if role == "assistant" else None,
+    """The earlier turns a conversation brought, as messages of its new session: one INSERT of
+    them all, in order, then one UPDATE that makes each reply answer the question just before
+    it. Up to V1_MAX_MESSAGES of them (row by row, a flood of messages held SQLite's write lock
+    for a minute)."""
+    rows = [
+        {
+            "session_id": session.id,
+            "is_bot": role == "assistant",
+            "content": text,
+            "created_at": turn.asked_at,
+            "superseded": False,
+            "incomplete": False,
+        }
+        for role, text in turn.seed
+    ]
+    # One statement executed for every row (a multi-row INSERT on PostgreSQL): compiling a
+    # VALUES clause of hundreds of rows would cost more than writing them, lock held.
+    db.session.execute(_SEED, rows)
+    if any(role == "assistant" for role, _ in turn.seed[1:]):
+        db.session.execute(
+            update(Message)
+            .where(
+                Message.session_id == session.id,
+                Message.is_bot.is_(True),
+                _previous(_PREVIOUS.is_bot).is_(False),
+            )
+            .values(reply_to_id=_previous(_PREVIOUS.id))
+            .execution_options(synchronize_session=False)
         )
-        db.session.add(message)
-        question = message if role == "user" else None
 
 
 def store(turn: Turn, completion: Completion) -> Message:
@@ -617,7 +757,7 @@ def store(turn: Turn, completion: Completion) -> Message:
         _commit_question(turn, reply, whole=True, usage=usage)
         titles.schedule(turn)
     else:
-        _count_alone(usage)
+        _count_alone(turn, usage)
     return reply
 
 
@@ -631,7 +771,7 @@ def store_failure(turn: Turn, error: ProviderError) -> None:
     elif turn.persist and not turn.again:
         _commit_question(turn, error=error.message, usage=usage)
     else:  # a failed regenerate changes nothing: the earlier reply stays current
-        _count_alone(usage)
+        _count_alone(turn, usage)
 
 
 _SUPERSEDE = (
@@ -663,12 +803,16 @@ def _still_current(turn: Turn, reply_id: int | None = None) -> bool:
     reply `reply_id` (no other regenerate replaced it); for a regenerate, also whether no later
     question came meanwhile."""
     question = db.session.execute(
-        select(Message.content).where(Message.id == turn.question.id, _CURRENT)
+        select(Message.content).where(
+            Message.id == turn.question.id, Message.session_id == turn.session.id, _CURRENT
+        )
     ).one_or_none()
     if question is None or question.content != turn.content:
         return False
     if reply_id is not None and db.session.scalar(
-        select(Message.superseded).where(Message.id == reply_id)
+        select(Message.superseded).where(
+            Message.id == reply_id, Message.session_id == turn.session.id
+        )
     ):
         return False
     return turn.again != "regenerate" or not db.session.scalar(
@@ -690,10 +834,12 @@ def _commit_again(
     error: str | None = None,
     *,
     supersede: bool = True,
+    ended: bool = True,
 ) -> None:
     """Commit a turn that answers its question again: the usage, the session touched, the
     question (an edit's new words, the error), what it replaces superseded (unless not yet:
-    a stream's regenerate supersedes when its reply is complete), and `reply`. One
+    a stream's regenerate supersedes when its reply is complete), and `reply`; the budget
+    reservation goes unless the call is still under way (not `ended`: a stream's start). One
     transaction, rows locked in the order of every turn. SessionDeleted when the session went
     meanwhile; a 409 when the question stopped being current (an earlier message was edited
     meanwhile, or, for a regenerate, another question followed it)."""
@@ -706,12 +852,14 @@ def _commit_again(
         if usage is not None:
             with db.session.no_autoflush:
                 usage.add()
+        if ended:
+            _release(turn)
         if not _touch(turn):
             raise SessionDeleted()
         if changes:
             db.session.execute(
                 update(Message)
-                .where(Message.id == question.id, _CURRENT)
+                .where(Message.id == question.id, Message.session_id == turn.session.id, _CURRENT)
                 .values(changes)
                 .execution_options(synchronize_session=False)
             )
@@ -727,12 +875,14 @@ def _commit_again(
         db.session.commit()
     except (SessionDeleted, Conflict):
         db.session.rollback()
-        _count_alone(usage)
+        _count_alone(turn, usage)
         raise
     except IntegrityError:  # the account (and so the session) went meanwhile
         db.session.rollback()
-        _count_alone(usage)
+        _count_alone(turn, usage)
         raise SessionDeleted() from None
+    if ended:
+        _released(turn)
     turn.reply = reply
 
 
@@ -753,25 +903,39 @@ def start(turn: Turn) -> None:
     turn.saved_at = time.monotonic()
     if not turn.persist:
         return
+    turn.lease_token = secrets.token_hex(16)
+    leased = {"lease_until": _lease(), "lease_token": turn.lease_token}
     if turn.again:
-        reply = Message(is_bot=True, content="", model=turn.model_name, lease_until=_lease())
+        reply = Message(is_bot=True, content="", model=turn.model_name, **leased)
         # An edit is the user's words, kept at once; a regenerate replaces the earlier reply
         # only once the new one has text (finish).
-        _commit_again(turn, reply, supersede=turn.again == "edit")
+        _commit_again(turn, reply, supersede=turn.again == "edit", ended=False)
         return
     if turn.session is not None:
         turn.digest = turn.session.transcript_digest
     elif turn.seed:
         turn.digest = transcript.extend(None, turn.seed)
-    reply = Message(
-        is_bot=True, content="", model=turn.model_name, incomplete=False, lease_until=_lease()
+    reply = Message(is_bot=True, content="", model=turn.model_name, incomplete=False, **leased)
+    _commit_question(turn, reply, ended=False)
+
+
+def _own_reply(turn: Turn):
+    """The turn's streamed reply, if it is still the stream's own."""
+    return and_(
+        Message.id == turn.reply.id,
+        Message.session_id == turn.session.id,
+        Message.lease_token == turn.lease_token,
     )
-    _commit_question(turn, reply)
 
 
 _SAVE = (
     update(Message)
-    .where(Message.id == bindparam("reply_id"), Message.lease_until.is_not(None))
+    .where(
+        Message.id == bindparam("reply_id"),
+        Message.session_id == bindparam("in_session"),
+        Message.lease_token == bindparam("token"),
+        Message.lease_until.is_not(None),
+    )
     .values(
         content=bindparam("content"),
         reasoning=bindparam("reasoning"),
@@ -786,7 +950,8 @@ def save_progress(turn: Turn, text: str, reasoning: str) -> None:
     if not turn.persist:
         return
     values = {"content": text, "reasoning": reasoning or None, "lease": _lease()}
-    result = db.session.execute(_SAVE, {"reply_id": turn.reply.id} | values)
+    owner = {"reply_id": turn.reply.id, "in_session": turn.session.id, "token": turn.lease_token}
+    result = db.session.execute(_SAVE, owner | values)
     db.session.commit()
     turn.saved_at = time.monotonic()
     if result.rowcount != 1:
@@ -815,20 +980,21 @@ def finish(
         failure = no_reply(turn.provider.name, usage.get("finish_reason"), reasoning)
     if failure is not None and not text:
         _account(turn, str(failure.status))
-        entry = _used_without_reply(turn, usage, reasoning)
+        # A client that hangs up while the provider is still silent (reading a long prompt, a
+        # model thinking) escapes no budget: the provider was sent the whole prompt.
+        hung_up = failure.status == CLIENT_CLOSED
+        entry = _used_without_reply(turn, usage, reasoning, prompt_read=hung_up)
         if not turn.persist:
-            _count_alone(entry)
+            _count_alone(turn, entry)
             return None, failure
 
         def flag() -> bool:
-            deleted = db.session.execute(delete(Message).where(Message.id == turn.reply.id))
+            deleted = db.session.execute(delete(Message).where(_own_reply(turn)))
             if turn.again == "regenerate":  # nothing changes: the earlier reply stays current
                 return deleted.rowcount == 1
             return (
                 db.session.execute(
-                    update(Message)
-                    .where(Message.id == turn.question.id)
-                    .values(error=failure.message)
+                    update(Message).where(_own_question(turn)).values(error=failure.message)
                 ).rowcount
                 == 1
             )
@@ -853,9 +1019,10 @@ def finish(
         "incomplete": failure is not None,
         "error": failure.message if failure is not None else None,
         "lease_until": None,
+        "lease_token": None,
     }
     if not turn.persist:
-        _count_alone(entry)
+        _count_alone(turn, entry)
         return Message(is_bot=True, **values), failure
 
     stale = []  # a turn answering again whose conversation changed while it streamed
@@ -864,14 +1031,10 @@ def finish(
         if turn.again and not _still_current(turn, turn.reply.id):
             stale.append(True)
         row = values | {"superseded": True} if stale else values
-        written = db.session.execute(
-            update(Message).where(Message.id == turn.reply.id).values(**row)
-        ).rowcount
+        written = db.session.execute(update(Message).where(_own_reply(turn)).values(**row)).rowcount
         if turn.again and written and not stale:  # it has text: it replaces what came after
             _supersede(turn, keep=turn.reply.id)
-            db.session.execute(
-                update(Message).where(Message.id == turn.question.id).values(error=None)
-            )
+            db.session.execute(update(Message).where(_own_question(turn)).values(error=None))
         return written == 1
 
     _write(
@@ -899,24 +1062,55 @@ def _write(turn: Turn, usage: ledger.Entry | None, messages, added=None) -> None
     try:
         if usage is not None:
             usage.add()
-        _touch(turn, added)
-        written = messages()
-        db.session.commit()
+        _release(turn)
+        written = _touch(turn, added) and messages()
+        if written:
+            db.session.commit()
+            _released(turn)
     except IntegrityError:  # the account went: nothing of it is left to write to
         db.session.rollback()
+        _released(turn)
         raise SessionDeleted() from None
-    if not written:
+    if not written:  # the session went, or its rows are no longer the turn's: the usage counts
+        db.session.rollback()
+        _count_alone(turn, usage)
         raise SessionDeleted()
 
 
 def _touch(turn: Turn, added: list[tuple[str, str]] | None = None) -> bool:
     """The session changed and was active (now), and its transcript grew by `added` (a whole
     turn); a turn answering again rewrote it, so its digest is unknown. False if it is gone."""
-    now = clock.now()
-    values = {"changed_at": now, "updated_at": now}
+    digest = turn.digest
     if turn.again:
+        added, digest = None, _UNKNOWN
+    return _touch_session(turn.user_id, turn.session, clock.now(), digest, added)
+
+
+_UNKNOWN = object()  # a transcript digest that can no longer be known
+
+
+def _touch_session(user_id: int, session: ChatSession, now, digest, added) -> bool:
+    """`session` changed now and its transcript (digest `digest` as the turn knew it) grew by
+    `added`, if the row is still the user's session of that number: one UPDATE. False if not
+    (deleted, or its id reused by another session)."""
+    values = {"changed_at": now, "updated_at": now}
+    if digest is _UNKNOWN:
         values["transcript_digest"] = None
     elif added:
-        values["transcript_digest"] = _digest_after(turn.digest, added)
-    statement = update(ChatSession).where(ChatSession.id == turn.session.id).values(values)
+        values["transcript_digest"] = _digest_after(digest, added)
+    statement = (
+        update(ChatSession)
+        .where(
+            ChatSession.id == session.id,
+            ChatSession.user_id == user_id,
+            ChatSession.number == session.number,
+        )
+        .values(values)
+        .execution_options(synchronize_session=False)
+    )
     return db.session.execute(statement).rowcount == 1
+
+
+def _own_question(turn: Turn):
+    """The question a turn answers, if it is still in the turn's session."""
+    return and_(Message.id == turn.question.id, Message.session_id == turn.session.id)

@@ -8,12 +8,13 @@ and `*` every model.
 
 Budgets cap a user's prompt + completion tokens (TOKEN_BUDGET) and US dollars (COST_BUDGET) per
 UTC calendar day, week (from Monday) or month, written `N/day`, `N/week`, `N/month`; an admin
-may set either per user, or `unlimited`. A caller at or over a budget is refused before the
-provider is called. Replies in flight when a budget is reached are still stored and counted,
-so a budget may be overrun by at most those.
+may set either per user, or `unlimited`. Before the provider is called, each call of a user with
+a budget reserves its estimate (its prompt's, plus its output cap, priced) and is refused when
+what the user used this period and what their other calls in flight hold reach a budget
+(reservations.py). Concurrent calls, on any worker or host, so overshoot a budget by at most
+one call, and by what a call uses beyond its estimate.
 """
 
-import math
 import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
@@ -33,7 +34,8 @@ from ..errors import Refused
 from ..extensions import db
 from ..metrics import REFUSED
 from ..models import UserLimits
-from . import ledger
+from ..provider_registry import registry
+from . import ledger, reservations
 from .prices import Prices
 
 EXTENSION = "polygenix.governance"
@@ -137,6 +139,7 @@ def init_governance(app: Flask) -> None:
         Limits(models, budgets["TOKEN_BUDGET"], budgets["COST_BUDGET"]),
         Prices.load(config["MODEL_PRICES_FILE"]),
     )
+    reservations.init_reservations(app)
 
 
 def governance() -> Governance:
@@ -165,6 +168,18 @@ def _own_budget(text: str | None, default: Budget | None, *, dollars: bool) -> B
     return default if text is None else parse_budget(text, dollars=dollars)
 
 
+def unknown_model(user_id: int, name: str) -> str:
+    """What an unknown model name is told: the models usable now that this user may use (never
+    those outside their allowlist)."""
+    limits = limits_for(user_id)
+    usable = [
+        entry["id"]
+        for entry in registry().catalogue()
+        if entry["available"] and limits.allows(entry["provider"], entry["model"])
+    ]
+    return f"Unknown model {name!r}. Available models: {', '.join(usable) or 'none'}"
+
+
 def allowed_catalogue(user_id: int) -> list[dict]:
     """The model catalogue's entries this user may use."""
     limits = limits_for(user_id)
@@ -176,30 +191,14 @@ def _refuse(status: int, reason: str, message: str, retry_after: int | None = No
     raise Refused(status, reason, message, retry_after)
 
 
-def admit(user_id: int, provider: str, model: str | None) -> None:
-    """Refuse (Refused: 403, or 429 with when it resets) a call the caller's limits do not
-    allow: a model they may not use, or a budget used up."""
+def admit(user_id: int, provider: str, model: str | None) -> Limits:
+    """The caller's limits, once a model they may not use is refused (Refused: 403). Budgets
+    are checked as the call reserves its estimate (reservations.reserve_call)."""
     limits = limits_for(user_id)
     if not limits.allows(provider, model):
         name = f"{provider}/{model}" if model else provider
         _refuse(403, "model_not_allowed", f"Model '{name}' is not allowed for your account")
-    if limits.tokens is None and limits.cost is None:
-        return
-    now = clock.now()
-    used = ledger.used(user_id, limits.tokens, limits.cost, now)
-    for kind, budget, spent in (
-        ("token", limits.tokens, used.tokens),
-        ("cost", limits.cost, used.dollars),
-    ):
-        if budget is not None and spent >= budget.amount:
-            _, resets_at = budget.window(now)
-            _refuse(
-                429,
-                f"{kind}_budget",
-                f"Your {kind} budget of {budget.text} is used up; it resets at "
-                f"{resets_at.isoformat()}",
-                max(math.ceil((resets_at - now).total_seconds()), 1),
-            )
+    return limits
 
 
 def budget_status(user_id: int) -> dict:

@@ -9,6 +9,8 @@ conversation continues, else a new one. Errors take OpenAI's shape on every /v1 
 (errors.py).
 """
 
+import hashlib
+import re
 import time
 import uuid
 
@@ -19,7 +21,7 @@ from ..catalog import catalogue
 from ..chat import streaming
 from ..chat import turn as turns
 from ..errors import error_response, provider_error_response
-from ..governance.policy import limits_for
+from ..governance.policy import limits_for, unknown_model
 from ..limits import per_user
 from ..models import MAX_ID
 from ..provider_registry import registry
@@ -32,15 +34,36 @@ from .schemas import invalid, parse
 bp = Blueprint("openai", __name__, url_prefix="/v1")
 bp.register_blueprint(embeddings_bp)
 SESSION_HEADER = "X-PolyGenix-Session"
+_NUMBER = re.compile(r"[0-9]{1,10}")
 
 
 def _session_number() -> int | None:
     raw = request.headers.get(SESSION_HEADER)
     if raw is None:
         return None
-    if not raw.strip().isdigit() or not 1 <= int(raw) <= MAX_ID:
+    # ASCII digits only: str.isdigit() also takes ², which int() refuses, and int() takes
+    # Arabic-Indic and other digits a client surely did not mean.
+    if not _NUMBER.fullmatch(raw.strip()) or not 1 <= int(raw) <= MAX_ID:
         invalid(SESSION_HEADER, f"{SESSION_HEADER} must be a session number, 1 to {MAX_ID}.")
     return int(raw)
+
+
+def _retry_key(user_id: int) -> tuple[str | None, bool]:
+    """The key a failed call keeps for its retries, and whether this call is a retry.
+
+    A client's `Idempotency-Key` is the same on every attempt of one call. Without one, the
+    official SDKs resend the very same body, counting their attempts in
+    `X-Stainless-Retry-Count`: the body's digest then stands for the call, and a count above 0
+    makes it a retry. Other requests are not matched with earlier ones."""
+    given = request.headers.get("Idempotency-Key")
+    if given:
+        material = f"{user_id}\x1fkey\x1f{given}".encode()
+        return hashlib.sha256(material).hexdigest(), True
+    attempt = request.headers.get("X-Stainless-Retry-Count")
+    if attempt is None:
+        return None, False
+    material = f"{user_id}\x1fbody\x1f".encode() + request.get_data()
+    return hashlib.sha256(material).hexdigest(), attempt.strip() not in ("", "0")
 
 
 def _model_not_found(message: str) -> Response:
@@ -52,6 +75,7 @@ def _model_not_found(message: str) -> Response:
 @per_user
 def chat_completions():
     asked = parse(request.get_json(silent=False))
+    retry_key, retrying = _retry_key(current_user.id)
     try:
         turn = turns.prepare_conversation(
             current_user,
@@ -60,9 +84,12 @@ def chat_completions():
             asked.options,
             number=_session_number(),
             persist=asked.store,
+            streamed=asked.stream,
+            retry_key=retry_key,
+            retrying=retrying,
         )
-    except UnknownModelError as e:
-        return _model_not_found(str(e))
+    except UnknownModelError:
+        return _model_not_found(unknown_model(current_user.id, asked.model))
     headers = {}
     completion_id = f"chatcmpl-{uuid.uuid4().hex}"
     created = int(time.time())

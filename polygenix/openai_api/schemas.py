@@ -6,11 +6,17 @@ What PolyGenix cannot do is refused with a 400 naming the field (`param`): tools
 a response_format other than text, logprobs, more than one choice, image, audio or file parts.
 Fields that change nothing here (frequency_penalty, logit_bias, service_tier, user, metadata...)
 are accepted and ignored, as OpenAI-compatible servers commonly do.
+
+Messages are checked as OpenAI checks them: a role among those known, a content that is a string
+or a non-empty list of parts, never null or missing (OpenAI allows a null content only on an
+assistant message with tool calls, which PolyGenix does not take); an empty string is accepted
+but for the last message. More than V1_MAX_MESSAGES of them is a 400.
 """
 
 from dataclasses import dataclass
 from typing import Any
 
+from flask import current_app
 from flask_smorest import abort
 
 from ..providers import ChatMessage, Options
@@ -54,9 +60,11 @@ def _integer(body: dict, name: str, low: int, high: int) -> int | None:
 
 
 def _text(content: Any, index: int) -> str:
-    """A message's content: a string, or a list of text parts (joined)."""
+    """A message's content: a string, or a non-empty list of text parts (joined)."""
     if isinstance(content, str):
         text = content
+    elif isinstance(content, list) and not content:
+        invalid("messages", f"messages[{index}].content must not be an empty list.")
     elif isinstance(content, list):
         pieces = []
         for part in content:
@@ -69,13 +77,24 @@ def _text(content: Any, index: int) -> str:
                 invalid("messages", f"messages[{index}]: a text part needs its text.")
             pieces.append(part["text"])
         text = "".join(pieces)
-    elif content is None:
-        text = ""
     else:
         invalid("messages", f"messages[{index}].content must be a string or a list of parts.")
     if "\x00" in text:
         invalid("messages", f"messages[{index}]: content must not contain NUL characters.")
     return text
+
+
+def _message(message: Any, index: int) -> ChatMessage:
+    role = message.get("role") if isinstance(message, dict) else None
+    if not isinstance(role, str) or role not in ROLES:
+        invalid(
+            "messages", f"messages[{index}].role must be one of system, developer, user, assistant."
+        )
+    if message.get("tool_calls") or message.get("function_call"):
+        invalid("messages", f"messages[{index}]: tool calls are not supported by this server.")
+    if message.get("content") is None:
+        invalid("messages", f"messages[{index}].content is required: a string or a list of parts.")
+    return {"role": ROLES[role], "content": _text(message["content"], index)}
 
 
 def parse(body: Any) -> Request:
@@ -97,16 +116,12 @@ def parse(body: Any) -> Request:
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         invalid("messages", "messages must be a non-empty list.")
+    most = current_app.config["V1_MAX_MESSAGES"]
+    if len(messages) > most:
+        invalid("messages", f"messages must hold at most {most} messages, not {len(messages)}.")
     read: list[ChatMessage] = []
     for index, message in enumerate(messages):
-        if not isinstance(message, dict) or message.get("role") not in ROLES:
-            invalid(
-                "messages",
-                f"messages[{index}].role must be one of system, developer, user, assistant.",
-            )
-        read.append(
-            {"role": ROLES[message["role"]], "content": _text(message.get("content"), index)}
-        )
+        read.append(_message(message, index))
     stop = body.get("stop")
     if isinstance(stop, str):
         stop = [stop]

@@ -1,0 +1,300 @@
+"""/v1 under hostile input: message floods, messages OpenAI itself refuses, odd session headers;
+and what a maximal request costs the other users of the server."""
+
+import threading
+
+import openai
+import pytest
+import requests
+from sqlalchemy import func, select
+
+from polygenix.extensions import db
+from polygenix.models import ChatSession, Message
+from tests.gunicorn_server import gunicorn, register_over_http
+from tests.helpers import counted_statements, serving, warm_up
+
+COMPLETIONS = "/v1/chat/completions"
+
+
+def complete(client, bearer, messages, model="echo", headers=None, **fields):
+    return client.post(
+        COMPLETIONS,
+        headers=bearer | (headers or {}),
+        json={"model": model, "messages": messages} | fields,
+    )
+
+
+def conversation(turns: int, last: str = "and now?") -> list[dict]:
+    """`turns` earlier question/answer pairs, then the user's new message."""
+    messages = []
+    for n in range(turns):
+        messages += [
+            {"role": "user", "content": f"q{n}"},
+            {"role": "assistant", "content": f"a{n}"},
+        ]
+    return messages + [{"role": "user", "content": last}]
+
+
+def counts(app) -> tuple[int, int]:
+    with app.app_context():
+        return (
+            db.session.scalar(select(func.count(ChatSession.id))),
+            db.session.scalar(select(func.count(Message.id))),
+        )
+
+
+def assert_openai_400(response, param="messages", says=None):
+    assert response.status_code == 400, response.json
+    error = response.json["error"]
+    assert (error["type"], error["param"]) == ("invalid_request_error", param)
+    if says is not None:
+        assert says in error["message"]
+    return error
+
+
+def test_more_messages_than_v1_max_messages_is_a_400_and_stores_nothing(make_app, auth):
+    app = make_app({"V1_MAX_MESSAGES": 9})
+    client = app.test_client()
+    headers = auth.register(client=client)
+    assert_openai_400(complete(client, headers, conversation(5)), says="at most 9 messages, not 11")
+    # 56,000 bare user messages (the flood that held SQLite's write lock for a minute).
+    flood = [{"role": "user"}] * 56_000
+    assert_openai_400(complete(client, headers, flood), says="at most 9")
+    assert counts(app) == (0, 0)
+    response = complete(client, headers, conversation(4))
+    assert response.status_code == 200
+    assert counts(app) == (1, 10)
+
+
+def test_a_new_conversation_is_stored_in_the_same_statements_whatever_its_length(app, auth):
+    """Its earlier messages go in one INSERT (and one UPDATE pairing replies with questions),
+    not one INSERT each; each reply still answers the question before it."""
+    client = app.test_client()
+    headers = auth.register(client=client)
+    warm_up(client, headers)
+    statements = []
+    for turns in (2, 200):
+        with counted_statements(app) as ran:
+            response = complete(client, headers, conversation(turns, f"last of {turns}"))
+        assert response.status_code == 200
+        statements.append(len(ran))
+    assert statements[0] == statements[1]
+    number = int(response.headers["X-PolyGenix-Session"])
+    session = client.get(f"/api/ai_chat/{number}", headers=headers).json
+    contents = [m["content"] for m in session["messages"]]
+    assert contents == [m["content"] for m in conversation(200, "last of 200")] + [
+        "Echo: last of 200"
+    ]
+    with app.app_context():
+        rows = db.session.execute(
+            select(Message.id, Message.is_bot, Message.reply_to_id)
+            .join(ChatSession)
+            .where(ChatSession.number == number)
+            .order_by(Message.id)
+        ).all()
+    for before, row in zip(rows, rows[1:], strict=False):
+        assert row.reply_to_id == (before.id if row.is_bot else None)
+    # Context for a native turn that continues it pairs up as stored.
+    assert (
+        client.post(
+            "/api/ai_chat/request",
+            headers=headers,
+            json={"content": "native", "model": "echo", "session_id": number},
+        ).status_code
+        == 200
+    )
+
+
+@pytest.mark.parametrize(
+    ("message", "says"),
+    [
+        ({"role": ["user"], "content": "hi"}, "role must be one of"),
+        ({"role": {"user": 1}, "content": "hi"}, "role must be one of"),
+        ({"role": 7, "content": "hi"}, "role must be one of"),
+        ({"role": "tool", "content": "hi"}, "role must be one of"),
+        ({"role": "user"}, "content is required"),
+        ({"role": "user", "content": None}, "content is required"),
+        ({"role": "system", "content": None}, "content is required"),
+        ({"role": "assistant", "content": None}, "content is required"),
+        ({"role": "user", "content": []}, "must not be an empty list"),
+        (
+            {"role": "assistant", "content": None, "tool_calls": [{"id": "c", "type": "function"}]},
+            "tool calls are not supported",
+        ),
+    ],
+)
+def test_messages_openai_refuses_are_400s_never_500s(client, ada, message, says):
+    """As OpenAI: a role that is not one of its names (a list or an object included), a content
+    null or missing (OpenAI allows it only beside tool calls, which are not supported here), an
+    empty list of parts."""
+    messages = [message, {"role": "user", "content": "hello"}]
+    assert_openai_400(complete(client, ada, messages), says=says)
+    last = [{"role": "user", "content": "first"}, message]
+    assert_openai_400(complete(client, ada, last))
+
+
+def test_an_empty_earlier_message_is_taken_as_openai_takes_it(client, ada):
+    messages = [
+        {"role": "user", "content": ""},
+        {"role": "assistant", "content": ""},
+        {"role": "user", "content": "now something"},
+    ]
+    assert complete(client, ada, messages).status_code == 200
+    blank_last = [{"role": "user", "content": "  "}]
+    assert_openai_400(complete(client, ada, blank_last), says="must not be blank")
+
+
+@pytest.mark.parametrize(
+    "number",
+    # Headers reach the app decoded as Latin-1: ², ³ and ¹ as themselves (str.isdigit() takes
+    # them, int() does not: a 500), other digits as the Latin-1 reading of their UTF-8 bytes.
+    ["²", "1²", "³", "¹", *(d.encode().decode("latin-1") for d in ("١٢", "１２", "৪")), "-1", "+1"]
+    + ["1e3", "0x1", "1_000", "12345678901", "0"],
+)
+def test_a_session_header_that_is_not_ascii_digits_is_a_400(client, ada, number):
+    response = complete(
+        client, ada, [{"role": "user", "content": "hi"}], headers={"X-PolyGenix-Session": number}
+    )
+    assert_openai_400(response, param="X-PolyGenix-Session")
+    assert counts(client.application) == (0, 0)
+
+
+# --- a maximal request and the other users ---------------------------------------------------
+
+
+@pytest.mark.slow
+def test_other_users_chat_unhindered_while_maximal_requests_are_stored(tmp_path):
+    """Through two gunicorn workers: while one user sends the largest conversations /v1 allows
+    (V1_MAX_MESSAGES messages filling CONTEXT_MAX_CHARS), each stored as a new session, every
+    chat of another user is answered 200."""
+    settings = {"V1_MAX_MESSAGES": "500", "CONTEXT_MAX_CHARS": "200000"}
+    with gunicorn(tmp_path, settings) as (base, _):
+        flooder = register_over_http(base, "flood@example.com")
+        other = register_over_http(base, "other@example.com")
+        per_message = 200_000 // 500 - 1
+        statuses: dict[str, list[int]] = {"flood": [], "chat": []}
+        done = threading.Event()
+
+        def flood():
+            for round_ in range(6):
+                messages = [
+                    {
+                        "role": "assistant" if n % 2 == 0 else "user",
+                        "content": f"{round_}" * per_message,
+                    }
+                    for n in range(500)
+                ]
+                response = requests.post(
+                    base + COMPLETIONS,
+                    headers=flooder,
+                    json={"model": "echo", "messages": messages},
+                    timeout=60,
+                )
+                statuses["flood"].append(response.status_code)
+            done.set()
+
+        thread = threading.Thread(target=flood)
+        thread.start()
+        while not done.is_set() or not statuses["chat"]:
+            response = requests.post(
+                base + "/api/ai_chat/request",
+                headers=other,
+                json={"content": "still here?", "model": "echo", "session_id": 1},
+                timeout=60,
+            )
+            statuses["chat"].append(response.status_code)
+        thread.join(timeout=120)
+    assert statuses["flood"] == [200] * 6
+    assert set(statuses["chat"]) == {200}
+
+
+# --- the official SDK's retries ------------------------------------------------------------
+
+
+@pytest.fixture
+def sdk_with_retries(provider_app, client, ada):
+    """The official SDK as applications use it: its default two retries (quick ones)."""
+    key = client.post("/api/keys", headers=ada, json={"name": "sdk"}).json["key"]
+    with serving(provider_app) as base:
+        yield openai.OpenAI(base_url=base + "/v1", api_key=key, max_retries=2)
+
+
+def saved(client, headers, **query) -> list[tuple[int, list[tuple[str, bool]]]]:
+    sessions = client.get("/api/ai_chat/history", headers=headers, query_string=query).json
+    return [(s["chat_id"], [(m["content"], m["failed"]) for m in s["messages"]]) for s in sessions]
+
+
+def test_a_5xx_polygenix_already_retried_is_not_retried_by_the_sdk(
+    sdk_with_retries, fake, client, ada
+):
+    """One SDK call against a provider answering 500: PolyGenix tries it 3 times and answers
+    502 with x-should-retry: false, so the SDK stops there: 3 provider calls (not 9), one
+    failed session (not 3)."""
+    fake.reply(500, {"error": {"message": "down"}}, times=9)
+    with pytest.raises(openai.InternalServerError) as raised:
+        sdk_with_retries.chat.completions.create(
+            model="openai", messages=[{"role": "user", "content": "are you there?"}]
+        )
+    assert raised.value.response.headers["x-should-retry"] == "false"
+    assert len(fake.requests) == 3
+    assert [messages for _, messages in saved(client, ada)] == [[("are you there?", True)]]
+
+
+@pytest.mark.parametrize("idempotency_key", [None, "call-7f3a"])
+def test_a_retried_call_reuses_the_session_of_its_failed_attempt(
+    sdk_with_retries, fake, client, ada, idempotency_key
+):
+    """A failure the SDK does retry (the provider's rate limit): each attempt that fails is
+    stored, but in the first attempt's session, replacing the attempt before it; so is the one
+    that succeeds. One call, one session."""
+    limited = {"error": {"message": "slow down", "type": "rate_limit"}}
+    fake.reply(429, limited, headers={"retry-after": "0"}, times=6)  # two attempts' worth
+    extra = {"extra_headers": {"Idempotency-Key": idempotency_key}} if idempotency_key else {}
+    answer = sdk_with_retries.chat.completions.create(
+        model="openai", messages=[{"role": "user", "content": "third time lucky"}], **extra
+    )
+    assert answer.choices[0].message.content == "Hello from gpt-4.1-mini"
+    assert len(fake.requests) == 7
+    [(number, messages)] = saved(client, ada)
+    assert messages == [("third time lucky", False), ("Hello from gpt-4.1-mini", False)]
+    [(_, everything)] = saved(client, ada, include_superseded="true")
+    assert everything == [("third time lucky", True)] * 2 + messages
+
+
+def test_a_call_that_fails_on_every_attempt_leaves_one_failed_message(
+    sdk_with_retries, fake, client, ada
+):
+    limited = {"error": {"message": "slow down", "type": "rate_limit"}}
+    fake.reply(429, limited, headers={"retry-after": "0"}, times=9)
+    with pytest.raises(openai.RateLimitError):
+        sdk_with_retries.chat.completions.create(
+            model="openai",
+            messages=[
+                {"role": "user", "content": "q"},
+                {"role": "assistant", "content": "a"},
+                {"role": "user", "content": "never answered"},
+            ],
+        )
+    assert [messages for _, messages in saved(client, ada)] == [
+        [("q", False), ("a", False), ("never answered", True)]
+    ]
+
+
+def test_different_calls_with_the_same_words_stay_apart(sdk_with_retries, fake, client, ada):
+    """Only a retry (the SDK's attempt count above 0, or a key seen before) is matched."""
+    for _ in range(2):
+        fake.reply(400, {"error": {"message": "no"}})
+        with pytest.raises(openai.InternalServerError):  # the provider refused: a 502
+            sdk_with_retries.chat.completions.create(
+                model="openai", messages=[{"role": "user", "content": "same words"}]
+            )
+    assert len(saved(client, ada)) == 2
+
+
+def test_a_native_5xx_after_polygenix_retries_says_not_to_retry(provider_app, ada, fake):
+    fake.reply(503, {"error": {"message": "overloaded"}}, times=3)
+    response = provider_app.test_client().post(
+        "/api/ai_chat/request", headers=ada, json={"content": "hello", "model": "openai"}
+    )
+    assert response.status_code == 502 and response.headers["x-should-retry"] == "false"
+    assert len(fake.requests) == 3
