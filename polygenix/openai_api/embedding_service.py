@@ -9,20 +9,22 @@ texts and their vectors are never stored.
 """
 
 import time
+from datetime import timedelta
 
+from flask import current_app
 from flask_smorest import abort
 from sqlalchemy.exc import IntegrityError
 
 from .. import clock
 from ..config import provider_prefix
 from ..extensions import db
-from ..governance import ledger
-from ..governance.policy import admit, governance
+from ..governance import ledger, reservations
+from ..governance.policy import Limits, admit, governance
 from ..logs import note, request_id
 from ..metrics import record_cost, record_provider_call
 from ..provider_registry import embedders, missing_variable
 from ..providers import ProviderError
-from ..providers.embedder import Embedded, Embedder, NoEmbeddings
+from ..providers.embedder import CHARS_PER_TOKEN, Embedded, Embedder, NoEmbeddings
 from .embedding_schema import EmbeddingsRequest
 
 
@@ -38,9 +40,10 @@ def embed(user_id: int, asked: EmbeddingsRequest) -> tuple[Embedder, str, Embedd
     if asked.inputs.tokens and not embedder.wire.TAKES_TOKENS:
         said = f"{embedder.name} takes text only: send strings, not token ids."
         abort(400, message=said, errors={"json": {"input": [said]}})
-    admit(user_id, embedder.name, model)
-    db.session.commit()  # the provider may take a while: no connection is held meanwhile
+    limits = admit(user_id, embedder.name, model)
     _ready(embedder, model)
+    reservation = _reserve(user_id, limits, embedder, model, asked)
+    db.session.commit()  # the provider may take a while: no connection is held meanwhile
     started = time.monotonic()
     try:
         embedded = embedder.embed(
@@ -53,12 +56,30 @@ def embed(user_id: int, asked: EmbeddingsRequest) -> tuple[Embedder, str, Embedd
     except ProviderError as e:
         used = e.usage or {}
         _account(embedder, model, str(e.status), started, used.get("prompt_tokens"))
-        if used.get("prompt_tokens"):
-            _charge(user_id, embedder, model, used.get("model") or model, used["prompt_tokens"])
+        answered = used.get("model") or model
+        _charge(user_id, embedder, model, answered, used.get("prompt_tokens") or 0, reservation)
         raise
     _account(embedder, model, "ok", started, embedded.prompt_tokens)
-    _charge(user_id, embedder, model, embedded.model, embedded.prompt_tokens)
+    _charge(user_id, embedder, model, embedded.model, embedded.prompt_tokens, reservation)
     return embedder, model, embedded
+
+
+def _reserve(
+    user_id: int, limits: Limits, embedder: Embedder, model: str, asked: EmbeddingsRequest
+) -> int | None:
+    """A user with a budget reserves the call's estimate (its input's tokens, and their cost)
+    until the call's deadline, as a chat turn does (or is refused: a 429)."""
+    if limits.tokens is None and limits.cost is None:
+        return None
+    items = asked.inputs.items
+    if asked.inputs.tokens:
+        tokens = sum(len(item) for item in items)
+    else:
+        tokens = sum(-(-len(item) // CHARS_PER_TOKEN) for item in items)
+    now = clock.now()
+    cost = governance().prices.cost(embedder.name, model, model, tokens, 0, None, now)
+    deadline = now + timedelta(seconds=current_app.config["PROVIDER_TIMEOUT"])
+    return reservations.reserve(user_id, limits, tokens, cost, deadline)
 
 
 def _ready(embedder: Embedder, model: str | None) -> None:
@@ -88,18 +109,30 @@ def _account(embedder: Embedder, model: str, outcome: str, started: float, token
     )
 
 
-def _charge(user_id: int, embedder: Embedder, asked: str, answered: str, tokens: int) -> None:
-    """`tokens` added to the caller's usage and cost, committed (unless the account is gone)."""
-    now = clock.now()
-    name = embedder.name
-    cost = governance().prices.cost(name, asked, answered, tokens, 0, None, now)
-    record_cost(embedder.provider, asked, cost)
-    entry = ledger.Entry(user_id, now.date(), f"{name}/{answered}", tokens, 0, cost)
+def _charge(
+    user_id: int,
+    embedder: Embedder,
+    asked: str,
+    answered: str,
+    tokens: int,
+    reservation: int | None,
+) -> None:
+    """`tokens` added to the caller's usage and cost, and the call's reservation released, in
+    one commit (unless the account is gone: its reservations went with it)."""
+    if reservation is not None:
+        reservations.release(user_id, reservation)
+    if tokens:
+        now = clock.now()
+        name = embedder.name
+        cost = governance().prices.cost(name, asked, answered, tokens, 0, None, now)
+        record_cost(embedder.provider, asked, cost)
+        ledger.Entry(user_id, now.date(), f"{name}/{answered}", tokens, 0, cost).add()
     try:
-        entry.add()
         db.session.commit()
     except IntegrityError:  # the account was deleted meanwhile
         db.session.rollback()
+    if reservation is not None:
+        reservations.settled([reservation])
 
 
 def with_embedding_models(entries: list[dict]) -> list[dict]:
