@@ -213,6 +213,31 @@ class Message(db.Model):
         return f"<Message {self.id} session={self.session_id} bot={self.is_bot}>"
 
 
+class StoredResponse(db.Model):
+    """A Responses API response kept (`store`): a turn of one of its owner's sessions, with the
+    input items and the response object as the API returned them. It goes with its reply (and so
+    with its session and its owner's account); a continuation names the one it continues."""
+
+    __tablename__ = "responses"
+    __table_args__ = {"sqlite_autoincrement": True}
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    # `resp_` and 48 random hex digits: the id the API hands out (never guessable).
+    public_id: Mapped[str] = mapped_column(String(64), unique=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    session_id: Mapped[int] = mapped_column(
+        ForeignKey("chat_sessions.id", ondelete="CASCADE"), index=True
+    )
+    reply_id: Mapped[int] = mapped_column(ForeignKey("messages.id", ondelete="CASCADE"), index=True)
+    # The response this one continues (`previous_response_id`); null once that one is deleted.
+    previous_id: Mapped[int | None] = mapped_column(
+        ForeignKey("responses.id", ondelete="SET NULL"), index=True
+    )
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    items: Mapped[list] = mapped_column(JSON)  # the input items, each with its id
+    body: Mapped[dict] = mapped_column(JSON)  # the response object
+
+
 class ApiKey(db.Model):
     """A personal API key: a bearer credential for the chat endpoints and /v1, never for
     account management. Only its SHA-256 is kept; deleting it revokes it."""
