@@ -50,12 +50,14 @@ from ..metrics import record_cost, record_provider_call
 from ..models import MAX_ID, ChatSession, Message, User
 from ..provider_registry import missing_variable, registry
 from ..providers import (
+    NO_TOOLING,
     ChatMessage,
     Completion,
     Options,
     Provider,
     ProviderError,
     ReplyStream,
+    Tooling,
     UnknownModelError,
 )
 from ..providers.base import NO_OPTIONS, USAGE
@@ -86,6 +88,7 @@ class Turn:
     asked_at: datetime
     request_id: str | None
     options: Options = NO_OPTIONS  # what the request asked of the model
+    tooling: Tooling = NO_TOOLING  # tools and the answer's format (a JSON schema...)
     # A new session's first messages, stored before the question: (role, text) of the earlier
     # turns an OpenAI client sent (see prepare_conversation).
     seed: list[tuple[str, str]] = field(default_factory=list)
@@ -448,13 +451,17 @@ def _ready(turn: Turn) -> str:
 
 def complete(turn: Turn) -> Completion:
     model = _ready(turn)
-    return turn.provider.complete(turn.messages, model, turn.options, request_id=turn.request_id)
+    return turn.provider.complete(
+        turn.messages, model, turn.options, request_id=turn.request_id, tooling=turn.tooling
+    )
 
 
 def open_stream(turn: Turn) -> ReplyStream:
     """The provider's stream, once it has started answering (retried until then)."""
     model = _ready(turn)
-    return turn.provider.stream(turn.messages, model, turn.options, request_id=turn.request_id)
+    return turn.provider.stream(
+        turn.messages, model, turn.options, request_id=turn.request_id, tooling=turn.tooling
+    )
 
 
 # --- 3. store --------------------------------------------------------------------------------

@@ -29,10 +29,12 @@ from ..providers import ProviderError, UnknownModelError
 from .embedding_service import with_embedding_models
 from .embeddings import bp as embeddings_bp
 from .events import ChunkEvents, finish_reason
+from .responses import bp as responses_bp
 from .schemas import invalid, parse
 
 bp = Blueprint("openai", __name__, url_prefix="/v1")
 bp.register_blueprint(embeddings_bp)
+bp.register_blueprint(responses_bp)
 SESSION_HEADER = "X-PolyGenix-Session"
 _NUMBER = re.compile(r"[0-9]{1,10}")
 

@@ -1,0 +1,208 @@
+"""A response object as OpenAI's Responses API returns it
+(https://platform.openai.com/docs/api-reference/responses/object), and a streamed one as its
+typed events (https://platform.openai.com/docs/api-reference/responses-streaming), each with
+its `sequence_number`, in OpenAI's order:
+
+    response.created, response.in_progress
+    [a reasoning model's thinking: response.output_item.added (reasoning),
+     response.content_part.added (reasoning_text), response.reasoning_text.delta...,
+     response.reasoning_text.done, response.content_part.done, response.output_item.done]
+    response.output_item.added (message), response.content_part.added (output_text),
+    response.output_text.delta..., response.output_text.done, response.content_part.done,
+    response.output_item.done
+    response.completed | response.incomplete (cut at max_output_tokens) | response.failed
+
+`output_text` is not a field of the object: OpenAI's SDKs compute it from `output`.
+"""
+
+import json
+import time
+from collections.abc import Callable
+
+from ..chat.streaming import Events
+from .responses_schema import item_id
+
+# Why a reply stopped short, as OpenAI's incomplete_details.reason names it.
+INCOMPLETE = {"length": "max_output_tokens", "content_filter": "content_filter"}
+
+
+def usage(prompt: int | None, written: int | None, cached=None, reasoning=None) -> dict:
+    prompt, written = prompt or 0, written or 0
+    return {
+        "input_tokens": prompt,
+        "input_tokens_details": {"cached_tokens": cached or 0},
+        "output_tokens": written,
+        "output_tokens_details": {"reasoning_tokens": reasoning or 0},
+        "total_tokens": prompt + written,
+    }
+
+
+def reasoning_item(item: str, text: str, status: str = "completed") -> dict:
+    content = [{"type": "reasoning_text", "text": text}] if text else []
+    return {"id": item, "type": "reasoning", "summary": [], "content": content, "status": status}
+
+
+def text_part(text: str) -> dict:
+    return {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
+
+
+def message_item(item: str, text: str | None, status: str = "completed") -> dict:
+    content = [] if text is None else [text_part(text)]
+    return {
+        "id": item,
+        "type": "message",
+        "status": status,
+        "role": "assistant",
+        "content": content,
+    }
+
+
+def output(text: str, reasoning: str | None, status: str = "completed") -> list[dict]:
+    """A whole reply's output items: its reasoning (if any), then its message."""
+    items = [reasoning_item(item_id("rs"), reasoning)] if reasoning else []
+    return items + [message_item(item_id("msg"), text, status)]
+
+
+def outcome(finish_reason: str | None) -> tuple[str, dict | None]:
+    """The response's status and incomplete_details for a reply's finish reason."""
+    if finish_reason in INCOMPLETE:
+        return "incomplete", {"reason": INCOMPLETE[finish_reason]}
+    return "completed", None
+
+
+def response(
+    response_id: str,
+    created_at: int,
+    model: str,
+    echo: dict,
+    status: str = "in_progress",
+    items: list[dict] | None = None,
+    used: dict | None = None,
+    **fields,
+) -> dict:
+    """The response object: `fields` sets error, incomplete_details..."""
+    body = {
+        "id": response_id,
+        "object": "response",
+        "created_at": created_at,
+        "status": status,
+        "background": False,
+        "completed_at": int(time.time()) if status == "completed" else None,
+        "error": None,
+        "incomplete_details": None,
+        "max_tool_calls": None,
+        "model": model,
+        "output": items or [],
+        "service_tier": "default",
+        "usage": used,
+    }
+    return body | echo | fields
+
+
+def _failure(status: int, message: str) -> dict:
+    code = "rate_limit_exceeded" if status == 429 else "server_error"
+    return {"code": code, "message": message}
+
+
+class ResponseEvents(Events):
+    """A streamed response's events. `keep(body)` is called with the finished response object
+    before its last event is written (to store it)."""
+
+    def __init__(self, base: dict, keep: Callable[[dict], None]):
+        self.base = base  # the response object's fields but status, output and usage
+        self.keep = keep
+        self.sequence = 0
+        self.items: list[dict] = []  # the output items so far
+        self.reasoned: list[str] = []
+        self.written: list[str] = []
+        self.open: str | None = None  # "reasoning" or "message": the item being written
+
+    def _event(self, kind: str, **data) -> str:
+        body = {"type": kind, "sequence_number": self.sequence} | data
+        self.sequence += 1
+        return f"event: {kind}\ndata: {json.dumps(body, separators=(',', ':'))}\n\n"
+
+    def _response(self, status: str, **fields) -> dict:
+        return self.base | {"status": status, "output": self.items} | fields
+
+    def start(self, turn) -> str:
+        created = self._response("in_progress")
+        return self._event("response.created", response=created) + self._event(
+            "response.in_progress", response=created
+        )
+
+    def _where(self) -> dict:
+        index = len(self.items) - 1
+        return {"item_id": self.items[index]["id"], "output_index": index, "content_index": 0}
+
+    def _add(self, item: dict, part: dict) -> str:
+        self.items.append(item)
+        added = self._event(
+            "response.output_item.added", output_index=len(self.items) - 1, item=item
+        )
+        return added + self._event("response.content_part.added", **self._where(), part=part)
+
+    def _close(self, status: str = "completed") -> str:
+        """The open item's last events."""
+        if self.open is None:
+            return ""
+        where, index = self._where(), len(self.items) - 1
+        if self.open == "reasoning":
+            text = "".join(self.reasoned)
+            self.items[index] = reasoning_item(where["item_id"], text, status)
+            part = {"type": "reasoning_text", "text": text}
+            events = self._event("response.reasoning_text.done", **where, text=text)
+        else:
+            text = "".join(self.written)
+            self.items[index] = message_item(where["item_id"], text, status)
+            part = text_part(text)
+            events = self._event("response.output_text.done", **where, text=text, logprobs=[])
+        events += self._event("response.content_part.done", **where, part=part)
+        events += self._event(
+            "response.output_item.done", output_index=index, item=self.items[index]
+        )
+        self.open = None
+        return events
+
+    def reasoning(self, text: str) -> str:
+        if self.written:  # thinking after the answer began: not an item of its own
+            return ""
+        events = ""
+        if self.open is None:
+            item = reasoning_item(item_id("rs"), "", "in_progress")
+            events = self._add(item, {"type": "reasoning_text", "text": ""})
+            self.open = "reasoning"
+        self.reasoned.append(text)
+        return events + self._event("response.reasoning_text.delta", **self._where(), delta=text)
+
+    def delta(self, text: str) -> str:
+        events = ""
+        if self.open != "message":
+            events = self._close()
+            events += self._add(message_item(item_id("msg"), None, "in_progress"), text_part(""))
+            self.open = "message"
+        self.written.append(text)
+        return events + self._event(
+            "response.output_text.delta", **self._where(), delta=text, logprobs=[]
+        )
+
+    def done(self, turn, reply) -> str:
+        status, details = outcome(reply.finish_reason)
+        # A stream that ended with no text failed (turn.finish): there is always a message.
+        events = self._close("incomplete" if details else "completed")
+        used = usage(
+            reply.prompt_tokens,
+            reply.completion_tokens,
+            reply.cached_tokens,
+            reply.reasoning_tokens,
+        )
+        final = self._response(status, usage=used, incomplete_details=details)
+        if status == "completed":
+            final["completed_at"] = int(time.time())
+        self.keep(final)
+        return events + self._event(f"response.{status}", response=final)
+
+    def error(self, status: int, message: str) -> str:
+        events = self._close("incomplete")
+        failed = self._response("failed", error=_failure(status, message))
+        return events + self._event("response.failed", response=failed)

@@ -1,0 +1,294 @@
+"""A Responses API request as OpenAI defines it
+(https://platform.openai.com/docs/api-reference/responses/create), read into what a PolyGenix
+turn needs: the new input (as items, kept, and as chat messages), the instructions, the
+response it continues, the generation options, the answer's format, whether to stream and to
+store.
+
+What PolyGenix cannot do is a 400 naming the field (`param`): built-in tools (web_search,
+file_search...), `background: true`, `conversation`, reusable `prompt`s, input files and
+images, and, until function tools are wired into the turn, `function` tools and
+function_call / function_call_output items. A field OpenAI does not define is a 400 too, as
+OpenAI answers ("Unknown parameter"). Fields that change nothing here (`user`, `include`,
+`service_tier`, `truncation`, `prompt_cache_key`...) are accepted and ignored.
+"""
+
+import re
+import secrets
+from dataclasses import dataclass, field
+from typing import Any
+
+from flask import current_app
+
+from ..providers import ChatMessage, Options, ResponseFormat, Tooling
+from ..providers.base import EFFORTS
+from .schemas import invalid
+
+KNOWN = set(
+    "model input instructions previous_response_id store stream max_output_tokens temperature "
+    "top_p reasoning text tools tool_choice parallel_tool_calls metadata user background "
+    "conversation prompt include service_tier truncation prompt_cache_key "
+    "prompt_cache_retention safety_identifier stream_options top_logprobs max_tool_calls".split()
+)
+ROLES = {"user": "user", "system": "system", "developer": "system", "assistant": "assistant"}
+# Part types OpenAI defines that PolyGenix does not take (yet): a 400 naming `input`.
+UNSUPPORTED_PARTS = {"input_image", "input_file", "input_audio"}
+RESPONSE_ID = re.compile(r"resp_[0-9a-f]{48}")
+METADATA_KEYS, METADATA_KEY_CHARS, METADATA_VALUE_CHARS = 16, 64, 512
+FORMAT_NAME = re.compile(r"[a-zA-Z0-9_-]{1,64}")
+
+
+@dataclass(frozen=True)
+class Request:
+    model: str
+    items: list[dict]  # the input items, as OpenAI lists them (input_items), each with an id
+    messages: list[ChatMessage]  # the same, as the provider is sent them
+    instructions: str | None
+    previous_id: str | None
+    store: bool
+    stream: bool
+    options: Options
+    tooling: Tooling
+    echo: dict = field(default_factory=dict)  # request fields the response object repeats
+
+
+def item_id(prefix: str) -> str:
+    """An item's or a response's id: its prefix and 48 random hex digits."""
+    return f"{prefix}_{secrets.token_hex(24)}"
+
+
+def _number(body: dict, name: str, low: float, high: float) -> float | None:
+    value = body.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
+        invalid(name, f"{name} must be a number from {low:g} to {high:g}.")
+    return float(value)
+
+
+def _text(value: Any, where: str, param: str = "input") -> str:
+    if not isinstance(value, str):
+        invalid(param, f"{where} must be a string.")
+    if "\x00" in value:
+        invalid(param, f"{where} must not contain NUL characters.")
+    return value
+
+
+def _content(content: Any, where: str, assistant: bool) -> tuple[list[dict], str]:
+    """A message's content, as stored parts and as the text the provider is sent."""
+    kind = "output_text" if assistant else "input_text"
+    if isinstance(content, str):
+        text = _text(content, f"{where}.content")
+        return [{"type": kind, "text": text}], text
+    if not isinstance(content, list) or not content:
+        invalid("input", f"{where}.content must be a string or a non-empty list of parts.")
+    parts, texts = [], []
+    for n, part in enumerate(content):
+        ptype = part.get("type") if isinstance(part, dict) else None
+        if ptype in UNSUPPORTED_PARTS:
+            invalid(
+                "input", f"{where}.content[{n}]: {ptype} parts are not supported by this server."
+            )
+        if ptype not in ("input_text", "output_text", "text") or "text" not in part:
+            invalid("input", f"{where}.content[{n}] must be a text part (input_text).")
+        texts.append(_text(part["text"], f"{where}.content[{n}].text"))
+        parts.append({"type": kind, "text": texts[-1]} | ({"annotations": []} if assistant else {}))
+    return parts, "".join(texts)
+
+
+def _item(raw: Any, n: int) -> tuple[dict | None, ChatMessage | None]:
+    where = f"input[{n}]"
+    if not isinstance(raw, dict):
+        invalid("input", f"{where} must be an object (an input item).")
+    kind = raw.get("type", "message")
+    if kind == "reasoning":  # a client sending back its earlier output: nothing to resend
+        return None, None
+    if kind in ("function_call", "function_call_output"):
+        invalid("input", f"{where}: {kind} items are not supported by this server yet.")
+    if kind != "message":
+        invalid("input", f"{where}: items of type {kind!r} are not supported by this server.")
+    role = raw.get("role")
+    if not isinstance(role, str) or role not in ROLES:
+        invalid("input", f"{where}.role must be one of user, system, developer, assistant.")
+    parts, text = _content(raw.get("content"), where, role == "assistant")
+    item = {"id": item_id("msg"), "type": "message", "role": role, "content": parts}
+    return item | {"status": "completed"}, {"role": ROLES[role], "content": text}
+
+
+def _input(body: dict) -> tuple[list[dict], list[ChatMessage]]:
+    raw = body.get("input")
+    if isinstance(raw, str):
+        text = _text(raw, "input")
+        item = {"id": item_id("msg"), "type": "message", "role": "user", "status": "completed"}
+        return [item | {"content": [{"type": "input_text", "text": text}]}], [
+            {"role": "user", "content": text}
+        ]
+    if not isinstance(raw, list) or not raw:
+        invalid("input", "input must be a string or a non-empty list of input items.")
+    most = current_app.config["V1_MAX_MESSAGES"]
+    if len(raw) > most:
+        invalid("input", f"input must hold at most {most} items, not {len(raw)}.")
+    items, messages = [], []
+    for n, element in enumerate(raw):
+        item, message = _item(element, n)
+        if item is not None:
+            items.append(item)
+            messages.append(message)
+    if not messages or messages[-1]["role"] != "user":
+        invalid("input", "The last input item must be a message of the user's.")
+    return items, messages
+
+
+def _format(body: dict) -> ResponseFormat | None:
+    text = body.get("text")
+    if text is None:
+        return None
+    if not isinstance(text, dict):
+        invalid("text", "text must be an object.")
+    fmt = text.get("format")
+    if fmt is None:
+        return None
+    kind = fmt.get("type") if isinstance(fmt, dict) else None
+    if kind in ("text", "json_object"):
+        return ResponseFormat(kind)
+    if kind != "json_schema":
+        invalid("text.format", "text.format.type must be text, json_object or json_schema.")
+    name, schema, strict = fmt.get("name"), fmt.get("schema"), fmt.get("strict")
+    if not isinstance(name, str) or not FORMAT_NAME.fullmatch(name):
+        invalid("text.format.name", "text.format.name must be 1 to 64 of a-z, A-Z, 0-9, _ and -.")
+    if not isinstance(schema, dict):
+        invalid("text.format.schema", "text.format.schema must be a JSON Schema object.")
+    if strict is not None and not isinstance(strict, bool):
+        invalid("text.format.strict", "text.format.strict must be true or false.")
+    described = fmt.get("description")
+    if described is not None and not isinstance(described, str):
+        invalid("text.format.description", "text.format.description must be a string.")
+    return ResponseFormat("json_schema", name, schema, strict, described)
+
+
+def _tools(body: dict) -> None:
+    tools = body.get("tools")
+    if tools in (None, []):
+        choice = body.get("tool_choice")
+        if choice not in (None, "auto", "none"):
+            invalid("tool_choice", "tool_choice needs tools to choose from.")
+        return
+    if not isinstance(tools, list):
+        invalid("tools", "tools must be a list.")
+    for n, tool in enumerate(tools):
+        kind = tool.get("type") if isinstance(tool, dict) else None
+        if kind == "function":
+            invalid("tools", f"tools[{n}]: function tools are not supported by this server yet.")
+        invalid("tools", f"tools[{n}]: built-in tools ({kind!r}) are not supported by this server.")
+
+
+def _metadata(body: dict) -> dict:
+    metadata = body.get("metadata")
+    if metadata is None:
+        return {}
+    if not isinstance(metadata, dict) or len(metadata) > METADATA_KEYS:
+        invalid("metadata", f"metadata must be an object of at most {METADATA_KEYS} pairs.")
+    for key, value in metadata.items():
+        if len(key) > METADATA_KEY_CHARS or "\x00" in key:
+            invalid("metadata", f"metadata keys must be at most {METADATA_KEY_CHARS} characters.")
+        if not isinstance(value, str) or len(value) > METADATA_VALUE_CHARS or "\x00" in value:
+            invalid(
+                "metadata", f"metadata values must be strings of at most {METADATA_VALUE_CHARS}."
+            )
+    return metadata
+
+
+def _refused(body: dict) -> None:
+    for name in body:
+        if name not in KNOWN:
+            invalid(name, f"Unknown parameter: '{name}'.")
+    if body.get("background"):
+        invalid("background", "background responses are not supported by this server.")
+    if body.get("conversation") is not None:
+        invalid("conversation", "conversation objects are not supported by this server.")
+    if body.get("prompt") is not None:
+        invalid("prompt", "reusable prompts are not supported by this server.")
+    if body.get("top_logprobs"):
+        invalid("top_logprobs", "logprobs are not supported by this server.")
+    for name in ("stream", "store", "parallel_tool_calls", "background"):
+        if body.get(name) is not None and not isinstance(body[name], bool):
+            invalid(name, f"{name} must be true or false.")
+
+
+def _effort(body: dict) -> str | None:
+    reasoning = body.get("reasoning")
+    if reasoning is None:
+        return None
+    if not isinstance(reasoning, dict):
+        invalid("reasoning", "reasoning must be an object.")
+    effort = reasoning.get("effort")
+    if effort is not None and effort not in EFFORTS:
+        invalid("reasoning.effort", f"reasoning.effort must be one of {', '.join(EFFORTS)}.")
+    return effort
+
+
+def parse(body: Any) -> Request:
+    if not isinstance(body, dict):
+        invalid("body", "The body must be a JSON object.")
+    _refused(body)
+    model = body.get("model")
+    if not isinstance(model, str) or not model.strip() or len(model) > 200 or "\x00" in model:
+        invalid("model", "model must be a model name (1 to 200 characters).")
+    instructions = body.get("instructions")
+    if instructions is not None:
+        _text(instructions, "instructions", "instructions")
+    previous = body.get("previous_response_id")
+    if previous is not None and not isinstance(previous, str):
+        invalid("previous_response_id", "previous_response_id must be a string.")
+    _tools(body)
+    fmt = _format(body)
+    effort = _effort(body)
+    items, messages = _input(body)
+    max_tokens = body.get("max_output_tokens")
+    if max_tokens is not None and (
+        isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or not 1 <= max_tokens
+    ):
+        invalid("max_output_tokens", "max_output_tokens must be a whole number of at least 1.")
+    user = body.get("user")
+    if user is not None and not isinstance(user, str):
+        invalid("user", "user must be a string.")
+    options = Options(
+        temperature=_number(body, "temperature", 0, 2),
+        top_p=_number(body, "top_p", 0, 1),
+        max_tokens=max_tokens,
+        reasoning_effort=effort,
+    )
+    echo = {
+        "instructions": instructions,
+        "max_output_tokens": max_tokens,
+        "metadata": _metadata(body),
+        "parallel_tool_calls": body.get("parallel_tool_calls") is not False,
+        "previous_response_id": previous,
+        "reasoning": {"effort": effort, "summary": None},
+        "store": body.get("store") is not False,
+        "temperature": options.temperature,
+        "text": {"format": _echo_format(fmt)},
+        "tool_choice": body.get("tool_choice") or "auto",
+        "tools": [],
+        "top_p": options.top_p,
+        "truncation": "disabled",
+        "user": user,
+    }
+    return Request(
+        model=model,
+        items=items,
+        messages=messages,
+        instructions=instructions,
+        previous_id=previous,
+        store=echo["store"],
+        stream=bool(body.get("stream")),
+        options=options,
+        tooling=Tooling(response_format=fmt) if fmt is not None else Tooling(),
+        echo=echo,
+    )
+
+
+def _echo_format(fmt: ResponseFormat | None) -> dict:
+    if fmt is None or fmt.type != "json_schema":
+        return {"type": fmt.type if fmt else "text"}
+    echoed = {"type": "json_schema", "name": fmt.name, "schema": fmt.schema, "strict": fmt.strict}
+    return echoed | ({"description": fmt.description} if fmt.description else {})

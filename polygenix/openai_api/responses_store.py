@@ -1,0 +1,132 @@
+"""Stored responses: each a turn of one of its owner's sessions (models.StoredResponse), found
+by its id for its owner only, continued by `previous_response_id`, deleted with its turn.
+
+A continuation's context is its chain of responses, rebuilt from what PolyGenix kept of each
+(its input items and its output): the newest responses that fit CONTEXT_MAX_CHARS, at most
+CONTEXT_MAX_MESSAGES / 2 of them, in one recursive query. Two continuations of one response
+are two branches, as on OpenAI: each has the same context, both turns are stored in the
+session one after the other, and a continuation of either sees its own branch only.
+"""
+
+from flask import current_app
+from sqlalchemy import delete, literal, select, update
+from sqlalchemy.exc import IntegrityError
+
+from .. import clock
+from ..chat.turn import Turn
+from ..extensions import db
+from ..models import ChatSession, Message, StoredResponse
+from ..providers import ChatMessage
+from .responses_schema import RESPONSE_ID, ROLES
+
+R = StoredResponse
+
+
+def find(user_id: int, public_id: str) -> StoredResponse | None:
+    """The user's stored response `public_id`, else None (another user's is none of theirs)."""
+    if not isinstance(public_id, str) or not RESPONSE_ID.fullmatch(public_id):
+        return None
+    return db.session.scalar(select(R).where(R.public_id == public_id, R.user_id == user_id))
+
+
+def _text(parts: list[dict], kind: str) -> str:
+    return "".join(p["text"] for p in parts if p.get("type") == kind)
+
+
+def turn_messages(items: list[dict], body: dict) -> list[ChatMessage]:
+    """One stored response as the messages it adds to a context: its input, then its answer."""
+    messages: list[ChatMessage] = []
+    for item in items:
+        if item.get("type") == "message":
+            kind = "output_text" if item["role"] == "assistant" else "input_text"
+            messages.append({"role": ROLES[item["role"]], "content": _text(item["content"], kind)})
+    answer = "".join(
+        _text(item["content"], "output_text")
+        for item in body.get("output", [])
+        if item.get("type") == "message"
+    )
+    if answer:
+        messages.append({"role": "assistant", "content": answer})
+    return messages
+
+
+def context(row: StoredResponse, reserved: int) -> list[ChatMessage]:
+    """The context a continuation of `row` is sent: its chain's newest responses that fit the
+    budget (CONTEXT_MAX_CHARS less the `reserved` characters of the new input), oldest first."""
+    config = current_app.config
+    most = config["CONTEXT_MAX_MESSAGES"] // 2
+    if most < 1:
+        return []
+    chain = select(R.id, R.previous_id, literal(0).label("depth")).where(R.id == row.id)
+    chain = chain.cte("chain", recursive=True)
+    chain = chain.union_all(
+        select(R.id, R.previous_id, (chain.c.depth + 1).label("depth")).where(
+            R.id == chain.c.previous_id, R.user_id == row.user_id, chain.c.depth < most - 1
+        )
+    )
+    rows = db.session.execute(
+        select(R.items, R.body).join(chain, R.id == chain.c.id).order_by(chain.c.depth)
+    ).all()
+    budget = config["CONTEXT_MAX_CHARS"] - reserved
+    turns: list[list[ChatMessage]] = []
+    for items, body in rows:  # newest first
+        messages = turn_messages(items, body)
+        cost = sum(len(m["content"]) for m in messages)
+        if cost > budget:
+            break
+        budget -= cost
+        turns.append(messages)
+    return [message for turn in reversed(turns) for message in turn]
+
+
+def session_number(row: StoredResponse) -> int | None:
+    return db.session.scalar(
+        select(ChatSession.number).where(
+            ChatSession.id == row.session_id, ChatSession.user_id == row.user_id
+        )
+    )
+
+
+def save(turn: Turn, items: list[dict], body: dict, previous: int | None) -> bool:
+    """Keep the response of a stored turn; False if its turn went meanwhile (its session was
+    deleted). The response it continues may have been deleted meanwhile: then it continues
+    none."""
+    for previous_id in dict.fromkeys((previous, None)):
+        db.session.add(
+            R(
+                public_id=body["id"],
+                user_id=turn.user_id,
+                session_id=turn.session.id,
+                reply_id=turn.reply.id,
+                previous_id=previous_id,
+                items=items,
+                body=body,
+            )
+        )
+        try:
+            db.session.commit()
+            return True
+        except IntegrityError:
+            db.session.rollback()
+    return False
+
+
+def remove(row: StoredResponse) -> None:
+    """Delete a stored response and its turn (the user's message and the reply) from its
+    session; a response that continued it now continues none."""
+    question = db.session.scalar(select(Message.reply_to_id).where(Message.id == row.reply_id))
+    turn = [i for i in (row.reply_id, question) if i is not None]
+    # The session first: rows are locked in the order every turn locks them.
+    db.session.execute(
+        update(ChatSession)
+        .where(ChatSession.id == row.session_id, ChatSession.user_id == row.user_id)
+        .values(changed_at=clock.now(), transcript_digest=None)
+        .execution_options(synchronize_session=False)
+    )
+    db.session.execute(delete(R).where(R.id == row.id))
+    db.session.execute(
+        delete(Message)
+        .where(Message.id.in_(turn), Message.session_id == row.session_id)
+        .execution_options(synchronize_session=False)
+    )
+    db.session.commit()
