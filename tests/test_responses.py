@@ -458,3 +458,21 @@ def test_hostile_bodies_are_400s(server, key, provider_app):
         )
         assert response.status_code == 400, response.text[:300]
         assert response.json()["error"]["type"] == "invalid_request_error"
+
+
+def test_governance_applies_as_to_any_v1_call(sdk, server, client, auth, ada):
+    admin = auth.admin()
+    ada_id = auth.user_id(ada)
+    limits = f"/api/admin/users/{ada_id}/limits"
+    assert client.put(limits, headers=admin, json={"models": ["echo"]}).status_code == 200
+    with pytest.raises(openai.PermissionDeniedError):
+        sdk.responses.create(model="openai", input="not allowed")
+    assert sdk.responses.create(model="echo", input="allowed").output_text == "Echo: allowed"
+    client.put(limits, headers=admin, json={"models": None, "token_budget": "1/day"})
+    with pytest.raises(openai.RateLimitError) as raised:
+        sdk.responses.create(model="echo", input="over budget", stream=True)
+    assert raised.value.body["code"] == "insufficient_quota"
+    with pytest.raises(openai.AuthenticationError):
+        openai.OpenAI(
+            base_url=server + "/v1", api_key="pgx_nothing", max_retries=0
+        ).responses.create(model="echo", input="who?")

@@ -15,13 +15,18 @@ its `sequence_number`, in OpenAI's order:
 `output_text` is not a field of the object: OpenAI's SDKs compute it from `output`.
 """
 
+import contextlib
 import json
+import logging
 import time
 from collections.abc import Callable
 
 from ..chat.streaming import Events
+from ..errors import outage
+from ..extensions import db
 from .responses_schema import item_id
 
+log = logging.getLogger(__name__)
 # Why a reply stopped short, as OpenAI's incomplete_details.reason names it.
 INCOMPLETE = {"length": "max_output_tokens", "content_filter": "content_filter"}
 
@@ -199,7 +204,14 @@ class ResponseEvents(Events):
         final = self._response(status, usage=used, incomplete_details=details)
         if status == "completed":
             final["completed_at"] = int(time.time())
-        self.keep(final)
+        try:
+            self.keep(final)
+        except Exception as e:  # the turn is stored; only its response id will not be found
+            if outage(e) is None:
+                raise
+            log.warning("storing a streamed response failed: %s", type(e).__name__)
+            with contextlib.suppress(Exception):
+                db.session.rollback()
         return events + self._event(f"response.{status}", response=final)
 
     def error(self, status: int, message: str) -> str:
