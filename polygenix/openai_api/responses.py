@@ -68,9 +68,8 @@ def create():
     asked = parse(request.get_json())
     previous, number, earlier = None, None, []
     if asked.previous_id is not None:
-        previous = stored.find(current_user.id, asked.previous_id)
-        number = stored.session_number(previous) if previous is not None else None
-        if number is None:
+        previous, number = stored.continued(current_user.id, asked.previous_id)
+        if previous is None:
             return _previous_not_found(asked.previous_id)
         earlier = stored.context(previous, sum(len(m["content"]) for m in asked.messages))
     try:

@@ -9,7 +9,7 @@ session one after the other, and a continuation of either sees its own branch on
 """
 
 from flask import current_app
-from sqlalchemy import delete, literal, select, update
+from sqlalchemy import bindparam, delete, insert, literal, select, update
 from sqlalchemy.exc import IntegrityError
 
 from .. import clock
@@ -26,7 +26,27 @@ def find(user_id: int, public_id: str) -> StoredResponse | None:
     """The user's stored response `public_id`, else None (another user's is none of theirs)."""
     if not isinstance(public_id, str) or not RESPONSE_ID.fullmatch(public_id):
         return None
-    return db.session.scalar(select(R).where(R.public_id == public_id, R.user_id == user_id))
+    return db.session.scalar(_FIND, {"public_id": public_id, "user_id": user_id})
+
+
+_FIND = select(R).where(R.public_id == bindparam("public_id"), R.user_id == bindparam("user_id"))
+_CONTINUED = (
+    select(R, ChatSession.number)
+    .join(ChatSession, ChatSession.id == R.session_id)
+    .where(
+        R.public_id == bindparam("public_id"),
+        R.user_id == bindparam("user_id"),
+        ChatSession.user_id == bindparam("user_id"),
+    )
+)
+
+
+def continued(user_id: int, public_id: str) -> tuple[StoredResponse | None, int | None]:
+    """The user's stored response `public_id` and its session's number, else (None, None)."""
+    if not isinstance(public_id, str) or not RESPONSE_ID.fullmatch(public_id):
+        return None, None
+    found = db.session.execute(_CONTINUED, {"public_id": public_id, "user_id": user_id}).first()
+    return (found[0], found[1]) if found is not None else (None, None)
 
 
 def _text(parts: list[dict], kind: str) -> str:
@@ -50,6 +70,23 @@ def turn_messages(items: list[dict], body: dict) -> list[ChatMessage]:
     return messages
 
 
+def _chain():
+    """The rows of a chain of responses, newest first: one recursive query, built once."""
+    chain = select(R.id, R.previous_id, literal(0).label("depth")).where(R.id == bindparam("start"))
+    chain = chain.cte("chain", recursive=True)
+    chain = chain.union_all(
+        select(R.id, R.previous_id, (chain.c.depth + 1).label("depth")).where(
+            R.id == chain.c.previous_id,
+            R.user_id == bindparam("user_id"),
+            chain.c.depth < bindparam("most"),
+        )
+    )
+    return select(R.items, R.body).join(chain, R.id == chain.c.id).order_by(chain.c.depth)
+
+
+_CHAIN = _chain()
+
+
 def context(row: StoredResponse, reserved: int) -> list[ChatMessage]:
     """The context a continuation of `row` is sent: its chain's newest responses that fit the
     budget (CONTEXT_MAX_CHARS less the `reserved` characters of the new input), oldest first."""
@@ -57,15 +94,8 @@ def context(row: StoredResponse, reserved: int) -> list[ChatMessage]:
     most = config["CONTEXT_MAX_MESSAGES"] // 2
     if most < 1:
         return []
-    chain = select(R.id, R.previous_id, literal(0).label("depth")).where(R.id == row.id)
-    chain = chain.cte("chain", recursive=True)
-    chain = chain.union_all(
-        select(R.id, R.previous_id, (chain.c.depth + 1).label("depth")).where(
-            R.id == chain.c.previous_id, R.user_id == row.user_id, chain.c.depth < most - 1
-        )
-    )
     rows = db.session.execute(
-        select(R.items, R.body).join(chain, R.id == chain.c.id).order_by(chain.c.depth)
+        _CHAIN, {"start": row.id, "user_id": row.user_id, "most": most - 1}
     ).all()
     budget = config["CONTEXT_MAX_CHARS"] - reserved
     turns: list[list[ChatMessage]] = []
@@ -79,36 +109,29 @@ def context(row: StoredResponse, reserved: int) -> list[ChatMessage]:
     return [message for turn in reversed(turns) for message in turn]
 
 
-def session_number(row: StoredResponse) -> int | None:
-    return db.session.scalar(
-        select(ChatSession.number).where(
-            ChatSession.id == row.session_id, ChatSession.user_id == row.user_id
-        )
-    )
-
-
 def save(turn: Turn, items: list[dict], body: dict, previous: int | None) -> bool:
     """Keep the response of a stored turn; False if its turn went meanwhile (its session was
     deleted). The response it continues may have been deleted meanwhile: then it continues
     none."""
+    row = {
+        "public_id": body["id"],
+        "user_id": turn.user_id,
+        "session_id": turn.session.id,
+        "reply_id": turn.reply.id,
+        "items": items,
+        "body": body,
+    }
     for previous_id in dict.fromkeys((previous, None)):
-        db.session.add(
-            R(
-                public_id=body["id"],
-                user_id=turn.user_id,
-                session_id=turn.session.id,
-                reply_id=turn.reply.id,
-                previous_id=previous_id,
-                items=items,
-                body=body,
-            )
-        )
         try:
+            db.session.execute(_INSERT, row | {"previous_id": previous_id})
             db.session.commit()
             return True
         except IntegrityError:
             db.session.rollback()
     return False
+
+
+_INSERT = insert(R.__table__)
 
 
 def remove(row: StoredResponse) -> None:
