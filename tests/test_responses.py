@@ -476,3 +476,50 @@ def test_governance_applies_as_to_any_v1_call(sdk, server, client, auth, ada):
         openai.OpenAI(
             base_url=server + "/v1", api_key="pgx_nothing", max_retries=0
         ).responses.create(model="echo", input="who?")
+
+
+def test_a_response_deleted_while_continued_is_no_longer_in_the_chain(sdk, fake):
+    first = sdk.responses.create(model="openai", input="one")
+    release = threading.Event()
+    fake.reply(hold=release)
+    asked = len(fake.requests)
+    later = in_thread(
+        lambda: sdk.responses.create(model="openai", input="two", previous_response_id=first.id)
+    )
+    wait_for(lambda: len(fake.requests) > asked, what="the continuation at the provider")
+    sdk.responses.delete(first.id)
+    release.set()
+    second = later()
+    assert second.previous_response_id == first.id  # what it was asked to continue
+    sdk.responses.create(model="openai", input="three", previous_response_id=second.id)
+    sent = [t for _, t in sent_texts(fake.requests[-1].body)]
+    assert sent == ["two", "Hello from gpt-4.1-mini", "three"]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_session_deleted_during_a_continuation_keeps_nothing(
+    sdk, fake, client, ada, stream, key, server
+):
+    raw = sdk.responses.with_raw_response.create(model="openai", input="one")
+    first, number = raw.parse(), raw.headers["X-PolyGenix-Session"]
+    release = threading.Event()
+    if stream:  # the stream has begun (the turn is stored) and holds its last chunk back
+        fake.reply(pause=release)
+    else:
+        fake.reply(hold=release)
+    asked = len(fake.requests)
+    body = {"model": "openai", "input": "two", "previous_response_id": first.id, "stream": stream}
+    later = in_thread(
+        lambda: requests.post(server + "/v1/responses", headers=bearer(key), json=body, timeout=20)
+    )
+    wait_for(lambda: len(fake.requests) > asked, what="the continuation at the provider")
+    assert client.delete(f"/api/ai_chat/{number}", headers=ada).status_code in (200, 204)
+    release.set()
+    answer = later()
+    if stream:
+        assert '"type":"response.failed"' in answer.text
+    else:
+        assert answer.status_code == 404, answer.text
+    assert sessions(client, ada) == []
+    with pytest.raises(openai.BadRequestError):
+        sdk.responses.create(model="echo", input="x", previous_response_id=first.id)

@@ -27,10 +27,11 @@ import contextlib
 import logging
 import secrets
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
+from types import SimpleNamespace
 from typing import Any
 
 from flask import current_app
@@ -107,6 +108,10 @@ class Turn:
     # failed question of an earlier attempt that this one repeats (superseded once it is stored).
     retry_key: str | None = None
     repeats: int | None = None
+    # Called in the transaction that stores the whole reply, before its commit, with the
+    # session's id, the reply's id and the reply (its fields as attributes): what a caller keeps
+    # with the turn (a Responses API record), stored with it or not at all.
+    on_store: Callable[[int, int, Any], None] | None = None
 
     @property
     def model_name(self) -> str:
@@ -620,6 +625,9 @@ def _commit_question(
                 reply.reply_to = question
                 reply.created_at = now
                 db.session.add(reply)
+            if whole and turn.on_store is not None:
+                db.session.flush()
+                turn.on_store(session.id, reply.id, reply)
             db.session.commit()
         except (IntegrityError, StaleDataError):
             db.session.rollback()
@@ -1042,6 +1050,8 @@ def finish(
         if turn.again and written and not stale:  # it has text: it replaces what came after
             _supersede(turn, keep=turn.reply.id)
             db.session.execute(update(Message).where(_own_question(turn)).values(error=None))
+        if written and failure is None and turn.on_store is not None:
+            turn.on_store(turn.session.id, turn.reply.id, SimpleNamespace(**values))
         return written == 1
 
     _write(

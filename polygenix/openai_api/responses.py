@@ -88,20 +88,25 @@ def create():
     turn.tooling = asked.tooling
     _check(turn)
     base = objects.response(item_id("resp"), int(time.time()), turn.model_name, asked.echo)
-    keep_as = previous.id if previous is not None else None
+    previous_id = previous.id if previous is not None else None
 
-    def keep(body: dict) -> None:
-        if turn.persist and turn.reply is not None:
-            stored.save(turn, asked.items, body, keep_as)
+    def keep(body_of):
+        """Record the response with its turn (when the turn is stored)."""
+        if not turn.persist:
+            return None
+        return lambda session_id, reply_id, reply: stored.add(
+            turn.user_id, session_id, reply_id, asked.items, body_of(reply), previous_id
+        )
 
     if asked.stream:
-        return _streamed(turn, base, keep)
+        events = objects.ResponseEvents(base)
+        turn.on_store = keep(events.final)
+        return _streamed(turn, events)
     try:
         completion = turns.complete(turn)
     except ProviderError as e:
         turns.store_failure(turn, e)
         return _provider_error(e, turn)
-    turns.store(turn, completion)
     status, details = objects.outcome(completion.finish_reason)
     used = objects.usage(
         completion.prompt_tokens,
@@ -113,7 +118,8 @@ def create():
     body = base | {"status": status, "output": output, "usage": used, "incomplete_details": details}
     if status == "completed":
         body["completed_at"] = int(time.time())
-    keep(body)
+    turn.on_store = keep(lambda reply: body)
+    turns.store(turn, completion)
     headers = {SESSION_HEADER: str(turn.session.number)} if turn.persist else {}
     return body, 200, headers
 
@@ -130,7 +136,7 @@ def _check(turn: turns.Turn) -> None:
         invalid("text" if e.field in ("response_format", "text") else "input", e.message)
 
 
-def _streamed(turn: turns.Turn, base: dict, keep) -> Response:
+def _streamed(turn: turns.Turn, events: objects.ResponseEvents) -> Response:
     try:
         started = streaming.opened(turn)
     except ProviderError as e:
@@ -138,7 +144,6 @@ def _streamed(turn: turns.Turn, base: dict, keep) -> Response:
     headers = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
     if turn.persist:
         headers[SESSION_HEADER] = str(turn.session.number)
-    events = objects.ResponseEvents(base, keep)
     return Response(
         stream_with_context(streaming.relay(started, events)),
         mimetype="text/event-stream",

@@ -15,18 +15,12 @@ its `sequence_number`, in OpenAI's order:
 `output_text` is not a field of the object: OpenAI's SDKs compute it from `output`.
 """
 
-import contextlib
 import json
-import logging
 import time
-from collections.abc import Callable
 
 from ..chat.streaming import Events
-from ..errors import outage
-from ..extensions import db
 from .responses_schema import item_id
 
-log = logging.getLogger(__name__)
 # Why a reply stopped short, as OpenAI's incomplete_details.reason names it.
 INCOMPLETE = {"length": "max_output_tokens", "content_filter": "content_filter"}
 
@@ -110,12 +104,13 @@ def _failure(status: int, message: str) -> dict:
 
 
 class ResponseEvents(Events):
-    """A streamed response's events. `keep(body)` is called with the finished response object
-    before its last event is written (to store it)."""
+    """A streamed response's events. `final(reply)` is the finished response object, which
+    the turn's store step may ask for (to keep it) before `done` writes it."""
 
-    def __init__(self, base: dict, keep: Callable[[dict], None]):
+    def __init__(self, base: dict):
         self.base = base  # the response object's fields but status, output and usage
-        self.keep = keep
+        self.body: dict | None = None  # once final
+        self.closing = ""  # the events that close the open item, once final
         self.sequence = 0
         self.items: list[dict] = []  # the output items so far
         self.reasoned: list[str] = []
@@ -191,30 +186,25 @@ class ResponseEvents(Events):
             "response.output_text.delta", **self._where(), delta=text, logprobs=[]
         )
 
+    def final(self, reply) -> dict:
+        """The finished response, for the reply (its open item closed, once)."""
+        if self.body is None:
+            status, details = outcome(reply.finish_reason)
+            # A stream that ended with no text failed (turn.finish): there is always a message.
+            self.closing = self._close("incomplete" if details else "completed")
+            counts = (reply.prompt_tokens, reply.completion_tokens)
+            used = usage(*counts, reply.cached_tokens, reply.reasoning_tokens)
+            self.body = self._response(status, usage=used, incomplete_details=details)
+            if status == "completed":
+                self.body["completed_at"] = int(time.time())
+        return self.body
+
     def done(self, turn, reply) -> str:
-        status, details = outcome(reply.finish_reason)
-        # A stream that ended with no text failed (turn.finish): there is always a message.
-        events = self._close("incomplete" if details else "completed")
-        used = usage(
-            reply.prompt_tokens,
-            reply.completion_tokens,
-            reply.cached_tokens,
-            reply.reasoning_tokens,
-        )
-        final = self._response(status, usage=used, incomplete_details=details)
-        if status == "completed":
-            final["completed_at"] = int(time.time())
-        try:
-            self.keep(final)
-        except Exception as e:  # the turn is stored; only its response id will not be found
-            if outage(e) is None:
-                raise
-            log.warning("storing a streamed response failed: %s", type(e).__name__)
-            with contextlib.suppress(Exception):
-                db.session.rollback()
-        return events + self._event(f"response.{status}", response=final)
+        body = self.final(reply)
+        return self.closing + self._event(f"response.{body['status']}", response=body)
 
     def error(self, status: int, message: str) -> str:
-        events = self._close("incomplete")
+        # The reply may have been final when storing it failed: its closing events go first.
+        events = self.closing + self._close("incomplete")
         failed = self._response("failed", error=_failure(status, message))
         return events + self._event("response.failed", response=failed)

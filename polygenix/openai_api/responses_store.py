@@ -10,10 +10,8 @@ session one after the other, and a continuation of either sees its own branch on
 
 from flask import current_app
 from sqlalchemy import bindparam, delete, insert, literal, select, update
-from sqlalchemy.exc import IntegrityError
 
 from .. import clock
-from ..chat.turn import Turn
 from ..extensions import db
 from ..models import ChatSession, Message, StoredResponse
 from ..providers import ChatMessage
@@ -109,29 +107,28 @@ def context(row: StoredResponse, reserved: int) -> list[ChatMessage]:
     return [message for turn in reversed(turns) for message in turn]
 
 
-def save(turn: Turn, items: list[dict], body: dict, previous: int | None) -> bool:
-    """Keep the response of a stored turn; False if its turn went meanwhile (its session was
-    deleted). The response it continues may have been deleted meanwhile: then it continues
-    none."""
-    row = {
-        "public_id": body["id"],
-        "user_id": turn.user_id,
-        "session_id": turn.session.id,
-        "reply_id": turn.reply.id,
-        "items": items,
-        "body": body,
-    }
-    for previous_id in dict.fromkeys((previous, None)):
-        try:
-            db.session.execute(_INSERT, row | {"previous_id": previous_id})
-            db.session.commit()
-            return True
-        except IntegrityError:
-            db.session.rollback()
-    return False
+def add(
+    user_id: int, session_id: int, reply_id: int, items: list, body: dict, previous: int | None
+) -> None:
+    """Record a response, in the transaction that stores its turn (Turn.on_store). The
+    response it continues may have been deleted meanwhile: then it continues none."""
+    row = {"user_id": user_id, "session_id": session_id, "reply_id": reply_id}
+    row["created_at"] = clock.now()
+    db.session.execute(
+        _INSERT, row | {"public_id": body["id"], "items": items, "body": body, "previous": previous}
+    )
 
 
-_INSERT = insert(R.__table__)
+_INSERT = insert(R.__table__).values(
+    public_id=bindparam("public_id"),
+    user_id=bindparam("user_id"),
+    session_id=bindparam("session_id"),
+    reply_id=bindparam("reply_id"),
+    previous_id=select(R.id).where(R.id == bindparam("previous")).scalar_subquery(),
+    items=bindparam("items"),
+    body=bindparam("body"),
+    created_at=bindparam("created_at"),
+)
 
 
 def remove(row: StoredResponse) -> None:
