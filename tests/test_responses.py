@@ -513,6 +513,8 @@ def test_a_session_deleted_during_a_continuation_keeps_nothing(
         lambda: requests.post(server + "/v1/responses", headers=bearer(key), json=body, timeout=20)
     )
     wait_for(lambda: len(fake.requests) > asked, what="the continuation at the provider")
+    if stream:
+        wait_for(lambda: "two" in sessions(client, ada)[0][1], what="the streamed question kept")
     assert client.delete(f"/api/ai_chat/{number}", headers=ada).status_code in (200, 204)
     release.set()
     answer = later()
