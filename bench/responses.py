@@ -4,7 +4,8 @@ The app runs in this process (Flask's test client) on a fresh SQLite file (or a 
 PostgreSQL schema with --postgres), with the fake provider on 127.0.0.1 for `openai`; its log
 lines go to /dev/null. Each kind of request is a new conversation (so the context stays the
 same size), except the continuation, which continues one response (previous_response_id: the
-chain of one response is looked up and rebuilt) each time. For each: CPU per request (process
+chain of one response is looked up and rebuilt) each time; its chat-completions counterpart
+resends one earlier turn. For each: CPU per request (process
 time of --count requests in a row, best of --rounds rounds) and the median wall time of
 --samples requests; the chat-completions turn and the Responses turns alternate round by round.
 
@@ -42,8 +43,14 @@ def calls(client, headers) -> dict:
     chat = {"model": "openai", "messages": [{"role": "user", "content": "bench"}]}
     respond = {"model": "openai", "input": "bench"}
     root = client.post("/v1/responses", headers=headers, json=respond).json["id"]
+    earlier = [
+        {"role": "user", "content": "bench"},
+        {"role": "assistant", "content": "Hello from gpt-4.1-mini"},
+    ]
+    resent = {"model": "openai", "messages": earlier + chat["messages"]}
     return {
         "chat completion": post("/v1/chat/completions", chat),
+        "chat completion with one earlier turn (resent)": post("/v1/chat/completions", resent),
         "response": post("/v1/responses", respond),
         "response continuing one (previous_response_id)": post(
             "/v1/responses", respond | {"previous_response_id": root}
