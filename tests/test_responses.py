@@ -379,6 +379,7 @@ REFUSED = [
     ({"input": []}, "input"),
     ({"input": 5}, "input"),
     ({"input": "nul\x00byte"}, "input"),
+    ({"input": "   "}, "input"),
     ({"instructions": ["not", "a", "string"]}, "instructions"),
     ({"model": ["echo"]}, "model"),
 ]
@@ -457,7 +458,12 @@ def test_hostile_bodies_are_400s(server, key, provider_app):
             server + "/v1/responses", headers=bearer(key), json=body, timeout=20
         )
         assert response.status_code == 400, response.text[:300]
-        assert response.json()["error"]["type"] == "invalid_request_error"
+        error = response.json()["error"]
+        assert error["type"] == "invalid_request_error" and error["param"] in (
+            "input",
+            "metadata",
+            "body",
+        )
 
 
 def test_governance_applies_as_to_any_v1_call(sdk, server, client, auth, ada):
@@ -525,3 +531,22 @@ def test_a_session_deleted_during_a_continuation_keeps_nothing(
     assert sessions(client, ada) == []
     with pytest.raises(openai.BadRequestError):
         sdk.responses.create(model="echo", input="x", previous_response_id=first.id)
+
+
+def test_a_long_chain_sends_its_newest_responses_that_fit(make_app, provider_config, auth, fake):
+    app = make_app(provider_config | {"CONTEXT_MAX_CHARS": 120})
+    token = auth.tokens(client=app.test_client())["access_token"]
+    with serving(app) as base:
+        sdk = openai.OpenAI(base_url=base + "/v1", api_key=token, max_retries=0)
+        previous = None
+        for n in range(5):
+            question = f"question number {n} " + "." * 10
+            extra = {"previous_response_id": previous.id} if previous else {}
+            previous = sdk.responses.create(model="openai", input=question, **extra)
+    # 120 characters: the new question (30) and one earlier turn (30 + 23), not two.
+    sent = [t for _, t in sent_texts(fake.requests[-1].body)]
+    assert sent == [
+        "question number 3 ..........",
+        "Hello from gpt-4.1-mini",
+        "question number 4 ..........",
+    ]

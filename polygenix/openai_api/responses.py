@@ -71,7 +71,8 @@ def create():
         previous, number = stored.continued(current_user.id, asked.previous_id)
         if previous is None:
             return _previous_not_found(asked.previous_id)
-        earlier = stored.context(previous, sum(len(m["content"]) for m in asked.messages))
+        new = sum(len(m["content"]) for m in asked.messages) + len(asked.instructions or "")
+        earlier = stored.context(previous, new)
     try:
         turn = turns.prepare_conversation(
             current_user,

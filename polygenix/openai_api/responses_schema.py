@@ -138,6 +138,24 @@ def _input(body: dict) -> tuple[list[dict], list[ChatMessage]]:
     return items, messages
 
 
+def _sizes(messages: list[ChatMessage], instructions: str | None) -> None:
+    """What the turn would refuse, refused here naming `input` (the client chose it: it is
+    never trimmed)."""
+    config = current_app.config
+    last = messages[-1]["content"]
+    if not last.strip():
+        invalid("input", "The last input message must not be blank.")
+    if len(last) > config["MAX_MESSAGE_CHARS"]:
+        invalid(
+            "input", f"The last input message is over {config['MAX_MESSAGE_CHARS']} characters."
+        )
+    total = sum(len(m["content"]) for m in messages) + len(instructions or "")
+    if total > config["CONTEXT_MAX_CHARS"]:
+        invalid(
+            "input", f"input and instructions are over {config['CONTEXT_MAX_CHARS']} characters."
+        )
+
+
 def _format(body: dict) -> ResponseFormat | None:
     text = body.get("text")
     if text is None:
@@ -243,6 +261,7 @@ def parse(body: Any) -> Request:
     fmt = _format(body)
     effort = _effort(body)
     items, messages = _input(body)
+    _sizes(messages, instructions)
     max_tokens = body.get("max_output_tokens")
     if max_tokens is not None and (
         isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or not 1 <= max_tokens
