@@ -73,35 +73,35 @@ def _text(value: Any, where: str, param: str = "input") -> str:
     return value
 
 
-def _content(content: Any, where: str, assistant: bool) -> tuple[list[dict], str]:
-    """A message's content, as stored parts and as the text the provider is sent."""
+def _content(content: Any, where: str, assistant: bool) -> list[dict]:
+    """A message's content as kept parts (input_text, or output_text for an assistant)."""
     kind = "output_text" if assistant else "input_text"
+    extra = {"annotations": []} if assistant else {}
     if isinstance(content, str):
-        text = _text(content, f"{where}.content")
-        return [{"type": kind, "text": text}], text
+        return [{"type": kind, "text": _text(content, f"{where}.content")} | extra]
     if not isinstance(content, list) or not content:
         invalid("input", f"{where}.content must be a string or a non-empty list of parts.")
-    parts, texts = [], []
+    parts = []
     for n, part in enumerate(content):
         ptype = part.get("type") if isinstance(part, dict) else None
         if ptype in UNSUPPORTED_PARTS:
-            invalid(
-                "input", f"{where}.content[{n}]: {ptype} parts are not supported by this server."
-            )
+            invalid("input", f"{where}.content[{n}]: {ptype} parts are not supported here.")
         if ptype not in ("input_text", "output_text", "text") or "text" not in part:
             invalid("input", f"{where}.content[{n}] must be a text part (input_text).")
-        texts.append(_text(part["text"], f"{where}.content[{n}].text"))
-        parts.append({"type": kind, "text": texts[-1]} | ({"annotations": []} if assistant else {}))
-    return parts, "".join(texts)
+        parts.append({"type": kind, "text": _text(part["text"], f"{where}.content[{n}].text")})
+        parts[-1] |= extra
+    return parts
 
 
-def _item(raw: Any, n: int) -> tuple[dict | None, ChatMessage | None]:
+def _item(raw: Any, n: int) -> dict | None:
+    """An input item, checked and kept as OpenAI lists it (with an id); None for one that
+    holds nothing to resend (a reasoning item a client sends back)."""
     where = f"input[{n}]"
     if not isinstance(raw, dict):
         invalid("input", f"{where} must be an object (an input item).")
     kind = raw.get("type", "message")
-    if kind == "reasoning":  # a client sending back its earlier output: nothing to resend
-        return None, None
+    if kind == "reasoning":
+        return None
     if kind in ("function_call", "function_call_output"):
         invalid("input", f"{where}: {kind} items are not supported by this server yet.")
     if kind != "message":
@@ -109,33 +109,35 @@ def _item(raw: Any, n: int) -> tuple[dict | None, ChatMessage | None]:
     role = raw.get("role")
     if not isinstance(role, str) or role not in ROLES:
         invalid("input", f"{where}.role must be one of user, system, developer, assistant.")
-    parts, text = _content(raw.get("content"), where, role == "assistant")
-    item = {"id": item_id("msg"), "type": "message", "role": role, "content": parts}
-    return item | {"status": "completed"}, {"role": ROLES[role], "content": text}
+    parts = _content(raw.get("content"), where, role == "assistant")
+    return {"id": item_id("msg"), "type": "message", "role": role, "content": parts} | {
+        "status": "completed"
+    }
 
 
-def _input(body: dict) -> tuple[list[dict], list[ChatMessage]]:
+def messages_of(items: list[dict]) -> list[ChatMessage]:
+    """Kept input items as the chat messages a provider is sent."""
+    messages: list[ChatMessage] = []
+    for item in items:
+        if item["type"] == "message":
+            text = "".join(p["text"] for p in item["content"])
+            messages.append({"role": ROLES[item["role"]], "content": text})
+    return messages
+
+
+def _input(body: dict) -> list[dict]:
     raw = body.get("input")
     if isinstance(raw, str):
         text = _text(raw, "input")
         item = {"id": item_id("msg"), "type": "message", "role": "user", "status": "completed"}
-        return [item | {"content": [{"type": "input_text", "text": text}]}], [
-            {"role": "user", "content": text}
-        ]
+        return [item | {"content": [{"type": "input_text", "text": text}]}]
     if not isinstance(raw, list) or not raw:
         invalid("input", "input must be a string or a non-empty list of input items.")
     most = current_app.config["V1_MAX_MESSAGES"]
     if len(raw) > most:
         invalid("input", f"input must hold at most {most} items, not {len(raw)}.")
-    items, messages = [], []
-    for n, element in enumerate(raw):
-        item, message = _item(element, n)
-        if item is not None:
-            items.append(item)
-            messages.append(message)
-    if not messages or messages[-1]["role"] != "user":
-        invalid("input", "The last input item must be a message of the user's.")
-    return items, messages
+    items = [item for n, element in enumerate(raw) if (item := _item(element, n)) is not None]
+    return items
 
 
 def _sizes(messages: list[ChatMessage], instructions: str | None) -> None:
@@ -260,7 +262,10 @@ def parse(body: Any) -> Request:
     _tools(body)
     fmt = _format(body)
     effort = _effort(body)
-    items, messages = _input(body)
+    items = _input(body)
+    messages = messages_of(items)
+    if not messages or messages[-1]["role"] != "user":
+        invalid("input", "The last input item must be a message of the user's.")
     _sizes(messages, instructions)
     max_tokens = body.get("max_output_tokens")
     if max_tokens is not None and (

@@ -15,7 +15,7 @@ from .. import clock
 from ..extensions import db
 from ..models import ChatSession, Message, StoredResponse
 from ..providers import ChatMessage
-from .responses_schema import RESPONSE_ID, ROLES
+from .responses_schema import RESPONSE_ID, messages_of
 
 R = StoredResponse
 
@@ -47,25 +47,17 @@ def continued(user_id: int, public_id: str) -> tuple[StoredResponse | None, int 
     return (found[0], found[1]) if found is not None else (None, None)
 
 
-def _text(parts: list[dict], kind: str) -> str:
-    return "".join(p["text"] for p in parts if p.get("type") == kind)
-
-
 def turn_messages(items: list[dict], body: dict) -> list[ChatMessage]:
     """One stored response as the messages it adds to a context: its input, then its answer."""
-    messages: list[ChatMessage] = []
-    for item in items:
-        if item.get("type") == "message":
-            kind = "output_text" if item["role"] == "assistant" else "input_text"
-            messages.append({"role": ROLES[item["role"]], "content": _text(item["content"], kind)})
     answer = "".join(
-        _text(item["content"], "output_text")
+        part["text"]
         for item in body.get("output", [])
         if item.get("type") == "message"
+        for part in item["content"]
+        if part.get("type") == "output_text"
     )
-    if answer:
-        messages.append({"role": "assistant", "content": answer})
-    return messages
+    reply: list[ChatMessage] = [{"role": "assistant", "content": answer}] if answer else []
+    return messages_of(items) + reply
 
 
 def _chain():
