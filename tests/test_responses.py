@@ -276,7 +276,7 @@ def test_input_items_are_listed_and_paged_as_openai_does(sdk):
     assert every == ["c", "b", "a"]  # the SDK's auto-paging follows has_more and after
 
 
-def test_store_false_keeps_nothing_but_counts_usage(sdk, client, ada):
+def test_store_false_keeps_nothing_but_counts_usage(sdk, client, ada, fake):
     response = sdk.responses.create(model="openai", input="off the record", store=False)
     assert response.store is False and response.output_text == "Hello from gpt-4.1-mini"
     streamed = list(sdk.responses.create(model="openai", input="also", store=False, stream=True))
@@ -289,6 +289,14 @@ def test_store_false_keeps_nothing_but_counts_usage(sdk, client, ada):
             sdk.responses.create(model="echo", input="more", previous_response_id=kept)
     rows = client.get("/api/usage?group_by=model", headers=ada).json["rows"]
     assert sum(r["calls"] for r in rows if r["model"] == "openai/gpt-4.1-mini") == 2
+    kept = sdk.responses.create(model="echo", input="kept")
+    aside = sdk.responses.create(
+        model="openai", input="aside", previous_response_id=kept.id, store=False
+    )
+    assert aside.previous_response_id == kept.id
+    sent = [t for _, t in sent_texts(fake.requests[-1].body)]
+    assert sent == ["kept", "Echo: kept", "aside"]  # a stored response continued unstored
+    assert [m for _, m in sessions(client, ada)] == [["kept", "Echo: kept"]]
 
 
 def test_a_deleted_session_takes_its_responses_with_it(sdk, client, ada):
