@@ -1,0 +1,111 @@
+"""A Responses API turn: its context (the `instructions`, the chain of responses it continues,
+the new input), the chat turn it is (chat/turn.py), and its response object, recorded with the
+turn in the very transaction that stores it (Turn.on_store), never without it.
+"""
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ..chat import turn as turns
+from ..models import User
+from ..providers import ChatMessage, Completion, UnsupportedInput
+from . import responses_events as objects
+from . import responses_store as stored
+from .responses_schema import Request, item_id
+from .schemas import invalid
+
+
+class PreviousNotFound(LookupError):
+    """`previous_response_id` is none of the caller's stored responses."""
+
+
+@dataclass
+class Pending:
+    """A response under way: its turn, the response object's fields known before the provider
+    answers, and (once answered or streamed) how its finished object is made from the reply."""
+
+    turn: turns.Turn
+    base: dict
+    items: list[dict]
+    previous_id: int | None
+    finished: Callable[[Any], dict] | None = None
+
+    def record(self, session_id: int, reply_id: int, reply) -> None:
+        """Turn.on_store: the response kept, in the transaction that stores its turn."""
+        body = self.finished(reply)
+        stored.add(self.turn.user_id, session_id, reply_id, self.items, body, self.previous_id)
+
+
+def _messages(asked: Request, earlier: list[ChatMessage]) -> list[ChatMessage]:
+    system: list[ChatMessage] = []
+    if asked.instructions:
+        system = [{"role": "system", "content": asked.instructions}]
+    return system + earlier + asked.messages
+
+
+def prepare(user: User, asked: Request) -> Pending:
+    """The response's turn, its read transaction ended. PreviousNotFound; UnknownModelError;
+    a 400 for what the provider cannot take."""
+    previous, number, earlier = None, None, []
+    if asked.previous_id is not None:
+        previous, number = stored.continued(user.id, asked.previous_id)
+        if previous is None:
+            raise PreviousNotFound(asked.previous_id)
+        new = sum(len(m["content"]) for m in asked.messages) + len(asked.instructions or "")
+        earlier = stored.context(previous, new)
+    turn = turns.prepare_conversation(
+        user,
+        _messages(asked, earlier),
+        asked.model,
+        asked.options,
+        number=number,
+        persist=asked.store,
+        streamed=asked.stream,
+    )
+    turn.tooling = asked.tooling
+    _check(turn)
+    base = objects.response(item_id("resp"), int(time.time()), turn.model_name, asked.echo)
+    pending = Pending(turn, base, asked.items, previous.id if previous is not None else None)
+    if turn.persist:
+        turn.on_store = pending.record
+    return pending
+
+
+def _check(turn: turns.Turn) -> None:
+    """What the provider cannot take is a 400 before it is called (the call's budget
+    reservation released)."""
+    if turn.model is None:
+        return
+    try:
+        turn.provider.check(turn.messages, turn.model, turn.tooling)
+    except UnsupportedInput as e:
+        turns.release_unsettled(turn)
+        invalid("text" if e.field in ("response_format", "text") else "input", e.message)
+
+
+def answered(pending: Pending, completion: Completion) -> dict:
+    """A whole reply's response object, its turn stored (with it, when it is to be kept)."""
+    status, details = objects.outcome(completion.finish_reason)
+    used = objects.usage(
+        completion.prompt_tokens,
+        completion.completion_tokens,
+        completion.cached_tokens,
+        completion.reasoning_tokens,
+    )
+    output = objects.output(completion.content, completion.reasoning, status)
+    body = pending.base | {"status": status, "output": output, "usage": used}
+    body["incomplete_details"] = details
+    if status == "completed":
+        body["completed_at"] = int(time.time())
+    pending.finished = lambda reply: body
+    turns.store(pending.turn, completion)
+    return body
+
+
+def streamed(pending: Pending) -> objects.ResponseEvents:
+    """A streamed response's events; its finished object is kept with its turn."""
+    events = objects.ResponseEvents(pending.base)
+    pending.finished = events.final
+    return events
