@@ -58,7 +58,7 @@ def _provider_error(error: ProviderError, turn: turns.Turn | None = None) -> Res
 @required(keys=True)
 @per_user
 def create():
-    asked = parse(request.get_json())
+    asked = parse(request.get_json(), stored.resolver(current_user.id))
     try:
         pending = service.prepare(current_user, asked)
     except service.PreviousNotFound:

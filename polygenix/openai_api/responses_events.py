@@ -19,7 +19,8 @@ import json
 import time
 
 from ..chat.streaming import Events
-from .responses_schema import item_id
+from .responses_schema import Ids
+from .responses_tools import call_items, function_call
 
 # Why a reply stopped short, as OpenAI's incomplete_details.reason names it.
 INCOMPLETE = {"length": "max_output_tokens", "content_filter": "content_filter"}
@@ -56,10 +57,15 @@ def message_item(item: str, text: str | None, status: str = "completed") -> dict
     }
 
 
-def output(text: str, reasoning: str | None, status: str = "completed") -> list[dict]:
-    """A whole reply's output items: its reasoning (if any), then its message."""
-    items = [reasoning_item(item_id("rs"), reasoning)] if reasoning else []
-    return items + [message_item(item_id("msg"), text, status)]
+def output(
+    new_id: Ids, text: str, reasoning: str | None, status: str = "completed", calls=()
+) -> list[dict]:
+    """A whole reply's output items: its reasoning (if any), its message (if it has text, or
+    nothing else), then its function calls."""
+    items = [reasoning_item(new_id("rs"), reasoning)] if reasoning else []
+    if text or not calls:
+        items.append(message_item(new_id("msg"), text, status))
+    return items + call_items(calls, new_id)
 
 
 def outcome(finish_reason: str | None) -> tuple[str, dict | None]:
@@ -107,15 +113,17 @@ class ResponseEvents(Events):
     """A streamed response's events. `final(reply)` is the finished response object, which
     the turn's store step may ask for (to keep it) before `done` writes it."""
 
-    def __init__(self, base: dict):
+    def __init__(self, base: dict, new_id: Ids):
         self.base = base  # the response object's fields but status, output and usage
+        self.new_id = new_id
         self.body: dict | None = None  # once final
         self.closing = ""  # the events that close the open item, once final
         self.sequence = 0
         self.items: list[dict] = []  # the output items so far
         self.reasoned: list[str] = []
         self.written: list[str] = []
-        self.open: str | None = None  # "reasoning" or "message": the item being written
+        self.open: str | None = None  # "reasoning", "message" or "call": the item being written
+        self.calls: dict[int, int] = {}  # a streamed call's index: its output index
 
     def _event(self, kind: str, **data) -> str:
         body = {"type": kind, "sequence_number": self.sequence} | data
@@ -146,6 +154,8 @@ class ResponseEvents(Events):
         """The open item's last events."""
         if self.open is None:
             return ""
+        if self.open == "call":
+            return self._close_call(status)
         where, index = self._where(), len(self.items) - 1
         if self.open == "reasoning":
             text = "".join(self.reasoned)
@@ -164,12 +174,49 @@ class ResponseEvents(Events):
         self.open = None
         return events
 
+    def _close_call(self, status: str) -> str:
+        index = len(self.items) - 1
+        item = self.items[index] = self.items[index] | {"status": status}
+        where = {"item_id": item["id"], "output_index": index}
+        events = self._event(
+            "response.function_call_arguments.done",
+            **where,
+            name=item["name"],
+            arguments=item["arguments"],
+        )
+        self.open = None
+        return events + self._event("response.output_item.done", output_index=index, item=item)
+
+    def tool_calls(self, deltas) -> str:
+        """Pieces of function calls: each call an item of its own, its arguments as deltas."""
+        events = ""
+        for delta in deltas:
+            if delta.index not in self.calls:  # a call begins
+                events += self._close()
+                call = {"id": delta.id or "", "name": delta.name or "", "arguments": ""}
+                self.items.append(function_call(self.new_id("fc"), call, "in_progress"))
+                self.calls[delta.index] = index = len(self.items) - 1
+                self.open = "call"
+                item = self.items[index]
+                events += self._event("response.output_item.added", output_index=index, item=item)
+            index = self.calls[delta.index]
+            if delta.arguments:
+                item = self.items[index]
+                item["arguments"] += delta.arguments
+                events += self._event(
+                    "response.function_call_arguments.delta",
+                    item_id=item["id"],
+                    output_index=index,
+                    delta=delta.arguments,
+                )
+        return events
+
     def reasoning(self, text: str) -> str:
-        if self.written:  # thinking after the answer began: not an item of its own
-            return ""
+        if self.open not in (None, "reasoning") or self.items and self.open is None:
+            return ""  # thinking after the answer began: not an item of its own
         events = ""
         if self.open is None:
-            item = reasoning_item(item_id("rs"), "", "in_progress")
+            item = reasoning_item(self.new_id("rs"), "", "in_progress")
             events = self._add(item, {"type": "reasoning_text", "text": ""})
             self.open = "reasoning"
         self.reasoned.append(text)
@@ -179,8 +226,10 @@ class ResponseEvents(Events):
         events = ""
         if self.open != "message":
             events = self._close()
-            events += self._add(message_item(item_id("msg"), None, "in_progress"), text_part(""))
-            self.open = "message"
+            events += self._add(
+                message_item(self.new_id("msg"), None, "in_progress"), text_part("")
+            )
+            self.open, self.written = "message", []
         self.written.append(text)
         return events + self._event(
             "response.output_text.delta", **self._where(), delta=text, logprobs=[]
@@ -190,7 +239,7 @@ class ResponseEvents(Events):
         """The finished response, for the reply (its open item closed, once)."""
         if self.body is None:
             status, details = outcome(reply.finish_reason)
-            # A stream that ended with no text failed (turn.finish): there is always a message.
+            # A stream that ended with neither text nor a call failed (turn.finish).
             self.closing = self._close("incomplete" if details else "completed")
             counts = (reply.prompt_tokens, reply.completion_tokens)
             used = usage(*counts, reply.cached_tokens, reply.reasoning_tokens)

@@ -6,14 +6,14 @@ store.
 
 What PolyGenix cannot do is a 400 naming the field (`param`): built-in tools (web_search,
 file_search...), `background: true`, `conversation`, reusable `prompt`s, input files and
-images, and, until function tools are wired into the turn, `function` tools and
-function_call / function_call_output items. A field OpenAI does not define is a 400 too, as
+images (function tools: responses_tools.py). A field OpenAI does not define is a 400 too, as
 OpenAI answers ("Unknown parameter"). Fields that change nothing here (`user`, `include`,
 `service_tier`, `truncation`, `prompt_cache_key`...) are accepted and ignored.
 """
 
 import re
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +21,7 @@ from flask import current_app
 
 from ..providers import ChatMessage, Options, ResponseFormat, Tooling
 from ..providers.base import EFFORTS
+from . import responses_tools as function_tools
 from .schemas import invalid
 
 KNOWN = set(
@@ -33,8 +34,27 @@ ROLES = {"user": "user", "system": "system", "developer": "system", "assistant":
 # Part types OpenAI defines that PolyGenix does not take (yet): a 400 naming `input`.
 UNSUPPORTED_PARTS = {"input_image", "input_file", "input_audio"}
 RESPONSE_ID = re.compile(r"resp_[0-9a-f]{48}")
+ITEM_ID = re.compile(r"[a-z]{1,8}_([0-9a-f]{48})[0-9a-f]{4}")
 METADATA_KEYS, METADATA_KEY_CHARS, METADATA_VALUE_CHARS = 16, 64, 512
 FORMAT_NAME = re.compile(r"[a-zA-Z0-9_-]{1,64}")
+
+
+class Ids:
+    """The ids of one response and its items: `resp_` and 48 random hex digits, and for each
+    item its prefix, the same digits and a counter, so that an item's id names its response
+    (an `item_reference` is found from it) and none can be guessed."""
+
+    def __init__(self):
+        self.digits = secrets.token_hex(24)
+        self.count = 0
+
+    @property
+    def response(self) -> str:
+        return f"resp_{self.digits}"
+
+    def __call__(self, prefix: str) -> str:
+        self.count += 1
+        return f"{prefix}_{self.digits}{self.count:04x}"
 
 
 @dataclass(frozen=True)
@@ -48,12 +68,14 @@ class Request:
     stream: bool
     options: Options
     tooling: Tooling
+    ids: Ids  # the response's and its items' ids
     echo: dict = field(default_factory=dict)  # request fields the response object repeats
 
 
-def item_id(prefix: str) -> str:
-    """An item's or a response's id: its prefix and 48 random hex digits."""
-    return f"{prefix}_{secrets.token_hex(24)}"
+def response_of(item: str) -> str | None:
+    """The id of the response an item id names, if it is one of PolyGenix's."""
+    found = ITEM_ID.fullmatch(item) if isinstance(item, str) else None
+    return f"resp_{found[1]}" if found else None
 
 
 def _number(body: dict, name: str, low: float, high: float) -> float | None:
@@ -93,13 +115,22 @@ def _content(content: Any, where: str, assistant: bool) -> list[dict]:
     return parts
 
 
-def _item(raw: Any, n: int) -> dict | None:
+Resolve = Callable[[str], dict | None]  # an item_reference's id: the item it names, if any
+
+
+def _item(raw: Any, n: int, new_id: Ids, resolve: Resolve) -> dict | None:
     """An input item, checked and kept as OpenAI lists it (with an id); None for one that
-    holds nothing to resend (a reasoning item a client sends back)."""
+    holds nothing to resend (a reasoning item a client sends back). An `item_reference` is the
+    caller's stored item it names (a 400 if it names none)."""
     where = f"input[{n}]"
     if not isinstance(raw, dict):
         invalid("input", f"{where} must be an object (an input item).")
     kind = raw.get("type", "message")
+    if kind == "item_reference":
+        found = resolve(raw.get("id")) if isinstance(raw.get("id"), str) else None
+        if found is None:
+            invalid("input", f"{where}: Item with id {raw.get('id')!r} not found.")
+        return None if found["type"] == "reasoning" else found
     if kind == "reasoning":
         return None
     if kind in ("function_call", "function_call_output"):
@@ -110,7 +141,7 @@ def _item(raw: Any, n: int) -> dict | None:
     if not isinstance(role, str) or role not in ROLES:
         invalid("input", f"{where}.role must be one of user, system, developer, assistant.")
     parts = _content(raw.get("content"), where, role == "assistant")
-    return {"id": item_id("msg"), "type": "message", "role": role, "content": parts} | {
+    return {"id": new_id("msg"), "type": "message", "role": role, "content": parts} | {
         "status": "completed"
     }
 
@@ -125,18 +156,18 @@ def messages_of(items: list[dict]) -> list[ChatMessage]:
     return messages
 
 
-def _input(body: dict) -> list[dict]:
+def _input(body: dict, new_id: Ids, resolve: Resolve) -> list[dict]:
     raw = body.get("input")
     if isinstance(raw, str):
         text = _text(raw, "input")
-        item = {"id": item_id("msg"), "type": "message", "role": "user", "status": "completed"}
+        item = {"id": new_id("msg"), "type": "message", "role": "user", "status": "completed"}
         return [item | {"content": [{"type": "input_text", "text": text}]}]
     if not isinstance(raw, list) or not raw:
         invalid("input", "input must be a string or a non-empty list of input items.")
     most = current_app.config["V1_MAX_MESSAGES"]
     if len(raw) > most:
         invalid("input", f"input must hold at most {most} items, not {len(raw)}.")
-    items = [item for n, element in enumerate(raw) if (item := _item(element, n)) is not None]
+    items = [item for n, e in enumerate(raw) if (item := _item(e, n, new_id, resolve)) is not None]
     return items
 
 
@@ -145,7 +176,7 @@ def _sizes(messages: list[ChatMessage], instructions: str | None) -> None:
     never trimmed)."""
     config = current_app.config
     last = messages[-1]["content"]
-    if not last.strip():
+    if messages[-1]["role"] == "user" and not last.strip():
         invalid("input", "The last input message must not be blank.")
     if len(last) > config["MAX_MESSAGE_CHARS"]:
         invalid(
@@ -183,22 +214,6 @@ def _format(body: dict) -> ResponseFormat | None:
     if described is not None and not isinstance(described, str):
         invalid("text.format.description", "text.format.description must be a string.")
     return ResponseFormat("json_schema", name, schema, strict, described)
-
-
-def _tools(body: dict) -> None:
-    tools = body.get("tools")
-    if tools in (None, []):
-        choice = body.get("tool_choice")
-        if choice not in (None, "auto", "none"):
-            invalid("tool_choice", "tool_choice needs tools to choose from.")
-        return
-    if not isinstance(tools, list):
-        invalid("tools", "tools must be a list.")
-    for n, tool in enumerate(tools):
-        kind = tool.get("type") if isinstance(tool, dict) else None
-        if kind == "function":
-            invalid("tools", f"tools[{n}]: function tools are not supported by this server yet.")
-        invalid("tools", f"tools[{n}]: built-in tools ({kind!r}) are not supported by this server.")
 
 
 def _metadata(body: dict) -> dict:
@@ -246,7 +261,8 @@ def _effort(body: dict) -> str | None:
     return effort
 
 
-def parse(body: Any) -> Request:
+def parse(body: Any, resolve: Resolve) -> Request:
+    """The request; `resolve` finds the caller's stored items that `item_reference`s name."""
     if not isinstance(body, dict):
         invalid("body", "The body must be a JSON object.")
     _refused(body)
@@ -259,10 +275,15 @@ def parse(body: Any) -> Request:
     previous = body.get("previous_response_id")
     if previous is not None and not isinstance(previous, str):
         invalid("previous_response_id", "previous_response_id must be a string.")
-    _tools(body)
+    tools = function_tools.tools(body)
+    if tools:
+        invalid("tools", "function tools are not supported by this server yet.")
+    choice = function_tools.tool_choice(body, tools)
+    parallel = body.get("parallel_tool_calls")
     fmt = _format(body)
     effort = _effort(body)
-    items = _input(body)
+    ids = Ids()
+    items = _input(body, ids, resolve)
     messages = messages_of(items)
     if not messages or messages[-1]["role"] != "user":
         invalid("input", "The last input item must be a message of the user's.")
@@ -292,7 +313,7 @@ def parse(body: Any) -> Request:
         "temperature": options.temperature,
         "text": {"format": _echo_format(fmt)},
         "tool_choice": body.get("tool_choice") or "auto",
-        "tools": [],
+        "tools": [function_tools.echo(tool) for tool in tools],
         "top_p": options.top_p,
         "truncation": "disabled",
         "user": user,
@@ -306,7 +327,8 @@ def parse(body: Any) -> Request:
         store=echo["store"],
         stream=bool(body.get("stream")),
         options=options,
-        tooling=Tooling(response_format=fmt) if fmt is not None else Tooling(),
+        ids=ids,
+        tooling=Tooling(tools, *(choice, parallel) if tools else (None, None), fmt),
         echo=echo,
     )
 

@@ -13,7 +13,7 @@ from ..models import User
 from ..providers import ChatMessage, Completion, UnsupportedInput
 from . import responses_events as objects
 from . import responses_store as stored
-from .responses_schema import Request, item_id
+from .responses_schema import Request
 from .schemas import invalid
 
 
@@ -28,14 +28,15 @@ class Pending:
 
     turn: turns.Turn
     base: dict
-    items: list[dict]
+    asked: Request
     previous_id: int | None
     finished: Callable[[Any], dict] | None = None
 
     def record(self, session_id: int, reply_id: int, reply) -> None:
         """Turn.on_store: the response kept, in the transaction that stores its turn."""
         body = self.finished(reply)
-        stored.add(self.turn.user_id, session_id, reply_id, self.items, body, self.previous_id)
+        items = self.asked.items
+        stored.add(self.turn.user_id, session_id, reply_id, items, body, self.previous_id)
 
 
 def _messages(asked: Request, earlier: list[ChatMessage]) -> list[ChatMessage]:
@@ -66,8 +67,8 @@ def prepare(user: User, asked: Request) -> Pending:
     )
     turn.tooling = asked.tooling
     _check(turn)
-    base = objects.response(item_id("resp"), int(time.time()), turn.model_name, asked.echo)
-    pending = Pending(turn, base, asked.items, previous.id if previous is not None else None)
+    base = objects.response(asked.ids.response, int(time.time()), turn.model_name, asked.echo)
+    pending = Pending(turn, base, asked, previous.id if previous is not None else None)
     if turn.persist:
         turn.on_store = pending.record
     return pending
@@ -94,7 +95,7 @@ def answered(pending: Pending, completion: Completion) -> dict:
         completion.cached_tokens,
         completion.reasoning_tokens,
     )
-    output = objects.output(completion.content, completion.reasoning, status)
+    output = objects.output(pending.asked.ids, completion.content, completion.reasoning, status)
     body = pending.base | {"status": status, "output": output, "usage": used}
     body["incomplete_details"] = details
     if status == "completed":
@@ -106,6 +107,6 @@ def answered(pending: Pending, completion: Completion) -> dict:
 
 def streamed(pending: Pending) -> objects.ResponseEvents:
     """A streamed response's events; its finished object is kept with its turn."""
-    events = objects.ResponseEvents(pending.base)
+    events = objects.ResponseEvents(pending.base, pending.asked.ids)
     pending.finished = events.final
     return events

@@ -15,7 +15,7 @@ from .. import clock
 from ..extensions import db
 from ..models import ChatSession, Message, StoredResponse
 from ..providers import ChatMessage
-from .responses_schema import RESPONSE_ID, messages_of
+from .responses_schema import RESPONSE_ID, messages_of, response_of
 
 R = StoredResponse
 
@@ -25,6 +25,24 @@ def find(user_id: int, public_id: str) -> StoredResponse | None:
     if not isinstance(public_id, str) or not RESPONSE_ID.fullmatch(public_id):
         return None
     return db.session.scalar(_FIND, {"public_id": public_id, "user_id": user_id})
+
+
+def resolver(user_id: int):
+    """What an `item_reference` names: the user's stored input or output item of that id
+    (its response found from the id), else None."""
+    seen: dict[str, StoredResponse | None] = {}
+
+    def resolve(item: str) -> dict | None:
+        response = response_of(item)
+        if response is None:
+            return None
+        if response not in seen:
+            seen[response] = find(user_id, response)
+        row = seen[response]
+        kept = [] if row is None else [*row.items, *row.body.get("output", [])]
+        return next((dict(i) for i in kept if i.get("id") == item), None)
+
+    return resolve
 
 
 _FIND = select(R).where(R.public_id == bindparam("public_id"), R.user_id == bindparam("user_id"))
@@ -48,16 +66,15 @@ def continued(user_id: int, public_id: str) -> tuple[StoredResponse | None, int 
 
 
 def turn_messages(items: list[dict], body: dict) -> list[ChatMessage]:
-    """One stored response as the messages it adds to a context: its input, then its answer."""
-    answer = "".join(
-        part["text"]
+    """One stored response as the messages it adds to a context: its input, then its answer
+    (its message's text and its function calls)."""
+    answer = [
+        item
         for item in body.get("output", [])
-        if item.get("type") == "message"
-        for part in item["content"]
-        if part.get("type") == "output_text"
-    )
-    reply: list[ChatMessage] = [{"role": "assistant", "content": answer}] if answer else []
-    return messages_of(items) + reply
+        if item.get("type") == "function_call"
+        or (item.get("type") == "message" and any(p.get("text") for p in item["content"]))
+    ]
+    return messages_of(items + answer)
 
 
 def _chain():

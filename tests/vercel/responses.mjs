@@ -28,3 +28,4 @@ const object = await generateObject({
   prompt: "Where?",
 });
 say("object", { object: object.object });
+
