@@ -62,6 +62,7 @@ def test_upgrade_builds_exactly_the_models_schema(empty_app):
         "jobs",
         "job_schedules",
         "budget_reservations",
+        "attachments",
         "alembic_version",
     } == tables
 
