@@ -39,23 +39,48 @@ def checked(data: bytes) -> ImageInfo:
         abort(422, message=str(e), errors={"files": {"file": [str(e)]}})
 
 
-def add(
-    user_id: int, data: bytes, info: ImageInfo, message_id: int | None = None, position: int = 0
-) -> Attachment:
-    """A new attachment, in the caller's transaction; QuotaFull if the user's total would be
-    over ATTACHMENT_QUOTA_BYTES. The user's row is locked first, so uploads of one user at once
-    are counted one after the other (and a deleted account stores nothing)."""
-    if db.session.execute(_LOCK_USER, {"user_id": user_id}).rowcount != 1:
-        raise LookupError("user gone")
-    quota = current_app.config["ATTACHMENT_QUOTA_BYTES"]
-    used = db.session.scalar(
+def _used(user_id: int) -> int:
+    return db.session.scalar(
         select(func.coalesce(func.sum(Attachment.size), 0)).where(Attachment.user_id == user_id)
     )
-    if used + info.size > quota:
-        raise QuotaFull(
-            f"Your attachments would take {used + info.size} bytes, over your quota of {quota}: "
-            "delete some (or the chats that use them) first."
-        )
+
+
+def _over_quota(used: int, size: int) -> str | None:
+    quota = current_app.config["ATTACHMENT_QUOTA_BYTES"]
+    if used + size <= quota:
+        return None
+    return (
+        f"Your attachments would take {used + size} bytes, over your quota of {quota}: "
+        "delete some (or the chats that use them) first."
+    )
+
+
+def room_for(user_id: int, size: int) -> None:
+    """A 409 unless `size` more bytes fit in the user's quota (a check before a model call;
+    the store that follows does not count again)."""
+    refusal = _over_quota(_used(user_id), size)
+    if refusal:
+        abort(QUOTA_FULL, message=refusal)
+
+
+def add(
+    user_id: int,
+    data: bytes,
+    info: ImageInfo,
+    message_id: int | None = None,
+    position: int = 0,
+    *,
+    quota: bool = True,
+) -> Attachment:
+    """A new attachment, in the caller's transaction. With `quota`, QuotaFull if the user's
+    total would be over ATTACHMENT_QUOTA_BYTES: the user's row is locked first, so uploads of
+    one user at once are counted one after the other (and a deleted account stores nothing)."""
+    if quota:
+        if db.session.execute(_LOCK_USER, {"user_id": user_id}).rowcount != 1:
+            raise LookupError("user gone")
+        refusal = _over_quota(_used(user_id), info.size)
+        if refusal:
+            raise QuotaFull(refusal)
     attachment = Attachment(
         user_id=user_id,
         message_id=message_id,

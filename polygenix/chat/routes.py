@@ -187,6 +187,7 @@ class ChatRequest(MethodView):
             data.get("session_id"),
             options_from(data),
             streamed=_streamed(data),
+            attachment_ids=data["attachment_ids"],
         )
         return _answer(turn, data)
 
@@ -239,6 +240,7 @@ class EditMessage(MethodView):
             message_id=message_id,
             content=data["content"],
             streamed=_streamed(data),
+            attachment_ids=data.get("attachment_ids"),
         )
         return _answer(turn, data)
 

@@ -87,6 +87,7 @@ def chat_completions():
             streamed=asked.stream,
             retry_key=retry_key,
             retrying=retrying,
+            inline=list(asked.images),
         )
     except UnknownModelError:
         return _model_not_found(unknown_model(current_user.id, asked.model))
