@@ -206,6 +206,9 @@ def load_config(env: Mapping[str, str], instance_path: str) -> dict[str, Any]:
         # The most messages one /v1 chat completion may carry (a 400 beyond): a long
         # conversation of 250 turns, stored in one statement when it starts a session.
         "V1_MAX_MESSAGES": _int(env, "V1_MAX_MESSAGES", 500, minimum=1),
+        # The largest /v1/chat/completions body (its images come inline, in base64): at least
+        # MAX_CONTENT_LENGTH.
+        "V1_MAX_BODY_BYTES": _int(env, "V1_MAX_BODY_BYTES", 16 * 1024 * 1024, minimum=1024),
         # Images attached to messages (polygenix/attachments): the largest file; the most
         # pixels (a decompression bomb is refused before it is decoded); a user's total; the
         # most a message may carry; hours before one no message uses is deleted; and how many
