@@ -27,7 +27,6 @@ def upgrade():
     sa.Column('height', sa.Integer(), nullable=False),
     sa.Column('sha256', sa.String(length=64), nullable=False),
     sa.Column('created_at', sa.DateTime(), nullable=False),
-    sa.Column('data', sa.LargeBinary(), nullable=False),
     sa.ForeignKeyConstraint(['message_id'], ['messages.id'], name=op.f('fk_attachments_message_id_messages'), ondelete='CASCADE'),
     sa.ForeignKeyConstraint(['user_id'], ['users.id'], name=op.f('fk_attachments_user_id_users'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_attachments')),
@@ -36,9 +35,16 @@ def upgrade():
     op.create_index('ix_attachments_message_id', 'attachments', ['message_id', 'position'], unique=False)
     op.create_index('ix_attachments_user_id', 'attachments', ['user_id'], unique=False)
     op.create_index('ix_attachments_orphans', 'attachments', ['created_at'], unique=False, sqlite_where=sa.text('message_id IS NULL'), postgresql_where=sa.text('message_id IS NULL'))
+    op.create_table('attachment_data',
+    sa.Column('attachment_id', sa.Integer(), nullable=False),
+    sa.Column('data', sa.LargeBinary(), nullable=False),
+    sa.ForeignKeyConstraint(['attachment_id'], ['attachments.id'], name=op.f('fk_attachment_data_attachment_id_attachments'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('attachment_id', name=op.f('pk_attachment_data')),
+    )
 
 
 def downgrade():
+    op.drop_table('attachment_data')
     op.drop_index('ix_attachments_orphans', table_name='attachments')
     op.drop_index('ix_attachments_user_id', table_name='attachments')
     op.drop_index('ix_attachments_message_id', table_name='attachments')

@@ -42,8 +42,19 @@ class Attachment(db.Model):
     height: Mapped[int]
     sha256: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-    # Deferred: listing a message's attachments never reads their bytes.
-    data: Mapped[bytes] = mapped_column(LargeBinary, deferred=True)
 
     def __repr__(self) -> str:
         return f"<Attachment {self.id} user={self.user_id} message={self.message_id}>"
+
+
+class AttachmentData(db.Model):
+    """An attachment's bytes, in a table of their own: giving an attachment to its message
+    updates a small row, never rewriting the image (SQLite rewrites a whole row, BLOB
+    included, when any column of it changes); listings never read them."""
+
+    __tablename__ = "attachment_data"
+
+    attachment_id: Mapped[int] = mapped_column(
+        ForeignKey("attachments.id", ondelete="CASCADE"), primary_key=True
+    )
+    data: Mapped[bytes] = mapped_column(LargeBinary)

@@ -120,7 +120,8 @@ class AttachmentById(MethodView):
         }
         if request.if_none_match.contains(attachment.sha256):
             return Response(status=304, headers=headers)
-        return Response(attachment.data, mimetype=attachment.media_type, headers=headers)
+        data = store.data_of([attachment.id])[attachment.id]
+        return Response(data, mimetype=attachment.media_type, headers=headers)
 
     @blp.login_required(keys=True)
     @blp.errors(404)

@@ -14,7 +14,7 @@ from ..extensions import db
 from ..models import User
 from ..providers.messages import ContentPart, ImagePart
 from .images import ImageInfo, InvalidImage, TooManyPixels, inspect
-from .models import Attachment
+from .models import Attachment, AttachmentData
 
 QUOTA_FULL = 409  # a per-user quota that is full: the state of the account, not the request
 
@@ -90,10 +90,11 @@ def add(
         width=info.width,
         height=info.height,
         sha256=info.sha256,
-        data=data,
         created_at=clock.now(),
     )
     db.session.add(attachment)
+    db.session.flush()
+    db.session.add(AttachmentData(attachment_id=attachment.id, data=data))
     return attachment
 
 
@@ -223,7 +224,8 @@ def images_for(message_ids: Sequence[int], newest: int) -> dict[int, list[ImageP
     if not message_ids or newest <= 0:
         return {}
     rows = db.session.execute(
-        select(Attachment.message_id, Attachment.media_type, Attachment.data)
+        select(Attachment.message_id, Attachment.media_type, AttachmentData.data)
+        .join(AttachmentData, AttachmentData.attachment_id == Attachment.id)
         .where(Attachment.message_id.in_(list(message_ids)))
         .order_by(Attachment.message_id.desc(), Attachment.position.desc())
         .limit(newest)
@@ -234,8 +236,21 @@ def images_for(message_ids: Sequence[int], newest: int) -> dict[int, list[ImageP
     return found
 
 
+def data_of(attachment_ids: Sequence[int]) -> dict[int, bytes]:
+    """The bytes of these attachments, by id (one query)."""
+    if not attachment_ids:
+        return {}
+    rows = db.session.execute(
+        select(AttachmentData.attachment_id, AttachmentData.data).where(
+            AttachmentData.attachment_id.in_(list(attachment_ids))
+        )
+    )
+    return dict(rows.tuples().all())
+
+
 def images_of(attachments: Sequence[Attachment]) -> list[ImagePart]:
-    return [image_part(a.media_type, a.data) for a in attachments]
+    data = data_of([a.id for a in attachments])
+    return [image_part(a.media_type, data[a.id]) for a in attachments]
 
 
 def sweep_orphans(hours: float | None = None) -> int:
