@@ -245,7 +245,7 @@ def data_of(attachment_ids: Sequence[int]) -> dict[int, bytes]:
             AttachmentData.attachment_id.in_(list(attachment_ids))
         )
     )
-    return dict(rows.tuples().all())
+    return {row.attachment_id: row.data for row in rows}
 
 
 def images_of(attachments: Sequence[Attachment]) -> list[ImagePart]:
