@@ -3,9 +3,11 @@ conditional reads, deletion cascades and the orphan sweep."""
 
 import hashlib
 import io
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
 import pytest
+import requests
 from sqlalchemy import func, select
 from werkzeug.datastructures import FileStorage
 from werkzeug.test import encode_multipart
@@ -14,6 +16,7 @@ from polygenix.attachments.models import Attachment
 from polygenix.extensions import db
 from polygenix.jobs import registry
 from tests import images
+from tests.gunicorn_server import gunicorn, register_over_http
 from tests.helpers import FakeClock, ask, assert_envelope
 
 UPLOAD = "/api/ai_chat/attachments"
@@ -205,3 +208,27 @@ def test_attachments_go_with_their_session_and_their_user(client, ada, bob, app)
     ada_id = client.get("/api/user/", headers=ada).json["id"]
     assert client.delete(f"/api/user/{ada_id}", headers=ada).status_code == 200
     assert _count(app) == 1  # Bob's
+
+
+# --- under real gunicorn: two workers, real HTTP --------------------------------------------
+
+
+def test_uploads_under_gunicorn_quota_holds_across_workers_and_413_is_the_envelope(tmp_path):
+    data = images.noisy_png(1_200_000)  # over MAX_CONTENT_LENGTH (1 MiB), under 5 MiB
+    quota = str(3 * len(data) + 100)
+    with gunicorn(tmp_path, {"ATTACHMENT_QUOTA_BYTES": quota}) as (base, _):
+        headers = register_over_http(base)
+
+        def send(body: bytes):
+            files = {"file": ("photo.png", body, "image/png")}
+            return requests.post(base + UPLOAD, headers=headers, files=files, timeout=30)
+
+        with ThreadPoolExecutor(8) as pool:
+            statuses = [r.status_code for r in pool.map(lambda _: send(data), range(8))]
+        assert sorted(statuses) == [201] * 3 + [409] * 5
+        too_big = send(b"\x89PNG\r\n\x1a\n" + bytes(6 * 1024 * 1024))
+        assert too_big.status_code == 413
+        assert too_big.json()["code"] == 413
+        assert "ATTACHMENT_MAX_BYTES" in too_big.json()["message"]
+        listed = requests.get(base + "/api/ai_chat/history", headers=headers, timeout=10)
+        assert listed.status_code == 200  # the server serves on

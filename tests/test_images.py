@@ -12,7 +12,16 @@ from werkzeug.datastructures import FileStorage
 from werkzeug.test import encode_multipart
 
 from tests import images
-from tests.helpers import ask, assert_envelope, serving
+from tests.fake_provider import openai_stream
+from tests.helpers import (
+    ask,
+    assert_envelope,
+    in_thread,
+    read_events,
+    serving,
+    stream,
+    wait_for,
+)
 from tests.provider_setup import SYSTEM
 
 UPLOAD = "/api/ai_chat/attachments"
@@ -284,6 +293,33 @@ def test_a_session_deleted_while_a_turn_with_an_image_is_in_flight(client, ada, 
     assert "Deleted 1 unused attachment" in swept.output
 
 
+def test_a_stream_with_an_image_whose_session_is_deleted_mid_reply(client, ada, fake, app):
+    attachment = upload(client, ada, images.png())
+    chat_id = ask(client, ada, "first", "openai").json["session_id"]
+    fake.reply(chunks=openai_stream(["one ", "two ", "three"], "gpt-4.1-mini"), gap=0.3)
+    finished = in_thread(
+        lambda: read_events(
+            stream(
+                app.test_client(), ada, "openai", "see", chat_id, attachment_ids=[attachment]
+            ).get_data(as_text=True)
+        )
+    )
+    # Once the stream began, the question and its image are stored together...
+    wait_for(
+        lambda: any(
+            m["attachments"]
+            for m in client.get(f"/api/ai_chat/{chat_id}", headers=ada).json["messages"]
+        ),
+        what="the question with its image",
+    )
+    assert client.delete(f"/api/ai_chat/{chat_id}", headers=ada).status_code == 200
+    events = finished()
+    assert events[0][0] == "start" and events[-1][0] == "error"
+    assert events[-1][1]["code"] == 404
+    # ...and deleted with it.
+    assert_envelope(client.get(f"{UPLOAD}/{attachment}", headers=ada), 404)
+
+
 # --- /v1, through the official SDK -----------------------------------------------------------
 
 
@@ -370,3 +406,29 @@ def test_v1_a_large_image_fits_in_the_body(sdk, fake):
         model="openai", messages=image_message(f"data:image/png;base64,{b64(data)}")
     )
     assert reply.choices[0].message.content.endswith("I see 1 image(s)")
+
+
+def test_v1_a_streamed_completion_with_an_image(sdk, fake):
+    chunks = sdk.chat.completions.create(
+        model="gemini",
+        messages=image_message(f"data:image/webp;base64,{b64(images.webp())}"),
+        stream=True,
+    )
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text.endswith("I see 1 image(s)")
+    assert sent(fake)["contents"][-1]["parts"][1]["inlineData"]["mimeType"] == "image/webp"
+
+
+def test_v1_images_over_the_quota_are_a_409_before_any_call(make_app, provider_config, auth, fake):
+    app = make_app(provider_config | {"ATTACHMENT_QUOTA_BYTES": 100})
+    client = app.test_client()
+    headers = auth.register(client=client)
+    url = f"data:image/png;base64,{b64(images.png((40, 40)))}"
+    body = {"model": "openai", "messages": image_message(url)}
+    response = client.post("/v1/chat/completions", headers=headers, json=body)
+    assert response.status_code == 409
+    assert "quota" in response.json["error"]["message"]
+    assert fake.requests == []
+    # Not to be stored, it is not counted.
+    unstored = client.post("/v1/chat/completions", headers=headers, json=body | {"store": False})
+    assert unstored.status_code == 200

@@ -75,6 +75,5 @@ def checked(
             return kept
         except UnsupportedInput as e:
             refusal = e
-    where = "json" if status == 422 else "json"
     field = "attachment_ids" if status == 422 else refusal.field
-    abort(status, message=refusal.message, errors={where: {field: [refusal.message]}})
+    abort(status, message=refusal.message, errors={"json": {field: [refusal.message]}})
