@@ -255,6 +255,35 @@ def test_edit_replaces_and_regenerate_resends_the_images(client, ada, bob, fake)
     assert isinstance(sent(fake)["messages"][-1]["content"], str)
 
 
+@pytest.mark.parametrize("streamed", [False, True])
+def test_regenerate_with_attachment_ids_replaces_the_images_once_it_succeeds(
+    client, ada, bob, fake, streamed
+):
+    first = upload(client, ada, images.png())
+    chat_id = ask(client, ada, "one", "openai", attachment_ids=[first]).json["session_id"]
+    url = f"/api/ai_chat/{chat_id}/regenerate"
+    bobs = upload(client, bob, images.png())
+    assert_envelope(client.post(url, headers=ada, json={"attachment_ids": [bobs]}), 404)
+    second = upload(client, ada, images.webp())
+    # A regenerate that fails changes nothing, the images included.
+    fake.reply(status=500, body={"error": {"message": "down"}}, times=3)
+    failed = client.post(url, headers=ada, json={"attachment_ids": [second]})
+    assert failed.status_code in (502, 503)
+
+    def shown():
+        messages = client.get(f"/api/ai_chat/{chat_id}", headers=ada).json["messages"]
+        return [a["id"] for a in messages[0]["attachments"]]
+
+    assert shown() == [first]
+    response = client.post(url, headers=ada, json={"attachment_ids": [second], "stream": streamed})
+    assert response.status_code == 200
+    response.get_data()  # a stream is stored as it is read
+    assert sent(fake)["messages"][-1]["content"][1]["image_url"]["url"].startswith(
+        "data:image/webp;base64,"
+    )
+    assert shown() == [second]
+
+
 def test_a_provider_refusing_an_image_is_its_words_and_a_failed_message(client, ada, fake):
     words = "Invalid image: the image exceeds the maximum size for this model."
     fake.reply(status=400, body={"error": {"message": words, "type": "invalid_request_error"}})
@@ -271,7 +300,8 @@ def test_a_provider_refusing_an_image_is_its_words_and_a_failed_message(client, 
 def test_a_session_deleted_while_a_turn_with_an_image_is_in_flight(client, ada, fake, app):
     attachment = upload(client, ada, images.png())
     chat_id = ask(client, ada, "first", "openai").json["session_id"]
-    fake.reply(delay=0.5, body=None)
+    held = threading.Event()
+    fake.reply(hold=held)
     results = {}
 
     def turn():
@@ -285,6 +315,7 @@ def test_a_session_deleted_while_a_turn_with_an_image_is_in_flight(client, ada, 
     while not any(r.body and "see" in str(r.body) for r in list(fake.requests)):
         threading.Event().wait(0.01)
     assert client.delete(f"/api/ai_chat/{chat_id}", headers=ada).status_code == 200
+    held.set()
     thread.join(10)
     assert_envelope(results["r"], 404)
     # The image went with no message: an orphan, swept like any other.

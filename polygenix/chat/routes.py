@@ -211,7 +211,12 @@ class Regenerate(MethodView):
         followed, or an earlier one was edited).
         """
         turn = turns.prepare_again(
-            current_user, chat_id, data.get("model"), options_from(data), streamed=_streamed(data)
+            current_user,
+            chat_id,
+            data.get("model"),
+            options_from(data),
+            streamed=_streamed(data),
+            attachment_ids=data.get("attachment_ids"),
         )
         return _answer(turn, data)
 

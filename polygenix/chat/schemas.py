@@ -125,13 +125,14 @@ class MessageCreateSchema(StreamOptionSchema):
 
 class RegenerateSchema(StreamOptionSchema):
     model = _model_field("Default: the session's model, else the model of the reply it replaces")
+    attachment_ids = _attachment_ids(
+        "The question's images from now on, in order, once the new reply is stored (absent: it "
+        "keeps its own; [] none)"
+    )
 
 
 class EditSchema(RegenerateSchema):
     content = Text(required=True, validate=validate_content)
-    attachment_ids = _attachment_ids(
-        "The message's attachments from now on, in order (absent: it keeps its own; [] none)"
-    )
 
 
 class MessageAttachmentSchema(ma.Schema):

@@ -925,7 +925,8 @@ def _commit_again(
             )
         if not _still_current(turn):
             raise Conflict(CHANGED)
-        if turn.again == "edit" and turn.attachment_ids is not None:
+        # An edit's images go with its words; a regenerate's once its reply replaces the other.
+        if turn.attachment_ids is not None and (turn.again == "edit" or supersede):
             _attach(turn, question.id)
         if supersede:
             _supersede(turn)
@@ -1097,6 +1098,8 @@ def finish(
         if turn.again and written and not stale:  # it has text: it replaces what came after
             _supersede(turn, keep=turn.reply.id)
             db.session.execute(update(Message).where(_own_question(turn)).values(error=None))
+            if turn.again == "regenerate" and turn.attachment_ids is not None:
+                _attach(turn, turn.question.id)
         return written == 1
 
     _write(
