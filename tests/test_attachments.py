@@ -147,6 +147,14 @@ def test_a_missing_file_is_a_422(client, ada):
     )
     assert_envelope(response, 422)
     assert_envelope(client.post(UPLOAD, headers=ada, json={"file": "x"}), 422)
+    boundary, body = encode_multipart(
+        {"file": FileStorage(io.BytesIO(images.png()), "a.png"), "owner": "2"}
+    )
+    extra = client.post(
+        UPLOAD, headers=ada, data=body, content_type=f"multipart/form-data; boundary={boundary}"
+    )
+    assert_envelope(extra, 422)
+    assert extra.json["errors"] == {"files": {"owner": ["Unknown field."]}}
 
 
 def test_another_users_attachment_is_a_404_everywhere(client, ada, bob):

@@ -65,6 +65,10 @@ class Attachments(MethodView):
         if request.content_length is not None and request.content_length > limit + FORM_OVERHEAD:
             _too_large(limit)
         request.max_content_length = limit + FORM_OVERHEAD
+        unknown = sorted(set(request.form) | (set(request.files) - {"file"}))
+        if unknown:
+            reason = "Unknown field."
+            abort(422, message=f"{unknown[0]}: {reason}", errors={"files": {unknown[0]: [reason]}})
         upload = request.files.get("file")
         if upload is None:
             reason = "Missing data for required field (a multipart/form-data file part)."

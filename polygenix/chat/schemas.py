@@ -84,8 +84,9 @@ def _model_field(description: str, **kwargs) -> fields.String:
 def _attachment_ids(description: str, **kwargs) -> fields.List:
     return fields.List(
         fields.Integer(strict=True, validate=validate.Range(min=1, max=MAX_ID)),
+        # Each id once (a 422 otherwise); at most ATTACHMENTS_PER_MESSAGE are taken.
         validate=validate.Length(max=1000),
-        metadata={"description": description},
+        metadata={"description": description, "uniqueItems": True},
         **kwargs,
     )
 
