@@ -26,7 +26,7 @@ IMAGE_CHARS = 4 * 1100
 def resend(asked: dict[int, ChatMessage], config: Mapping[str, Any]) -> None:
     """Give the context's user messages (by message id) their images, the newest
     ATTACHMENT_CONTEXT_IMAGES of them: one query, reading no other image's bytes."""
-    newest = config["ATTACHMENT_CONTEXT_IMAGES"]
+    newest = config.get("ATTACHMENT_CONTEXT_IMAGES", 0)
     if not asked or newest <= 0:
         return
     for message_id, images in store.images_for(list(asked), newest).items():

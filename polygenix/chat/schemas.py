@@ -150,8 +150,8 @@ class MessageAttachments(fields.List):
 
     def get_value(self, obj, attr, accessor=None, default=ma.missing):
         shown = getattr(obj, "shown_attachments", None)
-        if shown is None:
-            shown = listed([obj.id]).get(obj.id, []) if obj.id else []
+        if shown is None:  # replies have none
+            shown = listed([obj.id]).get(obj.id, []) if obj.id and not obj.is_bot else []
         return shown
 
 
