@@ -10,6 +10,9 @@ from typing import Any
 from flask import Flask
 
 from .api import Api
+from .attachments import init_attachments
+from .attachments.cli import attachments
+from .attachments.routes import blp as attachments_blp
 from .auth.passwords import init_passwords
 from .auth.routes import blp as auth_blp
 from .auth.tokens import init_jwt
@@ -80,13 +83,14 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     init_jobs(app)
     init_titles(app)
     init_sweep(app)
+    init_attachments(app)
     init_governance(app)
     migrate.init_app(app, db, directory=str(migrations_directory()))
     jwt.init_app(app)
     init_jwt(jwt)
 
     api = Api(app)
-    for blp in (auth_blp, user_blp, chat_blp, keys_blp, usage_blp, admin_blp):
+    for blp in (auth_blp, user_blp, attachments_blp, chat_blp, keys_blp, usage_blp, admin_blp):
         api.register_blueprint(blp)
     app.register_blueprint(openai_bp)
     app.register_blueprint(docs_bp)
@@ -104,6 +108,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.cli.add_command(usage)
     app.cli.add_command(jobs)
     app.cli.add_command(worker)
+    app.cli.add_command(attachments)
     return app
 
 

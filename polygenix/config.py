@@ -206,6 +206,19 @@ def load_config(env: Mapping[str, str], instance_path: str) -> dict[str, Any]:
         # The most messages one /v1 chat completion may carry (a 400 beyond): a long
         # conversation of 250 turns, stored in one statement when it starts a session.
         "V1_MAX_MESSAGES": _int(env, "V1_MAX_MESSAGES", 500, minimum=1),
+        # The largest /v1/chat/completions body (its images come inline, in base64): at least
+        # MAX_CONTENT_LENGTH.
+        "V1_MAX_BODY_BYTES": _int(env, "V1_MAX_BODY_BYTES", 16 * 1024 * 1024, minimum=1024),
+        # Images attached to messages (polygenix/attachments): the largest file; the most
+        # pixels (a decompression bomb is refused before it is decoded); a user's total; the
+        # most a message may carry; hours before one no message uses is deleted; and how many
+        # of the earlier messages' images a turn sends again (the newest).
+        "ATTACHMENT_MAX_BYTES": _int(env, "ATTACHMENT_MAX_BYTES", 5 * 1024 * 1024, minimum=1),
+        "ATTACHMENT_MAX_PIXELS": _int(env, "ATTACHMENT_MAX_PIXELS", 25_000_000, minimum=1),
+        "ATTACHMENT_QUOTA_BYTES": _int(env, "ATTACHMENT_QUOTA_BYTES", 100 * 1024 * 1024),
+        "ATTACHMENTS_PER_MESSAGE": _int(env, "ATTACHMENTS_PER_MESSAGE", 10, minimum=0),
+        "ATTACHMENT_ORPHAN_HOURS": _float(env, "ATTACHMENT_ORPHAN_HOURS", 24.0, minimum=0.001),
+        "ATTACHMENT_CONTEXT_IMAGES": _int(env, "ATTACHMENT_CONTEXT_IMAGES", 4),
         "SQLALCHEMY_ECHO": _bool(env, "SQLALCHEMY_ECHO", False),
         # JSON lines for log systems; plain text is easier to read in development.
         "LOG_FORMAT": _choice(

@@ -279,6 +279,7 @@ def test_history_is_latest_activity_first_with_messages_oldest_first(client, ada
         "reasoning",
         "options",
         "superseded",
+        "attachments",
     }
     question, answer = history[1]["messages"][:2]
     assert question["usage"] is None and question["failed"] is False

@@ -63,6 +63,8 @@ def test_upgrade_builds_exactly_the_models_schema(empty_app):
         "job_schedules",
         "budget_reservations",
         "responses",
+        "attachments",
+        "attachment_data",
         "alembic_version",
     } == tables
 

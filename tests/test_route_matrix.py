@@ -4,9 +4,12 @@ user's token, an admin's token (API1 broken object level authorization, API5 fun
 A new route fails `test_the_matrix_covers_every_operation` until it is given its row here.
 """
 
+import io
+
 import pytest
 
 from polygenix import create_app
+from tests import images
 from tests.helpers import PASSWORD, ask, assert_envelope, bearer, operations
 
 OWNER = "owner@example.com"
@@ -48,6 +51,10 @@ MATRIX = {
     ("/api/keys", "get"): (401, 200, 200),
     ("/api/keys", "delete"): (401, 200, 200),  # one's own keys, whoever calls
     ("/api/keys/{key_id}", "delete"): (401, 404, 404),
+    # Attachments are private, even from admins, as sessions are.
+    ("/api/ai_chat/attachments", "post"): (401, 201, 201),
+    ("/api/ai_chat/attachments/{attachment_id}", "get"): (401, 404, 404),
+    ("/api/ai_chat/attachments/{attachment_id}", "delete"): (401, 404, 404),
     # Usage: one's own for everyone; everyone's, and anyone's limits, for admins only.
     ("/api/usage", "get"): (401, 200, 200),
     ("/api/admin/usage", "get"): (401, 403, 200),
@@ -69,10 +76,16 @@ def world(app, client, auth):
     ask(client, owner, "private", session_id=CHAT)
     [question, _] = client.get(f"/api/ai_chat/{CHAT}", headers=owner).json["messages"]
     key = client.post("/api/keys", headers=owner, json={"name": "private"}).json
+    attachment = client.post(
+        "/api/ai_chat/attachments",
+        headers=owner,
+        data={"file": (io.BytesIO(images.png()), "a.png")},
+    ).json
     return {
         "owner_id": auth.user_id(owner),
         "owner_message": question["id"],
         "owner_key": key["id"],
+        "owner_attachment": attachment["id"],
         "owner_token": token,
         "headers": {"none": {}, "other": auth.register("eve@example.com"), "admin": auth.admin()},
     }
@@ -87,6 +100,7 @@ def request_for(path, method, world, n):
         .replace("{token_id}", world["owner_token"])
         .replace("{key_id}", str(world["owner_key"]))
         .replace("{message_id}", str(world["owner_message"]))
+        .replace("{attachment_id}", str(world["owner_attachment"]))
     )
     kwargs = {}
     if path in ("/api/auth/register", "/api/user/create"):
@@ -95,6 +109,8 @@ def request_for(path, method, world, n):
         kwargs["data"] = {"username": OWNER, "password": PASSWORD}
     elif path == "/api/ai_chat/request":
         kwargs["json"] = {"content": "hello", "model": "echo"}
+    elif path == "/api/ai_chat/attachments":
+        kwargs["data"] = {"file": (io.BytesIO(images.gif()), "b.gif")}
     elif path == "/api/keys" and method == "post":
         kwargs["json"] = {"name": "mine"}
     elif path.endswith("/regenerate"):

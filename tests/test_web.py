@@ -12,11 +12,13 @@ import zipfile
 
 import pytest
 from playwright.sync_api import expect
-from sqlalchemy import select
+from sqlalchemy import func, select
 
+from polygenix.attachments.models import Attachment
 from polygenix.extensions import db
 from polygenix.models import ChatSession, Message, User
 from polygenix.user.service import create_user
+from tests import images
 from tests.fake_provider import openai_stream
 from tests.helpers import PASSWORD, bearer, wait_for
 
@@ -645,3 +647,76 @@ def test_keyboard_only(site, tabs):
     expect(page.get_by_role("dialog")).to_be_hidden()
     expect(page.chats()).to_have_count(1)
     page.assert_quiet()
+
+
+# --- images --------------------------------------------------------------------------------
+
+
+def test_images_are_attached_by_picker_paste_and_drop_and_shown_in_history(site, tabs, tmp_path):
+    base, app = site()
+    page = tabs(base).open().sign_up()
+    picked = tmp_path / "photo.jpg"  # a PNG, whatever its name says
+    picked.write_bytes(images.png((12, 8)))
+    with page.expect_file_chooser() as chooser:
+        page.button("Attach images").click()
+    chooser.value.set_files(str(picked))
+    to_send = page.role("list", "Images to send")
+    expect(to_send.get_by_role("listitem")).to_have_count(1)
+    expect(to_send.get_by_role("button", name="Remove photo.jpg")).to_be_visible()
+    # Pasted into the message box, then dropped on it: one image each.
+    page.evaluate(
+        """async (bytes) => {
+            const box = document.getElementById('message');
+            const file = (name) => new File([new Uint8Array(bytes)], name, {type: 'image/gif'});
+            const pasted = new DataTransfer();
+            pasted.items.add(file('pasted.gif'));
+            box.dispatchEvent(new ClipboardEvent('paste', {clipboardData: pasted, bubbles: true}));
+            const dropped = new DataTransfer();
+            dropped.items.add(file('dropped.gif'));
+            box.dispatchEvent(new DragEvent('drop', {dataTransfer: dropped, bubbles: true}));
+        }""",
+        list(images.gif((3, 3))),
+    )
+    expect(to_send.get_by_role("listitem")).to_have_count(3)
+    to_send.get_by_role("button", name="Remove dropped.gif").click()
+    expect(to_send.get_by_role("listitem")).to_have_count(2)
+    page.send("what are these?")
+    page.wait_idle()
+    reply = page.messages().nth(1)
+    # The echo describes the images it was sent, in order.
+    expect(reply).to_contain_text("[image: image/png, ")
+    expect(reply).to_contain_text("[image: image/gif, ")
+    expect(to_send).to_be_hidden()
+    question = page.messages().nth(0)
+    expect(question.get_by_role("img")).to_have_count(2)
+    page.shot("15-images")
+    # After a reload, history shows them, loaded with the login's token.
+    page.reload()
+    page.chats().first.click()
+    thumbnails = page.messages().nth(0).get_by_role("img")
+    expect(thumbnails).to_have_count(2)
+    expect(thumbnails.first).to_have_attribute("alt", re.compile(r"Image 1 of 2 \(PNG, 12×8\)"))
+    page.wait_for_function(
+        "[...document.querySelectorAll('.msg .images img')]"
+        ".every(i => i.complete && i.naturalWidth > 0)"
+    )
+    # The dropped image was removed before sending: deleted at once, not left to the sweep.
+    with app.app_context():
+        assert db.session.scalar(select(func.count()).select_from(Attachment)) == 2
+    page.assert_quiet()
+
+
+def test_a_file_that_is_no_image_is_refused_with_the_servers_reason(site, tabs, tmp_path):
+    base, _ = site()
+    page = tabs(base).open().sign_up()
+    fake_png = tmp_path / "page.png"
+    fake_png.write_bytes(b"<html><script>alert(1)</script></html>")
+    with page.expect_file_chooser() as chooser:
+        page.button("Attach images").click()
+    chooser.value.set_files(str(fake_png))
+    expect(page.role("alert", "")).to_contain_text("PNG, JPEG, GIF or WebP")
+    page.send("and this?")
+    # The message is not sent while an image failed: the words stay in the box.
+    expect(page.textbox("Message")).to_have_value("and this?")
+    expect(page.messages()).to_have_count(0)
+    page.assert_quiet(expected=(422,))

@@ -76,6 +76,11 @@ def _session_markdown(session: dict) -> str:
             flags.append("no reply: " + message.error)
         note = f" ({'; '.join(flags)})" if flags else ""
         lines += [f"## {who} · {_when(message.created_at)}{note}", "", message.content, ""]
+        lines += [
+            f"[image: {a['media_type']}, {a['bytes']} bytes, {a['width']}×{a['height']}, "
+            f"attachment {a['id']}]\n"
+            for a in getattr(message, "shown_attachments", None) or ()
+        ]
     return "\n".join(lines)
 
 

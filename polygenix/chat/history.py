@@ -9,6 +9,7 @@ from sqlalchemy import BigInteger, and_, bindparam, cast, exists, func, select, 
 from sqlalchemy.orm import aliased, joinedload
 
 from ..api import page_of
+from ..attachments.store import listed
 from ..extensions import db
 from ..models import MAX_ID, ChatSession, Message, User
 
@@ -160,7 +161,16 @@ def with_messages(sessions: list[ChatSession], include_superseded: bool = False)
             .order_by(Message.session_id, Message.id)
         ):
             by_session[message.session_id].append(message)
+    show_attachments([m for messages in by_session.values() for m in messages])
     return [_as_dict(s, messages=by_session[s.id]) for s in sessions]
+
+
+def show_attachments(messages: list[Message]) -> None:
+    """Each message's attachments, as shown, read for them all at once (the user's messages
+    only: replies have none)."""
+    shown = listed(m.id for m in messages if not m.is_bot)
+    for message in messages:
+        message.shown_attachments = shown.get(message.id, [])
 
 
 def history(

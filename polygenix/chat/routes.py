@@ -187,6 +187,7 @@ class ChatRequest(MethodView):
             data.get("session_id"),
             options_from(data),
             streamed=_streamed(data),
+            attachment_ids=data["attachment_ids"],
         )
         return _answer(turn, data)
 
@@ -210,7 +211,12 @@ class Regenerate(MethodView):
         followed, or an earlier one was edited).
         """
         turn = turns.prepare_again(
-            current_user, chat_id, data.get("model"), options_from(data), streamed=_streamed(data)
+            current_user,
+            chat_id,
+            data.get("model"),
+            options_from(data),
+            streamed=_streamed(data),
+            attachment_ids=data.get("attachment_ids"),
         )
         return _answer(turn, data)
 
@@ -239,6 +245,7 @@ class EditMessage(MethodView):
             message_id=message_id,
             content=data["content"],
             streamed=_streamed(data),
+            attachment_ids=data.get("attachment_ids"),
         )
         return _answer(turn, data)
 

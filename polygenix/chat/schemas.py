@@ -3,6 +3,7 @@ from flask import current_app
 from marshmallow import fields, validate
 
 from ..api import NO_NUL, Text, no_nul
+from ..attachments.store import listed
 from ..models import MAX_ID
 from ..providers import Options
 from ..providers.base import EFFORTS
@@ -80,6 +81,16 @@ def _model_field(description: str, **kwargs) -> fields.String:
     )
 
 
+def _attachment_ids(description: str, **kwargs) -> fields.List:
+    return fields.List(
+        fields.Integer(strict=True, validate=validate.Range(min=1, max=MAX_ID)),
+        # Each id once (a 422 otherwise); at most ATTACHMENTS_PER_MESSAGE are taken.
+        validate=validate.Length(max=1000),
+        metadata={"description": description, "uniqueItems": True},
+        **kwargs,
+    )
+
+
 class StreamOptionSchema(GenerationOptionsSchema):
     stream = StrictBoolean(
         load_default=False,
@@ -104,16 +115,44 @@ class MessageCreateSchema(StreamOptionSchema):
             "a number you have no session with starts one with that number."
         },
     )
+    attachment_ids = _attachment_ids(
+        "Your attachments (POST /api/ai_chat/attachments) that go with the message, in order: "
+        "at most ATTACHMENTS_PER_MESSAGE",
+        load_default=(),
+    )
     # The original web client sends it; it has no meaning here.
     chat_id = fields.Raw(allow_none=True, load_only=True, metadata={"description": "Ignored"})
 
 
 class RegenerateSchema(StreamOptionSchema):
     model = _model_field("Default: the session's model, else the model of the reply it replaces")
+    attachment_ids = _attachment_ids(
+        "The question's images from now on, in order, once the new reply is stored (absent: it "
+        "keeps its own; [] none)"
+    )
 
 
 class EditSchema(RegenerateSchema):
     content = Text(required=True, validate=validate_content)
+
+
+class MessageAttachmentSchema(ma.Schema):
+    id = fields.Integer()
+    media_type = fields.String()
+    bytes = fields.Integer()
+    width = fields.Integer()
+    height = fields.Integer()
+
+
+class MessageAttachments(fields.List):
+    """A message's attachments: those history read for all its messages at once, else (a
+    message read alone, as a turn's reply) one query."""
+
+    def get_value(self, obj, attr, accessor=None, default=ma.missing):
+        shown = getattr(obj, "shown_attachments", None)
+        if shown is None:  # replies have none
+            shown = listed([obj.id]).get(obj.id, []) if obj.id and not obj.is_bot else []
+        return shown
 
 
 class MessageResponseSchema(ma.Schema):
@@ -160,6 +199,11 @@ class MessageResponseSchema(ma.Schema):
     superseded = fields.Boolean(
         dump_only=True,
         metadata={"description": "Replaced by a regenerated reply or an edited question"},
+    )
+    attachments = MessageAttachments(
+        fields.Nested(lambda: MessageAttachmentSchema()),
+        dump_only=True,
+        metadata={"description": "The images that went with the message (your own messages')"},
     )
 
     def _usage(self, message):

@@ -42,6 +42,7 @@ from sqlalchemy.orm import aliased
 from sqlalchemy.orm.exc import StaleDataError
 
 from .. import clock
+from ..attachments import store as attachments
 from ..errors import Conflict, SessionDeleted
 from ..extensions import db
 from ..governance import ledger, reservations
@@ -63,7 +64,8 @@ from ..providers import (
 )
 from ..providers.base import NO_OPTIONS, USAGE
 from ..providers.client import no_reply
-from . import attempts, titles, transcript
+from ..providers.messages import text_of
+from . import attempts, images, titles, transcript
 from .history import catch_up, find_session, new_number
 
 log = logging.getLogger(__name__)
@@ -112,6 +114,10 @@ class Turn:
     # session's id, the reply's id and the reply (its fields as attributes): what a caller keeps
     # with the turn (a Responses API record), stored with it or not at all.
     on_store: Callable[[int, int, Any], None] | None = None
+    # The user's message's attachments, in order (None on an edit: it keeps its own), and the
+    # inline images of a /v1 request, stored as attachments with it.
+    attachment_ids: list[int] | None = None
+    inline_images: list[tuple[bytes, Any]] = field(default_factory=list)
 
     @property
     def model_name(self) -> str:
@@ -166,6 +172,7 @@ def load_context(
     }
     budget = config["CONTEXT_MAX_CHARS"] - reserved
     turns: list[ChatMessage] = []
+    asked: dict[int, ChatMessage] = {}
     for question in rows:  # newest first
         reply = None if question.is_bot else replies.get(question.id)
         if reply is None:
@@ -174,24 +181,23 @@ def load_context(
         if cost > budget:
             break
         budget -= cost
-        turns += [
-            {"role": "assistant", "content": reply.content},
-            {"role": "user", "content": question.content},
-        ]
+        asked[question.id] = {"role": "user", "content": question.content}
+        turns += [{"role": "assistant", "content": reply.content}, asked[question.id]]
     turns.reverse()
+    images.resend(asked, config)
     return turns
 
 
 def build_messages(
-    context: list[ChatMessage], content: str, session: ChatSession | None = None
+    context: list[ChatMessage], content: str, session: ChatSession | None = None, pictures=()
 ) -> list[ChatMessage]:
     """What the provider is sent: the system prompt (the session's own, else SYSTEM_PROMPT),
-    the earlier turns, the new message."""
+    the earlier turns, the new message (with its images, `pictures`)."""
     prompt = current_app.config["SYSTEM_PROMPT"]
     if session is not None and session.system_prompt is not None:
         prompt = session.system_prompt
     system: list[ChatMessage] = [{"role": "system", "content": prompt}] if prompt else []
-    return system + context + [{"role": "user", "content": content}]
+    return system + context + [{"role": "user", "content": attachments.parts(content, pictures)}]
 
 
 def _invalid(field: str, reason: str) -> None:
@@ -213,7 +219,7 @@ def _model(user_id: int, model_name: str, options: Options) -> tuple[Provider, s
 def _reserve(turn: Turn, limits: Limits, streamed: bool) -> None:
     """A user with a budget reserves the call's estimate (or is refused: a 429), in the
     transaction the caller commits before the provider is called."""
-    prompt = _estimate(sum(len(m["content"]) for m in turn.messages))
+    prompt = _estimate(images.chars(turn.messages))
     turn.reservation = reservations.reserve_call(
         turn.user_id,
         limits,
@@ -250,6 +256,7 @@ def prepare(
     options: Options = NO_OPTIONS,
     *,
     streamed: bool = False,
+    attachment_ids: list[int] = (),
 ) -> Turn:
     """Everything the provider call needs, read in one transaction that ends here.
 
@@ -258,20 +265,46 @@ def prepare(
     budget used up a 429 (nothing is stored). A provider that is not configured is not refused
     here: its call fails, and the failure is stored like any other. A user with a budget
     reserves the call's estimate (governance/reservations.py); `streamed` sets its deadline.
+    `attachment_ids`: the caller's attachments that go with the message (attachments.store).
     """
     session = find_session(user.id, number) if number is not None else None
     provider, model, limits = _named_model(user, model_name, session, options)
+    pictures = attachments.images_of(attachments.resolve(user.id, list(attachment_ids)))
     context = [] if session is None else load_context(session.id, current_app.config, len(content))
     return _planned(
-        user, provider, model, content, number, session, context, options, limits, streamed
+        user,
+        provider,
+        model,
+        content,
+        number,
+        session,
+        context,
+        options,
+        limits,
+        streamed,
+        pictures=pictures,
+        attachment_ids=list(attachment_ids),
     )
 
 
 def _planned(
-    user, provider, model, content, number, session, context, options, limits, streamed, **again
+    user,
+    provider,
+    model,
+    content,
+    number,
+    session,
+    context,
+    options,
+    limits,
+    streamed,
+    pictures=(),
+    **again,
 ) -> Turn:
     """The turn of a prepare step, its read transaction ended: the provider may take seconds
-    or minutes, and no database connection is held meanwhile."""
+    or minutes, and no database connection is held meanwhile. Images the provider cannot take
+    are refused (the new message's, a 422) or left out (the earlier messages')."""
+    messages = build_messages(context, content, session, pictures)
     turn = Turn(
         user_id=user.id,
         provider=provider,
@@ -279,7 +312,7 @@ def _planned(
         content=content,
         number=number,
         session=session,
-        messages=build_messages(context, content, session),
+        messages=images.checked(provider, model, messages, status=422, strip=True),
         asked_at=clock.now(),
         request_id=request_id(),
         options=options,
@@ -314,6 +347,7 @@ def prepare_again(
     message_id: int | None = None,
     content: str | None = None,
     streamed: bool = False,
+    attachment_ids: list[int] | None = None,
 ) -> Turn:
     """A turn that answers an existing question again: the session's last one (regenerate),
     or message `message_id` with new words `content` (edit). Its context is what came before
@@ -339,6 +373,11 @@ def prepare_again(
         if question.superseded:
             _invalid("message_id", "The message was superseded: edit the current one.")
     content = question.content if content is None else content
+    if attachment_ids is None:  # the question's own images go again
+        pictures = images.of_message(question.id, current_app.config)
+    else:
+        given = attachments.resolve(user.id, attachment_ids, message_id=question.id)
+        pictures = attachments.images_of(given)
     replaced = db.session.scalar(_LAST_REPLY, {"question_id": question.id})
     provider, model, limits = _named_model(user, model_name, session, options, replaced)
     context = load_context(session.id, current_app.config, len(content), before=question.id)
@@ -354,8 +393,10 @@ def prepare_again(
         options,
         limits,
         streamed,
+        pictures=pictures,
         question=question,
         again=again,
+        attachment_ids=attachment_ids,
     )
 
 
@@ -381,6 +422,7 @@ def prepare_conversation(
     streamed: bool = False,
     retry_key: str | None = None,
     retrying: bool = False,
+    inline: list[tuple[bytes, Any]] = (),
 ) -> Turn:
     """A turn whose context is a whole conversation the client sent (OpenAI's contract): the
     provider gets exactly `messages`, and the last one, the user's, is what is stored.
@@ -396,19 +438,25 @@ def prepare_conversation(
     A call that fails keeps `retry_key` with its question. A retry of it (`retrying`, with the
     same key) goes to that question's session, and replaces the failed question once stored:
     one call retried by its client leaves one session, whatever each attempt's fate.
+
+    `inline`: the last message's images, (bytes, attachments.images.ImageInfo) each, stored
+    as its attachments (the user's ATTACHMENT_QUOTA_BYTES full: a 409 before any call).
     """
     config = current_app.config
     provider, model, limits = _model(user.id, model_name, options)
     if not messages or messages[-1]["role"] != "user":
         _invalid("messages", "The last message must be the user's.")
-    content = messages[-1]["content"]
-    if not content.strip():
+    content = text_of(messages[-1]["content"])
+    if not content.strip() and not inline:
         _invalid("messages", "The last message must not be blank.")
     if len(content) > config["MAX_MESSAGE_CHARS"]:
         _invalid("messages", f"The last message is over {config['MAX_MESSAGE_CHARS']} characters.")
-    if sum(len(m["content"]) for m in messages) > config["CONTEXT_MAX_CHARS"]:
+    if sum(len(text_of(m["content"])) for m in messages) > config["CONTEXT_MAX_CHARS"]:
         _invalid("messages", f"The conversation is over {config['CONTEXT_MAX_CHARS']} characters.")
-    earlier = [(m["role"], m["content"]) for m in messages[:-1] if m["role"] != "system"]
+    messages = images.checked(provider, model, messages, status=400, strip=False)
+    if persist and inline:
+        attachments.room_for(user.id, sum(info.size for _, info in inline))
+    earlier = [(m["role"], text_of(m["content"])) for m in messages[:-1] if m["role"] != "system"]
     session, repeats = None, None
     if persist and retrying and retry_key is not None:
         found = attempts.failed_attempt(user.id, retry_key)
@@ -435,6 +483,7 @@ def prepare_conversation(
         persist=persist,
         retry_key=retry_key,
         repeats=repeats,
+        inline_images=list(inline),
     )
     _reserve(turn, limits, streamed)
     db.session.commit()
@@ -620,6 +669,9 @@ def _commit_question(
                 db.session.flush()
                 _add_seed(session, turn)  # the earlier messages first, in their order
             db.session.add(question)
+            if turn.attachment_ids or turn.inline_images:
+                db.session.flush()
+                _attach(turn, question.id)
             if reply is not None:
                 reply.session = session
                 reply.reply_to = question
@@ -650,6 +702,14 @@ def _commit_question(
         message="Too many concurrent new sessions; try again.",
         headers={"Retry-After": "1"},
     )
+
+
+def _attach(turn: Turn, question_id: int) -> None:
+    """The question's attachments, in the transaction that stores it."""
+    if turn.attachment_ids is not None:
+        attachments.attach(turn.user_id, question_id, turn.attachment_ids)
+    for position, (data, info) in enumerate(turn.inline_images):
+        attachments.add(turn.user_id, data, info, question_id, position, quota=False)
 
 
 def _count_alone(turn: Turn, usage: ledger.Entry | None) -> None:
@@ -880,6 +940,9 @@ def _commit_again(
             )
         if not _still_current(turn):
             raise Conflict(CHANGED)
+        # An edit's images go with its words; a regenerate's once its reply replaces the other.
+        if turn.attachment_ids is not None and (turn.again == "edit" or supersede):
+            _attach(turn, question.id)
         if supersede:
             _supersede(turn)
         if reply is not None:
@@ -1050,6 +1113,8 @@ def finish(
         if turn.again and written and not stale:  # it has text: it replaces what came after
             _supersede(turn, keep=turn.reply.id)
             db.session.execute(update(Message).where(_own_question(turn)).values(error=None))
+            if turn.again == "regenerate" and turn.attachment_ids is not None:
+                _attach(turn, turn.question.id)
         if written and failure is None and turn.on_store is not None:
             turn.on_store(turn.session.id, turn.reply.id, SimpleNamespace(**values))
         return written == 1

@@ -14,7 +14,7 @@ import re
 import time
 import uuid
 
-from flask import Blueprint, Response, request, stream_with_context
+from flask import Blueprint, Response, current_app, request, stream_with_context
 
 from ..auth.access import current_user, required
 from ..catalog import catalogue
@@ -76,6 +76,10 @@ def _model_not_found(message: str) -> Response:
 @required(keys=True)
 @per_user
 def chat_completions():
+    # Images come inline (base64): a body may be larger than other requests'.
+    request.max_content_length = max(
+        current_app.config["MAX_CONTENT_LENGTH"], current_app.config["V1_MAX_BODY_BYTES"]
+    )
     asked = parse(request.get_json(silent=False))
     retry_key, retrying = _retry_key(current_user.id)
     try:
@@ -89,6 +93,7 @@ def chat_completions():
             streamed=asked.stream,
             retry_key=retry_key,
             retrying=retrying,
+            inline=list(asked.images),
         )
     except UnknownModelError:
         return _model_not_found(unknown_model(current_user.id, asked.model))

@@ -3,7 +3,8 @@
 needs: the messages, the model, the generation options, whether to stream and to store.
 
 What PolyGenix cannot do is refused with a 400 naming the field (`param`): tools and functions,
-a response_format other than text, logprobs, more than one choice, image, audio or file parts.
+a response_format other than text, logprobs, more than one choice, audio or file parts. A user
+message's `image_url` parts are read by images.py.
 Fields that change nothing here (frequency_penalty, logit_bias, service_tier, user, metadata...)
 are accepted and ignored, as OpenAI-compatible servers commonly do.
 
@@ -19,8 +20,11 @@ from typing import Any
 from flask import current_app
 from flask_smorest import abort
 
+from ..attachments.images import ImageInfo
 from ..providers import ChatMessage, Options
 from ..providers.base import EFFORTS
+from ..providers.messages import ContentPart
+from .images import image_part
 
 ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
 UNSUPPORTED = ("tools", "functions", "tool_choice", "function_call", "audio", "prediction")
@@ -35,6 +39,8 @@ class Request:
     stream: bool
     include_usage: bool
     store: bool
+    # The last message's inline images: their bytes and what they are, stored with it.
+    images: tuple[tuple[bytes, ImageInfo], ...] = ()
 
 
 def invalid(param: str, message: str):
@@ -84,7 +90,32 @@ def _text(content: Any, index: int) -> str:
     return text
 
 
-def _message(message: Any, index: int) -> ChatMessage:
+def _user_content(
+    content: Any, index: int
+) -> tuple[str | list[ContentPart], list[tuple[bytes, ImageInfo]]]:
+    """A user message's content: as _text, or, when it has image_url parts, its parts in
+    order (text and images), with the inline images' bytes."""
+    if not isinstance(content, list) or not any(
+        isinstance(p, dict) and p.get("type") == "image_url" for p in content
+    ):
+        return _text(content, index), []
+    parts: list[ContentPart] = []
+    inline: list[tuple[bytes, ImageInfo]] = []
+    for n, part in enumerate(content):
+        if isinstance(part, dict) and part.get("type") == "image_url":
+            image, data, info = image_part(part, f"messages[{index}].content[{n}]")
+            parts.append(image)
+            if data is not None:
+                inline.append((data, info))
+        else:
+            parts.append({"type": "text", "text": _text([part], index)})
+    most = current_app.config["ATTACHMENTS_PER_MESSAGE"]
+    if sum(p["type"] == "image" for p in parts) > most:
+        invalid("messages", f"messages[{index}]: at most {most} images per message.")
+    return parts, inline
+
+
+def _message(message: Any, index: int) -> tuple[ChatMessage, list[tuple[bytes, ImageInfo]]]:
     role = message.get("role") if isinstance(message, dict) else None
     if not isinstance(role, str) or role not in ROLES:
         invalid(
@@ -94,7 +125,10 @@ def _message(message: Any, index: int) -> ChatMessage:
         invalid("messages", f"messages[{index}]: tool calls are not supported by this server.")
     if message.get("content") is None:
         invalid("messages", f"messages[{index}].content is required: a string or a list of parts.")
-    return {"role": ROLES[role], "content": _text(message["content"], index)}
+    if ROLES[role] == "user":
+        content, inline = _user_content(message["content"], index)
+        return {"role": "user", "content": content}, inline
+    return {"role": ROLES[role], "content": _text(message["content"], index)}, []
 
 
 def parse(body: Any) -> Request:
@@ -121,7 +155,9 @@ def parse(body: Any) -> Request:
         invalid("messages", f"messages must hold at most {most} messages, not {len(messages)}.")
     read: list[ChatMessage] = []
     for index, message in enumerate(messages):
-        read.append(_message(message, index))
+        # The last message's inline images are stored with it; the earlier ones' are not.
+        parsed, inline = _message(message, index)
+        read.append(parsed)
     stop = body.get("stop")
     if isinstance(stop, str):
         stop = [stop]
@@ -157,4 +193,5 @@ def parse(body: Any) -> Request:
         stream=bool(body.get("stream")),
         include_usage=bool(stream_options.get("include_usage")),
         store=body.get("store") is not False,
+        images=tuple(inline),
     )

@@ -2,6 +2,7 @@
 // the message box, streamed replies, Stop, Regenerate, Edit, retries, and the chat's own
 // actions (rename, instructions and default model, export, delete).
 import * as api from "./api.js";
+import * as attachments from "./attachments.js";
 import { el, renderMarkdown, when } from "./render.js";
 import * as sidebar from "./sidebar.js";
 
@@ -90,6 +91,7 @@ function messageItem(message, index) {
     el("p", { class: "meta" }, el("strong", { text: who }), " ", el("span", { class: "muted", text: when(message.timestamp) })),
     body(message),
   );
+  if (message.attachments?.length) item.append(attachments.thumbnails(message.attachments));
   if (message.reasoning) {
     item.querySelector(".meta").after(
       el("details", { class: "reasoning" }, el("summary", { text: "Reasoning" }), el("p", { text: message.reasoning })),
@@ -373,14 +375,21 @@ function failTurn(error, userIndex, content) {
   say(`Failed: ${error.message}`);
 }
 
-async function send(content) {
+async function send(content, images = null) {
   const model = modelSelect.value;
   localStorage.setItem("polygenix.model", model);
   showNotice("");
-  const userIndex = append({ content, is_bot: false, pending: true, timestamp: new Date().toISOString() });
+  images = images || (await attachments.take());
+  if (!images) {
+    // An image could not be uploaded: the words go back with it, to try again.
+    box.value = content;
+    return;
+  }
+  const userIndex = append({ content, is_bot: false, pending: true, attachments: images.attachments, timestamp: new Date().toISOString() });
   const replyIndex = append({ content: "", is_bot: true, pending: true, model, timestamp: new Date().toISOString() });
   scrollToEnd();
   const payload = { content, model, stream: true, session_id: state.chat ? state.chat.chat_id : null };
+  if (images.ids.length) payload.attachment_ids = images.ids;
   const wasNew = !state.chat;
   try {
     await runTurn("/api/ai_chat/request", "POST", payload, replyIndex, userIndex);
@@ -448,7 +457,8 @@ function retry() {
   // Never stored (refused before the model was asked): send the words again.
   state.messages.pop();
   renderAll();
-  return send(last.content);
+  const images = last.attachments?.length ? { ids: last.attachments.map((a) => a.id), attachments: last.attachments } : null;
+  return send(last.content, images);
 }
 
 function startEdit(item, index) {
@@ -562,6 +572,7 @@ async function exportChats() {
 // --- wiring --------------------------------------------------------------------------------
 
 export function init() {
+  attachments.init(showNotice);
   $("composer").addEventListener("submit", async (event) => {
     event.preventDefault();
     if (!box.value.trim() || state.controller) return;
@@ -648,4 +659,5 @@ export function reset() {
   state.drafts.clear();
   messagesList.replaceChildren();
   box.value = "";
+  attachments.reset();
 }

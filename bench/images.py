@@ -1,0 +1,198 @@
+"""What a 1 MiB image adds to a chat turn, against the least it could add: storing those bytes
+in the database and sending them to the provider.
+
+The app runs in this process (Flask's test client) on a fresh SQLite file (or --database-url),
+with the fake provider on 127.0.0.1 for `openai`. Medians of --samples of each:
+
+- a text turn;
+- the same turn with a 1 MiB PNG (random pixels: it does not compress): its upload
+  (`POST /api/ai_chat/attachments`) then the turn with its `attachment_ids`;
+- the floor: the upload's multipart body parsed (werkzeug, as the app does), the same bytes
+  INSERTed into a scratch table and committed, read back, and POSTed base64-encoded in a JSON
+  body to the fake provider, as a turn sends them.
+
+The image's cost is (upload + turn with it) - (text turn), to be compared with the floor (receive
++ store + send) and with the floor plus the check an upload needs (its decoding, bounded by
+ATTACHMENT_MAX_PIXELS). The calls are taken in turn within each sample.
+
+    .venv/bin/python bench/images.py
+"""
+
+import argparse
+import base64
+import contextlib
+import io
+import json
+import logging
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import requests
+from sqlalchemy import text
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from flask_migrate import upgrade  # noqa: E402
+from werkzeug.datastructures import FileStorage  # noqa: E402
+from werkzeug.formparser import parse_form_data  # noqa: E402
+from werkzeug.test import EnvironBuilder, encode_multipart  # noqa: E402
+
+from polygenix import create_app  # noqa: E402
+from polygenix.attachments.images import inspect  # noqa: E402
+from polygenix.extensions import db  # noqa: E402
+from tests.fake_provider import FakeProvider  # noqa: E402
+from tests.images import noisy_png  # noqa: E402
+
+
+def medians_ms(calls: dict, samples: int) -> dict[str, float]:
+    """Each call's median, the calls taken in turn within each sample (a machine whose speed
+    drifts slows them all alike)."""
+    for call in calls.values():
+        call()
+    timings: dict[str, list[float]] = {name: [] for name in calls}
+    for _ in range(samples):
+        for name, call in calls.items():
+            started = time.perf_counter()
+            call()
+            timings[name].append((time.perf_counter() - started) * 1000)
+    return {name: statistics.median(values) for name, values in timings.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--samples", type=int, default=30, help="runs per median")
+    parser.add_argument("--mib", type=float, default=1.0, help="the image's size in MiB")
+    parser.add_argument("--database-url", help="default: a fresh SQLite file")
+    args = parser.parse_args()
+
+    image = noisy_png(int(args.mib * 1024 * 1024))
+    fake = FakeProvider()
+    with (
+        tempfile.TemporaryDirectory() as folder,
+        open(os.devnull, "w") as devnull,
+        contextlib.redirect_stderr(devnull),
+    ):
+        app = create_app(
+            {
+                "SQLALCHEMY_DATABASE_URI": args.database_url or f"sqlite:///{folder}/bench.db",
+                "SECRET_KEY": "s" * 48,
+                "JWT_SECRET_KEY": "j" * 64,
+                "PASSWORD_HASH_METHOD": "pbkdf2:sha256:1000",
+                "CHAT_RATE_LIMIT": "1000000/minute",
+                "OPENAI_API_KEY": "sk-bench",
+                "OPENAI_BASE_URL": fake.url + "/v1",
+                "JOBS_IN_WEB_WORKERS": False,
+            }
+        )
+        with app.app_context():
+            upgrade()
+            with db.engine.begin() as connection:
+                connection.execute(text("DROP TABLE IF EXISTS bench_blobs"))
+                connection.execute(
+                    text(
+                        "CREATE TABLE bench_blobs (data BYTEA)".replace(
+                            "BYTEA", "BLOB" if db.engine.dialect.name == "sqlite" else "BYTEA"
+                        )
+                    )
+                )
+        client = app.test_client()
+        token = client.post(
+            "/api/auth/register",
+            json={"name": "Bench", "email": "bench@example.com", "password": "long enough"},
+        ).json["access_token"]
+        headers = {"Authorization": f"Bearer {token}"}
+
+        def text_turn():
+            body = {"content": "bench", "model": "openai"}
+            assert (
+                client.post("/api/ai_chat/request", headers=headers, json=body).status_code == 200
+            )
+
+        # Encoded once: what a client spends to send it is not the server's cost.
+        boundary, form = encode_multipart({"file": FileStorage(io.BytesIO(image), "a.png")})
+        form_type = f"multipart/form-data; boundary={boundary}"
+
+        def upload() -> int:
+            response = client.post(
+                "/api/ai_chat/attachments", headers=headers, data=form, content_type=form_type
+            )
+            assert response.status_code == 201, response.json
+            return response.json["id"]
+
+        def image_turn():
+            body = {"content": "bench", "model": "openai", "attachment_ids": [upload()]}
+            assert (
+                client.post("/api/ai_chat/request", headers=headers, json=body).status_code == 200
+            )
+
+        def store_bytes():
+            with app.app_context(), db.engine.begin() as connection:
+                connection.execute(text("INSERT INTO bench_blobs (data) VALUES (:d)"), {"d": image})
+            with app.app_context(), db.engine.connect() as connection:
+                connection.execute(text("SELECT data FROM bench_blobs LIMIT 1")).scalar()
+                connection.commit()
+
+        session = requests.Session()
+
+        def send_bytes():
+            encoded = base64.b64encode(image).decode()
+            body = {
+                "model": "m",
+                "messages": [
+                    {
+                        "role": "user",
+                        "content": [
+                            {"type": "text", "text": "bench"},
+                            {
+                                "type": "image_url",
+                                "image_url": {"url": f"data:image/png;base64,{encoded}"},
+                            },
+                        ],
+                    }
+                ],
+            }
+            session.post(fake.url + "/v1/chat/completions", data=json.dumps(body), timeout=10)
+
+        def check():
+            inspect(image, 25_000_000)
+
+        def receive():
+            environ = EnvironBuilder(method="POST", data=form, content_type=form_type).get_environ()
+            _, _, files = parse_form_data(environ)
+            files["file"].stream.read()
+            files["file"].close()
+
+        rows = medians_ms(
+            {
+                "text turn": text_turn,
+                "upload + turn with the image": image_turn,
+                "of which the upload alone": upload,
+                "floor: receive the upload (multipart parsed)": receive,
+                "floor: store + read back the bytes": store_bytes,
+                "floor: send them base64 in JSON to the provider": send_bytes,
+                "the upload's check (decode, bounded by ATTACHMENT_MAX_PIXELS)": check,
+            },
+            args.samples,
+        )
+        logging.shutdown()
+    fake.close()
+
+    added = rows["upload + turn with the image"] - rows["text turn"]
+    floor = sum(value for name, value in rows.items() if name.startswith("floor"))
+    print(f"image: {len(image):,} bytes PNG")
+    print("| measured | median ms |")
+    print("|---|---|")
+    for name, value in rows.items():
+        print(f"| {name} | {value:.1f} |")
+    print(f"| **the image adds** (upload + turn with it - text turn) | **{added:.1f}** |")
+    print(f"| **floor** (receive + store + send) | **{floor:.1f}** |")
+    check = rows["the upload's check (decode, bounded by ATTACHMENT_MAX_PIXELS)"]
+    print(f"| floor + the upload's check | {floor + check:.1f} |")
+
+
+if __name__ == "__main__":
+    main()

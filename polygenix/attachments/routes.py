@@ -1,0 +1,138 @@
+"""POST /api/ai_chat/attachments and GET or DELETE /api/ai_chat/attachments/{id}."""
+
+import marshmallow as ma
+from flask import Response, current_app, request
+from flask.views import MethodView
+from flask_smorest import abort
+from werkzeug.http import quote_etag
+
+from ..api import Blueprint, NoticeSchema
+from ..auth.access import current_user
+from ..extensions import db
+from ..models import MAX_ID
+from ..security import REVALIDATE
+from . import store
+from .models import Attachment
+
+blp = Blueprint(
+    "attachments",
+    __name__,
+    url_prefix="/api/ai_chat/attachments",
+    description="Images to send with your messages (PNG, JPEG, GIF or WebP).",
+)
+
+ATTACHMENT_ID = f"<int(min=1, max={MAX_ID}):attachment_id>"
+# The multipart envelope around the file: its boundaries and part headers.
+FORM_OVERHEAD = 64 * 1024
+
+
+class AttachmentSchema(ma.Schema):
+    id = ma.fields.Integer()
+    media_type = ma.fields.String(metadata={"description": "Recognised from the bytes"})
+    bytes = ma.fields.Integer(attribute="size")
+    width = ma.fields.Integer()
+    height = ma.fields.Integer()
+    sha256 = ma.fields.String(metadata={"description": "SHA-256 of the bytes, in hex"})
+    created_at = ma.fields.DateTime()
+
+
+class UploadSchema(ma.Schema):
+    file = ma.fields.Raw(
+        required=True, metadata={"type": "string", "format": "binary", "description": "The image"}
+    )
+
+
+def _too_large(limit: int):
+    abort(413, message=f"The file is over ATTACHMENT_MAX_BYTES ({limit} bytes).")
+
+
+@blp.route("")
+class Attachments(MethodView):
+    @blp.login_required(keys=True)
+    @blp.doc(requestBody={"content": {"multipart/form-data": {"schema": UploadSchema}}})
+    @blp.response(201, AttachmentSchema)
+    @blp.errors(409, 413, 422)
+    def post(self):
+        """Upload an image (multipart/form-data, field `file`) to send with a message
+
+        PNG, JPEG, GIF or WebP, recognised from the bytes (the declared type and file name are
+        not trusted): anything else, or a truncated or corrupt image, is a 422, and so is one
+        over ATTACHMENT_MAX_PIXELS. Over ATTACHMENT_MAX_BYTES: 413. Your attachments' total
+        over ATTACHMENT_QUOTA_BYTES: 409. One no message uses after ATTACHMENT_ORPHAN_HOURS
+        is deleted.
+        """
+        limit = current_app.config["ATTACHMENT_MAX_BYTES"]
+        if request.content_length is not None and request.content_length > limit + FORM_OVERHEAD:
+            _too_large(limit)
+        request.max_content_length = limit + FORM_OVERHEAD
+        unknown = sorted(set(request.form) | (set(request.files) - {"file"}))
+        if unknown:
+            reason = "Unknown field."
+            abort(422, message=f"{unknown[0]}: {reason}", errors={"files": {unknown[0]: [reason]}})
+        upload = request.files.get("file")
+        if upload is None:
+            reason = "Missing data for required field (a multipart/form-data file part)."
+            abort(422, message=f"file: {reason}", errors={"files": {"file": [reason]}})
+        try:
+            data = upload.stream.read(limit + 1)
+        finally:
+            upload.close()  # a large one was spooled to a temporary file
+        if len(data) > limit:
+            _too_large(limit)
+        info = store.checked(data)
+        try:
+            attachment = store.add(current_user.id, data, info)
+            db.session.commit()
+        except store.QuotaFull as e:
+            db.session.rollback()
+            abort(store.QUOTA_FULL, message=str(e))
+        except LookupError:
+            db.session.rollback()
+            abort(401, message="The account no longer exists")
+        return attachment
+
+
+def _own_or_404(attachment_id: int) -> Attachment:
+    attachment = store.own(current_user.id, attachment_id)
+    if attachment is None:
+        abort(404, message="Attachment not found")
+    return attachment
+
+
+@blp.route(f"/{ATTACHMENT_ID}")
+class AttachmentById(MethodView):
+    @blp.login_required(keys=True)
+    @blp.errors(404)
+    @blp.doc(
+        responses={
+            "200": {
+                "description": "The image's bytes",
+                "content": {"image/*": {"schema": {"type": "string", "format": "binary"}}},
+            },
+            "304": {"description": "Not modified (If-None-Match)"},
+        }
+    )
+    def get(self, attachment_id):
+        """One of your attachments' bytes, as the image type recognised from them"""
+        attachment = _own_or_404(attachment_id)
+        headers = {
+            "ETag": quote_etag(attachment.sha256),
+            "Cache-Control": REVALIDATE,
+            "X-Content-Type-Options": "nosniff",
+            "Content-Disposition": f'attachment; filename="attachment-{attachment.id}.'
+            f'{attachment.media_type.removeprefix("image/")}"',
+        }
+        if request.if_none_match.contains(attachment.sha256):
+            return Response(status=304, headers=headers)
+        data = store.data_of([attachment.id])[attachment.id]
+        return Response(data, mimetype=attachment.media_type, headers=headers)
+
+    @blp.login_required(keys=True)
+    @blp.errors(404)
+    @blp.response(200, NoticeSchema)
+    def delete(self, attachment_id):
+        """Delete one of your attachments (the message it went with shows it no more)"""
+        attachment = _own_or_404(attachment_id)
+        db.session.delete(attachment)
+        db.session.commit()
+        return {"message": "Attachment deleted"}

@@ -1,0 +1,65 @@
+"""Images for tests, made with Pillow: small real files of each type, and hostile ones."""
+
+import io
+import struct
+import zlib
+
+from PIL import Image
+
+
+def image(fmt: str = "PNG", size: tuple[int, int] = (4, 3), color=(200, 30, 30)) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", size, color).save(out, format=fmt)
+    return out.getvalue()
+
+
+def png(size=(4, 3)) -> bytes:
+    return image("PNG", size)
+
+
+def jpeg(size=(4, 3)) -> bytes:
+    return image("JPEG", size)
+
+
+def gif(size=(4, 3)) -> bytes:
+    return image("GIF", size)
+
+
+def webp(size=(4, 3)) -> bytes:
+    return image("WEBP", size)
+
+
+def noisy_png(nbytes: int) -> bytes:
+    """A PNG of about `nbytes` that does not compress (random pixels, seeded)."""
+    import random
+
+    side = int((nbytes / 3) ** 0.5) + 1
+    rng = random.Random(7)
+    raw = bytes(rng.getrandbits(8) for _ in range(side * side * 3))
+    out = io.BytesIO()
+    Image.frombytes("RGB", (side, side), raw).save(out, format="PNG", compress_level=0)
+    return out.getvalue()
+
+
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    return (
+        struct.pack(">I", len(data))
+        + kind
+        + data
+        + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+    )
+
+
+def png_bomb(side: int = 30_000) -> bytes:
+    """A valid PNG header claiming side×side pixels, with a tiny compressed body: kilobytes on
+    the wire, gigabytes decoded."""
+    header = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)  # 8-bit greyscale
+    compressor = zlib.compressobj(9)
+    row = b"\x00" + b"\x00" * side
+    body = b"".join(compressor.compress(row) for _ in range(64)) + compressor.flush()
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _chunk(b"IHDR", header)
+        + _chunk(b"IDAT", body)
+        + _chunk(b"IEND", b"")
+    )
