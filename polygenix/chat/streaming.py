@@ -65,6 +65,10 @@ class Events:
     def delta(self, text: str) -> str:
         return sse("delta", {"content": text})
 
+    def tool_calls(self, deltas: tuple) -> str:
+        """Pieces of tool calls (ToolCallDelta): only /v1 turns offer tools."""
+        return ""
+
     def done(self, turn: turns.Turn, reply) -> str:
         return sse("done", MessageResponseSchema().dump(reply))
 
@@ -185,6 +189,8 @@ def _relay(started: tuple[turns.Turn, "_Reader"], events: Events) -> Iterator[st
             if item.text:
                 parts.append(item.text)
                 yield events.delta(item.text)
+            if item.tool_calls:
+                yield events.tool_calls(item.tool_calls)
             if (item.text or item.reasoning) and turns.due(turn):
                 _save(turn, parts, thinking)
             if item.done:

@@ -60,6 +60,8 @@ from ..providers import (
 )
 from ..providers.base import NO_OPTIONS, USAGE
 from ..providers.client import no_reply
+from ..providers.messages import plain, text_of
+from ..providers.tools import NO_TOOLING, Tooling
 from . import attempts, titles, transcript
 from .history import catch_up, find_session, new_number
 
@@ -86,9 +88,9 @@ class Turn:
     asked_at: datetime
     request_id: str | None
     options: Options = NO_OPTIONS  # what the request asked of the model
-    # A new session's first messages, stored before the question: (role, text) of the earlier
-    # turns an OpenAI client sent (see prepare_conversation).
-    seed: list[tuple[str, str]] = field(default_factory=list)
+    # A new session's first messages, stored before the question: the earlier messages an
+    # OpenAI client sent, but the system prompt (see prepare_conversation).
+    seed: list[ChatMessage] = field(default_factory=list)
     persist: bool = True  # False: nothing is stored ("store": false)
     digest: str | None = None  # a streamed turn's session transcript digest once it began
     lease_token: str | None = None  # a streamed reply's, named by each of its writes
@@ -104,6 +106,10 @@ class Turn:
     # failed question of an earlier attempt that this one repeats (superseded once it is stored).
     retry_key: str | None = None
     repeats: int | None = None
+    tooling: Tooling = NO_TOOLING  # the tools the model may call, the reply's format
+    # A turn that gives the model the results of its tool calls: those "tool" messages (the
+    # last is `content`'s, stored as the question); empty for a question of the user's.
+    results: list[ChatMessage] = field(default_factory=list)
 
     @property
     def model_name(self) -> str:
@@ -130,6 +136,9 @@ _LATEST_MESSAGES = (
         Message.session_id == bindparam("session_id"),
         Message.id < bindparam("before"),
         Message.superseded.is_(False),
+        # A tool loop's calls and results are the /v1 client's context, which it re-sends.
+        Message.tool_calls.is_(None),
+        Message.tool_call_id.is_(None),
     )
     .order_by(Message.id.desc())
     .limit(bindparam("limit"))
@@ -205,7 +214,7 @@ def _model(user_id: int, model_name: str, options: Options) -> tuple[Provider, s
 def _reserve(turn: Turn, limits: Limits, streamed: bool) -> None:
     """A user with a budget reserves the call's estimate (or is refused: a 429), in the
     transaction the caller commits before the provider is called."""
-    prompt = _estimate(sum(len(m["content"]) for m in turn.messages))
+    prompt = _estimate(chars(turn.messages))
     turn.reservation = reservations.reserve_call(
         turn.user_id,
         limits,
@@ -285,7 +294,12 @@ def _planned(
 _CURRENT = Message.superseded.is_(False)
 _LAST_QUESTION = (
     select(Message)
-    .where(Message.session_id == bindparam("session_id"), Message.is_bot.is_(False), _CURRENT)
+    .where(
+        Message.session_id == bindparam("session_id"),
+        Message.is_bot.is_(False),
+        Message.tool_call_id.is_(None),  # a tool result is no question of the user's
+        _CURRENT,
+    )
     .order_by(Message.id.desc())
     .limit(1)
 )
@@ -326,7 +340,7 @@ def prepare_again(
         question = db.session.get(Message, message_id)
         if question is None or question.session_id != session.id:
             abort(404, message="Message not found")
-        if question.is_bot:
+        if question.is_bot or question.tool_call_id is not None:
             _invalid("message_id", "Only your own messages can be edited, not replies.")
         if question.superseded:
             _invalid("message_id", "The message was superseded: edit the current one.")
@@ -373,6 +387,7 @@ def prepare_conversation(
     streamed: bool = False,
     retry_key: str | None = None,
     retrying: bool = False,
+    tooling: Tooling = NO_TOOLING,
 ) -> Turn:
     """A turn whose context is a whole conversation the client sent (OpenAI's contract): the
     provider gets exactly `messages`, and the last one, the user's, is what is stored.
@@ -388,19 +403,28 @@ def prepare_conversation(
     A call that fails keeps `retry_key` with its question. A retry of it (`retrying`, with the
     same key) goes to that question's session, and replaces the failed question once stored:
     one call retried by its client leaves one session, whatever each attempt's fate.
+
+    A tool loop's next request ends with the results of the calls the model made (`tool`
+    messages) instead of a question: those results are the turn's question, stored in its
+    session like one. `tooling` goes to the provider, which may refuse it (or the messages):
+    UnsupportedInput, before anything is reserved or stored.
     """
     config = current_app.config
     provider, model, limits = _model(user.id, model_name, options)
-    if not messages or messages[-1]["role"] != "user":
-        _invalid("messages", "The last message must be the user's.")
-    content = messages[-1]["content"]
-    if not content.strip():
+    results = _results(messages)
+    if not results and (not messages or messages[-1]["role"] != "user"):
+        _invalid("messages", "The last message must be the user's, or the results of tool calls.")
+    content = text_of(messages[-1]["content"])
+    if not results and not content.strip():
         _invalid("messages", "The last message must not be blank.")
     if len(content) > config["MAX_MESSAGE_CHARS"]:
         _invalid("messages", f"The last message is over {config['MAX_MESSAGE_CHARS']} characters.")
-    if sum(len(m["content"]) for m in messages) > config["CONTEXT_MAX_CHARS"]:
+    if chars(messages) > config["CONTEXT_MAX_CHARS"]:
         _invalid("messages", f"The conversation is over {config['CONTEXT_MAX_CHARS']} characters.")
-    earlier = [(m["role"], m["content"]) for m in messages[:-1] if m["role"] != "system"]
+    if model is not None and (tooling != NO_TOOLING or not plain(messages)):
+        provider.check(messages, model, tooling)
+    asked = len(messages) - max(len(results), 1)  # where this turn's question begins
+    earlier = [m for m in messages[:asked] if m["role"] != "system"]
     session, repeats = None, None
     if persist and retrying and retry_key is not None:
         found = attempts.failed_attempt(user.id, retry_key)
@@ -410,8 +434,10 @@ def prepare_conversation(
     if session is None and persist and number is not None:
         session = find_session(user.id, number)
     elif session is None and persist and earlier:
-        digest = transcript.extend(None, earlier)
+        digest = transcript.extend(None, transcript.entries(earlier))
         session = db.session.scalar(_BY_TRANSCRIPT, {"user_id": user.id, "digest": digest})
+    if session is not None and any(m.get("tool_calls") for m in earlier):
+        messages = _with_provider_data(session.id, messages)
     turn = Turn(
         user_id=user.id,
         provider=provider,
@@ -427,10 +453,76 @@ def prepare_conversation(
         persist=persist,
         retry_key=retry_key,
         repeats=repeats,
+        tooling=tooling,
+        results=results,
     )
     _reserve(turn, limits, streamed)
     db.session.commit()
     return turn
+
+
+# A tool loop's calls with what their provider needs back (Gemini's thoughtSignature), latest
+# first: the client re-sends a call without it.
+_STORED_CALLS = (
+    select(Message.tool_calls)
+    .where(
+        Message.session_id == bindparam("session_id"),
+        Message.tool_calls.is_not(None),
+        Message.superseded.is_(False),
+    )
+    .order_by(Message.id.desc())
+    .limit(bindparam("limit"))
+)
+
+
+def _with_provider_data(session_id: int, messages: list[ChatMessage]) -> list[ChatMessage]:
+    """`messages` with each call the session stored given back its provider_data (a client
+    sends a call only as OpenAI shapes it), from its latest CONTEXT_MAX_MESSAGES calling
+    replies."""
+    limit = current_app.config["CONTEXT_MAX_MESSAGES"]
+    stored = {
+        call["id"]: call["provider_data"]
+        for calls in db.session.scalars(_STORED_CALLS, {"session_id": session_id, "limit": limit})
+        for call in calls
+        if call.get("provider_data")
+    }
+    if not stored:
+        return messages
+    given = []
+    for m in messages:
+        if any(c["id"] in stored for c in m.get("tool_calls") or ()):
+            calls = [
+                c | {"provider_data": stored[c["id"]]} if c["id"] in stored else c
+                for c in m["tool_calls"]
+            ]
+            m = {**m, "tool_calls": calls}
+        given.append(m)
+    return given
+
+
+def _results(messages: list[ChatMessage]) -> list[ChatMessage]:
+    """The tool results that end `messages` (none when a question of the user's ends them)."""
+    n = len(messages)
+    while n and messages[n - 1]["role"] == "tool":
+        n -= 1
+    return messages[n:]
+
+
+def asked_messages(turn: Turn) -> list[ChatMessage]:
+    """What the turn asks, as messages: the user's question, or the tool results it gives."""
+    return turn.results or [{"role": "user", "content": turn.content}]
+
+
+def _reply_message(content: str, tool_calls: list | None) -> ChatMessage:
+    message: ChatMessage = {"role": "assistant", "content": content}
+    if tool_calls:
+        message["tool_calls"] = tool_calls
+    return message
+
+
+def _whole_turn(turn: Turn, content: str, tool_calls: list | None) -> list[tuple[str, str]]:
+    """What a complete turn adds to its session's transcript."""
+    return transcript.entries([*asked_messages(turn), _reply_message(content, tool_calls)])
 
 
 # --- 2. the provider call ------------------------------------------------------------------
@@ -448,13 +540,17 @@ def _ready(turn: Turn) -> str:
 
 def complete(turn: Turn) -> Completion:
     model = _ready(turn)
-    return turn.provider.complete(turn.messages, model, turn.options, request_id=turn.request_id)
+    return turn.provider.complete(
+        turn.messages, model, turn.options, request_id=turn.request_id, tooling=turn.tooling
+    )
 
 
 def open_stream(turn: Turn) -> ReplyStream:
     """The provider's stream, once it has started answering (retried until then)."""
     model = _ready(turn)
-    return turn.provider.stream(turn.messages, model, turn.options, request_id=turn.request_id)
+    return turn.provider.stream(
+        turn.messages, model, turn.options, request_id=turn.request_id, tooling=turn.tooling
+    )
 
 
 # --- 3. store --------------------------------------------------------------------------------
@@ -479,6 +575,16 @@ def _account(turn: Turn, outcome: str, prompt_tokens=None, completion_tokens=Non
 CHARS_PER_TOKEN = 4
 
 
+def chars(messages: list[ChatMessage]) -> int:
+    """The characters of `messages`: their text, and the arguments of their tool calls."""
+    if plain(messages):
+        return sum(len(m["content"]) for m in messages)
+    return sum(
+        len(text_of(m["content"])) + sum(len(c["arguments"]) for c in m.get("tool_calls") or ())
+        for m in messages
+    )
+
+
 def _estimate(chars: int) -> int:
     return -(-chars // CHARS_PER_TOKEN)
 
@@ -495,7 +601,7 @@ def _charge(
     prompt, completion = counts["prompt_tokens"], counts["completion_tokens"]
     reported = prompt is not None and completion is not None
     if prompt is None:
-        prompt = _estimate(sum(len(m["content"]) for m in turn.messages))
+        prompt = _estimate(chars(turn.messages))
     if completion is None:
         completion = _estimate(len(text) + len(reasoning))
     now = clock.now()
@@ -563,13 +669,13 @@ def _commit_question(
     for _ in range(CREATE_ATTEMPTS):
         existing = session is not None
         now = clock.now()
-        added = [] if existing else list(turn.seed)
+        added = [] if existing else transcript.entries(turn.seed)
         if whole:
-            added += [("user", turn.content), ("assistant", reply.content)]
+            added += _whole_turn(turn, reply.content, reply.tool_calls)
         if session is None:
             session = ChatSession(
                 user_id=turn.user_id,
-                title=make_title(turn.seed[0][1] if turn.seed else turn.content),
+                title=make_title(_first_text(turn)),
                 created_at=turn.asked_at,
                 transcript_digest=transcript.extend(None, added) if added else None,
             )
@@ -584,6 +690,8 @@ def _commit_question(
             error=error,
             retry_key=turn.retry_key if error is not None else None,
         )
+        if turn.results:
+            question.tool_call_id = turn.results[-1]["tool_call_id"]
         try:
             if not existing:  # the user's row first, as a deletion of the account locks it
                 with db.session.no_autoflush:
@@ -607,6 +715,8 @@ def _commit_question(
                 db.session.add(session)
                 db.session.flush()
                 _add_seed(session, turn)  # the earlier messages first, in their order
+            for result in turn.results[:-1]:  # the other results of the turn, in their order
+                db.session.add(_result_row(session, result, turn.asked_at))
             db.session.add(question)
             if reply is not None:
                 reply.session = session
@@ -695,6 +805,22 @@ def _previous(column):
     )
 
 
+def _first_text(turn: Turn) -> str:
+    """The words a new session's title is made of: its first message with text."""
+    said = (text_of(m["content"]) for m in [*turn.seed, *asked_messages(turn)])
+    return next((text for text in said if text.strip()), turn.content)
+
+
+def _result_row(session: ChatSession, result: ChatMessage, at: datetime) -> Message:
+    return Message(
+        session=session,
+        is_bot=False,
+        content=text_of(result["content"]),
+        created_at=at,
+        tool_call_id=result["tool_call_id"],
+    )
+
+
 _SEED = insert(Message.__table__)
 
 
@@ -706,18 +832,20 @@ def _add_seed(session: ChatSession, turn: Turn) -> None:
     rows = [
         {
             "session_id": session.id,
-            "is_bot": role == "assistant",
-            "content": text,
+            "is_bot": m["role"] == "assistant",
+            "content": text_of(m["content"]),
             "created_at": turn.asked_at,
             "superseded": False,
             "incomplete": False,
+            "tool_calls": m.get("tool_calls"),
+            "tool_call_id": m.get("tool_call_id"),
         }
-        for role, text in turn.seed
+        for m in turn.seed
     ]
     # One statement executed for every row (a multi-row INSERT on PostgreSQL): compiling a
     # VALUES clause of hundreds of rows would cost more than writing them, lock held.
     db.session.execute(_SEED, rows)
-    if any(role == "assistant" for role, _ in turn.seed[1:]):
+    if any(m["role"] == "assistant" for m in turn.seed[1:]):
         db.session.execute(
             update(Message)
             .where(
@@ -750,6 +878,7 @@ def store(turn: Turn, completion: Completion) -> Message:
         finish_reason=completion.finish_reason,
         latency_ms=_latency_ms(turn),
         cost_usd=_dollars(cost),
+        tool_calls=[dict(call) for call in completion.tool_calls] or None,
     )
     if turn.again:
         _commit_again(turn, reply, usage)
@@ -914,7 +1043,7 @@ def start(turn: Turn) -> None:
     if turn.session is not None:
         turn.digest = turn.session.transcript_digest
     elif turn.seed:
-        turn.digest = transcript.extend(None, turn.seed)
+        turn.digest = transcript.extend(None, transcript.entries(turn.seed))
     reply = Message(is_bot=True, content="", model=turn.model_name, incomplete=False, **leased)
     _commit_question(turn, reply, ended=False)
 
@@ -971,14 +1100,16 @@ def finish(
     failure: ProviderError | None,
 ) -> tuple[Message | None, ProviderError | None]:
     """The streamed reply, whole or (with `failure`) the part received, marked incomplete; with
-    no text at all, the user's message is flagged with the failure instead (a stream that
-    ended well with no text failed too: an empty reply must never enter later context). One
+    neither text nor a tool call, the user's message is flagged with the failure instead (a
+    stream that ended well with neither failed too: an empty reply must never enter later
+    context). One
     transaction, which also counts what the call used, even when the session was deleted
     meanwhile (the provider was used). `usage` holds the stream's usage, model and finish
     reason (client.merge). Returns the reply (if any text came) and the failure (if any)."""
-    if failure is None and not text:
+    calls = usage.get("tool_calls") or None
+    if failure is None and not text and not calls:
         failure = no_reply(turn.provider.name, usage.get("finish_reason"), reasoning)
-    if failure is not None and not text:
+    if failure is not None and not text and not calls:
         _account(turn, str(failure.status))
         # A client that hangs up while the provider is still silent (reading a long prompt, a
         # model thinking) escapes no budget: the provider was sent the whole prompt.
@@ -1020,6 +1151,9 @@ def finish(
         "error": failure.message if failure is not None else None,
         "lease_until": None,
         "lease_token": None,
+        # Cut short, the last call's arguments may be cut too: kept, the reply flagged
+        # incomplete, never part of a later context or of the transcript's digest.
+        "tool_calls": calls,
     }
     if not turn.persist:
         _count_alone(turn, entry)
@@ -1041,9 +1175,7 @@ def finish(
         turn,
         entry,
         write,
-        [("user", turn.content), ("assistant", text)]
-        if failure is None and not turn.again
-        else None,
+        _whole_turn(turn, text, calls) if failure is None and not turn.again else None,
     )
     if stale:  # kept, superseded: the client was sent its text
         raise Conflict(CHANGED)
