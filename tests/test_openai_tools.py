@@ -33,6 +33,11 @@ PROVIDERS = ["openai", "mistral", "deepseek", "anthropic", "gemini", "ollama"]
 
 
 @pytest.fixture
+def client(provider_app):
+    return provider_app.test_client()
+
+
+@pytest.fixture
 def server(provider_app):
     with serving(provider_app) as base:
         yield base
@@ -236,3 +241,177 @@ def test_a_streamed_tool_loop_on_echo_accumulates(sdk, client, ada):
     assert call.function.name == "get_weather"
     assert json.loads(call.function.arguments) == {"city": ""}
     assert final.choices[0].finish_reason == "tool_calls"
+
+
+# --- what is refused: OpenAI's 400 naming the field ------------------------------------------
+
+
+def post(client, headers, **body):
+    body.setdefault("model", "echo")
+    body.setdefault("messages", [QUESTION])
+    return client.post("/v1/chat/completions", headers=headers, json=body)
+
+
+def refused(response, param):
+    assert response.status_code == 400, response.json
+    error = response.json["error"]
+    assert (error["type"], error["param"]) == ("invalid_request_error", param), error
+    return error["message"]
+
+
+def function(name, **extra):
+    return {"type": "function", "function": {"name": name, **extra}}
+
+
+@pytest.mark.parametrize(
+    ("body", "param", "said"),
+    [
+        ({"tools": [function("get weather")]}, "tools", "^[a-zA-Z0-9_-]{1,64}$"),
+        ({"tools": [function("x" * 65)]}, "tools", "1 to 64"),
+        ({"tools": [function("f"), function("f")]}, "tools", "unique"),
+        ({"tools": [function(f"f{n}") for n in range(129)]}, "tools", "at most 128"),
+        ({"tools": [{"type": "code_interpreter"}]}, "tools", "function"),
+        ({"tools": {"f": 1}}, "tools", "list"),
+        ({"tools": [function("f", parameters="{}")]}, "tools", "JSON Schema object"),
+        ({"tools": [function("f", parameters=[])]}, "tools", "JSON Schema object"),
+        ({"tools": [function("f", strict="yes")]}, "tools", "true or false"),
+        ({"tools": [function("f")], "tool_choice": "any"}, "tool_choice", "required"),
+        (
+            {"tools": [function("f")], "tool_choice": {"type": "function", "function": {}}},
+            "tool_choice",
+            "not one of the tools",
+        ),
+        (
+            {"tools": [function("f")], "tool_choice": function("g")},
+            "tool_choice",
+            "'g'",
+        ),
+        ({"tool_choice": "required"}, "tool_choice", "only allowed with tools"),
+        ({"tools": [function("f")], "parallel_tool_calls": "no"}, "parallel_tool_calls", ""),
+        ({"response_format": {"type": "xml"}}, "response_format", "json_schema"),
+        ({"response_format": "json"}, "response_format", "json_object"),
+        ({"response_format": {"type": "json_schema"}}, "response_format", "object"),
+        (
+            {"response_format": {"type": "json_schema", "json_schema": {"schema": {}}}},
+            "response_format",
+            "name",
+        ),
+        (
+            {
+                "response_format": {
+                    "type": "json_schema",
+                    "json_schema": {"name": "a", "schema": "{}"},
+                }
+            },
+            "response_format",
+            "JSON Schema object",
+        ),
+        ({"functions": [{"name": "f"}]}, "functions", "not supported"),
+        ({"function_call": "auto"}, "function_call", "not supported"),
+    ],
+)
+def test_invalid_tooling_is_a_400_naming_the_field(client, ada, body, param, said):
+    assert said in refused(post(client, ada, **body), param)
+
+
+CALL = {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+CALLING = {"role": "assistant", "content": None, "tool_calls": [CALL]}
+
+
+@pytest.mark.parametrize(
+    ("messages", "said"),
+    [
+        ([QUESTION, {"role": "tool", "tool_call_id": "call_1", "content": "x"}], "earlier"),
+        ([QUESTION, {"role": "tool", "content": "x"}], "tool_call_id"),
+        (  # the result comes before its call
+            [QUESTION, {"role": "tool", "tool_call_id": "call_1", "content": "x"}, CALLING],
+            "earlier",
+        ),
+        ([QUESTION, {"role": "assistant", "content": None}], "content is required"),
+        ([{"role": "user", "content": "hi", "tool_calls": [CALL]}], "only an assistant"),
+        ([QUESTION, CALLING, CALLING], "unique"),  # the same id twice
+        ([QUESTION, {"role": "assistant", "tool_calls": [{"id": "c", "type": "x"}]}], "function"),
+        ([QUESTION, {"role": "assistant", "tool_calls": [CALL | {"id": ""}]}], ".id"),
+        (
+            [QUESTION, {"role": "assistant", "tool_calls": [CALL | {"function": {"name": "f"}}]}],
+            "arguments",
+        ),
+        (
+            [QUESTION, CALLING, {"role": "tool", "tool_call_id": "call_1", "content": None}],
+            "content",
+        ),
+        ([QUESTION, {"role": "assistant", "content": "", "function_call": {"name": "f"}}], "deprecated"),
+        ([QUESTION, CALLING], "last message"),
+    ],
+)
+def test_invalid_tool_messages_are_a_400_on_messages(client, ada, messages, said):
+    response = post(client, ada, messages=messages)
+    if said == "last message":  # a conversation that ends with the model's own calls
+        assert response.status_code == 422 or response.status_code == 400, response.json
+        assert response.json["error"]["param"] == "messages"
+        return
+    assert said in refused(response, "messages")
+
+
+def test_a_tool_call_id_of_another_session_or_user_is_refused(client, ada, bob, fake):
+    """A result must answer a call of the same request: an id from elsewhere (another of the
+    user's sessions, another user's) answers nothing."""
+    first = post(client, bob, tools=[WEATHER], tool_choice="required").json
+    bobs = first["choices"][0]["message"]["tool_calls"][0]["id"]
+    answer = {"role": "tool", "tool_call_id": bobs, "content": "stolen"}
+    assert "earlier" in refused(post(client, ada, messages=[QUESTION, answer]), "messages")
+
+
+def test_ten_thousand_tools_and_a_huge_schema_are_refused_cleanly(client, ada):
+    many = [function(f"f{n}") for n in range(10_000)]
+    assert "at most 128" in refused(post(client, ada, tools=many), "tools")
+    huge = {"type": "object", "properties": {f"p{n}": {"type": "string"} for n in range(60_000)}}
+    response = post(client, ada, tools=[function("f", parameters=huge)])
+    assert response.status_code == 413 and response.json["error"]["type"]
+
+
+def test_a_schema_nested_past_the_limit_is_a_400_not_a_crash(client, ada):
+    schema: dict = {"type": "object"}
+    for _ in range(100):
+        schema = {"type": "object", "properties": {"a": schema}}
+    response = post(client, ada, tools=[function("f", parameters=schema)])
+    assert response.status_code == 400 and "error" in response.json
+
+
+def test_tool_choice_none_is_passed_on_and_the_model_answers_in_text(client, ada, fake):
+    response = post(client, ada, model="openai", tools=[WEATHER], tool_choice="none")
+    assert response.status_code == 200, response.json
+    body = fake.requests[-1].body
+    assert body["tool_choice"] == "none" and body["tools"] == [WEATHER]
+    choice = response.json["choices"][0]
+    assert choice["finish_reason"] == "stop" and "tool_calls" not in choice["message"]
+
+
+def test_tools_parallel_calls_and_format_reach_openai_as_given(client, ada, fake):
+    fmt = {"type": "json_schema", "json_schema": {"name": "a", "schema": {"type": "object"}}}
+    post(
+        client,
+        ada,
+        model="openai",
+        tools=[WEATHER, TIME],
+        tool_choice={"type": "function", "function": {"name": "get_time"}},
+        parallel_tool_calls=False,
+        response_format=fmt,
+    )
+    body = fake.requests[-1].body
+    assert body["tools"] == [WEATHER, TIME]
+    assert body["tool_choice"] == {"type": "function", "function": {"name": "get_time"}}
+    assert body["parallel_tool_calls"] is False
+    assert body["response_format"] == fmt
+
+
+def test_the_providers_own_error_for_a_bad_schema_reaches_the_client(client, ada, fake):
+    """The provider's words, in a 502 (the provider refused): the question is kept, flagged."""
+    bad = function("f", parameters={"type": "dict"})  # the fake's providers know no "dict"
+    for name in ("openai", "anthropic", "gemini", "ollama"):
+        response = post(client, ada, model=name, tools=[bad])
+        assert response.status_code == 502, (name, response.json)
+        said = response.json["error"]["message"]
+        assert said.startswith(f"{name} rejected the request (HTTP 400): "), said
+    kept = history(client, ada)
+    assert all(s["messages"][0]["failed"] for s in kept) and len(kept) == 4
