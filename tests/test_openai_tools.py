@@ -340,7 +340,10 @@ CALLING = {"role": "assistant", "content": None, "tool_calls": [CALL]}
             [QUESTION, CALLING, {"role": "tool", "tool_call_id": "call_1", "content": None}],
             "content",
         ),
-        ([QUESTION, {"role": "assistant", "content": "", "function_call": {"name": "f"}}], "deprecated"),
+        (
+            [QUESTION, {"role": "assistant", "content": "", "function_call": {"name": "f"}}],
+            "deprecated",
+        ),
         ([QUESTION, CALLING], "last message"),
     ],
 )
