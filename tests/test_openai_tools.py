@@ -418,3 +418,58 @@ def test_the_providers_own_error_for_a_bad_schema_reaches_the_client(client, ada
         assert said.startswith(f"{name} rejected the request (HTTP 400): "), said
     kept = history(client, ada)
     assert all(s["messages"][0]["failed"] for s in kept) and len(kept) == 4
+
+
+# --- a framework: LangChain's ChatOpenAI --------------------------------------------------------
+
+
+@pytest.fixture
+def langchain(server, key):
+    from langchain_openai import ChatOpenAI
+
+    def chat(model="openai"):
+        return ChatOpenAI(base_url=server + "/v1", api_key=key, model=model, max_retries=0)
+
+    return chat
+
+
+def get_weather(city: str) -> str:
+    """The weather in a city."""
+    return "Sunny"
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["invoke", "stream"])
+@pytest.mark.parametrize("name", ["openai", "anthropic", "gemini"])
+def test_langchain_bind_tools_round_trip(langchain, client, ada, fake, name, stream):
+    from langchain_core.messages import HumanMessage, ToolMessage
+
+    fake.calls = [FakeCall("get_weather", PARIS)]
+    bound = langchain(f"{name}/{DEFAULT_MODELS[name]}").bind_tools([get_weather])
+
+    def run(messages):
+        if not stream:
+            return bound.invoke(messages)
+        chunks = list(bound.stream(messages))
+        whole = chunks[0]
+        for piece in chunks[1:]:
+            whole += piece
+        return whole
+
+    messages = [HumanMessage("Weather in Paris?")]
+    called = run(messages)
+    assert [(c["name"], c["args"]) for c in called.tool_calls] == [
+        ("get_weather", {"city": "Paris"})
+    ]
+    fake.calls = None
+    call_id = called.tool_calls[0]["id"]
+    messages += [called, ToolMessage(content="Sunny", tool_call_id=call_id)]
+    answer = run(messages)
+    assert answer.content == "Tool said: Sunny" and not answer.tool_calls
+    sessions = history(client, ada, include_tools="true")
+    assert len(sessions) == 1
+    assert [m.get("tool_call_id") for m in sessions[0]["messages"]] == [None, None, call_id, None]
+
+
+def test_langchain_with_structured_output(langchain):
+    answer = langchain().with_structured_output(Answer).invoke("Say hello")
+    assert answer == Answer(answer="Hello from gpt-4.1-mini")

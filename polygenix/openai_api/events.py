@@ -90,7 +90,15 @@ class ChunkEvents(Events):
         return self._chunk(self._first({"content": text}, ""))
 
     def tool_calls(self, deltas: tuple[ToolCallDelta, ...]) -> str:
-        calls = [_call_delta(d) for d in deltas]
+        # One entry per call in a chunk, as OpenAI sends them: a provider that gives a call's
+        # name and arguments as two pieces of one event (Gemini) has them joined here, else
+        # clients that merge by entry (LangChain) see two calls.
+        calls: list[dict] = []
+        for delta in deltas:
+            if calls and calls[-1]["index"] == delta.index and delta.id is None:
+                calls[-1]["function"]["arguments"] += delta.arguments
+            else:
+                calls.append(_call_delta(delta))
         return self._chunk(self._first({"tool_calls": calls}, None))
 
     def done(self, turn, reply) -> str:

@@ -152,9 +152,11 @@ def calls(value: Any, index: int, known: set[str]) -> list[ToolCall]:
         invalid("messages", f"{where} must be a non-empty list of calls.")
     read: list[ToolCall] = []
     for n, call in enumerate(value):
-        function = call.get("function") if isinstance(call, dict) else None
-        if not isinstance(function, dict) or call.get("type", "function") != "function":
+        if not isinstance(call, dict) or call.get("type", "function") != "function":
             invalid("messages", f'{where}[{n}] must be a call of type "function".')
+        function = call.get("function")
+        if not isinstance(function, dict):
+            invalid("messages", f"{where}[{n}].function must be an object (name, arguments).")
         call_id = call.get("id")
         if not isinstance(call_id, str) or not 0 < len(call_id) <= MAX_CALL_ID:
             invalid("messages", f"{where}[{n}].id must be a string of 1 to {MAX_CALL_ID}.")
