@@ -7,10 +7,14 @@ import json
 
 import openai
 import pytest
+import requests
 from pydantic import BaseModel
+from sqlalchemy import func, select
 
-from tests.fake_provider import SIGNATURE, FakeCall
-from tests.helpers import serving
+from polygenix.extensions import db
+from polygenix.models import Message
+from tests.fake_provider import SIGNATURE, STREAM_WRITERS, FakeCall
+from tests.helpers import in_thread, serving, wait_for
 from tests.provider_setup import DEFAULT_MODELS
 
 WEATHER = {
@@ -35,6 +39,15 @@ PROVIDERS = ["openai", "mistral", "deepseek", "anthropic", "gemini", "ollama"]
 @pytest.fixture
 def client(provider_app):
     return provider_app.test_client()
+
+
+@pytest.fixture
+def app_db(provider_app):
+    def run(query):
+        with provider_app.app_context():
+            return query()
+
+    return run
 
 
 @pytest.fixture
@@ -126,8 +139,6 @@ def test_a_tool_round_trip(sdk, client, ada, fake, name, stream):
 
 
 def test_the_reply_is_shaped_as_openai_sends_it(server, key, fake):
-    import requests
-
     fake.calls = [FakeCall("get_weather", PARIS, id="call_abc")]
     response = requests.post(
         server + "/v1/chat/completions",
@@ -473,3 +484,168 @@ def test_langchain_bind_tools_round_trip(langchain, client, ada, fake, name, str
 def test_langchain_with_structured_output(langchain):
     answer = langchain().with_structured_output(Answer).invoke("Say hello")
     assert answer == Answer(answer="Hello from gpt-4.1-mini")
+
+
+# --- streams: shapes on every provider, cuts, races ----------------------------------------
+
+
+@pytest.mark.parametrize("name", PROVIDERS)
+def test_every_providers_stream_gives_openais_chunks(sdk, fake, name):
+    fake.calls = [FakeCall("get_weather", PARIS), FakeCall("get_time", "{}")]
+    fake.fragments = 5
+    chunks = list(
+        sdk.chat.completions.create(
+            model=f"{name}/{DEFAULT_MODELS[name]}",
+            messages=[QUESTION],
+            tools=[WEATHER, TIME],
+            stream=True,
+        )
+    )
+    entries = [c.choices[0].delta.tool_calls or [] for c in chunks]
+    for entry in entries:  # at most one entry per call in a chunk
+        assert len({e.index for e in entry}) == len(entry)
+    begun = [e for entry in entries for e in entry if e.id]
+    assert [(e.index, e.type, e.function.name) for e in begun] == [
+        (0, "function", "get_weather"),
+        (1, "function", "get_time"),
+    ]
+    for index, whole in ((0, PARIS), (1, "{}")):
+        pieces = [e.function.arguments or "" for en in entries for e in en if e.index == index]
+        assert json.loads("".join(pieces)) == json.loads(whole)
+    assert chunks[-1].choices[0].finish_reason == "tool_calls"
+
+
+def raw_stream(server, key, **body):
+    response = requests.post(
+        server + "/v1/chat/completions",
+        headers={"Authorization": f"Bearer {key}"},
+        json={"stream": True, "messages": [QUESTION]} | body,
+        timeout=10,
+    )
+    events = [
+        json.loads(line[6:])
+        for line in response.text.splitlines()
+        if line.startswith("data: ") and line != "data: [DONE]"
+    ]
+    return response, events
+
+
+@pytest.mark.parametrize(("name", "keep"), [("openai", 4), ("anthropic", 4), ("gemini", 1)])
+def test_a_stream_cut_inside_a_call_is_an_error_and_stored_incomplete(
+    server, key, client, ada, fake, name, keep
+):
+    calls = [FakeCall("get_weather", PARIS), FakeCall("get_time", "{}")]
+    chunks = STREAM_WRITERS[name](DEFAULT_MODELS[name], "", calls, 9)
+    first = next(n for n, c in enumerate(chunks) if b"get_weather" in c)
+    fake.reply(chunks=chunks[: first + keep])
+    response, events = raw_stream(server, key, model=name, tools=[WEATHER, TIME])
+    assert response.status_code == 200
+    assert (
+        "error" in events[-1] and "before the reply was complete" in events[-1]["error"]["message"]
+    )
+    assert not any(e.get("choices") and e["choices"][0]["finish_reason"] for e in events)
+    # Kept, flagged incomplete with the reason: never a whole call, never in the transcript.
+    shown = history(client, ada)[0]["messages"]
+    assert [(m["is_bot"], m["content"]) for m in shown] == [(False, QUESTION["content"])]
+    reply = history(client, ada, include_tools="true")[0]["messages"][1]
+    assert reply["incomplete"] is True and reply["finish_reason"] is None
+    assert reply["error"] and reply["tool_calls"][0]["function"]["name"] == "get_weather"
+    if name != "gemini":  # Gemini sends a call whole; the others' arguments were cut
+        assert reply["tool_calls"][0]["function"]["arguments"] != PARIS
+
+
+def test_a_session_deleted_during_a_streamed_tool_turn(server, key, client, ada, fake, app_db):
+    chunks = STREAM_WRITERS["openai"]("gpt-4.1-mini", "", [FakeCall("get_weather", PARIS)], 6)
+    fake.reply(chunks=chunks, gap=0.2)
+    finished = in_thread(lambda: raw_stream(server, key, model="openai", tools=[WEATHER]))
+    wait_for(lambda: history(client, ada), what="the question stored")
+    assert client.delete("/api/ai_chat/1", headers=ada).status_code == 200
+    _, events = finished()
+    assert events[-1]["error"]["message"] == "Chat session not found"
+    assert any(e["choices"][0]["delta"].get("tool_calls") for e in events[:-1])
+    assert history(client, ada) == []
+    assert app_db(lambda: db.session.scalar(select(func.count(Message.id)))) == 0
+
+
+def test_each_model_call_of_a_tool_loop_is_one_charged_turn(sdk, client, ada, fake):
+    tool_loop(sdk, fake, "openai")
+    rows = client.get("/api/usage", headers=ada, query_string={"group_by": "model"}).json["rows"]
+    assert [(r["model"], r["calls"]) for r in rows] == [("openai/gpt-4.1-mini", 2)]
+    assert rows[0]["prompt_tokens"] == 22 and rows[0]["completion_tokens"] == 14
+
+
+# --- kept: threading, what history shows, export ------------------------------------------
+
+
+def test_the_original_clients_history_is_the_plain_transcript(sdk, client, ada, fake):
+    """By default history, a session and its export show the questions and text answers, in
+    the fields they always had; include_tools shows the whole exchange in order."""
+    first, second, _ = tool_loop(sdk, fake, "anthropic")
+    plain = client.get("/api/ai_chat/1", headers=ada).json["messages"]
+    assert [m["content"] for m in plain] == [QUESTION["content"], "Tool said: Sunny, 21°C | 10:00"]
+    assert all("tool_calls" not in m and "tool_call_id" not in m for m in plain)
+    summary = client.get("/api/ai_chat/sessions", headers=ada).json[0]
+    assert summary["message_count"] == 2
+    whole = client.get("/api/ai_chat/1?include_tools=true", headers=ada).json["messages"]
+    ids = [c.id for c in first.choices[0].message.tool_calls]
+    assert [(m["content"], m.get("tool_call_id")) for m in whole] == [
+        (QUESTION["content"], None),
+        ("", None),
+        ("Sunny, 21°C", ids[0]),
+        ("10:00", ids[1]),
+        ("Tool said: Sunny, 21°C | 10:00", None),
+    ]
+    assert whole[1]["finish_reason"] == "tool_calls" and whole[4]["finish_reason"] == "stop"
+    exported = client.get("/api/ai_chat/1/export?format=json", headers=ada).json
+    assert len(exported["messages"]) == 2
+    exported = client.get("/api/ai_chat/1/export?format=json&include_tools=true", headers=ada)
+    assert [m.get("tool_call_id") for m in exported.json["messages"]] == [None, None, *ids, None]
+    markdown = client.get("/api/ai_chat/1/export?include_tools=true", headers=ada)
+    text = markdown.get_data(as_text=True)
+    assert f"Tool result ({ids[0]})" in text and "Calls `get_weather`" in text
+    everything = client.get("/api/ai_chat/export?include_tools=true", headers=ada).json
+    assert len(everything["sessions"][0]["messages"]) == 5
+    assert client.get("/api/ai_chat/1?include_tools=yes", headers=ada).status_code == 422
+
+
+def test_a_native_turn_after_a_tool_loop_keeps_working(sdk, client, ada, fake):
+    tool_loop(sdk, fake, "openai")
+    fake.reset()
+    reply = client.post(
+        "/api/ai_chat/request",
+        headers=ada,
+        json={"content": "And tomorrow?", "session_id": 1, "model": "openai"},
+    )
+    assert reply.status_code == 200, reply.json
+    sent = fake.requests[-1].body["messages"]
+    # The tool exchange is a /v1 client's context; the native turn sends the plain turns.
+    assert all(m["role"] in ("system", "user", "assistant") for m in sent)
+    assert all("tool_calls" not in m for m in sent)
+    assert client.post("/api/ai_chat/1/regenerate", headers=ada, json={}).status_code == 200
+
+
+def test_a_tool_loop_not_stored_and_one_in_a_named_session(sdk, server, key, client, ada, fake):
+    fake.calls = [FakeCall("get_weather", PARIS)]
+    messages = [QUESTION]
+    first = sdk.chat.completions.create(
+        model="openai", messages=messages, tools=[WEATHER], store=False
+    )
+    assert first.choices[0].finish_reason == "tool_calls"
+    assert history(client, ada) == []
+    raw = sdk.chat.completions.with_raw_response.create(
+        model="openai",
+        messages=messages,
+        tools=[WEATHER],
+        extra_headers={"X-PolyGenix-Session": "7"},
+    )
+    call = raw.parse().choices[0].message.tool_calls[0]
+    fake.calls = None
+    messages += [
+        {"role": "assistant", "content": None, "tool_calls": [call.model_dump()]},
+        {"role": "tool", "tool_call_id": call.id, "content": "Sunny"},
+    ]
+    sdk.chat.completions.create(
+        model="openai", messages=messages, extra_headers={"X-PolyGenix-Session": "7"}
+    )
+    [session] = history(client, ada, include_tools="true")
+    assert session["chat_id"] == 7 and len(session["messages"]) == 4
