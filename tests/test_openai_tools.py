@@ -212,7 +212,7 @@ class Answer(BaseModel):
     answer: str
 
 
-@pytest.mark.parametrize("name", ["openai", "anthropic", "gemini", "ollama", "echo"])
+@pytest.mark.parametrize("name", ["openai", "deepseek", "anthropic", "gemini", "ollama", "echo"])
 def test_parse_with_a_pydantic_model(sdk, name, fake):
     model = name if name == "echo" else f"{name}/{DEFAULT_MODELS[name]}"
     completion = sdk.chat.completions.parse(
