@@ -33,11 +33,24 @@ def entry(message: Mapping[str, Any]) -> tuple[str, str]:
     content = message["content"]
     text = content if isinstance(content, str) else text_of(content)
     if message.get("tool_calls"):
-        calls = [[c["id"], c["name"], c["arguments"]] for c in message["tool_calls"]]
+        calls = [[c["id"], c["name"], _arguments(c["arguments"])] for c in message["tool_calls"]]
         text += "\x1d" + json.dumps(calls, ensure_ascii=False, separators=(",", ":"))
     if message.get("tool_call_id") is not None:
         text = message["tool_call_id"] + "\x1d" + text
     return message["role"], text
+
+
+def _arguments(text: str) -> str:
+    """A call's arguments as the digest holds them: the JSON value in one spelling, for clients
+    re-send what they parsed (LangChain sends `json.dumps(args)`, not the model's text); text
+    that is no JSON as it is."""
+    if not text.strip():
+        return "{}"
+    try:
+        value = json.loads(text)
+    except (ValueError, RecursionError):
+        return text
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
 
 
 def entries(messages: Iterable[Mapping[str, Any]]) -> list[tuple[str, str]]:
