@@ -171,7 +171,8 @@ def _relay(started: tuple[turns.Turn, "_Reader"], events: Events) -> Iterator[st
     failure: ProviderError | None = None
     OPEN_STREAMS.inc()
     try:
-        yield events.start(turn)
+        if begun := events.start(turn):  # OpenAI's chunks may begin with the first piece
+            yield begun
         while True:
             try:
                 item = reader.events.get(timeout=keepalive)
