@@ -654,3 +654,29 @@ def test_a_tool_loop_not_stored_and_one_in_a_named_session(sdk, server, key, cli
     )
     [session] = history(client, ada, include_tools="true")
     assert session["chat_id"] == 7 and len(session["messages"]) == 4
+
+
+def test_a_retried_tool_turn_leaves_its_results_once(client, ada, fake):
+    """A tool-results turn whose call failed, retried with the same Idempotency-Key: its
+    failed question and the results that came with it give way to the retry's."""
+    call = {"id": "call_1", "type": "function", "function": {"name": "get_time", "arguments": ""}}
+    other = call | {"id": "call_2"}
+    messages = [
+        QUESTION,
+        {"role": "assistant", "content": None, "tool_calls": [call, other]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "10:00"},
+        {"role": "tool", "tool_call_id": "call_2", "content": "11:00"},
+    ]
+    headers = ada | {"Idempotency-Key": "retry-me"}
+    fake.reply(status=400, body={"error": {"message": "no"}})
+    assert post(client, headers, model="openai", messages=messages).status_code == 502
+    response = post(client, headers, model="openai", messages=messages)
+    assert response.status_code == 200, response.json
+    [session] = history(client, ada, include_tools="true")
+    assert [(m["content"], m["failed"]) for m in session["messages"]] == [
+        (QUESTION["content"], False),
+        ("", False),
+        ("10:00", False),
+        ("11:00", False),
+        ("Tool said: 10:00 | 11:00", False),
+    ]
