@@ -680,3 +680,52 @@ def test_a_retried_tool_turn_leaves_its_results_once(client, ada, fake):
         ("11:00", False),
         ("Tool said: 10:00 | 11:00", False),
     ]
+
+
+def test_a_tool_loop_reaches_anthropic_and_ollama_in_their_own_shapes(client, ada, fake):
+    """The second request of a loop, as each provider is sent it, field by field: results given
+    as text parts are joined."""
+    call = {"id": "toolu_1", "type": "function", "function": {"name": "get_weather"}}
+    call["function"]["arguments"] = PARIS
+    messages = [
+        QUESTION,
+        {"role": "assistant", "content": "Let me look.", "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": "toolu_1", "content": [{"type": "text", "text": "Sun"}]},
+    ]
+    post(client, ada, model="anthropic", messages=messages, tools=[WEATHER])
+    assert fake.requests[-1].body["messages"] == [
+        {"role": "user", "content": QUESTION["content"]},
+        {
+            "role": "assistant",
+            "content": [
+                {"type": "text", "text": "Let me look."},
+                {
+                    "type": "tool_use",
+                    "id": "toolu_1",
+                    "name": "get_weather",
+                    "input": {"city": "Paris"},
+                },
+            ],
+        },
+        {
+            "role": "user",
+            "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": "Sun"}],
+        },
+    ]
+    assert fake.requests[-1].body["tools"] == [
+        {
+            "name": "get_weather",
+            "description": "The weather in a city",
+            "input_schema": WEATHER["function"]["parameters"],
+        }
+    ]
+    post(client, ada, model="ollama", messages=messages, tools=[WEATHER])
+    assert fake.requests[-1].body["messages"] == [
+        {"role": "user", "content": QUESTION["content"]},
+        {
+            "role": "assistant",
+            "content": "Let me look.",
+            "tool_calls": [{"function": {"name": "get_weather", "arguments": {"city": "Paris"}}}],
+        },
+        {"role": "tool", "content": "Sun", "tool_name": "get_weather"},
+    ]

@@ -62,8 +62,9 @@ from ..providers.base import NO_OPTIONS, USAGE
 from ..providers.client import no_reply
 from ..providers.messages import plain, text_of
 from ..providers.tools import NO_TOOLING, Tooling
-from . import attempts, titles, transcript
+from . import attempts, titles, tool_loop, transcript
 from .history import catch_up, find_session, new_number
+from .tool_loop import chars
 
 log = logging.getLogger(__name__)
 TITLE_MAX_CHARS = 60
@@ -411,7 +412,7 @@ def prepare_conversation(
     """
     config = current_app.config
     provider, model, limits = _model(user.id, model_name, options)
-    results = _results(messages)
+    results = tool_loop.results(messages)
     if not results and (not messages or messages[-1]["role"] != "user"):
         _invalid("messages", "The last message must be the user's, or the results of tool calls.")
     content = text_of(messages[-1]["content"])
@@ -437,7 +438,7 @@ def prepare_conversation(
         digest = transcript.extend(None, transcript.entries(earlier))
         session = db.session.scalar(_BY_TRANSCRIPT, {"user_id": user.id, "digest": digest})
     if session is not None and any(m.get("tool_calls") for m in earlier):
-        messages = _with_provider_data(session.id, messages)
+        messages = tool_loop.with_provider_data(session.id, messages)
     turn = Turn(
         user_id=user.id,
         provider=provider,
@@ -461,68 +462,9 @@ def prepare_conversation(
     return turn
 
 
-# A tool loop's calls with what their provider needs back (Gemini's thoughtSignature), latest
-# first: the client re-sends a call without it.
-_STORED_CALLS = (
-    select(Message.tool_calls)
-    .where(
-        Message.session_id == bindparam("session_id"),
-        Message.tool_calls.is_not(None),
-        Message.superseded.is_(False),
-    )
-    .order_by(Message.id.desc())
-    .limit(bindparam("limit"))
-)
-
-
-def _with_provider_data(session_id: int, messages: list[ChatMessage]) -> list[ChatMessage]:
-    """`messages` with each call the session stored given back its provider_data (a client
-    sends a call only as OpenAI shapes it), from its latest CONTEXT_MAX_MESSAGES calling
-    replies."""
-    limit = current_app.config["CONTEXT_MAX_MESSAGES"]
-    stored = {
-        call["id"]: call["provider_data"]
-        for calls in db.session.scalars(_STORED_CALLS, {"session_id": session_id, "limit": limit})
-        for call in calls
-        if call.get("provider_data")
-    }
-    if not stored:
-        return messages
-    given = []
-    for m in messages:
-        if any(c["id"] in stored for c in m.get("tool_calls") or ()):
-            calls = [
-                c | {"provider_data": stored[c["id"]]} if c["id"] in stored else c
-                for c in m["tool_calls"]
-            ]
-            m = {**m, "tool_calls": calls}
-        given.append(m)
-    return given
-
-
-def _results(messages: list[ChatMessage]) -> list[ChatMessage]:
-    """The tool results that end `messages` (none when a question of the user's ends them)."""
-    n = len(messages)
-    while n and messages[n - 1]["role"] == "tool":
-        n -= 1
-    return messages[n:]
-
-
-def asked_messages(turn: Turn) -> list[ChatMessage]:
+def asked(turn: Turn) -> list[ChatMessage]:
     """What the turn asks, as messages: the user's question, or the tool results it gives."""
-    return turn.results or [{"role": "user", "content": turn.content}]
-
-
-def _reply_message(content: str, tool_calls: list | None) -> ChatMessage:
-    message: ChatMessage = {"role": "assistant", "content": content}
-    if tool_calls:
-        message["tool_calls"] = tool_calls
-    return message
-
-
-def _whole_turn(turn: Turn, content: str, tool_calls: list | None) -> list[tuple[str, str]]:
-    """What a complete turn adds to its session's transcript."""
-    return transcript.entries([*asked_messages(turn), _reply_message(content, tool_calls)])
+    return tool_loop.asked(turn.content, turn.results)
 
 
 # --- 2. the provider call ------------------------------------------------------------------
@@ -575,27 +517,23 @@ def _account(turn: Turn, outcome: str, prompt_tokens=None, completion_tokens=Non
 CHARS_PER_TOKEN = 4
 
 
-def chars(messages: list[ChatMessage]) -> int:
-    """The characters of `messages`: their text, and the arguments of their tool calls."""
-    if plain(messages):
-        return sum(len(m["content"]) for m in messages)
-    return sum(
-        len(text_of(m["content"])) + sum(len(c["arguments"]) for c in m.get("tool_calls") or ())
-        for m in messages
-    )
-
-
 def _estimate(chars: int) -> int:
     return -(-chars // CHARS_PER_TOKEN)
 
 
 def _charge(
-    turn: Turn, answered: str | None, counts: Mapping[str, int | None], text: str, reasoning: str
+    turn: Turn,
+    answered: str | None,
+    counts: Mapping[str, int | None],
+    text: str,
+    reasoning: str,
+    called: int = 0,
 ) -> tuple[ledger.Entry, Decimal | None]:
     """What the provider call used, as an entry of the user's usage (and in the cost metric),
     and its cost as the reply shows it (None when unknown). `answered` is the model the
-    provider says answered. Tokens the provider did not report (a stream cut short, a client
-    that hung up) are counted at 4 characters each, so that no budget is escaped by hanging up.
+    provider says answered; `called`, the characters of the reply's tool call arguments. Tokens
+    the provider did not report (a stream cut short, a client that hung up) are counted at 4
+    characters each, so that no budget is escaped by hanging up.
     """
     model = answered or turn.model
     prompt, completion = counts["prompt_tokens"], counts["completion_tokens"]
@@ -603,7 +541,7 @@ def _charge(
     if prompt is None:
         prompt = _estimate(chars(turn.messages))
     if completion is None:
-        completion = _estimate(len(text) + len(reasoning))
+        completion = _estimate(len(text) + len(reasoning) + called)
     now = clock.now()
     cost = governance().prices.cost(
         turn.provider.name, turn.model, model, prompt, completion, counts["cached_tokens"], now
@@ -671,11 +609,11 @@ def _commit_question(
         now = clock.now()
         added = [] if existing else transcript.entries(turn.seed)
         if whole:
-            added += _whole_turn(turn, reply.content, reply.tool_calls)
+            added += tool_loop.whole_turn(asked(turn), reply.content, reply.tool_calls)
         if session is None:
             session = ChatSession(
                 user_id=turn.user_id,
-                title=make_title(_first_text(turn)),
+                title=make_title(tool_loop.first_text([*turn.seed, *asked(turn)], turn.content)),
                 created_at=turn.asked_at,
                 transcript_digest=transcript.extend(None, added) if added else None,
             )
@@ -716,7 +654,7 @@ def _commit_question(
                 db.session.flush()
                 _add_seed(session, turn)  # the earlier messages first, in their order
             for result in turn.results[:-1]:  # the other results of the turn, in their order
-                db.session.add(_result_row(session, result, turn.asked_at))
+                db.session.add(tool_loop.result_row(session, result, turn.asked_at))
             db.session.add(question)
             if reply is not None:
                 reply.session = session
@@ -802,22 +740,6 @@ def _previous(column):
         .order_by(_PREVIOUS.id.desc())
         .limit(1)
         .scalar_subquery()
-    )
-
-
-def _first_text(turn: Turn) -> str:
-    """The words a new session's title is made of: its first message with text."""
-    said = (text_of(m["content"]) for m in [*turn.seed, *asked_messages(turn)])
-    return next((text for text in said if text.strip()), turn.content)
-
-
-def _result_row(session: ChatSession, result: ChatMessage, at: datetime) -> Message:
-    return Message(
-        session=session,
-        is_bot=False,
-        content=text_of(result["content"]),
-        created_at=at,
-        tool_call_id=result["tool_call_id"],
     )
 
 
@@ -1102,9 +1024,8 @@ def finish(
     """The streamed reply, whole or (with `failure`) the part received, marked incomplete; with
     neither text nor a tool call, the user's message is flagged with the failure instead (a
     stream that ended well with neither failed too: an empty reply must never enter later
-    context). One
-    transaction, which also counts what the call used, even when the session was deleted
-    meanwhile (the provider was used). `usage` holds the stream's usage, model and finish
+    context). One transaction, which also counts what the call used, even when the session was
+    deleted meanwhile (the provider was used). `usage` holds the stream's usage, model and finish
     reason (client.merge). Returns the reply (if any text came) and the failure (if any)."""
     calls = usage.get("tool_calls") or None
     if failure is None and not text and not calls:
@@ -1137,7 +1058,9 @@ def finish(
     counts = {name: usage.get(name) for name in USAGE}
     _account(turn, "incomplete" if failure else "ok", *[counts[n] for n in USAGE[:2]])
     model = usage.get("model") or turn.model
-    entry, cost = _charge(turn, model, counts, text, reasoning)
+    # Unreported (a stream cut short), the output is estimated from all it said, calls included.
+    called = tool_loop.arguments_chars(calls)
+    entry, cost = _charge(turn, model, counts, text, reasoning, called)
     values = {
         "content": text,
         "reasoning": reasoning or None,
@@ -1175,7 +1098,9 @@ def finish(
         turn,
         entry,
         write,
-        _whole_turn(turn, text, calls) if failure is None and not turn.again else None,
+        tool_loop.whole_turn(asked(turn), text, calls)
+        if failure is None and not turn.again
+        else None,
     )
     if stale:  # kept, superseded: the client was sent its text
         raise Conflict(CHANGED)
