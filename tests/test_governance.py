@@ -712,7 +712,7 @@ def test_a_stream_whose_session_is_deleted_mid_reply_still_counts(provider_app, 
             stream(provider_app.test_client(), ada, "openai", "second", 5).get_data(as_text=True)
         )
     )
-    wait_for(lambda: len(history(client, ada)[0]["messages"]) >= 2, what="the question")
+    wait_for(lambda: len(history(client, ada)[0]["messages"]) >= 3, what="the question")
     wait_for(lambda: fake.requests, what="the provider call")
     assert client.delete("/api/ai_chat/5", headers=ada).status_code == 200
     assert finished()[-1][1]["code"] == 404
