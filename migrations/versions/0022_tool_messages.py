@@ -1,6 +1,6 @@
 """messages keep an assistant's tool calls and the call a tool result answers
 
-Revision ID: 0021
+Revision ID: 0022
 Revises: 0020
 Create Date: 2026-12-07 06:30:00
 
@@ -10,7 +10,7 @@ from alembic import op
 import sqlalchemy as sa
 
 
-revision = "0021"
+revision = "0022"
 down_revision = "0020"
 branch_labels = None
 depends_on = None
