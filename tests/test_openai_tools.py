@@ -4,6 +4,7 @@ tool format: tool round trips whole and streamed, the SDK's stream accumulation,
 `chat.completions.parse` with a pydantic model, and the conversation kept in one session."""
 
 import json
+import time
 
 import openai
 import pytest
@@ -11,6 +12,7 @@ import requests
 from pydantic import BaseModel
 from sqlalchemy import func, select
 
+from polygenix.chat.sweep import sweep_dead_streams
 from polygenix.extensions import db
 from polygenix.models import Message
 from tests.fake_provider import SIGNATURE, STREAM_WRITERS, FakeCall
@@ -729,3 +731,36 @@ def test_a_tool_loop_reaches_anthropic_and_ollama_in_their_own_shapes(client, ad
         },
         {"role": "tool", "content": "Sun", "tool_name": "get_weather"},
     ]
+
+
+def test_a_long_streamed_call_keeps_its_lease_and_saves_its_progress(
+    make_app, provider_config, auth, fake
+):
+    """A reply that only streams a call's arguments, for longer than a lease lasts, saves as a
+    reply with text does: the sweep never takes it for a dead stream, and what it had said is
+    kept meanwhile (flagged while unfinished)."""
+    app = make_app(
+        provider_config | {"STREAM_KEEPALIVE_SECONDS": 0.2, "STREAM_SAVE_INTERVAL": 0.05}
+    )
+    client = app.test_client()
+    ada = auth.register(client=client)
+    key = client.post("/api/keys", headers=ada, json={"name": "sdk"}).json["key"]
+    chunks = STREAM_WRITERS["openai"]("gpt-4.1-mini", "", [FakeCall("get_weather", PARIS)], 16)
+    fake.reply(chunks=chunks, gap=0.06)  # about a second, more than twice the 0.45 s lease
+
+    def saved():
+        with app.app_context():
+            return db.session.scalar(select(Message.tool_calls).where(Message.is_bot.is_(True)))
+
+    with serving(app) as base:
+        finished = in_thread(lambda: raw_stream(base, key, model="openai", tools=[WEATHER]))
+        wait_for(lambda: saved(), what="the call saved mid-stream")
+        partial = saved()[0]["arguments"]
+        time.sleep(0.6)
+        with app.app_context():
+            assert sweep_dead_streams() == 0
+        _, events = finished()
+    assert partial != PARIS and PARIS.startswith(partial)
+    assert events[-1]["choices"][0]["finish_reason"] == "tool_calls"
+    reply = history(client, ada, include_tools="true")[0]["messages"][1]
+    assert reply["incomplete"] is False and reply["tool_calls"][0]["function"]["arguments"] == PARIS

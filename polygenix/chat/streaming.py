@@ -138,11 +138,11 @@ class _Reader:
         self.stream.close()
 
 
-def _save(turn: turns.Turn, parts: list[str], thinking: list[str]) -> None:
-    """Save the text so far; a database that fails here does not end the stream (the final
-    store tries again, and the sweep flags what could never be stored)."""
+def _save(turn: turns.Turn, parts: list[str], thinking: list[str], usage: dict) -> None:
+    """Save the text and tool calls so far; a database that fails here does not end the stream
+    (the final store tries again, and the sweep flags what could never be stored)."""
     try:
-        turns.save_progress(turn, "".join(parts), "".join(thinking))
+        turns.save_progress(turn, "".join(parts), "".join(thinking), usage.get("tool_calls"))
     except SessionDeleted:
         raise
     except Exception as e:
@@ -178,7 +178,7 @@ def _relay(started: tuple[turns.Turn, "_Reader"], events: Events) -> Iterator[st
                 item = reader.events.get(timeout=keepalive)
             except queue.Empty:
                 yield events.keepalive()
-                _save(turn, parts, thinking)  # renews the lease of a stream alive but silent
+                _save(turn, parts, thinking, usage)  # renews the lease of a stream alive but silent
                 continue
             if isinstance(item, ProviderError):
                 failure = item
@@ -192,8 +192,9 @@ def _relay(started: tuple[turns.Turn, "_Reader"], events: Events) -> Iterator[st
                 yield events.delta(item.text)
             if item.tool_calls:
                 yield events.tool_calls(item.tool_calls)
-            if (item.text or item.reasoning) and turns.due(turn):
-                _save(turn, parts, thinking)
+            # A reply that only calls tools saves (and renews its lease) as one with text does.
+            if (item.text or item.reasoning or item.tool_calls) and turns.due(turn):
+                _save(turn, parts, thinking, usage)
             if item.done:
                 break
     except GeneratorExit:

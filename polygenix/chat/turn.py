@@ -990,17 +990,24 @@ _SAVE = (
     .values(
         content=bindparam("content"),
         reasoning=bindparam("reasoning"),
+        tool_calls=bindparam("tool_calls"),
         lease_until=bindparam("lease"),
     )
 )
 
 
-def save_progress(turn: Turn, text: str, reasoning: str) -> None:
-    """The text and reasoning so far, and a renewed lease: one UPDATE. SessionDeleted if the
-    reply is gone."""
+def save_progress(turn: Turn, text: str, reasoning: str, calls: list | None = None) -> None:
+    """The text, reasoning and tool calls so far (the last call's arguments perhaps cut: the
+    reply is not finished), and a renewed lease: one UPDATE. SessionDeleted if the reply is
+    gone."""
     if not turn.persist:
         return
-    values = {"content": text, "reasoning": reasoning or None, "lease": _lease()}
+    values = {
+        "content": text,
+        "reasoning": reasoning or None,
+        "tool_calls": calls or None,
+        "lease": _lease(),
+    }
     owner = {"reply_id": turn.reply.id, "in_session": turn.session.id, "token": turn.lease_token}
     result = db.session.execute(_SAVE, owner | values)
     db.session.commit()
