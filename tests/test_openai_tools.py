@@ -357,16 +357,11 @@ CALLING = {"role": "assistant", "content": None, "tool_calls": [CALL]}
             [QUESTION, {"role": "assistant", "content": "", "function_call": {"name": "f"}}],
             "deprecated",
         ),
-        ([QUESTION, CALLING], "last message"),
+        ([QUESTION, CALLING], "The last message must be the user's"),  # ends with calls
     ],
 )
 def test_invalid_tool_messages_are_a_400_on_messages(client, ada, messages, said):
-    response = post(client, ada, messages=messages)
-    if said == "last message":  # a conversation that ends with the model's own calls
-        assert response.status_code == 422 or response.status_code == 400, response.json
-        assert response.json["error"]["param"] == "messages"
-        return
-    assert said in refused(response, "messages")
+    assert said in refused(post(client, ada, messages=messages), "messages")
 
 
 def test_a_tool_call_id_of_another_session_or_user_is_refused(client, ada, bob, fake):
