@@ -759,3 +759,28 @@ def test_a_long_streamed_call_keeps_its_lease_and_saves_its_progress(
     assert events[-1]["choices"][0]["finish_reason"] == "tool_calls"
     reply = history(client, ada, include_tools="true")[0]["messages"][1]
     assert reply["incomplete"] is False and reply["tool_calls"][0]["function"]["arguments"] == PARIS
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
+def test_call_ids_stay_unique_in_the_conversation(sdk, client, ada, fake, stream):
+    """A provider that numbers its calls from call_0 in every reply: the second reply's call
+    is given a new id, so the conversation's ids stay unique and its next request is taken."""
+    messages = []
+    for question in (QUESTION, {"role": "user", "content": "And in Lima?"}):
+        messages.append(question)
+        fake.calls = [FakeCall("get_weather", PARIS, id="call_0")]
+        reply = ask(sdk, "openai", messages, stream, tools=[WEATHER]).choices[0].message
+        [call] = reply.tool_calls
+        messages += [
+            {"role": "assistant", "content": None, "tool_calls": [call.model_dump()]},
+            {"role": "tool", "tool_call_id": call.id, "content": "Sunny"},
+        ]
+        fake.calls = None
+        answer = ask(sdk, "openai", messages, stream, tools=[WEATHER]).choices[0].message
+        assert answer.content == "Tool said: Sunny"
+        messages.append({"role": "assistant", "content": answer.content})
+    ids = [m["tool_call_id"] for m in messages if m["role"] == "tool"]
+    assert ids[0] == "call_0" and ids[1] != "call_0" and ids[1].startswith("call_")
+    [session] = history(client, ada, include_tools="true")
+    stored = [c["id"] for m in session["messages"] for c in m.get("tool_calls", [])]
+    assert stored == ids and len(session["messages"]) == 8

@@ -34,6 +34,7 @@ from ..governance import reservations
 from ..metrics import OPEN_STREAMS
 from ..providers import ProviderError, ReplyStream
 from ..providers.client import merge
+from . import tool_loop
 from . import turn as turns
 from .schemas import MessageResponseSchema
 
@@ -169,6 +170,7 @@ def _relay(started: tuple[turns.Turn, "_Reader"], events: Events) -> Iterator[st
     thinking: list[str] = []
     usage: dict = {}  # usage, model and finish reason so far
     failure: ProviderError | None = None
+    taken = tool_loop.call_ids(turn.messages)  # a reply's calls take none of these ids
     OPEN_STREAMS.inc()
     try:
         if begun := events.start(turn):  # OpenAI's chunks may begin with the first piece
@@ -183,6 +185,8 @@ def _relay(started: tuple[turns.Turn, "_Reader"], events: Events) -> Iterator[st
             if isinstance(item, ProviderError):
                 failure = item
                 break
+            if item.tool_calls:
+                item = tool_loop.fresh_event(item, taken)
             merge(item, usage)
             if item.reasoning:
                 thinking.append(item.reasoning)

@@ -6,6 +6,7 @@ results are what the turn asks. The last is stored as the turn's question (its `
 set), the others just before it; the reply that calls tools keeps its calls (`tool_calls`).
 """
 
+from dataclasses import replace
 from datetime import datetime
 
 from flask import current_app
@@ -13,7 +14,8 @@ from sqlalchemy import bindparam, select
 
 from ..extensions import db
 from ..models import ChatSession, Message
-from ..providers.messages import ChatMessage, plain, text_of
+from ..providers.base import StreamEvent
+from ..providers.messages import ChatMessage, ToolCall, new_call_id, plain, text_of
 from . import transcript
 
 
@@ -107,3 +109,36 @@ def with_provider_data(session_id: int, messages: list[ChatMessage]) -> list[Cha
             m = {**m, "tool_calls": calls}
         given.append(m)
     return given
+
+
+def call_ids(messages: list[ChatMessage]) -> set[str]:
+    """The ids of the calls in `messages`: a reply's calls must not take one of them."""
+    return {call["id"] for m in messages for call in m.get("tool_calls") or ()}
+
+
+def fresh_calls(calls: tuple[ToolCall, ...], taken: set[str]) -> tuple[ToolCall, ...]:
+    """`calls` with each id already `taken` in the conversation replaced by a new one (a
+    provider that numbers its calls from call_0 in every reply), so that ids stay unique in the
+    conversation, as clients and providers expect."""
+    if not taken or not any(call["id"] in taken for call in calls):
+        return calls
+    return tuple(
+        {**call, "id": _fresh(call["id"], taken)} if call["id"] in taken else call for call in calls
+    )
+
+
+def fresh_event(event: StreamEvent, taken: set[str]) -> StreamEvent:
+    """A streamed event whose calls begin with ids already `taken`, given new ones (each call's
+    id comes once, with its first delta)."""
+    if not taken or not any(d.id in taken for d in event.tool_calls):
+        return event
+    deltas = tuple(
+        replace(d, id=_fresh(d.id, taken)) if d.id in taken else d for d in event.tool_calls
+    )
+    return replace(event, tool_calls=deltas)
+
+
+def _fresh(old: str, taken: set[str]) -> str:
+    new = new_call_id()  # random: unique whatever `old` was
+    taken.add(new)
+    return new

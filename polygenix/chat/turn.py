@@ -28,7 +28,7 @@ import logging
 import secrets
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -482,9 +482,14 @@ def _ready(turn: Turn) -> str:
 
 def complete(turn: Turn) -> Completion:
     model = _ready(turn)
-    return turn.provider.complete(
+    completion = turn.provider.complete(
         turn.messages, model, turn.options, request_id=turn.request_id, tooling=turn.tooling
     )
+    if completion.tool_calls:
+        taken = tool_loop.call_ids(turn.messages)
+        calls = tool_loop.fresh_calls(completion.tool_calls, taken)
+        completion = replace(completion, tool_calls=calls)
+    return completion
 
 
 def open_stream(turn: Turn) -> ReplyStream:
