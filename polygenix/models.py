@@ -204,6 +204,11 @@ class Message(db.Model):
     # On a /v1 question whose call failed: what a retry of the same call carries (a digest of
     # its Idempotency-Key, or of its body), so the retry lands in this question's session.
     retry_key: Mapped[str | None] = mapped_column(String(64))
+    # A reply that called tools: its calls ([{"id", "name", "arguments"[, "provider_data"]}]),
+    # its text often "". A tool result (is_bot false): the call it answers. Neither is shown
+    # in history unless asked for (include_tools), nor is either ever a native turn's context.
+    tool_calls: Mapped[list | None] = mapped_column(JSON(none_as_null=True))
+    tool_call_id: Mapped[str | None] = mapped_column(String(200))
 
     # Many-to-one only: a session's messages are always queried with a limit, never loaded whole.
     session: Mapped[ChatSession] = relationship()

@@ -147,16 +147,21 @@ def test_models_are_listed_in_openais_shape(sdk):
     [
         (dict(model="nope"), openai.NotFoundError, "model"),
         (
-            dict(model="echo", tools=[{"type": "function", "function": {"name": "f"}}]),
+            dict(model="echo", tools=[{"type": "function", "function": {"name": "f g"}}]),
             openai.BadRequestError,
             "tools",
         ),
         (dict(model="echo", n=2), openai.BadRequestError, "n"),
         (dict(model="echo", logprobs=True), openai.BadRequestError, "logprobs"),
         (
-            dict(model="echo", response_format={"type": "json_object"}),
+            dict(model="echo", response_format={"type": "xml"}),
             openai.BadRequestError,
             "response_format",
+        ),
+        (
+            dict(model="echo", functions=[{"name": "f"}]),
+            openai.BadRequestError,
+            "functions",
         ),
         (dict(model="echo", temperature=3), openai.BadRequestError, "temperature"),
         (dict(model="echo", max_tokens=0), openai.BadRequestError, "max_tokens"),

@@ -111,7 +111,8 @@ def test_a_new_conversation_is_stored_in_the_same_statements_whatever_its_length
         ({"role": ["user"], "content": "hi"}, "role must be one of"),
         ({"role": {"user": 1}, "content": "hi"}, "role must be one of"),
         ({"role": 7, "content": "hi"}, "role must be one of"),
-        ({"role": "tool", "content": "hi"}, "role must be one of"),
+        ({"role": "function", "content": "hi"}, "role must be one of"),
+        ({"role": "tool", "content": "hi"}, "tool_call_id must be the id of a tool call"),
         ({"role": "user"}, "content is required"),
         ({"role": "user", "content": None}, "content is required"),
         ({"role": "system", "content": None}, "content is required"),
@@ -119,7 +120,7 @@ def test_a_new_conversation_is_stored_in_the_same_statements_whatever_its_length
         ({"role": "user", "content": []}, "must not be an empty list"),
         (
             {"role": "assistant", "content": None, "tool_calls": [{"id": "c", "type": "function"}]},
-            "tool calls are not supported",
+            "function must be an object (name, arguments)",
         ),
     ],
 )

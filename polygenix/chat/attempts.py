@@ -8,7 +8,7 @@ it once its own question is stored: one call, one session, one current question.
 
 from datetime import timedelta
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import and_, bindparam, or_, select, update
 
 from .. import clock
 from ..extensions import db
@@ -39,15 +39,23 @@ def failed_attempt(user_id: int, key: str) -> tuple[int, ChatSession] | None:
     return None if found is None else (found[0], found[1])
 
 
+_ASKED_AT = select(Message.created_at).where(Message.id == bindparam("question_id"))
+
+
 def supersede(question_id: int, session_id: int) -> None:
-    """The failed question a retry repeats gives way, in the retry's storing transaction."""
+    """The failed question a retry repeats gives way, in the retry's storing transaction; so
+    do the other tool results it came with (stored just before it, at the same time)."""
+    failed = and_(Message.id == question_id, Message.error.is_not(None))
+    results = and_(
+        Message.id < question_id,
+        Message.tool_call_id.is_not(None),
+        Message.is_bot.is_(False),
+        Message.created_at == _ASKED_AT.scalar_subquery(),
+    )
     db.session.execute(
         update(Message)
-        .where(
-            Message.id == question_id,
-            Message.session_id == session_id,
-            Message.error.is_not(None),
-        )
+        .where(Message.session_id == session_id, or_(failed, results))
         .values(superseded=True)
-        .execution_options(synchronize_session=False)
+        .execution_options(synchronize_session=False),
+        {"question_id": question_id},
     )

@@ -74,6 +74,8 @@ def _session_markdown(session: dict) -> str:
             flags.append("incomplete")
         if message.error and not message.is_bot:
             flags.append("no reply: " + message.error)
+        if message.tool_call_id is not None:
+            who = f"Tool result ({message.tool_call_id})"
         note = f" ({'; '.join(flags)})" if flags else ""
         lines += [f"## {who} · {_when(message.created_at)}{note}", "", message.content, ""]
         lines += [
@@ -81,6 +83,8 @@ def _session_markdown(session: dict) -> str:
             f"attachment {a['id']}]\n"
             for a in getattr(message, "shown_attachments", None) or ()
         ]
+        for call in message.tool_calls or ():
+            lines += [f"- Calls `{call['name']}` ({call['id']}): `{call['arguments']}`", ""]
     return "\n".join(lines)
 
 
@@ -93,7 +97,9 @@ def _when(moment) -> str:
 BATCH = 50
 
 
-def all_sessions(user_id: int, include_superseded: bool = False) -> Iterator[dict]:
+def all_sessions(
+    user_id: int, include_superseded: bool = False, include_tools: bool = False
+) -> Iterator[dict]:
     """Every session of the user, oldest first, each with its shown messages (superseded ones
     too when asked; a reply still being streamed never), read BATCH sessions at a time.
 
@@ -115,7 +121,7 @@ def all_sessions(user_id: int, include_superseded: bool = False) -> Iterator[dic
         batch = db.session.scalars(
             statement.order_by(ChatSession.created_at, ChatSession.id).limit(BATCH)
         ).all()
-        sessions = with_messages(batch, include_superseded)
+        sessions = with_messages(batch, include_superseded, include_tools)
         db.session.commit()
         yield from sessions
         if len(batch) < BATCH:

@@ -33,6 +33,10 @@ _VERSION = select(
 SHOWN = Message.lease_until.is_(None)
 # The session's transcript as it stands: what was replaced by a regenerate or an edit is not.
 CURRENT = and_(SHOWN, Message.superseded.is_(False))
+# The user's questions and the text answers: not a tool loop's calls and results, which are
+# shown only when asked for (include_tools), so that the original web client's transcript is
+# the one it expects.
+NO_TOOLS = and_(Message.tool_calls.is_(None), Message.tool_call_id.is_(None))
 # Latest activity first, or newest first; ties by number, so pages never overlap.
 ORDER_BY = {
     "updated": (ChatSession.updated_at.desc(), ChatSession.number.desc()),
@@ -40,8 +44,9 @@ ORDER_BY = {
 }
 
 
-def shown(include_superseded: bool):
-    return SHOWN if include_superseded else CURRENT
+def shown(include_superseded: bool, include_tools: bool = False):
+    which = SHOWN if include_superseded else CURRENT
+    return which if include_tools else and_(which, NO_TOOLS)
 
 
 def find_session(user_id: int, number: int) -> ChatSession | None:
@@ -151,13 +156,15 @@ def _as_dict(session: ChatSession, **extra) -> dict:
     } | extra
 
 
-def with_messages(sessions: list[ChatSession], include_superseded: bool = False) -> list[dict]:
+def with_messages(
+    sessions: list[ChatSession], include_superseded: bool = False, include_tools: bool = False
+) -> list[dict]:
     """`sessions`, each with its messages oldest first: one query whatever their number."""
     by_session: dict[int, list[Message]] = {s.id: [] for s in sessions}
     if by_session:
         for message in db.session.scalars(
             _with_session(select(Message))
-            .where(Message.session_id.in_(by_session), shown(include_superseded))
+            .where(Message.session_id.in_(by_session), shown(include_superseded, include_tools))
             .order_by(Message.session_id, Message.id)
         ):
             by_session[message.session_id].append(message)
@@ -179,17 +186,18 @@ def history(
     page_size: int,
     order: str = "updated",
     include_superseded: bool = False,
+    include_tools: bool = False,
 ) -> list[dict]:
     """One page of the caller's sessions (all of them when `page` is None) in `order`, each
     with its messages oldest first. Two queries for the page whatever its size."""
     rows = _sessions_page(user, page, page_size, order)
-    return with_messages([s for (s,) in rows], include_superseded)
+    return with_messages([s for (s,) in rows], include_superseded, include_tools)
 
 
 def _message_count():
     return (
         select(func.count(Message.id))
-        .where(Message.session_id == ChatSession.id, CURRENT)
+        .where(Message.session_id == ChatSession.id, CURRENT, NO_TOOLS)
         .correlate(ChatSession)
         .scalar_subquery()
     )
@@ -204,13 +212,15 @@ def summaries(user: User, page: int | None, page_size: int, order: str = "update
 
 def summary(session: ChatSession) -> dict:
     count = db.session.scalar(
-        select(func.count(Message.id)).where(Message.session_id == session.id, CURRENT)
+        select(func.count(Message.id)).where(Message.session_id == session.id, CURRENT, NO_TOOLS)
     )
     return _as_dict(session, message_count=count)
 
 
-def session_with_messages(session: ChatSession, include_superseded: bool = False) -> dict:
-    return with_messages([session], include_superseded)[0]
+def session_with_messages(
+    session: ChatSession, include_superseded: bool = False, include_tools: bool = False
+) -> dict:
+    return with_messages([session], include_superseded, include_tools)[0]
 
 
 def _with_session(statement):

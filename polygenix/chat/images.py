@@ -16,7 +16,7 @@ from flask_smorest import abort
 
 from ..attachments import store
 from ..providers import ChatMessage, Provider, UnsupportedInput
-from ..providers.messages import ImagePart, has_images, images_of, text_of
+from ..providers.messages import ImagePart, has_images, text_of
 
 # What an image counts for in a budget reservation's estimate, in characters: about 1,100
 # tokens, the most OpenAI and Anthropic charge for an image of ordinary size.
@@ -37,13 +37,6 @@ def resend(asked: dict[int, ChatMessage], config: Mapping[str, Any]) -> None:
 def of_message(message_id: int, config: Mapping[str, Any]) -> list[ImagePart]:
     """An existing question's own images (regenerated or edited with its attachments kept)."""
     return store.images_for([message_id], config["ATTACHMENTS_PER_MESSAGE"]).get(message_id, [])
-
-
-def chars(messages: list[ChatMessage]) -> int:
-    """The messages' size for an estimate: their text, and IMAGE_CHARS an image."""
-    return sum(
-        len(text_of(m["content"])) + IMAGE_CHARS * len(images_of(m["content"])) for m in messages
-    )
 
 
 def without_images(messages: list[ChatMessage]) -> list[ChatMessage]:

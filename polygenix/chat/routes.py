@@ -260,14 +260,20 @@ class History(MethodView):
         """Your sessions, latest activity first, each with its messages oldest first
 
         `order=created`: newest first instead. Without `page` and `page_size`, every session;
-        with either, one page. Superseded messages only with `include_superseded=true`. The
+        with either, one page. Superseded messages only with `include_superseded=true`; a /v1
+        tool loop's calls and results only with `include_tools=true`. The
         `ETag` answers `If-None-Match` with 304 while nothing shown has changed.
         """
         p = pagination_parameters
         headers, p.item_count = _conditional(current_user)
         page = _page(p)
         sessions = history.history(
-            current_user, page, p.page_size, args["order"], args["include_superseded"]
+            current_user,
+            page,
+            p.page_size,
+            args["order"],
+            args["include_superseded"],
+            args["include_tools"],
         )
         if page is None:
             p.page_size = max(p.item_count, 1)
@@ -325,9 +331,12 @@ class ExportAll(MethodView):
         """Download all your sessions: one JSON document, or a zip of Markdown transcripts
 
         Oldest first, streamed as they are read. Superseded messages are left out unless
-        `include_superseded=true`; a reply still being streamed is always left out.
+        `include_superseded=true`, tool calls and results unless `include_tools=true`; a reply
+        still being streamed is always left out.
         """
-        sessions = export.all_sessions(current_user.id, args["include_superseded"])
+        sessions = export.all_sessions(
+            current_user.id, args["include_superseded"], args["include_tools"]
+        )
         if args["format"] == "json":
             body, mimetype, suffix = export.json_document(sessions), "application/json", "json"
         else:
@@ -382,7 +391,9 @@ class Export(MethodView):
     def get(self, args, chat_id):
         """Download one of your sessions as a Markdown transcript or JSON"""
         session = history.session_with_messages(
-            history.own_session_or_404(current_user, chat_id), args["include_superseded"]
+            history.own_session_or_404(current_user, chat_id),
+            args["include_superseded"],
+            args["include_tools"],
         )
         if args["format"] == "json":
             body, mimetype, suffix = export.session_json(session), "application/json", "json"
@@ -406,10 +417,13 @@ class Session(MethodView):
     def get(self, args, chat_id):
         """One of your sessions with its messages
 
-        Superseded messages only with `include_superseded=true`.
+        Superseded messages only with `include_superseded=true`; a /v1 tool loop's calls and
+        results only with `include_tools=true`.
         """
         session = history.own_session_or_404(current_user, chat_id)
-        return history.session_with_messages(session, args["include_superseded"])
+        return history.session_with_messages(
+            session, args["include_superseded"], args["include_tools"]
+        )
 
     @blp.login_required(keys=True)
     @blp.arguments(SessionUpdateSchema())

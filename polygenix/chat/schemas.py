@@ -205,6 +205,39 @@ class MessageResponseSchema(ma.Schema):
         dump_only=True,
         metadata={"description": "The images that went with the message (your own messages')"},
     )
+    tool_calls = fields.Method(
+        "_tool_calls",
+        dump_only=True,
+        metadata={
+            "type": "array",
+            "items": {"type": "object"},
+            "description": "A reply that called tools (include_tools): its calls, as OpenAI "
+            'shapes them ({"id", "type": "function", "function": {"name", "arguments"}})',
+        },
+    )
+    tool_call_id = fields.String(
+        dump_only=True,
+        metadata={"description": "A tool result (include_tools): the call it answers"},
+    )
+
+    def _tool_calls(self, message):
+        return [
+            {
+                "id": call["id"],
+                "type": "function",
+                "function": {"name": call["name"], "arguments": call["arguments"]},
+            }
+            for call in message.tool_calls or ()
+        ]
+
+    @ma.post_dump
+    def _only_tool_messages_have_tool_fields(self, data, **kwargs):
+        # The original web client's messages keep exactly the fields they always had.
+        if not data.get("tool_calls"):
+            data.pop("tool_calls", None)
+        if data.get("tool_call_id") is None:
+            data.pop("tool_call_id", None)
+        return data
 
     def _usage(self, message):
         if not message.is_bot:
@@ -287,12 +320,24 @@ def _superseded_arg() -> StrictQueryBoolean:
     )
 
 
+def _tools_arg() -> StrictQueryBoolean:
+    return StrictQueryBoolean(
+        load_default=False,
+        metadata={
+            "description": "Also the replies that call tools (with `tool_calls`) and the tool "
+            "results (with `tool_call_id`) of /v1 tool loops"
+        },
+    )
+
+
 class HistoryArgsSchema(ListingArgsSchema):
     include_superseded = _superseded_arg()
+    include_tools = _tools_arg()
 
 
 class SessionArgsSchema(ma.Schema):
     include_superseded = _superseded_arg()
+    include_tools = _tools_arg()
 
 
 class ExportArgsSchema(SessionArgsSchema):

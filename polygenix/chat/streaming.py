@@ -34,6 +34,7 @@ from ..governance import reservations
 from ..metrics import OPEN_STREAMS
 from ..providers import ProviderError, ReplyStream
 from ..providers.client import merge
+from . import tool_loop
 from . import turn as turns
 from .schemas import MessageResponseSchema
 
@@ -64,6 +65,10 @@ class Events:
 
     def delta(self, text: str) -> str:
         return sse("delta", {"content": text})
+
+    def tool_calls(self, deltas: tuple) -> str:
+        """Pieces of tool calls (ToolCallDelta): only /v1 turns offer tools."""
+        return ""
 
     def done(self, turn: turns.Turn, reply) -> str:
         return sse("done", MessageResponseSchema().dump(reply))
@@ -134,11 +139,11 @@ class _Reader:
         self.stream.close()
 
 
-def _save(turn: turns.Turn, parts: list[str], thinking: list[str]) -> None:
-    """Save the text so far; a database that fails here does not end the stream (the final
-    store tries again, and the sweep flags what could never be stored)."""
+def _save(turn: turns.Turn, parts: list[str], thinking: list[str], usage: dict) -> None:
+    """Save the text and tool calls so far; a database that fails here does not end the stream
+    (the final store tries again, and the sweep flags what could never be stored)."""
     try:
-        turns.save_progress(turn, "".join(parts), "".join(thinking))
+        turns.save_progress(turn, "".join(parts), "".join(thinking), usage.get("tool_calls"))
     except SessionDeleted:
         raise
     except Exception as e:
@@ -165,19 +170,23 @@ def _relay(started: tuple[turns.Turn, "_Reader"], events: Events) -> Iterator[st
     thinking: list[str] = []
     usage: dict = {}  # usage, model and finish reason so far
     failure: ProviderError | None = None
+    taken = tool_loop.call_ids(turn.messages)  # a reply's calls take none of these ids
     OPEN_STREAMS.inc()
     try:
-        yield events.start(turn)
+        if begun := events.start(turn):  # OpenAI's chunks may begin with the first piece
+            yield begun
         while True:
             try:
                 item = reader.events.get(timeout=keepalive)
             except queue.Empty:
                 yield events.keepalive()
-                _save(turn, parts, thinking)  # renews the lease of a stream alive but silent
+                _save(turn, parts, thinking, usage)  # renews the lease of a stream alive but silent
                 continue
             if isinstance(item, ProviderError):
                 failure = item
                 break
+            if item.tool_calls:
+                item = tool_loop.fresh_event(item, taken)
             merge(item, usage)
             if item.reasoning:
                 thinking.append(item.reasoning)
@@ -185,8 +194,11 @@ def _relay(started: tuple[turns.Turn, "_Reader"], events: Events) -> Iterator[st
             if item.text:
                 parts.append(item.text)
                 yield events.delta(item.text)
-            if (item.text or item.reasoning) and turns.due(turn):
-                _save(turn, parts, thinking)
+            if item.tool_calls:
+                yield events.tool_calls(item.tool_calls)
+            # A reply that only calls tools saves (and renews its lease) as one with text does.
+            if (item.text or item.reasoning or item.tool_calls) and turns.due(turn):
+                _save(turn, parts, thinking, usage)
             if item.done:
                 break
     except GeneratorExit:

@@ -28,7 +28,7 @@ import logging
 import secrets
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
 from types import SimpleNamespace
@@ -52,21 +52,21 @@ from ..metrics import record_cost, record_provider_call
 from ..models import MAX_ID, ChatSession, Message, User
 from ..provider_registry import missing_variable, registry
 from ..providers import (
-    NO_TOOLING,
     ChatMessage,
     Completion,
     Options,
     Provider,
     ProviderError,
     ReplyStream,
-    Tooling,
     UnknownModelError,
 )
 from ..providers.base import NO_OPTIONS, USAGE
 from ..providers.client import no_reply
-from ..providers.messages import text_of
-from . import attempts, images, titles, transcript
+from ..providers.messages import plain, text_of
+from ..providers.tools import NO_TOOLING, Tooling
+from . import attempts, images, titles, tool_loop, transcript
 from .history import catch_up, find_session, new_number
+from .tool_loop import chars
 
 log = logging.getLogger(__name__)
 TITLE_MAX_CHARS = 60
@@ -91,10 +91,9 @@ class Turn:
     asked_at: datetime
     request_id: str | None
     options: Options = NO_OPTIONS  # what the request asked of the model
-    tooling: Tooling = NO_TOOLING  # tools and the answer's format (a JSON schema...)
-    # A new session's first messages, stored before the question: (role, text) of the earlier
-    # turns an OpenAI client sent (see prepare_conversation).
-    seed: list[tuple[str, str]] = field(default_factory=list)
+    # A new session's first messages, stored before the question: the earlier messages an
+    # OpenAI client sent, but the system prompt (see prepare_conversation).
+    seed: list[ChatMessage] = field(default_factory=list)
     persist: bool = True  # False: nothing is stored ("store": false)
     digest: str | None = None  # a streamed turn's session transcript digest once it began
     lease_token: str | None = None  # a streamed reply's, named by each of its writes
@@ -118,6 +117,10 @@ class Turn:
     # inline images of a /v1 request, stored as attachments with it.
     attachment_ids: list[int] | None = None
     inline_images: list[tuple[bytes, Any]] = field(default_factory=list)
+    tooling: Tooling = NO_TOOLING  # the tools the model may call, the reply's format
+    # A turn that gives the model the results of its tool calls: those "tool" messages (the
+    # last is `content`'s, stored as the question); empty for a question of the user's.
+    results: list[ChatMessage] = field(default_factory=list)
 
     @property
     def model_name(self) -> str:
@@ -144,6 +147,9 @@ _LATEST_MESSAGES = (
         Message.session_id == bindparam("session_id"),
         Message.id < bindparam("before"),
         Message.superseded.is_(False),
+        # A tool loop's calls and results are the /v1 client's context, which it re-sends.
+        Message.tool_calls.is_(None),
+        Message.tool_call_id.is_(None),
     )
     .order_by(Message.id.desc())
     .limit(bindparam("limit"))
@@ -219,7 +225,7 @@ def _model(user_id: int, model_name: str, options: Options) -> tuple[Provider, s
 def _reserve(turn: Turn, limits: Limits, streamed: bool) -> None:
     """A user with a budget reserves the call's estimate (or is refused: a 429), in the
     transaction the caller commits before the provider is called."""
-    prompt = _estimate(images.chars(turn.messages))
+    prompt = _estimate(chars(turn.messages))
     turn.reservation = reservations.reserve_call(
         turn.user_id,
         limits,
@@ -326,7 +332,12 @@ def _planned(
 _CURRENT = Message.superseded.is_(False)
 _LAST_QUESTION = (
     select(Message)
-    .where(Message.session_id == bindparam("session_id"), Message.is_bot.is_(False), _CURRENT)
+    .where(
+        Message.session_id == bindparam("session_id"),
+        Message.is_bot.is_(False),
+        Message.tool_call_id.is_(None),  # a tool result is no question of the user's
+        _CURRENT,
+    )
     .order_by(Message.id.desc())
     .limit(1)
 )
@@ -368,7 +379,7 @@ def prepare_again(
         question = db.session.get(Message, message_id)
         if question is None or question.session_id != session.id:
             abort(404, message="Message not found")
-        if question.is_bot:
+        if question.is_bot or question.tool_call_id is not None:
             _invalid("message_id", "Only your own messages can be edited, not replies.")
         if question.superseded:
             _invalid("message_id", "The message was superseded: edit the current one.")
@@ -423,6 +434,7 @@ def prepare_conversation(
     retry_key: str | None = None,
     retrying: bool = False,
     inline: list[tuple[bytes, Any]] = (),
+    tooling: Tooling = NO_TOOLING,
 ) -> Turn:
     """A turn whose context is a whole conversation the client sent (OpenAI's contract): the
     provider gets exactly `messages`, and the last one, the user's, is what is stored.
@@ -439,24 +451,33 @@ def prepare_conversation(
     same key) goes to that question's session, and replaces the failed question once stored:
     one call retried by its client leaves one session, whatever each attempt's fate.
 
+    A tool loop's next request ends with the results of the calls the model made (`tool`
+    messages) instead of a question: those results are the turn's question, stored in its
+    session like one. `tooling` goes to the provider, which may refuse it (or the messages):
+    UnsupportedInput, before anything is reserved or stored.
+
     `inline`: the last message's images, (bytes, attachments.images.ImageInfo) each, stored
     as its attachments (the user's ATTACHMENT_QUOTA_BYTES full: a 409 before any call).
     """
     config = current_app.config
     provider, model, limits = _model(user.id, model_name, options)
-    if not messages or messages[-1]["role"] != "user":
-        _invalid("messages", "The last message must be the user's.")
+    results = tool_loop.results(messages)
+    if not results and (not messages or messages[-1]["role"] != "user"):
+        _invalid("messages", "The last message must be the user's, or the results of tool calls.")
     content = text_of(messages[-1]["content"])
-    if not content.strip() and not inline:
+    if not results and not content.strip() and not inline:
         _invalid("messages", "The last message must not be blank.")
     if len(content) > config["MAX_MESSAGE_CHARS"]:
         _invalid("messages", f"The last message is over {config['MAX_MESSAGE_CHARS']} characters.")
-    if sum(len(text_of(m["content"])) for m in messages) > config["CONTEXT_MAX_CHARS"]:
+    if chars(messages) > config["CONTEXT_MAX_CHARS"]:
         _invalid("messages", f"The conversation is over {config['CONTEXT_MAX_CHARS']} characters.")
     messages = images.checked(provider, model, messages, status=400, strip=False)
+    if model is not None and (tooling != NO_TOOLING or not plain(messages)):
+        provider.check(messages, model, tooling)
     if persist and inline:
         attachments.room_for(user.id, sum(info.size for _, info in inline))
-    earlier = [(m["role"], text_of(m["content"])) for m in messages[:-1] if m["role"] != "system"]
+    asked = len(messages) - max(len(results), 1)  # where this turn's question begins
+    earlier = [m for m in messages[:asked] if m["role"] != "system"]
     session, repeats = None, None
     if persist and retrying and retry_key is not None:
         found = attempts.failed_attempt(user.id, retry_key)
@@ -466,8 +487,10 @@ def prepare_conversation(
     if session is None and persist and number is not None:
         session = find_session(user.id, number)
     elif session is None and persist and earlier:
-        digest = transcript.extend(None, earlier)
+        digest = transcript.extend(None, transcript.entries(earlier))
         session = db.session.scalar(_BY_TRANSCRIPT, {"user_id": user.id, "digest": digest})
+    if session is not None and any(m.get("tool_calls") for m in earlier):
+        messages = tool_loop.with_provider_data(session.id, messages)
     turn = Turn(
         user_id=user.id,
         provider=provider,
@@ -484,10 +507,17 @@ def prepare_conversation(
         retry_key=retry_key,
         repeats=repeats,
         inline_images=list(inline),
+        tooling=tooling,
+        results=results,
     )
     _reserve(turn, limits, streamed)
     db.session.commit()
     return turn
+
+
+def asked(turn: Turn) -> list[ChatMessage]:
+    """What the turn asks, as messages: the user's question, or the tool results it gives."""
+    return tool_loop.asked(turn.content, turn.results)
 
 
 # --- 2. the provider call ------------------------------------------------------------------
@@ -505,9 +535,14 @@ def _ready(turn: Turn) -> str:
 
 def complete(turn: Turn) -> Completion:
     model = _ready(turn)
-    return turn.provider.complete(
+    completion = turn.provider.complete(
         turn.messages, model, turn.options, request_id=turn.request_id, tooling=turn.tooling
     )
+    if completion.tool_calls:
+        taken = tool_loop.call_ids(turn.messages)
+        calls = tool_loop.fresh_calls(completion.tool_calls, taken)
+        completion = replace(completion, tool_calls=calls)
+    return completion
 
 
 def open_stream(turn: Turn) -> ReplyStream:
@@ -545,20 +580,26 @@ def _estimate(chars: int) -> int:
 
 
 def _charge(
-    turn: Turn, answered: str | None, counts: Mapping[str, int | None], text: str, reasoning: str
+    turn: Turn,
+    answered: str | None,
+    counts: Mapping[str, int | None],
+    text: str,
+    reasoning: str,
+    called: int = 0,
 ) -> tuple[ledger.Entry, Decimal | None]:
     """What the provider call used, as an entry of the user's usage (and in the cost metric),
     and its cost as the reply shows it (None when unknown). `answered` is the model the
-    provider says answered. Tokens the provider did not report (a stream cut short, a client
-    that hung up) are counted at 4 characters each, so that no budget is escaped by hanging up.
+    provider says answered; `called`, the characters of the reply's tool call arguments. Tokens
+    the provider did not report (a stream cut short, a client that hung up) are counted at 4
+    characters each, so that no budget is escaped by hanging up.
     """
     model = answered or turn.model
     prompt, completion = counts["prompt_tokens"], counts["completion_tokens"]
     reported = prompt is not None and completion is not None
     if prompt is None:
-        prompt = _estimate(sum(len(m["content"]) for m in turn.messages))
+        prompt = _estimate(chars(turn.messages))
     if completion is None:
-        completion = _estimate(len(text) + len(reasoning))
+        completion = _estimate(len(text) + len(reasoning) + called)
     now = clock.now()
     cost = governance().prices.cost(
         turn.provider.name, turn.model, model, prompt, completion, counts["cached_tokens"], now
@@ -624,13 +665,13 @@ def _commit_question(
     for _ in range(CREATE_ATTEMPTS):
         existing = session is not None
         now = clock.now()
-        added = [] if existing else list(turn.seed)
+        added = [] if existing else transcript.entries(turn.seed)
         if whole:
-            added += [("user", turn.content), ("assistant", reply.content)]
+            added += tool_loop.whole_turn(asked(turn), reply.content, reply.tool_calls)
         if session is None:
             session = ChatSession(
                 user_id=turn.user_id,
-                title=make_title(turn.seed[0][1] if turn.seed else turn.content),
+                title=make_title(tool_loop.first_text([*turn.seed, *asked(turn)], turn.content)),
                 created_at=turn.asked_at,
                 transcript_digest=transcript.extend(None, added) if added else None,
             )
@@ -645,6 +686,8 @@ def _commit_question(
             error=error,
             retry_key=turn.retry_key if error is not None else None,
         )
+        if turn.results:
+            question.tool_call_id = turn.results[-1]["tool_call_id"]
         try:
             if not existing:  # the user's row first, as a deletion of the account locks it
                 with db.session.no_autoflush:
@@ -668,6 +711,8 @@ def _commit_question(
                 db.session.add(session)
                 db.session.flush()
                 _add_seed(session, turn)  # the earlier messages first, in their order
+            for result in turn.results[:-1]:  # the other results of the turn, in their order
+                db.session.add(tool_loop.result_row(session, result, turn.asked_at))
             db.session.add(question)
             if turn.attachment_ids or turn.inline_images:
                 db.session.flush()
@@ -781,18 +826,20 @@ def _add_seed(session: ChatSession, turn: Turn) -> None:
     rows = [
         {
             "session_id": session.id,
-            "is_bot": role == "assistant",
-            "content": text,
+            "is_bot": m["role"] == "assistant",
+            "content": text_of(m["content"]),
             "created_at": turn.asked_at,
             "superseded": False,
             "incomplete": False,
+            "tool_calls": m.get("tool_calls"),
+            "tool_call_id": m.get("tool_call_id"),
         }
-        for role, text in turn.seed
+        for m in turn.seed
     ]
     # One statement executed for every row (a multi-row INSERT on PostgreSQL): compiling a
     # VALUES clause of hundreds of rows would cost more than writing them, lock held.
     db.session.execute(_SEED, rows)
-    if any(role == "assistant" for role, _ in turn.seed[1:]):
+    if any(m["role"] == "assistant" for m in turn.seed[1:]):
         db.session.execute(
             update(Message)
             .where(
@@ -825,6 +872,7 @@ def store(turn: Turn, completion: Completion) -> Message:
         finish_reason=completion.finish_reason,
         latency_ms=_latency_ms(turn),
         cost_usd=_dollars(cost),
+        tool_calls=[dict(call) for call in completion.tool_calls] or None,
     )
     if turn.again:
         _commit_again(turn, reply, usage)
@@ -992,7 +1040,7 @@ def start(turn: Turn) -> None:
     if turn.session is not None:
         turn.digest = turn.session.transcript_digest
     elif turn.seed:
-        turn.digest = transcript.extend(None, turn.seed)
+        turn.digest = transcript.extend(None, transcript.entries(turn.seed))
     reply = Message(is_bot=True, content="", model=turn.model_name, incomplete=False, **leased)
     _commit_question(turn, reply, ended=False)
 
@@ -1017,17 +1065,24 @@ _SAVE = (
     .values(
         content=bindparam("content"),
         reasoning=bindparam("reasoning"),
+        tool_calls=bindparam("tool_calls"),
         lease_until=bindparam("lease"),
     )
 )
 
 
-def save_progress(turn: Turn, text: str, reasoning: str) -> None:
-    """The text and reasoning so far, and a renewed lease: one UPDATE. SessionDeleted if the
-    reply is gone."""
+def save_progress(turn: Turn, text: str, reasoning: str, calls: list | None = None) -> None:
+    """The text, reasoning and tool calls so far (the last call's arguments perhaps cut: the
+    reply is not finished), and a renewed lease: one UPDATE. SessionDeleted if the reply is
+    gone."""
     if not turn.persist:
         return
-    values = {"content": text, "reasoning": reasoning or None, "lease": _lease()}
+    values = {
+        "content": text,
+        "reasoning": reasoning or None,
+        "tool_calls": calls or None,
+        "lease": _lease(),
+    }
     owner = {"reply_id": turn.reply.id, "in_session": turn.session.id, "token": turn.lease_token}
     result = db.session.execute(_SAVE, owner | values)
     db.session.commit()
@@ -1049,14 +1104,15 @@ def finish(
     failure: ProviderError | None,
 ) -> tuple[Message | None, ProviderError | None]:
     """The streamed reply, whole or (with `failure`) the part received, marked incomplete; with
-    no text at all, the user's message is flagged with the failure instead (a stream that
-    ended well with no text failed too: an empty reply must never enter later context). One
-    transaction, which also counts what the call used, even when the session was deleted
-    meanwhile (the provider was used). `usage` holds the stream's usage, model and finish
+    neither text nor a tool call, the user's message is flagged with the failure instead (a
+    stream that ended well with neither failed too: an empty reply must never enter later
+    context). One transaction, which also counts what the call used, even when the session was
+    deleted meanwhile (the provider was used). `usage` holds the stream's usage, model and finish
     reason (client.merge). Returns the reply (if any text came) and the failure (if any)."""
-    if failure is None and not text:
+    calls = usage.get("tool_calls") or None
+    if failure is None and not text and not calls:
         failure = no_reply(turn.provider.name, usage.get("finish_reason"), reasoning)
-    if failure is not None and not text:
+    if failure is not None and not text and not calls:
         _account(turn, str(failure.status))
         # A client that hangs up while the provider is still silent (reading a long prompt, a
         # model thinking) escapes no budget: the provider was sent the whole prompt.
@@ -1084,7 +1140,9 @@ def finish(
     counts = {name: usage.get(name) for name in USAGE}
     _account(turn, "incomplete" if failure else "ok", *[counts[n] for n in USAGE[:2]])
     model = usage.get("model") or turn.model
-    entry, cost = _charge(turn, model, counts, text, reasoning)
+    # Unreported (a stream cut short), the output is estimated from all it said, calls included.
+    called = tool_loop.arguments_chars(calls)
+    entry, cost = _charge(turn, model, counts, text, reasoning, called)
     values = {
         "content": text,
         "reasoning": reasoning or None,
@@ -1098,6 +1156,9 @@ def finish(
         "error": failure.message if failure is not None else None,
         "lease_until": None,
         "lease_token": None,
+        # Cut short, the last call's arguments may be cut too: kept, the reply flagged
+        # incomplete, never part of a later context or of the transcript's digest.
+        "tool_calls": calls,
     }
     if not turn.persist:
         _count_alone(turn, entry)
@@ -1123,7 +1184,7 @@ def finish(
         turn,
         entry,
         write,
-        [("user", turn.content), ("assistant", text)]
+        tool_loop.whole_turn(asked(turn), text, calls)
         if failure is None and not turn.again
         else None,
     )

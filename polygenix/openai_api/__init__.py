@@ -26,9 +26,10 @@ from ..limits import per_user
 from ..models import MAX_ID
 from ..provider_registry import registry
 from ..providers import ProviderError, UnknownModelError
+from ..providers.messages import UnsupportedInput
 from .embedding_service import with_embedding_models
 from .embeddings import bp as embeddings_bp
-from .events import ChunkEvents, finish_reason
+from .events import ChunkEvents, finish_reason, tool_call
 from .responses import bp as responses_bp
 from .schemas import invalid, parse
 
@@ -94,9 +95,12 @@ def chat_completions():
             retry_key=retry_key,
             retrying=retrying,
             inline=list(asked.images),
+            tooling=asked.tooling,
         )
     except UnknownModelError:
         return _model_not_found(unknown_model(current_user.id, asked.model))
+    except UnsupportedInput as e:  # what the model's provider cannot take
+        invalid(e.field, e.message)
     headers = {}
     completion_id = f"chatcmpl-{uuid.uuid4().hex}"
     created = int(time.time())
@@ -107,7 +111,13 @@ def chat_completions():
             return _provider_error(e)
         if turn.persist:
             headers[SESSION_HEADER] = str(turn.session.number)
-        events = ChunkEvents(completion_id, created, turn.model_name, asked.include_usage)
+        events = ChunkEvents(
+            completion_id,
+            created,
+            turn.model_name,
+            asked.include_usage,
+            tools_allowed=asked.tooling.calls_allowed(),
+        )
         return Response(
             stream_with_context(streaming.relay(started, events)),
             mimetype="text/event-stream",
@@ -122,6 +132,9 @@ def chat_completions():
     if turn.persist:
         headers[SESSION_HEADER] = str(turn.session.number)
     message = {"role": "assistant", "content": completion.content}
+    if completion.tool_calls:
+        message["content"] = completion.content or None
+        message["tool_calls"] = [tool_call(call) for call in completion.tool_calls]
     if completion.reasoning:
         message["reasoning_content"] = completion.reasoning
     prompt, written = completion.prompt_tokens or 0, completion.completion_tokens or 0

@@ -1,17 +1,18 @@
 """A Chat Completions request as OpenAI defines it
 (https://platform.openai.com/docs/api-reference/chat/create), read into what a PolyGenix turn
-needs: the messages, the model, the generation options, whether to stream and to store.
+needs: the messages, the model, the generation options, the tooling (tools, tool choice and
+response format: tool_schema.py), whether to stream and to store.
 
-What PolyGenix cannot do is refused with a 400 naming the field (`param`): tools and functions,
-a response_format other than text, logprobs, more than one choice, audio or file parts. A user
+What PolyGenix cannot do is refused with a 400 naming the field (`param`): the deprecated
+functions and function_call, logprobs, more than one choice, audio or file parts. A user
 message's `image_url` parts are read by images.py.
 Fields that change nothing here (frequency_penalty, logit_bias, service_tier, user, metadata...)
 are accepted and ignored, as OpenAI-compatible servers commonly do.
 
 Messages are checked as OpenAI checks them: a role among those known, a content that is a string
-or a non-empty list of parts, never null or missing (OpenAI allows a null content only on an
-assistant message with tool calls, which PolyGenix does not take); an empty string is accepted
-but for the last message. More than V1_MAX_MESSAGES of them is a 400.
+or a non-empty list of parts, never null or missing (but on an assistant message with tool
+calls); an empty string is accepted but for the last message. A tool message answers a call of
+an earlier assistant message of the request. More than V1_MAX_MESSAGES of them is a 400.
 """
 
 from dataclasses import dataclass
@@ -24,10 +25,18 @@ from ..attachments.images import ImageInfo
 from ..providers import ChatMessage, Options
 from ..providers.base import EFFORTS
 from ..providers.messages import ContentPart
+from ..providers.tools import NO_TOOLING, Tooling
+from . import tool_schema
 from .images import image_part
 
-ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
-UNSUPPORTED = ("tools", "functions", "tool_choice", "function_call", "audio", "prediction")
+ROLES = {
+    "system": "system",
+    "developer": "system",
+    "user": "user",
+    "assistant": "assistant",
+    "tool": "tool",
+}
+UNSUPPORTED = ("functions", "function_call", "audio", "prediction")
 MAX_STOP = 4
 
 
@@ -41,6 +50,7 @@ class Request:
     store: bool
     # The last message's inline images: their bytes and what they are, stored with it.
     images: tuple[tuple[bytes, ImageInfo], ...] = ()
+    tooling: Tooling = NO_TOOLING
 
 
 def invalid(param: str, message: str):
@@ -115,20 +125,37 @@ def _user_content(
     return parts, inline
 
 
-def _message(message: Any, index: int) -> tuple[ChatMessage, list[tuple[bytes, ImageInfo]]]:
+def _message(
+    message: Any, index: int, calls: set[str]
+) -> tuple[ChatMessage, list[tuple[bytes, ImageInfo]]]:
+    """Message `index`, and its inline images; `calls` holds the ids of the tool calls of the
+    messages before it."""
     role = message.get("role") if isinstance(message, dict) else None
     if not isinstance(role, str) or role not in ROLES:
         invalid(
-            "messages", f"messages[{index}].role must be one of system, developer, user, assistant."
+            "messages",
+            f"messages[{index}].role must be one of system, developer, user, assistant, tool.",
         )
-    if message.get("tool_calls") or message.get("function_call"):
-        invalid("messages", f"messages[{index}]: tool calls are not supported by this server.")
-    if message.get("content") is None:
+    if message.get("function_call"):
+        invalid("messages", f"messages[{index}].function_call is deprecated: use tool_calls.")
+    tool_calls = message.get("tool_calls")
+    if tool_calls is not None and role != "assistant":
+        invalid("messages", f"messages[{index}]: only an assistant message has tool_calls.")
+    if message.get("content") is None and tool_calls is None:
         invalid("messages", f"messages[{index}].content is required: a string or a list of parts.")
+    content = message.get("content")
     if ROLES[role] == "user":
-        content, inline = _user_content(message["content"], index)
-        return {"role": "user", "content": content}, inline
-    return {"role": ROLES[role], "content": _text(message["content"], index)}, []
+        parts, inline = _user_content(content, index)
+        return {"role": "user", "content": parts}, inline
+    read: ChatMessage = {
+        "role": ROLES[role],
+        "content": "" if content is None else _text(content, index),
+    }
+    if tool_calls is not None:
+        read["tool_calls"] = tool_schema.calls(tool_calls, index, calls)
+    elif role == "tool":
+        read["tool_call_id"] = tool_schema.answered_call(message, index, calls)
+    return read, []
 
 
 def parse(body: Any) -> Request:
@@ -137,9 +164,7 @@ def parse(body: Any) -> Request:
     for name in UNSUPPORTED:
         if body.get(name):
             invalid(name, f"{name} is not supported by this server.")
-    fmt = body.get("response_format")
-    if fmt is not None and not (isinstance(fmt, dict) and fmt.get("type") == "text"):
-        invalid("response_format", "Only a response_format of type text is supported.")
+    tooling = tool_schema.tooling(body)
     if body.get("logprobs"):
         invalid("logprobs", "logprobs are not supported by this server.")
     if body.get("n") not in (None, 1):
@@ -154,9 +179,10 @@ def parse(body: Any) -> Request:
     if len(messages) > most:
         invalid("messages", f"messages must hold at most {most} messages, not {len(messages)}.")
     read: list[ChatMessage] = []
+    calls: set[str] = set()
     for index, message in enumerate(messages):
         # The last message's inline images are stored with it; the earlier ones' are not.
-        parsed, inline = _message(message, index)
+        parsed, inline = _message(message, index, calls)
         read.append(parsed)
     stop = body.get("stop")
     if isinstance(stop, str):
@@ -194,4 +220,5 @@ def parse(body: Any) -> Request:
         include_usage=bool(stream_options.get("include_usage")),
         store=body.get("store") is not False,
         images=tuple(inline),
+        tooling=tooling,
     )
