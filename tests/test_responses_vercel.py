@@ -62,6 +62,8 @@ def test_the_vercel_ai_sdks_default_openai_model(node_project, provider_app, cli
     assert streamed["text"] == "Hello from the stream" and streamed["finish"] == "stop"
     assert streamed["id"].startswith("resp_") and streamed["id"] != generated["id"]
     assert said["object"]["object"]["answer"].startswith("Hello from ")
+    assert said["tools"]["calls"] == ["get_weather"] and said["tools"]["steps"] == 2
+    assert said["tools"]["text"].startswith("Tool said: ")
     history = client.get("/api/ai_chat/history", headers=ada).json
     conversation = [s for s in history if s["messages"][0]["content"] == "What is 2+2?"]
     [session] = conversation  # the stream continued the first response's session

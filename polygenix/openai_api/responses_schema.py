@@ -133,8 +133,10 @@ def _item(raw: Any, n: int, new_id: Ids, resolve: Resolve) -> dict | None:
         return None if found["type"] == "reasoning" else found
     if kind == "reasoning":
         return None
-    if kind in ("function_call", "function_call_output"):
-        invalid("input", f"{where}: {kind} items are not supported by this server yet.")
+    if kind == "function_call":
+        return function_tools.call_item(raw, where, new_id("fc"))
+    if kind == "function_call_output":
+        return function_tools.output_item(raw, where, new_id("fco"))
     if kind != "message":
         invalid("input", f"{where}: items of type {kind!r} are not supported by this server.")
     role = raw.get("role")
@@ -153,6 +155,10 @@ def messages_of(items: list[dict]) -> list[ChatMessage]:
         if item["type"] == "message":
             text = "".join(p["text"] for p in item["content"])
             messages.append({"role": ROLES[item["role"]], "content": text})
+        elif item["type"] == "function_call":
+            function_tools.add_call(messages, item)
+        elif item["type"] == "function_call_output":
+            messages.append(function_tools.result_message(item))
     return messages
 
 
@@ -276,8 +282,6 @@ def parse(body: Any, resolve: Resolve) -> Request:
     if previous is not None and not isinstance(previous, str):
         invalid("previous_response_id", "previous_response_id must be a string.")
     tools = function_tools.tools(body)
-    if tools:
-        invalid("tools", "function tools are not supported by this server yet.")
     choice = function_tools.tool_choice(body, tools)
     parallel = body.get("parallel_tool_calls")
     fmt = _format(body)
@@ -285,8 +289,8 @@ def parse(body: Any, resolve: Resolve) -> Request:
     ids = Ids()
     items = _input(body, ids, resolve)
     messages = messages_of(items)
-    if not messages or messages[-1]["role"] != "user":
-        invalid("input", "The last input item must be a message of the user's.")
+    if not messages or messages[-1]["role"] not in ("user", "tool"):
+        invalid("input", "The last input item must be the user's message or a function's output.")
     _sizes(messages, instructions)
     max_tokens = body.get("max_output_tokens")
     if max_tokens is not None and (

@@ -16,6 +16,9 @@ from . import responses_store as stored
 from .responses_schema import Request
 from .schemas import invalid
 
+# The request field an UnsupportedInput is about, by the chat field it names.
+FIELDS = {"response_format": "text", "tools": "tools", "tool_choice": "tool_choice"}
+
 
 class PreviousNotFound(LookupError):
     """`previous_response_id` is none of the caller's stored responses."""
@@ -56,34 +59,24 @@ def prepare(user: User, asked: Request) -> Pending:
             raise PreviousNotFound(asked.previous_id)
         new = sum(len(m["content"]) for m in asked.messages) + len(asked.instructions or "")
         earlier = stored.context(previous, new)
-    turn = turns.prepare_conversation(
-        user,
-        _messages(asked, earlier),
-        asked.model,
-        asked.options,
-        number=number,
-        persist=asked.store,
-        streamed=asked.stream,
-    )
-    turn.tooling = asked.tooling
-    _check(turn)
+    try:
+        turn = turns.prepare_conversation(
+            user,
+            _messages(asked, earlier),
+            asked.model,
+            asked.options,
+            number=number,
+            persist=asked.store,
+            streamed=asked.stream,
+            tooling=asked.tooling,
+        )
+    except UnsupportedInput as e:  # what the model's provider cannot take
+        invalid(FIELDS.get(e.field, "input"), e.message)
     base = objects.response(asked.ids.response, int(time.time()), turn.model_name, asked.echo)
     pending = Pending(turn, base, asked, previous.id if previous is not None else None)
     if turn.persist:
         turn.on_store = pending.record
     return pending
-
-
-def _check(turn: turns.Turn) -> None:
-    """What the provider cannot take is a 400 before it is called (the call's budget
-    reservation released)."""
-    if turn.model is None:
-        return
-    try:
-        turn.provider.check(turn.messages, turn.model, turn.tooling)
-    except UnsupportedInput as e:
-        turns.release_unsettled(turn)
-        invalid("text" if e.field in ("response_format", "text") else "input", e.message)
 
 
 def answered(pending: Pending, completion: Completion) -> dict:
@@ -95,7 +88,8 @@ def answered(pending: Pending, completion: Completion) -> dict:
         completion.cached_tokens,
         completion.reasoning_tokens,
     )
-    output = objects.output(pending.asked.ids, completion.content, completion.reasoning, status)
+    said = (completion.content, completion.reasoning, status, completion.tool_calls)
+    output = objects.output(pending.asked.ids, *said)
     body = pending.base | {"status": status, "output": output, "usage": used}
     body["incomplete_details"] = details
     if status == "completed":

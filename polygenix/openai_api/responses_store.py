@@ -9,7 +9,7 @@ session one after the other, and a continuation of either sees its own branch on
 """
 
 from flask import current_app
-from sqlalchemy import bindparam, delete, insert, literal, select, update
+from sqlalchemy import bindparam, delete, func, insert, literal, select, update
 
 from .. import clock
 from ..extensions import db
@@ -141,10 +141,12 @@ _INSERT = insert(R.__table__).values(
 
 
 def remove(row: StoredResponse) -> None:
-    """Delete a stored response and its turn (the user's message and the reply) from its
-    session; a response that continued it now continues none."""
+    """Delete a stored response and its turn from its session: the user's message (or the
+    function outputs it gave) and the reply. A response that continued it now continues none."""
     question = db.session.scalar(select(Message.reply_to_id).where(Message.id == row.reply_id))
     turn = [i for i in (row.reply_id, question) if i is not None]
+    if question is not None:
+        turn += db.session.scalars(_OTHER_RESULTS, {"session_id": row.session_id, "q": question})
     # The session first: rows are locked in the order every turn locks them.
     db.session.execute(
         update(ChatSession)
@@ -159,3 +161,18 @@ def remove(row: StoredResponse) -> None:
         .execution_options(synchronize_session=False)
     )
     db.session.commit()
+
+
+_IN_SESSION = Message.session_id == bindparam("session_id")
+# A turn that gave function outputs stored them just before its question (the last of them):
+# the tool results after the session's last reply before it.
+_OTHER_RESULTS = select(Message.id).where(
+    _IN_SESSION,
+    Message.id < bindparam("q"),
+    Message.tool_call_id.is_not(None),
+    Message.is_bot.is_(False),
+    Message.id
+    > select(func.coalesce(func.max(Message.id), 0))
+    .where(_IN_SESSION, Message.id < bindparam("q"), Message.is_bot.is_(True))
+    .scalar_subquery(),
+)

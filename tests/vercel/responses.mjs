@@ -1,7 +1,7 @@
 // The Vercel AI SDK's default openai() provider (the Responses API) against PolyGenix: each
 // call's outcome as one JSON line on stdout, read by tests/test_responses_vercel.py.
 import { createOpenAI } from "@ai-sdk/openai";
-import { generateObject, generateText, streamText } from "ai";
+import { generateObject, generateText, stepCountIs, streamText, tool } from "ai";
 import { z } from "zod";
 
 const openai = createOpenAI({ baseURL: process.env.POLYGENIX_BASE_URL, apiKey: process.env.POLYGENIX_KEY });
@@ -29,3 +29,17 @@ const object = await generateObject({
 });
 say("object", { object: object.object });
 
+// A tool loop of two steps: the model calls get_weather, the SDK runs it and sends its result.
+const looped = await generateText({
+  model: openai(model),
+  prompt: "Weather in Paris?",
+  tools: {
+    get_weather: tool({
+      description: "The weather in a city",
+      inputSchema: z.object({ city: z.string() }),
+      execute: async ({ city }) => `sunny in ${city}`,
+    }),
+  },
+  stopWhen: stepCountIs(2),
+});
+say("tools", { text: looped.text, steps: looped.steps.length, calls: looped.steps[0].toolCalls.map((c) => c.toolName) });
