@@ -11,7 +11,7 @@ kept for its owner; with `"store": false` nothing is kept (what the call used co
 same).
 """
 
-from flask import Blueprint, Response, request, stream_with_context
+from flask import Blueprint, Response, current_app, request, stream_with_context
 
 from ..auth.access import current_user, required
 from ..chat import streaming
@@ -58,6 +58,11 @@ def _provider_error(error: ProviderError, turn: turns.Turn | None = None) -> Res
 @required(keys=True)
 @per_user
 def create():
+    # Images come inline (base64): a body may be larger than other requests', as on
+    # /v1/chat/completions.
+    request.max_content_length = max(
+        current_app.config["MAX_CONTENT_LENGTH"], current_app.config["V1_MAX_BODY_BYTES"]
+    )
     asked = parse(request.get_json(), stored.resolver(current_user.id))
     try:
         pending = service.prepare(current_user, asked)
@@ -132,7 +137,8 @@ def input_items(response_id: str):
     row = stored.find(current_user.id, response_id)
     if row is None:
         return _not_found(response_id)
-    items = list(row.items) if order == "asc" else list(reversed(row.items))
+    items = stored.listed(row)
+    items = items if order == "asc" else list(reversed(items))
     after = request.args.get("after")
     if after is not None:
         ids = [item["id"] for item in items]

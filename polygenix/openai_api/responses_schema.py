@@ -6,9 +6,10 @@ store.
 
 What PolyGenix cannot do is a 400 naming the field (`param`): built-in tools (web_search,
 file_search...), `background: true`, `conversation`, reusable `prompt`s, input files and
-images (function tools: responses_tools.py). A field OpenAI does not define is a 400 too, as
-OpenAI answers ("Unknown parameter"). Fields that change nothing here (`user`, `include`,
-`service_tier`, `truncation`, `prompt_cache_key`...) are accepted and ignored.
+audio, image `file_id`s (function tools: responses_tools.py; images: responses_images.py).
+A field OpenAI does not define is a 400 too, as OpenAI answers ("Unknown parameter"). Fields
+that change nothing here (`user`, `include`, `service_tier`, `truncation`,
+`prompt_cache_key`...) are accepted and ignored.
 """
 
 import re
@@ -19,9 +20,12 @@ from typing import Any
 
 from flask import current_app
 
+from ..chat.tool_loop import chars
 from ..providers import ChatMessage, Options, ResponseFormat, Tooling
 from ..providers.base import EFFORTS
+from ..providers.messages import ContentPart, ImagePart, text_of
 from . import responses_tools as function_tools
+from .responses_images import Inline, at_most, input_image
 from .schemas import invalid
 
 KNOWN = set(
@@ -32,7 +36,7 @@ KNOWN = set(
 )
 ROLES = {"user": "user", "system": "system", "developer": "system", "assistant": "assistant"}
 # Part types OpenAI defines that PolyGenix does not take (yet): a 400 naming `input`.
-UNSUPPORTED_PARTS = {"input_image", "input_file", "input_audio"}
+UNSUPPORTED_PARTS = {"input_image", "input_file", "input_audio"}  # input_image: a user's only
 RESPONSE_ID = re.compile(r"resp_[0-9a-f]{48}")
 ITEM_ID = re.compile(r"[a-z]{1,8}_([0-9a-f]{48})[0-9a-f]{4}")
 METADATA_KEYS, METADATA_KEY_CHARS, METADATA_VALUE_CHARS = 16, 64, 512
@@ -70,6 +74,7 @@ class Request:
     tooling: Tooling
     ids: Ids  # the response's and its items' ids
     echo: dict = field(default_factory=dict)  # request fields the response object repeats
+    images: tuple[Inline, ...] = ()  # the last message's inline images, stored with it
 
 
 def response_of(item: str) -> str | None:
@@ -95,30 +100,45 @@ def _text(value: Any, where: str, param: str = "input") -> str:
     return value
 
 
-def _content(content: Any, where: str, assistant: bool) -> list[dict]:
-    """A message's content as kept parts (input_text, or output_text for an assistant)."""
+# A new message's images by item id: as a provider is sent them, and its inline images' bytes.
+Pictures = dict[str, tuple[list[ImagePart], list[Inline]]]
+
+
+def _content(content: Any, where: str, role: str, pictures: Pictures, item_id: str) -> list[dict]:
+    """A message's content as kept parts (input_text and input_image, or output_text for an
+    assistant); a user message's images, as a provider is sent them, go in `pictures`."""
+    assistant = role == "assistant"
     kind = "output_text" if assistant else "input_text"
     extra = {"annotations": []} if assistant else {}
     if isinstance(content, str):
         return [{"type": kind, "text": _text(content, f"{where}.content")} | extra]
     if not isinstance(content, list) or not content:
         invalid("input", f"{where}.content must be a string or a non-empty list of parts.")
-    parts = []
+    parts, images, inline = [], [], []
     for n, part in enumerate(content):
         ptype = part.get("type") if isinstance(part, dict) else None
+        if ptype == "input_image" and role == "user":
+            kept, image, found = input_image(part, f"{where}.content[{n}]")
+            parts.append(kept)
+            images.append(image)
+            inline += [found] if found is not None else []
+            continue
         if ptype in UNSUPPORTED_PARTS:
             invalid("input", f"{where}.content[{n}]: {ptype} parts are not supported here.")
         if ptype not in ("input_text", "output_text", "text") or "text" not in part:
             invalid("input", f"{where}.content[{n}] must be a text part (input_text).")
         parts.append({"type": kind, "text": _text(part["text"], f"{where}.content[{n}].text")})
         parts[-1] |= extra
+    if images:
+        at_most(len(images), where)
+        pictures[item_id] = (images, inline)
     return parts
 
 
 Resolve = Callable[[str], dict | None]  # an item_reference's id: the item it names, if any
 
 
-def _item(raw: Any, n: int, new_id: Ids, resolve: Resolve) -> dict | None:
+def _item(raw: Any, n: int, new_id: Ids, resolve: Resolve, pictures: Pictures) -> dict | None:
     """An input item, checked and kept as OpenAI lists it (with an id); None for one that
     holds nothing to resend (a reasoning item a client sends back). An `item_reference` is the
     caller's stored item it names (a 400 if it names none)."""
@@ -142,18 +162,28 @@ def _item(raw: Any, n: int, new_id: Ids, resolve: Resolve) -> dict | None:
     role = raw.get("role")
     if not isinstance(role, str) or role not in ROLES:
         invalid("input", f"{where}.role must be one of user, system, developer, assistant.")
-    parts = _content(raw.get("content"), where, role == "assistant")
-    return {"id": new_id("msg"), "type": "message", "role": role, "content": parts} | {
+    item_id = new_id("msg")
+    parts = _content(raw.get("content"), where, role, pictures, item_id)
+    return {"id": item_id, "type": "message", "role": role, "content": parts} | {
         "status": "completed"
     }
 
 
-def messages_of(items: list[dict]) -> list[ChatMessage]:
-    """Kept input items as the chat messages a provider is sent."""
+def messages_of(items: list[dict], pictures: Pictures | None = None) -> list[ChatMessage]:
+    """Kept input items as the chat messages a provider is sent: a new message's images from
+    `pictures` (a stored one's are its question's attachments: responses_store.py)."""
     messages: list[ChatMessage] = []
     for item in items:
-        if item["type"] == "message":
-            text = "".join(p["text"] for p in item["content"])
+        images = (pictures or {}).get(item.get("id"), ([], []))[0]
+        if item["type"] == "message" and images:
+            found = iter(images)
+            content: list[ContentPart] = [
+                next(found) if p["type"] == "input_image" else {"type": "text", "text": p["text"]}
+                for p in item["content"]
+            ]
+            messages.append({"role": ROLES[item["role"]], "content": content})
+        elif item["type"] == "message":
+            text = "".join(p.get("text", "") for p in item["content"])
             messages.append({"role": ROLES[item["role"]], "content": text})
         elif item["type"] == "function_call":
             function_tools.add_call(messages, item)
@@ -162,7 +192,7 @@ def messages_of(items: list[dict]) -> list[ChatMessage]:
     return messages
 
 
-def _input(body: dict, new_id: Ids, resolve: Resolve) -> list[dict]:
+def _input(body: dict, new_id: Ids, resolve: Resolve, pictures: Pictures) -> list[dict]:
     raw = body.get("input")
     if isinstance(raw, str):
         text = _text(raw, "input")
@@ -173,22 +203,22 @@ def _input(body: dict, new_id: Ids, resolve: Resolve) -> list[dict]:
     most = current_app.config["V1_MAX_MESSAGES"]
     if len(raw) > most:
         invalid("input", f"input must hold at most {most} items, not {len(raw)}.")
-    items = [item for n, e in enumerate(raw) if (item := _item(e, n, new_id, resolve)) is not None]
-    return items
+    found = (_item(e, n, new_id, resolve, pictures) for n, e in enumerate(raw))
+    return [item for item in found if item is not None]
 
 
-def _sizes(messages: list[ChatMessage], instructions: str | None) -> None:
+def _sizes(messages: list[ChatMessage], instructions: str | None, inline: list) -> None:
     """What the turn would refuse, refused here naming `input` (the client chose it: it is
-    never trimmed)."""
+    never trimmed). An image counts as IMAGE_CHARS, as in every turn's checks."""
     config = current_app.config
-    last = messages[-1]["content"]
-    if messages[-1]["role"] == "user" and not last.strip():
+    last = text_of(messages[-1]["content"])
+    if messages[-1]["role"] == "user" and not last.strip() and not inline:
         invalid("input", "The last input message must not be blank.")
     if len(last) > config["MAX_MESSAGE_CHARS"]:
         invalid(
             "input", f"The last input message is over {config['MAX_MESSAGE_CHARS']} characters."
         )
-    total = sum(len(m["content"]) for m in messages) + len(instructions or "")
+    total = chars(messages) + len(instructions or "")
     if total > config["CONTEXT_MAX_CHARS"]:
         invalid(
             "input", f"input and instructions are over {config['CONTEXT_MAX_CHARS']} characters."
@@ -287,11 +317,14 @@ def parse(body: Any, resolve: Resolve) -> Request:
     fmt = _format(body)
     effort = _effort(body)
     ids = Ids()
-    items = _input(body, ids, resolve)
-    messages = messages_of(items)
+    pictures: Pictures = {}
+    items = _input(body, ids, resolve, pictures)
+    messages = messages_of(items, pictures)
     if not messages or messages[-1]["role"] not in ("user", "tool"):
         invalid("input", "The last input item must be the user's message or a function's output.")
-    _sizes(messages, instructions)
+    # The last message's inline images are stored with it (the earlier ones' are not).
+    inline = pictures.get(items[-1]["id"], ([], []))[1] if messages[-1]["role"] == "user" else []
+    _sizes(messages, instructions, inline)
     max_tokens = body.get("max_output_tokens")
     if max_tokens is not None and (
         isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or not 1 <= max_tokens
@@ -334,6 +367,7 @@ def parse(body: Any, resolve: Resolve) -> Request:
         ids=ids,
         tooling=Tooling(tools, *(choice, parallel) if tools else (None, None), fmt),
         echo=echo,
+        images=tuple(inline),
     )
 
 

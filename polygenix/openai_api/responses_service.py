@@ -8,11 +8,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from werkzeug.exceptions import HTTPException
+
 from ..chat import turn as turns
+from ..chat.tool_loop import chars
 from ..models import User
 from ..providers import ChatMessage, Completion, UnsupportedInput
 from . import responses_events as objects
 from . import responses_store as stored
+from .responses_images import without_bytes
 from .responses_schema import Request
 from .schemas import invalid
 
@@ -38,7 +42,7 @@ class Pending:
     def record(self, session_id: int, reply_id: int, reply) -> None:
         """Turn.on_store: the response kept, in the transaction that stores its turn."""
         body = self.finished(reply)
-        items = self.asked.items
+        items = without_bytes(self.asked.items)
         stored.add(self.turn.user_id, session_id, reply_id, items, body, self.previous_id)
 
 
@@ -57,7 +61,7 @@ def prepare(user: User, asked: Request) -> Pending:
         previous, number = stored.continued(user.id, asked.previous_id)
         if previous is None:
             raise PreviousNotFound(asked.previous_id)
-        new = sum(len(m["content"]) for m in asked.messages) + len(asked.instructions or "")
+        new = chars(asked.messages) + len(asked.instructions or "")
         earlier = stored.context(previous, new)
     try:
         turn = turns.prepare_conversation(
@@ -69,9 +73,15 @@ def prepare(user: User, asked: Request) -> Pending:
             persist=asked.store,
             streamed=asked.stream,
             tooling=asked.tooling,
+            inline=list(asked.images),
         )
     except UnsupportedInput as e:  # what the model's provider cannot take
         invalid(FIELDS.get(e.field, "input"), e.message)
+    except HTTPException as e:  # images the provider cannot take: chat's 400 on `messages`
+        found = getattr(e, "data", {})
+        if e.code != 400 or set(found.get("errors", {}).get("json", {})) != {"messages"}:
+            raise
+        invalid("input", found["message"])
     base = objects.response(asked.ids.response, int(time.time()), turn.model_name, asked.echo)
     pending = Pending(turn, base, asked, previous.id if previous is not None else None)
     if turn.persist:

@@ -12,9 +12,13 @@ from flask import current_app
 from sqlalchemy import bindparam, delete, func, insert, literal, select, update
 
 from .. import clock
+from ..attachments import store as attachments
+from ..chat import images as chat_images
+from ..chat.tool_loop import chars
 from ..extensions import db
 from ..models import ChatSession, Message, StoredResponse
 from ..providers import ChatMessage
+from .responses_images import asked_with_images, with_images
 from .responses_schema import RESPONSE_ID, messages_of, response_of
 
 R = StoredResponse
@@ -88,7 +92,12 @@ def _chain():
             chain.c.depth < bindparam("most"),
         )
     )
-    return select(R.items, R.body).join(chain, R.id == chain.c.id).order_by(chain.c.depth)
+    question = select(Message.reply_to_id).where(Message.id == R.reply_id).scalar_subquery()
+    return (
+        select(R.items, R.body, question.label("question"))
+        .join(chain, R.id == chain.c.id)
+        .order_by(chain.c.depth)
+    )
 
 
 _CHAIN = _chain()
@@ -96,7 +105,8 @@ _CHAIN = _chain()
 
 def context(row: StoredResponse, reserved: int) -> list[ChatMessage]:
     """The context a continuation of `row` is sent: its chain's newest responses that fit the
-    budget (CONTEXT_MAX_CHARS less the `reserved` characters of the new input), oldest first."""
+    budget (CONTEXT_MAX_CHARS less the `reserved` characters of the new input), oldest first,
+    their questions with their stored images (the newest ATTACHMENT_CONTEXT_IMAGES of them)."""
     config = current_app.config
     most = config["CONTEXT_MAX_MESSAGES"] // 2
     if most < 1:
@@ -106,14 +116,32 @@ def context(row: StoredResponse, reserved: int) -> list[ChatMessage]:
     ).all()
     budget = config["CONTEXT_MAX_CHARS"] - reserved
     turns: list[list[ChatMessage]] = []
-    for items, body in rows:  # newest first
+    asked: dict[int, ChatMessage] = {}
+    for items, body, question in rows:  # newest first
         messages = turn_messages(items, body)
-        cost = sum(len(m["content"]) for m in messages)
+        cost = chars(messages)
         if cost > budget:
             break
         budget -= cost
         turns.append(messages)
+        if question is not None and asked_with_images(items):
+            asked[question] = next(m for m in reversed(messages) if m["role"] == "user")
+    chat_images.resend(asked, config)
+    while turns and sum(map(chars, turns)) > config["CONTEXT_MAX_CHARS"] - reserved:
+        turns.pop()  # the oldest, once its images are counted
     return [message for turn in reversed(turns) for message in turn]
+
+
+def listed(row: StoredResponse) -> list[dict]:
+    """A stored response's input items as `input_items` lists them: the last message's stored
+    images as data: URLs."""
+    items = list(row.items)
+    if not asked_with_images(items):
+        return items
+    question = db.session.scalar(select(Message.reply_to_id).where(Message.id == row.reply_id))
+    most = current_app.config["ATTACHMENTS_PER_MESSAGE"]
+    pictures = attachments.images_for([question], most).get(question, []) if question else []
+    return items[:-1] + [with_images(items[-1], pictures)]
 
 
 def add(
