@@ -269,6 +269,18 @@ def test_a_continuation_sends_the_stored_image_again(sdk, fake):
     }
 
 
+def test_a_provider_without_images_is_sent_the_chains_text_alone(sdk, fake):
+    first = sdk.responses.create(model="openai", input=asking(data_url(images.png())))
+    sdk.responses.create(model="deepseek", input="And now?", previous_response_id=first.id)
+    assert sent(fake)["messages"][0] == {"role": "user", "content": "What is this?"}
+    # The new input's own image stays refused.
+    with pytest.raises(openai.BadRequestError) as raised:
+        sdk.responses.create(
+            model="deepseek", input=asking(data_url(images.png())), previous_response_id=first.id
+        )
+    assert raised.value.body["param"] == "input"
+
+
 def test_a_continuation_sends_no_image_over_the_context_images(
     make_app, provider_config, auth, fake
 ):

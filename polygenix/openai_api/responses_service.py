@@ -10,10 +10,12 @@ from typing import Any
 
 from werkzeug.exceptions import HTTPException
 
+from ..chat import images as chat_images
 from ..chat import turn as turns
 from ..chat.tool_loop import chars
 from ..models import User
 from ..providers import ChatMessage, Completion, UnsupportedInput
+from ..providers.messages import has_images
 from . import responses_events as objects
 from . import responses_store as stored
 from .responses_images import without_bytes
@@ -53,6 +55,28 @@ def _messages(asked: Request, earlier: list[ChatMessage]) -> list[ChatMessage]:
     return system + earlier + asked.messages
 
 
+def _turn(user: User, asked: Request, earlier: list[ChatMessage], number: int | None):
+    return turns.prepare_conversation(
+        user,
+        _messages(asked, earlier),
+        asked.model,
+        asked.options,
+        number=number,
+        persist=asked.store,
+        streamed=asked.stream,
+        tooling=asked.tooling,
+        inline=list(asked.images),
+    )
+
+
+def _refused_images(error: HTTPException) -> str | None:
+    """The message of chat's 400 on `messages` (images the provider cannot take), else None."""
+    found = getattr(error, "data", None) or {}
+    if error.code != 400 or set(found.get("errors", {}).get("json", {})) != {"messages"}:
+        return None
+    return found.get("message")
+
+
 def prepare(user: User, asked: Request) -> Pending:
     """The response's turn, its read transaction ended. PreviousNotFound; UnknownModelError;
     a 400 for what the provider cannot take."""
@@ -64,24 +88,21 @@ def prepare(user: User, asked: Request) -> Pending:
         new = chars(asked.messages) + len(asked.instructions or "")
         earlier = stored.context(previous, new)
     try:
-        turn = turns.prepare_conversation(
-            user,
-            _messages(asked, earlier),
-            asked.model,
-            asked.options,
-            number=number,
-            persist=asked.store,
-            streamed=asked.stream,
-            tooling=asked.tooling,
-            inline=list(asked.images),
-        )
+        try:
+            turn = _turn(user, asked, earlier, number)
+        except HTTPException as e:
+            if _refused_images(e) is None or not has_images(earlier):
+                raise
+            # A provider that takes no image (or not these) is sent the chain's text alone,
+            # as the native API sends a session's; the new input's images stay refused.
+            turn = _turn(user, asked, chat_images.without_images(earlier), number)
     except UnsupportedInput as e:  # what the model's provider cannot take
         invalid(FIELDS.get(e.field, "input"), e.message)
-    except HTTPException as e:  # images the provider cannot take: chat's 400 on `messages`
-        found = getattr(e, "data", {})
-        if e.code != 400 or set(found.get("errors", {}).get("json", {})) != {"messages"}:
+    except HTTPException as e:
+        refusal = _refused_images(e)
+        if refusal is None:
             raise
-        invalid("input", found["message"])
+        invalid("input", refusal)
     base = objects.response(asked.ids.response, int(time.time()), turn.model_name, asked.echo)
     pending = Pending(turn, base, asked, previous.id if previous is not None else None)
     if turn.persist:
