@@ -408,6 +408,17 @@ def test_v1_https_urls_go_as_urls_to_providers_that_take_them(sdk, fake):
     }
 
 
+def test_v1_an_https_image_alone_is_a_question(sdk, fake, client, ada):
+    url = "https://example.com/cat.jpg"
+    alone = [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": url}}]}]
+    sdk.chat.completions.create(model="openai", messages=alone)
+    assert sent(fake)["messages"][-1]["content"] == [
+        {"type": "image_url", "image_url": {"url": url}}
+    ]
+    [session] = client.get("/api/ai_chat/history", headers=ada).json
+    assert [m["is_bot"] for m in session["messages"]] == [False, True]
+
+
 @pytest.mark.parametrize(
     ("model", "url", "words"),
     [

@@ -211,15 +211,16 @@ def test_an_image_counts_in_the_size_checks(make_app, provider_config, auth, fak
     assert client.post("/v1/responses", headers=headers, json=body).status_code == 200
 
 
-def test_an_inline_image_alone_is_a_question_and_blank_text_alone_is_not(sdk, fake):
+def test_an_image_alone_is_a_question_and_blank_text_alone_is_not(sdk, fake):
     image = {"type": "input_image", "image_url": data_url(images.png()), "detail": "auto"}
-    only = [{"role": "user", "content": [image]}]
-    assert sdk.responses.create(model="openai", input=only).status == "completed"
-    # An https URL is never fetched: with no words, there is nothing of the question to keep.
-    for part in ({"type": "input_text", "text": "  "}, image | {"image_url": HTTPS}):
-        with pytest.raises(openai.BadRequestError) as raised:
-            sdk.responses.create(model="openai", input=[{"role": "user", "content": [part]}])
-        assert raised.value.body["param"] == "input"
+    for part in (image, image | {"image_url": HTTPS}):
+        only = [{"role": "user", "content": [part]}]
+        assert sdk.responses.create(model="openai", input=only).status == "completed"
+    assert sent(fake)["messages"][-1]["content"][0]["image_url"]["url"] == HTTPS
+    blank = [{"role": "user", "content": [{"type": "input_text", "text": "  "}]}]
+    with pytest.raises(openai.BadRequestError) as raised:
+        sdk.responses.create(model="openai", input=blank)
+    assert raised.value.body["param"] == "input"
 
 
 # --- what is stored --------------------------------------------------------------------------

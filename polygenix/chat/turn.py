@@ -62,7 +62,7 @@ from ..providers import (
 )
 from ..providers.base import NO_OPTIONS, USAGE
 from ..providers.client import no_reply
-from ..providers.messages import plain, text_of
+from ..providers.messages import images_of, plain, text_of
 from ..providers.tools import NO_TOOLING, Tooling
 from . import attempts, images, titles, tool_loop, transcript
 from .history import catch_up, find_session, new_number
@@ -465,7 +465,7 @@ def prepare_conversation(
     if not results and (not messages or messages[-1]["role"] != "user"):
         _invalid("messages", "The last message must be the user's, or the results of tool calls.")
     content = text_of(messages[-1]["content"])
-    if not results and not content.strip() and not inline:
+    if not results and not content.strip() and not images_of(messages[-1]["content"]):
         _invalid("messages", "The last message must not be blank.")
     if len(content) > config["MAX_MESSAGE_CHARS"]:
         _invalid("messages", f"The last message is over {config['MAX_MESSAGE_CHARS']} characters.")

@@ -23,7 +23,7 @@ from flask import current_app
 from ..chat.tool_loop import chars
 from ..providers import ChatMessage, Options, ResponseFormat, Tooling
 from ..providers.base import EFFORTS
-from ..providers.messages import ContentPart, ImagePart, text_of
+from ..providers.messages import ContentPart, ImagePart, images_of, text_of
 from . import responses_tools as function_tools
 from .responses_images import Inline, at_most, input_image
 from .schemas import invalid
@@ -207,12 +207,13 @@ def _input(body: dict, new_id: Ids, resolve: Resolve, pictures: Pictures) -> lis
     return [item for item in found if item is not None]
 
 
-def _sizes(messages: list[ChatMessage], instructions: str | None, inline: list) -> None:
+def _sizes(messages: list[ChatMessage], instructions: str | None) -> None:
     """What the turn would refuse, refused here naming `input` (the client chose it: it is
     never trimmed). An image counts as IMAGE_CHARS, as in every turn's checks."""
     config = current_app.config
     last = text_of(messages[-1]["content"])
-    if messages[-1]["role"] == "user" and not last.strip() and not inline:
+    blank = not last.strip() and not images_of(messages[-1]["content"])
+    if messages[-1]["role"] == "user" and blank:
         invalid("input", "The last input message must not be blank.")
     if len(last) > config["MAX_MESSAGE_CHARS"]:
         invalid(
@@ -324,7 +325,7 @@ def parse(body: Any, resolve: Resolve) -> Request:
         invalid("input", "The last input item must be the user's message or a function's output.")
     # The last message's inline images are stored with it (the earlier ones' are not).
     inline = pictures.get(items[-1]["id"], ([], []))[1] if messages[-1]["role"] == "user" else []
-    _sizes(messages, instructions, inline)
+    _sizes(messages, instructions)
     max_tokens = body.get("max_output_tokens")
     if max_tokens is not None and (
         isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or not 1 <= max_tokens
