@@ -201,8 +201,8 @@ def _reason(error: Exception) -> str:
 
 def start_in_web_worker(app) -> Runner | None:
     """gunicorn's post_worker_init: a runner in this web worker, unless JOBS_IN_WEB_WORKERS is
-    off."""
-    if not isinstance(app, Flask) or not app.config["JOBS_IN_WEB_WORKERS"]:
+    off (or the app served is not PolyGenix, as bench/bare_app.py under gunicorn.conf.py)."""
+    if not isinstance(app, Flask) or not app.config.get("JOBS_IN_WEB_WORKERS"):
         return None
     return start(app)
 
