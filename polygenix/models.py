@@ -220,8 +220,10 @@ class Message(db.Model):
 
 class StoredResponse(db.Model):
     """A Responses API response kept (`store`): a turn of one of its owner's sessions, with the
-    input items and the response object as the API returned them. It goes with its reply (and so
-    with its session and its owner's account); a continuation names the one it continues."""
+    input items and the response object as the API returned them. It goes with its question
+    (and so with its session and its owner's account); a continuation names the one it
+    continues. A response under way that a client may retry holds its retry key from before
+    the provider call (no session yet); a failed one has its question and no reply."""
 
     __tablename__ = "responses"
     __table_args__ = {"sqlite_autoincrement": True}
@@ -230,14 +232,22 @@ class StoredResponse(db.Model):
     # `resp_` and 48 random hex digits: the id the API hands out (never guessable).
     public_id: Mapped[str] = mapped_column(String(64), unique=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
-    session_id: Mapped[int] = mapped_column(
+    session_id: Mapped[int | None] = mapped_column(
         ForeignKey("chat_sessions.id", ondelete="CASCADE"), index=True
     )
-    reply_id: Mapped[int] = mapped_column(ForeignKey("messages.id", ondelete="CASCADE"), index=True)
+    # The user's message (or the last function output) the response answers.
+    question_id: Mapped[int | None] = mapped_column(
+        ForeignKey("messages.id", ondelete="CASCADE"), index=True
+    )
+    reply_id: Mapped[int | None] = mapped_column(
+        ForeignKey("messages.id", ondelete="CASCADE"), index=True
+    )
     # The response this one continues (`previous_response_id`); null once that one is deleted.
     previous_id: Mapped[int | None] = mapped_column(
         ForeignKey("responses.id", ondelete="SET NULL"), index=True
     )
+    # The digest of the call's Idempotency-Key (or body), while a retry may come for it.
+    retry_key: Mapped[str | None] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     items: Mapped[list] = mapped_column(JSON)  # the input items, each with its id
     body: Mapped[dict] = mapped_column(JSON)  # the response object

@@ -435,6 +435,7 @@ def prepare_conversation(
     retrying: bool = False,
     inline: list[tuple[bytes, Any]] = (),
     tooling: Tooling = NO_TOOLING,
+    session: ChatSession | None = None,
 ) -> Turn:
     """A turn whose context is a whole conversation the client sent (OpenAI's contract): the
     provider gets exactly `messages`, and the last one, the user's, is what is stored.
@@ -458,6 +459,7 @@ def prepare_conversation(
 
     `inline`: the last message's images, (bytes, attachments.images.ImageInfo) each, stored
     as its attachments (the user's ATTACHMENT_QUOTA_BYTES full: a 409 before any call).
+    `session`: the user's session number `number`, when the caller has already read it.
     """
     config = current_app.config
     provider, model, limits = _model(user.id, model_name, options)
@@ -478,7 +480,7 @@ def prepare_conversation(
         attachments.room_for(user.id, sum(info.size for _, info in inline))
     asked = len(messages) - max(len(results), 1)  # where this turn's question begins
     earlier = [m for m in messages[:asked] if m["role"] != "system"]
-    session, repeats = None, None
+    session, repeats = (session if persist else None), None
     if persist and retrying and retry_key is not None:
         found = attempts.failed_attempt(user.id, retry_key)
         if found is not None:

@@ -9,8 +9,6 @@ conversation continues, else a new one. Errors take OpenAI's shape on every /v1 
 (errors.py).
 """
 
-import hashlib
-import re
 import time
 import uuid
 
@@ -23,50 +21,21 @@ from ..chat import turn as turns
 from ..errors import error_response, provider_error_response
 from ..governance.policy import limits_for, unknown_model
 from ..limits import per_user
-from ..models import MAX_ID
 from ..provider_registry import registry
 from ..providers import ProviderError, UnknownModelError
 from ..providers.messages import UnsupportedInput
 from .embedding_service import with_embedding_models
 from .embeddings import bp as embeddings_bp
 from .events import ChunkEvents, finish_reason, tool_call
+from .headers import SESSION_HEADER
+from .headers import retry_key as _retry_key
+from .headers import session_number as _session_number
 from .responses import bp as responses_bp
 from .schemas import invalid, parse
 
 bp = Blueprint("openai", __name__, url_prefix="/v1")
 bp.register_blueprint(embeddings_bp)
 bp.register_blueprint(responses_bp)
-SESSION_HEADER = "X-PolyGenix-Session"
-_NUMBER = re.compile(r"[0-9]{1,10}")
-
-
-def _session_number() -> int | None:
-    raw = request.headers.get(SESSION_HEADER)
-    if raw is None:
-        return None
-    # ASCII digits only: str.isdigit() also takes ², which int() refuses, and int() takes
-    # Arabic-Indic and other digits a client surely did not mean.
-    if not _NUMBER.fullmatch(raw.strip()) or not 1 <= int(raw) <= MAX_ID:
-        invalid(SESSION_HEADER, f"{SESSION_HEADER} must be a session number, 1 to {MAX_ID}.")
-    return int(raw)
-
-
-def _retry_key(user_id: int) -> tuple[str | None, bool]:
-    """The key a failed call keeps for its retries, and whether this call is a retry.
-
-    A client's `Idempotency-Key` is the same on every attempt of one call. Without one, the
-    official SDKs resend the very same body, counting their attempts in
-    `X-Stainless-Retry-Count`: the body's digest then stands for the call, and a count above 0
-    makes it a retry. Other requests are not matched with earlier ones."""
-    given = request.headers.get("Idempotency-Key")
-    if given:
-        material = f"{user_id}\x1fkey\x1f{given}".encode()
-        return hashlib.sha256(material).hexdigest(), True
-    attempt = request.headers.get("X-Stainless-Retry-Count")
-    if attempt is None:
-        return None, False
-    material = f"{user_id}\x1fbody\x1f".encode() + request.get_data()
-    return hashlib.sha256(material).hexdigest(), attempt.strip() not in ("", "0")
 
 
 def _model_not_found(message: str) -> Response:

@@ -11,11 +11,14 @@ kept for its owner; with `"store": false` nothing is kept (what the call used co
 same).
 """
 
+import json
+
 from flask import Blueprint, Response, current_app, request, stream_with_context
 
 from ..auth.access import current_user, required
 from ..chat import streaming
 from ..chat import turn as turns
+from ..chat.turn import CLIENT_CLOSED
 from ..errors import error_response, provider_error_response
 from ..governance.policy import unknown_model
 from ..limits import per_user
@@ -23,11 +26,12 @@ from ..providers import ProviderError, UnknownModelError
 from . import responses_events as objects
 from . import responses_service as service
 from . import responses_store as stored
+from .headers import SESSION_HEADER, retry_key, session_number
 from .responses_schema import parse
 from .schemas import invalid
 
 bp = Blueprint("responses", __name__)
-SESSION_HEADER = "X-PolyGenix-Session"
+RESPONSE_HEADER = "X-PolyGenix-Response-Id"
 PAGE, MOST_PER_PAGE = 20, 100
 
 
@@ -44,13 +48,17 @@ def _previous_not_found(response_id: str) -> Response:
     )
 
 
-def _provider_error(error: ProviderError, turn: turns.Turn | None = None) -> Response:
+def _provider_error(error: ProviderError, pending: service.Pending) -> Response:
+    """The provider's failure as an error answer; the failed response is kept (stored), its
+    id in X-PolyGenix-Response-Id."""
     if error.status == 422:  # the provider does not know the model
         response = error_response(404, error.message, param="model", error_code="model_not_found")
     else:
         response = provider_error_response(error)
-    if turn is not None and turn.persist and turn.session is not None:
+    turn = pending.turn
+    if turn.persist and turn.session is not None:
         response.headers[SESSION_HEADER] = str(turn.session.number)
+        response.headers[RESPONSE_HEADER] = pending.base["id"]
     return response
 
 
@@ -64,39 +72,79 @@ def create():
         current_app.config["MAX_CONTENT_LENGTH"], current_app.config["V1_MAX_BODY_BYTES"]
     )
     asked = parse(request.get_json(), stored.resolver(current_user.id))
+    number = session_number()
+    key, retrying = retry_key(current_user.id)
     try:
-        pending = service.prepare(current_user, asked)
+        pending = service.prepare(current_user, asked, number, key, retrying)
     except service.PreviousNotFound:
         return _previous_not_found(asked.previous_id)
+    except service.Repeated as e:
+        return _repeated(e, asked.stream)
     except UnknownModelError:
         message = unknown_model(current_user.id, asked.model)
         return error_response(404, message, param="model", error_code="model_not_found")
-    turn = pending.turn
-    if asked.stream:
-        return _streamed(turn, service.streamed(pending))
     try:
-        completion = turns.complete(turn)
-    except ProviderError as e:
-        turns.store_failure(turn, e)
-        return _provider_error(e, turn)
-    body = service.answered(pending, completion)
+        if asked.stream:
+            return _streamed(pending, service.streamed(pending))
+        try:
+            completion = turns.complete(pending.turn)
+        except ProviderError as e:
+            turns.store_failure(pending.turn, e)
+            pending.failed(e.status, e.message)
+            return _provider_error(e, pending)
+        body = service.answered(pending, completion)
+    except BaseException:
+        pending.release()  # nothing was kept: a retry is answered anew
+        raise
+    turn = pending.turn
     headers = {SESSION_HEADER: str(turn.session.number)} if turn.persist else {}
     return body, 200, headers
 
 
-def _streamed(turn: turns.Turn, events: objects.ResponseEvents) -> Response:
+def _repeated(repeat: service.Repeated, stream: bool) -> Response:
+    """The answer to a retry of a call already answered (its response, as it was returned) or
+    still under way (a 409 the SDKs retry)."""
+    if repeat.found is service.retries.Found.BUSY:
+        return error_response(
+            409,
+            "A request with this Idempotency-Key (or this very body, retried) is still being"
+            " answered; retry once it is done.",
+            error_code="request_in_progress",
+            headers={"Retry-After": "1"},
+        )
+    row = repeat.row
+    headers = {SESSION_HEADER: str(stored.session_number(row))}
+    if not stream:
+        return Response(json.dumps(row.body), mimetype="application/json", headers=headers)
+    headers |= {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
+    return Response(objects.replay(row.body), mimetype="text/event-stream", headers=headers)
+
+
+def _streamed(pending: service.Pending, events: objects.ResponseEvents) -> Response:
+    turn = pending.turn
     try:
         started = streaming.opened(turn)
     except ProviderError as e:
-        return _provider_error(e, turn)
+        pending.failed(e.status, e.message)
+        return _provider_error(e, pending)
     headers = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
     if turn.persist:
         headers[SESSION_HEADER] = str(turn.session.number)
     return Response(
-        stream_with_context(streaming.relay(started, events)),
+        stream_with_context(_relayed(streaming.relay(started, events), pending, events)),
         mimetype="text/event-stream",
         headers=headers,
     )
+
+
+def _relayed(relay, pending: service.Pending, events: objects.ResponseEvents):
+    """The stream's events; a client that goes away leaves its response failed (the part of
+    the reply it was sent kept, as for any stream cut short)."""
+    try:
+        yield from relay
+    finally:
+        if not events.ended:
+            events.error(CLIENT_CLOSED, streaming.DISCONNECTED)
 
 
 @bp.get("/responses/<response_id>")

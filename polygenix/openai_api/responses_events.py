@@ -17,6 +17,7 @@ its `sequence_number`, in OpenAI's order:
 
 import json
 import time
+from collections.abc import Callable
 
 from ..chat.streaming import Events
 from .responses_schema import Ids
@@ -104,7 +105,7 @@ def response(
     return body | echo | fields
 
 
-def _failure(status: int, message: str) -> dict:
+def failure(status: int, message: str) -> dict:
     code = "rate_limit_exceeded" if status == 429 else "server_error"
     return {"code": code, "message": message}
 
@@ -113,9 +114,11 @@ class ResponseEvents(Events):
     """A streamed response's events. `final(reply)` is the finished response object, which
     the turn's store step may ask for (to keep it) before `done` writes it."""
 
-    def __init__(self, base: dict, new_id: Ids):
+    def __init__(self, base: dict, new_id: Ids, on_failure: Callable[[dict], None] | None = None):
         self.base = base  # the response object's fields but status, output and usage
         self.new_id = new_id
+        self.on_failure = on_failure  # given the failed response before response.failed goes
+        self.ended = False  # once its last event (completed, incomplete or failed) is written
         self.body: dict | None = None  # once final
         self.closing = ""  # the events that close the open item, once final
         self.sequence = 0
@@ -134,10 +137,14 @@ class ResponseEvents(Events):
         return self.base | {"status": status, "output": self.items} | fields
 
     def start(self, turn) -> str:
-        created = self._response("in_progress")
-        return self._event("response.created", response=created) + self._event(
-            "response.in_progress", response=created
-        )
+        # The same object twice: written once.
+        created = json.dumps(self._response("in_progress"), separators=(",", ":"))
+        events = ""
+        for kind in ("response.created", "response.in_progress"):
+            head = f'{{"type":"{kind}","sequence_number":{self.sequence},"response":'
+            events += f"event: {kind}\ndata: {head}{created}}}\n\n"
+            self.sequence += 1
+        return events
 
     def _where(self) -> dict:
         index = len(self.items) - 1
@@ -249,11 +256,33 @@ class ResponseEvents(Events):
         return self.body
 
     def done(self, turn, reply) -> str:
+        self.ended = True
         body = self.final(reply)
         return self.closing + self._event(f"response.{body['status']}", response=body)
 
     def error(self, status: int, message: str) -> str:
         # The reply may have been final when storing it failed: its closing events go first.
+        self.ended = True
         events = self.closing + self._close("incomplete")
-        failed = self._response("failed", error=_failure(status, message))
+        failed = self._response("failed", error=failure(status, message))
+        if self.on_failure is not None:
+            self.on_failure(failed)
         return events + self._event("response.failed", response=failed)
+
+
+def replay(body: dict) -> str:
+    """A stored response as the events of a stream that gives each item whole: what a retry of
+    a streamed call already answered is sent."""
+    sequence = iter(range(1 << 30))
+
+    def event(kind: str, **data) -> str:
+        data = {"type": kind, "sequence_number": next(sequence)} | data
+        return f"event: {kind}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
+
+    begun = body | {"status": "in_progress", "output": [], "usage": None, "completed_at": None}
+    events = event("response.created", response=begun)
+    events += event("response.in_progress", response=begun)
+    for index, item in enumerate(body.get("output", [])):
+        events += event("response.output_item.added", output_index=index, item=item)
+        events += event("response.output_item.done", output_index=index, item=item)
+    return events + event(f"response.{body['status']}", response=body)

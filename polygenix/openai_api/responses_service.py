@@ -3,6 +3,8 @@ the new input), the chat turn it is (chat/turn.py), and its response object, rec
 turn in the very transaction that stores it (Turn.on_store), never without it.
 """
 
+import contextlib
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -13,21 +15,33 @@ from werkzeug.exceptions import HTTPException
 from ..chat import images as chat_images
 from ..chat import turn as turns
 from ..chat.tool_loop import chars
-from ..models import User
+from ..extensions import db
+from ..models import StoredResponse, User
 from ..providers import ChatMessage, Completion, UnsupportedInput
 from ..providers.messages import has_images
 from . import responses_events as objects
+from . import responses_retries as retries
 from . import responses_store as stored
+from .headers import SESSION_HEADER
 from .responses_images import without_bytes
 from .responses_schema import Request
 from .schemas import invalid
 
+log = logging.getLogger(__name__)
 # The request field an UnsupportedInput is about, by the chat field it names.
 FIELDS = {"response_format": "text", "tools": "tools", "tool_choice": "tool_choice"}
 
 
 class PreviousNotFound(LookupError):
     """`previous_response_id` is none of the caller's stored responses."""
+
+
+class Repeated(Exception):
+    """The call is a retry of one already answered (`row` its response) or still under way."""
+
+    def __init__(self, found: retries.Found, row: StoredResponse | None):
+        super().__init__(found.value)
+        self.found, self.row = found, row
 
 
 @dataclass
@@ -40,12 +54,48 @@ class Pending:
     asked: Request
     previous_id: int | None
     finished: Callable[[Any], dict] | None = None
+    claimed: bool = False  # its row holds the call's retry key, from before the provider call
 
     def record(self, session_id: int, reply_id: int, reply) -> None:
         """Turn.on_store: the response kept, in the transaction that stores its turn."""
         body = self.finished(reply)
         items = without_bytes(self.asked.items)
-        stored.add(self.turn.user_id, session_id, reply_id, items, body, self.previous_id)
+        user, previous = self.turn.user_id, self.previous_id
+        stored.add(user, session_id, reply_id, items, body, previous, self.claimed)
+
+    def failed(self, status: int, message: str) -> dict:
+        """The failed response object of a call that got no reply, kept (see keep_failure)."""
+        error = objects.failure(status, message)
+        body = self.base | {"status": "failed", "output": [], "error": error}
+        self.keep_failure(body)
+        return body
+
+    def keep_failure(self, body: dict) -> None:
+        """A failed response kept with the user's question when that was stored, and what a
+        stream cut short kept of the reply; else the call's claim lets go of its key. Never
+        raises: the client is told of the failure whatever the database does."""
+        turn = self.turn
+        try:
+            if not turn.persist:
+                return
+            if turn.question is None or turn.session is None:  # none of the turn was stored
+                self.release()
+                return
+            reply = turn.reply.id if turn.reply is not None else None
+            items = without_bytes(self.asked.items)
+            ids = (turn.session.id, turn.question.id, reply)
+            stored.add_failed(turn.user_id, *ids, items, body, self.previous_id, self.claimed)
+            self.claimed = False
+        except Exception as e:
+            log.warning("keeping a failed response failed: %s", type(e).__name__)
+            with contextlib.suppress(Exception):
+                db.session.rollback()
+
+    def release(self) -> None:
+        """The call ends with nothing kept: its claim (if any, and unrecorded) goes."""
+        if self.claimed:
+            self.claimed = False
+            retries.release(self.base["id"])
 
 
 def _messages(asked: Request, earlier: list[ChatMessage]) -> list[ChatMessage]:
@@ -55,17 +105,22 @@ def _messages(asked: Request, earlier: list[ChatMessage]) -> list[ChatMessage]:
     return system + earlier + asked.messages
 
 
-def _turn(user: User, asked: Request, earlier: list[ChatMessage], number: int | None):
+def _turn(
+    user: User, asked: Request, earlier: list[ChatMessage], where: tuple, retry: dict
+) -> turns.Turn:
+    number, session = where
     return turns.prepare_conversation(
         user,
         _messages(asked, earlier),
         asked.model,
         asked.options,
         number=number,
+        session=session,
         persist=asked.store,
         streamed=asked.stream,
         tooling=asked.tooling,
         inline=list(asked.images),
+        **retry,
     )
 
 
@@ -77,34 +132,72 @@ def _refused_images(error: HTTPException) -> str | None:
     return found.get("message")
 
 
-def prepare(user: User, asked: Request) -> Pending:
-    """The response's turn, its read transaction ended. PreviousNotFound; UnknownModelError;
-    a 400 for what the provider cannot take."""
-    previous, number, earlier = None, None, []
-    if asked.previous_id is not None:
-        previous, number = stored.continued(user.id, asked.previous_id)
-        if previous is None:
-            raise PreviousNotFound(asked.previous_id)
-        new = chars(asked.messages) + len(asked.instructions or "")
-        earlier = stored.context(previous, new)
+def _where(user: User, asked: Request, number: int | None):
+    """The session the response goes in (its number, and the session when already read), the
+    response it continues and that chain's messages. PreviousNotFound; a 400 when the session
+    header names another session than the continued response's."""
+    if asked.previous_id is None:
+        return (number, None), None, []
+    new = chars(asked.messages) + len(asked.instructions or "")
+    found = stored.chain(user.id, asked.previous_id, new)
+    if found is None:
+        raise PreviousNotFound(asked.previous_id)
+    if asked.store and number is not None and number != found.session.number:
+        invalid(
+            SESSION_HEADER,
+            f"The response previous_response_id names is in session {found.session.number},"
+            f" not {number}: a continuation is stored in its chain's session.",
+        )
+    return (found.session.number, found.session), found.previous_id, found.messages
+
+
+def _claim(user: User, asked: Request, key: str | None, retrying: bool) -> bool:
+    """Whether the call claimed its retry key (in the transaction its prepare step commits);
+    Repeated when an earlier attempt answers it or holds the key."""
+    if key is None or not asked.store:
+        return False
+    found, row = retries.claim(user.id, key, retrying, asked.ids.response)
+    if found in (retries.Found.ANSWERED, retries.Found.BUSY):
+        raise Repeated(found, row)
+    return found is retries.Found.NEW
+
+
+def prepare(
+    user: User,
+    asked: Request,
+    number: int | None = None,
+    key: str | None = None,
+    retrying: bool = False,
+) -> Pending:
+    """The response's turn, its read transaction ended: in session `number` (the caller's,
+    made if none) unless it continues a response; `key`, the call's retry key. PreviousNotFound;
+    Repeated; UnknownModelError; a 400 for what the provider cannot take."""
+    where, previous, earlier = _where(user, asked, number)
+    claimed = _claim(user, asked, key, retrying)
+    retry = {"retry_key": key, "retrying": retrying} if asked.store else {}
     try:
         try:
-            turn = _turn(user, asked, earlier, number)
+            turn = _turn(user, asked, earlier, where, retry)
         except HTTPException as e:
             if _refused_images(e) is None or not has_images(earlier):
                 raise
             # A provider that takes no image (or not these) is sent the chain's text alone,
             # as the native API sends a session's; the new input's images stay refused.
-            turn = _turn(user, asked, chat_images.without_images(earlier), number)
+            turn = _turn(user, asked, chat_images.without_images(earlier), where, retry)
     except UnsupportedInput as e:  # what the model's provider cannot take
+        db.session.rollback()  # the claim, not committed, goes
         invalid(FIELDS.get(e.field, "input"), e.message)
     except HTTPException as e:
+        db.session.rollback()
         refusal = _refused_images(e)
         if refusal is None:
             raise
         invalid("input", refusal)
+    except BaseException:
+        db.session.rollback()
+        raise
     base = objects.response(asked.ids.response, int(time.time()), turn.model_name, asked.echo)
-    pending = Pending(turn, base, asked, previous.id if previous is not None else None)
+    pending = Pending(turn, base, asked, previous, claimed=claimed)
     if turn.persist:
         turn.on_store = pending.record
     return pending
@@ -132,6 +225,6 @@ def answered(pending: Pending, completion: Completion) -> dict:
 
 def streamed(pending: Pending) -> objects.ResponseEvents:
     """A streamed response's events; its finished object is kept with its turn."""
-    events = objects.ResponseEvents(pending.base, pending.asked.ids)
+    events = objects.ResponseEvents(pending.base, pending.asked.ids, pending.keep_failure)
     pending.finished = events.final
     return events

@@ -8,8 +8,10 @@ are two branches, as on OpenAI: each has the same context, both turns are stored
 session one after the other, and a continuation of either sees its own branch only.
 """
 
+from dataclasses import dataclass
+
 from flask import current_app
-from sqlalchemy import bindparam, delete, func, insert, literal, select, update
+from sqlalchemy import and_, bindparam, delete, func, insert, literal, select, update
 
 from .. import clock
 from ..attachments import store as attachments
@@ -31,6 +33,11 @@ def find(user_id: int, public_id: str) -> StoredResponse | None:
     return db.session.scalar(_FIND, {"public_id": public_id, "user_id": user_id})
 
 
+def session_number(row: StoredResponse) -> int | None:
+    """The number of the session a stored response is in."""
+    return db.session.scalar(select(ChatSession.number).where(ChatSession.id == row.session_id))
+
+
 def resolver(user_id: int):
     """What an `item_reference` names: the user's stored input or output item of that id
     (its response found from the id), else None."""
@@ -49,24 +56,12 @@ def resolver(user_id: int):
     return resolve
 
 
-_FIND = select(R).where(R.public_id == bindparam("public_id"), R.user_id == bindparam("user_id"))
-_CONTINUED = (
-    select(R, ChatSession.number)
-    .join(ChatSession, ChatSession.id == R.session_id)
-    .where(
-        R.public_id == bindparam("public_id"),
-        R.user_id == bindparam("user_id"),
-        ChatSession.user_id == bindparam("user_id"),
-    )
+# A call under way that claimed its retry key has no session yet: it is not found.
+_FIND = select(R).where(
+    R.public_id == bindparam("public_id"),
+    R.user_id == bindparam("user_id"),
+    R.session_id.is_not(None),
 )
-
-
-def continued(user_id: int, public_id: str) -> tuple[StoredResponse | None, int | None]:
-    """The user's stored response `public_id` and its session's number, else (None, None)."""
-    if not isinstance(public_id, str) or not RESPONSE_ID.fullmatch(public_id):
-        return None, None
-    found = db.session.execute(_CONTINUED, {"public_id": public_id, "user_id": user_id}).first()
-    return (found[0], found[1]) if found is not None else (None, None)
 
 
 def turn_messages(items: list[dict], body: dict) -> list[ChatMessage]:
@@ -82,8 +77,13 @@ def turn_messages(items: list[dict], body: dict) -> list[ChatMessage]:
 
 
 def _chain():
-    """The rows of a chain of responses, newest first: one recursive query, built once."""
-    chain = select(R.id, R.previous_id, literal(0).label("depth")).where(R.id == bindparam("start"))
+    """The rows of a chain of responses, newest first, from the user's response `public_id`
+    (the first row with its session): one recursive query, built once."""
+    chain = select(R.id, R.previous_id, literal(0).label("depth")).where(
+        R.public_id == bindparam("public_id"),
+        R.user_id == bindparam("user_id"),
+        R.reply_id.is_not(None),
+    )
     chain = chain.cte("chain", recursive=True)
     chain = chain.union_all(
         select(R.id, R.previous_id, (chain.c.depth + 1).label("depth")).where(
@@ -92,10 +92,15 @@ def _chain():
             chain.c.depth < bindparam("most"),
         )
     )
-    question = select(Message.reply_to_id).where(Message.id == R.reply_id).scalar_subquery()
+    first = and_(
+        chain.c.depth == 0,
+        ChatSession.id == R.session_id,
+        ChatSession.user_id == bindparam("user_id"),
+    )
     return (
-        select(R.items, R.body, question.label("question"))
+        select(R.id, R.items, R.body, R.question_id, ChatSession)
         .join(chain, R.id == chain.c.id)
+        .outerjoin(ChatSession, first)
         .order_by(chain.c.depth)
     )
 
@@ -103,21 +108,35 @@ def _chain():
 _CHAIN = _chain()
 
 
-def context(row: StoredResponse, reserved: int) -> list[ChatMessage]:
-    """The context a continuation of `row` is sent: its chain's newest responses that fit the
-    budget (CONTEXT_MAX_CHARS less the `reserved` characters of the new input), oldest first,
-    their questions with their stored images (the newest ATTACHMENT_CONTEXT_IMAGES of them)."""
+@dataclass
+class Chain:
+    """What a continuation continues: the response's row id, its session, the context."""
+
+    previous_id: int
+    session: ChatSession
+    messages: list[ChatMessage]
+
+
+def chain(user_id: int, public_id: str, reserved: int) -> Chain | None:
+    """The user's stored response `public_id` (one that has a reply), its session, and the
+    context a continuation of it is sent: its chain's newest responses that fit the budget
+    (CONTEXT_MAX_CHARS less the `reserved` characters of the new input), oldest first, their
+    questions with their stored images (the newest ATTACHMENT_CONTEXT_IMAGES of them); None if
+    it is none of the user's. One query."""
+    if not isinstance(public_id, str) or not RESPONSE_ID.fullmatch(public_id):
+        return None
     config = current_app.config
     most = config["CONTEXT_MAX_MESSAGES"] // 2
-    if most < 1:
-        return []
-    rows = db.session.execute(
-        _CHAIN, {"start": row.id, "user_id": row.user_id, "most": most - 1}
+    found = db.session.execute(
+        _CHAIN, {"public_id": public_id, "user_id": user_id, "most": max(most - 1, 0)}
     ).all()
+    if not found or found[0][4] is None or found[0][2].get("status") == "failed":
+        return None  # none of the user's, or a failed response (the part of a reply it kept)
+    row_id, session = found[0][0], found[0][4]
     budget = config["CONTEXT_MAX_CHARS"] - reserved
     turns: list[list[ChatMessage]] = []
     asked: dict[int, ChatMessage] = {}
-    for items, body, question in rows:  # newest first
+    for _, items, body, question, _ in found if most >= 1 else ():  # newest first
         messages = turn_messages(items, body)
         cost = chars(messages)
         if cost > budget:
@@ -129,7 +148,7 @@ def context(row: StoredResponse, reserved: int) -> list[ChatMessage]:
     chat_images.resend(asked, config)
     while turns and sum(map(chars, turns)) > config["CONTEXT_MAX_CHARS"] - reserved:
         turns.pop()  # the oldest, once its images are counted
-    return [message for turn in reversed(turns) for message in turn]
+    return Chain(row_id, session, [message for turn in reversed(turns) for message in turn])
 
 
 def listed(row: StoredResponse) -> list[dict]:
@@ -138,40 +157,84 @@ def listed(row: StoredResponse) -> list[dict]:
     items = list(row.items)
     if not asked_with_images(items):
         return items
-    question = db.session.scalar(select(Message.reply_to_id).where(Message.id == row.reply_id))
+    question = row.question_id
     most = current_app.config["ATTACHMENTS_PER_MESSAGE"]
     pictures = attachments.images_for([question], most).get(question, []) if question else []
     return items[:-1] + [with_images(items[-1], pictures)]
 
 
 def add(
-    user_id: int, session_id: int, reply_id: int, items: list, body: dict, previous: int | None
+    user_id: int,
+    session_id: int,
+    reply_id: int,
+    items: list,
+    body: dict,
+    previous: int | None,
+    claimed: bool = False,
 ) -> None:
-    """Record a response, in the transaction that stores its turn (Turn.on_store). The
-    response it continues may have been deleted meanwhile: then it continues none."""
+    """Record a response, in the transaction that stores its turn (Turn.on_store): a new row,
+    or the row that claimed its retry key (responses_retries.py). The response it continues
+    may have been deleted meanwhile: then it continues none."""
     row = {"user_id": user_id, "session_id": session_id, "reply_id": reply_id}
-    row["created_at"] = clock.now()
-    db.session.execute(
-        _INSERT, row | {"public_id": body["id"], "items": items, "body": body, "previous": previous}
-    )
+    row |= {"public_id": body["id"], "items": items, "body": body, "previous": previous}
+    if claimed:
+        db.session.execute(_RECORD, row | {"claimed_id": body["id"], "owner": user_id})
+    else:
+        db.session.execute(_INSERT, row | {"created_at": clock.now()})
 
 
-_INSERT = insert(R.__table__).values(
-    public_id=bindparam("public_id"),
-    user_id=bindparam("user_id"),
-    session_id=bindparam("session_id"),
-    reply_id=bindparam("reply_id"),
-    previous_id=select(R.id).where(R.id == bindparam("previous")).scalar_subquery(),
-    items=bindparam("items"),
-    body=bindparam("body"),
-    created_at=bindparam("created_at"),
-)
+def add_failed(
+    user_id: int,
+    session_id: int,
+    question_id: int,
+    reply_id: int | None,
+    items: list,
+    body: dict,
+    previous: int | None,
+    claimed: bool = False,
+) -> None:
+    """Record a failed response with its question (and the part of a reply a stream cut short
+    kept, if its row is still there), and commit."""
+    row = {"user_id": user_id, "session_id": session_id, "question_id": question_id}
+    row |= {"reply_id": reply_id, "public_id": body["id"], "items": items, "body": body}
+    row |= {"previous": previous}
+    if claimed:
+        db.session.execute(_RECORD_FAILED, row | {"claimed_id": body["id"], "owner": user_id})
+    else:
+        db.session.execute(_INSERT_FAILED, row | {"created_at": clock.now()})
+    db.session.commit()
+
+
+_OF_REPLY = select(Message.reply_to_id).where(Message.id == bindparam("reply_id"))
+_PREVIOUS_ROW = select(R.id).where(R.id == bindparam("previous")).scalar_subquery()
+_KEPT_REPLY = select(Message.id).where(Message.id == bindparam("reply_id")).scalar_subquery()
+_RECORDED = {
+    "session_id": bindparam("session_id"),
+    "previous_id": _PREVIOUS_ROW,
+    "items": bindparam("items"),
+    "body": bindparam("body"),
+}
+_ANSWERED = _RECORDED | {
+    "question_id": _OF_REPLY.scalar_subquery(),
+    "reply_id": bindparam("reply_id"),
+}
+_FAILED = _RECORDED | {"question_id": bindparam("question_id"), "reply_id": _KEPT_REPLY}
+_CREATED = {
+    "public_id": bindparam("public_id"),
+    "user_id": bindparam("user_id"),
+    "created_at": bindparam("created_at"),
+}
+_INSERT = insert(R.__table__).values(_CREATED | _ANSWERED)
+_INSERT_FAILED = insert(R.__table__).values(_CREATED | _FAILED)
+_CLAIMED = (R.public_id == bindparam("claimed_id")) & (R.user_id == bindparam("owner"))
+_RECORD = update(R.__table__).where(_CLAIMED).values(_ANSWERED)
+_RECORD_FAILED = update(R.__table__).where(_CLAIMED).values(_FAILED)
 
 
 def remove(row: StoredResponse) -> None:
     """Delete a stored response and its turn from its session: the user's message (or the
     function outputs it gave) and the reply. A response that continued it now continues none."""
-    question = db.session.scalar(select(Message.reply_to_id).where(Message.id == row.reply_id))
+    question = row.question_id
     turn = [i for i in (row.reply_id, question) if i is not None]
     if question is not None:
         turn += db.session.scalars(_OTHER_RESULTS, {"session_id": row.session_id, "q": question})
