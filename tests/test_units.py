@@ -143,3 +143,38 @@ def test_load_context_pairs_overlapping_turns_by_reply_to(app):
             ("user", "q2"),
             ("assistant", "r2"),
         ]
+
+
+def test_a_json_body_with_base64_is_the_bytes_json_dumps_makes():
+    import base64
+    import json
+
+    from polygenix.providers.jsonbody import Base64Text, encode
+
+    data = Base64Text(base64.b64encode(bytes(range(256)) * 5), "ascii")
+    payload = {
+        "model": "m",
+        "messages": [
+            # Text that looks like a placeholder, quotes and non-ASCII are escaped as ever.
+            {"role": "user", "content": 'b64-0 "quoted" é \u2028 \x00 b64-'},
+            {
+                "role": "user",
+                "content": [
+                    {
+                        "type": "image_url",
+                        "image_url": {"url": Base64Text("data:x;base64," + data)},
+                    },
+                    {"inlineData": {"mimeType": "image/png", "data": data}},
+                    {"type": "text", "text": str(data)},
+                ],
+            },
+        ],
+        "temperature": 0.5,
+        "stop": None,
+    }
+    expected = json.dumps(payload).encode()
+    assert encode(payload, images=True) == expected
+    assert encode(payload, images=False) == expected
+    assert encode({"messages": []}, images=True) == b'{"messages": []}'
+    with pytest.raises(ValueError):
+        encode({"temperature": float("nan")}, images=True)

@@ -12,6 +12,7 @@ from sqlalchemy import bindparam, delete, func, select, update
 from .. import clock
 from ..extensions import db
 from ..models import User
+from ..providers.jsonbody import Base64Text
 from ..providers.messages import ContentPart, ImagePart
 from .images import ImageInfo, InvalidImage, TooManyPixels, inspect
 from .models import Attachment, AttachmentData
@@ -206,7 +207,7 @@ def image_part(media_type: str, data: bytes) -> ImagePart:
         "source": {
             "type": "base64",
             "media_type": media_type,
-            "data": base64.b64encode(data).decode("ascii"),
+            "data": Base64Text(base64.b64encode(data), "ascii"),
         },
     }
 

@@ -18,6 +18,7 @@ from typing import Any
 import requests
 import urllib3
 
+from . import jsonbody
 from .base import (
     NO_OPTIONS,
     USAGE,
@@ -31,6 +32,7 @@ from .base import (
     UnsupportedInput,
     finish_with_calls,
 )
+from .messages import has_images
 from .reasoning import reasons
 from .retry import retry_after, with_retries
 from .tools import NO_TOOLING, Tooling
@@ -117,7 +119,9 @@ class HTTPProvider:
     ) -> Completion:
         call = self._call(model, options, tooling)
         payload = self._payload(messages, model, call, stream=False)
-        body = self._send(self.wire.path(model), payload, model, request_id)
+        body = self._send(
+            self.wire.path(model), payload, model, request_id, images=has_images(messages)
+        )
         try:
             data = json.loads(body)
         except (ValueError, RecursionError):
@@ -153,7 +157,9 @@ class HTTPProvider:
         call = self._call(model, options, tooling)
         payload = self._payload(messages, model, call, stream=True)
         path = self.wire.stream_path(model)
-        response = self._send(path, payload, model, request_id, stream=True)
+        response = self._send(
+            path, payload, model, request_id, stream=True, images=has_images(messages)
+        )
         return ProviderStream(self, response, call.options.given())
 
     def list_models(self, timeout: float) -> list[str]:
@@ -176,10 +182,11 @@ class HTTPProvider:
     def unusable(self, detail: str = "") -> ProviderError:
         return ProviderError(f"{self.name} returned a response with no usable reply{detail}")
 
-    def _send(self, path, payload, model, request_id, stream=False):
-        """POST `payload`; a stream's response (headers read), else the whole body (bytes),
-        both within the call's deadline and its retries."""
+    def _send(self, path, payload, model, request_id, stream=False, *, images=False):
+        """POST `payload` (whose messages hold `images` or not); a stream's response (headers
+        read), else the whole body (bytes), both within the call's deadline and its retries."""
         url = (self.settings.base_url or "") + path
+        body = jsonbody.encode(payload, images=images)
         headers = {**self.settings.headers, **self.wire.headers(self.settings.api_key)}
         if request_id:
             headers["X-Request-ID"] = request_id  # lets a provider's logs be matched with ours
@@ -191,7 +198,7 @@ class HTTPProvider:
             response = self.transport.post(
                 url,
                 headers,
-                payload,
+                body,
                 connect_timeout=min(self.settings.connect_timeout, remaining),
                 # A stream's read timeout bounds its first byte and each silence after it.
                 read_timeout=(

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from .base import ToolCallDelta
+from .jsonbody import Base64Text
 from .messages import ChatMessage, ContentPart, ToolCall, dumps, new_call_id, text_of
 from .tools import NamedTool, ResponseFormat, Tooling
 from .wire import StreamState
@@ -26,7 +27,10 @@ def _part(part: ContentPart) -> dict[str, Any]:
     if source["type"] == "url":
         url = source["url"]
     else:
-        url = f"data:{source['media_type']};base64,{source['data']}"
+        data = source["data"]
+        url = f"data:{source['media_type']};base64,{data}"
+        if isinstance(data, Base64Text):
+            url = Base64Text(url)
     image: dict[str, Any] = {"url": url}
     if "detail" in part:
         image["detail"] = part["detail"]
