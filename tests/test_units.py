@@ -146,35 +146,43 @@ def test_load_context_pairs_overlapping_turns_by_reply_to(app):
 
 
 def test_a_json_body_with_base64_is_the_bytes_json_dumps_makes():
-    import base64
     import json
 
-    from polygenix.providers.jsonbody import Base64Text, encode
+    from polygenix.providers.jsonbody import Base64Source, encode, inline
 
-    data = Base64Text(base64.b64encode(bytes(range(256)) * 5), "ascii")
-    payload = {
-        "model": "m",
-        "messages": [
-            # Text that looks like a placeholder, quotes and non-ASCII are escaped as ever.
-            {"role": "user", "content": 'b64-0 "quoted" é \u2028 \x00 b64-'},
-            {
-                "role": "user",
-                "content": [
-                    {
-                        "type": "image_url",
-                        "image_url": {"url": Base64Text("data:x;base64," + data)},
-                    },
-                    {"inlineData": {"mimeType": "image/png", "data": data}},
-                    {"type": "text", "text": str(data)},
-                ],
-            },
-        ],
-        "temperature": 0.5,
-        "stop": None,
-    }
-    expected = json.dumps(payload).encode()
-    assert encode(payload, images=True) == expected
-    assert encode(payload, images=False) == expected
-    assert encode({"messages": []}, images=True) == b'{"messages": []}'
+    source = Base64Source.of("image/png", bytes(range(256)) * 5)
+    text = source["data"]
+    assert source == {"type": "base64", "media_type": "image/png", "data": text}
+    assert source.raw == text.encode()
+
+    def payload(image_url, inline_data):
+        return {
+            "model": "m",
+            "messages": [
+                # Text that looks like a placeholder, quotes and non-ASCII are escaped as ever.
+                {"role": "user", "content": 'b64-0 "quoted" é \u2028 \x00 b64-'},
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "image_url", "image_url": {"url": image_url}},
+                        {"inlineData": {"mimeType": "image/png", "data": inline_data}},
+                        {"type": "text", "text": text},
+                    ],
+                },
+            ],
+            "temperature": 0.5,
+            "stop": None,
+        }
+
+    expected = json.dumps(payload("data:image/png;base64," + text, text)).encode()
+    body = encode(payload(inline(source, "data:image/png;base64,"), inline(source)))
+    assert len(body) == len(expected)
+    assert bytes(body) == expected
+    # A client's own base64 (a plain str) is serialised as any text.
+    plain = dict(source)
+    assert encode(payload(inline(plain, "data:image/png;base64,"), inline(plain))) == expected
+    assert encode({"messages": []}) == b'{"messages": []}'
     with pytest.raises(ValueError):
-        encode({"temperature": float("nan")}, images=True)
+        encode({"temperature": float("nan")})
+    with pytest.raises(TypeError):
+        encode({"x": object()})

@@ -32,7 +32,6 @@ from .base import (
     UnsupportedInput,
     finish_with_calls,
 )
-from .messages import has_images
 from .reasoning import reasons
 from .retry import retry_after, with_retries
 from .tools import NO_TOOLING, Tooling
@@ -119,9 +118,7 @@ class HTTPProvider:
     ) -> Completion:
         call = self._call(model, options, tooling)
         payload = self._payload(messages, model, call, stream=False)
-        body = self._send(
-            self.wire.path(model), payload, model, request_id, images=has_images(messages)
-        )
+        body = self._send(self.wire.path(model), payload, model, request_id)
         try:
             data = json.loads(body)
         except (ValueError, RecursionError):
@@ -157,9 +154,7 @@ class HTTPProvider:
         call = self._call(model, options, tooling)
         payload = self._payload(messages, model, call, stream=True)
         path = self.wire.stream_path(model)
-        response = self._send(
-            path, payload, model, request_id, stream=True, images=has_images(messages)
-        )
+        response = self._send(path, payload, model, request_id, stream=True)
         return ProviderStream(self, response, call.options.given())
 
     def list_models(self, timeout: float) -> list[str]:
@@ -182,11 +177,11 @@ class HTTPProvider:
     def unusable(self, detail: str = "") -> ProviderError:
         return ProviderError(f"{self.name} returned a response with no usable reply{detail}")
 
-    def _send(self, path, payload, model, request_id, stream=False, *, images=False):
-        """POST `payload` (whose messages hold `images` or not); a stream's response (headers
-        read), else the whole body (bytes), both within the call's deadline and its retries."""
+    def _send(self, path, payload, model, request_id, stream=False):
+        """POST `payload`; a stream's response (headers read), else the whole body (bytes),
+        both within the call's deadline and its retries."""
         url = (self.settings.base_url or "") + path
-        body = jsonbody.encode(payload, images=images)
+        body = jsonbody.encode(payload)
         headers = {**self.settings.headers, **self.wire.headers(self.settings.api_key)}
         if request_id:
             headers["X-Request-ID"] = request_id  # lets a provider's logs be matched with ours

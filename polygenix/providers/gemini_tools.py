@@ -24,6 +24,7 @@ calls of its replies and streams.
 from typing import Any
 
 from .base import ToolCallDelta
+from .jsonbody import inline
 from .messages import (
     ChatMessage,
     ContentPart,
@@ -50,7 +51,7 @@ def _part(part: ContentPart) -> dict[str, Any]:
     source = part["source"]
     if source["type"] != "base64":  # refused by check_images already
         raise UnsupportedInput("images cannot be given by URL to this provider.")
-    return {"inlineData": {"mimeType": source["media_type"], "data": source["data"]}}
+    return {"inlineData": {"mimeType": source["media_type"], "data": inline(source)}}
 
 
 def _call_part(call: ToolCall) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from .base import ToolCallDelta
-from .jsonbody import Base64Text
+from .jsonbody import inline
 from .messages import ChatMessage, ContentPart, ToolCall, dumps, new_call_id, text_of
 from .tools import NamedTool, ResponseFormat, Tooling
 from .wire import StreamState
@@ -27,10 +27,7 @@ def _part(part: ContentPart) -> dict[str, Any]:
     if source["type"] == "url":
         url = source["url"]
     else:
-        data = source["data"]
-        url = f"data:{source['media_type']};base64,{data}"
-        if isinstance(data, Base64Text):
-            url = Base64Text(url)
+        url = inline(source, f"data:{source['media_type']};base64,")
     image: dict[str, Any] = {"url": url}
     if "detail" in part:
         image["detail"] = part["detail"]

@@ -18,6 +18,7 @@ import socket
 import requests
 
 from .base import ProviderError
+from .jsonbody import Body
 
 USER_AGENT = "PolyGenix/0.1"
 # What a requests.Session would add (Accept, Accept-Encoding...), with our own User-Agent.
@@ -44,7 +45,7 @@ class Transport:
         self,
         url: str,
         headers: dict[str, str],
-        body: bytes,
+        body: "bytes | Body",
         *,
         connect_timeout: float,
         read_timeout: float,
