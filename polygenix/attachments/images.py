@@ -168,3 +168,23 @@ def inspect(data: bytes, max_pixels: int) -> ImageInfo:
     if width < 1 or height < 1:
         raise InvalidImage("The image has no pixels.")
     return ImageInfo(media_type, width, height, len(data), hashlib.sha256(data).hexdigest())
+
+
+def first_frame_png(data: bytes, max_pixels: int) -> bytes:
+    """A GIF's first frame as a PNG, for a provider that takes no GIF: decoded within
+    `max_pixels` (InvalidImage as `inspect`, and for pixel data that does not decode)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            with Image.open(io.BytesIO(data), formats=["GIF"]) as image:
+                _too_many(*image.size, max_pixels)
+                image.seek(0)
+                out = io.BytesIO()
+                image.save(out, format="PNG")  # its palette, and its transparency, kept
+                return out.getvalue()
+        except InvalidImage:
+            raise
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as e:
+            raise InvalidImage("The GIF's first frame could not be decoded.") from e
+        except Image.DecompressionBombError as e:
+            raise TooManyPixels(f"The image has too many pixels (over {max_pixels}).") from e

@@ -102,7 +102,7 @@ class HTTPProvider:
                 return self.wire.build_stream_payload(messages, model, call)
             return self.wire.build_payload(messages, model, call)
         except UnsupportedInput as e:
-            raise UnsupportedInput(f"{self.name}: {e.message}", e.field) from None
+            raise UnsupportedInput(f"{self.name}: {e.message}", e.field, e.image_type) from None
 
     def check(self, messages: list[ChatMessage], model: str, tooling: Tooling = NO_TOOLING) -> None:
         self._payload(messages, model, self._call(model, NO_OPTIONS, tooling), stream=False)

@@ -3,8 +3,8 @@ calls of its replies and streams.
 
 - Images (https://ai.google.dev/gemini-api/docs/image-understanding): `inlineData` {mimeType,
   data} parts, of PNG, JPEG, WebP, HEIC or HEIF. An image URL is refused (Gemini needs the
-  bytes; PolyGenix never fetches a URL), and so is a GIF (not among Gemini's image types;
-  PolyGenix does not convert images).
+  bytes; PolyGenix never fetches a URL), and so is a GIF (not among Gemini's image types),
+  which chat/images.py then sends as a PNG of its first frame.
 - Function calling (https://ai.google.dev/gemini-api/docs/function-calling): `tools`
   [{"functionDeclarations": [{name, description, parametersJsonSchema}]}] (the JSON Schema as
   given, which Gemini takes in that field without conversion); `toolConfig.functionCallingConfig`
