@@ -51,9 +51,9 @@ def test_an_edit_keeps_removes_and_adds_images(site, tabs, tmp_path):
     kept = page.role("list", "Images of the message")
     expect(kept.get_by_role("listitem")).to_have_count(2)
     expect(kept.get_by_role("img", name="Image 1 (PNG, 12×8)")).to_be_visible()
-    page.wait_for_function(
-        "[...document.querySelectorAll('.edit-images img')].every(i => i.naturalWidth > 0)"
-    )
+    for n, name in ((1, "PNG, 12×8"), (2, "GIF, 3×3")):
+        picture = kept.get_by_role("img", name=f"Image {n} ({name})")
+        expect(picture).to_have_attribute("src", re.compile(r"^blob:"))
     kept.get_by_role("button", name="Remove image 1 (PNG, 12×8)").click()
     expect(kept.get_by_role("listitem")).to_have_count(1)
     # The focus moves to what is left, not to the page's start.
@@ -88,7 +88,7 @@ def test_an_edit_keeps_removes_and_adds_images(site, tabs, tmp_path):
     pick(page, page.button("Attach image"), tmp_path / "a.png")
     kept = page.role("list", "Images of the message")
     expect(kept.get_by_role("listitem")).to_have_count(3)
-    page.wait_for_function("document.querySelectorAll('.edit-images li.uploading').length === 0")
+    expect(kept.locator("li.uploading")).to_have_count(0)
     assert attachment_count(app) == before + 1
     page.button("Cancel").click()
     expect(question_images(page)).to_have_count(2)
