@@ -63,3 +63,18 @@ def png_bomb(side: int = 30_000) -> bytes:
         + _chunk(b"IDAT", body)
         + _chunk(b"IEND", b"")
     )
+
+
+def animated(fmt: str) -> bytes:
+    """A two-frame animated GIF or WebP."""
+    frames = [Image.new("RGB", (6, 4), c) for c in ((250, 0, 0), (0, 250, 0))]
+    out = io.BytesIO()
+    frames[0].save(out, format=fmt, save_all=True, append_images=frames[1:], duration=100)
+    return out.getvalue()
+
+
+def flipped(data: bytes, at: int) -> bytes:
+    """`data` with one bit of byte `at` changed (from the end when negative)."""
+    changed = bytearray(data)
+    changed[at] ^= 0x01
+    return bytes(changed)

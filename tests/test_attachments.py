@@ -91,10 +91,28 @@ def test_the_bytes_decide_not_the_name_or_declared_type(client, ada):
         b"GIF89a",
         b"RIFF\x00\x00\x00\x00WEBPVP8 ",
         b"",
+        # Whole but for their last bytes: each format's structure is followed to its end.
+        images.png((64, 64))[:-1],  # IEND's CRC cut short
+        images.png((64, 64))[:-12],  # no IEND
+        images.flipped(images.png((64, 64)), 45),  # a bit changed in IDAT: its CRC is wrong
+        images.jpeg((64, 64))[:-2],  # no end of image after the scan
+        images.gif((64, 64))[:-1],  # no trailer
+        images.gif((64, 64))[:-6],  # the image data's blocks cut short
+        images.webp((64, 64))[:-4],  # shorter than its RIFF length
     ],
 )
 def test_truncated_or_corrupt_images_are_422(client, ada, data):
     assert_envelope(upload(client, ada, data), 422)
+
+
+@pytest.mark.parametrize(
+    ("data", "media_type"),
+    [(images.animated("GIF"), "image/gif"), (images.animated("WEBP"), "image/webp")],
+)
+def test_animated_images_are_taken_with_their_size(client, ada, data, media_type):
+    response = upload(client, ada, data)
+    assert response.status_code == 201, response.json
+    assert (response.json["media_type"], response.json["width"]) == (media_type, 6)
 
 
 def test_a_decompression_bomb_is_a_422_and_the_worker_lives(make_app, auth):
@@ -107,6 +125,16 @@ def test_a_decompression_bomb_is_a_422_and_the_worker_lives(make_app, auth):
     assert_envelope(response, 422)
     assert "pixels" in response.json["message"]
     assert upload(client, headers, images.png()).status_code == 201
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "GIF", "WEBP"])
+def test_over_the_pixel_limit_is_a_422_in_each_format(make_app, auth, fmt):
+    client = make_app({"ATTACHMENT_MAX_PIXELS": 100 * 100}).test_client()
+    headers = auth.register(client=client)
+    response = upload(client, headers, images.image(fmt, (101, 100)))
+    assert_envelope(response, 422)
+    assert "101×100 pixels, over the limit of 10000" in response.json["message"]
+    assert upload(client, headers, images.image(fmt, (100, 100))).status_code == 201
 
 
 def test_size_limit_is_a_413_in_the_envelope(make_app, auth):

@@ -143,3 +143,46 @@ def test_load_context_pairs_overlapping_turns_by_reply_to(app):
             ("user", "q2"),
             ("assistant", "r2"),
         ]
+
+
+def test_a_json_body_with_base64_is_the_bytes_json_dumps_makes():
+    import json
+
+    from polygenix.providers.jsonbody import Base64Source, encode, inline
+
+    source = Base64Source.of("image/png", bytes(range(256)) * 5)
+    text = source["data"]
+    assert source == {"type": "base64", "media_type": "image/png", "data": text}
+    assert source.raw == text.encode()
+
+    def payload(image_url, inline_data):
+        return {
+            "model": "m",
+            "messages": [
+                # Text that looks like a placeholder, quotes and non-ASCII are escaped as ever.
+                {"role": "user", "content": 'b64-0 "quoted" é \u2028 \x00 b64-'},
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "image_url", "image_url": {"url": image_url}},
+                        {"inlineData": {"mimeType": "image/png", "data": inline_data}},
+                        {"type": "text", "text": text},
+                    ],
+                },
+            ],
+            "temperature": 0.5,
+            "stop": None,
+        }
+
+    expected = json.dumps(payload("data:image/png;base64," + text, text)).encode()
+    body = encode(payload(inline(source, "data:image/png;base64,"), inline(source)))
+    assert len(body) == len(expected)
+    assert bytes(body) == expected
+    # A client's own base64 (a plain str) is serialised as any text.
+    plain = dict(source)
+    assert encode(payload(inline(plain, "data:image/png;base64,"), inline(plain))) == expected
+    assert encode({"messages": []}) == b'{"messages": []}'
+    with pytest.raises(ValueError):
+        encode({"temperature": float("nan")})
+    with pytest.raises(TypeError):
+        encode({"x": object()})

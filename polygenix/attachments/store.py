@@ -1,7 +1,6 @@
 """Attachments' life: stored (within the user's quota), found for their owner, given to a
 message, read back as a model's image parts, and swept once no message uses them."""
 
-import base64
 from collections.abc import Iterable, Sequence
 from datetime import timedelta
 
@@ -12,6 +11,7 @@ from sqlalchemy import bindparam, delete, func, select, update
 from .. import clock
 from ..extensions import db
 from ..models import User
+from ..providers.jsonbody import Base64Source
 from ..providers.messages import ContentPart, ImagePart
 from .images import ImageInfo, InvalidImage, TooManyPixels, inspect
 from .models import Attachment, AttachmentData
@@ -201,14 +201,7 @@ def listed(message_ids: Iterable[int]) -> dict[int, list[dict]]:
 
 
 def image_part(media_type: str, data: bytes) -> ImagePart:
-    return {
-        "type": "image",
-        "source": {
-            "type": "base64",
-            "media_type": media_type,
-            "data": base64.b64encode(data).decode("ascii"),
-        },
-    }
+    return {"type": "image", "source": Base64Source.of(media_type, data)}
 
 
 def parts(text: str, images: Sequence[ImagePart]) -> str | list[ContentPart]:

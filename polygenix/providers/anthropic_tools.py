@@ -23,6 +23,7 @@ import re
 from typing import Any
 
 from .base import ToolCallDelta
+from .jsonbody import inline
 from .messages import (
     ChatMessage,
     ContentPart,
@@ -85,7 +86,11 @@ def _block(part: ContentPart) -> dict[str, Any]:
         return {"type": "image", "source": {"type": "url", "url": source["url"]}}
     return {
         "type": "image",
-        "source": {"type": "base64", "media_type": source["media_type"], "data": source["data"]},
+        "source": {
+            "type": "base64",
+            "media_type": source["media_type"],
+            "data": inline(source),
+        },
     }
 
 

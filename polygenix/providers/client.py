@@ -18,6 +18,7 @@ from typing import Any
 import requests
 import urllib3
 
+from . import jsonbody
 from .base import (
     NO_OPTIONS,
     USAGE,
@@ -101,7 +102,7 @@ class HTTPProvider:
                 return self.wire.build_stream_payload(messages, model, call)
             return self.wire.build_payload(messages, model, call)
         except UnsupportedInput as e:
-            raise UnsupportedInput(f"{self.name}: {e.message}", e.field) from None
+            raise UnsupportedInput(f"{self.name}: {e.message}", e.field, e.image_type) from None
 
     def check(self, messages: list[ChatMessage], model: str, tooling: Tooling = NO_TOOLING) -> None:
         self._payload(messages, model, self._call(model, NO_OPTIONS, tooling), stream=False)
@@ -180,6 +181,7 @@ class HTTPProvider:
         """POST `payload`; a stream's response (headers read), else the whole body (bytes),
         both within the call's deadline and its retries."""
         url = (self.settings.base_url or "") + path
+        body = jsonbody.encode(payload)
         headers = {**self.settings.headers, **self.wire.headers(self.settings.api_key)}
         if request_id:
             headers["X-Request-ID"] = request_id  # lets a provider's logs be matched with ours
@@ -191,7 +193,7 @@ class HTTPProvider:
             response = self.transport.post(
                 url,
                 headers,
-                payload,
+                body,
                 connect_timeout=min(self.settings.connect_timeout, remaining),
                 # A stream's read timeout bounds its first byte and each silence after it.
                 read_timeout=(

@@ -3,8 +3,8 @@ calls of its replies and streams.
 
 - Images (https://ai.google.dev/gemini-api/docs/image-understanding): `inlineData` {mimeType,
   data} parts, of PNG, JPEG, WebP, HEIC or HEIF. An image URL is refused (Gemini needs the
-  bytes; PolyGenix never fetches a URL), and so is a GIF (not among Gemini's image types;
-  PolyGenix does not convert images).
+  bytes; PolyGenix never fetches a URL), and so is a GIF (not among Gemini's image types),
+  which chat/images.py then sends as a PNG of its first frame.
 - Function calling (https://ai.google.dev/gemini-api/docs/function-calling): `tools`
   [{"functionDeclarations": [{name, description, parametersJsonSchema}]}] (the JSON Schema as
   given, which Gemini takes in that field without conversion); `toolConfig.functionCallingConfig`
@@ -24,6 +24,7 @@ calls of its replies and streams.
 from typing import Any
 
 from .base import ToolCallDelta
+from .jsonbody import inline
 from .messages import (
     ChatMessage,
     ContentPart,
@@ -50,7 +51,7 @@ def _part(part: ContentPart) -> dict[str, Any]:
     source = part["source"]
     if source["type"] != "base64":  # refused by check_images already
         raise UnsupportedInput("images cannot be given by URL to this provider.")
-    return {"inlineData": {"mimeType": source["media_type"], "data": source["data"]}}
+    return {"inlineData": {"mimeType": source["media_type"], "data": inline(source)}}
 
 
 def _call_part(call: ToolCall) -> dict[str, Any]:

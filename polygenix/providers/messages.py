@@ -64,12 +64,14 @@ class ChatMessage(TypedDict):
 class UnsupportedInput(ValueError):
     """The request holds something this provider cannot take (an image for a model with no
     image input, an image URL where the bytes are needed, an image type it does not read...).
-    Raised before any call; `field` names the request field at fault ("messages")."""
+    Raised before any call; `field` names the request field at fault ("messages"), and
+    `image_type` the media type of an image refused for its type."""
 
-    def __init__(self, message: str, field: str = "messages"):
+    def __init__(self, message: str, field: str = "messages", image_type: str | None = None):
         super().__init__(message)
         self.message = message
         self.field = field
+        self.image_type = image_type
 
 
 def plain(messages: list[ChatMessage]) -> bool:

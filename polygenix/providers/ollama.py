@@ -25,6 +25,7 @@ from typing import Any
 
 from .base import ChatMessage, Completion, MalformedResponse, Options, StreamEvent
 from .decoders import NDJSONDecoder
+from .jsonbody import inline
 from .messages import (
     ToolCall,
     UnsupportedInput,
@@ -47,7 +48,7 @@ def _message(m: ChatMessage, names: dict[str, str]) -> dict[str, Any]:
     out: dict[str, Any] = {"role": m["role"], "content": text_of(content)}
     images = [] if isinstance(content, str) else images_of(content)
     if images:
-        out["images"] = [i["source"]["data"] for i in images if i["source"]["type"] == "base64"]
+        out["images"] = [inline(i["source"]) for i in images if i["source"]["type"] == "base64"]
     if m.get("tool_calls"):
         out["tool_calls"] = [
             {"function": {"name": c["name"], "arguments": arguments_object(c)}}

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from .base import ToolCallDelta
+from .jsonbody import inline
 from .messages import ChatMessage, ContentPart, ToolCall, dumps, new_call_id, text_of
 from .tools import NamedTool, ResponseFormat, Tooling
 from .wire import StreamState
@@ -26,7 +27,7 @@ def _part(part: ContentPart) -> dict[str, Any]:
     if source["type"] == "url":
         url = source["url"]
     else:
-        url = f"data:{source['media_type']};base64,{source['data']}"
+        url = inline(source, f"data:{source['media_type']};base64,")
     image: dict[str, Any] = {"url": url}
     if "detail" in part:
         image["detail"] = part["detail"]

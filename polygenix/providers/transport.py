@@ -18,10 +18,12 @@ import socket
 import requests
 
 from .base import ProviderError
+from .jsonbody import Body
 
 USER_AGENT = "PolyGenix/0.1"
 # What a requests.Session would add (Accept, Accept-Encoding...), with our own User-Agent.
 BASE_HEADERS = {**requests.utils.default_headers(), "User-Agent": USER_AGENT}
+JSON_TYPE = {"Content-Type": "application/json"}
 
 
 class Transport:
@@ -43,15 +45,16 @@ class Transport:
         self,
         url: str,
         headers: dict[str, str],
-        payload: dict,
+        body: "bytes | Body",
         *,
         connect_timeout: float,
         read_timeout: float,
     ) -> requests.Response:
-        """POST `payload` as JSON and return once the headers are in (the body is the caller's
-        to read); transport failures raised as ProviderError, retryable where worth it."""
+        """POST `body`, JSON (jsonbody.encode), and return once the headers are in (the body is
+        the caller's to read); transport failures raised as ProviderError, retryable where worth
+        it."""
         prepared = requests.Request(
-            "POST", url, headers={**BASE_HEADERS, **headers}, json=payload
+            "POST", url, headers={**BASE_HEADERS, **JSON_TYPE, **headers}, data=body
         ).prepare()
         return self._send(prepared, connect_timeout, read_timeout)
 

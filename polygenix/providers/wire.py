@@ -225,7 +225,8 @@ def check_images(
             elif source["media_type"] not in types:
                 raise UnsupportedInput(
                     f"{source['media_type']} images are not accepted by this provider "
-                    f"(it takes {', '.join(t.removeprefix('image/') for t in types)})."
+                    f"(it takes {', '.join(t.removeprefix('image/') for t in types)}).",
+                    image_type=source["media_type"],
                 )
 
 

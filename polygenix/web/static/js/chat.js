@@ -423,7 +423,7 @@ async function adoptFailedChat(content) {
   }
 }
 
-async function again(kind, index, content = null) {
+async function again(kind, index, content = null, images = null) {
   const chatId = state.chat.chat_id;
   const model = modelSelect.value;
   const user = kind === "edit" ? state.messages[index] : state.messages.findLast((m) => !m.is_bot);
@@ -431,12 +431,14 @@ async function again(kind, index, content = null) {
   const before = state.messages.slice();
   state.messages.splice(userIndex + 1);
   if (content !== null) user.content = content;
+  if (images) user.attachments = images.attachments;
   Object.assign(user, { failed: false, error: null });
   renderAll();
   const replyIndex = append({ content: "", is_bot: true, pending: true, model, timestamp: new Date().toISOString() });
   scrollToEnd();
   const path = kind === "edit" ? `/api/ai_chat/${chatId}/messages/${user.id}` : `/api/ai_chat/${chatId}/regenerate`;
   const payload = kind === "edit" ? { content, model, stream: true } : { model, stream: true };
+  if (images) payload.attachment_ids = images.ids; // the edit's images, those kept and added
   try {
     await runTurn(path, kind === "edit" ? "PUT" : "POST", payload, replyIndex, userIndex);
   } catch (error) {
@@ -466,21 +468,33 @@ function startEdit(item, index) {
   const form = el("form", { class: "edit" });
   const field = el("textarea", { "aria-label": "Edit message", rows: "3" });
   field.value = message.content;
+  const images = attachments.editor(message.attachments || [], field, form);
+  const cancel = () => {
+    images.discard();
+    rerender(index);
+  };
   form.append(
     field,
+    images.element,
     el("div", { class: "buttons" },
       el("button", { type: "submit", class: "primary", text: "Save" }),
-      el("button", { type: "button", text: "Cancel", onclick: () => rerender(index) })),
+      el("button", { type: "button", text: "Cancel", onclick: cancel })),
   );
-  form.addEventListener("submit", (event) => {
+  let saving = false;
+  form.addEventListener("submit", async (event) => {
     event.preventDefault();
     const text = field.value.trim();
-    if (text && !state.controller) again("edit", index, text);
+    if (!text || state.controller || saving) return;
+    saving = true;
+    const kept = await images.take(); // null: an image failed to upload, and stays to be removed
+    saving = false;
+    if (kept && !state.controller) again("edit", index, text, kept);
   });
   field.addEventListener("keydown", (event) => {
-    if (event.key === "Escape") rerender(index);
+    if (event.key === "Escape") cancel();
   });
   item.querySelector(".body").replaceWith(form);
+  item.querySelector(".images")?.remove(); // shown in the form, to be kept or removed
   item.querySelector(".actions")?.remove();
   field.focus();
 }
