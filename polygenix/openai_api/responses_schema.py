@@ -32,9 +32,9 @@ from ..providers import ChatMessage, Options, ResponseFormat, Tooling
 from ..providers.base import EFFORTS
 from ..providers.messages import ContentPart, ImagePart, images_of, text_of
 from . import responses_tools as function_tools
-from .responses_images import Inline, InputImageSchema, Picture
+from .responses_images import Inline
+from .responses_items import Input
 from .validation import (
-    Capped,
     Flag,
     JsonSchema,
     ModelName,
@@ -44,7 +44,6 @@ from .validation import (
     Refused,
     Schema,
     Text,
-    TextOrParts,
     Whole,
     field_path,
     invalid,
@@ -114,125 +113,6 @@ Pictures = dict[str, tuple[list[ImagePart], list[Inline]]]
 Resolve = Callable[[str], dict | None]  # an item_reference's id: the item it names, if any
 
 
-class TextPartSchema(Schema):
-    text = Text(required=True, error_messages={"required": "is required: a string."})
-
-    @post_load
-    def _text(self, data, **kwargs) -> str:
-        return data["text"]
-
-
-TEXT = TextPartSchema()
-TEXT_PARTS = {"input_text": TEXT, "output_text": TEXT, "text": TEXT}
-NOT_TEXT = ": parts of type {kind!r} are not supported here: send input_text parts."
-CONTENT = {
-    "invalid": "must be a string or a non-empty list of parts.",
-    "empty": "must be a string or a non-empty list of parts.",
-    "required": "must be a string or a non-empty list of parts.",
-    "null": "must be a string or a non-empty list of parts.",
-}
-
-
-class MessageItemSchema(Schema):
-    """A message input item of a system, developer or assistant: its text parts, as kept."""
-
-    role = fields.String()
-    content = TextOrParts(
-        OneOf("type", TEXT_PARTS, NOT_TEXT), required=True, error_messages=CONTENT
-    )
-
-    @post_load
-    def _item(self, data, **kwargs) -> dict:
-        assistant = data["role"] == "assistant"
-        kind = "output_text" if assistant else "input_text"
-        extra = {"annotations": []} if assistant else {}
-        parts = [{"type": kind, "text": text} | extra for text in data["content"]]
-        return {"type": "message", "role": data["role"], "content": parts}
-
-
-class UserItemSchema(MessageItemSchema):
-    """A user's message input item: text and input_image parts."""
-
-    content = TextOrParts(
-        OneOf(
-            "type",
-            TEXT_PARTS | {"input_image": InputImageSchema()},
-            ": parts of type {kind!r} are not supported here: send input_text or input_image"
-            " parts.",
-        ),
-        required=True,
-        error_messages=CONTENT,
-    )
-
-    @validates_schema
-    def _images(self, data, **kwargs):
-        most = current_app.config["ATTACHMENTS_PER_MESSAGE"]
-        if sum(isinstance(part, Picture) for part in data["content"]) > most:
-            raise ma.ValidationError(f": at most {most} images per message.", field_name="content")
-
-    @post_load
-    def _item(self, data, **kwargs) -> dict:
-        parts = [
-            part.kept if isinstance(part, Picture) else {"type": "input_text", "text": part}
-            for part in data["content"]
-        ]
-        pictures = [part for part in data["content"] if isinstance(part, Picture)]
-        return {"type": "message", "role": "user", "content": parts, "pictures": pictures}
-
-
-class ReferenceSchema(Schema):
-    id = Text(required=True)
-
-    @post_load
-    def _item(self, data, **kwargs) -> dict:
-        return {"type": "item_reference", "id": data["id"]}
-
-
-class ReasoningItemSchema(Schema):
-    @post_load
-    def _item(self, data, **kwargs) -> dict:
-        return {"type": "reasoning"}  # a client sends it back; it holds nothing to resend
-
-
-OTHER = MessageItemSchema()
-ITEM = OneOf(
-    "type",
-    {
-        "message": OneOf(
-            "role",
-            {"user": UserItemSchema(), "system": OTHER, "developer": OTHER, "assistant": OTHER},
-            ".role must be one of user, system, developer, assistant.",
-        ),
-        "item_reference": ReferenceSchema(),
-        "reasoning": ReasoningItemSchema(),
-        "function_call": function_tools.CallItemSchema(),
-        "function_call_output": function_tools.OutputItemSchema(),
-    },
-    ": items of type {kind!r} are not supported by this server.",
-    default="message",
-    not_object="must be an object (an input item).",
-)
-
-
-class Input(fields.Field):
-    """A string (the user's message), or a list of 1 to V1_MAX_MESSAGES input items."""
-
-    ITEMS = Capped(
-        ITEM,
-        "V1_MAX_MESSAGES",
-        "items",
-        empty="must be a string or a non-empty list of input items.",
-        error_messages={"invalid": "must be a string or a non-empty list of input items."},
-    )
-
-    def _deserialize(self, value, attr, data, **kwargs) -> str | list[dict]:
-        if isinstance(value, str):
-            if "\x00" in value:
-                raise ma.ValidationError("must not contain NUL characters.")
-            return value
-        return self.ITEMS.deserialize(value)
-
-
 class JsonSchemaFormatSchema(Schema):
     name = function_tools.name(required=True)
     schema = JsonSchema(
@@ -281,25 +161,31 @@ class ReasoningSchema(Schema):
     )
 
 
-METADATA = fields.Dict(
-    keys=Text(
-        validate=validate.Length(
-            max=METADATA_KEY_CHARS, error=f"keys must be at most {METADATA_KEY_CHARS} characters."
-        )
-    ),
-    values=Text(
-        validate=validate.Length(
-            max=METADATA_VALUE_CHARS,
-            error=f"must be a string of at most {METADATA_VALUE_CHARS} characters.",
-        ),
-        error_messages={"invalid": f"must be a string of at most {METADATA_VALUE_CHARS}."},
-    ),
-    validate=validate.Length(
-        max=METADATA_KEYS, error=f"must be an object of at most {METADATA_KEYS} pairs."
-    ),
-    allow_none=True,
-    error_messages={"invalid": f"must be an object of at most {METADATA_KEYS} pairs."},
+METADATA_RULE = (
+    f"must be an object of at most {METADATA_KEYS} pairs: keys of at most {METADATA_KEY_CHARS}"
+    f" characters, values strings of at most {METADATA_VALUE_CHARS}."
 )
+
+
+class Metadata(fields.Dict):
+    """OpenAI's metadata: a few short strings by short names."""
+
+    default_error_messages = {"invalid": METADATA_RULE}
+
+    def __init__(self, **kwargs):
+        super().__init__(
+            keys=Text(validate=validate.Length(max=METADATA_KEY_CHARS)),
+            values=Text(validate=validate.Length(max=METADATA_VALUE_CHARS)),
+            validate=validate.Length(max=METADATA_KEYS, error=METADATA_RULE),
+            allow_none=True,
+            **kwargs,
+        )
+
+    def _deserialize(self, value, attr, data, **kwargs) -> dict:
+        try:
+            return super()._deserialize(value, attr, data, **kwargs)
+        except ma.ValidationError:  # one rule for the whole object, as OpenAI states it
+            raise ma.ValidationError(METADATA_RULE) from None
 
 
 class ResponsesRequestSchema(Schema):
@@ -334,7 +220,7 @@ class ResponsesRequestSchema(Schema):
     user = Text(allow_none=True)
     temperature = Number(0, 2)
     top_p = Number(0, 1)
-    metadata = METADATA
+    metadata = Metadata()
     include = fields.List(
         fields.String(
             validate=validate.OneOf(INCLUDABLE, error=f"must be one of {', '.join(INCLUDABLE)}.")
