@@ -299,3 +299,158 @@ def test_a_native_5xx_after_polygenix_retries_says_not_to_retry(provider_app, ad
     )
     assert response.status_code == 502 and response.headers["x-should-retry"] == "false"
     assert len(fake.requests) == 3
+
+
+# --- the request schema's refusals -----------------------------------------------------------
+
+WHOLE = "must be a whole number from 1 to 2147483647."
+
+
+@pytest.mark.parametrize(
+    ("fields", "param", "says"),
+    [
+        # Numbers are JSON numbers: not strings (not even of digits, Arabic-Indic ones
+        # included), not booleans (Python's True is an int), in range.
+        ({"temperature": "0.5"}, "temperature", "temperature must be a number from 0 to 2."),
+        ({"temperature": True}, "temperature", "from 0 to 2"),
+        ({"temperature": -0.1}, "temperature", "from 0 to 2"),
+        ({"temperature": 2.01}, "temperature", "from 0 to 2"),
+        ({"temperature": [1]}, "temperature", "from 0 to 2"),
+        ({"top_p": 1.5}, "top_p", "top_p must be a number from 0 to 1."),
+        ({"top_p": False}, "top_p", "from 0 to 1"),
+        ({"max_tokens": 0}, "max_tokens", f"max_tokens {WHOLE}"),
+        ({"max_tokens": 2**31}, "max_tokens", WHOLE),
+        ({"max_tokens": 10.0}, "max_tokens", WHOLE),
+        ({"max_tokens": True}, "max_tokens", WHOLE),
+        ({"max_tokens": "12"}, "max_tokens", WHOLE),
+        ({"max_tokens": "١٢"}, "max_tokens", WHOLE),
+        ({"max_completion_tokens": -1}, "max_completion_tokens", WHOLE),
+        ({"seed": 2**63}, "seed", "seed must be a whole number from"),
+        ({"seed": 1.5}, "seed", "whole number"),
+        ({"seed": True}, "seed", "whole number"),
+        ({"n": 2}, "n", "n=1"),
+        ({"n": True}, "n", "n=1"),
+        ({"n": "1"}, "n", "n=1"),
+        # Flags are true or false.
+        ({"stream": "yes"}, "stream", "stream must be true or false."),
+        ({"stream": 1}, "stream", "true or false"),
+        ({"store": 0}, "store", "store must be true or false."),
+        ({"parallel_tool_calls": "no"}, "parallel_tool_calls", "true or false"),
+        ({"stream_options": "usage"}, "stream_options", "stream_options must be an object."),
+        ({"stream_options": {"include_usage": "yes"}}, "stream_options", "true or false"),
+        # Strings and lists of them.
+        ({"stop": 5}, "stop", "stop must be a string or a list of 1 to 4 strings."),
+        ({"stop": ["a"] * 5}, "stop", "1 to 4"),
+        ({"stop": [""]}, "stop", "1 to 4"),
+        ({"stop": ["a\x00"]}, "stop", "1 to 4"),
+        ({"reasoning_effort": "extreme"}, "reasoning_effort", "reasoning_effort must be one of"),
+        ({"model": ""}, "model", "model must be a model name (1 to 200 characters)."),
+        ({"model": "   "}, "model", "1 to 200"),
+        ({"model": "x" * 201}, "model", "1 to 200"),
+        ({"model": 5}, "model", "1 to 200"),
+        ({"model": None}, "model", "1 to 200"),
+        ({"model": "ec\x00ho"}, "model", "model must not contain NUL characters."),
+        ({"audio": {"voice": "alloy"}}, "audio", "audio is not supported by this server."),
+        ({"logprobs": True}, "logprobs", "logprobs are not supported by this server."),
+    ],
+)
+def test_each_wrong_type_and_value_is_a_400_naming_the_field(client, ada, fields, param, says):
+    response = complete(client, ada, [{"role": "user", "content": "hi"}], **fields)
+    assert_openai_400(response, param=param, says=says)
+    assert counts(client.application) == (0, 0)
+
+
+@pytest.mark.parametrize(
+    ("messages", "says"),
+    [
+        (None, "messages must be a non-empty list."),
+        ({"role": "user", "content": "hi"}, "messages must be a non-empty list."),
+        ([], "messages must be a non-empty list."),
+        (["hi"], "messages[0].role must be one of"),
+        ([{"role": "user", "content": 5}], "messages[0].content must be a string or a list"),
+        ([{"role": "user", "content": "a\x00b"}], "messages[0].content must not contain NUL"),
+        (
+            [{"role": "user", "content": [{"type": "text"}]}],
+            "messages[0].content[0].text is required",
+        ),
+        (
+            [{"role": "user", "content": [{"type": "text", "text": 5}]}],
+            "messages[0].content[0].text must be a string.",
+        ),
+        (
+            [{"role": "user", "content": [{"type": "input_audio", "input_audio": {}}]}],
+            "messages[0].content[0]: only text and image_url parts are supported, not "
+            "'input_audio'.",
+        ),
+        (
+            [
+                {"role": "system", "content": [{"type": "image_url", "image_url": "x"}]},
+                {"role": "user", "content": "hi"},
+            ],
+            "messages[0].content[0]: only text parts are supported, not 'image_url'.",
+        ),
+        (
+            [{"role": "user", "content": [{"type": "image_url", "image_url": {"detail": "low"}}]}],
+            "messages[0].content[0].image_url.url is required",
+        ),
+        (
+            [
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "image_url", "image_url": {"url": "https://a.b/c", "detail": "x"}}
+                    ],
+                }
+            ],
+            "messages[0].content[0].image_url.detail must be one of",
+        ),
+        (
+            [
+                {"role": "assistant", "content": "", "tool_calls": "call"},
+                {"role": "user", "content": "hi"},
+            ],
+            "messages[0].tool_calls must be a non-empty list of calls.",
+        ),
+        (
+            [
+                {"role": "assistant", "content": "", "tool_calls": []},
+                {"role": "user", "content": "hi"},
+            ],
+            "messages[0].tool_calls must be a non-empty list of calls.",
+        ),
+        (
+            [
+                {"role": "user", "content": "hi"},
+                {"role": "tool", "tool_call_id": 7, "content": "x"},
+            ],
+            "messages[1].tool_call_id must be a string.",
+        ),
+    ],
+)
+def test_each_wrong_message_is_a_400_on_messages(client, ada, messages, says):
+    response = client.post(COMPLETIONS, headers=ada, json={"model": "echo", "messages": messages})
+    assert_openai_400(response, says=says)
+    assert counts(client.application) == (0, 0)
+
+
+@pytest.mark.parametrize("body", [b"[1, 2]", b'"hi"', b"5", b"null"])
+def test_a_body_that_is_not_an_object_is_a_400_on_body(client, ada, body):
+    response = client.post(COMPLETIONS, headers=ada, data=body, content_type="application/json")
+    assert_openai_400(response, param="body", says="The body must be a JSON object.")
+
+
+def test_fields_openai_defines_and_polygenix_ignores_are_accepted(client, ada):
+    ignored = {
+        "frequency_penalty": 0.5,
+        "presence_penalty": 0,
+        "logit_bias": {"50256": -100},
+        "user": "someone",
+        "metadata": {"k": "v"},
+        "service_tier": "auto",
+        "logprobs": False,
+        "n": 1,
+        "stream_options": None,
+        "functions": None,
+    }
+    response = complete(client, ada, [{"role": "user", "content": "hi"}], **ignored)
+    assert response.status_code == 200, response.json

@@ -558,3 +558,113 @@ def test_a_long_chain_sends_its_newest_responses_that_fit(make_app, provider_con
         "Hello from gpt-4.1-mini",
         "question number 4 ..........",
     ]
+
+
+# --- the request schema's refusals, and include and truncation -------------------------------
+
+
+def respond(client, headers, **fields):
+    return client.post("/v1/responses", headers=headers, json={"model": "echo"} | fields)
+
+
+@pytest.mark.parametrize(
+    ("fields", "param", "says"),
+    [
+        ({"temperature": True}, "temperature", "temperature must be a number from 0 to 2."),
+        ({"temperature": "1"}, "temperature", "from 0 to 2"),
+        ({"top_p": 1.01}, "top_p", "top_p must be a number from 0 to 1."),
+        ({"max_output_tokens": True}, "max_output_tokens", "a whole number of at least 1."),
+        ({"max_output_tokens": 1.5}, "max_output_tokens", "at least 1"),
+        ({"max_output_tokens": "١٢"}, "max_output_tokens", "at least 1"),
+        ({"stream": 1}, "stream", "stream must be true or false."),
+        ({"parallel_tool_calls": "yes"}, "parallel_tool_calls", "true or false"),
+        ({"background": True}, "background", "background responses are not supported"),
+        ({"background": "no"}, "background", "true or false"),
+        ({"conversation": "conv_1"}, "conversation", "not supported"),
+        ({"prompt": {"id": "pmpt_1"}}, "prompt", "not supported"),
+        ({"top_logprobs": 2}, "top_logprobs", "logprobs are not supported"),
+        ({"metadata": []}, "metadata", "at most 16 pairs"),
+        ({"metadata": {"k": "v" * 513}}, "metadata", "at most 512"),
+        ({"metadata": {"k" * 65: "v"}}, "metadata", "at most 64 characters"),
+        ({"text": "json"}, "text", "text must be an object."),
+        (
+            {"text": {"format": {"type": "json_schema", "name": "a"}}},
+            "text.format.schema",
+            "text.format.schema must be a JSON Schema object.",
+        ),
+        (
+            {"text": {"format": {"type": "json_schema", "name": "a", "schema": {}, "strict": 1}}},
+            "text.format.strict",
+            "true or false",
+        ),
+        ({"reasoning": "high"}, "reasoning", "reasoning must be an object."),
+        ({"user": 5}, "user", "user must be a string."),
+        ({"instructions": "a\x00b"}, "instructions", "NUL"),
+        ({"previous_response_id": ["resp_1"]}, "previous_response_id", "must be a string"),
+        (
+            {"frequency_penalty": 0.5},
+            "frequency_penalty",
+            "Unknown parameter: 'frequency_penalty'.",
+        ),
+        ({"truncation": "none"}, "truncation", 'truncation must be "auto" or "disabled".'),
+        ({"truncation": True}, "truncation", "must be a string"),
+        ({"include": "reasoning.encrypted_content"}, "include", "include must be a list."),
+        ({"include": ["file_search_call.results", "everything"]}, "include", "include[1] must"),
+        ({"include": [None]}, "include", "include[0] must not be null."),
+        ({"input": [5]}, "input", "input[0] must be an object (an input item)."),
+        ({"input": [{"role": "tool", "content": "x"}]}, "input", "input[0].role must be one of"),
+        ({"input": [{"type": "computer_call_output"}]}, "input", "'computer_call_output'"),
+        (
+            {"input": [{"role": "user", "content": [{"type": "input_text", "text": "a\x00"}]}]},
+            "input",
+            "input[0].content[0].text must not contain NUL characters.",
+        ),
+        (
+            {"input": [{"role": "user", "content": [{"type": "input_file", "file_id": "f"}]}]},
+            "input",
+            "input[0].content[0]: parts of type 'input_file' are not supported here",
+        ),
+        (
+            {"input": [{"type": "function_call_output", "call_id": "c", "output": 5}]},
+            "input",
+            "input[0].output must be a string or a list of input_text parts.",
+        ),
+        ({"input": {"role": "user"}}, "input", "must be a string or a non-empty list"),
+    ],
+)
+def test_each_wrong_type_and_value_is_a_400_naming_the_field(client, ada, fields, param, says):
+    response = respond(client, ada, **({"input": "hi"} | fields))
+    assert response.status_code == 400, response.json
+    error = response.json["error"]
+    assert (error["type"], error["param"]) == ("invalid_request_error", param)
+    assert says in error["message"]
+    assert client.get("/api/ai_chat/history", headers=ada).json == []
+
+
+@pytest.mark.parametrize("body", [b"[1, 2]", b'"hi"', b"null"])
+def test_a_responses_body_that_is_not_an_object_is_a_400_on_body(client, ada, body):
+    response = client.post("/v1/responses", headers=ada, data=body, content_type="application/json")
+    assert response.status_code == 400
+    assert response.json["error"]["param"] == "body"
+
+
+def test_include_and_truncation_are_accepted_and_truncation_echoed(client, ada):
+    assert respond(client, ada, input="hi").json["truncation"] == "disabled"
+    for truncation in ("auto", "disabled"):
+        response = respond(client, ada, input="hi", truncation=truncation)
+        assert response.status_code == 200, response.json
+        assert response.json["truncation"] == truncation
+    every = [
+        "code_interpreter_call.outputs",
+        "computer_call_output.output.image_url",
+        "file_search_call.results",
+        "message.input_image.image_url",
+        "message.output_text.logprobs",
+        "reasoning.encrypted_content",
+        "web_search_call.action.sources",
+        "web_search_call.results",
+    ]
+    for include in ([], every, None):
+        response = respond(client, ada, input="hi", include=include)
+        assert response.status_code == 200, response.json
+        assert response.json["output"][0]["content"][0]["text"] == "Echo: hi"

@@ -7,82 +7,105 @@ the providers that take image URLs (others refuse it, a 400 before any call).
 """
 
 import binascii
-from typing import Any
+from typing import NamedTuple
 
+import marshmallow as ma
 from flask import current_app
-from flask_smorest import abort
+from marshmallow import fields, post_load, pre_load, validate
 
 from ..attachments.images import ImageInfo, InvalidImage, inspect
 from ..providers.messages import IMAGE_TYPES, ImagePart
+from .validation import Schema
 
 DETAILS = ("auto", "low", "high")
 MAX_URL_CHARS = 8192
 
 
-def invalid(param: str, message: str):
-    abort(400, message=message, errors={"json": {param: [message]}})
+class Image(NamedTuple):
+    """An image part as a provider is sent it, and an inline image's bytes and what they are."""
+
+    part: ImagePart
+    url: str  # as the client sent it
+    data: bytes | None = None
+    info: ImageInfo | None = None
 
 
-def image_part(
-    part: dict[str, Any], where: str, param: str = "messages"
-) -> tuple[ImagePart, bytes | None, ImageInfo | None]:
-    """The part as PolyGenix's, with the image's bytes and what they are (None for a URL);
-    a 400 naming `param` (the request field the part is in) for a bad one."""
-    image_url = part.get("image_url")
-    if isinstance(image_url, str):  # some clients send the URL alone
-        image_url = {"url": image_url}
-    if not isinstance(image_url, dict) or not isinstance(image_url.get("url"), str):
-        invalid(param, f"{where}: an image_url part needs image_url.url, a string.")
-    url: str = image_url["url"]
-    detail = image_url.get("detail")
-    if detail is not None and detail not in DETAILS:
-        invalid(param, f"{where}: image_url.detail must be one of auto, low, high.")
-    if url.startswith("https://"):
-        if len(url) > MAX_URL_CHARS or any(c.isspace() or c == "\x00" for c in url):
-            invalid(param, f"{where}: the image URL is not a valid https URL.")
-        found: ImagePart = {"type": "image", "source": {"type": "url", "url": url}}
-        data, info = None, None
-    elif url.startswith("data:"):
-        data, info = _data_url(url, where, param)
-        found = {
-            "type": "image",
-            "source": {
-                "type": "base64",
-                "media_type": info.media_type,
-                "data": url.partition(",")[2],
-            },
-        }
-    else:
-        invalid(
-            param,
-            f"{where}: an image URL must be a data: URL (base64) or an https:// URL.",
-        )
-    if detail is not None:
-        found["detail"] = detail
-    return found, data, info
+class ImageUrl(fields.Field):
+    """An image's URL: a data: URL (base64) or an https:// URL, read into an Image."""
+
+    default_error_messages = {
+        "invalid": "must be a string: a data: URL (base64) or an https:// URL.",
+        "required": "is required: a data: URL (base64) or an https URL.",
+        "null": "is required: a data: URL (base64) or an https URL.",
+    }
+
+    def _deserialize(self, value, attr, data, **kwargs) -> Image:
+        if not isinstance(value, str):
+            raise self.make_error("invalid")
+        if value.startswith("https://"):
+            if len(value) > MAX_URL_CHARS or any(c.isspace() or c == "\x00" for c in value):
+                raise ma.ValidationError(": the image URL is not a valid https URL.")
+            return Image({"type": "image", "source": {"type": "url", "url": value}}, value)
+        if value.startswith("data:"):
+            return _data_url(value)
+        raise ma.ValidationError(": an image URL must be a data: URL (base64) or an https:// URL.")
 
 
-def _data_url(url: str, where: str, param: str) -> tuple[bytes, ImageInfo]:
+def _data_url(url: str) -> Image:
     header, comma, payload = url.partition(",")
     media_type, _, encoding = header.removeprefix("data:").partition(";")
     if not comma or encoding.lower() != "base64":
-        invalid(param, f"{where}: a data: URL image must be base64 (data:image/png;base64,...).")
+        raise ma.ValidationError(": a data: URL image must be base64 (data:image/png;base64,...).")
     if media_type.lower() not in IMAGE_TYPES:
-        invalid(
-            param,
-            f"{where}: {media_type or 'no type'} images are not accepted: PNG, JPEG, GIF or WebP.",
+        raise ma.ValidationError(
+            f": {media_type or 'no type'} images are not accepted: PNG, JPEG, GIF or WebP."
         )
     limit = current_app.config["ATTACHMENT_MAX_BYTES"]
+    too_large = f": the image is over ATTACHMENT_MAX_BYTES ({limit} bytes)."
     if len(payload) > (limit + 2) // 3 * 4 + 4:
-        invalid(param, f"{where}: the image is over ATTACHMENT_MAX_BYTES ({limit} bytes).")
+        raise ma.ValidationError(too_large)
     try:
         data = binascii.a2b_base64(payload, strict_mode=True)
     except (binascii.Error, ValueError):
-        invalid(param, f"{where}: the image's base64 data is not valid base64.")
+        raise ma.ValidationError(": the image's base64 data is not valid base64.") from None
     if len(data) > limit:
-        invalid(param, f"{where}: the image is over ATTACHMENT_MAX_BYTES ({limit} bytes).")
+        raise ma.ValidationError(too_large)
     try:
         info = inspect(data, current_app.config["ATTACHMENT_MAX_PIXELS"])
     except InvalidImage as e:
-        invalid(param, f"{where}: {e}")
-    return data, info
+        raise ma.ValidationError(f": {e}") from None
+    source = {"type": "base64", "media_type": info.media_type, "data": payload}
+    return Image({"type": "image", "source": source}, url, data, info)
+
+
+class ImageUrlSchema(Schema):
+    error_messages = {"type": "must be an object (url, detail) or a URL."}
+
+    url = ImageUrl(required=True)
+    detail = fields.String(allow_none=True, validate=validate.OneOf(DETAILS))
+
+    @pre_load
+    def _url_alone(self, data, **kwargs):
+        # Some clients send the URL alone.
+        return {"url": data} if isinstance(data, str) else data
+
+    @post_load
+    def _image(self, data, **kwargs) -> Image:
+        image: Image = data["url"]
+        if data.get("detail") is not None:
+            image.part["detail"] = data["detail"]
+        return image
+
+
+class ImageUrlPartSchema(Schema):
+    """`{"type": "image_url", "image_url": {"url": ..., "detail": ...}}`, as an Image."""
+
+    image_url = fields.Nested(
+        ImageUrlSchema,
+        required=True,
+        error_messages={"required": "is required: an object (url, detail) or a URL."},
+    )
+
+    @post_load
+    def _image(self, data, **kwargs) -> Image:
+        return data["image_url"]

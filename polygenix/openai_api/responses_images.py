@@ -10,14 +10,14 @@ ATTACHMENT_QUOTA_BYTES, sent again by a continuation under ATTACHMENT_CONTEXT_IM
 kept with `image_url` null. https URLs are kept as given.
 """
 
-from typing import Any
+from typing import NamedTuple
 
-from flask import current_app
+from marshmallow import fields, post_load, validate
 
 from ..attachments.images import ImageInfo
 from ..providers.messages import ImagePart
-from .images import image_part
-from .schemas import invalid
+from .images import Image, ImageUrl
+from .validation import Refused, Schema
 
 # OpenAI's details; "original" (the image as it is) is the provider's default here.
 DETAILS = ("auto", "low", "high", "original")
@@ -25,32 +25,36 @@ DETAILS = ("auto", "low", "high", "original")
 Inline = tuple[bytes, ImageInfo]
 
 
-def input_image(part: dict[str, Any], where: str) -> tuple[dict, ImagePart, Inline | None]:
-    """The part as kept (with its data: URL while the request lasts), as a provider is sent
-    it, and its inline image (None for a URL)."""
-    if part.get("file_id") is not None:
-        invalid(
-            "input",
-            f"{where}.file_id: file ids are not supported by this server (it has no Files API);"
-            " send image_url, a data: URL (base64) or an https:// URL.",
-        )
-    url = part.get("image_url")
-    if not isinstance(url, str):
-        invalid("input", f"{where}.image_url is required: a data: URL (base64) or an https URL.")
-    detail = part.get("detail") or "auto"
-    if detail not in DETAILS:
-        invalid("input", f"{where}.detail must be one of {', '.join(DETAILS)}.")
-    image, data, info = image_part({"image_url": {"url": url}}, where, param="input")
-    if detail in ("low", "high"):
-        image["detail"] = detail
-    kept = {"type": "input_image", "detail": detail, "file_id": None, "image_url": url}
-    return kept, image, (data, info) if data is not None else None
+class Picture(NamedTuple):
+    """An input_image part: as kept (with its data: URL while the request lasts), as a provider
+    is sent it, and its inline image (None for a URL)."""
+
+    kept: dict
+    image: ImagePart
+    inline: Inline | None
 
 
-def at_most(count: int, where: str) -> None:
-    most = current_app.config["ATTACHMENTS_PER_MESSAGE"]
-    if count > most:
-        invalid("input", f"{where}: at most {most} images per message.")
+class InputImageSchema(Schema):
+    file_id = Refused(
+        ": file ids are not supported by this server (it has no Files API);"
+        " send image_url, a data: URL (base64) or an https:// URL.",
+        any_value=True,
+    )
+    image_url = ImageUrl(required=True)
+    detail = fields.String(
+        allow_none=True,
+        validate=validate.OneOf(DETAILS, error=f"must be one of {', '.join(DETAILS)}."),
+    )
+
+    @post_load
+    def _picture(self, data, **kwargs) -> Picture:
+        found: Image = data["image_url"]
+        detail = data.get("detail") or "auto"
+        if detail in ("low", "high"):
+            found.part["detail"] = detail
+        kept = {"type": "input_image", "detail": detail, "file_id": None, "image_url": found.url}
+        inline = (found.data, found.info) if found.data is not None else None
+        return Picture(kept, found.part, inline)
 
 
 def _inline(part: dict) -> bool:

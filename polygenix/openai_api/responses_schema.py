@@ -8,8 +8,13 @@ What PolyGenix cannot do is a 400 naming the field (`param`): built-in tools (we
 file_search...), `background: true`, `conversation`, reusable `prompt`s, input files and
 audio, image `file_id`s (function tools: responses_tools.py; images: responses_images.py).
 A field OpenAI does not define is a 400 too, as OpenAI answers ("Unknown parameter"). Fields
-that change nothing here (`user`, `include`, `service_tier`, `truncation`,
-`prompt_cache_key`...) are accepted and ignored.
+that change nothing here (`user`, `service_tier`, `prompt_cache_key`...) are accepted and
+ignored; `include` must list OpenAI's includables and `truncation` be "auto" or "disabled"
+(docs/api.md says what each does here).
+
+The body is validated by a marshmallow schema (errors in OpenAI's shape: validation.py); what
+needs the caller's stored items (an `item_reference`) or the whole conversation (its last item,
+its size) is checked once it is read.
 """
 
 import re
@@ -18,29 +23,49 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import marshmallow as ma
 from flask import current_app
+from marshmallow import fields, post_load, validate, validates_schema
 
 from ..chat.tool_loop import chars
 from ..providers import ChatMessage, Options, ResponseFormat, Tooling
 from ..providers.base import EFFORTS
 from ..providers.messages import ContentPart, ImagePart, images_of, text_of
 from . import responses_tools as function_tools
-from .responses_images import Inline, at_most, input_image
-from .schemas import invalid
-
-KNOWN = set(
-    "model input instructions previous_response_id store stream max_output_tokens temperature "
-    "top_p reasoning text tools tool_choice parallel_tool_calls metadata user background "
-    "conversation prompt include service_tier truncation prompt_cache_key "
-    "prompt_cache_retention safety_identifier stream_options top_logprobs max_tool_calls".split()
+from .responses_images import Inline
+from .responses_items import Input
+from .validation import (
+    Flag,
+    JsonSchema,
+    ModelName,
+    Number,
+    OneOf,
+    Path,
+    Refused,
+    Schema,
+    Text,
+    Whole,
+    field_path,
+    invalid,
+    load,
 )
+
 ROLES = {"user": "user", "system": "system", "developer": "system", "assistant": "assistant"}
-# Part types OpenAI defines that PolyGenix does not take (yet): a 400 naming `input`.
-UNSUPPORTED_PARTS = {"input_image", "input_file", "input_audio"}  # input_image: a user's only
 RESPONSE_ID = re.compile(r"resp_[0-9a-f]{48}")
 ITEM_ID = re.compile(r"[a-z]{1,8}_([0-9a-f]{48})[0-9a-f]{4}")
 METADATA_KEYS, METADATA_KEY_CHARS, METADATA_VALUE_CHARS = 16, 64, 512
-FORMAT_NAME = re.compile(r"[a-zA-Z0-9_-]{1,64}")
+# What OpenAI's `include` may list (ResponseIncludable); none adds anything here (docs/api.md).
+INCLUDABLE = (
+    "code_interpreter_call.outputs",
+    "computer_call_output.output.image_url",
+    "file_search_call.results",
+    "message.input_image.image_url",
+    "message.output_text.logprobs",
+    "reasoning.encrypted_content",
+    "web_search_call.action.sources",
+    "web_search_call.results",
+)
+TRUNCATIONS = ("auto", "disabled")
 
 
 class Ids:
@@ -83,90 +108,176 @@ def response_of(item: str) -> str | None:
     return f"resp_{found[1]}" if found else None
 
 
-def _number(body: dict, name: str, low: float, high: float) -> float | None:
-    value = body.get(name)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
-        invalid(name, f"{name} must be a number from {low:g} to {high:g}.")
-    return float(value)
-
-
-def _text(value: Any, where: str, param: str = "input") -> str:
-    if not isinstance(value, str):
-        invalid(param, f"{where} must be a string.")
-    if "\x00" in value:
-        invalid(param, f"{where} must not contain NUL characters.")
-    return value
-
-
 # A new message's images by item id: as a provider is sent them, and its inline images' bytes.
 Pictures = dict[str, tuple[list[ImagePart], list[Inline]]]
-
-
-def _content(content: Any, where: str, role: str, pictures: Pictures, item_id: str) -> list[dict]:
-    """A message's content as kept parts (input_text and input_image, or output_text for an
-    assistant); a user message's images, as a provider is sent them, go in `pictures`."""
-    assistant = role == "assistant"
-    kind = "output_text" if assistant else "input_text"
-    extra = {"annotations": []} if assistant else {}
-    if isinstance(content, str):
-        return [{"type": kind, "text": _text(content, f"{where}.content")} | extra]
-    if not isinstance(content, list) or not content:
-        invalid("input", f"{where}.content must be a string or a non-empty list of parts.")
-    parts, images, inline = [], [], []
-    for n, part in enumerate(content):
-        ptype = part.get("type") if isinstance(part, dict) else None
-        if ptype == "input_image" and role == "user":
-            kept, image, found = input_image(part, f"{where}.content[{n}]")
-            parts.append(kept)
-            images.append(image)
-            inline += [found] if found is not None else []
-            continue
-        if ptype in UNSUPPORTED_PARTS:
-            invalid("input", f"{where}.content[{n}]: {ptype} parts are not supported here.")
-        if ptype not in ("input_text", "output_text", "text") or "text" not in part:
-            invalid("input", f"{where}.content[{n}] must be a text part (input_text).")
-        parts.append({"type": kind, "text": _text(part["text"], f"{where}.content[{n}].text")})
-        parts[-1] |= extra
-    if images:
-        at_most(len(images), where)
-        pictures[item_id] = (images, inline)
-    return parts
-
-
 Resolve = Callable[[str], dict | None]  # an item_reference's id: the item it names, if any
 
 
-def _item(raw: Any, n: int, new_id: Ids, resolve: Resolve, pictures: Pictures) -> dict | None:
-    """An input item, checked and kept as OpenAI lists it (with an id); None for one that
-    holds nothing to resend (a reasoning item a client sends back). An `item_reference` is the
-    caller's stored item it names (a 400 if it names none)."""
-    where = f"input[{n}]"
-    if not isinstance(raw, dict):
-        invalid("input", f"{where} must be an object (an input item).")
-    kind = raw.get("type", "message")
-    if kind == "item_reference":
-        found = resolve(raw.get("id")) if isinstance(raw.get("id"), str) else None
-        if found is None:
-            invalid("input", f"{where}: Item with id {raw.get('id')!r} not found.")
-        return None if found["type"] == "reasoning" else found
-    if kind == "reasoning":
-        return None
-    if kind == "function_call":
-        return function_tools.call_item(raw, where, new_id("fc"))
-    if kind == "function_call_output":
-        return function_tools.output_item(raw, where, new_id("fco"))
-    if kind != "message":
-        invalid("input", f"{where}: items of type {kind!r} are not supported by this server.")
-    role = raw.get("role")
-    if not isinstance(role, str) or role not in ROLES:
-        invalid("input", f"{where}.role must be one of user, system, developer, assistant.")
-    item_id = new_id("msg")
-    parts = _content(raw.get("content"), where, role, pictures, item_id)
-    return {"id": item_id, "type": "message", "role": role, "content": parts} | {
-        "status": "completed"
-    }
+class JsonSchemaFormatSchema(Schema):
+    name = function_tools.name(required=True)
+    schema = JsonSchema(
+        required=True,
+        error_messages=dict.fromkeys(("required", "null"), "must be a JSON Schema object."),
+    )
+    strict = Flag()
+    description = Text(allow_none=True)
+
+    @post_load
+    def _format(self, data, **kwargs) -> ResponseFormat:
+        return ResponseFormat(
+            "json_schema", data["name"], data["schema"], data.get("strict"), data.get("description")
+        )
+
+
+class PlainFormatSchema(Schema):
+    type = fields.String()
+
+    @post_load
+    def _format(self, data, **kwargs) -> ResponseFormat:
+        return ResponseFormat(data["type"])
+
+
+class TextSchema(Schema):
+    error_messages = {"type": "must be an object."}
+
+    format = OneOf(
+        "type",
+        {
+            "text": PlainFormatSchema(),
+            "json_object": PlainFormatSchema(),
+            "json_schema": JsonSchemaFormatSchema(),
+        },
+        ".type must be text, json_object or json_schema.",
+        allow_none=True,
+    )
+
+
+class ReasoningSchema(Schema):
+    error_messages = {"type": "must be an object."}
+
+    effort = fields.String(
+        allow_none=True,
+        validate=validate.OneOf(EFFORTS, error=f"must be one of {', '.join(EFFORTS)}."),
+    )
+
+
+METADATA_RULE = (
+    f"must be an object of at most {METADATA_KEYS} pairs: keys of at most {METADATA_KEY_CHARS}"
+    f" characters, values strings of at most {METADATA_VALUE_CHARS}."
+)
+
+
+class Metadata(fields.Dict):
+    """OpenAI's metadata: a few short strings by short names."""
+
+    default_error_messages = {"invalid": METADATA_RULE}
+
+    def __init__(self, **kwargs):
+        super().__init__(
+            keys=Text(validate=validate.Length(max=METADATA_KEY_CHARS)),
+            values=Text(validate=validate.Length(max=METADATA_VALUE_CHARS)),
+            validate=validate.Length(max=METADATA_KEYS, error=METADATA_RULE),
+            allow_none=True,
+            **kwargs,
+        )
+
+    def _deserialize(self, value, attr, data, **kwargs) -> dict:
+        try:
+            return super()._deserialize(value, attr, data, **kwargs)
+        except ma.ValidationError:  # one rule for the whole object, as OpenAI states it
+            raise ma.ValidationError(METADATA_RULE) from None
+
+
+class ResponsesRequestSchema(Schema):
+    class Meta:
+        unknown = ma.RAISE  # as OpenAI: "Unknown parameter"
+
+    error_messages = {"type": "The body must be a JSON object."}
+
+    background = Flag(
+        validate=validate.Equal(False, error="responses are not supported by this server.")
+    )
+    conversation = Refused("objects are not supported by this server.", any_value=True)
+    prompt = Refused(": reusable prompts are not supported by this server.", any_value=True)
+    top_logprobs = Refused(": logprobs are not supported by this server.")
+    stream = Flag()
+    store = Flag()
+    parallel_tool_calls = Flag()
+    model = ModelName(required=True)
+    instructions = Text(allow_none=True)
+    previous_response_id = Text(allow_none=True)
+    tools = function_tools.TOOLS
+    tool_choice = function_tools.ToolChoiceField()
+    text = fields.Nested(TextSchema, allow_none=True)
+    reasoning = fields.Nested(ReasoningSchema, allow_none=True)
+    input = Input(
+        required=True,
+        error_messages=dict.fromkeys(
+            ("required", "null"), "must be a string or a non-empty list of input items."
+        ),
+    )
+    max_output_tokens = Whole(1)
+    user = Text(allow_none=True)
+    temperature = Number(0, 2)
+    top_p = Number(0, 1)
+    metadata = Metadata()
+    include = fields.List(
+        fields.String(
+            validate=validate.OneOf(INCLUDABLE, error=f"must be one of {', '.join(INCLUDABLE)}.")
+        ),
+        allow_none=True,
+    )
+    truncation = fields.String(
+        allow_none=True,
+        validate=validate.OneOf(TRUNCATIONS, error='must be "auto" or "disabled".'),
+    )
+    # Accepted, and change nothing here.
+    service_tier = fields.Raw(allow_none=True)
+    prompt_cache_key = fields.Raw(allow_none=True)
+    prompt_cache_retention = fields.Raw(allow_none=True)
+    safety_identifier = fields.Raw(allow_none=True)
+    stream_options = fields.Raw(allow_none=True)
+    max_tool_calls = fields.Raw(allow_none=True)
+
+    @validates_schema
+    def _tools(self, data, **kwargs):
+        function_tools.check(data.get("tools") or [], data.get("tool_choice"))
+
+
+SCHEMA = ResponsesRequestSchema()
+
+
+def _param(path: Path) -> str:
+    """The field an error is about: text.format.name, reasoning.effort, else the top one."""
+    return field_path(path) if path[0] in ("text", "reasoning") else str(path[0])
+
+
+def _items(loaded: str | list[dict], new_id: Ids, resolve: Resolve, pictures: Pictures) -> list:
+    """The input as kept items, each with an id; an item_reference is the caller's stored item
+    it names (a 400 if it names none), a reasoning item nothing."""
+    if isinstance(loaded, str):
+        item = {"id": new_id("msg"), "type": "message", "role": "user", "status": "completed"}
+        return [item | {"content": [{"type": "input_text", "text": loaded}]}]
+    items = []
+    for n, item in enumerate(loaded):
+        kind = item["type"]
+        if kind == "item_reference":
+            found = resolve(item["id"])
+            if found is None:
+                invalid("input", f"input[{n}]: Item with id {item['id']!r} not found.")
+            if found["type"] != "reasoning":
+                items.append(found)
+        elif kind in ("function_call", "function_call_output"):
+            made = new_id("fc" if kind == "function_call" else "fco")
+            items.append(item | {"id": item["id"] if item["id"] is not None else made})
+        elif kind == "message":
+            item_id = new_id("msg")
+            shown = item.pop("pictures", None)
+            if shown:
+                images = [p.image for p in shown]
+                pictures[item_id] = (images, [p.inline for p in shown if p.inline is not None])
+            items.append({"id": item_id} | item | {"status": "completed"})
+    return items
 
 
 def messages_of(items: list[dict], pictures: Pictures | None = None) -> list[ChatMessage]:
@@ -192,21 +303,6 @@ def messages_of(items: list[dict], pictures: Pictures | None = None) -> list[Cha
     return messages
 
 
-def _input(body: dict, new_id: Ids, resolve: Resolve, pictures: Pictures) -> list[dict]:
-    raw = body.get("input")
-    if isinstance(raw, str):
-        text = _text(raw, "input")
-        item = {"id": new_id("msg"), "type": "message", "role": "user", "status": "completed"}
-        return [item | {"content": [{"type": "input_text", "text": text}]}]
-    if not isinstance(raw, list) or not raw:
-        invalid("input", "input must be a string or a non-empty list of input items.")
-    most = current_app.config["V1_MAX_MESSAGES"]
-    if len(raw) > most:
-        invalid("input", f"input must hold at most {most} items, not {len(raw)}.")
-    found = (_item(e, n, new_id, resolve, pictures) for n, e in enumerate(raw))
-    return [item for item in found if item is not None]
-
-
 def _sizes(messages: list[ChatMessage], instructions: str | None) -> None:
     """What the turn would refuse, refused here naming `input` (the client chose it: it is
     never trimmed). An image counts as IMAGE_CHARS, as in every turn's checks."""
@@ -226,144 +322,53 @@ def _sizes(messages: list[ChatMessage], instructions: str | None) -> None:
         )
 
 
-def _format(body: dict) -> ResponseFormat | None:
-    text = body.get("text")
-    if text is None:
-        return None
-    if not isinstance(text, dict):
-        invalid("text", "text must be an object.")
-    fmt = text.get("format")
-    if fmt is None:
-        return None
-    kind = fmt.get("type") if isinstance(fmt, dict) else None
-    if kind in ("text", "json_object"):
-        return ResponseFormat(kind)
-    if kind != "json_schema":
-        invalid("text.format", "text.format.type must be text, json_object or json_schema.")
-    name, schema, strict = fmt.get("name"), fmt.get("schema"), fmt.get("strict")
-    if not isinstance(name, str) or not FORMAT_NAME.fullmatch(name):
-        invalid("text.format.name", "text.format.name must be 1 to 64 of a-z, A-Z, 0-9, _ and -.")
-    if not isinstance(schema, dict):
-        invalid("text.format.schema", "text.format.schema must be a JSON Schema object.")
-    if strict is not None and not isinstance(strict, bool):
-        invalid("text.format.strict", "text.format.strict must be true or false.")
-    described = fmt.get("description")
-    if described is not None and not isinstance(described, str):
-        invalid("text.format.description", "text.format.description must be a string.")
-    return ResponseFormat("json_schema", name, schema, strict, described)
-
-
-def _metadata(body: dict) -> dict:
-    metadata = body.get("metadata")
-    if metadata is None:
-        return {}
-    if not isinstance(metadata, dict) or len(metadata) > METADATA_KEYS:
-        invalid("metadata", f"metadata must be an object of at most {METADATA_KEYS} pairs.")
-    for key, value in metadata.items():
-        if len(key) > METADATA_KEY_CHARS or "\x00" in key:
-            invalid("metadata", f"metadata keys must be at most {METADATA_KEY_CHARS} characters.")
-        if not isinstance(value, str) or len(value) > METADATA_VALUE_CHARS or "\x00" in value:
-            invalid(
-                "metadata", f"metadata values must be strings of at most {METADATA_VALUE_CHARS}."
-            )
-    return metadata
-
-
-def _refused(body: dict) -> None:
-    for name in body:
-        if name not in KNOWN:
-            invalid(name, f"Unknown parameter: '{name}'.")
-    if body.get("background"):
-        invalid("background", "background responses are not supported by this server.")
-    if body.get("conversation") is not None:
-        invalid("conversation", "conversation objects are not supported by this server.")
-    if body.get("prompt") is not None:
-        invalid("prompt", "reusable prompts are not supported by this server.")
-    if body.get("top_logprobs"):
-        invalid("top_logprobs", "logprobs are not supported by this server.")
-    for name in ("stream", "store", "parallel_tool_calls", "background"):
-        if body.get(name) is not None and not isinstance(body[name], bool):
-            invalid(name, f"{name} must be true or false.")
-
-
-def _effort(body: dict) -> str | None:
-    reasoning = body.get("reasoning")
-    if reasoning is None:
-        return None
-    if not isinstance(reasoning, dict):
-        invalid("reasoning", "reasoning must be an object.")
-    effort = reasoning.get("effort")
-    if effort is not None and effort not in EFFORTS:
-        invalid("reasoning.effort", f"reasoning.effort must be one of {', '.join(EFFORTS)}.")
-    return effort
-
-
 def parse(body: Any, resolve: Resolve) -> Request:
     """The request; `resolve` finds the caller's stored items that `item_reference`s name."""
-    if not isinstance(body, dict):
-        invalid("body", "The body must be a JSON object.")
-    _refused(body)
-    model = body.get("model")
-    if not isinstance(model, str) or not model.strip() or len(model) > 200 or "\x00" in model:
-        invalid("model", "model must be a model name (1 to 200 characters).")
-    instructions = body.get("instructions")
-    if instructions is not None:
-        _text(instructions, "instructions", "instructions")
-    previous = body.get("previous_response_id")
-    if previous is not None and not isinstance(previous, str):
-        invalid("previous_response_id", "previous_response_id must be a string.")
-    tools = function_tools.tools(body)
-    choice = function_tools.tool_choice(body, tools)
-    parallel = body.get("parallel_tool_calls")
-    fmt = _format(body)
-    effort = _effort(body)
+    data = load(SCHEMA, body, param=_param)
+    instructions, previous = data.get("instructions"), data.get("previous_response_id")
+    tools = tuple(data.get("tools") or ())
+    choice, parallel = data.get("tool_choice"), data.get("parallel_tool_calls")
+    fmt = (data.get("text") or {}).get("format")
+    effort = (data.get("reasoning") or {}).get("effort")
     ids = Ids()
     pictures: Pictures = {}
-    items = _input(body, ids, resolve, pictures)
+    items = _items(data["input"], ids, resolve, pictures)
     messages = messages_of(items, pictures)
     if not messages or messages[-1]["role"] not in ("user", "tool"):
         invalid("input", "The last input item must be the user's message or a function's output.")
     # The last message's inline images are stored with it (the earlier ones' are not).
     inline = pictures.get(items[-1]["id"], ([], []))[1] if messages[-1]["role"] == "user" else []
     _sizes(messages, instructions)
-    max_tokens = body.get("max_output_tokens")
-    if max_tokens is not None and (
-        isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or not 1 <= max_tokens
-    ):
-        invalid("max_output_tokens", "max_output_tokens must be a whole number of at least 1.")
-    user = body.get("user")
-    if user is not None and not isinstance(user, str):
-        invalid("user", "user must be a string.")
     options = Options(
-        temperature=_number(body, "temperature", 0, 2),
-        top_p=_number(body, "top_p", 0, 1),
-        max_tokens=max_tokens,
+        temperature=data.get("temperature"),
+        top_p=data.get("top_p"),
+        max_tokens=data.get("max_output_tokens"),
         reasoning_effort=effort,
     )
     echo = {
         "instructions": instructions,
-        "max_output_tokens": max_tokens,
-        "metadata": _metadata(body),
-        "parallel_tool_calls": body.get("parallel_tool_calls") is not False,
+        "max_output_tokens": options.max_tokens,
+        "metadata": data.get("metadata") or {},
+        "parallel_tool_calls": parallel is not False,
         "previous_response_id": previous,
         "reasoning": {"effort": effort, "summary": None},
-        "store": body.get("store") is not False,
+        "store": data.get("store") is not False,
         "temperature": options.temperature,
         "text": {"format": _echo_format(fmt)},
         "tool_choice": body.get("tool_choice") or "auto",
         "tools": [function_tools.echo(tool) for tool in tools],
         "top_p": options.top_p,
-        "truncation": "disabled",
-        "user": user,
+        "truncation": data.get("truncation") or "disabled",
+        "user": data.get("user"),
     }
     return Request(
-        model=model,
+        model=data["model"],
         items=items,
         messages=messages,
         instructions=instructions,
         previous_id=previous,
         store=echo["store"],
-        stream=bool(body.get("stream")),
+        stream=bool(data.get("stream")),
         options=options,
         ids=ids,
         tooling=Tooling(tools, *(choice, parallel) if tools else (None, None), fmt),

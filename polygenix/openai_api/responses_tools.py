@@ -8,97 +8,135 @@ are a 400 on `tools`; a tool_choice naming one a 400 on `tool_choice`.
 """
 
 import re
-from typing import Any
+
+import marshmallow as ma
+from marshmallow import fields, post_load, validate
 
 from ..providers import ChatMessage, NamedTool, Tool, ToolCall, ToolChoice
-from .schemas import invalid
+from .validation import Capped, Flag, JsonSchema, OneOf, Schema, Text, TextOrParts
 
-NAME = re.compile(r"[a-zA-Z0-9_-]{1,64}")
+NAME = re.compile(r"[a-zA-Z0-9_-]{1,64}\Z")  # matched from the start
 MAX_TOOLS = 128
 CHOICES = ("none", "auto", "required")
+NAME_RULE = "must be 1 to 64 of a-z, A-Z, 0-9, _ and -."
 
 
-def tools(body: dict) -> tuple[Tool, ...]:
-    raw = body.get("tools")
-    if raw is None:
-        return ()
-    if not isinstance(raw, list) or len(raw) > MAX_TOOLS:
-        invalid("tools", f"tools must be a list of at most {MAX_TOOLS} tools.")
-    read: list[Tool] = []
-    for n, tool in enumerate(raw):
-        kind = tool.get("type") if isinstance(tool, dict) else None
-        if kind != "function":
-            invalid("tools", f"tools[{n}]: built-in tools ({kind!r}) are not supported here.")
-        name, parameters = tool.get("name"), tool.get("parameters")
-        if not isinstance(name, str) or not NAME.fullmatch(name):
-            invalid("tools", f"tools[{n}].name must be 1 to 64 of a-z, A-Z, 0-9, _ and -.")
-        if any(t.name == name for t in read):
-            invalid("tools", f"tools[{n}]: the name {name!r} is taken by another tool.")
-        if parameters is not None and not isinstance(parameters, dict):
-            invalid("tools", f"tools[{n}].parameters must be a JSON Schema object.")
-        described, strict = tool.get("description"), tool.get("strict")
-        if described is not None and not isinstance(described, str):
-            invalid("tools", f"tools[{n}].description must be a string.")
-        if strict is not None and not isinstance(strict, bool):
-            invalid("tools", f"tools[{n}].strict must be true or false.")
-        read.append(Tool(name, described, parameters, strict))
-    return tuple(read)
+def name(**kwargs) -> fields.String:
+    """A function's name."""
+    said = {"invalid": NAME_RULE, "required": NAME_RULE, "null": NAME_RULE}
+    return fields.String(
+        validate=validate.Regexp(NAME, error=NAME_RULE), error_messages=said, **kwargs
+    )
 
 
-def tool_choice(body: dict, given: tuple[Tool, ...]) -> ToolChoice | None:
-    choice = body.get("tool_choice")
-    if choice is None:
-        return None
-    if choice in CHOICES:
-        if choice == "required" and not given:
-            invalid("tool_choice", "tool_choice required needs tools to choose from.")
-        return choice
-    if isinstance(choice, dict) and choice.get("type") == "function":
-        name = choice.get("name")
-        if not any(t.name == name for t in given):
-            invalid("tool_choice", f"tool_choice names {name!r}, which is not among the tools.")
-        return NamedTool(name)
-    invalid("tool_choice", "tool_choice must be none, auto, required or a function of tools.")
+class FunctionToolSchema(Schema):
+    name = name(required=True)
+    description = Text(allow_none=True)
+    parameters = JsonSchema(allow_none=True)
+    strict = Flag()
+
+    @post_load
+    def _tool(self, data, **kwargs) -> Tool:
+        return Tool(
+            data["name"], data.get("description"), data.get("parameters"), data.get("strict")
+        )
 
 
-def _text(value: Any, where: str) -> str:
-    if not isinstance(value, str) or "\x00" in value:
-        invalid("input", f"{where} must be a string without NUL characters.")
-    return value
+TOOLS = Capped(
+    OneOf(
+        "type",
+        {"function": FunctionToolSchema()},
+        ": built-in tools ({kind!r}) are not supported here.",
+    ),
+    MAX_TOOLS,
+    "tools",
+    allow_none=True,
+    error_messages={"invalid": f"must be a list of at most {MAX_TOOLS} tools."},
+)
 
 
-def call_item(raw: dict, where: str, item_id: str) -> dict:
-    """A function_call input item, checked and kept."""
-    call_id, name = _text(raw.get("call_id"), f"{where}.call_id"), raw.get("name")
-    if not call_id or not isinstance(name, str) or not NAME.fullmatch(name):
-        invalid("input", f"{where} needs a call_id and a function name.")
-    arguments = _text(raw.get("arguments"), f"{where}.arguments")
-    return {
-        "id": raw.get("id") if isinstance(raw.get("id"), str) else item_id,
-        "type": "function_call",
-        "status": "completed",
-        "call_id": call_id,
-        "name": name,
-        "arguments": arguments,
-    }
+class ToolChoiceField(fields.Field):
+    """ "none", "auto", "required" or {"type": "function", "name": ...}."""
+
+    def __init__(self, **kwargs):
+        super().__init__(allow_none=True, **kwargs)
+
+    def _deserialize(self, value, attr, data, **kwargs) -> ToolChoice:
+        if isinstance(value, str) and value in CHOICES:
+            return value
+        if isinstance(value, dict) and value.get("type") == "function":
+            return NamedTool(value.get("name"))
+        raise ma.ValidationError("must be none, auto, required or a function of tools.")
 
 
-def output_item(raw: dict, where: str, item_id: str) -> dict:
-    """A function_call_output input item, checked and kept (its output as text)."""
-    call_id, output = _text(raw.get("call_id"), f"{where}.call_id"), raw.get("output")
-    if isinstance(output, list):  # input_text parts
-        texts = [p.get("text") for p in output if isinstance(p, dict)]
-        if len(texts) != len(output) or not all(isinstance(t, str) for t in texts):
-            invalid("input", f"{where}.output must be a string or a list of input_text parts.")
-        output = "".join(texts)
-    output = _text(output, f"{where}.output")
-    return {
-        "id": raw.get("id") if isinstance(raw.get("id"), str) else item_id,
-        "type": "function_call_output",
-        "status": "completed",
-        "call_id": call_id,
-        "output": output,
-    }
+def check(tools: list[Tool], choice: ToolChoice | None) -> None:
+    """Tool names unique, and a tool choice among the tools."""
+    for n, tool in enumerate(tools):
+        if any(t.name == tool.name for t in tools[:n]):
+            said = f": the name {tool.name!r} is taken by another tool."
+            raise ma.ValidationError({"tools": {n: [said]}})
+    if choice == "required" and not tools:
+        raise ma.ValidationError("required needs tools to choose from.", field_name="tool_choice")
+    if isinstance(choice, NamedTool) and not any(t.name == choice.name for t in tools):
+        said = f"names {choice.name!r}, which is not among the tools."
+        raise ma.ValidationError(said, field_name="tool_choice")
+
+
+CALL_ID = {"invalid": "must be a string without NUL characters.", "required": "is required."}
+
+
+class CallItemSchema(Schema):
+    """A function_call input item, kept as OpenAI lists it (its id, if not given, is made)."""
+
+    id = fields.String(allow_none=True)
+    call_id = Text(required=True, validate=validate.Length(min=1), error_messages=CALL_ID)
+    name = name(required=True)
+    arguments = Text(required=True, error_messages=CALL_ID)
+
+    @post_load
+    def _item(self, data, **kwargs) -> dict:
+        return {
+            "id": data.get("id"),
+            "type": "function_call",
+            "status": "completed",
+            "call_id": data["call_id"],
+            "name": data["name"],
+            "arguments": data["arguments"],
+        }
+
+
+class OutputTextSchema(Schema):
+    text = Text(required=True, error_messages=CALL_ID)
+
+    @post_load
+    def _text(self, data, **kwargs) -> str:
+        return data["text"]
+
+
+class OutputItemSchema(Schema):
+    """A function_call_output input item, kept with its output as text."""
+
+    id = fields.String(allow_none=True)
+    call_id = Text(required=True, error_messages=CALL_ID)
+    output = TextOrParts(
+        fields.Nested(OutputTextSchema),
+        required=True,
+        error_messages={
+            "invalid": "must be a string or a list of input_text parts.",
+            "required": "must be a string or a list of input_text parts.",
+            "null": "must be a string or a list of input_text parts.",
+        },
+    )
+
+    @post_load
+    def _item(self, data, **kwargs) -> dict:
+        return {
+            "id": data.get("id"),
+            "type": "function_call_output",
+            "status": "completed",
+            "call_id": data["call_id"],
+            "output": "".join(data["output"]),
+        }
 
 
 def add_call(messages: list[ChatMessage], item: dict) -> None:

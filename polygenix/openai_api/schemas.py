@@ -1,7 +1,8 @@
 """A Chat Completions request as OpenAI defines it
-(https://platform.openai.com/docs/api-reference/chat/create), read into what a PolyGenix turn
-needs: the messages, the model, the generation options, the tooling (tools, tool choice and
-response format: tool_schema.py), whether to stream and to store.
+(https://platform.openai.com/docs/api-reference/chat/create), validated by a marshmallow schema
+(errors in OpenAI's shape: validation.py) and read into what a PolyGenix turn needs: the
+messages, the model, the generation options, the tooling (tools, tool choice and response
+format: tool_schema.py), whether to stream and to store.
 
 What PolyGenix cannot do is refused with a 400 naming the field (`param`): the deprecated
 functions and function_call, logprobs, more than one choice, audio or file parts. A user
@@ -15,11 +16,12 @@ calls); an empty string is accepted but for the last message. A tool message ans
 an earlier assistant message of the request. More than V1_MAX_MESSAGES of them is a 400.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+import marshmallow as ma
 from flask import current_app
-from flask_smorest import abort
+from marshmallow import fields, post_load, validate, validates_schema
 
 from ..attachments.images import ImageInfo
 from ..providers import ChatMessage, Options
@@ -27,7 +29,23 @@ from ..providers.base import EFFORTS
 from ..providers.messages import ContentPart
 from ..providers.tools import NO_TOOLING, Tooling
 from . import tool_schema
-from .images import image_part
+from .images import Image, ImageUrlPartSchema
+from .validation import (
+    Capped,
+    Flag,
+    ModelName,
+    Number,
+    OneOf,
+    Refused,
+    Schema,
+    Text,
+    TextOrParts,
+    Whole,
+    invalid,
+    load,
+)
+
+__all__ = ["Request", "invalid", "parse"]
 
 ROLES = {
     "system": "system",
@@ -36,8 +54,8 @@ ROLES = {
     "assistant": "assistant",
     "tool": "tool",
 }
-UNSUPPORTED = ("functions", "function_call", "audio", "prediction")
 MAX_STOP = 4
+CONTENT_REQUIRED = "is required: a string or a list of parts."
 
 
 @dataclass(frozen=True)
@@ -53,172 +71,203 @@ class Request:
     tooling: Tooling = NO_TOOLING
 
 
-def invalid(param: str, message: str):
-    abort(400, message=message, errors={"json": {param: [message]}})
+@dataclass(frozen=True)
+class Read:
+    """A message as read, and its inline images."""
+
+    message: ChatMessage
+    inline: list[tuple[bytes, ImageInfo]] = field(default_factory=list)
 
 
-def _number(body: dict, name: str, low: float, high: float) -> float | None:
-    value = body.get(name)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
-        invalid(name, f"{name} must be a number from {low:g} to {high:g}.")
-    return float(value)
+class TextPartSchema(Schema):
+    text = Text(required=True, error_messages={"required": "is required: a string."})
+
+    @post_load
+    def _text(self, data, **kwargs) -> str:
+        return data["text"]
 
 
-def _integer(body: dict, name: str, low: int, high: int) -> int | None:
-    value = body.get(name)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        invalid(name, f"{name} must be a whole number from {low} to {high}.")
-    return value
+def content(part: fields.Field, **kwargs) -> TextOrParts:
+    said = {"required": CONTENT_REQUIRED, "null": CONTENT_REQUIRED}
+    return TextOrParts(part, error_messages=said, **kwargs)
 
 
-def _text(content: Any, index: int) -> str:
-    """A message's content: a string, or a non-empty list of text parts (joined)."""
-    if isinstance(content, str):
-        text = content
-    elif isinstance(content, list) and not content:
-        invalid("messages", f"messages[{index}].content must not be an empty list.")
-    elif isinstance(content, list):
-        pieces = []
-        for part in content:
-            if not isinstance(part, dict) or part.get("type") != "text":
-                kind = part.get("type") if isinstance(part, dict) else type(part).__name__
-                invalid(
-                    "messages", f"messages[{index}]: only text parts are supported, not {kind!r}."
-                )
-            if not isinstance(part.get("text"), str):
-                invalid("messages", f"messages[{index}]: a text part needs its text.")
-            pieces.append(part["text"])
-        text = "".join(pieces)
-    else:
-        invalid("messages", f"messages[{index}].content must be a string or a list of parts.")
-    if "\x00" in text:
-        invalid("messages", f"messages[{index}]: content must not contain NUL characters.")
-    return text
+TEXT_PART = OneOf(
+    "type", {"text": TextPartSchema()}, ": only text parts are supported, not {kind!r}."
+)
+USER_PART = OneOf(
+    "type",
+    {"text": TextPartSchema(), "image_url": ImageUrlPartSchema()},
+    ": only text and image_url parts are supported, not {kind!r}.",
+)
 
 
-def _user_content(
-    content: Any, index: int
-) -> tuple[str | list[ContentPart], list[tuple[bytes, ImageInfo]]]:
-    """A user message's content: as _text, or, when it has image_url parts, its parts in
-    order (text and images), with the inline images' bytes."""
-    if not isinstance(content, list) or not any(
-        isinstance(p, dict) and p.get("type") == "image_url" for p in content
-    ):
-        return _text(content, index), []
-    parts: list[ContentPart] = []
-    inline: list[tuple[bytes, ImageInfo]] = []
-    for n, part in enumerate(content):
-        if isinstance(part, dict) and part.get("type") == "image_url":
-            image, data, info = image_part(part, f"messages[{index}].content[{n}]")
-            parts.append(image)
-            if data is not None:
-                inline.append((data, info))
-        else:
-            parts.append({"type": "text", "text": _text([part], index)})
-    most = current_app.config["ATTACHMENTS_PER_MESSAGE"]
-    if sum(p["type"] == "image" for p in parts) > most:
-        invalid("messages", f"messages[{index}]: at most {most} images per message.")
-    return parts, inline
+class MessageSchema(Schema):
+    """A system, developer or tool message."""
+
+    role = fields.String()
+    content = content(TEXT_PART, required=True)
+    function_call = Refused("is deprecated: use tool_calls.")
+    tool_calls = Refused(": only an assistant message has tool_calls.")
+    tool_call_id = Text(allow_none=True)  # checked against the calls (tool_schema.check)
+
+    @post_load
+    def _read(self, data, **kwargs) -> Read:
+        message: ChatMessage = {"role": ROLES[data["role"]], "content": "".join(data["content"])}
+        if data["role"] == "tool":
+            message["tool_call_id"] = data.get("tool_call_id")
+        return Read(message)
 
 
-def _message(
-    message: Any, index: int, calls: set[str]
-) -> tuple[ChatMessage, list[tuple[bytes, ImageInfo]]]:
-    """Message `index`, and its inline images; `calls` holds the ids of the tool calls of the
-    messages before it."""
-    role = message.get("role") if isinstance(message, dict) else None
-    if not isinstance(role, str) or role not in ROLES:
-        invalid(
-            "messages",
-            f"messages[{index}].role must be one of system, developer, user, assistant, tool.",
-        )
-    if message.get("function_call"):
-        invalid("messages", f"messages[{index}].function_call is deprecated: use tool_calls.")
-    tool_calls = message.get("tool_calls")
-    if tool_calls is not None and role != "assistant":
-        invalid("messages", f"messages[{index}]: only an assistant message has tool_calls.")
-    if message.get("content") is None and tool_calls is None:
-        invalid("messages", f"messages[{index}].content is required: a string or a list of parts.")
-    content = message.get("content")
-    if ROLES[role] == "user":
-        parts, inline = _user_content(content, index)
-        return {"role": "user", "content": parts}, inline
-    read: ChatMessage = {
-        "role": ROLES[role],
-        "content": "" if content is None else _text(content, index),
-    }
-    if tool_calls is not None:
-        read["tool_calls"] = tool_schema.calls(tool_calls, index, calls)
-    elif role == "tool":
-        read["tool_call_id"] = tool_schema.answered_call(message, index, calls)
-    return read, []
+class AssistantMessageSchema(MessageSchema):
+    content = content(TEXT_PART, allow_none=True)
+    tool_calls = tool_schema.TOOL_CALLS
+
+    @post_load
+    def _read(self, data, **kwargs) -> Read:
+        # A post_load hook rather than a schema validator: a third of the time, on every message.
+        if data.get("content") is None and data.get("tool_calls") is None:
+            raise ma.ValidationError(CONTENT_REQUIRED, field_name="content")
+        message: ChatMessage = {"role": "assistant", "content": "".join(data.get("content") or ())}
+        if data.get("tool_calls") is not None:
+            message["tool_calls"] = data["tool_calls"]
+        return Read(message)
+
+
+class UserContent(TextOrParts):
+    """A user's content: text and at most ATTACHMENTS_PER_MESSAGE images."""
+
+    def _deserialize(self, value, attr, data, **kwargs) -> list:
+        parts = super()._deserialize(value, attr, data, **kwargs)
+        most = current_app.config["ATTACHMENTS_PER_MESSAGE"]
+        if len(parts) > most and sum(isinstance(part, Image) for part in parts) > most:
+            raise ma.ValidationError(f": at most {most} images per message.")
+        return parts
+
+
+class UserMessageSchema(MessageSchema):
+    content = UserContent(
+        USER_PART,
+        required=True,
+        error_messages={"required": CONTENT_REQUIRED, "null": CONTENT_REQUIRED},
+    )
+
+    @post_load
+    def _read(self, data, **kwargs) -> Read:
+        parts = data["content"]
+        if all(isinstance(part, str) for part in parts):
+            return Read({"role": "user", "content": "".join(parts)})
+        read: list[ContentPart] = [
+            part.part if isinstance(part, Image) else {"type": "text", "text": part}
+            for part in parts
+        ]
+        inline = [(p.data, p.info) for p in parts if isinstance(p, Image) and p.data is not None]
+        return Read({"role": "user", "content": read}, inline)
+
+
+OTHER = MessageSchema()
+MESSAGE = OneOf(
+    "role",
+    {"user": UserMessageSchema(), "assistant": AssistantMessageSchema()}
+    | {"system": OTHER, "developer": OTHER, "tool": OTHER},
+    ".role must be one of system, developer, user, assistant, tool.",
+)
+
+
+class Stop(fields.Field):
+    """A string, or a list of 1 to MAX_STOP strings; as a tuple."""
+
+    def __init__(self, **kwargs):
+        super().__init__(allow_none=True, **kwargs)
+
+    def _deserialize(self, value, attr, data, **kwargs) -> tuple[str, ...]:
+        stops = [value] if isinstance(value, str) else value
+        if (
+            not isinstance(stops, list)
+            or not 1 <= len(stops) <= MAX_STOP
+            or not all(isinstance(s, str) and s and "\x00" not in s for s in stops)
+        ):
+            raise ma.ValidationError(f"must be a string or a list of 1 to {MAX_STOP} strings.")
+        return tuple(stops)
+
+
+class StreamOptionsSchema(Schema):
+    include_usage = Flag()
+
+
+class ChatCompletionsSchema(Schema):
+    error_messages = {"type": "The body must be a JSON object."}
+
+    functions = Refused("is not supported by this server.")
+    function_call = Refused("is not supported by this server.")
+    audio = Refused("is not supported by this server.")
+    prediction = Refused("is not supported by this server.")
+    tools = tool_schema.TOOLS
+    tool_choice = tool_schema.ToolChoice()
+    parallel_tool_calls = Flag()
+    response_format = tool_schema.RESPONSE_FORMAT
+    logprobs = Refused("are not supported by this server.")
+    n = fields.Integer(
+        strict=True,
+        allow_none=True,
+        validate=validate.Equal(1, error="Only n=1 is supported."),
+        error_messages={"invalid": "Only n=1 is supported."},
+    )
+    model = ModelName(required=True)
+    messages = Capped(
+        MESSAGE,
+        "V1_MAX_MESSAGES",
+        "messages",
+        empty="must be a non-empty list.",
+        required=True,
+        error_messages={
+            "invalid": "must be a non-empty list.",
+            "required": "must be a non-empty list.",
+            "null": "must be a non-empty list.",
+        },
+    )
+    stop = Stop()
+    reasoning_effort = fields.String(
+        allow_none=True,
+        validate=validate.OneOf(EFFORTS, error=f"must be one of {', '.join(EFFORTS)}."),
+    )
+    stream = Flag()
+    store = Flag()
+    stream_options = fields.Nested(StreamOptionsSchema, allow_none=True)
+    max_completion_tokens = Whole(1, 2**31 - 1)
+    max_tokens = Whole(1, 2**31 - 1)
+    temperature = Number(0, 2)
+    top_p = Number(0, 1)
+    seed = Whole(-(2**63), 2**63 - 1)
+
+    @validates_schema
+    def _as_a_whole(self, data, **kwargs):
+        tool_schema.check(data, [read.message for read in data["messages"]])
+
+
+SCHEMA = ChatCompletionsSchema()
 
 
 def parse(body: Any) -> Request:
-    if not isinstance(body, dict):
-        invalid("body", "The body must be a JSON object.")
-    for name in UNSUPPORTED:
-        if body.get(name):
-            invalid(name, f"{name} is not supported by this server.")
-    tooling = tool_schema.tooling(body)
-    if body.get("logprobs"):
-        invalid("logprobs", "logprobs are not supported by this server.")
-    if body.get("n") not in (None, 1):
-        invalid("n", "Only n=1 is supported.")
-    model = body.get("model")
-    if not isinstance(model, str) or not model.strip() or len(model) > 200 or "\x00" in model:
-        invalid("model", "model must be a model name (1 to 200 characters).")
-    messages = body.get("messages")
-    if not isinstance(messages, list) or not messages:
-        invalid("messages", "messages must be a non-empty list.")
-    most = current_app.config["V1_MAX_MESSAGES"]
-    if len(messages) > most:
-        invalid("messages", f"messages must hold at most {most} messages, not {len(messages)}.")
-    read: list[ChatMessage] = []
-    calls: set[str] = set()
-    for index, message in enumerate(messages):
-        # The last message's inline images are stored with it; the earlier ones' are not.
-        parsed, inline = _message(message, index, calls)
-        read.append(parsed)
-    stop = body.get("stop")
-    if isinstance(stop, str):
-        stop = [stop]
-    if stop is not None and (
-        not isinstance(stop, list)
-        or not 1 <= len(stop) <= MAX_STOP
-        or not all(isinstance(s, str) and s and "\x00" not in s for s in stop)
-    ):
-        invalid("stop", f"stop must be a string or a list of 1 to {MAX_STOP} strings.")
-    effort = body.get("reasoning_effort")
-    if effort is not None and effort not in EFFORTS:
-        invalid("reasoning_effort", f"reasoning_effort must be one of {', '.join(EFFORTS)}.")
-    for name in ("stream", "store"):
-        if name in body and body[name] is not None and not isinstance(body[name], bool):
-            invalid(name, f"{name} must be true or false.")
-    stream_options = body.get("stream_options") or {}
-    if not isinstance(stream_options, dict):
-        invalid("stream_options", "stream_options must be an object.")
-    max_tokens = _integer(body, "max_completion_tokens", 1, 2**31 - 1)
-    if max_tokens is None:
-        max_tokens = _integer(body, "max_tokens", 1, 2**31 - 1)
+    """The request in `body` (parsed JSON); a 400 in OpenAI's shape if it is not one."""
+    data = load(SCHEMA, body)
+    read: list[Read] = data["messages"]
+    max_tokens = data.get("max_completion_tokens")
     return Request(
-        model=model,
-        messages=read,
+        model=data["model"],
+        messages=[r.message for r in read],
         options=Options(
-            temperature=_number(body, "temperature", 0, 2),
-            top_p=_number(body, "top_p", 0, 1),
-            max_tokens=max_tokens,
-            stop=tuple(stop) if stop else None,
-            reasoning_effort=effort,
-            seed=_integer(body, "seed", -(2**63), 2**63 - 1),
+            temperature=data.get("temperature"),
+            top_p=data.get("top_p"),
+            max_tokens=max_tokens if max_tokens is not None else data.get("max_tokens"),
+            stop=data.get("stop"),
+            reasoning_effort=data.get("reasoning_effort"),
+            seed=data.get("seed"),
         ),
-        stream=bool(body.get("stream")),
-        include_usage=bool(stream_options.get("include_usage")),
-        store=body.get("store") is not False,
-        images=tuple(inline),
-        tooling=tooling,
+        stream=bool(data.get("stream")),
+        include_usage=bool((data.get("stream_options") or {}).get("include_usage")),
+        store=data.get("store") is not False,
+        # The last message's inline images are stored with it; the earlier ones' are not.
+        images=tuple(read[-1].inline),
+        tooling=tool_schema.tooling(data),
     )
