@@ -24,6 +24,7 @@ The plain and streamed routes (routes.py, streaming.py) are two short compositio
 """
 
 import contextlib
+import enum
 import logging
 import secrets
 import time
@@ -77,6 +78,23 @@ INTERRUPTED = "The server stopped before the reply was complete"
 CLIENT_CLOSED = 499  # a stream's client went away (nginx's "client closed request")
 
 
+class Kind(enum.Enum):
+    """What a turn does, which picks its store path."""
+
+    NEW = "new"  # a question that starts a session
+    CONTINUED = "continued"  # a question in a session the user has
+    REGENERATE = "regenerate"  # the session's last question, answered anew
+    EDIT = "edit"  # one of the user's questions, given new words and answered anew
+    # /v1 (Chat Completions, Responses): the client sent the whole conversation, its last
+    # message the question; its session is the one it continues, or a new one.
+    CONVERSATION = "conversation"
+
+    @property
+    def again(self) -> bool:
+        """Whether the turn answers an existing question again (`question` is set)."""
+        return self in (Kind.REGENERATE, Kind.EDIT)
+
+
 @dataclass
 class Turn:
     """A chat turn under way, from `prepare` to its store step."""
@@ -90,6 +108,7 @@ class Turn:
     messages: list[ChatMessage]  # what the provider is sent
     asked_at: datetime
     request_id: str | None
+    kind: Kind
     options: Options = NO_OPTIONS  # what the request asked of the model
     # A new session's first messages, stored before the question: the earlier messages an
     # OpenAI client sent, but the system prompt (see prepare_conversation).
@@ -101,8 +120,6 @@ class Turn:
     question: Message | None = None  # once stored
     reply: Message | None = None  # once stored (a streamed reply: while it is written)
     saved_at: float = field(default=0.0)  # time.monotonic() of a stream's last save
-    # "regenerate" or "edit": `question` is an existing message, answered again.
-    again: str | None = None
     created: bool = False  # once stored: the turn made its session
     reservation: int | None = None  # what the call holds of a budget until its usage is stored
     # A /v1 call a client may retry: the key stored with its question if it fails, and the
@@ -289,6 +306,7 @@ def prepare(
         limits,
         streamed,
         pictures=pictures,
+        kind=Kind.NEW if session is None else Kind.CONTINUED,
         attachment_ids=list(attachment_ids),
     )
 
@@ -392,7 +410,7 @@ def prepare_again(
     replaced = db.session.scalar(_LAST_REPLY, {"question_id": question.id})
     provider, model, limits = _named_model(user, model_name, session, options, replaced)
     context = load_context(session.id, current_app.config, len(content), before=question.id)
-    again = "edit" if message_id is not None else "regenerate"
+    kind = Kind.EDIT if message_id is not None else Kind.REGENERATE
     return _planned(
         user,
         provider,
@@ -406,7 +424,7 @@ def prepare_again(
         streamed,
         pictures=pictures,
         question=question,
-        again=again,
+        kind=kind,
         attachment_ids=attachment_ids,
     )
 
@@ -501,6 +519,7 @@ def prepare_conversation(
         messages=messages,
         asked_at=clock.now(),
         request_id=request_id(),
+        kind=Kind.CONVERSATION,
         options=options,
         seed=earlier if session is None else [],
         persist=persist,
@@ -874,7 +893,7 @@ def store(turn: Turn, completion: Completion) -> Message:
         cost_usd=_dollars(cost),
         tool_calls=[dict(call) for call in completion.tool_calls] or None,
     )
-    if turn.again:
+    if turn.kind.again:
         _commit_again(turn, reply, usage)
     elif turn.persist:
         _commit_question(turn, reply, whole=True, usage=usage)
@@ -889,9 +908,9 @@ def store_failure(turn: Turn, error: ProviderError) -> None:
     whatever the call used counted, when the provider answered with no usable reply)."""
     _account(turn, str(error.status))
     usage = _used_without_reply(turn, error.usage)
-    if turn.again == "edit":  # the new words are kept, flagged like any failed question
+    if turn.kind is Kind.EDIT:  # the new words are kept, flagged like any failed question
         _commit_again(turn, None, usage, error=error.message)
-    elif turn.persist and not turn.again:
+    elif turn.persist and not turn.kind.again:
         _commit_question(turn, error=error.message, usage=usage)
     else:  # a failed regenerate changes nothing: the earlier reply stays current
         _count_alone(turn, usage)
@@ -938,7 +957,7 @@ def _still_current(turn: Turn, reply_id: int | None = None) -> bool:
         )
     ):
         return False
-    return turn.again != "regenerate" or not db.session.scalar(
+    return turn.kind is not Kind.REGENERATE or not db.session.scalar(
         select(
             exists().where(
                 Message.session_id == turn.session.id,
@@ -967,7 +986,7 @@ def _commit_again(
     meanwhile; a 409 when the question stopped being current (an earlier message was edited
     meanwhile, or, for a regenerate, another question followed it)."""
     question = turn.question
-    if turn.again == "edit":  # the new words (and the failure, if the call failed)
+    if turn.kind is Kind.EDIT:  # the new words (and the failure, if the call failed)
         changes = {"content": turn.content, "error": error}
     else:  # a regenerate keeps the words; a failure flag goes once there is a new reply
         changes = {"error": None} if supersede else {}
@@ -989,7 +1008,7 @@ def _commit_again(
         if not _still_current(turn):
             raise Conflict(CHANGED)
         # An edit's images go with its words; a regenerate's once its reply replaces the other.
-        if turn.attachment_ids is not None and (turn.again == "edit" or supersede):
+        if turn.attachment_ids is not None and (turn.kind is Kind.EDIT or supersede):
             _attach(turn, question.id)
         if supersede:
             _supersede(turn)
@@ -1031,11 +1050,11 @@ def start(turn: Turn) -> None:
         return
     turn.lease_token = secrets.token_hex(16)
     leased = {"lease_until": _lease(), "lease_token": turn.lease_token}
-    if turn.again:
+    if turn.kind.again:
         reply = Message(is_bot=True, content="", model=turn.model_name, **leased)
         # An edit is the user's words, kept at once; a regenerate replaces the earlier reply
         # only once the new one has text (finish).
-        _commit_again(turn, reply, supersede=turn.again == "edit", ended=False)
+        _commit_again(turn, reply, supersede=turn.kind is Kind.EDIT, ended=False)
         return
     if turn.session is not None:
         turn.digest = turn.session.transcript_digest
@@ -1124,7 +1143,7 @@ def finish(
 
         def flag() -> bool:
             deleted = db.session.execute(delete(Message).where(_own_reply(turn)))
-            if turn.again == "regenerate":  # nothing changes: the earlier reply stays current
+            if turn.kind is Kind.REGENERATE:  # nothing changes: the earlier reply stays current
                 return deleted.rowcount == 1
             return (
                 db.session.execute(
@@ -1134,7 +1153,7 @@ def finish(
             )
 
         _write(turn, entry, flag)
-        if turn.again != "regenerate":
+        if turn.kind is not Kind.REGENERATE:
             turn.question.error = failure.message
         return None, failure
     counts = {name: usage.get(name) for name in USAGE}
@@ -1167,14 +1186,14 @@ def finish(
     stale = []  # a turn answering again whose conversation changed while it streamed
 
     def write() -> bool:
-        if turn.again and not _still_current(turn, turn.reply.id):
+        if turn.kind.again and not _still_current(turn, turn.reply.id):
             stale.append(True)
         row = values | {"superseded": True} if stale else values
         written = db.session.execute(update(Message).where(_own_reply(turn)).values(**row)).rowcount
-        if turn.again and written and not stale:  # it has text: it replaces what came after
+        if turn.kind.again and written and not stale:  # it has text: it replaces what came after
             _supersede(turn, keep=turn.reply.id)
             db.session.execute(update(Message).where(_own_question(turn)).values(error=None))
-            if turn.again == "regenerate" and turn.attachment_ids is not None:
+            if turn.kind is Kind.REGENERATE and turn.attachment_ids is not None:
                 _attach(turn, turn.question.id)
         if written and failure is None and turn.on_store is not None:
             turn.on_store(turn.session.id, turn.reply.id, SimpleNamespace(**values))
@@ -1185,7 +1204,7 @@ def finish(
         entry,
         write,
         tool_loop.whole_turn(asked(turn), text, calls)
-        if failure is None and not turn.again
+        if failure is None and not turn.kind.again
         else None,
     )
     if stale:  # kept, superseded: the client was sent its text
@@ -1224,7 +1243,7 @@ def _touch(turn: Turn, added: list[tuple[str, str]] | None = None) -> bool:
     """The session changed and was active (now), and its transcript grew by `added` (a whole
     turn); a turn answering again rewrote it, so its digest is unknown. False if it is gone."""
     digest = turn.digest
-    if turn.again:
+    if turn.kind.again:
         added, digest = None, _UNKNOWN
     return _touch_session(turn.user_id, turn.session, clock.now(), digest, added)
 
