@@ -23,7 +23,6 @@ was deleted meanwhile stores nothing and raises SessionDeleted.
 The plain and streamed routes (routes.py, streaming.py) are two short compositions of these.
 """
 
-import contextlib
 import enum
 import logging
 import secrets
@@ -31,7 +30,6 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from decimal import Decimal
 from types import SimpleNamespace
 from typing import Any
 
@@ -46,10 +44,10 @@ from .. import clock
 from ..attachments import store as attachments
 from ..errors import Conflict, SessionDeleted
 from ..extensions import db
-from ..governance import ledger, reservations
-from ..governance.policy import Limits, admit, governance, unknown_model
-from ..logs import note, request_id
-from ..metrics import record_cost, record_provider_call
+from ..governance import charging, ledger
+from ..governance.charging import release_unsettled  # noqa: F401 (the streamed route's)
+from ..governance.policy import Limits, admit, unknown_model
+from ..logs import request_id
 from ..models import MAX_ID, ChatSession, Message, User
 from ..provider_registry import missing_variable, registry
 from ..providers import (
@@ -138,6 +136,10 @@ class Turn:
     # A turn that gives the model the results of its tool calls: those "tool" messages (the
     # last is `content`'s, stored as the question); empty for a question of the user's.
     results: list[ChatMessage] = field(default_factory=list)
+
+    @property
+    def prompt_chars(self) -> int:
+        return chars(self.messages)
 
     @property
     def model_name(self) -> str:
@@ -239,22 +241,6 @@ def _model(user_id: int, model_name: str, options: Options) -> tuple[Provider, s
     return provider, model, admit(user_id, provider.name, model)
 
 
-def _reserve(turn: Turn, limits: Limits, streamed: bool) -> None:
-    """A user with a budget reserves the call's estimate (or is refused: a 429), in the
-    transaction the caller commits before the provider is called."""
-    prompt = _estimate(chars(turn.messages))
-    turn.reservation = reservations.reserve_call(
-        turn.user_id,
-        limits,
-        governance().prices,
-        turn.provider,
-        turn.model,
-        turn.options,
-        prompt,
-        streamed,
-    )
-
-
 def _named_model(
     user: User, model_name: str | None, session: ChatSession | None, options: Options, *fallback
 ) -> tuple[Provider, str | None, Limits]:
@@ -342,7 +328,7 @@ def _planned(
         options=options,
         **again,
     )
-    _reserve(turn, limits, streamed)
+    charging.reserve(turn, limits, streamed)
     db.session.commit()
     return turn
 
@@ -529,7 +515,7 @@ def prepare_conversation(
         tooling=tooling,
         results=results,
     )
-    _reserve(turn, limits, streamed)
+    charging.reserve(turn, limits, streamed)
     db.session.commit()
     return turn
 
@@ -573,78 +559,6 @@ def open_stream(turn: Turn) -> ReplyStream:
 
 
 # --- 3. store --------------------------------------------------------------------------------
-
-
-def _account(turn: Turn, outcome: str, prompt_tokens=None, completion_tokens=None) -> None:
-    """The provider call in the metrics and in the request's log line."""
-    seconds = time.monotonic() - turn.started if turn.started else 0.0
-    record_provider_call(
-        turn.provider, turn.model, outcome, seconds, prompt_tokens, completion_tokens
-    )
-    note(
-        provider=turn.provider.name,
-        model=turn.model,
-        outcome=outcome,
-        prompt_tokens=prompt_tokens,
-        completion_tokens=completion_tokens,
-        provider_latency_ms=round(seconds * 1000, 1),
-    )
-
-
-CHARS_PER_TOKEN = 4
-
-
-def _estimate(chars: int) -> int:
-    return -(-chars // CHARS_PER_TOKEN)
-
-
-def _charge(
-    turn: Turn,
-    answered: str | None,
-    counts: Mapping[str, int | None],
-    text: str,
-    reasoning: str,
-    called: int = 0,
-) -> tuple[ledger.Entry, Decimal | None]:
-    """What the provider call used, as an entry of the user's usage (and in the cost metric),
-    and its cost as the reply shows it (None when unknown). `answered` is the model the
-    provider says answered; `called`, the characters of the reply's tool call arguments. Tokens
-    the provider did not report (a stream cut short, a client that hung up) are counted at 4
-    characters each, so that no budget is escaped by hanging up.
-    """
-    model = answered or turn.model
-    prompt, completion = counts["prompt_tokens"], counts["completion_tokens"]
-    reported = prompt is not None and completion is not None
-    if prompt is None:
-        prompt = _estimate(chars(turn.messages))
-    if completion is None:
-        completion = _estimate(len(text) + len(reasoning) + called)
-    now = clock.now()
-    cost = governance().prices.cost(
-        turn.provider.name, turn.model, model, prompt, completion, counts["cached_tokens"], now
-    )
-    record_cost(turn.provider, turn.model, cost)
-    name = f"{turn.provider.name}/{model}"
-    entry = ledger.Entry(turn.user_id, now.date(), name, prompt, completion, cost)
-    return entry, cost if reported else None
-
-
-def _used_without_reply(
-    turn: Turn, used: Mapping | None, reasoning: str = "", *, prompt_read: bool = False
-) -> ledger.Entry | None:
-    """A call that gave no usable reply but used the provider all the same (it reported usage,
-    it reasoned, or, `prompt_read`, it was reading the prompt when the client hung up): what it
-    used (estimated where not reported); else None."""
-    used = used or {}
-    counts = {name: used.get(name) for name in USAGE}
-    reported = counts["prompt_tokens"] is not None or counts["completion_tokens"] is not None
-    if not (reasoning or reported or prompt_read):
-        return None
-    return _charge(turn, used.get("model"), counts, "", reasoning)[0]
-
-
-def _dollars(cost: Decimal | None) -> float | None:
-    return float(cost) if cost is not None else None
 
 
 def _latency_ms(turn: Turn) -> int:
@@ -717,7 +631,7 @@ def _commit_question(
                 with db.session.no_autoflush:
                     usage.add()
             if ended:
-                _release(turn)
+                charging.release(turn)
             if existing:
                 with db.session.no_autoflush:
                     if not _touch_session(turn.user_id, session, now, digest, added):
@@ -748,7 +662,7 @@ def _commit_question(
         except (IntegrityError, StaleDataError):
             db.session.rollback()
             if existing or not _user_exists(turn.user_id):  # deleted since `prepare`
-                _count_alone(turn, usage)
+                charging.count_alone(turn, usage)
                 raise SessionDeleted() from None
             if turn.number is None:  # the counter was behind the user's numbers
                 catch_up(turn.user_id)
@@ -756,11 +670,11 @@ def _commit_question(
             session = find_session(turn.user_id, turn.number) if turn.number is not None else None
             continue
         if ended:
-            _released(turn)
+            charging.released(turn)
         turn.session, turn.question, turn.reply = session, question, reply
         turn.created = not existing
         return
-    _count_alone(turn, usage)
+    charging.count_alone(turn, usage)
     abort(
         503,
         message="Too many concurrent new sessions; try again.",
@@ -774,46 +688,6 @@ def _attach(turn: Turn, question_id: int) -> None:
         attachments.attach(turn.user_id, question_id, turn.attachment_ids)
     for position, (data, info) in enumerate(turn.inline_images):
         attachments.add(turn.user_id, data, info, question_id, position, quota=False)
-
-
-def _count_alone(turn: Turn, usage: ledger.Entry | None) -> None:
-    """A call whose turn is not stored still used the provider: its usage counts (unless the
-    user is gone), and its budget reservation goes."""
-    if usage is None and turn.reservation is None:
-        return
-    try:
-        if usage is not None:
-            usage.add()
-        _release(turn)
-        db.session.commit()
-    except IntegrityError:  # the account was deleted meanwhile, and its reservations with it
-        db.session.rollback()
-    _released(turn)
-
-
-def _release(turn: Turn) -> None:
-    """The call is over: its reservation goes, in the transaction that stores its usage."""
-    if turn.reservation is not None:
-        reservations.release(turn.user_id, turn.reservation)
-
-
-def release_unsettled(turn: Turn) -> None:
-    """As a stream ends: the reservation a failure on the way left is released."""
-    if turn.reservation is None:
-        return
-    try:
-        _count_alone(turn, None)
-    except Exception as e:  # the database is gone: the reservation expires at its deadline
-        log.warning("releasing a budget reservation failed: %s", type(e).__name__)
-        with contextlib.suppress(Exception):
-            db.session.rollback()
-
-
-def _released(turn: Turn) -> None:
-    """After the commit that released the turn's reservation."""
-    if turn.reservation is not None:
-        reservations.settled([turn.reservation])
-        turn.reservation = None
 
 
 def _user_exists(user_id: int) -> bool:
@@ -874,10 +748,12 @@ def _add_seed(session: ChatSession, turn: Turn) -> None:
 def store(turn: Turn, completion: Completion) -> Message:
     """The user's message and the reply, in one transaction (neither if the turn is not to
     be kept: the reply is then returned unsaved)."""
-    _account(turn, "ok", completion.prompt_tokens, completion.completion_tokens)
+    charging.account(turn, "ok", completion.prompt_tokens, completion.completion_tokens)
     model = completion.model or turn.model
     counts = {name: getattr(completion, name) for name in USAGE}
-    usage, cost = _charge(turn, model, counts, completion.content, completion.reasoning or "")
+    usage, cost = charging.charge(
+        turn, model, counts, completion.content, completion.reasoning or ""
+    )
     reply = Message(
         is_bot=True,
         content=completion.content,
@@ -890,7 +766,7 @@ def store(turn: Turn, completion: Completion) -> Message:
         options=completion.options,
         finish_reason=completion.finish_reason,
         latency_ms=_latency_ms(turn),
-        cost_usd=_dollars(cost),
+        cost_usd=charging.dollars(cost),
         tool_calls=[dict(call) for call in completion.tool_calls] or None,
     )
     if turn.kind.again:
@@ -899,21 +775,21 @@ def store(turn: Turn, completion: Completion) -> Message:
         _commit_question(turn, reply, whole=True, usage=usage)
         titles.schedule(turn)
     else:
-        _count_alone(turn, usage)
+        charging.count_alone(turn, usage)
     return reply
 
 
 def store_failure(turn: Turn, error: ProviderError) -> None:
     """The model gave nothing: the user's message is stored, flagged with the error (and
     whatever the call used counted, when the provider answered with no usable reply)."""
-    _account(turn, str(error.status))
-    usage = _used_without_reply(turn, error.usage)
+    charging.account(turn, str(error.status))
+    usage = charging.used_without_reply(turn, error.usage)
     if turn.kind is Kind.EDIT:  # the new words are kept, flagged like any failed question
         _commit_again(turn, None, usage, error=error.message)
     elif turn.persist and not turn.kind.again:
         _commit_question(turn, error=error.message, usage=usage)
     else:  # a failed regenerate changes nothing: the earlier reply stays current
-        _count_alone(turn, usage)
+        charging.count_alone(turn, usage)
 
 
 _SUPERSEDE = (
@@ -995,7 +871,7 @@ def _commit_again(
             with db.session.no_autoflush:
                 usage.add()
         if ended:
-            _release(turn)
+            charging.release(turn)
         if not _touch(turn):
             raise SessionDeleted()
         if changes:
@@ -1020,14 +896,14 @@ def _commit_again(
         db.session.commit()
     except (SessionDeleted, Conflict):
         db.session.rollback()
-        _count_alone(turn, usage)
+        charging.count_alone(turn, usage)
         raise
     except IntegrityError:  # the account (and so the session) went meanwhile
         db.session.rollback()
-        _count_alone(turn, usage)
+        charging.count_alone(turn, usage)
         raise SessionDeleted() from None
     if ended:
-        _released(turn)
+        charging.released(turn)
     turn.reply = reply
 
 
@@ -1132,13 +1008,13 @@ def finish(
     if failure is None and not text and not calls:
         failure = no_reply(turn.provider.name, usage.get("finish_reason"), reasoning)
     if failure is not None and not text and not calls:
-        _account(turn, str(failure.status))
+        charging.account(turn, str(failure.status))
         # A client that hangs up while the provider is still silent (reading a long prompt, a
         # model thinking) escapes no budget: the provider was sent the whole prompt.
         hung_up = failure.status == CLIENT_CLOSED
-        entry = _used_without_reply(turn, usage, reasoning, prompt_read=hung_up)
+        entry = charging.used_without_reply(turn, usage, reasoning, prompt_read=hung_up)
         if not turn.persist:
-            _count_alone(turn, entry)
+            charging.count_alone(turn, entry)
             return None, failure
 
         def flag() -> bool:
@@ -1157,16 +1033,16 @@ def finish(
             turn.question.error = failure.message
         return None, failure
     counts = {name: usage.get(name) for name in USAGE}
-    _account(turn, "incomplete" if failure else "ok", *[counts[n] for n in USAGE[:2]])
+    charging.account(turn, "incomplete" if failure else "ok", *[counts[n] for n in USAGE[:2]])
     model = usage.get("model") or turn.model
     # Unreported (a stream cut short), the output is estimated from all it said, calls included.
     called = tool_loop.arguments_chars(calls)
-    entry, cost = _charge(turn, model, counts, text, reasoning, called)
+    entry, cost = charging.charge(turn, model, counts, text, reasoning, called)
     values = {
         "content": text,
         "reasoning": reasoning or None,
         "model": f"{turn.provider.name}/{model}",
-        "cost_usd": _dollars(cost),
+        "cost_usd": charging.dollars(cost),
         **counts,
         "options": options,
         "finish_reason": usage.get("finish_reason") if failure is None else None,
@@ -1180,7 +1056,7 @@ def finish(
         "tool_calls": calls,
     }
     if not turn.persist:
-        _count_alone(turn, entry)
+        charging.count_alone(turn, entry)
         return Message(is_bot=True, **values), failure
 
     stale = []  # a turn answering again whose conversation changed while it streamed
@@ -1224,18 +1100,18 @@ def _write(turn: Turn, usage: ledger.Entry | None, messages, added=None) -> None
     try:
         if usage is not None:
             usage.add()
-        _release(turn)
+        charging.release(turn)
         written = _touch(turn, added) and messages()
         if written:
             db.session.commit()
-            _released(turn)
+            charging.released(turn)
     except IntegrityError:  # the account went: nothing of it is left to write to
         db.session.rollback()
-        _released(turn)
+        charging.released(turn)
         raise SessionDeleted() from None
     if not written:  # the session went, or its rows are no longer the turn's: the usage counts
         db.session.rollback()
-        _count_alone(turn, usage)
+        charging.count_alone(turn, usage)
         raise SessionDeleted()
 
 
