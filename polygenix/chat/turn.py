@@ -594,9 +594,17 @@ def _commit_question(
     the races left: a request that asked for a number another took meanwhile stores its
     message in the winner's session.
     """
-    session = turn.session
-    for _ in range(CREATE_ATTEMPTS):
+    session, question = turn.session, None
+    existing, number = session is not None, 0
+
+    def first() -> None:  # the user's row first, as a deletion of the account locks it
+        nonlocal existing, number
         existing = session is not None
+        if not existing:
+            number = new_number(turn.user_id, turn.number)
+
+    def write() -> bool:
+        nonlocal session, question
         now = clock.now()
         added = [] if existing else transcript.entries(turn.seed)
         if whole:
@@ -604,13 +612,21 @@ def _commit_question(
         if session is None:
             session = ChatSession(
                 user_id=turn.user_id,
+                number=number,
                 title=make_title(tool_loop.first_text([*turn.seed, *asked(turn)], turn.content)),
                 created_at=turn.asked_at,
+                changed_at=now,
+                updated_at=now,
                 transcript_digest=transcript.extend(None, added) if added else None,
             )
         else:
             digest = session.transcript_digest
             session = db.session.merge(session, load=False)
+            with db.session.no_autoflush:
+                if not _touch_session(turn.user_id, session, now, digest, added):
+                    return False  # deleted, or its id now another's
+                if turn.repeats is not None:  # a retry: its failed attempt gives way
+                    attempts.supersede(turn.repeats, session.id)
         question = Message(
             session=session,
             is_bot=False,
@@ -621,65 +637,90 @@ def _commit_question(
         )
         if turn.results:
             question.tool_call_id = turn.results[-1]["tool_call_id"]
+        if not existing and turn.seed:
+            db.session.add(session)
+            db.session.flush()
+            _add_seed(session, turn)  # the earlier messages first, in their order
+        for result in turn.results[:-1]:  # the other results of the turn, in their order
+            db.session.add(tool_loop.result_row(session, result, turn.asked_at))
+        db.session.add(question)
+        if turn.attachment_ids or turn.inline_images:
+            db.session.flush()
+            _attach(turn, question.id)
+        if reply is not None:
+            reply.session = session
+            reply.reply_to = question
+            reply.created_at = now
+            db.session.add(reply)
+        if whole and turn.on_store is not None:
+            db.session.flush()
+            turn.on_store(session.id, reply.id, reply)
+        return True
+
+    def retry() -> bool:
+        nonlocal session
+        if existing or not _user_exists(turn.user_id):  # deleted since `prepare`
+            return False
+        if turn.number is None:  # the counter was behind the user's numbers
+            catch_up(turn.user_id)
+            db.session.commit()
+        session = find_session(turn.user_id, turn.number) if turn.number is not None else None
+        return True
+
+    _transaction(turn, usage, write, first=first, retry=retry, ended=ended)
+    turn.session, turn.question, turn.reply = session, question, reply
+    turn.created = not existing
+
+
+def _transaction(
+    turn: Turn,
+    usage: ledger.Entry | None,
+    write: Callable[[], bool],
+    *,
+    first: Callable[[], None] | None = None,
+    retry: Callable[[], bool] | None = None,
+    ended: bool = True,
+) -> None:
+    """One transaction of a turn's store, whichever its path: `first()` (a new session's number,
+    from the user's row), the call's usage, its budget reservation released (unless the call is
+    still under way, not `ended`: a stream's start), then `write()`, which touches the session,
+    writes the turn's rows and says whether they were still the turn's. So every turn locks rows
+    in one order (the user's, their usage, the session, its messages), the order a deletion
+    cascades in, and never deadlocks with another or with a deletion.
+
+    A row that another transaction took or deleted meanwhile (IntegrityError, StaleDataError)
+    rolls it back; `retry()`, if given, may then say it is worth another try, up to
+    CREATE_ATTEMPTS in all (after which a 503). Whatever else stops it rolls it back too, and
+    what the call used still counts on its own: SessionDeleted when `write()` found the rows gone
+    or the account went; a Conflict raised by `write()` goes on up.
+    """
+    for _ in range(CREATE_ATTEMPTS):
         try:
-            if not existing:  # the user's row first, as a deletion of the account locks it
-                with db.session.no_autoflush:
-                    session.number = new_number(turn.user_id, turn.number)
-            if usage is not None:
-                # Then as in every turn's transaction: rows are locked in one order (the
-                # user's usage, the session, its messages), the order a deletion cascades in.
-                with db.session.no_autoflush:
+            with db.session.no_autoflush:
+                if first is not None:
+                    first()
+                if usage is not None:
                     usage.add()
             if ended:
                 charging.release(turn)
-            if existing:
-                with db.session.no_autoflush:
-                    if not _touch_session(turn.user_id, session, now, digest, added):
-                        raise StaleDataError()  # deleted, or its id now another's
-                    if turn.repeats is not None:  # a retry: its failed attempt gives way
-                        attempts.supersede(turn.repeats, session.id)
-            else:
-                session.changed_at = session.updated_at = now
-            if not existing and turn.seed:
-                db.session.add(session)
-                db.session.flush()
-                _add_seed(session, turn)  # the earlier messages first, in their order
-            for result in turn.results[:-1]:  # the other results of the turn, in their order
-                db.session.add(tool_loop.result_row(session, result, turn.asked_at))
-            db.session.add(question)
-            if turn.attachment_ids or turn.inline_images:
-                db.session.flush()
-                _attach(turn, question.id)
-            if reply is not None:
-                reply.session = session
-                reply.reply_to = question
-                reply.created_at = now
-                db.session.add(reply)
-            if whole and turn.on_store is not None:
-                db.session.flush()
-                turn.on_store(session.id, reply.id, reply)
+            if not write():
+                raise SessionDeleted()
             db.session.commit()
+        except (SessionDeleted, Conflict):
+            db.session.rollback()
+            charging.count_alone(turn, usage)
+            raise
         except (IntegrityError, StaleDataError):
             db.session.rollback()
-            if existing or not _user_exists(turn.user_id):  # deleted since `prepare`
-                charging.count_alone(turn, usage)
-                raise SessionDeleted() from None
-            if turn.number is None:  # the counter was behind the user's numbers
-                catch_up(turn.user_id)
-                db.session.commit()
-            session = find_session(turn.user_id, turn.number) if turn.number is not None else None
-            continue
+            if retry is not None and retry():
+                continue
+            charging.count_alone(turn, usage)  # the account went, and its usage with it
+            raise SessionDeleted() from None
         if ended:
             charging.released(turn)
-        turn.session, turn.question, turn.reply = session, question, reply
-        turn.created = not existing
         return
     charging.count_alone(turn, usage)
-    abort(
-        503,
-        message="Too many concurrent new sessions; try again.",
-        headers={"Retry-After": "1"},
-    )
+    abort(503, message="Too many concurrent new sessions; try again.", headers={"Retry-After": "1"})
 
 
 def _attach(turn: Turn, question_id: int) -> None:
@@ -866,14 +907,10 @@ def _commit_again(
         changes = {"content": turn.content, "error": error}
     else:  # a regenerate keeps the words; a failure flag goes once there is a new reply
         changes = {"error": None} if supersede else {}
-    try:
-        if usage is not None:
-            with db.session.no_autoflush:
-                usage.add()
-        if ended:
-            charging.release(turn)
+
+    def write() -> bool:
         if not _touch(turn):
-            raise SessionDeleted()
+            return False
         if changes:
             db.session.execute(
                 update(Message)
@@ -893,17 +930,9 @@ def _commit_again(
             reply.reply_to_id = question.id
             reply.created_at = clock.now()
             db.session.add(reply)
-        db.session.commit()
-    except (SessionDeleted, Conflict):
-        db.session.rollback()
-        charging.count_alone(turn, usage)
-        raise
-    except IntegrityError:  # the account (and so the session) went meanwhile
-        db.session.rollback()
-        charging.count_alone(turn, usage)
-        raise SessionDeleted() from None
-    if ended:
-        charging.released(turn)
+        return True
+
+    _transaction(turn, usage, write, ended=ended)
     turn.reply = reply
 
 
@@ -1097,22 +1126,7 @@ def _write(turn: Turn, usage: ledger.Entry | None, messages, added=None) -> None
     grown by `added`), then `messages()`, which says whether its rows were still there; rows
     locked in the order every turn and a deletion's cascade take them. SessionDeleted when the
     session (or the account) went meanwhile; the usage counts all the same."""
-    try:
-        if usage is not None:
-            usage.add()
-        charging.release(turn)
-        written = _touch(turn, added) and messages()
-        if written:
-            db.session.commit()
-            charging.released(turn)
-    except IntegrityError:  # the account went: nothing of it is left to write to
-        db.session.rollback()
-        charging.released(turn)
-        raise SessionDeleted() from None
-    if not written:  # the session went, or its rows are no longer the turn's: the usage counts
-        db.session.rollback()
-        charging.count_alone(turn, usage)
-        raise SessionDeleted()
+    _transaction(turn, usage, lambda: _touch(turn, added) and messages())
 
 
 def _touch(turn: Turn, added: list[tuple[str, str]] | None = None) -> bool:
