@@ -1,6 +1,6 @@
 """Streams that died with their worker: the periodic job that flags their replies.
 
-A streamed reply holds a lease that its stream renews with each save (turn.start, save_progress).
+A streamed reply holds a lease that its stream renews with each save (stream_store.start, save_progress).
 A worker killed mid-stream stops renewing it; once it lapses, this sweep flags the reply
 incomplete with the text it saved. It runs as a periodic background job (polygenix/jobs), once
 every STREAM_KEEPALIVE_SECONDS across all workers and hosts, never on a request's path.
@@ -12,7 +12,7 @@ from sqlalchemy import and_, delete, select, update
 from .. import clock, jobs
 from ..extensions import db
 from ..models import ChatSession, Message
-from .turn import INTERRUPTED
+from .turn_state import INTERRUPTED
 
 JOB = "sweep_dead_streams"
 _CURRENT = Message.superseded.is_(False)

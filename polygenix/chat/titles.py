@@ -1,5 +1,5 @@
 """Titles by a model: with TITLE_MODEL set, a new session's first title (its first message cut
-to 60 characters, see turn.make_title) is replaced by a short one that model writes.
+to 60 characters, see turn_state.make_title) is replaced by a short one that model writes.
 
 The model is asked by a background job (polygenix/jobs), enqueued once the session's first reply
 is stored: the reply is never delayed, a title asked for survives a restart or a crash of the
@@ -28,7 +28,7 @@ from ..extensions import db
 from ..models import ChatSession, Message
 from ..provider_registry import missing_variable, registry
 from ..providers import ChatMessage, Options, Provider, ProviderError, UnknownModelError
-from . import turn as turns
+from .turn_state import Turn, make_title
 
 log = logging.getLogger(__name__)
 EXTENSION = "polygenix.titles"
@@ -74,7 +74,7 @@ def init_titles(app: Flask) -> None:
     app.extensions[EXTENSION] = Titler(provider, model)
 
 
-def schedule(turn: "turns.Turn") -> None:
+def schedule(turn: Turn) -> None:
     """Ask for a title of the session `turn` made, once its first reply is stored; nothing for
     a turn that continued a session, or with no TITLE_MODEL. Never fails the turn: a database
     that fails here costs the title, which is logged."""
@@ -151,5 +151,5 @@ def clean(answer: str) -> str:
     line = next((line for line in answer.splitlines() if line.strip()), "")
     line = _LINE_START.sub("", _MARKUP.sub("", line.strip()))
     line = _LABEL.sub("", line.strip(_QUOTES)).strip(_QUOTES).rstrip(".")
-    title = turns.make_title(line)
+    title = make_title(line)
     return title if any(c.isalnum() for c in title) else ""
