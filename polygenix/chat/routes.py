@@ -13,7 +13,7 @@ from ..governance.policy import allowed_catalogue, unknown_model
 from ..limits import per_user
 from ..models import MAX_ID, ChatSession
 from ..provider_registry import registry
-from ..providers import ProviderError, UnknownModelError
+from ..providers import UnknownModelError
 from ..security import REVALIDATE
 from . import export, history, streaming
 from . import turn as turns
@@ -132,12 +132,7 @@ def _answer(turn: turns.Turn, data: dict):
             # X-Accel-Buffering: nginx would otherwise hold the events back.
             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
         )
-    try:
-        completion = turns.complete(turn)
-    except ProviderError as e:
-        turns.store_failure(turn, e)
-        raise
-    return turns.store(turn, completion)
+    return turns.answer(turn)[1]
 
 
 @blp.route("/request")

@@ -1,9 +1,10 @@
 """Streams that died with their worker: the periodic job that flags their replies.
 
-A streamed reply holds a lease that its stream renews with each save (stream_store.start, save_progress).
-A worker killed mid-stream stops renewing it; once it lapses, this sweep flags the reply
-incomplete with the text it saved. It runs as a periodic background job (polygenix/jobs), once
-every STREAM_KEEPALIVE_SECONDS across all workers and hosts, never on a request's path.
+A streamed reply holds a lease that its stream renews with each save (stream_store.py: start,
+save_progress). A worker killed mid-stream stops renewing it; once it lapses, this sweep flags
+the reply incomplete with the text it saved. It runs as a periodic background job
+(polygenix/jobs), once every STREAM_KEEPALIVE_SECONDS across all workers and hosts, never on a
+request's path.
 """
 
 from flask import Flask

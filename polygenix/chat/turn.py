@@ -6,7 +6,8 @@ and this one names what the routes use of them.
    provider is called and nothing is written. The turn's state (turn_state.py) says its `Kind`:
    a question that starts or continues a session, a regenerate or an edit (an existing question
    answered again), or a conversation a /v1 client sent.
-2. The provider call (call.py): `complete` for a whole reply, or `open_stream`.
+2. The provider call (call.py): `complete` for a whole reply, or `open_stream`. Every route
+   runs `answer` (the call, then the failure or the reply stored) or, streamed, `called`.
 3. Store. A whole reply (store.py): `store` or `store_failure`, one transaction that writes the
    session if it is new, the user's message, and the reply (or the message flagged with the
    error). A streamed reply is stored in steps (stream_store.py), so that nothing a client was
@@ -26,7 +27,7 @@ was deleted meanwhile stores nothing and raises SessionDeleted.
 """
 
 from ..governance.charging import release_unsettled
-from .call import complete, open_stream
+from .call import answer, called, complete, open_stream
 from .context import build_messages, load_context
 from .prepare import prepare, prepare_again, prepare_conversation
 from .store import store, store_failure
@@ -39,8 +40,10 @@ __all__ = [
     "INTERRUPTED",
     "Kind",
     "Turn",
+    "answer",
     "asked",
     "build_messages",
+    "called",
     "complete",
     "due",
     "finish",

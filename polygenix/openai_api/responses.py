@@ -75,11 +75,9 @@ def create():
     if asked.stream:
         return _streamed(turn, service.streamed(pending))
     try:
-        completion = turns.complete(turn)
+        _, body = turns.answer(turn, lambda _, completion: service.answered(pending, completion))
     except ProviderError as e:
-        turns.store_failure(turn, e)
         return _provider_error(e, turn)
-    body = service.answered(pending, completion)
     headers = {SESSION_HEADER: str(turn.session.number)} if turn.persist else {}
     return body, 200, headers
 
