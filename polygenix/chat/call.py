@@ -6,7 +6,7 @@ then stores the start of the stream)."""
 import time
 from collections.abc import Callable
 from dataclasses import replace
-from typing import TypeVar, overload
+from typing import Any, TypeVar, overload
 
 from ..models import Message
 from ..provider_registry import missing_variable
@@ -24,6 +24,8 @@ def _ready(turn: Turn) -> str:
         raise ProviderError(
             f"Model provider {turn.provider.name!r} is not configured: set {missing}", status=503
         )
+    if turn.model is None:  # a provider without a default model misses that setting: never here
+        raise ProviderError(f"Model provider {turn.provider.name!r} has no model", status=503)
     turn.started = time.monotonic()
     return turn.model
 
@@ -66,7 +68,7 @@ def answer(turn: Turn) -> tuple[Completion, Message]: ...
 def answer(turn: Turn, keep: Callable[[Turn, Completion], T]) -> tuple[Completion, T]: ...
 
 
-def answer(turn, keep=store):
+def answer(turn: Turn, keep: Callable[[Turn, Completion], Any] = store) -> tuple[Completion, Any]:
     """A whole reply: the provider called, then the failure stored (and raised, a
     ProviderError) or the reply kept by `keep` (`store`, or a caller's own step that stores the
     turn with more of its own, as a Responses API record). Returns the provider's completion

@@ -67,7 +67,7 @@ def commit_question(
         nonlocal session, question
         now = clock.now()
         added = [] if existing else transcript.entries(turn.seed)
-        if whole:
+        if whole and reply is not None:
             added += tool_loop.whole_turn(asked(turn), reply.content, reply.tool_calls)
         if session is None:
             session = ChatSession(
@@ -112,7 +112,7 @@ def commit_question(
             reply.reply_to = question
             reply.created_at = now
             db.session.add(reply)
-        if whole and turn.on_store is not None:
+        if whole and reply is not None and turn.on_store is not None:
             db.session.flush()
             turn.on_store(session.id, reply.id, reply)
         return True
@@ -199,7 +199,7 @@ def commit_again(
     transaction, rows locked in the order of every turn. SessionDeleted when the session went
     meanwhile; a 409 when the question stopped being current (an earlier message was edited
     meanwhile, or, for a regenerate, another question followed it)."""
-    question = turn.question
+    question = turn.stored_question
     if turn.kind is Kind.EDIT:  # the new words (and the failure, if the call failed)
         changes = {"content": turn.content, "error": error}
     else:  # a regenerate keeps the words; a failure flag goes once there is a new reply
@@ -212,7 +212,7 @@ def commit_again(
             db.session.execute(
                 update(Message)
                 .where(
-                    Message.id == question.id, Message.session_id == turn.session.id, rows.CURRENT
+                    Message.id == question.id, Message.session_id == turn.session_id, rows.CURRENT
                 )
                 .values(changes)
                 .execution_options(synchronize_session=False)
@@ -225,7 +225,7 @@ def commit_again(
         if supersede:
             rows.supersede(turn)
         if reply is not None:
-            reply.session = turn.session
+            reply.session = turn.stored_session
             reply.reply_to_id = question.id
             reply.created_at = clock.now()
             db.session.add(reply)

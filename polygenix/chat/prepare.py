@@ -7,7 +7,8 @@ Three ways in: a question of the user's (`prepare`), an existing question answer
 (`prepare_conversation`, for Chat Completions and Responses).
 """
 
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, NoReturn
 
 from flask import current_app
 from flask_smorest import abort
@@ -33,7 +34,7 @@ from .tool_loop import chars
 from .turn_state import Kind, Turn
 
 
-def _invalid(field: str, reason: str) -> None:
+def _invalid(field: str, reason: str) -> NoReturn:
     abort(422, message=f"{field}: {reason}", errors={"json": {field: [reason]}})
 
 
@@ -73,7 +74,7 @@ def prepare(
     options: Options = NO_OPTIONS,
     *,
     streamed: bool = False,
-    attachment_ids: list[int] = (),
+    attachment_ids: Sequence[int] = (),
 ) -> Turn:
     """Everything the provider call needs, read in one transaction that ends here.
 
@@ -246,7 +247,7 @@ def prepare_conversation(
     streamed: bool = False,
     retry_key: str | None = None,
     retrying: bool = False,
-    inline: list[tuple[bytes, Any]] = (),
+    inline: Sequence[tuple[bytes, Any]] = (),
     tooling: Tooling = NO_TOOLING,
 ) -> Turn:
     """A turn whose context is a whole conversation the client sent (OpenAI's contract): the

@@ -8,7 +8,20 @@ being the turn's (deleted meanwhile, or another user's row that took a reused id
 written.
 """
 
-from sqlalchemy import and_, bindparam, case, exists, insert, select, update
+from collections.abc import Mapping
+from typing import Any, cast
+
+from sqlalchemy import (
+    CursorResult,
+    Executable,
+    and_,
+    bindparam,
+    case,
+    exists,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.orm import aliased
 
 from .. import clock
@@ -25,10 +38,10 @@ CURRENT = Message.superseded.is_(False)
 def touch(turn: Turn, added: list[tuple[str, str]] | None = None) -> bool:
     """The session changed and was active (now), and its transcript grew by `added` (a whole
     turn); a turn answering again rewrote it, so its digest is unknown. False if it is gone."""
-    digest = turn.digest
+    digest: str | None | object = turn.digest
     if turn.kind.again:
         added, digest = None, _UNKNOWN
-    return touch_session(turn.user_id, turn.session, clock.now(), digest, added)
+    return touch_session(turn.user_id, turn.stored_session, clock.now(), digest, added)
 
 
 _UNKNOWN = object()  # a transcript digest that can no longer be known
@@ -53,7 +66,12 @@ def touch_session(user_id: int, session: ChatSession, now, digest, added) -> boo
         .values(values)
         .execution_options(synchronize_session=False)
     )
-    return db.session.execute(statement).rowcount == 1
+    return changed(statement) == 1
+
+
+def changed(statement: Executable, params: Mapping[str, Any] | None = None) -> int:
+    """How many rows an UPDATE or DELETE `statement` changed."""
+    return cast(CursorResult[Any], db.session.execute(statement, params)).rowcount
 
 
 def _digest_after(known: str | None, added: list[tuple[str, str]]):
@@ -80,7 +98,7 @@ _SUPERSEDE = (
 def supersede(turn: Turn, keep: int = 0) -> None:
     """Everything after the turn's question (but message `keep`) is superseded."""
     db.session.execute(
-        _SUPERSEDE, {"in_session": turn.session.id, "after": turn.question.id, "keep": keep}
+        _SUPERSEDE, {"in_session": turn.session_id, "after": turn.question_id, "keep": keep}
     )
 
 
@@ -91,22 +109,22 @@ def still_current(turn: Turn, reply_id: int | None = None) -> bool:
     question came meanwhile."""
     question = db.session.execute(
         select(Message.content).where(
-            Message.id == turn.question.id, Message.session_id == turn.session.id, CURRENT
+            Message.id == turn.question_id, Message.session_id == turn.session_id, CURRENT
         )
     ).one_or_none()
     if question is None or question.content != turn.content:
         return False
     if reply_id is not None and db.session.scalar(
         select(Message.superseded).where(
-            Message.id == reply_id, Message.session_id == turn.session.id
+            Message.id == reply_id, Message.session_id == turn.session_id
         )
     ):
         return False
     return turn.kind is not Kind.REGENERATE or not db.session.scalar(
         select(
             exists().where(
-                Message.session_id == turn.session.id,
-                Message.id > turn.question.id,
+                Message.session_id == turn.session_id,
+                Message.id > turn.question_id,
                 Message.is_bot.is_(False),
                 CURRENT,
             )
@@ -116,7 +134,7 @@ def still_current(turn: Turn, reply_id: int | None = None) -> bool:
 
 def own_question(turn: Turn):
     """The question a turn answers, if it is still in the turn's session."""
-    return and_(Message.id == turn.question.id, Message.session_id == turn.session.id)
+    return and_(Message.id == turn.question_id, Message.session_id == turn.session_id)
 
 
 def attach(turn: Turn, question_id: int) -> None:

@@ -61,8 +61,8 @@ def start(turn: Turn) -> None:
 def _own_reply(turn: Turn):
     """The turn's streamed reply, if it is still the stream's own."""
     return and_(
-        Message.id == turn.reply.id,
-        Message.session_id == turn.session.id,
+        Message.id == turn.reply_id,
+        Message.session_id == turn.session_id,
         Message.lease_token == turn.lease_token,
     )
 
@@ -96,11 +96,11 @@ def save_progress(turn: Turn, text: str, reasoning: str, calls: list | None = No
         "tool_calls": calls or None,
         "lease": _lease(),
     }
-    owner = {"reply_id": turn.reply.id, "in_session": turn.session.id, "token": turn.lease_token}
-    result = db.session.execute(_SAVE, owner | values)
+    owner = {"reply_id": turn.reply_id, "in_session": turn.session_id, "token": turn.lease_token}
+    saved = rows.changed(_SAVE, owner | values)
     db.session.commit()
     turn.saved_at = time.monotonic()
-    if result.rowcount != 1:
+    if saved != 1:
         raise SessionDeleted()
 
 
@@ -136,19 +136,15 @@ def finish(
             return None, failure
 
         def flag() -> bool:
-            deleted = db.session.execute(delete(Message).where(_own_reply(turn)))
+            deleted = rows.changed(delete(Message).where(_own_reply(turn)))
             if turn.kind is Kind.REGENERATE:  # nothing changes: the earlier reply stays current
-                return deleted.rowcount == 1
-            return (
-                db.session.execute(
-                    update(Message).where(rows.own_question(turn)).values(error=failure.message)
-                ).rowcount
-                == 1
-            )
+                return deleted == 1
+            flagged = update(Message).where(rows.own_question(turn)).values(error=failure.message)
+            return rows.changed(flagged) == 1
 
         commit_stream_end(turn, entry, flag)
         if turn.kind is not Kind.REGENERATE:
-            turn.question.error = failure.message
+            turn.stored_question.error = failure.message
         return None, failure
     counts = {name: usage.get(name) for name in USAGE}
     charging.account(turn, "incomplete" if failure else "ok", *[counts[n] for n in USAGE[:2]])
@@ -180,17 +176,17 @@ def finish(
     stale = []  # a turn answering again whose conversation changed while it streamed
 
     def write() -> bool:
-        if turn.kind.again and not rows.still_current(turn, turn.reply.id):
+        if turn.kind.again and not rows.still_current(turn, turn.reply_id):
             stale.append(True)
         row = values | {"superseded": True} if stale else values
-        written = db.session.execute(update(Message).where(_own_reply(turn)).values(**row)).rowcount
+        written = rows.changed(update(Message).where(_own_reply(turn)).values(**row))
         if turn.kind.again and written and not stale:  # it has text: it replaces what came after
-            rows.supersede(turn, keep=turn.reply.id)
+            rows.supersede(turn, keep=turn.reply_id)
             db.session.execute(update(Message).where(rows.own_question(turn)).values(error=None))
             if turn.kind is Kind.REGENERATE and turn.attachment_ids is not None:
-                rows.attach(turn, turn.question.id)
+                rows.attach(turn, turn.question_id)
         if written and failure is None and turn.on_store is not None:
-            turn.on_store(turn.session.id, turn.reply.id, SimpleNamespace(**values))
+            turn.on_store(turn.session_id, turn.reply_id, SimpleNamespace(**values))
         return written == 1
 
     commit_stream_end(

@@ -54,9 +54,9 @@ class Events:
         return sse(
             "start",
             {
-                "session_id": turn.session.number,
+                "session_id": turn.stored_session.number,
                 "model": turn.model_name,
-                "user_message_id": turn.question.id,
+                "user_message_id": turn.question_id,
             },
         )
 

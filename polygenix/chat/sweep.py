@@ -20,9 +20,11 @@ _CURRENT = Message.superseded.is_(False)
 
 
 def init_sweep(app: Flask) -> None:
-    jobs.register(
-        app, JOB, lambda payload: sweep_dead_streams(), every=app.config["STREAM_KEEPALIVE_SECONDS"]
-    )
+    jobs.register(app, JOB, _sweep, every=app.config["STREAM_KEEPALIVE_SECONDS"])
+
+
+def _sweep(payload: dict) -> None:
+    sweep_dead_streams()
 
 
 def sweep_dead_streams() -> int:

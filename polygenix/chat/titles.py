@@ -71,6 +71,8 @@ def init_titles(app: Flask) -> None:
         missing = missing_variable(provider, model)
     if missing:
         raise ConfigError(f"TITLE_MODEL {name!r} cannot be used until {missing} is set")
+    if model is None:  # a provider without a default model misses that setting: never here
+        raise ConfigError(f"TITLE_MODEL {name!r} names no model")
     app.extensions[EXTENSION] = Titler(provider, model)
 
 
@@ -81,15 +83,15 @@ def schedule(turn: Turn) -> None:
     if current_app.extensions.get(EXTENSION) is None or not turn.created:
         return
     payload = {
-        "session_id": turn.session.id,
-        "title": turn.session.title,
+        "session_id": turn.session_id,
+        "title": turn.stored_session.title,
         "request_id": turn.request_id,
     }
     try:
         jobs.enqueue(JOB, payload)
     except SQLAlchemyError as e:
         db.session.rollback()
-        log.error("no title asked for session %s: %s", turn.session.id, type(e).__name__)
+        log.error("no title asked for session %s: %s", turn.session_id, type(e).__name__)
 
 
 def conversation(session_id: int) -> str:

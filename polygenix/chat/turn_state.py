@@ -87,6 +87,39 @@ class Turn:
         return chars(self.messages)
 
     @property
+    def stored_session(self) -> ChatSession:
+        """The turn's session, once it has one (stored, or the one it continues)."""
+        if self.session is None:
+            raise LookupError("The turn has no session yet")
+        return self.session
+
+    @property
+    def stored_question(self) -> Message:
+        """The turn's question, once stored (answered again: from the start)."""
+        if self.question is None:
+            raise LookupError("The turn's question is not stored yet")
+        return self.question
+
+    @property
+    def stored_reply(self) -> Message:
+        """The turn's reply, once stored (streamed: from the stream's start)."""
+        if self.reply is None:
+            raise LookupError("The turn's reply is not stored yet")
+        return self.reply
+
+    @property
+    def session_id(self) -> int:
+        return self.stored_session.id
+
+    @property
+    def question_id(self) -> int:
+        return self.stored_question.id
+
+    @property
+    def reply_id(self) -> int:
+        return self.stored_reply.id
+
+    @property
     def latency_ms(self) -> int:
         """Since the provider call began, in milliseconds; 0 before it."""
         return round((time.monotonic() - self.started) * 1000) if self.started else 0
