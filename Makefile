@@ -1,5 +1,5 @@
 # PolyGenix: `make run` serves the web chat and the API on 127.0.0.1:8000; `make test` runs the
-# whole suite; `make lock` refreshes constraints.txt.
+# linters, the type checker and the whole suite; `make lock` refreshes constraints.txt.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -32,11 +32,14 @@ run: $(VENV)/.installed
 test: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 	$(BIN)/pytest
 
+# mypy checks what setup.cfg's [mypy] names (the provider clients and the chat turn).
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 # The newest versions setup.cfg allows, the dev extras included, resolved in a fresh virtual
 # environment and written to constraints.txt with pip freeze. Commit the result once `make test`
@@ -51,4 +54,4 @@ lock:
 	rm -rf .lock-venv build
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info build dist
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache *.egg-info build dist

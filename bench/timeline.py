@@ -69,9 +69,13 @@ def _instrumented_app():
     tokens = importlib.import_module("polygenix.auth.tokens")
     _wrap(tokens, "user_and_revocation", "user and revocation query", end=True)
     _wrap(importlib.import_module("polygenix.limits"), "_check", "rate limit", end=True)
-    turn = importlib.import_module("polygenix.chat.turn")
-    _wrap(turn, "find_session", "session lookup", end=True)
-    _wrap(turn, "prepare", "view")
+    _wrap(
+        importlib.import_module("polygenix.chat.prepare"),
+        "find_session",
+        "session lookup",
+        end=True,
+    )
+    _wrap(importlib.import_module("polygenix.chat.turn"), "prepare", "view")
     _wrap(importlib.import_module("polygenix.providers.client").HTTPProvider, "stream", "open")
     _wrap(requests.Session, "send", "requests sends")
     streaming = importlib.import_module("polygenix.chat.streaming")

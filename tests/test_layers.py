@@ -43,3 +43,103 @@ def test_the_package_imports_no_module_outside_it():
         for name in imported(path):
             where = path.relative_to(package)
             assert name.split(".")[0] not in ("config", "wsgi", "tests"), f"{where} imports {name}"
+
+
+MOST_LINES = 500
+
+
+def _module(path: Path, root: Path) -> str:
+    parts = list(path.relative_to(root).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _type_checking(node: ast.AST) -> bool:
+    test = getattr(node, "test", None)
+    return isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(test)
+
+
+def _run_time_nodes(tree: ast.AST):
+    """The nodes of a module, but those under `if TYPE_CHECKING:` (never run)."""
+    for node in ast.iter_child_nodes(tree):
+        if _type_checking(node):
+            yield from (n for body in node.orelse for n in ast.walk(body))
+            continue
+        yield node
+        yield from _run_time_nodes(node)
+
+
+def import_graph(package: Path) -> dict[str, set[str]]:
+    """Each module of `package` and the package's modules it imports when run (`from . import
+    x` is module x; `from .m import name` is module m)."""
+    paths = {_module(p, package.parent): p for p in sorted(package.rglob("*.py"))}
+    graph = {}
+    for name, path in paths.items():
+        package = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
+        found = set()
+        for node in _run_time_nodes(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                targets = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = package[: len(package) - node.level + 1] if node.level else []
+                module = ".".join(base + ([node.module] if node.module else []))
+                inner = [f"{module}.{alias.name}" for alias in node.names]
+                targets = [module] + [t for t in inner if t in paths]
+                if all(t in paths for t in inner):  # only modules imported: not the package
+                    targets = inner
+            else:
+                continue
+            found |= {t for t in targets if t in paths and t != name}
+        graph[name] = found
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The import cycles of `graph`, one path each."""
+    found, done, path = [], set(), []
+
+    def visit(name: str) -> None:
+        if name in path:
+            found.append(path[path.index(name) :] + [name])
+            return
+        if name in done:
+            return
+        path.append(name)
+        for target in sorted(graph[name]):
+            visit(target)
+        path.pop()
+        done.add(name)
+
+    for name in sorted(graph):
+        visit(name)
+    return found
+
+
+def test_the_package_has_no_import_cycle():
+    graph = import_graph(PROVIDERS.parent)
+    assert len(graph) >= 100
+    assert cycles(graph) == []
+
+
+def test_the_cycle_check_finds_a_cycle(tmp_path):
+    package = tmp_path / "app"
+    (package / "chat").mkdir(parents=True)
+    (package / "__init__.py").write_text("from .chat import turn\n")
+    (package / "chat" / "__init__.py").write_text("")
+    (package / "chat" / "turn.py").write_text("from . import titles\n")
+    (package / "chat" / "titles.py").write_text(
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from .. import models\n"
+        "def schedule():\n    from .turn import make_title\n"
+    )
+    (package / "models.py").write_text("from .chat.turn import Turn\n")
+    found = cycles(import_graph(package))
+    assert found == [["app.chat.turn", "app.chat.titles", "app.chat.turn"]]
+
+
+def test_no_module_of_the_package_is_over_500_lines():
+    package = PROVIDERS.parent
+    long = {
+        str(path.relative_to(package)): lines
+        for path in sorted(package.rglob("*.py"))
+        if (lines := len(path.read_text().splitlines())) > MOST_LINES
+    }
+    assert long == {}

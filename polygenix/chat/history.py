@@ -2,7 +2,9 @@
 a poll of an unchanged history cost one small query; and a new session's number."""
 
 import hashlib
+from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
 from flask_smorest import abort
 from sqlalchemy import BigInteger, and_, bindparam, cast, exists, func, select, update
@@ -73,12 +75,14 @@ def next_number(user_id: int) -> int:
     following = aliased(ChatSession)
     # In 64 bits: the number after 2,147,483,647 overflows PostgreSQL's integer.
     after = cast(ChatSession.number, BigInteger) + 1
-    return db.session.scalar(
+    gap = db.session.scalar(
         select(func.min(after)).where(
             ChatSession.user_id == user_id,
             ~exists().where(following.user_id == user_id, following.number == after),
         )
     )
+    assert gap is not None  # the number after the highest is free: there is a least
+    return gap
 
 
 _users = User.__table__.c
@@ -132,7 +136,9 @@ def etag(user: User, query: str) -> tuple[str, int]:
     return digest[:32], count
 
 
-def _sessions_page(user: User, page: int | None, page_size: int, order: str, *columns) -> list:
+def _sessions_page(
+    user: User, page: int | None, page_size: int, order: str, *columns
+) -> Sequence[Any]:
     """One page of the caller's sessions in `order` (ORDER_BY) with `columns`; every session
     when `page` is None."""
     statement = (
@@ -157,7 +163,7 @@ def _as_dict(session: ChatSession, **extra) -> dict:
 
 
 def with_messages(
-    sessions: list[ChatSession], include_superseded: bool = False, include_tools: bool = False
+    sessions: Sequence[ChatSession], include_superseded: bool = False, include_tools: bool = False
 ) -> list[dict]:
     """`sessions`, each with its messages oldest first: one query whatever their number."""
     by_session: dict[int, list[Message]] = {s.id: [] for s in sessions}

@@ -60,13 +60,15 @@ def _is_gif(part: ContentPart) -> bool:
     )
 
 
-def _as_png(part: ImagePart, max_pixels: int) -> ImagePart:
+def _as_png(part: ContentPart, max_pixels: int) -> ContentPart:
+    if part["type"] != "image" or part["source"]["type"] != "base64":
+        return part
     try:
         data = base64.b64decode(part["source"]["data"])
     except (binascii.Error, ValueError) as e:
         raise InvalidImage("The GIF's base64 does not decode.") from e
     png = Base64Source.of("image/png", first_frame_png(data, max_pixels))
-    return {**part, "source": png}  # type: ignore[typeddict-item]
+    return {**part, "source": png}
 
 
 def gifs_as_png(messages: list[ChatMessage]) -> list[ChatMessage]:

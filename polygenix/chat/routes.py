@@ -1,3 +1,5 @@
+from collections.abc import Iterator
+
 from flask import Response, request, stream_with_context
 from flask.views import MethodView
 from flask_smorest import abort
@@ -13,9 +15,9 @@ from ..governance.policy import allowed_catalogue, unknown_model
 from ..limits import per_user
 from ..models import MAX_ID, ChatSession
 from ..provider_registry import registry
-from ..providers import ProviderError, UnknownModelError
+from ..providers import UnknownModelError
 from ..security import REVALIDATE
-from . import export, history, streaming
+from . import export, history, session_rows, streaming
 from . import turn as turns
 from .schemas import (
     ChatSessionResponseSchema,
@@ -58,15 +60,21 @@ def _page(pagination_parameters) -> int | None:
     return None
 
 
+class _NotModified(NotModified):
+    """A 304 with the headers a fresh answer would have (the error handler sends `data`)."""
+
+    def __init__(self, headers: dict[str, str]):
+        super().__init__()
+        self.data = {"headers": headers}
+
+
 def _conditional(user) -> tuple[dict[str, str], int]:
     """A 304 for a client whose copy is current; otherwise the headers of a fresh answer, and
     the number of the user's sessions."""
     tag, total = history.etag(user, request.query_string.decode("latin-1"))
     headers = {"ETag": quote_etag(tag), "Cache-Control": REVALIDATE}
     if request.if_none_match.contains(tag):
-        not_modified = NotModified()
-        not_modified.data = {"headers": headers}
-        raise not_modified
+        raise _NotModified(headers)
     return headers, total
 
 
@@ -132,12 +140,7 @@ def _answer(turn: turns.Turn, data: dict):
             # X-Accel-Buffering: nginx would otherwise hold the events back.
             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
         )
-    try:
-        completion = turns.complete(turn)
-    except ProviderError as e:
-        turns.store_failure(turn, e)
-        raise
-    return turns.store(turn, completion)
+    return turns.answer(turn)[1]
 
 
 @blp.route("/request")
@@ -337,6 +340,7 @@ class ExportAll(MethodView):
         sessions = export.all_sessions(
             current_user.id, args["include_superseded"], args["include_tools"]
         )
+        body: Iterator[str] | Iterator[bytes]
         if args["format"] == "json":
             body, mimetype, suffix = export.json_document(sessions), "application/json", "json"
         else:
@@ -446,11 +450,11 @@ class Session(MethodView):
         # Read before the write, whose commit is the last thing done: an error answered after
         # it would report a failed change that was in fact applied.
         changed_session = history.summary(session) | data
-        changed = db.session.execute(
+        changed = session_rows.changed(
             update(ChatSession)
             .where(ChatSession.id == session.id)
             .values(**data, changed_at=clock.now())
-        ).rowcount
+        )
         db.session.commit()
         if changed != 1:  # deleted meanwhile
             abort(404, message="Chat session not found")

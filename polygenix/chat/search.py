@@ -18,8 +18,19 @@ import html
 import re
 import secrets
 from dataclasses import dataclass, field
+from typing import Any
 
-from sqlalchemy import column, event, func, literal_column, null, select, table, union_all
+from sqlalchemy import (
+    ColumnClause,
+    column,
+    event,
+    func,
+    literal_column,
+    null,
+    select,
+    table,
+    union_all,
+)
 
 from ..api import page_of
 from ..extensions import db
@@ -184,7 +195,7 @@ def search(user_id: int, q: str, page: int, page_size: int) -> tuple[int, list[d
         .select_from(engine.source(ChatSession))
         .where(engine.matches(ChatSession), ChatSession.user_id == user_id),
     ).subquery()
-    total = db.session.scalar(select(func.count()).select_from(hits))
+    total = db.session.scalar(select(func.count()).select_from(hits)) or 0
     rows = db.session.execute(
         page_of(
             select(hits).order_by(
@@ -200,7 +211,7 @@ def search(user_id: int, q: str, page: int, page_size: int) -> tuple[int, list[d
     # The engine marks matched words with these; random, so no text can forge one, and plain
     # letters and digits, which escaping leaves alone.
     start, stop = (f"mark{secrets.token_hex(8)}{end}" for end in ("start", "stop"))
-    snippets = {}
+    snippets: dict[tuple[bool, int], str] = {}
     for text, is_message in ((Message.content, True), (ChatSession.title, False)):
         ids = [r.row_id for r in rows if (r.message_id is not None) == is_message]
         if ids:
@@ -258,7 +269,7 @@ class _SQLite:
 
 
 # websearch_to_tsquery and ts_headline need a regconfig, which a bound string is not.
-_ENGLISH = literal_column("'english'::regconfig")
+_ENGLISH: ColumnClause[Any] = literal_column("'english'::regconfig")
 
 
 class _PostgreSQL:

@@ -54,9 +54,9 @@ class Events:
         return sse(
             "start",
             {
-                "session_id": turn.session.number,
+                "session_id": turn.stored_session.number,
                 "model": turn.model_name,
-                "user_message_id": turn.question.id,
+                "user_message_id": turn.question_id,
             },
         )
 
@@ -83,11 +83,7 @@ class Events:
 def opened(turn: turns.Turn) -> tuple[turns.Turn, "_Reader"]:
     """Open the provider's stream and store the user's message now, so that every failure up
     to here is an ordinary error response (a provider failure stored as usual)."""
-    try:
-        stream = _open(turn)
-    except ProviderError as e:
-        turns.store_failure(turn, e)
-        raise
+    stream = turns.called(turn, _open)
     try:
         turns.start(turn)
     except BaseException:

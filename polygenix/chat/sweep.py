@@ -1,9 +1,10 @@
 """Streams that died with their worker: the periodic job that flags their replies.
 
-A streamed reply holds a lease that its stream renews with each save (turn.start, save_progress).
-A worker killed mid-stream stops renewing it; once it lapses, this sweep flags the reply
-incomplete with the text it saved. It runs as a periodic background job (polygenix/jobs), once
-every STREAM_KEEPALIVE_SECONDS across all workers and hosts, never on a request's path.
+A streamed reply holds a lease that its stream renews with each save (stream_store.py: start,
+save_progress). A worker killed mid-stream stops renewing it; once it lapses, this sweep flags
+the reply incomplete with the text it saved. It runs as a periodic background job
+(polygenix/jobs), once every STREAM_KEEPALIVE_SECONDS across all workers and hosts, never on a
+request's path.
 """
 
 from flask import Flask
@@ -12,16 +13,18 @@ from sqlalchemy import and_, delete, select, update
 from .. import clock, jobs
 from ..extensions import db
 from ..models import ChatSession, Message
-from .turn import INTERRUPTED
+from .turn_state import INTERRUPTED
 
 JOB = "sweep_dead_streams"
 _CURRENT = Message.superseded.is_(False)
 
 
 def init_sweep(app: Flask) -> None:
-    jobs.register(
-        app, JOB, lambda payload: sweep_dead_streams(), every=app.config["STREAM_KEEPALIVE_SECONDS"]
-    )
+    jobs.register(app, JOB, _sweep, every=app.config["STREAM_KEEPALIVE_SECONDS"])
+
+
+def _sweep(payload: dict) -> None:
+    sweep_dead_streams()
 
 
 def sweep_dead_streams() -> int:

@@ -1,5 +1,5 @@
 """Titles by a model: with TITLE_MODEL set, a new session's first title (its first message cut
-to 60 characters, see turn.make_title) is replaced by a short one that model writes.
+to 60 characters, see turn_state.make_title) is replaced by a short one that model writes.
 
 The model is asked by a background job (polygenix/jobs), enqueued once the session's first reply
 is stored: the reply is never delayed, a title asked for survives a restart or a crash of the
@@ -28,7 +28,7 @@ from ..extensions import db
 from ..models import ChatSession, Message
 from ..provider_registry import missing_variable, registry
 from ..providers import ChatMessage, Options, Provider, ProviderError, UnknownModelError
-from . import turn as turns
+from .turn_state import Turn, make_title
 
 log = logging.getLogger(__name__)
 EXTENSION = "polygenix.titles"
@@ -71,25 +71,27 @@ def init_titles(app: Flask) -> None:
         missing = missing_variable(provider, model)
     if missing:
         raise ConfigError(f"TITLE_MODEL {name!r} cannot be used until {missing} is set")
+    if model is None:  # a provider without a default model misses that setting: never here
+        raise ConfigError(f"TITLE_MODEL {name!r} names no model")
     app.extensions[EXTENSION] = Titler(provider, model)
 
 
-def schedule(turn: "turns.Turn") -> None:
+def schedule(turn: Turn) -> None:
     """Ask for a title of the session `turn` made, once its first reply is stored; nothing for
     a turn that continued a session, or with no TITLE_MODEL. Never fails the turn: a database
     that fails here costs the title, which is logged."""
     if current_app.extensions.get(EXTENSION) is None or not turn.created:
         return
     payload = {
-        "session_id": turn.session.id,
-        "title": turn.session.title,
+        "session_id": turn.session_id,
+        "title": turn.stored_session.title,
         "request_id": turn.request_id,
     }
     try:
         jobs.enqueue(JOB, payload)
     except SQLAlchemyError as e:
         db.session.rollback()
-        log.error("no title asked for session %s: %s", turn.session.id, type(e).__name__)
+        log.error("no title asked for session %s: %s", turn.session_id, type(e).__name__)
 
 
 def conversation(session_id: int) -> str:
@@ -151,5 +153,5 @@ def clean(answer: str) -> str:
     line = next((line for line in answer.splitlines() if line.strip()), "")
     line = _LINE_START.sub("", _MARKUP.sub("", line.strip()))
     line = _LABEL.sub("", line.strip(_QUOTES)).strip(_QUOTES).rstrip(".")
-    title = turns.make_title(line)
+    title = make_title(line)
     return title if any(c.isalnum() for c in title) else ""

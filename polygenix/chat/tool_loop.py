@@ -1,5 +1,5 @@
 """What a chat turn needs to know of tool loops (a /v1 client's tools, the model's calls, the
-results the client sends back), kept apart from turn.py's steps.
+results the client sends back), kept apart from the turn's steps (turn.py).
 
 A tool loop's next request ends with `tool` messages instead of a question of the user's: those
 results are what the turn asks. The last is stored as the turn's question (its `tool_call_id`

@@ -93,11 +93,9 @@ def chat_completions():
             headers=headers | {"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
         )
     try:
-        completion = turns.complete(turn)
+        completion, _ = turns.answer(turn)
     except ProviderError as e:
-        turns.store_failure(turn, e)
         return _provider_error(e, turn)
-    turns.store(turn, completion)
     if turn.persist:
         headers[SESSION_HEADER] = str(turn.session.number)
     message = {"role": "assistant", "content": completion.content}

@@ -87,12 +87,12 @@ def create():
         if asked.stream:
             return _streamed(pending, service.streamed(pending))
         try:
-            completion = turns.complete(pending.turn)
+            _, body = turns.answer(
+                pending.turn, lambda _, completion: service.answered(pending, completion)
+            )
         except ProviderError as e:
-            turns.store_failure(pending.turn, e)
             pending.failed(e.status, e.message)
             return _provider_error(e, pending)
-        body = service.answered(pending, completion)
     except BaseException:
         pending.release()  # nothing was kept: a retry is answered anew
         raise

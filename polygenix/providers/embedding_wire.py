@@ -41,9 +41,10 @@ class Vector:
     __slots__ = ("_numbers", "_packed", "_text")
 
     def __init__(self, value: Any):
+        # Numbers, or the base64 as it came (never empty) and its bytes.
         self._numbers: array | None = None
-        self._packed: bytes | None = None
-        self._text: str | None = None
+        self._packed = b""
+        self._text = ""
         if isinstance(value, str):
             try:
                 self._packed = binascii.a2b_base64(value, strict_mode=True)
@@ -71,7 +72,7 @@ class Vector:
 
     def base64(self) -> str:
         """The base64 of little-endian float32s, as OpenAI sends it."""
-        if self._text is not None:
+        if self._numbers is None:
             return self._text
         packed = array("f", self._numbers)
         if _BIG_ENDIAN:
@@ -171,7 +172,9 @@ class OpenAIEmbeddings(EmbeddingFormat):
                 raise MalformedResponse("the embeddings' indexes are not 0 to n-1")
             vectors[index] = Vector(entry["embedding"])
         usage = data.get("usage") or {}
-        return Batch(vectors, _count(usage.get("prompt_tokens")), _model(data.get("model")))
+        # Each of the n indexes came once: every place is filled.
+        filled = [vector for vector in vectors if vector is not None]
+        return Batch(filled, _count(usage.get("prompt_tokens")), _model(data.get("model")))
 
 
 class MistralEmbeddings(OpenAIEmbeddings):

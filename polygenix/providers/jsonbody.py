@@ -13,7 +13,9 @@ import base64
 import json
 import secrets
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import Any, cast
+
+from . import messages
 
 
 class Base64Source(dict):
@@ -22,13 +24,15 @@ class Base64Source(dict):
     are. A client's own base64 (a /v1 data: URL) is a plain dict, its text escaped as any."""
 
     __slots__ = ("raw",)
+    raw: bytes
 
     @classmethod
-    def of(cls, media_type: str, data: bytes) -> "Base64Source":
+    def of(cls, media_type: str, data: bytes) -> messages.Base64Source:
+        """The source of `data`, typed as the messages' source it is (a dict of those keys)."""
         raw = base64.b64encode(data)
         source = cls(type="base64", media_type=media_type, data=raw.decode("ascii"))
         source.raw = raw
-        return source
+        return cast(messages.Base64Source, source)
 
 
 class Inline:

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from .base import ToolCallDelta
-from .jsonbody import inline
+from .jsonbody import Inline, inline
 from .messages import ChatMessage, ContentPart, ToolCall, dumps, new_call_id, text_of
 from .tools import NamedTool, ResponseFormat, Tooling
 from .wire import StreamState
@@ -24,6 +24,7 @@ def _part(part: ContentPart) -> dict[str, Any]:
     if part["type"] == "text":
         return {"type": "text", "text": part["text"]}
     source = part["source"]
+    url: str | Inline
     if source["type"] == "url":
         url = source["url"]
     else:

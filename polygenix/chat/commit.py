@@ -1,0 +1,247 @@
+"""The transactions that store a turn, all run by one helper (`_transaction`) that takes rows
+in the order every turn and a deletion's cascade take them, counts what the call used, releases
+its budget reservation, and commits or rolls back:
+
+- `commit_question`: the user's message (and a reply, if any) in the turn's session, made
+  first if it is new;
+- `commit_again`: a turn that answers an existing question again (regenerate, edit);
+- `commit_stream_end`: a streamed turn's last transaction, its reply whole or cut short.
+
+A turn whose session (or account) was deleted meanwhile stores nothing and raises
+SessionDeleted; what the call used counts all the same.
+"""
+
+from collections.abc import Callable
+
+from flask_smorest import abort
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm.exc import StaleDataError
+
+from .. import clock
+from ..errors import Conflict, SessionDeleted
+from ..extensions import db
+from ..governance import charging, ledger
+from ..models import ChatSession, Message, User
+from . import attempts, tool_loop, transcript
+from . import session_rows as rows
+from .history import catch_up, find_session, new_number
+from .turn_state import CHANGED, Kind, Turn, asked, make_title
+
+# Each lost race means another request of the same user won one, so this many concurrent
+# new-session requests from one user always succeed.
+CREATE_ATTEMPTS = 20
+
+
+def commit_question(
+    turn: Turn,
+    reply: Message | None = None,
+    error: str | None = None,
+    *,
+    whole: bool = False,
+    usage: ledger.Entry | None = None,
+    ended: bool = True,
+) -> None:
+    """Commit the user's message (flagged with `error`, if any) and `reply` (if any) in the
+    turn's session: the existing one, or a new one numbered `turn.number` (the user's next free
+    number if None) whose first messages are `turn.seed`, and the reply's `usage`. With
+    `whole`, the reply is complete and extends the session's transcript digest. Unless the
+    call is still under way (not `ended`: a stream's start), its budget reservation goes.
+
+    A new session's number comes from the user's counter, counted up (or, for a number asked
+    for, raised to it) first in the transaction: the user's row, locked until the commit, queues
+    the user's new sessions, so they never collide. The unique (user_id, number) index settles
+    the races left: a request that asked for a number another took meanwhile stores its
+    message in the winner's session.
+    """
+    session, question = turn.session, None
+    existing, number = session is not None, 0
+
+    def first() -> None:  # the user's row first, as a deletion of the account locks it
+        nonlocal existing, number
+        existing = session is not None
+        if not existing:
+            number = new_number(turn.user_id, turn.number)
+
+    def write() -> bool:
+        nonlocal session, question
+        now = clock.now()
+        added = [] if existing else transcript.entries(turn.seed)
+        if whole and reply is not None:
+            added += tool_loop.whole_turn(asked(turn), reply.content, reply.tool_calls)
+        if session is None:
+            session = ChatSession(
+                user_id=turn.user_id,
+                number=number,
+                title=make_title(tool_loop.first_text([*turn.seed, *asked(turn)], turn.content)),
+                created_at=turn.asked_at,
+                changed_at=now,
+                updated_at=now,
+                transcript_digest=transcript.extend(None, added) if added else None,
+            )
+        else:
+            digest = session.transcript_digest
+            session = db.session.merge(session, load=False)
+            with db.session.no_autoflush:
+                if not rows.touch_session(turn.user_id, session, now, digest, added):
+                    return False  # deleted, or its id now another's
+                if turn.repeats is not None:  # a retry: its failed attempt gives way
+                    attempts.supersede(turn.repeats, session.id)
+        question = Message(
+            session=session,
+            is_bot=False,
+            content=turn.content,
+            created_at=turn.asked_at,
+            error=error,
+            retry_key=turn.retry_key if error is not None else None,
+        )
+        if turn.results:
+            question.tool_call_id = turn.results[-1]["tool_call_id"]
+        if not existing and turn.seed:
+            db.session.add(session)
+            db.session.flush()
+            rows.add_seed(session, turn)  # the earlier messages first, in their order
+        for result in turn.results[:-1]:  # the other results of the turn, in their order
+            db.session.add(tool_loop.result_row(session, result, turn.asked_at))
+        db.session.add(question)
+        if turn.attachment_ids or turn.inline_images:
+            db.session.flush()
+            rows.attach(turn, question.id)
+        if reply is not None:
+            reply.session = session
+            reply.reply_to = question
+            reply.created_at = now
+            db.session.add(reply)
+        if whole and reply is not None and turn.on_store is not None:
+            db.session.flush()
+            turn.on_store(session.id, reply.id, reply)
+        return True
+
+    def retry() -> bool:
+        nonlocal session
+        if existing or not _user_exists(turn.user_id):  # deleted since `prepare`
+            return False
+        if turn.number is None:  # the counter was behind the user's numbers
+            catch_up(turn.user_id)
+            db.session.commit()
+        session = find_session(turn.user_id, turn.number) if turn.number is not None else None
+        return True
+
+    _transaction(turn, usage, write, first=first, retry=retry, ended=ended)
+    turn.session, turn.question, turn.reply = session, question, reply
+    turn.created = not existing
+
+
+def _transaction(
+    turn: Turn,
+    usage: ledger.Entry | None,
+    write: Callable[[], bool],
+    *,
+    first: Callable[[], None] | None = None,
+    retry: Callable[[], bool] | None = None,
+    ended: bool = True,
+) -> None:
+    """One transaction of a turn's store, whichever its path: `first()` (a new session's number,
+    from the user's row), the call's usage, its budget reservation released (unless the call is
+    still under way, not `ended`: a stream's start), then `write()`, which touches the session,
+    writes the turn's rows and says whether they were still the turn's. So every turn locks rows
+    in one order (the user's, their usage, the session, its messages), the order a deletion
+    cascades in, and never deadlocks with another or with a deletion.
+
+    A row that another transaction took or deleted meanwhile (IntegrityError, StaleDataError)
+    rolls it back; `retry()`, if given, may then say it is worth another try, up to
+    CREATE_ATTEMPTS in all (after which a 503). Whatever else stops it rolls it back too, and
+    what the call used still counts on its own: SessionDeleted when `write()` found the rows gone
+    or the account went; a Conflict raised by `write()` goes on up.
+    """
+    for _ in range(CREATE_ATTEMPTS):
+        try:
+            with db.session.no_autoflush:
+                if first is not None:
+                    first()
+                if usage is not None:
+                    usage.add()
+            if ended:
+                charging.release(turn)
+            if not write():
+                raise SessionDeleted()
+            db.session.commit()
+        except (SessionDeleted, Conflict):
+            db.session.rollback()
+            charging.count_alone(turn, usage)
+            raise
+        except (IntegrityError, StaleDataError):
+            db.session.rollback()
+            if retry is not None and retry():
+                continue
+            charging.count_alone(turn, usage)  # the account went, and its usage with it
+            raise SessionDeleted() from None
+        if ended:
+            charging.released(turn)
+        return
+    charging.count_alone(turn, usage)
+    abort(503, message="Too many concurrent new sessions; try again.", headers={"Retry-After": "1"})
+
+
+def commit_again(
+    turn: Turn,
+    reply: Message | None,
+    usage: ledger.Entry | None = None,
+    error: str | None = None,
+    *,
+    supersede: bool = True,
+    ended: bool = True,
+) -> None:
+    """Commit a turn that answers its question again: the usage, the session touched, the
+    question (an edit's new words, the error), what it replaces superseded (unless not yet:
+    a stream's regenerate supersedes when its reply is complete), and `reply`; the budget
+    reservation goes unless the call is still under way (not `ended`: a stream's start). One
+    transaction, rows locked in the order of every turn. SessionDeleted when the session went
+    meanwhile; a 409 when the question stopped being current (an earlier message was edited
+    meanwhile, or, for a regenerate, another question followed it)."""
+    question = turn.stored_question
+    if turn.kind is Kind.EDIT:  # the new words (and the failure, if the call failed)
+        changes = {"content": turn.content, "error": error}
+    else:  # a regenerate keeps the words; a failure flag goes once there is a new reply
+        changes = {"error": None} if supersede else {}
+
+    def write() -> bool:
+        if not rows.touch(turn):
+            return False
+        if changes:
+            db.session.execute(
+                update(Message)
+                .where(
+                    Message.id == question.id, Message.session_id == turn.session_id, rows.CURRENT
+                )
+                .values(changes)
+                .execution_options(synchronize_session=False)
+            )
+        if not rows.still_current(turn):
+            raise Conflict(CHANGED)
+        # An edit's images go with its words; a regenerate's once its reply replaces the other.
+        if turn.attachment_ids is not None and (turn.kind is Kind.EDIT or supersede):
+            rows.attach(turn, question.id)
+        if supersede:
+            rows.supersede(turn)
+        if reply is not None:
+            reply.session = turn.stored_session
+            reply.reply_to_id = question.id
+            reply.created_at = clock.now()
+            db.session.add(reply)
+        return True
+
+    _transaction(turn, usage, write, ended=ended)
+    turn.reply = reply
+
+
+def commit_stream_end(turn: Turn, usage: ledger.Entry | None, messages, added=None) -> None:
+    """A streamed turn's last transaction: its usage, the session touched (its transcript
+    grown by `added`), then `messages()`, which says whether its rows were still there; rows
+    locked in the order every turn and a deletion's cascade take them. SessionDeleted when the
+    session (or the account) went meanwhile; the usage counts all the same."""
+    _transaction(turn, usage, lambda: rows.touch(turn, added) and messages())
+
+
+def _user_exists(user_id: int) -> bool:
+    return db.session.scalar(select(User.id).where(User.id == user_id)) is not None

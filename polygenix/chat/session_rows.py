@@ -1,0 +1,196 @@
+"""What a turn's store writes besides its own messages, each in the caller's transaction: the
+session touched (changed now, its transcript digest grown), the messages a turn answering again
+replaces marked superseded, a new session's first messages, the question's attachments; and
+the checks that the rows are still the turn's.
+
+Each write names the session's user and number and a message's session, so a row that stopped
+being the turn's (deleted meanwhile, or another user's row that took a reused id) is never
+written.
+"""
+
+from collections.abc import Mapping
+from typing import Any, cast
+
+from sqlalchemy import (
+    CursorResult,
+    Executable,
+    and_,
+    bindparam,
+    case,
+    exists,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.orm import aliased
+
+from .. import clock
+from ..attachments import store as attachments
+from ..extensions import db
+from ..models import ChatSession, Message
+from ..providers.messages import text_of
+from . import transcript
+from .turn_state import Kind, Turn
+
+CURRENT = Message.superseded.is_(False)
+
+
+def touch(turn: Turn, added: list[tuple[str, str]] | None = None) -> bool:
+    """The session changed and was active (now), and its transcript grew by `added` (a whole
+    turn); a turn answering again rewrote it, so its digest is unknown. False if it is gone."""
+    digest: str | None | object = turn.digest
+    if turn.kind.again:
+        added, digest = None, _UNKNOWN
+    return touch_session(turn.user_id, turn.stored_session, clock.now(), digest, added)
+
+
+_UNKNOWN = object()  # a transcript digest that can no longer be known
+
+
+def touch_session(user_id: int, session: ChatSession, now, digest, added) -> bool:
+    """`session` changed now and its transcript (digest `digest` as the turn knew it) grew by
+    `added`, if the row is still the user's session of that number: one UPDATE. False if not
+    (deleted, or its id reused by another session)."""
+    values = {"changed_at": now, "updated_at": now}
+    if digest is _UNKNOWN:
+        values["transcript_digest"] = None
+    elif added:
+        values["transcript_digest"] = _digest_after(digest, added)
+    statement = (
+        update(ChatSession)
+        .where(
+            ChatSession.id == session.id,
+            ChatSession.user_id == user_id,
+            ChatSession.number == session.number,
+        )
+        .values(values)
+        .execution_options(synchronize_session=False)
+    )
+    return changed(statement) == 1
+
+
+def changed(statement: Executable, params: Mapping[str, Any] | None = None) -> int:
+    """How many rows an UPDATE or DELETE `statement` changed."""
+    return cast(CursorResult[Any], db.session.execute(statement, params)).rowcount
+
+
+def _digest_after(known: str | None, added: list[tuple[str, str]]):
+    """The session's transcript digest once `added` follows it: extended from the digest the
+    turn knew, if the session still has that one; else unknown (another turn came between)."""
+    column = ChatSession.transcript_digest
+    still = column.is_(None) if known is None else column == known
+    return case((still, transcript.extend(known, added)), else_=None)
+
+
+_SUPERSEDE = (
+    update(Message)
+    .where(
+        Message.session_id == bindparam("in_session"),
+        Message.id > bindparam("after"),
+        Message.id != bindparam("keep"),
+        CURRENT,
+    )
+    .values(superseded=True)
+    .execution_options(synchronize_session=False)
+)
+
+
+def supersede(turn: Turn, keep: int = 0) -> None:
+    """Everything after the turn's question (but message `keep`) is superseded."""
+    db.session.execute(
+        _SUPERSEDE, {"in_session": turn.session_id, "after": turn.question_id, "keep": keep}
+    )
+
+
+def still_current(turn: Turn, reply_id: int | None = None) -> bool:
+    """Whether the question a turn answers again is still current, with the words it was
+    answered for (no edit of it or of an earlier message came meanwhile), and so is its new
+    reply `reply_id` (no other regenerate replaced it); for a regenerate, also whether no later
+    question came meanwhile."""
+    question = db.session.execute(
+        select(Message.content).where(
+            Message.id == turn.question_id, Message.session_id == turn.session_id, CURRENT
+        )
+    ).one_or_none()
+    if question is None or question.content != turn.content:
+        return False
+    if reply_id is not None and db.session.scalar(
+        select(Message.superseded).where(
+            Message.id == reply_id, Message.session_id == turn.session_id
+        )
+    ):
+        return False
+    return turn.kind is not Kind.REGENERATE or not db.session.scalar(
+        select(
+            exists().where(
+                Message.session_id == turn.session_id,
+                Message.id > turn.question_id,
+                Message.is_bot.is_(False),
+                CURRENT,
+            )
+        )
+    )
+
+
+def own_question(turn: Turn):
+    """The question a turn answers, if it is still in the turn's session."""
+    return and_(Message.id == turn.question_id, Message.session_id == turn.session_id)
+
+
+def attach(turn: Turn, question_id: int) -> None:
+    """The question's attachments, in the transaction that stores it."""
+    if turn.attachment_ids is not None:
+        attachments.attach(turn.user_id, question_id, turn.attachment_ids)
+    for position, (data, info) in enumerate(turn.inline_images):
+        attachments.add(turn.user_id, data, info, question_id, position, quota=False)
+
+
+_PREVIOUS = aliased(Message)
+
+
+def _previous(column):
+    """`column` of the message just before the one being updated, in its session."""
+    return (
+        select(column)
+        .where(_PREVIOUS.session_id == Message.session_id, _PREVIOUS.id < Message.id)
+        .order_by(_PREVIOUS.id.desc())
+        .limit(1)
+        .scalar_subquery()
+    )
+
+
+_SEED = insert(Message.__table__)
+
+
+def add_seed(session: ChatSession, turn: Turn) -> None:
+    """The earlier turns a conversation brought, as messages of its new session: one INSERT of
+    them all, in order, then one UPDATE that makes each reply answer the question just before
+    it. Up to V1_MAX_MESSAGES of them (row by row, a flood of messages held SQLite's write lock
+    for a minute)."""
+    rows = [
+        {
+            "session_id": session.id,
+            "is_bot": m["role"] == "assistant",
+            "content": text_of(m["content"]),
+            "created_at": turn.asked_at,
+            "superseded": False,
+            "incomplete": False,
+            "tool_calls": m.get("tool_calls"),
+            "tool_call_id": m.get("tool_call_id"),
+        }
+        for m in turn.seed
+    ]
+    # One statement executed for every row (a multi-row INSERT on PostgreSQL): compiling a
+    # VALUES clause of hundreds of rows would cost more than writing them, lock held.
+    db.session.execute(_SEED, rows)
+    if any(m["role"] == "assistant" for m in turn.seed[1:]):
+        db.session.execute(
+            update(Message)
+            .where(
+                Message.session_id == session.id,
+                Message.is_bot.is_(True),
+                _previous(_PREVIOUS.is_bot).is_(False),
+            )
+            .values(reply_to_id=_previous(_PREVIOUS.id))
+            .execution_options(synchronize_session=False)
+        )
