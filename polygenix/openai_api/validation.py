@@ -328,7 +328,9 @@ class Capped(fields.List):
 class Grouped(Capped):
     """A Capped list of objects of several kinds (`item` picks each one's schema): the items a
     schema reads are loaded together, by one `load(many=True)`, not one `load` each (most of
-    what a load costs is paid once per call). The first error is the first item's, as a List's."""
+    what a load costs is paid once per call). The first error is the first item's, as a List's.
+    An item schema's post_load hooks must not raise: in a many load their errors name no item
+    (a rule about an item is a `validates_schema`, which marshmallow runs item by item)."""
 
     def __init__(self, item: OneOf, most: int | str, what: str, **kw):
         super().__init__(item, most, what, **kw)
