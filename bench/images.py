@@ -13,6 +13,9 @@ with the fake provider on 127.0.0.1 for `openai`. Medians of --samples of each:
   spend on it);
 - an upload of a 1x1 PNG: what an upload's request costs whatever its image (authentication,
   the rate limit, the quota, a transaction).
+- a /v1 chat completion with the same PNG inline (a data: URL in an image_url part), and the
+  same completion with text alone: what an image sent inline costs (its base64 checked and
+  decoded, the bytes' structure checked and stored, the base64 sent to the provider as it is).
 
 The image's cost is (upload + turn with it) - (text turn), to be compared with the floor (receive
 + store + send) and with the floor plus the check an upload needs (its structure, the size from
@@ -108,6 +111,22 @@ def main() -> None:
             json={"name": "Bench", "email": "bench@example.com", "password": "long enough"},
         ).json["access_token"]
         headers = {"Authorization": f"Bearer {token}"}
+        api_key = client.post("/api/keys", headers=headers, json={"name": "bench"}).json["key"]
+        v1_headers = {"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"}
+
+        def v1_body(*image_parts: dict) -> bytes:
+            # Encoded once: what a client spends to send it is not the server's cost.
+            content = [{"type": "text", "text": "bench"}, *image_parts]
+            body = {"model": "openai", "messages": [{"role": "user", "content": content}]}
+            return json.dumps(body).encode()
+
+        data_url = "data:image/png;base64," + base64.b64encode(image).decode()
+        v1_text = v1_body()
+        v1_image = v1_body({"type": "image_url", "image_url": {"url": data_url}})
+
+        def v1_turn(body: bytes):
+            response = client.post("/v1/chat/completions", headers=v1_headers, data=body)
+            assert response.status_code == 200, response.json
 
         def text_turn():
             body = {"content": "bench", "model": "openai"}
@@ -201,6 +220,8 @@ def main() -> None:
                 "floor: store + read back the bytes": store_bytes,
                 "floor: send them base64 in JSON to the provider": send_bytes,
                 "the upload's check (its structure; size from the header)": check,
+                "/v1 completion, text": lambda: v1_turn(v1_text),
+                "/v1 completion, the image inline (data: URL)": lambda: v1_turn(v1_image),
             },
             args.samples,
         )
@@ -218,6 +239,8 @@ def main() -> None:
     print(f"| **floor** (receive + store + send) | **{floor:.1f}** |")
     check = rows["the upload's check (its structure; size from the header)"]
     print(f"| floor + the upload's check | {floor + check:.1f} |")
+    inline = rows["/v1 completion, the image inline (data: URL)"] - rows["/v1 completion, text"]
+    print(f"| **the image adds inline on /v1** (with it - text) | **{inline:.1f}** |")
 
 
 if __name__ == "__main__":

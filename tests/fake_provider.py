@@ -24,6 +24,7 @@ class Recorded:
     body: dict | None
     at: float
     client_port: int = 0  # the same port twice in a row: the client reused its connection
+    raw: bytes = b""  # the body as received
 
 
 CHUNKED, CLOSE = "chunked", "close"  # a stream's framing
@@ -340,6 +341,7 @@ class _Handler(BaseHTTPRequestHandler):
                 body,
                 time.monotonic(),
                 self.client_address[1],
+                raw,
             )
         )
         reply = model_reply(self.path, body, fake, fake.next_reply())

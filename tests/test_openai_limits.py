@@ -425,6 +425,36 @@ def test_each_wrong_type_and_value_is_a_400_naming_the_field(client, ada, fields
             ],
             "messages[1].tool_call_id must be a string.",
         ),
+        # Messages of each role are loaded together: the error told is still the first
+        # message's, and within it the first field's.
+        (
+            [
+                {"role": "user", "content": "hi"},
+                {"role": "assistant"},
+                {"role": "user", "content": 5},
+                {"role": "system", "content": None},
+            ],
+            "messages[1].content is required: a string or a list of parts.",
+        ),
+        (
+            [
+                {"role": "system", "content": 5},
+                {"role": "user", "content": "a\x00"},
+                {"role": "bogus"},
+            ],
+            "messages[0].content must be a string or a list of parts.",
+        ),
+        (
+            [{"role": "user", "content": "hi"}, 7, {"role": "assistant", "content": 5}],
+            "messages[1].role must be one of system, developer, user, assistant, tool.",
+        ),
+        (
+            [
+                {"role": "assistant", "function_call": {"name": "f"}},
+                {"role": "user", "content": "hi"},
+            ],
+            "messages[0].function_call is deprecated: use tool_calls.",
+        ),
     ],
 )
 def test_each_wrong_message_is_a_400_on_messages(client, ada, messages, says):

@@ -630,6 +630,18 @@ def respond(client, headers, **fields):
             "input[0].output must be a string or a list of input_text parts.",
         ),
         ({"input": {"role": "user"}}, "input", "must be a string or a non-empty list"),
+        (
+            {
+                "input": [
+                    {"role": "user", "content": "hi"},
+                    {"type": "function_call", "name": "f", "arguments": "{}"},
+                    {"role": "assistant", "content": 5},
+                    {"type": "function_call_output", "call_id": "c", "output": 5},
+                ]
+            },
+            "input",
+            "input[1].call_id is required.",
+        ),
     ],
 )
 def test_each_wrong_type_and_value_is_a_400_naming_the_field(client, ada, fields, param, says):

@@ -12,7 +12,7 @@ from marshmallow import fields, post_load
 
 from . import responses_tools as function_tools
 from .responses_images import InputImageSchema, Picture
-from .validation import Capped, OneOf, Schema, Text, TextOrParts
+from .validation import Grouped, OneOf, Schema, Text, TextOrParts
 
 
 class TextPartSchema(Schema):
@@ -56,6 +56,8 @@ class UserContent(TextOrParts):
 
     def _deserialize(self, value, attr, data, **kwargs) -> list:
         parts = super()._deserialize(value, attr, data, **kwargs)
+        if isinstance(value, str):
+            return parts
         most = current_app.config["ATTACHMENTS_PER_MESSAGE"]
         if len(parts) > most and sum(isinstance(part, Picture) for part in parts) > most:
             raise ma.ValidationError(f": at most {most} images per message.")
@@ -123,7 +125,7 @@ ITEM = OneOf(
 class Input(fields.Field):
     """A string (the user's message), or a list of 1 to V1_MAX_MESSAGES input items."""
 
-    ITEMS = Capped(
+    ITEMS = Grouped(
         ITEM,
         "V1_MAX_MESSAGES",
         "items",

@@ -31,8 +31,8 @@ from ..providers.tools import NO_TOOLING, Tooling
 from . import tool_schema
 from .images import Image, ImageUrlPartSchema
 from .validation import (
-    Capped,
     Flag,
+    Grouped,
     ModelName,
     Number,
     OneOf,
@@ -123,11 +123,14 @@ class AssistantMessageSchema(MessageSchema):
     content = content(TEXT_PART, allow_none=True)
     tool_calls = tool_schema.TOOL_CALLS
 
+    @validates_schema(pass_original=True)
+    def _content_or_calls(self, data, original, **kwargs):
+        # From the message as sent: an error in either field comes first.
+        if original.get("content") is None and original.get("tool_calls") is None:
+            raise ma.ValidationError(CONTENT_REQUIRED, field_name="content")
+
     @post_load
     def _read(self, data, **kwargs) -> Read:
-        # A post_load hook rather than a schema validator: a third of the time, on every message.
-        if data.get("content") is None and data.get("tool_calls") is None:
-            raise ma.ValidationError(CONTENT_REQUIRED, field_name="content")
         message: ChatMessage = {"role": "assistant", "content": "".join(data.get("content") or ())}
         if data.get("tool_calls") is not None:
             message["tool_calls"] = data["tool_calls"]
@@ -139,6 +142,8 @@ class UserContent(TextOrParts):
 
     def _deserialize(self, value, attr, data, **kwargs) -> list:
         parts = super()._deserialize(value, attr, data, **kwargs)
+        if isinstance(value, str):
+            return parts
         most = current_app.config["ATTACHMENTS_PER_MESSAGE"]
         if len(parts) > most and sum(isinstance(part, Image) for part in parts) > most:
             raise ma.ValidationError(f": at most {most} images per message.")
@@ -214,7 +219,7 @@ class ChatCompletionsSchema(Schema):
         error_messages={"invalid": "Only n=1 is supported."},
     )
     model = ModelName(required=True)
-    messages = Capped(
+    messages = Grouped(
         MESSAGE,
         "V1_MAX_MESSAGES",
         "messages",

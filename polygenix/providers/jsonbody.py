@@ -21,7 +21,8 @@ from . import messages
 class Base64Source(dict):
     """An image's source as PolyGenix makes it from the bytes, `{"type": "base64",
     "media_type", "data"}`, keeping `raw`: `data` as ASCII bytes, which a body takes as they
-    are. A client's own base64 (a /v1 data: URL) is a plain dict, its text escaped as any."""
+    are: made from the bytes (`of`), or from a client's base64 that decoded strictly (`checked`:
+    a /v1 data: URL's)."""
 
     __slots__ = ("raw",)
     raw: bytes
@@ -33,6 +34,14 @@ class Base64Source(dict):
         source = cls(type="base64", media_type=media_type, data=raw.decode("ascii"))
         source.raw = raw
         return cast(messages.Base64Source, source)
+
+    @classmethod
+    def checked(cls, media_type: str, text: str) -> "Base64Source":
+        """`text`, base64 that `binascii.a2b_base64(text, strict_mode=True)` decoded: only the
+        base64 alphabet and its padding, nothing JSON escapes."""
+        source = cls(type="base64", media_type=media_type, data=text)
+        source.raw = text.encode("ascii")
+        return source
 
 
 class Inline:
