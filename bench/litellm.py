@@ -43,6 +43,7 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from polygenix.serving import settings as serve_settings  # noqa: E402
 from tests.gunicorn_server import MASTERS, environment, served  # noqa: E402
 from tests.helpers import scratch_schema  # noqa: E402
 
@@ -188,7 +189,10 @@ def polygenix(kind: str, folder: Path, upstream: str, postgres: str | None, redi
             "OPENAI_BASE_URL": upstream + "/v1",
             "CHAT_RATE_LIMIT": "100000000/minute",  # counted, never reached
             "WEB_CONCURRENCY": "2",
-            "GUNICORN_THREADS": "128",  # the default of `polygenix serve`
+            # The threads of `polygenix serve` when none are set.
+            "GUNICORN_THREADS": str(
+                serve_settings({"PROMETHEUS_MULTIPROC_DIR": str(folder)})["threads"]
+            ),
         }
         env = environment(folder, url, settings)
         env.pop("REDIS_URL", None)

@@ -445,6 +445,10 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
 
+class _Server(ThreadingHTTPServer):
+    request_queue_size = 1024  # hundreds of calls may connect at once (tests/test_scale.py)
+
+
 class FakeProvider:
     def __init__(self, stream_pieces=("Hello", " from", " the stream"), stream_gap=0.0):
         self.stream_pieces = stream_pieces  # what a normal stream says, piece by piece
@@ -453,7 +457,7 @@ class FakeProvider:
         self.embedding_dimensions = fake_embeddings.DIMENSIONS  # unless a request asks
         self.calls: list[FakeCall] | None = None  # the calls made when tools are given
         self.fragments = 1  # the pieces a streamed call's arguments come in
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        self.server = _Server(("127.0.0.1", 0), _Handler)
         self.server.fake = self
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         self._lock = threading.Lock()
