@@ -29,6 +29,9 @@ class Server(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 1024  # hundreds of connections may arrive at once
 
+    def handle_error(self, request, client_address):
+        pass  # a client that hung up (wrk stopping mid-request)
+
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"

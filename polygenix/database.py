@@ -7,9 +7,13 @@ kernel gives up on a peer that stopped answering), and a deadline on every wait 
 answer (for a database that is silent while the network still carries the bytes: psycopg's own
 waits are given a timeout). The pool checks a connection that sat idle before handing it out
 (see `_checked`), and gives up waiting for a free one after DB_POOL_TIMEOUT. SQLite's busy
-timeout is set with its pragmas (extensions.py).
+timeout is set with its pragmas (extensions.py); a process's SQLite writers take turns (see
+`_sqlite_write_turn`).
 """
 
+import re
+import sqlite3
+import threading
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -17,7 +21,7 @@ from typing import Any
 import psycopg
 from sqlalchemy import event
 from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import DisconnectionError
+from sqlalchemy.exc import DisconnectionError, OperationalError
 from sqlalchemy.pool import Pool
 
 # connect_args key of the deadline on a PostgreSQL connection's waits (taken out before psycopg
@@ -88,6 +92,66 @@ def _checked(dbapi_connection, record, _proxy) -> None:
     finally:
         if not dbapi_connection.closed:
             dbapi_connection.autocommit = False
+
+
+# --- SQLite: one writer of a process at a time, the others queued -------------------------------
+
+_WRITES = re.compile(
+    r"\s*(INSERT|UPDATE|DELETE|REPLACE|WITH\b.*\b(INSERT|UPDATE|DELETE)\b)", re.I | re.S
+)
+_TURN = "polygenix_write_turn"  # in a connection's info: the lock of the write turn it holds
+_TURNS: dict[str, threading.Lock] = {}  # by database file
+_TURNS_LOCK = threading.Lock()
+# How long a writer waits for its turn: SQLite's own busy timeout is then spent on the other
+# processes' writers alone.
+WRITE_TURN_TIMEOUT = 30.0
+
+
+def _turn_of(database: str) -> threading.Lock:
+    with _TURNS_LOCK:
+        return _TURNS.setdefault(database, threading.Lock())
+
+
+@event.listens_for(Engine, "before_cursor_execute")
+def _sqlite_write_turn(conn, _cursor, statement, parameters, _context, _many) -> None:
+    """Before an SQLite transaction's first write: this process's write turn, waited for in a
+    queue of threads (blocked, not polling) and held until the transaction ends.
+
+    SQLite has one writer at a time. Waiting for it, a connection polls with sleeps of up to
+    100 ms (the busy handler), so with hundreds of threads writing at once (a burst of new
+    streams) a writer could lose every poll for the whole busy timeout and answer 503 while the
+    lock was free most of the time. Queued here, a process's writers take the lock in turn and
+    only the other processes' writers are polled for.
+    """
+    if conn.dialect.name != "sqlite" or _TURN in conn.info or not _WRITES.match(statement):
+        return
+    turn = _turn_of(conn.engine.url.database or "")
+    if not turn.acquire(timeout=WRITE_TURN_TIMEOUT):
+        raise OperationalError(
+            statement, parameters, sqlite3.OperationalError("database is locked")
+        )
+    conn.info[_TURN] = turn
+
+
+def _end_turn(info) -> None:
+    turn = info.pop(_TURN, None)
+    if turn is not None:
+        turn.release()
+
+
+@event.listens_for(Engine, "commit")
+@event.listens_for(Engine, "rollback")
+def _transaction_ended(conn) -> None:
+    _end_turn(conn.info)
+
+
+@event.listens_for(Pool, "reset")
+@event.listens_for(Pool, "invalidate")
+@event.listens_for(Pool, "close")
+def _connection_gone(_dbapi_connection, record, *_details) -> None:
+    # Given back to the pool, or dropped, without a commit or rollback of its own.
+    if record is not None:
+        _end_turn(record.info)
 
 
 def engine_options(config: Mapping[str, Any]) -> dict[str, Any]:

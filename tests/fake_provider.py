@@ -46,11 +46,12 @@ class Reply:
     # chunks: the body ends when the server closes the connection, as http.server-based and
     # some self-hosted servers send it).
     framing: str = CHUNKED
-    # A stream holds its last chunk back until this is set (at most 10 s): a test sees what
+    # A stream holds its last chunk back until this is set (at most `wait` s): a test sees what
     # reached the client while the provider had not finished.
     pause: threading.Event | None = None
     # Set once a stream's last byte is sent.
     finished: threading.Event = field(default_factory=threading.Event)
+    wait: float = 10.0  # the longest `hold` and `pause` hold an answer back
 
 
 # --- streams, as each provider sends them ------------------------------------------------
@@ -344,7 +345,7 @@ class _Handler(BaseHTTPRequestHandler):
         )
         reply = model_reply(self.path, body, fake, fake.next_reply())
         if reply.hold is not None:
-            reply.hold.wait(timeout=10)
+            reply.hold.wait(timeout=reply.wait)
         if reply.delay or fake.default_delay:
             time.sleep(reply.delay or fake.default_delay)
         if reply.status == 200 and reply.body is None and fake_embeddings.serves(self.path):
@@ -426,7 +427,7 @@ class _Handler(BaseHTTPRequestHandler):
                 if sent and gap:
                     time.sleep(gap)
                 if reply.pause is not None and sent == len(chunks) - 1:
-                    reply.pause.wait(timeout=10)
+                    reply.pause.wait(timeout=reply.wait)
                 self.wfile.write(
                     f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n" if chunked else chunk
                 )
@@ -483,10 +484,12 @@ class FakeProvider:
         hold=None,
         framing=CHUNKED,
         pause=None,
+        wait=10.0,
     ) -> Reply:
         """Queue the next `times` answers to `method` (after them, the normal answer again)."""
         queue = self._get_replies if method == "GET" else self._replies
         queued = Reply(status, body, headers or {}, delay, chunks, gap, cut, hold, framing, pause)
+        queued.wait = wait
         with self._lock:
             queue += [queued] * times
         return queued
