@@ -172,7 +172,9 @@ def postgres_plain(url: str) -> str:
 
 
 @contextmanager
-def polygenix(kind: str, folder: Path, upstream: str, postgres: str | None, redis: str | None):
+def polygenix(
+    kind: str, folder: Path, upstream: str, postgres: str | None, redis: str | None, users: int
+):
     """PolyGenix under gunicorn: kind "SQLite", "PostgreSQL" or "PostgreSQL + Redis"."""
     server = Server()
     server.name = f"PolyGenix, {kind}"
@@ -204,18 +206,26 @@ def polygenix(kind: str, folder: Path, upstream: str, postgres: str | None, redi
         )
         server.base = stack.enter_context(served("wsgi:app", env, "/readyz"))
         server.pid = MASTERS[server.base].pid
-        email = f"bench-{len(kind)}@example.com"
-        token = requests.post(
-            server.base + "/api/auth/register",
-            json={"name": "Bench", "email": email, "password": "benchmark secret"},
-            timeout=30,
-        ).json()["access_token"]
-        server.key = requests.post(
-            server.base + "/api/keys",
-            json={"name": "bench"},
-            headers={"Authorization": f"Bearer {token}"},
-            timeout=30,
-        ).json()["key"]
+        keys = []
+        for n in range(users):
+            token = requests.post(
+                server.base + "/api/auth/register",
+                json={
+                    "name": "Bench",
+                    "email": f"bench-{n}@example.com",
+                    "password": "benchmark secret",
+                },
+                timeout=30,
+            ).json()["access_token"]
+            keys.append(
+                requests.post(
+                    server.base + "/api/keys",
+                    json={"name": "bench"},
+                    headers={"Authorization": f"Bearer {token}"},
+                    timeout=30,
+                ).json()["key"]
+            )
+        server.key = ",".join(keys)
         yield server
 
 
@@ -379,18 +389,18 @@ def streams(server: Server, count: int) -> tuple[int, float]:
         "messages": [{"role": "user", "content": "Hello there"}],
         "stream": True,
     }
-    headers = {"Authorization": f"Bearer {server.key}"}
+    keys = server.key.split(",")
     failed, lock = [0], threading.Lock()
     barrier = threading.Barrier(count)
     deadline = [0.0]
 
-    def one():
+    def one(n):
         barrier.wait()
         try:
             with requests.post(
                 server.base + "/v1/chat/completions",
                 json=body,
-                headers=headers,
+                headers={"Authorization": f"Bearer {keys[n % len(keys)]}"},
                 stream=True,
                 timeout=20,
             ) as response:
@@ -402,7 +412,7 @@ def streams(server: Server, count: int) -> tuple[int, float]:
             with lock:
                 failed[0] += 1
 
-    threads = [threading.Thread(target=one) for _ in range(count)]
+    threads = [threading.Thread(target=one, args=(n,)) for n in range(count)]
     started = time.monotonic()
     deadline[0] = started + 20
     for t in threads:
@@ -420,6 +430,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--connections", type=int, default=32, help="for the throughput runs")
     parser.add_argument("--streams", default="200", help="concurrent stream levels, or 0")
+    parser.add_argument(
+        "--users", type=int, default=1, help="PolyGenix users the requests are spread over"
+    )
     parser.add_argument("--litellm-version", default=LITELLM_VERSION)
     parser.add_argument("--only", help="comma-separated server names to run (substrings)")
     args = parser.parse_args()
@@ -440,6 +453,7 @@ def main() -> None:
                     upstream,
                     args.postgres,
                     args.redis,
+                    args.users,
                 )
             )
             for kind in kinds
@@ -468,6 +482,7 @@ def main() -> None:
     base = statistics.median(r["p50"] for r in direct)
     litellm_name = servers[-1].name if servers[-1].name.startswith("LiteLLM") else None
     print(
+        f"PolyGenix's calls from {args.users} user(s); "
         f"{args.rounds} rounds; wrk {args.connections} connections × {args.seconds} s at 0 ms, "
         f"8 × {args.seconds} s at 100 ms; load average at each round's start: "
         + ", ".join(f"{x:.1f}" for x in load)
