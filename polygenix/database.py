@@ -145,11 +145,21 @@ def _transaction_ended(conn) -> None:
     _end_turn(conn.info)
 
 
+# Given back to the pool, or dropped, without a commit or rollback of its own.
 @event.listens_for(Pool, "reset")
+def _connection_reset(_dbapi_connection, record, _reset_state) -> None:
+    if record is not None:
+        _end_turn(record.info)
+
+
 @event.listens_for(Pool, "invalidate")
+def _connection_invalidated(_dbapi_connection, record, _exception) -> None:
+    if record is not None:
+        _end_turn(record.info)
+
+
 @event.listens_for(Pool, "close")
-def _connection_gone(_dbapi_connection, record, *_details) -> None:
-    # Given back to the pool, or dropped, without a commit or rollback of its own.
+def _connection_closed(_dbapi_connection, record) -> None:
     if record is not None:
         _end_turn(record.info)
 
