@@ -9,6 +9,7 @@ servers built on Python's http.server send them.
 """
 
 import json
+import sys
 import threading
 import time
 from dataclasses import dataclass, field, replace
@@ -448,6 +449,10 @@ class _Handler(BaseHTTPRequestHandler):
 
 class _Server(ThreadingHTTPServer):
     request_queue_size = 1024  # hundreds of calls may connect at once (tests/test_scale.py)
+
+    def handle_error(self, request, client_address):
+        if not isinstance(sys.exc_info()[1], ConnectionError):  # a client that hung up
+            super().handle_error(request, client_address)
 
 
 class FakeProvider:
