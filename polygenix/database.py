@@ -5,11 +5,15 @@ PostgreSQL connections get a connect timeout, a statement timeout and an idle-in
 timeout (the server ends what runs or waits too long), TCP keepalives and a TCP user timeout (the
 kernel gives up on a peer that stopped answering), and a deadline on every wait for the server's
 answer (for a database that is silent while the network still carries the bytes: psycopg's own
-waits are given a timeout). The pool hands out connections it has checked first, and gives up
-waiting for a free one after DB_POOL_TIMEOUT. SQLite's busy timeout is set with its pragmas
-(extensions.py).
+waits are given a timeout). The pool checks a connection that sat idle before handing it out
+(see `_checked`), and gives up waiting for a free one after DB_POOL_TIMEOUT. SQLite's busy
+timeout is set with its pragmas (extensions.py); a process's SQLite writers take turns (see
+`_sqlite_write_turn`).
 """
 
+import re
+import sqlite3
+import threading
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -17,10 +21,15 @@ from typing import Any
 import psycopg
 from sqlalchemy import event
 from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import DisconnectionError, OperationalError
+from sqlalchemy.pool import Pool
 
 # connect_args key of the deadline on a PostgreSQL connection's waits (taken out before psycopg
 # sees the arguments).
 ANSWER_TIMEOUT = "polygenix_answer_timeout"
+# A connection given back to the pool less than this long ago is handed out again unchecked.
+PING_AFTER_IDLE = 1.0
+_IDLE_SINCE = "polygenix_idle_since"  # in a pooled connection's info: when it was given back
 
 
 class _Connection(psycopg.Connection):
@@ -54,6 +63,107 @@ def _connect(dialect, _record, cargs, cparams):
     return connection
 
 
+@event.listens_for(Pool, "checkin")
+def _given_back(_dbapi_connection, record) -> None:
+    if record is not None:
+        record.info[_IDLE_SINCE] = time.monotonic()
+
+
+@event.listens_for(Pool, "checkout")
+def _checked(dbapi_connection, record, _proxy) -> None:
+    """A PostgreSQL connection idle for PING_AFTER_IDLE or more is asked for `SELECT 1` first;
+    one that fails is replaced (the pool reconnects) rather than handed to a request.
+
+    SQLAlchemy's pool_pre_ping asks every time: a round trip per transaction, three or four a
+    chat turn, though a connection just given back cannot have gone stale meanwhile, short of a
+    server restart, which the first query that fails detects (SQLAlchemy then drops every
+    connection of the pool made before it).
+    """
+    idle_since = record.info.get(_IDLE_SINCE)
+    if not isinstance(dbapi_connection, _Connection) or idle_since is None:
+        return  # SQLite (a file: no server that could have gone), or a new connection
+    if time.monotonic() - idle_since < PING_AFTER_IDLE:
+        return
+    dbapi_connection.autocommit = True  # no BEGIN: one round trip
+    try:
+        dbapi_connection.execute("SELECT 1")
+    except psycopg.Error as e:
+        raise DisconnectionError() from e
+    finally:
+        if not dbapi_connection.closed:
+            dbapi_connection.autocommit = False
+
+
+# --- SQLite: one writer of a process at a time, the others queued -------------------------------
+
+_WRITES = re.compile(
+    r"\s*(INSERT|UPDATE|DELETE|REPLACE|WITH\b.*\b(INSERT|UPDATE|DELETE)\b)", re.I | re.S
+)
+_TURN = "polygenix_write_turn"  # in a connection's info: the lock of the write turn it holds
+_TURNS: dict[str, threading.Lock] = {}  # by database file
+_TURNS_LOCK = threading.Lock()
+# How long a writer waits for its turn: SQLite's own busy timeout is then spent on the other
+# processes' writers alone.
+WRITE_TURN_TIMEOUT = 30.0
+
+
+def _turn_of(database: str) -> threading.Lock:
+    with _TURNS_LOCK:
+        return _TURNS.setdefault(database, threading.Lock())
+
+
+@event.listens_for(Engine, "before_cursor_execute")
+def _sqlite_write_turn(conn, _cursor, statement, parameters, _context, _many) -> None:
+    """Before an SQLite transaction's first write: this process's write turn, waited for in a
+    queue of threads (blocked, not polling) and held until the transaction ends.
+
+    SQLite has one writer at a time. Waiting for it, a connection polls with sleeps of up to
+    100 ms (the busy handler), so with hundreds of threads writing at once (a burst of new
+    streams) a writer could lose every poll for the whole busy timeout and answer 503 while the
+    lock was free most of the time. Queued here, a process's writers take the lock in turn and
+    only the other processes' writers are polled for.
+    """
+    if conn.dialect.name != "sqlite" or _TURN in conn.info or not _WRITES.match(statement):
+        return
+    turn = _turn_of(conn.engine.url.database or "")
+    if not turn.acquire(timeout=WRITE_TURN_TIMEOUT):
+        raise OperationalError(
+            statement, parameters, sqlite3.OperationalError("database is locked")
+        )
+    conn.info[_TURN] = turn
+
+
+def _end_turn(info) -> None:
+    turn = info.pop(_TURN, None)
+    if turn is not None:
+        turn.release()
+
+
+@event.listens_for(Engine, "commit")
+@event.listens_for(Engine, "rollback")
+def _transaction_ended(conn) -> None:
+    _end_turn(conn.info)
+
+
+# Given back to the pool, or dropped, without a commit or rollback of its own.
+@event.listens_for(Pool, "reset")
+def _connection_reset(_dbapi_connection, record, _reset_state) -> None:
+    if record is not None:
+        _end_turn(record.info)
+
+
+@event.listens_for(Pool, "invalidate")
+def _connection_invalidated(_dbapi_connection, record, _exception) -> None:
+    if record is not None:
+        _end_turn(record.info)
+
+
+@event.listens_for(Pool, "close")
+def _connection_closed(_dbapi_connection, record) -> None:
+    if record is not None:
+        _end_turn(record.info)
+
+
 def engine_options(config: Mapping[str, Any]) -> dict[str, Any]:
     # The connection used last is handed out first: on a quiet server each request finds the
     # one whose memory is still warm, rather than the one idle longest.
@@ -69,9 +179,9 @@ def engine_options(config: Mapping[str, Any]) -> dict[str, Any]:
     if url.query.get("options"):  # the URL's own (a search_path, say) are kept
         server_options = f"{url.query['options']} {server_options}"
     return lifo | {
-        # A connection the server dropped (restart, idle timeout) is replaced, not used; with
-        # LIFO, connections left idle past the server's timeout are the ones it drops.
-        "pool_pre_ping": True,
+        # A connection the server dropped (restart, idle timeout) is replaced, not used (see
+        # `_checked`, which pings only connections that sat idle: pool_pre_ping pings each time);
+        # with LIFO, connections left idle past the server's timeout are the ones it drops.
         "pool_size": config["DB_POOL_SIZE"],
         "max_overflow": config["DB_MAX_OVERFLOW"],
         "pool_recycle": config["DB_POOL_RECYCLE"],

@@ -11,6 +11,14 @@ that starts, and polygenix_redis_fallbacks_total counts the hits so counted. Red
 again every REDIS_RETRY_SECONDS however busy the process is (by the first hit or /readyz probe
 due), and /readyz says "degraded" until the limits are shared again.
 
+In the database, a chat request's hit (CHAT_RATE_LIMIT) is counted in the request's own first
+commit rather than a transaction of its own: every chat endpoint commits before it calls a
+provider (no connection is held across a call), so the count is checked, under the row's lock,
+before any call, and a turn pays one upsert where it paid a transaction. Over the limit, that
+commit raises the 429 and nothing of its transaction is kept. A request that ends without a
+commit (refused on the way) has its hit counted as it ends. Login limits count at once, in a
+transaction of their own: a failed login writes nothing else.
+
 A request that PolyGenix itself fails (a 5xx of its own: the database or Redis unavailable, no
 password-check slot free, a bug) gives its hits back: a caller never loses part of a limit to the
 server's failures. A provider's failure (a 502, 503 or 504 passed on from it) stays counted: the
@@ -26,15 +34,16 @@ from dataclasses import dataclass, field
 from functools import cache, wraps
 
 import redis
-from flask import Flask, Response, current_app, g, request
+from flask import Flask, Response, current_app, g, has_app_context, request
 from flask_smorest import abort
 from limits import RateLimitItem, parse_many
 from limits.storage import MemoryStorage, RedisStorage, Storage
 from limits.strategies import FixedWindowRateLimiter
-from sqlalchemy import bindparam, case, delete, select, update
+from sqlalchemy import bindparam, case, delete, event, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
 
 from . import clock
 from .auth.access import current_user
@@ -49,6 +58,8 @@ EXTENSION = "polygenix.limits"
 REDIS_RETRY_SECONDS = 5
 SETTINGS = ("LOGIN_RATE_LIMIT", "CHAT_RATE_LIMIT")
 HITS = "limit_hits"  # in `g`: the hits this request made, to give back if it fails
+# In `g`: hits to count in the database in the request's first commit, (limit, identifiers).
+PENDING = "limit_pending"
 
 
 class DatabaseCounts(Storage):
@@ -74,13 +85,20 @@ class DatabaseCounts(Storage):
         return hashlib.sha256(key.encode("utf-8", "backslashreplace")).hexdigest()
 
     def incr(self, key: str, expiry: float, amount: int = 1) -> int:
+        count = self.count(key, expiry, amount)
+        db.session.commit()
+        return count
+
+    def count(self, key: str, expiry: float, amount: int = 1) -> int:
+        """`amount` hits on `key`'s window in the current transaction (not committed here): its
+        count with them. The row stays locked (PostgreSQL; on SQLite the database's write lock
+        is taken) until the caller's transaction ends, so counts stay exact across workers."""
         now = clock.timestamp()
         values = {"key": self._digest(key), "amount": amount, "now": now, "ends": now + expiry}
         count = db.session.execute(self._upsert(db.engine.dialect.name), values).scalar_one()
         if now >= self._sweep_at:
             self._sweep_at = now + self._sweep_every
             db.session.execute(delete(self.table).where(self.table.c.expires_at < now))
-        db.session.commit()
         return count
 
     @classmethod
@@ -272,12 +290,51 @@ def init_limits(app: Flask) -> None:
         storage = DatabaseCounts()
     prefix = config.setdefault("RATELIMIT_KEY_PREFIX", config["REDIS_KEY_PREFIX"] + "limits")
     app.extensions[EXTENSION] = _Counter(FixedWindowRateLimiter(storage), prefix, limits)
-    app.after_request(_give_back_if_failed)
+    app.after_request(_settle)
+    if not event.contains(Session, "before_commit", _count_pending):
+        event.listen(Session, "before_commit", _count_pending)
 
 
 def counter() -> _Counter | None:
     """The app's rate-limit counter (None when limits are off)."""
     return current_app.extensions.get(EXTENSION)
+
+
+def _count_pending(session: Session) -> None:
+    """Before a request's first commit: its pending hits, counted in that transaction; over a
+    limit, a 429 instead of the commit (and nothing of the transaction is kept)."""
+    if not has_app_context() or not g.get(PENDING) or session is not db.session():
+        return
+    counter: _Counter = current_app.extensions[EXTENSION]
+    pending, over = g.pop(PENDING), None
+    counted = []
+    for limit, identifiers in pending:
+        count = counter.strategy.storage.count(limit.key_for(*identifiers), limit.get_expiry())
+        counted.append((counter.strategy, limit, identifiers))
+        if count > limit.amount and over is None:
+            over = limit, identifiers
+    if over is None:
+        g.setdefault(HITS, []).extend(counted)
+        return
+    _refuse(counter.strategy, *over)
+
+
+def _settle(response: Response) -> Response:
+    """As a request ends: hits still pending (no commit came) are counted now, in a transaction
+    of their own, unless PolyGenix failed the request; then a request PolyGenix failed gives
+    back the hits it made."""
+    pending = g.pop(PENDING, None)
+    if pending and (response.status_code < 500 or g.get(PROVIDER_FAILED)):
+        storage = current_app.extensions[EXTENSION].strategy.storage
+        try:
+            db.session.rollback()  # what the request left unfinished is not kept by its end
+            for limit, identifiers in pending:
+                storage.count(limit.key_for(*identifiers), limit.get_expiry())
+            db.session.commit()
+        except Exception as e:  # the database that failed the request may fail this too
+            log.warning("A request's rate-limit hit was not counted: %s", type(e).__name__)
+            db.session.rollback()
+    return _give_back_if_failed(response)
 
 
 def _give_back_if_failed(response: Response) -> Response:
@@ -295,31 +352,42 @@ def _give_back_if_failed(response: Response) -> Response:
     return response
 
 
-def _check(setting: str, scope: str, key: str) -> None:
+def _refuse(limiter: FixedWindowRateLimiter, limit: RateLimitItem, identifiers) -> None:
+    reset = limiter.get_window_stats(limit, *identifiers).reset_time
+    REFUSED.labels("rate_limit").inc()
+    abort(
+        429,
+        message=f"Too many requests: at most {limit}",
+        headers={"Retry-After": str(max(math.ceil(reset - clock.timestamp()), 1))},
+    )
+
+
+def _check(setting: str, scope: str, key: str, *, at_commit: bool = False) -> None:
+    """One hit of `setting`'s limits on the count of (scope, key); a 429 over one. With
+    `at_commit`, a hit counted in the database waits for the request's first commit."""
     counter: _Counter | None = current_app.extensions[EXTENSION]
     if counter is None:
         return
     identifiers = (counter.prefix, scope, key)
+    if at_commit and isinstance(counter.strategy.storage, DatabaseCounts):
+        g.setdefault(PENDING, []).extend((limit, identifiers) for limit in counter.limits[setting])
+        return
     for limit in counter.limits[setting]:
         limiter, allowed = counter.hit(limit, *identifiers)
         g.setdefault(HITS, []).append((limiter, limit, identifiers))
         if not allowed:
-            reset = limiter.get_window_stats(limit, *identifiers).reset_time
-            REFUSED.labels("rate_limit").inc()
-            abort(
-                429,
-                message=f"Too many requests: at most {limit}",
-                headers={"Retry-After": str(max(math.ceil(reset - clock.timestamp()), 1))},
-            )
+            _refuse(limiter, limit, identifiers)
 
 
-def _limited(setting: str, key: Callable[[], str]):
-    """A view decorator: one hit of `setting`'s limits on this endpoint's count `key()` names."""
+def _limited(setting: str, key: Callable[[], str], *, at_commit: bool = False):
+    """A view decorator: one hit of `setting`'s limits on this endpoint's count `key()` names
+    (with `at_commit`, counted in the request's first commit when the count is in the
+    database: for views that commit before any slow work)."""
 
     def decorator(view):
         @wraps(view)
         def limited(*args, **kwargs):
-            _check(setting, request.endpoint or "", key())
+            _check(setting, request.endpoint or "", key(), at_commit=at_commit)
             return view(*args, **kwargs)
 
         return limited
@@ -360,5 +428,6 @@ def password_attempt(email: str) -> None:
     _check("LOGIN_RATE_LIMIT", "password", "account:" + normalize_email(email))
 
 
-# CHAT_RATE_LIMIT for one user; apply inside login_required so the user is known.
-per_user = _limited("CHAT_RATE_LIMIT", _user)
+# CHAT_RATE_LIMIT for one user; apply inside login_required so the user is known. Every chat
+# endpoint commits before it calls a provider: its hit is counted in that commit.
+per_user = _limited("CHAT_RATE_LIMIT", _user, at_commit=True)

@@ -43,7 +43,7 @@ def settings(env: MutableMapping[str, str] | None = None) -> dict[str, Any]:
         "bind": env.get("POLYGENIX_BIND", "127.0.0.1:8000"),
         "workers": int(env.get("WEB_CONCURRENCY", "2")),
         "worker_class": WORKER_CLASS,
-        "threads": int(env.get("GUNICORN_THREADS", "128")),
+        "threads": int(env.get("GUNICORN_THREADS", "512")),
         # With gthread, `timeout` is the worker's heartbeat, which its main loop keeps sending
         # while requests run on other threads: it restarts a hung worker but never cuts a long
         # stream.

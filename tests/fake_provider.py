@@ -9,6 +9,7 @@ servers built on Python's http.server send them.
 """
 
 import json
+import sys
 import threading
 import time
 from dataclasses import dataclass, field, replace
@@ -47,11 +48,12 @@ class Reply:
     # chunks: the body ends when the server closes the connection, as http.server-based and
     # some self-hosted servers send it).
     framing: str = CHUNKED
-    # A stream holds its last chunk back until this is set (at most 10 s): a test sees what
+    # A stream holds its last chunk back until this is set (at most `wait` s): a test sees what
     # reached the client while the provider had not finished.
     pause: threading.Event | None = None
     # Set once a stream's last byte is sent.
     finished: threading.Event = field(default_factory=threading.Event)
+    wait: float = 10.0  # the longest `hold` and `pause` hold an answer back
 
 
 # --- streams, as each provider sends them ------------------------------------------------
@@ -346,7 +348,7 @@ class _Handler(BaseHTTPRequestHandler):
         )
         reply = model_reply(self.path, body, fake, fake.next_reply())
         if reply.hold is not None:
-            reply.hold.wait(timeout=10)
+            reply.hold.wait(timeout=reply.wait)
         if reply.delay or fake.default_delay:
             time.sleep(reply.delay or fake.default_delay)
         if reply.status == 200 and reply.body is None and fake_embeddings.serves(self.path):
@@ -428,7 +430,7 @@ class _Handler(BaseHTTPRequestHandler):
                 if sent and gap:
                     time.sleep(gap)
                 if reply.pause is not None and sent == len(chunks) - 1:
-                    reply.pause.wait(timeout=10)
+                    reply.pause.wait(timeout=reply.wait)
                 self.wfile.write(
                     f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n" if chunked else chunk
                 )
@@ -447,6 +449,14 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
 
+class _Server(ThreadingHTTPServer):
+    request_queue_size = 1024  # hundreds of calls may connect at once (tests/test_scale.py)
+
+    def handle_error(self, request, client_address):
+        if not isinstance(sys.exc_info()[1], ConnectionError):  # a client that hung up
+            super().handle_error(request, client_address)
+
+
 class FakeProvider:
     def __init__(self, stream_pieces=("Hello", " from", " the stream"), stream_gap=0.0):
         self.stream_pieces = stream_pieces  # what a normal stream says, piece by piece
@@ -455,7 +465,7 @@ class FakeProvider:
         self.embedding_dimensions = fake_embeddings.DIMENSIONS  # unless a request asks
         self.calls: list[FakeCall] | None = None  # the calls made when tools are given
         self.fragments = 1  # the pieces a streamed call's arguments come in
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        self.server = _Server(("127.0.0.1", 0), _Handler)
         self.server.fake = self
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         self._lock = threading.Lock()
@@ -481,10 +491,12 @@ class FakeProvider:
         hold=None,
         framing=CHUNKED,
         pause=None,
+        wait=10.0,
     ) -> Reply:
         """Queue the next `times` answers to `method` (after them, the normal answer again)."""
         queue = self._get_replies if method == "GET" else self._replies
         queued = Reply(status, body, headers or {}, delay, chunks, gap, cut, hold, framing, pause)
+        queued.wait = wait
         with self._lock:
             queue += [queued] * times
         return queued

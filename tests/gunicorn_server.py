@@ -4,7 +4,7 @@ import os
 import socket
 import subprocess
 import sys
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import requests
@@ -79,22 +79,25 @@ def gunicorn(folder: Path, settings: dict[str, str] | None = None):
 def served(app: str, env: dict[str, str] | None = None, ready_path: str = "/"):
     """Yield the base URL of `app` under the project's gunicorn.conf.py, once it answers 200."""
     port = free_port()
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "--config",
-            "gunicorn.conf.py",
-            "--bind",
-            f"127.0.0.1:{port}",
-            app,
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    # GUNICORN_TEST_LOG: a file the servers' own log is added to (for a failing test).
+    log = os.environ.get("GUNICORN_TEST_LOG")
+    with open(log, "ab") if log else nullcontext(subprocess.DEVNULL) as stderr:
+        server = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "--config",
+                "gunicorn.conf.py",
+                "--bind",
+                f"127.0.0.1:{port}",
+                app,
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
     base = f"http://127.0.0.1:{port}"
     MASTERS[base] = server
 

@@ -164,6 +164,31 @@ def counted_statements(app):
         event.remove(engine, "before_cursor_execute", record)
 
 
+@contextmanager
+def counted_transactions(app):
+    """The transactions `app` ends inside the block (committed or rolled back), each as the list
+    of its SQL statements, filled in as they end."""
+    transactions: list[list[str]] = []
+    running: dict[int, list[str]] = {}
+    with app.app_context():
+        engine = db.engine
+
+    def statement(conn, cursor, text, *args):
+        running.setdefault(id(conn), []).append(text)
+
+    def ended(conn):
+        transactions.append(running.pop(id(conn), []))
+
+    listeners = [("before_cursor_execute", statement), ("commit", ended), ("rollback", ended)]
+    for name, listener in listeners:
+        event.listen(engine, name, listener)
+    try:
+        yield transactions
+    finally:
+        for name, listener in listeners:
+            event.remove(engine, name, listener)
+
+
 def warm_up(client, headers):
     """One chat request first (any will do), so that the requests counted after it do none of a
     fresh app's first-request work."""

@@ -1,14 +1,24 @@
 """Rate limits: per client IP and per account on login and sign-up, per account on every password
 check, per user on chat requests; counted in Redis, or without it in the database."""
 
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from sqlalchemy import func, select
 
 from polygenix.extensions import db, redis_client
-from polygenix.models import RateLimitCount
-from tests.helpers import TEST_REDIS_URL, FakeClock, ask, assert_envelope, busy_password_slots
+from polygenix.models import BudgetReservation, ChatSession, RateLimitCount
+from tests.helpers import (
+    TEST_REDIS_URL,
+    FakeClock,
+    ask,
+    assert_envelope,
+    busy_password_slots,
+    counted_transactions,
+    stream,
+)
 
 
 @pytest.fixture
@@ -204,3 +214,106 @@ def test_a_providers_failure_keeps_its_hit(make_app, provider_config, auth, fake
         fake.reset()
         assert call().status_code == 200
         assert call().status_code == 429
+
+
+# --- a chat request's hit, counted in the database in the request's own first commit ------------
+
+
+def chat_calls(client, headers):
+    """Each chat endpoint that calls a provider, as a call: its response."""
+    v1 = {"model": "openai", "messages": [{"role": "user", "content": "hi"}]}
+    return {
+        "native": lambda: ask(client, headers, model="openai"),
+        "native streamed": lambda: stream(client, headers, "openai"),
+        "/v1 chat": lambda: client.post("/v1/chat/completions", headers=headers, json=v1),
+        "/v1 chat streamed": lambda: client.post(
+            "/v1/chat/completions", headers=headers, json=v1 | {"stream": True}
+        ),
+        "/v1 responses": lambda: client.post(
+            "/v1/responses", headers=headers, json={"model": "openai", "input": "hi"}
+        ),
+        "/v1 embeddings": lambda: client.post(
+            "/v1/embeddings",
+            headers=headers,
+            json={"model": "openai/text-embedding-3-small", "input": "hi"},
+        ),
+    }
+
+
+@pytest.mark.parametrize(
+    "kind",
+    [
+        "native",
+        "native streamed",
+        "/v1 chat",
+        "/v1 chat streamed",
+        "/v1 responses",
+        "/v1 embeddings",
+    ],
+)
+def test_a_chat_limit_counted_in_the_database_refuses_before_the_provider_is_called(
+    make_app, provider_config, auth, fake, kind
+):
+    app = make_app(provider_config | {"CHAT_RATE_LIMIT": "2/minute", "REDIS_URL": None})
+    client = app.test_client()
+    ada = auth.register(client=client)
+    call = chat_calls(client, ada)[kind]
+    for _ in range(2):
+        response = call()
+        assert response.status_code == 200, response.data[:300]
+        response.get_data()  # a stream, read to its end
+    fake.reset()
+    refused = call()
+    assert refused.status_code == 429  # in the envelope of its API (OpenAI's on /v1)
+    assert "Too many requests" in refused.get_data(as_text=True)
+    assert 1 <= int(refused.headers["Retry-After"]) <= 61
+    assert fake.requests == []  # refused before any call
+    with app.app_context():  # and nothing of the refused request was kept
+        assert db.session.scalar(select(func.count()).select_from(BudgetReservation)) == 0
+        sessions = db.session.scalar(select(func.count()).select_from(ChatSession))
+    assert sessions == (0 if kind == "/v1 embeddings" else 2)
+
+
+def test_a_chat_request_refused_before_its_first_commit_still_counts(make_app, auth):
+    """An unknown model is a 422 before the turn's first commit: the hit is counted as the
+    request ends, as every hit was."""
+    client = make_app({"CHAT_RATE_LIMIT": "2/minute", "REDIS_URL": None}).test_client()
+    ada = auth.register(client=client)
+    assert ask(client, ada, model="no-such-model").status_code == 422
+    assert ask(client, ada).status_code == 200
+    assert_rate_limited(ask(client, ada))
+
+
+def test_a_chat_turn_counts_its_hit_in_its_own_transaction(make_app, auth):
+    """Without Redis, a turn's hit is one more statement of the transaction that prepares it,
+    never a transaction of its own: one upsert, committed with the preparation."""
+    app = make_app({"CHAT_RATE_LIMIT": "100/minute", "REDIS_URL": None})
+    client = app.test_client()
+    ada = auth.register(client=client)
+    assert ask(client, ada).status_code == 200
+    with counted_transactions(app) as transactions:
+        assert ask(client, ada, session_id=1).status_code == 200
+    hits = [t for t in transactions if any("rate_limit_counts" in s for s in t)]
+    assert len(hits) == 1 and len(hits[0]) > 1, transactions
+    assert len(transactions) == 2  # the preparation with the hit, then the stored turn
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_concurrent_chat_requests_past_a_database_limit_are_refused_exactly(
+    make_app, auth, workers
+):
+    """12 requests at once, from one or two workers (apps) sharing the database, against a
+    limit of 5: exactly 5 are answered."""
+    settings = {"CHAT_RATE_LIMIT": "5/minute", "REDIS_URL": None}
+    apps = [make_app(settings) for _ in range(workers)]
+    ada = auth.register(client=apps[0].test_client())
+    go = threading.Barrier(12)
+
+    def call(n):
+        client = apps[n % workers].test_client()
+        go.wait()
+        return ask(client, ada, f"q{n}").status_code
+
+    with ThreadPoolExecutor(12) as pool:
+        statuses = sorted(pool.map(call, range(12)))
+    assert statuses == [200] * 5 + [429] * 7
