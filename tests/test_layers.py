@@ -1,6 +1,7 @@
 """The layering rules the code keeps: providers are a library that knows nothing of the app."""
 
 import ast
+import re
 from pathlib import Path
 
 PROVIDERS = Path(__file__).resolve().parent.parent / "polygenix" / "providers"
@@ -46,6 +47,7 @@ def test_the_package_imports_no_module_outside_it():
 
 
 MOST_LINES = 500
+PAGE_MODULES = PROVIDERS.parent / "web" / "static" / "js"  # the web page's modules
 
 
 def _module(path: Path, root: Path) -> str:
@@ -136,10 +138,56 @@ def test_the_cycle_check_finds_a_cycle(tmp_path):
 
 
 def test_no_module_of_the_package_is_over_500_lines():
+    """Python modules and the web page's own JavaScript modules (not the vendored libraries)."""
     package = PROVIDERS.parent
+    modules = sorted(package.rglob("*.py")) + sorted(PAGE_MODULES.glob("*.js"))
+    assert any(path.suffix == ".js" for path in modules)
     long = {
         str(path.relative_to(package)): lines
-        for path in sorted(package.rglob("*.py"))
+        for path in modules
         if (lines := len(path.read_text().splitlines())) > MOST_LINES
     }
     assert long == {}
+
+
+# `import x from "./m.js"`, `import "./m.js"`, `export { x } from "./m.js"`, `import("./m.js")`.
+JS_IMPORT = re.compile(
+    r"""^\s*(?:import|export)\b[^"';]*?["'](\./[\w.-]+\.js)["']|\bimport\(\s*["'](\./[\w.-]+\.js)["']""",
+    re.M,
+)
+
+
+def page_import_graph(folder: Path) -> dict[str, set[str]]:
+    """Each JavaScript module of `folder` and the modules of the folder it imports."""
+    graph = {}
+    for path in sorted(folder.glob("*.js")):
+        found = {a or b for a, b in JS_IMPORT.findall(path.read_text())}
+        graph[path.name] = {target[2:] for target in found}
+    for name, targets in graph.items():
+        assert targets <= graph.keys(), f"{name} imports {targets - graph.keys()}"
+    return graph
+
+
+def test_the_page_modules_have_no_import_cycle():
+    graph = page_import_graph(PAGE_MODULES)
+    assert {"api.js", "chat.js", "pages.js"} <= graph["app.js"]  # static and dynamic imports
+    assert cycles(graph) == []
+
+
+def test_the_page_cycle_check_finds_a_cycle(tmp_path):
+    (tmp_path / "a.js").write_text(
+        'import * as b from "./b.js";\nconst c = () => import("./c.js");\n'
+    )
+    (tmp_path / "b.js").write_text(
+        'import {\n  x,\n  y,\n} from "./c.js";\n// import "./a.js" in a comment\n'
+    )
+    (tmp_path / "c.js").write_text('export { z } from "./a.js";\nimport "./d.js";\n')
+    (tmp_path / "d.js").write_text('const text = "import";\n')
+    graph = page_import_graph(tmp_path)
+    assert graph == {
+        "a.js": {"b.js", "c.js"},
+        "b.js": {"c.js"},
+        "c.js": {"a.js", "d.js"},
+        "d.js": set(),
+    }
+    assert cycles(graph) == [["a.js", "b.js", "c.js", "a.js"]]
