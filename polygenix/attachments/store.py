@@ -6,7 +6,7 @@ from datetime import timedelta
 
 from flask import current_app
 from flask_smorest import abort
-from sqlalchemy import bindparam, case, delete, func, select, update
+from sqlalchemy import bindparam, case, delete, func, insert, select, update
 
 from .. import clock
 from ..extensions import db
@@ -23,6 +23,9 @@ _LOCK_USER = (
     .where(User.__table__.c.id == bindparam("user_id"))
     .values(last_session_number=User.__table__.c.last_session_number)
 )
+
+
+_INSERT_DATA = insert(AttachmentData.__table__)
 
 
 class QuotaFull(Exception):
@@ -94,7 +97,9 @@ def add(
     )
     db.session.add(attachment)
     db.session.flush()
-    db.session.add(AttachmentData(attachment_id=attachment.id, data=data))
+    # Inserted at once, not flushed from the session: the unit of work would only pass the
+    # megabyte along.
+    db.session.execute(_INSERT_DATA, {"attachment_id": attachment.id, "data": data})
     return attachment
 
 
