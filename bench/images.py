@@ -7,10 +7,10 @@ with the fake provider on 127.0.0.1 for `openai`. Medians of --samples of each:
 - a text turn;
 - the same turn with a 1 MiB PNG (random pixels: it does not compress): its upload
   (`POST /api/ai_chat/attachments`) then the turn with its `attachment_ids`;
-- the floor: the upload's multipart body parsed (werkzeug, as the app does), the same bytes
-  INSERTed into a scratch table and committed, read back, and POSTed base64-encoded in a JSON
-  body to the fake provider (the base64 joined into the body as it is: the least a turn could
-  spend on it);
+- the floor: the upload's multipart body parsed into memory (werkzeug, as the app does), the
+  same bytes INSERTed into a scratch table and committed, read back, and POSTed base64-encoded
+  in a JSON body to the fake provider (the base64 joined into the body as it is: the least a
+  turn could spend on it);
 - an upload of a 1x1 PNG: what an upload's request costs whatever its image (authentication,
   the rate limit, the quota, a transaction).
 - a /v1 chat completion with the same PNG inline (a data: URL in an image_url part), and the
@@ -205,9 +205,10 @@ def main() -> None:
             inspect(image, 25_000_000)
 
         def receive():
+            # Into memory, as the app receives an upload of known length: the least it costs.
             environ = EnvironBuilder(method="POST", data=form, content_type=form_type).get_environ()
-            _, _, files = parse_form_data(environ)
-            files["file"].stream.read()
+            _, _, files = parse_form_data(environ, stream_factory=lambda *_, **__: io.BytesIO())
+            files["file"].stream.getvalue()
             files["file"].close()
 
         rows = medians_ms(

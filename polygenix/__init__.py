@@ -12,6 +12,7 @@ from flask import Flask
 from .api import Api
 from .attachments import init_attachments
 from .attachments.cli import attachments
+from .attachments.routes import UploadRequest
 from .attachments.routes import blp as attachments_blp
 from .auth.passwords import init_passwords
 from .auth.routes import blp as auth_blp
@@ -66,6 +67,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     # `/api//auth/verify-token/<token>` is a 404, not a redirect that repeats the token in a
     # Location header and in the redirected request's log line.
     app.url_map.merge_slashes = False
+    app.request_class = UploadRequest
     app.json = StrictJSONProvider(app)
     app.config.update(API_SPEC)
     app.config.update(load_config(os.environ, app.instance_path))

@@ -1,7 +1,9 @@
 """POST /api/ai_chat/attachments and GET or DELETE /api/ai_chat/attachments/{id}."""
 
+import io
+
 import marshmallow as ma
-from flask import Response, current_app, request
+from flask import Request, Response, current_app, request
 from flask.views import MethodView
 from flask_smorest import abort
 from werkzeug.http import quote_etag
@@ -42,6 +44,29 @@ class UploadSchema(ma.Schema):
     )
 
 
+class UploadRequest(Request):
+    """Flask's request, a file part of a body whose length is known and within the request's
+    max_content_length received in memory: its bytes are read whole anyway (to check them and
+    store them), so spooling them to a temporary file first would only copy them twice more."""
+
+    def _get_file_stream(
+        self, total_content_length, content_type, filename=None, content_length=None
+    ):
+        bound = self.max_content_length
+        if total_content_length is not None and bound is not None and total_content_length <= bound:
+            return io.BytesIO()
+        return super()._get_file_stream(
+            total_content_length, content_type, filename, content_length
+        )
+
+
+def _contents(stream, limit: int) -> bytes:
+    """The file part's bytes (up to `limit` + 1): a BytesIO's own buffer, not a copy of it."""
+    if isinstance(stream, io.BytesIO):
+        return stream.getvalue()
+    return stream.read(limit + 1)
+
+
 def _too_large(limit: int):
     abort(413, message=f"The file is over ATTACHMENT_MAX_BYTES ({limit} bytes).")
 
@@ -74,9 +99,9 @@ class Attachments(MethodView):
             reason = "Missing data for required field (a multipart/form-data file part)."
             abort(422, message=f"file: {reason}", errors={"files": {"file": [reason]}})
         try:
-            data = upload.stream.read(limit + 1)
+            data = _contents(upload.stream, limit)
         finally:
-            upload.close()  # a large one was spooled to a temporary file
+            upload.close()  # one of unknown length was spooled to a temporary file
         if len(data) > limit:
             _too_large(limit)
         info = store.checked(data)

@@ -6,7 +6,7 @@ from datetime import timedelta
 
 from flask import current_app
 from flask_smorest import abort
-from sqlalchemy import bindparam, delete, func, select, update
+from sqlalchemy import bindparam, case, delete, func, insert, select, update
 
 from .. import clock
 from ..extensions import db
@@ -23,6 +23,9 @@ _LOCK_USER = (
     .where(User.__table__.c.id == bindparam("user_id"))
     .values(last_session_number=User.__table__.c.last_session_number)
 )
+
+
+_INSERT_DATA = insert(AttachmentData.__table__)
 
 
 class QuotaFull(Exception):
@@ -94,7 +97,9 @@ def add(
     )
     db.session.add(attachment)
     db.session.flush()
-    db.session.add(AttachmentData(attachment_id=attachment.id, data=data))
+    # Inserted at once, not flushed from the session: the unit of work would only pass the
+    # megabyte along.
+    db.session.execute(_INSERT_DATA, {"attachment_id": attachment.id, "data": data})
     return attachment
 
 
@@ -108,61 +113,64 @@ def _invalid_ids(reason: str) -> None:
     abort(422, message=f"attachment_ids: {reason}", errors={"json": {"attachment_ids": [reason]}})
 
 
-def resolve(user_id: int, ids: Sequence[int], message_id: int | None = None) -> list[Attachment]:
-    """The caller's attachments `ids`, in that order, for a message (`message_id` when it
-    exists already: its own attachments may be given again). An id twice is a 422; an unknown
-    one or another user's a 404; one that went with another message a 409."""
+def _checked_ids(ids: Sequence[int]) -> None:
     if len(set(ids)) != len(ids):
-        reason = "An attachment may be given only once in a message."
-        abort(
-            422, message=f"attachment_ids: {reason}", errors={"json": {"attachment_ids": [reason]}}
-        )
+        _invalid_ids("An attachment may be given only once in a message.")
     most = current_app.config["ATTACHMENTS_PER_MESSAGE"]
     if len(ids) > most:
-        reason = f"At most {most} attachments per message."
-        abort(
-            422, message=f"attachment_ids: {reason}", errors={"json": {"attachment_ids": [reason]}}
-        )
+        _invalid_ids(f"At most {most} attachments per message.")
+
+
+def given_images(
+    user_id: int, ids: Sequence[int], message_id: int | None = None
+) -> list[ImagePart]:
+    """The images of the caller's attachments `ids`, in that order, for a message (`message_id`
+    when it exists already: its own attachments may be given again), the attachments and their
+    bytes read in one query. An id twice is a 422; an unknown one or another user's a 404; one
+    that went with another message a 409."""
+    _checked_ids(ids)
     if not ids:
         return []
-    found = {
-        a.id: a
-        for a in db.session.scalars(
-            select(Attachment).where(Attachment.id.in_(ids), Attachment.user_id == user_id)
-        )
-    }
+    rows = db.session.execute(
+        select(Attachment.id, Attachment.message_id, Attachment.media_type, AttachmentData.data)
+        .join(AttachmentData, AttachmentData.attachment_id == Attachment.id)
+        .where(Attachment.id.in_(ids), Attachment.user_id == user_id)
+    )
+    found = {row.id: row for row in rows}
     for i in ids:
         if i not in found:
             abort(404, message=f"Attachment {i} not found")
-        if found[i].message_id is not None and found[i].message_id != message_id:
+        if found[i].message_id not in (None, message_id):
             abort(
                 409,
                 message=f"Attachment {i} already goes with another message: upload it again.",
             )
-    return [found[i] for i in ids]
+    return [image_part(found[i].media_type, found[i].data) for i in ids]
 
 
 def attach(user_id: int, message_id: int, ids: Sequence[int]) -> None:
     """In the caller's transaction: `ids` (resolved earlier) go with message `message_id`, in
     order; the message's other attachments are let go (the orphan sweep takes them). An id that
-    went meanwhile (deleted, swept) is skipped."""
+    went meanwhile (deleted, swept) is skipped. One UPDATE, whatever the number of ids."""
+    let_go = Attachment.message_id == message_id
+    if ids:
+        let_go &= Attachment.id.not_in(ids)
+        taken = Attachment.id.in_(ids) & (Attachment.user_id == user_id)
+        taken &= Attachment.message_id.is_(None) | (Attachment.message_id == message_id)
+        values = {
+            "message_id": case((taken, message_id), else_=None),
+            "position": case(
+                {attachment_id: position for position, attachment_id in enumerate(ids)},
+                value=Attachment.id,
+                else_=Attachment.position,
+            ),
+        }
+        where = let_go | taken
+    else:
+        values, where = {"message_id": None}, let_go
     db.session.execute(
-        update(Attachment)
-        .where(Attachment.message_id == message_id, Attachment.id.not_in(ids or [0]))
-        .values(message_id=None)
-        .execution_options(synchronize_session=False)
+        update(Attachment).where(where).values(values).execution_options(synchronize_session=False)
     )
-    for position, attachment_id in enumerate(ids):
-        db.session.execute(
-            update(Attachment)
-            .where(
-                Attachment.id == attachment_id,
-                Attachment.user_id == user_id,
-                (Attachment.message_id.is_(None)) | (Attachment.message_id == message_id),
-            )
-            .values(message_id=message_id, position=position)
-            .execution_options(synchronize_session=False)
-        )
 
 
 _LISTED = (
@@ -239,11 +247,6 @@ def data_of(attachment_ids: Sequence[int]) -> dict[int, bytes]:
         )
     )
     return {row.attachment_id: row.data for row in rows}
-
-
-def images_of(attachments: Sequence[Attachment]) -> list[ImagePart]:
-    data = data_of([a.id for a in attachments])
-    return [image_part(a.media_type, data[a.id]) for a in attachments]
 
 
 def sweep_orphans(hours: float | None = None) -> int:

@@ -87,7 +87,7 @@ def prepare(
     """
     session = find_session(user.id, number) if number is not None else None
     provider, model, limits = _named_model(user, model_name, session, options)
-    pictures = attachments.images_of(attachments.resolve(user.id, list(attachment_ids)))
+    pictures = attachments.given_images(user.id, list(attachment_ids))
     context = [] if session is None else load_context(session.id, current_app.config, len(content))
     return _planned(
         user,
@@ -201,8 +201,7 @@ def prepare_again(
     if attachment_ids is None:  # the question's own images go again
         pictures = images.of_message(question.id, current_app.config)
     else:
-        given = attachments.resolve(user.id, attachment_ids, message_id=question.id)
-        pictures = attachments.images_of(given)
+        pictures = attachments.given_images(user.id, attachment_ids, message_id=question.id)
     replaced = db.session.scalar(_LAST_REPLY, {"question_id": question.id})
     provider, model, limits = _named_model(user, model_name, session, options, replaced)
     context = load_context(session.id, current_app.config, len(content), before=question.id)

@@ -22,7 +22,12 @@ class Base64Source(dict):
     """An image's source as PolyGenix makes it from the bytes, `{"type": "base64",
     "media_type", "data"}`, keeping `raw`: `data` as ASCII bytes, which a body takes as they
     are: made from the bytes (`of`), or from a client's base64 that decoded strictly (`checked`:
-    a /v1 data: URL's)."""
+    a /v1 data: URL's).
+
+    Made from the bytes, `data` (the base64 as text, 1.4 MB for a 1 MiB image) is made only
+    when something reads it: a provider's body takes `raw`, and most turns read nothing else.
+    Every way of reading the dict (a key, `in`, `get`, iteration, `items`, `==`, json.dumps, a
+    copy) sees it."""
 
     __slots__ = ("raw",)
     raw: bytes
@@ -30,9 +35,8 @@ class Base64Source(dict):
     @classmethod
     def of(cls, media_type: str, data: bytes) -> messages.Base64Source:
         """The source of `data`, typed as the messages' source it is (a dict of those keys)."""
-        raw = base64.b64encode(data)
-        source = cls(type="base64", media_type=media_type, data=raw.decode("ascii"))
-        source.raw = raw
+        source = cls(type="base64", media_type=media_type)
+        source.raw = base64.b64encode(data)
         return cast(messages.Base64Source, source)
 
     @classmethod
@@ -42,6 +46,33 @@ class Base64Source(dict):
         source = cls(type="base64", media_type=media_type, data=text)
         source.raw = text.encode("ascii")
         return source
+
+    def _whole(self) -> "Base64Source":
+        if not dict.__contains__(self, "data"):
+            dict.__setitem__(self, "data", self.raw.decode("ascii"))
+        return self
+
+    def __missing__(self, key: str) -> Any:
+        if key != "data":
+            raise KeyError(key)
+        return dict.__getitem__(self._whole(), key)
+
+
+def _whole_first(name: str):
+    read = getattr(dict, name)
+
+    def method(self, *args, **kwargs):
+        return read(self._whole(), *args, **kwargs)
+
+    method.__name__ = method.__qualname__ = name
+    return method
+
+
+for _name in (
+    *("__contains__", "__iter__", "__len__", "__eq__", "__ne__", "__repr__", "__or__"),
+    *("get", "keys", "values", "items", "copy", "pop", "popitem", "setdefault"),
+):
+    setattr(Base64Source, _name, _whole_first(_name))
 
 
 class Inline:
