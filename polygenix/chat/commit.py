@@ -52,7 +52,8 @@ def commit_question(
     for, raised to it) first in the transaction: the user's row, locked until the commit, queues
     the user's new sessions, so they never collide. The unique (user_id, number) index settles
     the races left: a request that asked for a number another took meanwhile stores its
-    message in the winner's session.
+    message in the winner's session. On PostgreSQL a plain new session is one statement
+    instead (first_turn.py), which holds the user's row for that statement alone.
     """
     session, question = turn.session, None
     existing, number = session is not None, 0
@@ -163,10 +164,12 @@ def _in_one_statement(
     question = _question(turn, session, error)
     if reply is not None:
         reply.created_at = now
-    if not first_turn.store(turn, session, question, reply, usage):
+    on_store = turn.on_store if whole and reply is not None else None
+    alone = on_store is None and not (ended and turn.reservation is not None)
+    if not first_turn.store(turn, session, question, reply, usage, alone):
         return False
-    if whole and reply is not None and turn.on_store is not None:
-        turn.on_store(session.id, reply.id, reply)
+    if on_store is not None and reply is not None:
+        on_store(session.id, reply.id, reply)
     if ended:
         charging.release(turn)
     db.session.commit()

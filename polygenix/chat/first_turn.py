@@ -119,12 +119,18 @@ def store(
     question: Message,
     reply: Message | None,
     usage: ledger.Entry | None,
+    alone: bool,
 ) -> bool:
     """Write `session` (numbered by the user's counter, counted up), `question`, `reply` (its
     answer, if any) and `usage` in one statement, in the caller's transaction, and give the
-    rows their ids. False, the transaction rolled back, when this cannot store them (the
-    account gone, the counter at its top or behind the user's numbers): commit.py's path then
-    does, and tells which."""
+    rows their ids. If it is `alone` in its transaction (nothing else is written with it) and
+    none has begun, it is sent as its own transaction (autocommit): no `BEGIN` nor `COMMIT`
+    round trip, and the database lets go of the user's row as the statement ends, however long
+    this thread waits to run again. False, the transaction rolled back, when this cannot store
+    them (the account gone, the counter at its top or behind the user's numbers): commit.py's
+    path then does, and tells which."""
+    if alone and not db.session().in_transaction():
+        db.session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
     for message in (question, reply):
         if message is not None:
             message.superseded = bool(message.superseded)
