@@ -214,6 +214,40 @@ def eve_user_id(app) -> int:
         return db.session.scalar(select(User.id).where(User.email == "eve@example.com"))
 
 
+BURST = 20
+
+
+def test_an_account_deleted_amid_a_burst_of_its_new_sessions_never_deadlocks(app, auth):
+    """A user's new sessions (each locking the user's counter, then adding to their usage row)
+    and the deletion of their account (the user's row, then its usage, sessions and messages)
+    take rows in one order: every turn is stored or answers 401/404, and nothing is left."""
+    client = app.test_client()
+    admin, ada = auth.admin(client=client), auth.register(client=client)
+    ada_id = auth.user_id(ada, client=client)
+    assert ask(client, ada, "first").status_code == 200  # the usage row is there to be locked
+    go = threading.Barrier(BURST + 1)
+    statuses, lock = [], threading.Lock()
+
+    def create():
+        other = app.test_client()
+        go.wait()
+        status = ask(other, ada, "a new chat").status_code
+        with lock:
+            statuses.append(status)
+
+    threads = [threading.Thread(target=create) for _ in range(BURST)]
+    for thread in threads:
+        thread.start()
+    go.wait()
+    wait_for(lambda: len(all_messages(app)) > 2, what="the burst's first stored turn")
+    assert client.delete(f"/api/user/{ada_id}", headers=admin).status_code == 200
+    for thread in threads:
+        thread.join(timeout=60)
+    assert len(statuses) == BURST and set(statuses) <= {200, 401, 404}, statuses
+    assert all_messages(app) == []
+    assert client.get("/api/admin/usage", headers=admin).json["rows"] == []
+
+
 # --- many new sessions of one user at once, through two gunicorn workers ------------------------
 
 

@@ -23,7 +23,7 @@ from ..errors import Conflict, SessionDeleted
 from ..extensions import db
 from ..governance import charging, ledger
 from ..models import ChatSession, Message, User
-from . import attempts, tool_loop, transcript
+from . import attempts, first_turn, tool_loop, transcript
 from . import session_rows as rows
 from .history import catch_up, find_session, new_number
 from .turn_state import CHANGED, Kind, Turn, asked, make_title
@@ -52,7 +52,8 @@ def commit_question(
     for, raised to it) first in the transaction: the user's row, locked until the commit, queues
     the user's new sessions, so they never collide. The unique (user_id, number) index settles
     the races left: a request that asked for a number another took meanwhile stores its
-    message in the winner's session.
+    message in the winner's session. On PostgreSQL a plain new session is one statement
+    instead (first_turn.py), which holds the user's row for that statement alone.
     """
     session, question = turn.session, None
     existing, number = session is not None, 0
@@ -70,15 +71,7 @@ def commit_question(
         if whole and reply is not None:
             added += tool_loop.whole_turn(asked(turn), reply.content, reply.tool_calls)
         if session is None:
-            session = ChatSession(
-                user_id=turn.user_id,
-                number=number,
-                title=make_title(tool_loop.first_text([*turn.seed, *asked(turn)], turn.content)),
-                created_at=turn.asked_at,
-                changed_at=now,
-                updated_at=now,
-                transcript_digest=transcript.extend(None, added) if added else None,
-            )
+            session = _new_session(turn, number, now, added)
         else:
             digest = session.transcript_digest
             session = db.session.merge(session, load=False)
@@ -87,16 +80,7 @@ def commit_question(
                     return False  # deleted, or its id now another's
                 if turn.repeats is not None:  # a retry: its failed attempt gives way
                     attempts.supersede(turn.repeats, session.id)
-        question = Message(
-            session=session,
-            is_bot=False,
-            content=turn.content,
-            created_at=turn.asked_at,
-            error=error,
-            retry_key=turn.retry_key if error is not None else None,
-        )
-        if turn.results:
-            question.tool_call_id = turn.results[-1]["tool_call_id"]
+        question = _question(turn, session, error)
         if not existing and turn.seed:
             db.session.add(session)
             db.session.flush()
@@ -127,9 +111,74 @@ def commit_question(
         session = find_session(turn.user_id, turn.number) if turn.number is not None else None
         return True
 
+    if first_turn.applies(turn) and _in_one_statement(turn, reply, error, whole, usage, ended):
+        return
     _transaction(turn, usage, write, first=first, retry=retry, ended=ended)
     turn.session, turn.question, turn.reply = session, question, reply
     turn.created = not existing
+
+
+def _new_session(turn: Turn, number: int, now, added: list[tuple[str, str]]) -> ChatSession:
+    return ChatSession(
+        user_id=turn.user_id,
+        number=number,
+        title=make_title(tool_loop.first_text([*turn.seed, *asked(turn)], turn.content)),
+        created_at=turn.asked_at,
+        changed_at=now,
+        updated_at=now,
+        transcript_digest=transcript.extend(None, added) if added else None,
+    )
+
+
+def _question(turn: Turn, session: ChatSession, error: str | None) -> Message:
+    question = Message(
+        session=session,
+        is_bot=False,
+        content=turn.content,
+        created_at=turn.asked_at,
+        error=error,
+        retry_key=turn.retry_key if error is not None else None,
+    )
+    if turn.results:
+        question.tool_call_id = turn.results[-1]["tool_call_id"]
+    return question
+
+
+def _in_one_statement(
+    turn: Turn,
+    reply: Message | None,
+    error: str | None,
+    whole: bool,
+    usage: ledger.Entry | None,
+    ended: bool,
+) -> bool:
+    """commit_question's plain new session on PostgreSQL (first_turn.py): the counter, the
+    session, the question, the reply and the usage in one statement, then the commit, so the
+    user's row is locked for that statement and the commit alone. False when it cannot be
+    stored so (rolled back): commit_question's path then stores it, or says why not."""
+    now = clock.now()
+    added = []
+    if whole and reply is not None:
+        added = tool_loop.whole_turn(asked(turn), reply.content, reply.tool_calls)
+    session = _new_session(turn, 0, now, added)
+    question = _question(turn, session, error)
+    if reply is not None:
+        reply.created_at = now
+    on_store = turn.on_store if whole and reply is not None else None
+    alone = on_store is None and not (ended and turn.reservation is not None)
+    if not first_turn.store(turn, session, question, reply, usage, alone):
+        return False
+    if on_store is not None and reply is not None:
+        on_store(session.id, reply.id, reply)
+    if ended:
+        charging.release(turn)
+    db.session.commit()
+    if ended:
+        charging.released(turn)
+    first_turn.keep(session, question, reply)
+    turn.session, turn.question, turn.reply = session, question, reply
+    turn.created = True
+    return True
 
 
 def _transaction(

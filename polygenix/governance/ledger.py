@@ -13,7 +13,7 @@ from decimal import Decimal
 from functools import cache
 from typing import TYPE_CHECKING
 
-from sqlalchemy import bindparam, case, func, select
+from sqlalchemy import Select, bindparam, case, func, literal, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -38,19 +38,33 @@ def dollars(nano) -> float | None:
 @cache
 def _upsert(dialect: str):
     """One reply's usage added to its row, built once per dialect."""
-    table = UsageDaily.__table__
-    c = table.c
-    insert = (pg_insert if dialect == "postgresql" else sqlite_insert)(table)
-    new = insert.excluded
-    return insert.values(
-        user_id=bindparam("user_id"),
-        day=bindparam("day"),
-        model=bindparam("model"),
-        calls=1,
-        prompt_tokens=bindparam("prompt"),
-        completion_tokens=bindparam("completion"),
-        cost_nanousd=bindparam("cost"),
-    ).on_conflict_do_update(
+    insert = (pg_insert if dialect == "postgresql" else sqlite_insert)(UsageDaily.__table__)
+    return _added(insert.values(user_id=bindparam("user_id"), calls=1, **_VALUES))
+
+
+def upsert_for(user_ids: Select):
+    """PostgreSQL: one reply's usage (Entry.params but its user) added to the row of each user
+    that `user_ids` (a select of one column) gives: a part of a larger statement."""
+    c = UsageDaily.__table__.c
+    columns = [c.user_id, c.calls, *(c[name] for name in _VALUES)]
+    values = user_ids.add_columns(literal(1), *_VALUES.values())
+    return _added(pg_insert(UsageDaily.__table__).from_select(columns, values))
+
+
+_c = UsageDaily.__table__.c
+_VALUES = {
+    "day": bindparam("day", type_=_c.day.type),
+    "model": bindparam("model", type_=_c.model.type),
+    "prompt_tokens": bindparam("prompt", type_=_c.prompt_tokens.type),
+    "completion_tokens": bindparam("completion", type_=_c.completion_tokens.type),
+    "cost_nanousd": bindparam("cost", type_=_c.cost_nanousd.type),
+}
+
+
+def _added(insert):
+    """`insert` of a usage row, or its values added to the row already there."""
+    c, new = _c, insert.excluded
+    return insert.on_conflict_do_update(
         index_elements=[c.user_id, c.day, c.model],
         set_={
             "calls": c.calls + 1,
@@ -77,15 +91,18 @@ class Entry:
 
     def add(self) -> None:
         """Add it to its row, in the caller's transaction (not committed here)."""
-        values = {
-            "user_id": self.user_id,
+        values = {"user_id": self.user_id, **self.params()}
+        db.session.execute(_upsert(db.engine.dialect.name), values)
+
+    def params(self) -> dict[str, object]:
+        """Its values as the upserts' parameters, but its user."""
+        return {
             "day": self.day,
             "model": self.model,
             "prompt": self.prompt,
             "completion": self.completion,
             "cost": nanodollars(self.cost),
         }
-        db.session.execute(_upsert(db.engine.dialect.name), values)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,171 @@
+"""A new session's first turn on PostgreSQL as one statement: the user's session counter counted
+up, the session, the question, the reply (if any) and the usage (if any), one data-modifying
+`WITH`, then the commit. The user's row (the counter, which queues the user's new sessions) is
+locked from that statement to the commit, not for the five round trips of writing the rows one
+by one: one user's hundreds of new sessions at once no longer wait in a long queue.
+
+Rows are locked in the order every turn and an account deletion take them: the user's first
+(the counter), then their usage row; the new session and messages are rows no one else sees.
+Only the plain case goes this way; the rest (SQLite, which has no data-modifying `WITH`; a
+number asked for; a conversation's earlier messages, tool results, attachments; the counter at
+its top, or behind the user's numbers; the account gone) takes commit.py's path, rows written
+one by one.
+"""
+
+from functools import cache
+
+from sqlalchemy import JSON, bindparam, insert, inspect, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import make_transient_to_detached
+
+from ..extensions import db
+from ..governance import ledger
+from ..models import MAX_ID, ChatSession, Message, User
+from .turn_state import Turn
+
+_users = User.__table__
+_sessions = ChatSession.__table__
+_messages = Message.__table__
+_SESSION_COLUMNS = ("title", "created_at", "changed_at", "updated_at", "transcript_digest")
+_MESSAGE_COLUMNS = tuple(
+    c.name for c in _messages.c if c.name not in ("id", "session_id", "reply_to_id")
+)
+
+
+def applies(turn: Turn) -> bool:
+    """Whether the turn's store can be the one statement: a new session on PostgreSQL, numbered
+    by the counter, with nothing but its question and reply."""
+    return (
+        turn.session is None
+        and turn.number is None
+        and not turn.seed
+        and not turn.results
+        and not (turn.attachment_ids or turn.inline_images)
+        and db.engine.dialect.name == "postgresql"
+    )
+
+
+def _bound(prefix: str, table, names) -> list:
+    """A parameter for each of `names`, typed as its column (None in JSON: SQL's NULL)."""
+    types = {name: table.c[name].type for name in names}
+    return [
+        bindparam(prefix + name, type_=JSON(none_as_null=True) if isinstance(t, JSON) else t)
+        for name, t in types.items()
+    ]
+
+
+@cache
+def _statement(with_reply: bool, with_usage: bool):
+    counted = (
+        update(_users)
+        .where(_users.c.id == bindparam("user_id"), _users.c.last_session_number < MAX_ID)
+        .values(last_session_number=_users.c.last_session_number + 1)
+        .returning(_users.c.id, _users.c.last_session_number)
+        .cte("counted")
+    )
+    session = (
+        insert(_sessions)
+        .from_select(
+            ["user_id", "number", *_SESSION_COLUMNS],
+            select(
+                counted.c.id,
+                counted.c.last_session_number,
+                *_bound("s_", _sessions, _SESSION_COLUMNS),
+            ),
+        )
+        .returning(_sessions.c.id, _sessions.c.number)
+        .cte("session")
+    )
+    question = (
+        insert(_messages)
+        .from_select(
+            ["session_id", *_MESSAGE_COLUMNS],
+            select(session.c.id, *_bound("q_", _messages, _MESSAGE_COLUMNS)),
+        )
+        .returning(_messages.c.id, _messages.c.session_id)
+        .cte("question")
+    )
+    columns = [session.c.id, session.c.number, question.c.id]
+    joined = session.join(question, question.c.session_id == session.c.id)
+    if with_reply:
+        reply = (
+            insert(_messages)
+            .from_select(
+                ["session_id", "reply_to_id", *_MESSAGE_COLUMNS],
+                select(
+                    question.c.session_id,
+                    question.c.id,
+                    *_bound("r_", _messages, _MESSAGE_COLUMNS),
+                ),
+            )
+            .returning(_messages.c.id, _messages.c.reply_to_id)
+            .cte("reply")
+        )
+        columns.append(reply.c.id)
+        joined = joined.join(reply, reply.c.reply_to_id == question.c.id)
+    statement = select(*columns).select_from(joined)
+    if with_usage:  # only once the user's row is locked: it adds to the counted user's row
+        statement = statement.add_cte(ledger.upsert_for(select(counted.c.id)).cte("used"))
+    return statement
+
+
+def _values(row, names) -> dict:
+    return {name: getattr(row, name) for name in names}
+
+
+def store(
+    turn: Turn,
+    session: ChatSession,
+    question: Message,
+    reply: Message | None,
+    usage: ledger.Entry | None,
+    alone: bool,
+) -> bool:
+    """Write `session` (numbered by the user's counter, counted up), `question`, `reply` (its
+    answer, if any) and `usage` in one statement, in the caller's transaction, and give the
+    rows their ids. If it is `alone` in its transaction (nothing else is written with it) and
+    none has begun, it is sent as its own transaction (autocommit): no `BEGIN` nor `COMMIT`
+    round trip, and the database lets go of the user's row as the statement ends, however long
+    this thread waits to run again. False, the transaction rolled back, when this cannot store
+    them (the account gone, the counter at its top or behind the user's numbers): commit.py's
+    path then does, and tells which."""
+    if alone and not db.session().in_transaction():
+        db.session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+    for message in (question, reply):
+        if message is not None:
+            message.superseded = bool(message.superseded)
+            message.incomplete = bool(message.incomplete)
+    params: dict[str, object] = {"user_id": turn.user_id}
+    params |= {f"s_{name}": value for name, value in _values(session, _SESSION_COLUMNS).items()}
+    params |= {f"q_{name}": value for name, value in _values(question, _MESSAGE_COLUMNS).items()}
+    if reply is not None:
+        params |= {f"r_{k}": v for k, v in _values(reply, _MESSAGE_COLUMNS).items()}
+    if usage is not None:
+        params |= usage.params()
+    try:
+        row = db.session.execute(_statement(reply is not None, usage is not None), params).first()
+    except IntegrityError:  # the counter behind the user's numbers (a restored backup's)
+        row = None
+    if row is None:
+        db.session.rollback()
+        return False
+    session.id, session.number, session.user_id = row[0], row[1], turn.user_id
+    session.system_prompt = session.model = None
+    question.id, question.session_id, question.reply_to_id = row[2], session.id, None
+    question.session = session
+    if reply is not None:
+        reply.id, reply.session_id, reply.reply_to_id = row[3], session.id, question.id
+        reply.session, reply.reply_to = session, question
+    return True
+
+
+def keep(*rows) -> None:
+    """The stored rows in the ORM's session, as if loaded: no query when they are read."""
+    for row in rows:
+        if row is None:
+            continue
+        for attribute in inspect(type(row)).attrs:  # left unset: written as null, read as None
+            if attribute.key not in row.__dict__:
+                setattr(row, attribute.key, None)
+        make_transient_to_detached(row)
+    db.session.add_all([row for row in rows if row is not None])
