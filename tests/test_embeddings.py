@@ -107,13 +107,6 @@ def server(app):
         yield base
 
 
-@pytest.fixture
-def sdk(server, client, ada):
-    key = client.post("/api/keys", headers=ada, json={"name": "sdk"}).json["key"]
-    # No retries: each failure must reach the test as the SDK's own exception.
-    return openai.OpenAI(base_url=server + "/v1", api_key=key, max_retries=0)
-
-
 def test_the_sdk_gets_floats_in_input_order(sdk, fake):
     result = sdk.embeddings.create(
         model="openai/text-embedding-3-small", input=TEXTS, encoding_format="float"

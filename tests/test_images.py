@@ -18,7 +18,6 @@ from tests.helpers import (
     assert_envelope,
     in_thread,
     read_events,
-    serving,
     stream,
     wait_for,
 )
@@ -344,13 +343,6 @@ def test_a_stream_with_an_image_whose_session_is_deleted_mid_reply(client, ada, 
 
 
 # --- /v1, through the official SDK -----------------------------------------------------------
-
-
-@pytest.fixture
-def sdk(app, client, ada):
-    key = client.post("/api/keys", headers=ada, json={"name": "sdk"}).json["key"]
-    with serving(app) as base:
-        yield openai.OpenAI(base_url=base + "/v1", api_key=key, max_retries=0)
 
 
 def image_message(url: str, text="What is this?", **extra) -> list[dict]:

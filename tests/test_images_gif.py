@@ -4,13 +4,12 @@ native API and /v1, in a new message and in context, the stored attachment left 
 import base64
 import io
 
-import openai
 import pytest
 from PIL import Image
 
 from polygenix.attachments.images import TooManyPixels, first_frame_png
 from tests import images
-from tests.helpers import ask, assert_envelope, serving
+from tests.helpers import ask, assert_envelope
 from tests.test_images import UPLOAD, b64, image_message, sent, upload
 
 RED, GREEN = (250, 0, 0), (0, 250, 0)
@@ -19,13 +18,6 @@ RED, GREEN = (250, 0, 0), (0, 250, 0)
 @pytest.fixture
 def app(provider_app):
     return provider_app
-
-
-@pytest.fixture
-def sdk(app, client, ada):
-    key = client.post("/api/keys", headers=ada, json={"name": "sdk"}).json["key"]
-    with serving(app) as base:
-        yield openai.OpenAI(base_url=base + "/v1", api_key=key, max_retries=0)
 
 
 def animated_gif() -> bytes:

@@ -10,23 +10,6 @@ from tests.fake_provider import openai_stream
 from tests.helpers import bearer, serving
 
 
-@pytest.fixture
-def server(provider_app):
-    with serving(provider_app) as base:
-        yield base
-
-
-@pytest.fixture
-def key(client, ada):
-    return client.post("/api/keys", headers=ada, json={"name": "sdk"}).json["key"]
-
-
-@pytest.fixture
-def sdk(server, key):
-    # No retries: each failure must reach the test as the SDK's own exception.
-    return openai.OpenAI(base_url=server + "/v1", api_key=key, max_retries=0)
-
-
 def sessions(client, ada):
     return [
         (s["chat_id"], [m["content"] for m in s["messages"]])

@@ -10,18 +10,7 @@ import pytest
 import requests
 
 from tests.fake_provider import openai_stream
-from tests.helpers import bearer, in_thread, serving, wait_for
-
-
-@pytest.fixture
-def server(provider_app):
-    with serving(provider_app) as base:
-        yield base
-
-
-@pytest.fixture
-def key(client, ada):
-    return client.post("/api/keys", headers=ada, json={"name": "sdk"}).json["key"]
+from tests.helpers import bearer, in_thread, wait_for
 
 
 def post(server, key, body, **headers):

@@ -9,7 +9,6 @@ import openai
 import pytest
 
 from tests import images
-from tests.helpers import serving
 
 UPLOAD = "/api/ai_chat/attachments"
 HTTPS = "https://example.com/cat.jpg"
@@ -18,20 +17,6 @@ HTTPS = "https://example.com/cat.jpg"
 @pytest.fixture
 def app(provider_app):
     return provider_app
-
-
-@pytest.fixture
-def sdk(app, client, ada):
-    key = client.post("/api/keys", headers=ada, json={"name": "sdk"}).json["key"]
-    with serving(app) as base:
-        yield openai.OpenAI(base_url=base + "/v1", api_key=key, max_retries=0)
-
-
-@pytest.fixture
-def bob_sdk(app, client, bob):
-    key = client.post("/api/keys", headers=bob, json={"name": "sdk"}).json["key"]
-    with serving(app) as base:
-        yield openai.OpenAI(base_url=base + "/v1", api_key=key, max_retries=0)
 
 
 def b64(data: bytes) -> str:
