@@ -20,6 +20,7 @@ from tests.fake_provider import (
     gemini_stream,
     ollama_stream,
     openai_stream,
+    sent,
     sse,
 )
 from tests.helpers import ask, assert_envelope, read_events, stream, token_counts
@@ -38,10 +39,6 @@ def user(auth):
 def messages(app):
     with app.app_context():
         return db.session.scalars(select(Message).order_by(Message.id)).all()
-
-
-def sent(fake, n=-1):
-    return fake.requests[n].body
 
 
 def events_of(response):
