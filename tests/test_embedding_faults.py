@@ -11,18 +11,12 @@ import requests
 
 from tests.fake_embeddings import tokens, vector
 from tests.gunicorn_server import gunicorn, register_over_http
-from tests.helpers import in_thread, serving, wait_for
-
-EMBEDDINGS = "/v1/embeddings"
+from tests.helpers import EMBEDDINGS, embed, in_thread, serving, usage_rows, wait_for
 
 
 @pytest.fixture
 def app(provider_app):
     return provider_app
-
-
-def embed(client, headers, **body):
-    return client.post(EMBEDDINGS, headers=headers, json=body)
 
 
 def refused(response, param: str, status: int = 400):
@@ -31,10 +25,6 @@ def refused(response, param: str, status: int = 400):
     assert error["type"] == "invalid_request_error"
     assert error["param"] == param, error
     return error["message"]
-
-
-def usage_rows(client, headers):
-    return client.get("/api/usage?group_by=model", headers=headers).json["rows"]
 
 
 @pytest.mark.parametrize(

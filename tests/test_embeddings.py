@@ -12,10 +12,9 @@ import pytest
 from genai_prices import Usage, calc_price
 
 from tests.fake_embeddings import tokens, vector
-from tests.helpers import bearer, serving
+from tests.helpers import bearer, embed, serving, usage_rows
 from tests.provider_setup import key_of
 
-EMBEDDINGS = "/v1/embeddings"
 DEFAULTS = {
     "openai": "text-embedding-3-small",
     "mistral": "mistral-embed",
@@ -36,10 +35,6 @@ TEXTS = ["The sky is blue.", "Le ciel est bleu.", "空は青い。"]
 @pytest.fixture
 def app(make_app, provider_config):
     return make_app(provider_config | {"OPENAI_COMPATIBLE_EMBEDDING_MODEL": "local-embed"})
-
-
-def embed(client, headers, **body):
-    return client.post(EMBEDDINGS, headers=headers, json=body)
 
 
 def estimated(texts) -> int:
@@ -250,10 +245,6 @@ def test_an_unknown_model_is_model_not_found(sdk, fake):
 
 
 # --- governance ----------------------------------------------------------------------------
-
-
-def usage_rows(client, headers):
-    return client.get("/api/usage?group_by=model", headers=headers).json["rows"]
 
 
 def test_usage_and_cost_per_model_and_no_history(client, ada, fake):

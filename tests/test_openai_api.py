@@ -7,14 +7,7 @@ import pytest
 import requests
 
 from tests.fake_provider import openai_stream
-from tests.helpers import bearer, serving
-
-
-def sessions(client, ada):
-    return [
-        (s["chat_id"], [m["content"] for m in s["messages"]])
-        for s in client.get("/api/ai_chat/history", headers=ada).json
-    ]
+from tests.helpers import bearer, serving, sessions
 
 
 def test_a_completion_is_what_the_sdk_expects_and_is_saved(sdk, client, ada, fake):

@@ -11,13 +11,12 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from sqlalchemy import make_url, select
+from sqlalchemy import make_url
 
 from polygenix.chat import turn as turns
 from polygenix.chat.sweep import sweep_dead_streams
 from polygenix.extensions import db
 from polygenix.limits import REDIS_RETRY_SECONDS
-from polygenix.models import Message
 from tests.fake_provider import openai_stream
 from tests.helpers import (
     PASSWORD,
@@ -27,6 +26,7 @@ from tests.helpers import (
     ask,
     assert_envelope,
     busy_password_slots,
+    messages,
     read_events,
     stream,
     wait_for,
@@ -44,11 +44,6 @@ QUICK = {"DB_CONNECT_TIMEOUT": 2, "DB_STATEMENT_TIMEOUT": 1, "DB_POOL_TIMEOUT": 
 def proxied_app(make_app, provider_config, database_proxy):
     """An app whose database connections all go through the proxy."""
     return make_app(provider_config | QUICK | {"SQLALCHEMY_DATABASE_URI": database_proxy.url})
-
-
-def messages(app):
-    with app.app_context():
-        return db.session.scalars(select(Message).order_by(Message.id)).all()
 
 
 def timed(call):

@@ -11,14 +11,7 @@ import pytest
 import requests
 
 from tests.fake_provider import chat_body, openai_stream
-from tests.helpers import bearer, in_thread, serving, wait_for
-
-
-def sessions(client, headers):
-    return [
-        (s["chat_id"], [m["content"] for m in s["messages"]])
-        for s in client.get("/api/ai_chat/history", headers=headers).json
-    ]
+from tests.helpers import bearer, in_thread, serving, sessions, wait_for
 
 
 def sent_texts(body: dict) -> list[tuple[str, str]]:
