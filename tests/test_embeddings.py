@@ -13,6 +13,7 @@ from genai_prices import Usage, calc_price
 
 from tests.fake_embeddings import tokens, vector
 from tests.helpers import bearer, embed, serving, usage_rows
+from tests.openai_sdk import openai_sdk
 from tests.provider_setup import key_of
 
 DEFAULTS = {
@@ -304,7 +305,7 @@ def test_a_model_not_allowed_is_a_permission_error(make_app, provider_config, au
     app = make_app(provider_config | {"MODEL_ALLOWLIST": ["openai/text-embedding-3-large"]})
     token = auth.tokens(client=app.test_client())["access_token"]
     with serving(app) as base:
-        sdk = openai.OpenAI(base_url=base + "/v1", api_key=token, max_retries=0)
+        sdk = openai_sdk(base, token)
         with pytest.raises(openai.PermissionDeniedError) as raised:
             sdk.embeddings.create(model="openai", input="x")
         error = raised.value.body

@@ -31,6 +31,7 @@ from tests.helpers import (
     stream,
     wait_for,
 )
+from tests.openai_sdk import openai_sdk
 from tests.provider_setup import DEFAULT_MODELS
 
 # Echo's usage is its words: with no system prompt, "hi" in a new session is 1 prompt token and
@@ -119,7 +120,7 @@ def test_v1_refuses_a_model_as_a_permission_error(make_app, provider_config, aut
     app = make_app(provider_config | {"MODEL_ALLOWLIST": ["echo"]})
     token = auth.tokens(client=app.test_client())["access_token"]
     with serving(app) as base:
-        sdk = openai.OpenAI(base_url=base + "/v1", api_key=token, max_retries=0)
+        sdk = openai_sdk(base, token)
         with pytest.raises(openai.PermissionDeniedError) as raised:
             sdk.chat.completions.create(
                 model="openai/gpt-4.1", messages=[{"role": "user", "content": "hi"}]

@@ -5,12 +5,12 @@ header (X-PolyGenix-Session)."""
 
 import threading
 
-import openai
 import pytest
 import requests
 
 from tests.fake_provider import openai_stream
 from tests.helpers import bearer, in_thread, saved, wait_for
+from tests.openai_sdk import openai_sdk
 
 
 def post(server, key, body, **headers):
@@ -78,7 +78,7 @@ def test_a_rate_limited_response_is_kept_failed(server, key, fake):
 
 def test_a_stream_that_fails_is_retrievable_by_the_id_of_its_events(server, key, fake):
     fake.reply(chunks=openai_stream(["part"], "m")[:2] + [b'data: {"error": {"message": "x"}}\n\n'])
-    sdk = openai.OpenAI(base_url=server + "/v1", api_key=key, max_retries=0)
+    sdk = openai_sdk(server, key)
     events = list(sdk.responses.create(model="openai", input="go", stream=True))
     failed = events[-1]
     assert failed.type == "response.failed"
@@ -118,7 +118,7 @@ def test_a_retry_of_an_answered_call_gets_the_stored_answer(server, key, fake, c
     if stream:
         first_id = first.text.split('"id":"', 1)[1].split('"', 1)[0]
         assert first_id in again.text and '"type":"response.completed"' in again.text
-        sdk = openai.OpenAI(base_url=server + "/v1", api_key=key, max_retries=0)
+        sdk = openai_sdk(server, key)
         with sdk.responses.stream(
             model="openai", input="once", extra_headers={"Idempotency-Key": "k-1"}
         ) as replayed:
@@ -133,7 +133,7 @@ def test_a_retry_of_an_answered_call_gets_the_stored_answer(server, key, fake, c
 
 def test_the_sdks_retries_leave_one_session_and_one_answer(server, key, fake, client, ada):
     fake.reply(429, {"error": {"message": "slow"}}, headers={"retry-after": "0"}, times=6)
-    sdk = openai.OpenAI(base_url=server + "/v1", api_key=key, max_retries=2)
+    sdk = openai_sdk(server, key, max_retries=2)
     answer = sdk.responses.create(model="openai", input="third time lucky")
     assert answer.output_text == "Hello from gpt-4.1-mini"
     [(_, messages)] = saved(client, ada)
@@ -144,7 +144,7 @@ def test_the_sdks_retries_leave_one_session_and_one_answer(server, key, fake, cl
 
 
 def test_different_calls_with_the_same_words_stay_apart(server, key, fake, client, ada):
-    sdk = openai.OpenAI(base_url=server + "/v1", api_key=key, max_retries=0)
+    sdk = openai_sdk(server, key)
     one = sdk.responses.create(model="openai", input="same words")
     two = sdk.responses.create(model="openai", input="same words")
     assert one.id != two.id and len(saved(client, ada)) == 2
