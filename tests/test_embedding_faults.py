@@ -11,7 +11,15 @@ import requests
 
 from tests.fake_embeddings import tokens, vector
 from tests.gunicorn_server import gunicorn, register_over_http
-from tests.helpers import EMBEDDINGS, embed, in_thread, serving, usage_rows, wait_for
+from tests.helpers import (
+    EMBEDDINGS,
+    at_once,
+    embed,
+    in_thread,
+    serving,
+    usage_rows,
+    wait_for,
+)
 
 
 @pytest.fixture
@@ -345,25 +353,16 @@ def test_two_workers_racing_at_a_budgets_edge_count_every_call_exactly(tmp_path,
     settings = {"OLLAMA_BASE_URL": fake.url, "TOKEN_BUDGET": f"{budget_calls * per_call}/day"}
     with gunicorn(tmp_path, settings) as (base, _):
         headers = register_over_http(base)
-        statuses, lock = [], threading.Lock()
-        go = threading.Barrier(racers)
 
         def racer():
-            go.wait()
-            response = requests.post(
+            return requests.post(
                 base + EMBEDDINGS,
                 json={"model": "ollama", "input": "racing text"},
                 headers=headers | {"Connection": "close"},
                 timeout=30,
-            )
-            with lock:
-                statuses.append(response.status_code)
+            ).status_code
 
-        threads = [threading.Thread(target=racer) for _ in range(racers)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(timeout=30)
+        statuses = at_once(racer, racers)
         assert set(statuses) <= {200, 429}, statuses
         answered = statuses.count(200)
         # Refused only once the budget is used up; beyond it, at most the calls in flight.
