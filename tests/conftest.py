@@ -22,6 +22,7 @@ from tests.helpers import (
     bearer,
     scratch_schema,
 )
+from tests.openai_sdk import bob_sdk, key, sdk, server  # noqa: F401  (fixtures)
 from tests.provider_setup import fake, provider_app, provider_config  # noqa: F401  (fixtures)
 from tests.tcp_proxy import TCPProxy
 

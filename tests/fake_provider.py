@@ -543,6 +543,11 @@ JSON_TYPES = {"object", "array", "string", "number", "integer", "boolean", "null
 SIGNATURE = "c2lnbmF0dXJlLW9mLXRoZS1maXJzdC1jYWxs"  # what Gemini puts on a turn's first call
 
 
+def sent(fake: "FakeProvider", n: int = -1) -> dict:
+    """The JSON body of the fake's `n`th request (by default its last)."""
+    return fake.requests[n].body
+
+
 @dataclass(frozen=True)
 class FakeCall:
     name: str

@@ -8,12 +8,13 @@ import threading
 import time
 from contextlib import contextmanager
 
-from sqlalchemy import create_engine, event, make_url
+from sqlalchemy import create_engine, event, make_url, select
 from werkzeug.serving import make_server
 
 from config import database_url
 from polygenix.auth.passwords import SLOTS
 from polygenix.extensions import db
+from polygenix.models import Message
 
 PASSWORD = "correct horse battery"
 TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL")
@@ -112,6 +113,38 @@ def stream(client, headers, model, content="Stream it", session_id=None, **extra
     """One chat turn, streamed: the response's body is the event stream."""
     body = {"content": content, "model": model, "session_id": session_id, "stream": True}
     return client.post(CHAT, headers=headers, json=body | extra)
+
+
+def sessions(client, headers) -> list[tuple[int, list[str]]]:
+    """The user's saved sessions: (chat_id, their messages' contents)."""
+    return [
+        (s["chat_id"], [m["content"] for m in s["messages"]])
+        for s in client.get("/api/ai_chat/history", headers=headers).json
+    ]
+
+
+def saved(client, headers, **query) -> list[tuple[int, list[tuple[str, bool]]]]:
+    """The user's saved sessions: (chat_id, [(content, failed)]); `query` goes to the history."""
+    sessions = client.get("/api/ai_chat/history", headers=headers, query_string=query).json
+    return [(s["chat_id"], [(m["content"], m["failed"]) for m in s["messages"]]) for s in sessions]
+
+
+def messages(app) -> list[Message]:
+    """Every stored message, in the order they were written."""
+    with app.app_context():
+        return db.session.scalars(select(Message).order_by(Message.id)).all()
+
+
+EMBEDDINGS = "/v1/embeddings"
+
+
+def embed(client, headers, **body):
+    return client.post(EMBEDDINGS, headers=headers, json=body)
+
+
+def usage_rows(client, headers) -> list[dict]:
+    """The user's usage report, a row per model."""
+    return client.get("/api/usage?group_by=model", headers=headers).json["rows"]
 
 
 def read_events(text: str) -> list[tuple[str, object]]:
@@ -237,3 +270,22 @@ def in_thread(call):
         return result["value"]
 
     return join
+
+
+def at_once(call, times: int, timeout: float = 30) -> list:
+    """`call()` in `times` threads let go together: their results, in the order they ended."""
+    go = threading.Barrier(times)
+    results, lock = [], threading.Lock()
+
+    def run():
+        go.wait()
+        result = call()
+        with lock:
+            results.append(result)
+
+    threads = [threading.Thread(target=run) for _ in range(times)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=timeout)
+    return results

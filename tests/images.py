@@ -1,10 +1,16 @@
-"""Images for tests, made with Pillow: small real files of each type, and hostile ones."""
+"""Images for tests, made with Pillow: small real files of each type, and hostile ones; and the
+ways tests send them (an upload, base64, a data: URL, a /v1 chat message)."""
 
+import base64
 import io
 import struct
 import zlib
 
 from PIL import Image
+from werkzeug.datastructures import FileStorage
+from werkzeug.test import encode_multipart
+
+UPLOAD = "/api/ai_chat/attachments"
 
 
 def image(fmt: str = "PNG", size: tuple[int, int] = (4, 3), color=(200, 30, 30)) -> bytes:
@@ -78,3 +84,37 @@ def flipped(data: bytes, at: int) -> bytes:
     changed = bytearray(data)
     changed[at] ^= 0x01
     return bytes(changed)
+
+
+def upload(client, headers, data: bytes) -> int:
+    """An attachment uploaded through the native API: its id."""
+    boundary, body = encode_multipart({"file": FileStorage(io.BytesIO(data), "x.png")})
+    response = client.post(
+        UPLOAD,
+        headers=headers,
+        data=body,
+        content_type=f"multipart/form-data; boundary={boundary}",
+    )
+    assert response.status_code == 201, response.json
+    return response.json["id"]
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def data_url(data: bytes, media_type="image/png") -> str:
+    return f"data:{media_type};base64,{b64(data)}"
+
+
+def image_message(url: str, text="What is this?", **extra) -> list[dict]:
+    """A /v1 chat user message: the text, then the image at `url`."""
+    return [
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": text},
+                {"type": "image_url", "image_url": {"url": url} | extra},
+            ],
+        }
+    ]

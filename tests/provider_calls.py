@@ -45,10 +45,6 @@ def provider_registry(fake):
     return build_registry(configured, {}, {"max_retry_wait": 0.05, "timeout": 5.0})
 
 
-def sent(fake) -> dict:
-    return fake.requests[-1].body
-
-
 def complete(providers, name, messages=QUESTION, tooling=TOOLS):
     return providers[name].complete(messages, DEFAULT_MODELS[name], tooling=tooling)
 

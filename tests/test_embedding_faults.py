@@ -11,18 +11,20 @@ import requests
 
 from tests.fake_embeddings import tokens, vector
 from tests.gunicorn_server import gunicorn, register_over_http
-from tests.helpers import in_thread, serving, wait_for
-
-EMBEDDINGS = "/v1/embeddings"
+from tests.helpers import (
+    EMBEDDINGS,
+    at_once,
+    embed,
+    in_thread,
+    serving,
+    usage_rows,
+    wait_for,
+)
 
 
 @pytest.fixture
 def app(provider_app):
     return provider_app
-
-
-def embed(client, headers, **body):
-    return client.post(EMBEDDINGS, headers=headers, json=body)
 
 
 def refused(response, param: str, status: int = 400):
@@ -31,10 +33,6 @@ def refused(response, param: str, status: int = 400):
     assert error["type"] == "invalid_request_error"
     assert error["param"] == param, error
     return error["message"]
-
-
-def usage_rows(client, headers):
-    return client.get("/api/usage?group_by=model", headers=headers).json["rows"]
 
 
 @pytest.mark.parametrize(
@@ -355,25 +353,16 @@ def test_two_workers_racing_at_a_budgets_edge_count_every_call_exactly(tmp_path,
     settings = {"OLLAMA_BASE_URL": fake.url, "TOKEN_BUDGET": f"{budget_calls * per_call}/day"}
     with gunicorn(tmp_path, settings) as (base, _):
         headers = register_over_http(base)
-        statuses, lock = [], threading.Lock()
-        go = threading.Barrier(racers)
 
         def racer():
-            go.wait()
-            response = requests.post(
+            return requests.post(
                 base + EMBEDDINGS,
                 json={"model": "ollama", "input": "racing text"},
                 headers=headers | {"Connection": "close"},
                 timeout=30,
-            )
-            with lock:
-                statuses.append(response.status_code)
+            ).status_code
 
-        threads = [threading.Thread(target=racer) for _ in range(racers)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(timeout=30)
+        statuses = at_once(racer, racers)
         assert set(statuses) <= {200, 429}, statuses
         answered = statuses.count(200)
         # Refused only once the budget is used up; beyond it, at most the calls in flight.

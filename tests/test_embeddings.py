@@ -12,10 +12,10 @@ import pytest
 from genai_prices import Usage, calc_price
 
 from tests.fake_embeddings import tokens, vector
-from tests.helpers import bearer, serving
+from tests.helpers import bearer, embed, serving, usage_rows
+from tests.openai_sdk import openai_sdk
 from tests.provider_setup import key_of
 
-EMBEDDINGS = "/v1/embeddings"
 DEFAULTS = {
     "openai": "text-embedding-3-small",
     "mistral": "mistral-embed",
@@ -36,10 +36,6 @@ TEXTS = ["The sky is blue.", "Le ciel est bleu.", "空は青い。"]
 @pytest.fixture
 def app(make_app, provider_config):
     return make_app(provider_config | {"OPENAI_COMPATIBLE_EMBEDDING_MODEL": "local-embed"})
-
-
-def embed(client, headers, **body):
-    return client.post(EMBEDDINGS, headers=headers, json=body)
 
 
 def estimated(texts) -> int:
@@ -105,13 +101,6 @@ def test_dimensions_reach_each_provider_under_its_own_name(client, ada, fake, na
 def server(app):
     with serving(app) as base:
         yield base
-
-
-@pytest.fixture
-def sdk(server, client, ada):
-    key = client.post("/api/keys", headers=ada, json={"name": "sdk"}).json["key"]
-    # No retries: each failure must reach the test as the SDK's own exception.
-    return openai.OpenAI(base_url=server + "/v1", api_key=key, max_retries=0)
 
 
 def test_the_sdk_gets_floats_in_input_order(sdk, fake):
@@ -259,10 +248,6 @@ def test_an_unknown_model_is_model_not_found(sdk, fake):
 # --- governance ----------------------------------------------------------------------------
 
 
-def usage_rows(client, headers):
-    return client.get("/api/usage?group_by=model", headers=headers).json["rows"]
-
-
 def test_usage_and_cost_per_model_and_no_history(client, ada, fake):
     for _ in range(2):
         assert embed(client, ada, model="openai", input=TEXTS).status_code == 200
@@ -320,7 +305,7 @@ def test_a_model_not_allowed_is_a_permission_error(make_app, provider_config, au
     app = make_app(provider_config | {"MODEL_ALLOWLIST": ["openai/text-embedding-3-large"]})
     token = auth.tokens(client=app.test_client())["access_token"]
     with serving(app) as base:
-        sdk = openai.OpenAI(base_url=base + "/v1", api_key=token, max_retries=0)
+        sdk = openai_sdk(base, token)
         with pytest.raises(openai.PermissionDeniedError) as raised:
             sdk.embeddings.create(model="openai", input="x")
         error = raised.value.body

@@ -8,10 +8,7 @@ import json
 import time
 
 import pytest
-from sqlalchemy import select
 
-from polygenix.extensions import db
-from polygenix.models import Message
 from tests.fake_provider import (
     LISTED,
     anthropic_stream,
@@ -20,9 +17,17 @@ from tests.fake_provider import (
     gemini_stream,
     ollama_stream,
     openai_stream,
+    sent,
     sse,
 )
-from tests.helpers import ask, assert_envelope, read_events, stream, token_counts
+from tests.helpers import (
+    ask,
+    assert_envelope,
+    messages,
+    read_events,
+    stream,
+    token_counts,
+)
 
 
 @pytest.fixture
@@ -33,15 +38,6 @@ def app(provider_app):
 @pytest.fixture
 def user(auth):
     return auth.register()
-
-
-def messages(app):
-    with app.app_context():
-        return db.session.scalars(select(Message).order_by(Message.id)).all()
-
-
-def sent(fake, n=-1):
-    return fake.requests[n].body
 
 
 def events_of(response):

@@ -2,7 +2,6 @@
 usage reports, through the real API (and a real gunicorn for the race at a budget's edge)."""
 
 import json
-import threading
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -23,6 +22,7 @@ from tests.helpers import (
     FakeClock,
     ask,
     assert_envelope,
+    at_once,
     bearer,
     in_thread,
     read_events,
@@ -31,6 +31,7 @@ from tests.helpers import (
     stream,
     wait_for,
 )
+from tests.openai_sdk import openai_sdk
 from tests.provider_setup import DEFAULT_MODELS
 
 # Echo's usage is its words: with no system prompt, "hi" in a new session is 1 prompt token and
@@ -119,7 +120,7 @@ def test_v1_refuses_a_model_as_a_permission_error(make_app, provider_config, aut
     app = make_app(provider_config | {"MODEL_ALLOWLIST": ["echo"]})
     token = auth.tokens(client=app.test_client())["access_token"]
     with serving(app) as base:
-        sdk = openai.OpenAI(base_url=base + "/v1", api_key=token, max_retries=0)
+        sdk = openai_sdk(base, token)
         with pytest.raises(openai.PermissionDeniedError) as raised:
             sdk.chat.completions.create(
                 model="openai/gpt-4.1", messages=[{"role": "user", "content": "hi"}]
@@ -317,25 +318,16 @@ def test_two_workers_racing_at_a_budgets_edge_never_overrun_it_when_calls_use_th
     }
     with gunicorn(tmp_path, settings) as (base, _):
         headers = register_over_http(base)
-        statuses, lock = [], threading.Lock()
-        go = threading.Barrier(racers)
 
         def racer():
-            go.wait()
-            response = requests.post(
+            return requests.post(
                 base + "/api/ai_chat/request",
                 json={"content": "hi", "model": "echo"},
                 headers=headers | {"Connection": "close"},
                 timeout=30,
-            )
-            with lock:
-                statuses.append(response.status_code)
+            ).status_code
 
-        threads = [threading.Thread(target=racer) for _ in range(racers)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        statuses = at_once(racer, racers, timeout=60)
         assert set(statuses) <= {200, 429}, statuses
         stored = statuses.count(200)
         # Refused while the others' reservations fill the budget: some calls are refused

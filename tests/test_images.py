@@ -2,54 +2,28 @@
 request format field by field, the native API's attachment_ids, images kept in context, /v1's
 image_url parts through the official openai SDK, and the failures."""
 
-import base64
-import io
 import threading
 
 import openai
 import pytest
-from werkzeug.datastructures import FileStorage
-from werkzeug.test import encode_multipart
 
 from tests import images
-from tests.fake_provider import openai_stream
+from tests.fake_provider import openai_stream, sent
 from tests.helpers import (
     ask,
     assert_envelope,
     in_thread,
     read_events,
-    serving,
     stream,
     wait_for,
 )
+from tests.images import UPLOAD, b64, image_message, upload
 from tests.provider_setup import SYSTEM
-
-UPLOAD = "/api/ai_chat/attachments"
 
 
 @pytest.fixture
 def app(provider_app):
     return provider_app
-
-
-def upload(client, headers, data: bytes) -> int:
-    boundary, body = encode_multipart({"file": FileStorage(io.BytesIO(data), "x.png")})
-    response = client.post(
-        UPLOAD,
-        headers=headers,
-        data=body,
-        content_type=f"multipart/form-data; boundary={boundary}",
-    )
-    assert response.status_code == 201, response.json
-    return response.json["id"]
-
-
-def b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()
-
-
-def sent(fake) -> dict:
-    return fake.requests[-1].body
 
 
 # --- each provider's format, from the native API --------------------------------------------
@@ -344,25 +318,6 @@ def test_a_stream_with_an_image_whose_session_is_deleted_mid_reply(client, ada, 
 
 
 # --- /v1, through the official SDK -----------------------------------------------------------
-
-
-@pytest.fixture
-def sdk(app, client, ada):
-    key = client.post("/api/keys", headers=ada, json={"name": "sdk"}).json["key"]
-    with serving(app) as base:
-        yield openai.OpenAI(base_url=base + "/v1", api_key=key, max_retries=0)
-
-
-def image_message(url: str, text="What is this?", **extra) -> list[dict]:
-    return [
-        {
-            "role": "user",
-            "content": [
-                {"type": "text", "text": text},
-                {"type": "image_url", "image_url": {"url": url} | extra},
-            ],
-        }
-    ]
 
 
 def test_v1_data_urls_reach_anthropic_and_are_stored(sdk, fake, client, ada):

@@ -4,36 +4,21 @@ native API and /v1, in a new message and in context, the stored attachment left 
 import base64
 import io
 
-import openai
 import pytest
 from PIL import Image
 
 from polygenix.attachments.images import TooManyPixels, first_frame_png
 from tests import images
-from tests.helpers import ask, assert_envelope, serving
-from tests.test_images import UPLOAD, b64, image_message, sent, upload
+from tests.fake_provider import sent
+from tests.helpers import ask, assert_envelope
+from tests.images import UPLOAD, b64, data_url, image_message, upload
 
-RED, GREEN = (250, 0, 0), (0, 250, 0)
+RED = (250, 0, 0)  # the first frame of images.animated()
 
 
 @pytest.fixture
 def app(provider_app):
     return provider_app
-
-
-@pytest.fixture
-def sdk(app, client, ada):
-    key = client.post("/api/keys", headers=ada, json={"name": "sdk"}).json["key"]
-    with serving(app) as base:
-        yield openai.OpenAI(base_url=base + "/v1", api_key=key, max_retries=0)
-
-
-def animated_gif() -> bytes:
-    """Two frames, red then green, 6×4."""
-    frames = [Image.new("RGB", (6, 4), c) for c in (RED, GREEN)]
-    out = io.BytesIO()
-    frames[0].save(out, format="GIF", save_all=True, append_images=frames[1:], duration=100)
-    return out.getvalue()
 
 
 def assert_first_frame_png(part: dict) -> None:
@@ -46,7 +31,7 @@ def assert_first_frame_png(part: dict) -> None:
 
 
 def test_gemini_gets_a_gif_as_a_png_of_its_first_frame(client, ada, fake):
-    gif = animated_gif()
+    gif = images.animated("GIF")
     attachment = upload(client, ada, gif)
     response = ask(client, ada, "Describe", model="gemini", attachment_ids=[attachment])
     assert response.status_code == 200, response.json
@@ -72,7 +57,7 @@ def test_gemini_gets_a_gif_as_a_png_of_its_first_frame(client, ada, fake):
 
 def test_v1_gif_data_urls_reach_gemini_as_png(sdk, fake):
     reply = sdk.chat.completions.create(
-        model="gemini", messages=image_message(f"data:image/gif;base64,{b64(animated_gif())}")
+        model="gemini", messages=image_message(data_url(images.animated("GIF"), "image/gif"))
     )
     assert reply.choices[0].message.content.endswith("I see 1 image(s)")
     assert_first_frame_png(sent(fake)["contents"][-1]["parts"][1])

@@ -7,31 +7,8 @@ import pytest
 import requests
 
 from tests.fake_provider import openai_stream
-from tests.helpers import bearer, serving
-
-
-@pytest.fixture
-def server(provider_app):
-    with serving(provider_app) as base:
-        yield base
-
-
-@pytest.fixture
-def key(client, ada):
-    return client.post("/api/keys", headers=ada, json={"name": "sdk"}).json["key"]
-
-
-@pytest.fixture
-def sdk(server, key):
-    # No retries: each failure must reach the test as the SDK's own exception.
-    return openai.OpenAI(base_url=server + "/v1", api_key=key, max_retries=0)
-
-
-def sessions(client, ada):
-    return [
-        (s["chat_id"], [m["content"] for m in s["messages"]])
-        for s in client.get("/api/ai_chat/history", headers=ada).json
-    ]
+from tests.helpers import bearer, serving, sessions
+from tests.openai_sdk import openai_sdk
 
 
 def test_a_completion_is_what_the_sdk_expects_and_is_saved(sdk, client, ada, fake):
@@ -195,17 +172,17 @@ def test_an_image_part_and_an_oversized_conversation_are_400s_on_messages(
 
 def test_bad_and_revoked_keys_are_authentication_errors(server, client, ada, key):
     with pytest.raises(openai.AuthenticationError) as raised:
-        openai.OpenAI(base_url=server + "/v1", api_key="pgx_nothing", max_retries=0).models.list()
+        openai_sdk(server, "pgx_nothing").models.list()
     assert raised.value.body["code"] == "invalid_api_key"
     key_id = client.get("/api/keys", headers=ada).json[0]["id"]
     client.delete(f"/api/keys/{key_id}", headers=ada)
     with pytest.raises(openai.AuthenticationError):
-        openai.OpenAI(base_url=server + "/v1", api_key=key, max_retries=0).models.list()
+        openai_sdk(server, key).models.list()
 
 
 def test_an_access_token_works_as_the_key_too(server, auth):
     token = auth.tokens("carol@example.com")["access_token"]
-    sdk = openai.OpenAI(base_url=server + "/v1", api_key=token, max_retries=0)
+    sdk = openai_sdk(server, token)
     assert sdk.chat.completions.create(model="echo", messages=[{"role": "user", "content": "hi"}])
 
 
@@ -213,7 +190,7 @@ def test_a_rate_limit_is_the_sdks_rate_limit_error(make_app, provider_config, au
     app = make_app(provider_config | {"CHAT_RATE_LIMIT": "1/minute"})
     token = auth.tokens(client=app.test_client())["access_token"]
     with serving(app) as base:
-        sdk = openai.OpenAI(base_url=base + "/v1", api_key=token, max_retries=0)
+        sdk = openai_sdk(base, token)
         sdk.chat.completions.create(model="echo", messages=[{"role": "user", "content": "one"}])
         with pytest.raises(openai.RateLimitError) as raised:
             sdk.chat.completions.create(model="echo", messages=[{"role": "user", "content": "two"}])

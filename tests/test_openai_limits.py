@@ -11,7 +11,8 @@ from sqlalchemy import func, select
 from polygenix.extensions import db
 from polygenix.models import ChatSession, Message
 from tests.gunicorn_server import gunicorn, register_over_http
-from tests.helpers import counted_statements, serving, warm_up
+from tests.helpers import counted_statements, saved, warm_up
+from tests.openai_sdk import openai_sdk
 
 COMPLETIONS = "/v1/chat/completions"
 
@@ -213,16 +214,9 @@ def test_other_users_chat_unhindered_while_maximal_requests_are_stored(tmp_path)
 
 
 @pytest.fixture
-def sdk_with_retries(provider_app, client, ada):
+def sdk_with_retries(server, key):
     """The official SDK as applications use it: its default two retries (quick ones)."""
-    key = client.post("/api/keys", headers=ada, json={"name": "sdk"}).json["key"]
-    with serving(provider_app) as base:
-        yield openai.OpenAI(base_url=base + "/v1", api_key=key, max_retries=2)
-
-
-def saved(client, headers, **query) -> list[tuple[int, list[tuple[str, bool]]]]:
-    sessions = client.get("/api/ai_chat/history", headers=headers, query_string=query).json
-    return [(s["chat_id"], [(m["content"], m["failed"]) for m in s["messages"]]) for s in sessions]
+    return openai_sdk(server, key, max_retries=2)
 
 
 def test_a_5xx_polygenix_already_retried_is_not_retried_by_the_sdk(

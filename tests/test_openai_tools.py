@@ -6,7 +6,6 @@ tool format: tool round trips whole and streamed, the SDK's stream accumulation,
 import json
 import time
 
-import openai
 import pytest
 import requests
 from pydantic import BaseModel
@@ -50,22 +49,6 @@ def app_db(provider_app):
             return query()
 
     return run
-
-
-@pytest.fixture
-def server(provider_app):
-    with serving(provider_app) as base:
-        yield base
-
-
-@pytest.fixture
-def key(client, ada):
-    return client.post("/api/keys", headers=ada, json={"name": "sdk"}).json["key"]
-
-
-@pytest.fixture
-def sdk(server, key):
-    return openai.OpenAI(base_url=server + "/v1", api_key=key, max_retries=0)
 
 
 def history(client, ada, **query):

@@ -11,13 +11,12 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from sqlalchemy import make_url, select
+from sqlalchemy import make_url
 
 from polygenix.chat import turn as turns
 from polygenix.chat.sweep import sweep_dead_streams
 from polygenix.extensions import db
 from polygenix.limits import REDIS_RETRY_SECONDS
-from polygenix.models import Message
 from tests.fake_provider import openai_stream
 from tests.helpers import (
     PASSWORD,
@@ -27,6 +26,7 @@ from tests.helpers import (
     ask,
     assert_envelope,
     busy_password_slots,
+    messages,
     read_events,
     stream,
     wait_for,
@@ -46,9 +46,23 @@ def proxied_app(make_app, provider_config, database_proxy):
     return make_app(provider_config | QUICK | {"SQLALCHEMY_DATABASE_URI": database_proxy.url})
 
 
-def messages(app):
-    with app.app_context():
-        return db.session.scalars(select(Message).order_by(Message.id)).all()
+def lose_a_turn(app, headers, database_proxy, fake):
+    """A turn whose provider answers while the database's connections are cut: it is a 503;
+    then the database comes back."""
+    fake.reply(delay=0.5)
+    pending = ThreadPoolExecutor(1).submit(
+        lambda: ask(app.test_client(), headers, "lost?", model="openai", session_id=4)
+    )
+    wait_for(lambda: fake.requests, what="the provider call")
+    database_proxy.set(RESET)
+    assert_envelope(pending.result(timeout=15), 503, "Database unavailable")
+    database_proxy.set(PASS)
+    client = app.test_client()
+    wait_for(
+        lambda: client.get("/api/ai_chat/history", headers=headers).status_code == 200,
+        timeout=15,
+        what="the database back",
+    )
 
 
 def timed(call):
@@ -109,19 +123,7 @@ def test_a_connection_reset_mid_write_is_a_503_and_nothing_half_written(
     left behind."""
     client = proxied_app.test_client()
     ada = auth.register(client=client)
-    fake.reply(delay=0.5)
-    pending = ThreadPoolExecutor(1).submit(
-        lambda: ask(proxied_app.test_client(), ada, "lost?", model="openai", session_id=4)
-    )
-    wait_for(lambda: fake.requests, what="the provider call")
-    database_proxy.set(RESET)
-    assert_envelope(pending.result(timeout=15), 503, "Database unavailable")
-    database_proxy.set(PASS)
-    wait_for(
-        lambda: client.get("/api/ai_chat/history", headers=ada).status_code == 200,
-        timeout=15,
-        what="the database back",
-    )
+    lose_a_turn(proxied_app, ada, database_proxy, fake)
     assert messages(proxied_app) == []
 
 
@@ -330,17 +332,5 @@ def test_a_turn_the_database_failed_gives_its_chat_hit_back(
     app = make_app(settings | {"SQLALCHEMY_DATABASE_URI": database_proxy.url})
     client = app.test_client()
     ada = auth.register(client=client)
-    fake.reply(delay=0.5)
-    pending = ThreadPoolExecutor(1).submit(
-        lambda: ask(app.test_client(), ada, "lost?", model="openai", session_id=4)
-    )
-    wait_for(lambda: fake.requests, what="the provider call")
-    database_proxy.set(RESET)
-    assert_envelope(pending.result(timeout=15), 503, "Database unavailable")
-    database_proxy.set(PASS)
-    wait_for(
-        lambda: client.get("/api/ai_chat/history", headers=ada).status_code == 200,
-        timeout=15,
-        what="the database back",
-    )
+    lose_a_turn(app, ada, database_proxy, fake)
     assert [ask(client, ada, model="openai").status_code for _ in range(3)] == [200, 200, 429]

@@ -15,7 +15,7 @@ from polygenix.providers import (
     UnsupportedInput,
 )
 from polygenix.providers.client import merge
-from tests.fake_provider import SIGNATURE, STREAM_WRITERS, FakeCall, chunk, sse
+from tests.fake_provider import SIGNATURE, STREAM_WRITERS, FakeCall, chunk, sent, sse
 from tests.provider_calls import (
     CONVERSATION,
     GIF,
@@ -32,7 +32,6 @@ from tests.provider_calls import (
     deltas,
     provider_registry,  # noqa: F401  (the providers fixture)
     read,
-    sent,
     with_images,
 )
 from tests.provider_setup import DEFAULT_MODELS, OPENAI_FAMILY

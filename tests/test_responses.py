@@ -11,37 +11,8 @@ import pytest
 import requests
 
 from tests.fake_provider import chat_body, openai_stream
-from tests.helpers import bearer, in_thread, serving, wait_for
-
-
-@pytest.fixture
-def server(provider_app):
-    with serving(provider_app) as base:
-        yield base
-
-
-@pytest.fixture
-def key(client, ada):
-    return client.post("/api/keys", headers=ada, json={"name": "sdk"}).json["key"]
-
-
-@pytest.fixture
-def sdk(server, key):
-    # No retries: each failure must reach the test as the SDK's own exception.
-    return openai.OpenAI(base_url=server + "/v1", api_key=key, max_retries=0)
-
-
-@pytest.fixture
-def bob_sdk(server, client, bob):
-    bobs = client.post("/api/keys", headers=bob, json={"name": "sdk"}).json["key"]
-    return openai.OpenAI(base_url=server + "/v1", api_key=bobs, max_retries=0)
-
-
-def sessions(client, headers):
-    return [
-        (s["chat_id"], [m["content"] for m in s["messages"]])
-        for s in client.get("/api/ai_chat/history", headers=headers).json
-    ]
+from tests.helpers import bearer, in_thread, serving, sessions, wait_for
+from tests.openai_sdk import openai_sdk
 
 
 def sent_texts(body: dict) -> list[tuple[str, str]]:
@@ -487,9 +458,7 @@ def test_governance_applies_as_to_any_v1_call(sdk, server, client, auth, ada):
         sdk.responses.create(model="echo", input="over budget", stream=True)
     assert raised.value.body["code"] == "insufficient_quota"
     with pytest.raises(openai.AuthenticationError):
-        openai.OpenAI(
-            base_url=server + "/v1", api_key="pgx_nothing", max_retries=0
-        ).responses.create(model="echo", input="who?")
+        openai_sdk(server, "pgx_nothing").responses.create(model="echo", input="who?")
 
 
 def test_a_response_deleted_while_continued_is_no_longer_in_the_chain(sdk, fake):
@@ -545,7 +514,7 @@ def test_a_long_chain_sends_its_newest_responses_that_fit(make_app, provider_con
     app = make_app(provider_config | {"CONTEXT_MAX_CHARS": 120})
     token = auth.tokens(client=app.test_client())["access_token"]
     with serving(app) as base:
-        sdk = openai.OpenAI(base_url=base + "/v1", api_key=token, max_retries=0)
+        sdk = openai_sdk(base, token)
         previous = None
         for n in range(5):
             question = f"question number {n} " + "." * 10

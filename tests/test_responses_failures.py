@@ -5,23 +5,12 @@ header (X-PolyGenix-Session)."""
 
 import threading
 
-import openai
 import pytest
 import requests
 
 from tests.fake_provider import openai_stream
-from tests.helpers import bearer, in_thread, serving, wait_for
-
-
-@pytest.fixture
-def server(provider_app):
-    with serving(provider_app) as base:
-        yield base
-
-
-@pytest.fixture
-def key(client, ada):
-    return client.post("/api/keys", headers=ada, json={"name": "sdk"}).json["key"]
+from tests.helpers import bearer, in_thread, saved, wait_for
+from tests.openai_sdk import openai_sdk
 
 
 def post(server, key, body, **headers):
@@ -34,11 +23,6 @@ def get(server, key, response_id, path=""):
     return requests.get(
         f"{server}/v1/responses/{response_id}{path}", headers=bearer(key), timeout=30
     )
-
-
-def history(client, headers, **query):
-    sessions = client.get("/api/ai_chat/history", headers=headers, query_string=query).json
-    return [(s["chat_id"], [(m["content"], m["failed"]) for m in s["messages"]]) for s in sessions]
 
 
 # --- failed responses are kept -------------------------------------------------------------
@@ -72,7 +56,7 @@ def test_a_failed_response_is_kept_with_its_input(server, key, fake, client, ada
     items = get(server, key, response_id, "/input_items").json()["data"]
     assert [i["content"][0]["text"] for i in items] == ["keep me"]
     number = int(answer.headers["X-PolyGenix-Session"])
-    assert history(client, ada) == [(number, [("keep me", True)])]
+    assert saved(client, ada) == [(number, [("keep me", True)])]
     # Not continued (it has no answer), and deleted with its question.
     refused = post(
         server, key, {"model": "openai", "input": "x", "previous_response_id": body["id"]}
@@ -81,7 +65,7 @@ def test_a_failed_response_is_kept_with_its_input(server, key, fake, client, ada
     deleted = requests.delete(f"{server}/v1/responses/{response_id}", headers=bearer(key))
     assert deleted.status_code == 200
     assert get(server, key, response_id).status_code == 404
-    assert history(client, ada) == [(number, [])]
+    assert saved(client, ada) == [(number, [])]
 
 
 def test_a_rate_limited_response_is_kept_failed(server, key, fake):
@@ -94,7 +78,7 @@ def test_a_rate_limited_response_is_kept_failed(server, key, fake):
 
 def test_a_stream_that_fails_is_retrievable_by_the_id_of_its_events(server, key, fake):
     fake.reply(chunks=openai_stream(["part"], "m")[:2] + [b'data: {"error": {"message": "x"}}\n\n'])
-    sdk = openai.OpenAI(base_url=server + "/v1", api_key=key, max_retries=0)
+    sdk = openai_sdk(server, key)
     events = list(sdk.responses.create(model="openai", input="go", stream=True))
     failed = events[-1]
     assert failed.type == "response.failed"
@@ -110,14 +94,14 @@ def test_a_stream_refused_before_it_began_is_kept_failed(server, key, fake, clie
     assert answer.status_code == 502
     body = get(server, key, answer.headers["X-PolyGenix-Response-Id"]).json()
     assert body["status"] == "failed"
-    assert history(client, ada)[0][1] == [("streamed", True)]
+    assert saved(client, ada)[0][1] == [("streamed", True)]
 
 
 def test_store_false_keeps_no_failure(server, key, fake, client, ada):
     fake.reply(500, {"error": {"message": "down"}}, times=3)
     answer = post(server, key, {"model": "openai", "input": "gone", "store": False})
     assert answer.status_code == 502 and "X-PolyGenix-Response-Id" not in answer.headers
-    assert history(client, ada) == []
+    assert saved(client, ada) == []
 
 
 # --- retries ---------------------------------------------------------------------------------
@@ -134,14 +118,14 @@ def test_a_retry_of_an_answered_call_gets_the_stored_answer(server, key, fake, c
     if stream:
         first_id = first.text.split('"id":"', 1)[1].split('"', 1)[0]
         assert first_id in again.text and '"type":"response.completed"' in again.text
-        sdk = openai.OpenAI(base_url=server + "/v1", api_key=key, max_retries=0)
+        sdk = openai_sdk(server, key)
         with sdk.responses.stream(
             model="openai", input="once", extra_headers={"Idempotency-Key": "k-1"}
         ) as replayed:
             assert replayed.get_final_response().id == first_id
     else:
         assert again.json() == first.json()
-    assert len(history(client, ada)) == 1
+    assert len(saved(client, ada)) == 1
     # Another user's call with the same key is not this one.
     other = post(server, key, body | {"input": "other words"}, **{"Idempotency-Key": "k-2"})
     assert other.status_code == 200 and len(fake.requests) == calls + 1
@@ -149,21 +133,21 @@ def test_a_retry_of_an_answered_call_gets_the_stored_answer(server, key, fake, c
 
 def test_the_sdks_retries_leave_one_session_and_one_answer(server, key, fake, client, ada):
     fake.reply(429, {"error": {"message": "slow"}}, headers={"retry-after": "0"}, times=6)
-    sdk = openai.OpenAI(base_url=server + "/v1", api_key=key, max_retries=2)
+    sdk = openai_sdk(server, key, max_retries=2)
     answer = sdk.responses.create(model="openai", input="third time lucky")
     assert answer.output_text == "Hello from gpt-4.1-mini"
-    [(_, messages)] = history(client, ada)
+    [(_, messages)] = saved(client, ada)
     assert messages == [("third time lucky", False), ("Hello from gpt-4.1-mini", False)]
-    [(_, everything)] = history(client, ada, include_superseded="true")
+    [(_, everything)] = saved(client, ada, include_superseded="true")
     assert everything == [("third time lucky", True)] * 2 + messages
     assert sdk.responses.retrieve(answer.id).status == "completed"
 
 
 def test_different_calls_with_the_same_words_stay_apart(server, key, fake, client, ada):
-    sdk = openai.OpenAI(base_url=server + "/v1", api_key=key, max_retries=0)
+    sdk = openai_sdk(server, key)
     one = sdk.responses.create(model="openai", input="same words")
     two = sdk.responses.create(model="openai", input="same words")
-    assert one.id != two.id and len(history(client, ada)) == 2
+    assert one.id != two.id and len(saved(client, ada)) == 2
 
 
 def test_a_failed_call_retried_is_answered_anew_in_its_session(server, key, fake, client, ada):
@@ -174,7 +158,7 @@ def test_a_failed_call_retried_is_answered_anew_in_its_session(server, key, fake
     again = post(server, key, body, **{"Idempotency-Key": "k-f"})
     assert again.status_code == 200 and again.json()["status"] == "completed"
     assert again.headers["X-PolyGenix-Session"] == failed.headers["X-PolyGenix-Session"]
-    [(_, messages)] = history(client, ada)
+    [(_, messages)] = saved(client, ada)
     assert messages == [("try again", False), ("Hello from gpt-4.1-mini", False)]
     # The failed attempt stays retrievable as it was.
     first = get(server, key, failed.headers["X-PolyGenix-Response-Id"]).json()
@@ -195,7 +179,7 @@ def test_the_same_request_twice_at_once_calls_the_provider_once(server, key, fak
     assert answered.status_code == 200
     third = post(server, key, body, **{"Idempotency-Key": "k-race"})
     assert third.json() == answered.json()
-    assert len(fake.requests) == 1 and len(history(client, ada)) == 1
+    assert len(fake.requests) == 1 and len(saved(client, ada)) == 1
 
 
 def test_a_retry_with_the_same_key_after_a_refusal_is_a_new_call(server, key, fake):
@@ -217,8 +201,8 @@ def test_the_session_header_targets_the_callers_session(server, key, client, ada
     assert first.status_code == 200 and first.headers["X-PolyGenix-Session"] == "42"
     more = {"model": "echo", "input": "unrelated", "previous_response_id": first.json()["id"]}
     assert post(server, key, more, **{"X-PolyGenix-Session": "42"}).status_code == 200
-    assert [n for n, _ in history(client, ada)] == [42]
-    assert len(history(client, ada)[0][1]) == 4
+    assert [n for n, _ in saved(client, ada)] == [42]
+    assert len(saved(client, ada)[0][1]) == 4
     # A continuation stays in its chain's session: another number is a 400.
     elsewhere = post(server, key, more, **{"X-PolyGenix-Session": "7"})
     assert elsewhere.status_code == 400
@@ -229,5 +213,5 @@ def test_the_session_header_targets_the_callers_session(server, key, client, ada
     bobs = client.post("/api/keys", headers=bob, json={"name": "b"}).json["key"]
     his = post(server, bobs, {"model": "echo", "input": "bob"}, **{"X-PolyGenix-Session": "42"})
     assert his.status_code == 200 and his.headers["X-PolyGenix-Session"] == "42"
-    assert history(client, bob) == [(42, [("bob", False), ("Echo: bob", False)])]
-    assert len(history(client, ada)[0][1]) == 4
+    assert saved(client, bob) == [(42, [("bob", False), ("Echo: bob", False)])]
+    assert len(saved(client, ada)[0][1]) == 4

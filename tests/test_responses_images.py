@@ -3,15 +3,13 @@ real HTTP server of the app: each provider's request field by field, the refusal
 call, a 400 on `input`), what is stored (the question's attachments, listed as data: URLs by
 input_items, sent again by a continuation), store false, the quota, another user's ids."""
 
-import base64
-
 import openai
 import pytest
 
 from tests import images
-from tests.helpers import serving
+from tests.fake_provider import sent
+from tests.images import UPLOAD, b64, data_url
 
-UPLOAD = "/api/ai_chat/attachments"
 HTTPS = "https://example.com/cat.jpg"
 
 
@@ -20,36 +18,10 @@ def app(provider_app):
     return provider_app
 
 
-@pytest.fixture
-def sdk(app, client, ada):
-    key = client.post("/api/keys", headers=ada, json={"name": "sdk"}).json["key"]
-    with serving(app) as base:
-        yield openai.OpenAI(base_url=base + "/v1", api_key=key, max_retries=0)
-
-
-@pytest.fixture
-def bob_sdk(app, client, bob):
-    key = client.post("/api/keys", headers=bob, json={"name": "sdk"}).json["key"]
-    with serving(app) as base:
-        yield openai.OpenAI(base_url=base + "/v1", api_key=key, max_retries=0)
-
-
-def b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()
-
-
-def data_url(data: bytes, media_type="image/png") -> str:
-    return f"data:{media_type};base64,{b64(data)}"
-
-
 def asking(*urls: str, text="What is this?", **extra) -> list[dict]:
     parts = [{"type": "input_text", "text": text}]
     parts += [{"type": "input_image", "image_url": url, "detail": "auto"} | extra for url in urls]
     return [{"type": "message", "role": "user", "content": parts}]
-
-
-def sent(fake) -> dict:
-    return fake.requests[-1].body
 
 
 def attachments_of(client, headers) -> list[list[dict]]:

@@ -6,12 +6,11 @@ what is refused."""
 
 import json
 
-import openai
 import pytest
 import requests
 
 from tests.fake_provider import SIGNATURE, FakeCall, chunk
-from tests.helpers import bearer, serving
+from tests.helpers import bearer
 
 WEATHER = {
     "type": "function",
@@ -26,22 +25,6 @@ WEATHER = {
     "strict": True,
 }
 PARIS = '{"city": "Paris"}'
-
-
-@pytest.fixture
-def server(provider_app):
-    with serving(provider_app) as base:
-        yield base
-
-
-@pytest.fixture
-def key(client, ada):
-    return client.post("/api/keys", headers=ada, json={"name": "sdk"}).json["key"]
-
-
-@pytest.fixture
-def sdk(server, key):
-    return openai.OpenAI(base_url=server + "/v1", api_key=key, max_retries=0)
 
 
 def sessions(client, headers):

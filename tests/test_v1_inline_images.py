@@ -6,13 +6,11 @@ from a stored response's continuation (the image sent again from its stored byte
 import base64
 import json
 
-import openai
 import pytest
 
 from polygenix.openai_api import responses_schema, schemas
 from polygenix.providers.jsonbody import Base64Source
 from tests import images
-from tests.helpers import serving
 
 # Noisy: its base64 holds "+" and "/" (JSON escapes neither); the text beside it is escaped.
 PNG = images.noisy_png(48 * 1024)
@@ -30,13 +28,6 @@ CARRIED = {
 @pytest.fixture
 def app(provider_app):
     return provider_app
-
-
-@pytest.fixture
-def sdk(app, client, ada):
-    key = client.post("/api/keys", headers=ada, json={"name": "sdk"}).json["key"]
-    with serving(app) as base:
-        yield openai.OpenAI(base_url=base + "/v1", api_key=key, max_retries=0)
 
 
 def received(fake, model: str) -> bytes:
