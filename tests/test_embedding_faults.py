@@ -299,12 +299,12 @@ def test_batches_are_sent_at_once_and_answered_in_input_order(client, ada, fake)
 
 
 def test_no_batch_starts_once_the_deadline_has_passed(make_app, provider_config, auth, fake):
-    client = make_app(provider_config | {"PROVIDER_TIMEOUT": 4.0}).test_client()
+    client = make_app(provider_config | {"PROVIDER_TIMEOUT": 8.0}).test_client()
     ada = auth.register(client=client)
-    # Nine Gemini batches, four at a time, each answered in 2.5 s, well within its own 4 s:
-    # the first four end at 2.5 s, the next four start before the call's 4 s and end after
-    # them, and the ninth would start after them. (Margins of 1.5 s: a busy machine is slow.)
-    fake.reply(delay=2.5, times=9)
+    # Nine Gemini batches, four at a time, each answered in 5 s, well within its own 8 s:
+    # the first four end at 5 s, the next four start before the call's 8 s and end after
+    # them, and the ninth would start after them. (Margins of 3 s: a busy machine is slow.)
+    fake.reply(delay=5, times=9)
     response = embed(client, ada, model="gemini", input=[f"t{n:03d}" for n in range(900)])
     assert response.status_code == 504
     assert len(fake.requests) == 8
