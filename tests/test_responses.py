@@ -536,6 +536,15 @@ def respond(client, headers, **fields):
     return client.post("/v1/responses", headers=headers, json={"model": "echo"} | fields)
 
 
+def test_a_stored_response_is_retrieved_as_it_was_answered(client, ada):
+    # The record keeps the very JSON the call was answered with (serialised once for both).
+    answer = respond(client, ada, input="kept", metadata={"k": "é \u2028 \ud83d\ude00"})
+    assert answer.status_code == 200
+    kept = client.get(f"/v1/responses/{answer.json['id']}", headers=ada)
+    assert kept.status_code == 200 and kept.data == answer.data
+    assert kept.json["metadata"] == {"k": "é \u2028 😀"}
+
+
 @pytest.mark.parametrize(
     ("fields", "param", "says"),
     [

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from flask import Response, current_app
 from werkzeug.exceptions import HTTPException
 
 from ..chat import images as chat_images
@@ -55,13 +56,15 @@ class Pending:
     previous_id: int | None
     finished: Callable[[Any], dict] | None = None
     claimed: bool = False  # its row holds the call's retry key, from before the provider call
+    serialised: str | None = None  # the finished object as JSON, when it was answered so
 
     def record(self, session_id: int, reply_id: int, reply) -> None:
         """Turn.on_store: the response kept, in the transaction that stores its turn."""
         body = self.finished(reply)
         items = without_bytes(self.asked.items)
         user, previous = self.turn.user_id, self.previous_id
-        stored.add(user, session_id, reply_id, items, body, previous, self.claimed)
+        kept = (items, body, previous, self.claimed, self.serialised)
+        stored.add(user, session_id, reply_id, *kept)
 
     def failed(self, status: int, message: str) -> dict:
         """The failed response object of a call that got no reply, kept (see keep_failure)."""
@@ -203,8 +206,9 @@ def prepare(
     return pending
 
 
-def answered(pending: Pending, completion: Completion) -> dict:
-    """A whole reply's response object, its turn stored (with it, when it is to be kept)."""
+def answered(pending: Pending, completion: Completion) -> Response:
+    """A whole reply's response object as the answer to the call, its turn stored (with the
+    object, serialised once for both, when it is to be kept)."""
     status, details = objects.outcome(completion.finish_reason)
     used = objects.usage(
         completion.prompt_tokens,
@@ -218,9 +222,11 @@ def answered(pending: Pending, completion: Completion) -> dict:
     body["incomplete_details"] = details
     if status == "completed":
         body["completed_at"] = int(time.time())
+    answer = current_app.json.response(body)
     pending.finished = lambda reply: body
+    pending.serialised = answer.get_data(as_text=True).rstrip("\n")
     turns.store(pending.turn, completion)
-    return body
+    return answer
 
 
 def streamed(pending: Pending) -> objects.ResponseEvents:

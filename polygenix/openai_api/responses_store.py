@@ -8,10 +8,12 @@ are two branches, as on OpenAI: each has the same context, both turns are stored
 session one after the other, and a continuation of either sees its own branch only.
 """
 
+import json
 from dataclasses import dataclass
 
 from flask import current_app
-from sqlalchemy import and_, bindparam, delete, func, insert, literal, select, update
+from sqlalchemy import JSON, and_, bindparam, delete, func, insert, literal, select, update
+from sqlalchemy.types import TypeDecorator
 
 from .. import clock
 from ..attachments import store as attachments
@@ -171,16 +173,21 @@ def add(
     body: dict,
     previous: int | None,
     claimed: bool = False,
+    serialised: str | None = None,
 ) -> None:
     """Record a response, in the transaction that stores its turn (Turn.on_store): a new row,
     or the row that claimed its retry key (responses_retries.py). The response it continues
-    may have been deleted meanwhile: then it continues none."""
+    may have been deleted meanwhile: then it continues none. `serialised`, the body as JSON
+    when the caller has it already (as it answers it). One statement, on the session's
+    connection (a Core statement has nothing of the ORM's to do)."""
     row = {"user_id": user_id, "session_id": session_id, "reply_id": reply_id}
-    row |= {"public_id": body["id"], "items": items, "body": body, "previous": previous}
+    row |= {"public_id": body["id"], "items": items, "previous": previous}
+    row["body"] = serialised if serialised is not None else json.dumps(body)
     if claimed:
-        db.session.execute(_RECORD, row | {"claimed_id": body["id"], "owner": user_id})
+        row |= {"claimed_id": body["id"], "owner": user_id}
     else:
-        db.session.execute(_INSERT, row | {"created_at": clock.now()})
+        row["created_at"] = clock.now()
+    db.session.connection().execute(_RECORD if claimed else _INSERT, row)
 
 
 def add_failed(
@@ -196,13 +203,23 @@ def add_failed(
     """Record a failed response with its question (and the part of a reply a stream cut short
     kept, if its row is still there), and commit."""
     row = {"user_id": user_id, "session_id": session_id, "question_id": question_id}
-    row |= {"reply_id": reply_id, "public_id": body["id"], "items": items, "body": body}
-    row |= {"previous": previous}
+    row |= {"reply_id": reply_id, "public_id": body["id"], "items": items}
+    row |= {"previous": previous, "body": json.dumps(body)}
     if claimed:
         db.session.execute(_RECORD_FAILED, row | {"claimed_id": body["id"], "owner": user_id})
     else:
         db.session.execute(_INSERT_FAILED, row | {"created_at": clock.now()})
     db.session.commit()
+
+
+class Serialised(TypeDecorator):
+    """A JSON column's value bound already serialised (a str of JSON), as it is."""
+
+    impl = JSON
+    cache_ok = True
+
+    def bind_processor(self, dialect):
+        return None
 
 
 _OF_REPLY = select(Message.reply_to_id).where(Message.id == bindparam("reply_id"))
@@ -212,7 +229,7 @@ _RECORDED = {
     "session_id": bindparam("session_id"),
     "previous_id": _PREVIOUS_ROW,
     "items": bindparam("items"),
-    "body": bindparam("body"),
+    "body": bindparam("body", type_=Serialised()),
 }
 _ANSWERED = _RECORDED | {
     "question_id": _OF_REPLY.scalar_subquery(),
@@ -224,8 +241,9 @@ _CREATED = {
     "user_id": bindparam("user_id"),
     "created_at": bindparam("created_at"),
 }
-_INSERT = insert(R.__table__).values(_CREATED | _ANSWERED)
-_INSERT_FAILED = insert(R.__table__).values(_CREATED | _FAILED)
+# No RETURNING of the new row's id: nothing reads it.
+_INSERT = insert(R.__table__).inline().values(_CREATED | _ANSWERED)
+_INSERT_FAILED = insert(R.__table__).inline().values(_CREATED | _FAILED)
 _CLAIMED = (R.public_id == bindparam("claimed_id")) & (R.user_id == bindparam("owner"))
 _RECORD = update(R.__table__).where(_CLAIMED).values(_ANSWERED)
 _RECORD_FAILED = update(R.__table__).where(_CLAIMED).values(_FAILED)
