@@ -12,6 +12,7 @@ from polygenix.extensions import db
 from polygenix.models import ChatSession, Message, User
 from polygenix.serving import settings as settings_of_serve
 from polygenix.user.service import create_user
+from tests import helpers
 from tests.fake_provider import FakeProvider
 from tests.gunicorn_server import gunicorn, register_over_http
 from tests.helpers import (
@@ -20,6 +21,7 @@ from tests.helpers import (
     ask,
     counted_statements,
     counted_transactions,
+    usage_rows,
     warm_up,
 )
 from tests.tcp_proxy import PASS, RESET
@@ -75,6 +77,25 @@ def test_a_new_session_is_stored_by_one_statement_on_postgresql(app, client, aut
         (True, "Echo: a new chat"),
     ]
     assert session["title"] == "a new chat"
+
+
+def test_a_stream_end_counts_its_usage_by_a_transaction_of_that_statement_alone(app, client, auth):
+    """The usage row is the one row all of a user's streams write as they end: each adds to it
+    in a transaction of that statement alone (with a budget, the reservation's release too),
+    then stores its reply in another, so that a burst of streams ending at once queues on that
+    row for one statement each (600 of them: below). The usage counts once."""
+    headers = auth.register("ada@example.com")
+    first = ask(client, headers, "hello")
+    warm_up(client, headers)
+    with counted_transactions(app) as transactions:
+        response = helpers.stream(
+            client, headers, "echo", "again", session_id=first.json["session_id"]
+        )
+        assert b"event: done" in response.get_data()
+    [usage] = [t for t in transactions if any("usage_daily" in s for s in t)]
+    assert len(usage) == 1 and usage[0].startswith("INSERT INTO usage_daily")
+    assert any("UPDATE messages" in s for t in transactions for s in t)  # the reply, stored
+    assert [row["calls"] for row in usage_rows(client, headers)] == [2]
 
 
 def test_a_history_page_runs_the_same_statements_whatever_it_holds(app, client, auth):
@@ -209,20 +230,8 @@ def stream(base, headers, n) -> str:
     return "ok"
 
 
-# On PostgreSQL one user's 600 streams end at once, and each stream's last transaction adds its
-# usage to the user's one usage row first (the order an account's deletion takes rows in), then
-# touches its session and stores its reply: they queue on that row, and on a loaded machine a
-# request may wait past DB_POOL_TIMEOUT (a 503 event at the stream's end). Opening them no
-# longer queues: a new session locks the user's row for one statement (docs/benchmarks.md).
-ONE_USER_ON_POSTGRESQL = pytest.mark.xfail(
-    bool(TEST_DATABASE_URL),
-    reason="one user's stream ends queue on the user's usage row (see above)",
-    strict=False,
-)
-
-
 @pytest.mark.slow
-@pytest.mark.parametrize("users", [pytest.param(1, marks=ONE_USER_ON_POSTGRESQL), 150])
+@pytest.mark.parametrize("users", [1, 150])
 def test_600_new_streams_at_once_from_one_user_and_from_many(tmp_path, held_fake, users):
     """600 clients open a new conversation's stream at the same moment, through two gunicorn
     workers with the settings `polygenix serve` uses: every stream is open at once (the

@@ -285,11 +285,14 @@ def commit_again(
 
 
 def commit_stream_end(turn: Turn, usage: ledger.Entry | None, messages, added=None) -> None:
-    """A streamed turn's last transaction: its usage, the session touched (its transcript
-    grown by `added`), then `messages()`, which says whether its rows were still there; rows
-    locked in the order every turn and a deletion's cascade take them. SessionDeleted when the
-    session (or the account) went meanwhile; the usage counts all the same."""
-    _transaction(turn, usage, lambda: rows.touch(turn, added) and messages())
+    """A streamed turn's end: its usage counted (and its budget reservation released) by a
+    short transaction of its own, then the last transaction of its rows: the session touched
+    (its transcript grown by `added`), then `messages()`, which says whether its rows were still
+    there. So a user's hundreds of streams ending at once queue on the user's usage row for one
+    statement each, not for the whole store. SessionDeleted when the session (or the account)
+    went meanwhile; the usage has counted all the same."""
+    charging.count_alone(turn, usage)
+    _transaction(turn, None, lambda: rows.touch(turn, added) and messages())
 
 
 def _user_exists(user_id: int) -> bool:

@@ -149,6 +149,8 @@ def count_alone(call: Call, usage: ledger.Entry | None) -> None:
     user is gone), and its budget reservation goes. Its own transaction."""
     if usage is None and call.reservation is None:
         return
+    if call.reservation is None and _alone():  # one statement: its own transaction
+        db.session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
     try:
         if usage is not None:
             usage.add()
@@ -157,6 +159,12 @@ def count_alone(call: Call, usage: ledger.Entry | None) -> None:
     except IntegrityError:  # the account was deleted meanwhile, and its reservations with it
         db.session.rollback()
     released(call)
+
+
+def _alone() -> bool:
+    """Whether a statement may be sent as its own transaction, with no BEGIN nor COMMIT round
+    trip: on PostgreSQL, with no transaction begun."""
+    return db.engine.dialect.name == "postgresql" and not db.session().in_transaction()
 
 
 def release_unsettled(call: Call) -> None:
