@@ -199,3 +199,14 @@ def engine_options(config: Mapping[str, Any]) -> dict[str, Any]:
             ANSWER_TIMEOUT: statement + connect,
         },
     }
+
+
+def alone(session) -> bool:
+    """Send the ORM `session`'s next statement as a transaction of its own where the database
+    allows it: on PostgreSQL, with no transaction begun, in autocommit (no BEGIN nor COMMIT
+    round trip, and the rows it locks let go as it ends). Whether it does. For a caller whose
+    transaction is that one statement."""
+    if session.in_transaction() or session.get_bind().dialect.name != "postgresql":
+        return False
+    session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+    return True

@@ -18,6 +18,7 @@ from sqlalchemy import JSON, bindparam, insert, inspect, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import make_transient_to_detached
 
+from .. import database
 from ..extensions import db
 from ..governance import ledger
 from ..models import MAX_ID, ChatSession, Message, User
@@ -54,6 +55,20 @@ def _bound(prefix: str, table, names) -> list:
     ]
 
 
+def _inserted(name: str, prefix: str, given: dict, returned: str):
+    """A CTE inserting one message: the columns `given` taken from other CTEs, the others bound
+    parameters named `prefix` + the column's name; it returns the new id and `returned`."""
+    return (
+        insert(_messages)
+        .from_select(
+            [*given, *_MESSAGE_COLUMNS],
+            select(*given.values(), *_bound(prefix, _messages, _MESSAGE_COLUMNS)),
+        )
+        .returning(_messages.c.id, _messages.c[returned])
+        .cte(name)
+    )
+
+
 @cache
 def _statement(with_reply: bool, with_usage: bool):
     counted = (
@@ -76,31 +91,12 @@ def _statement(with_reply: bool, with_usage: bool):
         .returning(_sessions.c.id, _sessions.c.number)
         .cte("session")
     )
-    question = (
-        insert(_messages)
-        .from_select(
-            ["session_id", *_MESSAGE_COLUMNS],
-            select(session.c.id, *_bound("q_", _messages, _MESSAGE_COLUMNS)),
-        )
-        .returning(_messages.c.id, _messages.c.session_id)
-        .cte("question")
-    )
+    question = _inserted("question", "q_", {"session_id": session.c.id}, "session_id")
     columns = [session.c.id, session.c.number, question.c.id]
     joined = session.join(question, question.c.session_id == session.c.id)
     if with_reply:
-        reply = (
-            insert(_messages)
-            .from_select(
-                ["session_id", "reply_to_id", *_MESSAGE_COLUMNS],
-                select(
-                    question.c.session_id,
-                    question.c.id,
-                    *_bound("r_", _messages, _MESSAGE_COLUMNS),
-                ),
-            )
-            .returning(_messages.c.id, _messages.c.reply_to_id)
-            .cte("reply")
-        )
+        given = {"session_id": question.c.session_id, "reply_to_id": question.c.id}
+        reply = _inserted("reply", "r_", given, "reply_to_id")
         columns.append(reply.c.id)
         joined = joined.join(reply, reply.c.reply_to_id == question.c.id)
     statement = select(*columns).select_from(joined)
@@ -129,8 +125,8 @@ def store(
     this thread waits to run again. False, the transaction rolled back, when this cannot store
     them (the account gone, the counter at its top or behind the user's numbers): commit.py's
     path then does, and tells which."""
-    if alone and not db.session().in_transaction():
-        db.session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+    if alone:
+        database.alone(db.session())
     for message in (question, reply):
         if message is not None:
             message.superseded = bool(message.superseded)

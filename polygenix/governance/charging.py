@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 from sqlalchemy.exc import IntegrityError
 
-from .. import clock
+from .. import clock, database
 from ..extensions import db
 from ..logs import note
 from ..metrics import record_cost, record_provider_call
@@ -149,8 +149,8 @@ def count_alone(call: Call, usage: ledger.Entry | None) -> None:
     user is gone), and its budget reservation goes. Its own transaction."""
     if usage is None and call.reservation is None:
         return
-    if call.reservation is None and _alone():  # one statement: its own transaction
-        db.session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+    if call.reservation is None:  # one statement: its own transaction where it can be
+        database.alone(db.session())
     try:
         if usage is not None:
             usage.add()
@@ -159,12 +159,6 @@ def count_alone(call: Call, usage: ledger.Entry | None) -> None:
     except IntegrityError:  # the account was deleted meanwhile, and its reservations with it
         db.session.rollback()
     released(call)
-
-
-def _alone() -> bool:
-    """Whether a statement may be sent as its own transaction, with no BEGIN nor COMMIT round
-    trip: on PostgreSQL, with no transaction begun."""
-    return db.engine.dialect.name == "postgresql" and not db.session().in_transaction()
 
 
 def release_unsettled(call: Call) -> None:
