@@ -8,10 +8,11 @@ by one: one user's hundreds of new sessions at once no longer wait in a long que
 Rows are locked in the order every turn and an account deletion take them: the user's first
 (the counter), then their usage row; the new session, messages and record are rows no one else
 sees.
-Only the plain case goes this way; the rest (SQLite, which has no data-modifying `WITH`; a
-number asked for; a conversation's earlier messages, tool results, attachments; the counter at
-its top, or behind the user's numbers; the account gone) takes commit.py's path, rows written
-one by one.
+SQLite has no data-modifying `WITH`: there the same rows are written by a Core statement each
+(the counter's `UPDATE … RETURNING`, then each row's `INSERT … RETURNING`), in one transaction,
+without the ORM's unit of work. Only the plain case goes this way; the rest (a number asked
+for; a conversation's earlier messages, tool results, attachments; the counter at its top, or
+behind the user's numbers; the account gone) takes commit.py's path, through the ORM.
 """
 
 from collections.abc import Callable
@@ -38,15 +39,15 @@ _MESSAGE_COLUMNS = tuple(
 
 
 def applies(turn: Turn) -> bool:
-    """Whether the turn's store can be the one statement: a new session on PostgreSQL, numbered
-    by the counter, with nothing but its question and reply."""
+    """Whether the turn's store can be the one statement (on SQLite, its Core statements): a new
+    session, numbered by the counter, with nothing but its question and reply."""
     return (
         turn.session is None
         and turn.number is None
         and not turn.seed
         and not turn.results
         and not (turn.attachment_ids or turn.inline_images)
-        and db.engine.dialect.name == "postgresql"
+        and db.engine.dialect.name in ("postgresql", "sqlite")
     )
 
 
@@ -113,6 +114,56 @@ def _statement(with_reply: bool, with_usage: bool, new_row: Callable[[dict], Any
     return statement
 
 
+_COUNTED = (
+    update(_users)
+    .where(_users.c.id == bindparam("user_id"), _users.c.last_session_number < MAX_ID)
+    .values(last_session_number=_users.c.last_session_number + 1)
+    .returning(_users.c.last_session_number)
+)
+
+
+def _insert(table, prefix: str, given: tuple, names):
+    """An `INSERT … RETURNING id` of one row: the columns `given` bound by their own names, the
+    others by `prefix` + theirs."""
+    values: dict[str, Any] = {name: bindparam(name) for name in given}
+    values |= dict(zip(names, _bound(prefix, table, names), strict=True))
+    return insert(table).values(values).returning(table.c.id)
+
+
+_SESSION = _insert(_sessions, "s_", ("user_id", "number"), _SESSION_COLUMNS)
+_QUESTION = _insert(_messages, "q_", ("session_id",), _MESSAGE_COLUMNS)
+_REPLY = _insert(_messages, "r_", ("session_id", "reply_to_id"), _MESSAGE_COLUMNS)
+
+
+@cache
+def _alone(new_row: Callable[[dict], Any]):
+    """`new_row`'s INSERT with the turn's ids bound (SQLite: no statement to take them from)."""
+    ids = ("session_id", "question_id", "reply_id")
+    return new_row({name: bindparam(f"{name}_") for name in ids})
+
+
+def _one_by_one(params: dict, with_reply: bool, usage, new_row) -> tuple | None:
+    """SQLite: the rows `_statement` writes, by a statement each, in the caller's transaction
+    (the database's write lock, taken by the first: no order of rows to keep); as its row, or
+    None when the counter counted nothing (the account gone, the counter at its top)."""
+    execute = db.session.connection().execute
+    number = execute(_COUNTED, params).scalar()
+    if number is None:
+        return None
+    session_id = execute(_SESSION, params | {"number": number}).scalar_one()
+    question_id = execute(_QUESTION, params | {"session_id": session_id}).scalar_one()
+    reply_id = None
+    if with_reply:
+        ids = {"session_id": session_id, "reply_to_id": question_id}
+        reply_id = execute(_REPLY, params | ids).scalar_one()
+    if usage is not None:
+        usage.add()
+    if with_reply and new_row is not None:
+        ids = {"session_id_": session_id, "question_id_": question_id, "reply_id_": reply_id}
+        execute(_alone(new_row), params | ids)
+    return session_id, number, question_id, reply_id
+
+
 def _values(row, names) -> dict:
     return {name: getattr(row, name) for name in names}
 
@@ -151,9 +202,12 @@ def store(
     if new_row is not None and reply is not None:
         kept = new_row.inserted
         params |= new_row.params
-    statement = _statement(reply is not None, usage is not None, kept)
     try:
-        row = db.session.execute(statement, params).first()
+        if db.session.get_bind().dialect.name == "sqlite":
+            row = _one_by_one(params, reply is not None, usage, kept)
+        else:
+            statement = _statement(reply is not None, usage is not None, kept)
+            row = db.session.execute(statement, params).first()
     except IntegrityError:  # the counter behind the user's numbers (a restored backup's)
         row = None
     if row is None:
