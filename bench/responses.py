@@ -107,6 +107,7 @@ def main() -> None:
     args = parser.parse_args()
     fake = FakeProvider()
     results = {}
+    load = os.getloadavg()[0]
     with (
         tempfile.TemporaryDirectory() as folder,
         open(os.devnull, "w") as devnull,
@@ -119,6 +120,7 @@ def main() -> None:
                 results["PostgreSQL"] = measure(url, fake, *sizes)
         logging.shutdown()
     fake.close()
+    print(f"load average {load:.1f} before, {os.getloadavg()[0]:.1f} after")
     print("| database | request | CPU ms (best round) | wall ms (median) |")
     print("|---|---|---|---|")
     for database, rows in results.items():

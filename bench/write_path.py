@@ -118,6 +118,9 @@ def kinds(client, headers) -> dict:
     return {
         "/v1 chat completion (a new conversation)": post("/v1/chat/completions", v1),
         "/v1 chat completion, streamed": post("/v1/chat/completions", v1 | {"stream": True}),
+        "/v1 response (a new conversation)": post(
+            "/v1/responses", {"model": "openai", "input": "bench"}
+        ),
         "native turn, new session": post("/api/ai_chat/request", native),
         "native turn, existing session": post(
             "/api/ai_chat/request", native | {"session_id": session}

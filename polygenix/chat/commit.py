@@ -152,10 +152,11 @@ def _in_one_statement(
     usage: ledger.Entry | None,
     ended: bool,
 ) -> bool:
-    """commit_question's plain new session on PostgreSQL (first_turn.py): the counter, the
-    session, the question, the reply and the usage in one statement, then the commit, so the
-    user's row is locked for that statement and the commit alone. False when it cannot be
-    stored so (rolled back): commit_question's path then stores it, or says why not."""
+    """commit_question's plain new session (first_turn.py; on SQLite, its Core statements): the
+    counter, the session, the question, the reply, the usage and what the caller keeps with the
+    reply (its Turn.new_row; else Turn.on_store's, written after it) in one statement, then the
+    commit, so the user's row is locked for that statement and the commit alone. False when it
+    cannot be stored so (rolled back): commit_question's path then stores it, or says why not."""
     now = clock.now()
     added = []
     if whole and reply is not None:
@@ -165,8 +166,11 @@ def _in_one_statement(
     if reply is not None:
         reply.created_at = now
     on_store = turn.on_store if whole and reply is not None else None
+    new_row = turn.new_row if on_store is not None else None
+    if new_row is not None:  # written by the statement
+        on_store = None
     alone = on_store is None and not (ended and turn.reservation is not None)
-    if not first_turn.store(turn, session, question, reply, usage, alone):
+    if not first_turn.store(turn, session, question, reply, usage, alone, new_row):
         return False
     if on_store is not None and reply is not None:
         on_store(session.id, reply.id, reply)

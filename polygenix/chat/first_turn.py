@@ -1,18 +1,23 @@
 """A new session's first turn on PostgreSQL as one statement: the user's session counter counted
-up, the session, the question, the reply (if any) and the usage (if any), one data-modifying
-`WITH`, then the commit. The user's row (the counter, which queues the user's new sessions) is
+up, the session, the question, the reply (if any), the usage (if any) and a row the caller
+keeps with the reply (if any: a Responses API record, Turn.new_row), one data-modifying `WITH`,
+then the commit. The user's row (the counter, which queues the user's new sessions) is
 locked from that statement to the commit, not for the five round trips of writing the rows one
 by one: one user's hundreds of new sessions at once no longer wait in a long queue.
 
 Rows are locked in the order every turn and an account deletion take them: the user's first
-(the counter), then their usage row; the new session and messages are rows no one else sees.
-Only the plain case goes this way; the rest (SQLite, which has no data-modifying `WITH`; a
-number asked for; a conversation's earlier messages, tool results, attachments; the counter at
-its top, or behind the user's numbers; the account gone) takes commit.py's path, rows written
-one by one.
+(the counter), then their usage row; the new session, messages and record are rows no one else
+sees.
+SQLite has no data-modifying `WITH`: there the same rows are written by a Core statement each
+(the counter's `UPDATE … RETURNING`, then each row's `INSERT … RETURNING`), in one transaction,
+without the ORM's unit of work. Only the plain case goes this way; the rest (a number asked
+for; a conversation's earlier messages, tool results, attachments; the counter at its top, or
+behind the user's numbers; the account gone) takes commit.py's path, through the ORM.
 """
 
+from collections.abc import Callable
 from functools import cache
+from typing import Any
 
 from sqlalchemy import JSON, bindparam, insert, inspect, select, update
 from sqlalchemy.exc import IntegrityError
@@ -22,7 +27,7 @@ from .. import database
 from ..extensions import db
 from ..governance import ledger
 from ..models import MAX_ID, ChatSession, Message, User
-from .turn_state import Turn
+from .turn_state import NewRow, Turn
 
 _users = User.__table__
 _sessions = ChatSession.__table__
@@ -34,15 +39,15 @@ _MESSAGE_COLUMNS = tuple(
 
 
 def applies(turn: Turn) -> bool:
-    """Whether the turn's store can be the one statement: a new session on PostgreSQL, numbered
-    by the counter, with nothing but its question and reply."""
+    """Whether the turn's store can be the one statement (on SQLite, its Core statements): a new
+    session, numbered by the counter, with nothing but its question and reply."""
     return (
         turn.session is None
         and turn.number is None
         and not turn.seed
         and not turn.results
         and not (turn.attachment_ids or turn.inline_images)
-        and db.engine.dialect.name == "postgresql"
+        and db.engine.dialect.name in ("postgresql", "sqlite")
     )
 
 
@@ -55,22 +60,23 @@ def _bound(prefix: str, table, names) -> list:
     ]
 
 
-def _inserted(name: str, prefix: str, given: dict, returned: str):
+def _inserted(name: str, prefix: str, given: dict):
     """A CTE inserting one message: the columns `given` taken from other CTEs, the others bound
-    parameters named `prefix` + the column's name; it returns the new id and `returned`."""
+    parameters named `prefix` + the column's name; it returns the new id, its session's and the
+    message it answers."""
     return (
         insert(_messages)
         .from_select(
             [*given, *_MESSAGE_COLUMNS],
             select(*given.values(), *_bound(prefix, _messages, _MESSAGE_COLUMNS)),
         )
-        .returning(_messages.c.id, _messages.c[returned])
+        .returning(_messages.c.id, _messages.c.session_id, _messages.c.reply_to_id)
         .cte(name)
     )
 
 
 @cache
-def _statement(with_reply: bool, with_usage: bool):
+def _statement(with_reply: bool, with_usage: bool, new_row: Callable[[dict], Any] | None):
     counted = (
         update(_users)
         .where(_users.c.id == bindparam("user_id"), _users.c.last_session_number < MAX_ID)
@@ -91,18 +97,71 @@ def _statement(with_reply: bool, with_usage: bool):
         .returning(_sessions.c.id, _sessions.c.number)
         .cte("session")
     )
-    question = _inserted("question", "q_", {"session_id": session.c.id}, "session_id")
+    question = _inserted("question", "q_", {"session_id": session.c.id})
     columns = [session.c.id, session.c.number, question.c.id]
     joined = session.join(question, question.c.session_id == session.c.id)
     if with_reply:
         given = {"session_id": question.c.session_id, "reply_to_id": question.c.id}
-        reply = _inserted("reply", "r_", given, "reply_to_id")
+        reply = _inserted("reply", "r_", given)
         columns.append(reply.c.id)
         joined = joined.join(reply, reply.c.reply_to_id == question.c.id)
     statement = select(*columns).select_from(joined)
     if with_usage:  # only once the user's row is locked: it adds to the counted user's row
         statement = statement.add_cte(ledger.upsert_for(select(counted.c.id)).cte("used"))
+    if with_reply and new_row is not None:  # its ids from the reply's row, inserted or not
+        ids = {"session_id": reply.c.session_id, "question_id": reply.c.reply_to_id}
+        statement = statement.add_cte(new_row(ids | {"reply_id": reply.c.id}).cte("kept"))
     return statement
+
+
+_COUNTED = (
+    update(_users)
+    .where(_users.c.id == bindparam("user_id"), _users.c.last_session_number < MAX_ID)
+    .values(last_session_number=_users.c.last_session_number + 1)
+    .returning(_users.c.last_session_number)
+)
+
+
+def _insert(table, prefix: str, given: tuple, names):
+    """An `INSERT … RETURNING id` of one row: the columns `given` bound by their own names, the
+    others by `prefix` + theirs."""
+    values: dict[str, Any] = {name: bindparam(name) for name in given}
+    values |= dict(zip(names, _bound(prefix, table, names), strict=True))
+    return insert(table).values(values).returning(table.c.id)
+
+
+_SESSION = _insert(_sessions, "s_", ("user_id", "number"), _SESSION_COLUMNS)
+_QUESTION = _insert(_messages, "q_", ("session_id",), _MESSAGE_COLUMNS)
+_REPLY = _insert(_messages, "r_", ("session_id", "reply_to_id"), _MESSAGE_COLUMNS)
+
+
+@cache
+def _alone(new_row: Callable[[dict], Any]):
+    """`new_row`'s INSERT with the turn's ids bound (SQLite: no statement to take them from)."""
+    ids = ("session_id", "question_id", "reply_id")
+    return new_row({name: bindparam(f"{name}_") for name in ids})
+
+
+def _one_by_one(params: dict, with_reply: bool, usage, new_row) -> tuple | None:
+    """SQLite: the rows `_statement` writes, by a statement each, in the caller's transaction
+    (the database's write lock, taken by the first: no order of rows to keep); as its row, or
+    None when the counter counted nothing (the account gone, the counter at its top)."""
+    execute = db.session.connection().execute
+    number = execute(_COUNTED, params).scalar()
+    if number is None:
+        return None
+    session_id = execute(_SESSION, params | {"number": number}).scalar_one()
+    question_id = execute(_QUESTION, params | {"session_id": session_id}).scalar_one()
+    reply_id = None
+    if with_reply:
+        ids = {"session_id": session_id, "reply_to_id": question_id}
+        reply_id = execute(_REPLY, params | ids).scalar_one()
+    if usage is not None:
+        usage.add()
+    if with_reply and new_row is not None:
+        ids = {"session_id_": session_id, "question_id_": question_id, "reply_id_": reply_id}
+        execute(_alone(new_row), params | ids)
+    return session_id, number, question_id, reply_id
 
 
 def _values(row, names) -> dict:
@@ -116,15 +175,16 @@ def store(
     reply: Message | None,
     usage: ledger.Entry | None,
     alone: bool,
+    new_row: NewRow | None = None,
 ) -> bool:
     """Write `session` (numbered by the user's counter, counted up), `question`, `reply` (its
-    answer, if any) and `usage` in one statement, in the caller's transaction, and give the
-    rows their ids. If it is `alone` in its transaction (nothing else is written with it) and
-    none has begun, it is sent as its own transaction (autocommit): no `BEGIN` nor `COMMIT`
-    round trip, and the database lets go of the user's row as the statement ends, however long
-    this thread waits to run again. False, the transaction rolled back, when this cannot store
-    them (the account gone, the counter at its top or behind the user's numbers): commit.py's
-    path then does, and tells which."""
+    answer, if any), `usage` and `new_row` (kept with the reply, given its ids) in one
+    statement, in the caller's transaction, and give the rows their ids. If it is `alone` in
+    its transaction (nothing else is written with it) and none has begun, it is sent as its own
+    transaction (autocommit): no `BEGIN` nor `COMMIT` round trip, and the database lets go of
+    the user's row as the statement ends, however long this thread waits to run again. False,
+    the transaction rolled back, when this cannot store them (the account gone, the counter at
+    its top or behind the user's numbers): commit.py's path then does, and tells which."""
     if alone:
         database.alone(db.session())
     for message in (question, reply):
@@ -138,8 +198,16 @@ def store(
         params |= {f"r_{k}": v for k, v in _values(reply, _MESSAGE_COLUMNS).items()}
     if usage is not None:
         params |= usage.params()
+    kept = None
+    if new_row is not None and reply is not None:
+        kept = new_row.inserted
+        params |= new_row.params
     try:
-        row = db.session.execute(_statement(reply is not None, usage is not None), params).first()
+        if db.session.get_bind().dialect.name == "sqlite":
+            row = _one_by_one(params, reply is not None, usage, kept)
+        else:
+            statement = _statement(reply is not None, usage is not None, kept)
+            row = db.session.execute(statement, params).first()
     except IntegrityError:  # the counter behind the user's numbers (a restored backup's)
         row = None
     if row is None:

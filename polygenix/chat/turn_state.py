@@ -38,6 +38,18 @@ class Kind(enum.Enum):
         return self in (Kind.REGENERATE, Kind.EDIT)
 
 
+@dataclass(frozen=True)
+class NewRow:
+    """A new row a caller keeps with a turn's whole reply, its values known before the turn is
+    stored (a Responses API record): `inserted(ids)` is its INSERT … SELECT, given the turn's
+    `session_id`, `question_id` and `reply_id` as columns of the statement that stores the turn,
+    built once (the statements it is a part of are cached by it); `params`, that INSERT's
+    bound parameters."""
+
+    inserted: Callable[[dict[str, Any]], Any]
+    params: dict[str, Any]
+
+
 @dataclass
 class Turn:
     """A chat turn under way, from `prepare` to its store step."""
@@ -73,6 +85,10 @@ class Turn:
     # session's id, the reply's id and the reply (its fields as attributes): what a caller keeps
     # with the turn (a Responses API record), stored with it or not at all.
     on_store: Callable[[int, int, Any], None] | None = None
+    # What on_store writes, as a new row, when its values are known before the store (a whole
+    # reply's Responses API record): a new session's first turn on PostgreSQL inserts it in its
+    # one statement (first_turn.py) instead of calling on_store.
+    new_row: NewRow | None = None
     # The user's message's attachments, in order (None on an edit: it keeps its own), and the
     # inline images of a /v1 request, stored as attachments with it.
     attachment_ids: list[int] | None = None

@@ -1,9 +1,11 @@
 """A Responses API turn: its context (the `instructions`, the chain of responses it continues,
 the new input), the chat turn it is (chat/turn.py), and its response object, recorded with the
-turn in the very transaction that stores it (Turn.on_store), never without it.
+turn in the very transaction that stores it (Turn.on_store; a new session's first turn on
+PostgreSQL: in its one statement, Turn.new_row), never without it.
 """
 
 import contextlib
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -60,11 +62,15 @@ class Pending:
 
     def record(self, session_id: int, reply_id: int, reply) -> None:
         """Turn.on_store: the response kept, in the transaction that stores its turn."""
-        body = self.finished(reply)
+        self.kept(self.finished(reply)).add(session_id, reply_id)
+
+    def kept(self, body: dict) -> stored.Record:
+        """The response's record, `body` its object (as the JSON it was answered with, if so)."""
+        serialised = self.serialised if self.serialised is not None else json.dumps(body)
         items = without_bytes(self.asked.items)
-        user, previous = self.turn.user_id, self.previous_id
-        kept = (items, body, previous, self.claimed, self.serialised)
-        stored.add(user, session_id, reply_id, *kept)
+        return stored.Record(
+            self.turn.user_id, body["id"], items, serialised, self.previous_id, self.claimed
+        )
 
     def failed(self, status: int, message: str) -> dict:
         """The failed response object of a call that got no reply, kept (see keep_failure)."""
@@ -225,6 +231,8 @@ def answered(pending: Pending, completion: Completion) -> Response:
     answer = current_app.json.response(body)
     pending.finished = lambda reply: body
     pending.serialised = answer.get_data(as_text=True).rstrip("\n")
+    if pending.turn.persist:  # known before the store: a new session's one statement has it
+        pending.turn.new_row = pending.kept(body).new_row()
     turns.store(pending.turn, completion)
     return answer
 

@@ -12,13 +12,14 @@ import json
 from dataclasses import dataclass
 
 from flask import current_app
-from sqlalchemy import JSON, and_, bindparam, delete, func, insert, literal, select, update
+from sqlalchemy import JSON, Insert, and_, bindparam, delete, func, insert, literal, select, update
 from sqlalchemy.types import TypeDecorator
 
 from .. import clock
 from ..attachments import store as attachments
 from ..chat import images as chat_images
 from ..chat.tool_loop import chars
+from ..chat.turn_state import NewRow
 from ..extensions import db
 from ..models import ChatSession, Message, StoredResponse
 from ..providers import ChatMessage
@@ -165,29 +166,42 @@ def listed(row: StoredResponse) -> list[dict]:
     return items[:-1] + [with_images(items[-1], pictures)]
 
 
-def add(
-    user_id: int,
-    session_id: int,
-    reply_id: int,
-    items: list,
-    body: dict,
-    previous: int | None,
-    claimed: bool = False,
-    serialised: str | None = None,
-) -> None:
-    """Record a response, in the transaction that stores its turn (Turn.on_store): a new row,
-    or the row that claimed its retry key (responses_retries.py). The response it continues
-    may have been deleted meanwhile: then it continues none. `serialised`, the body as JSON
-    when the caller has it already (as it answers it). One statement, on the session's
-    connection (a Core statement has nothing of the ORM's to do)."""
-    row = {"user_id": user_id, "session_id": session_id, "reply_id": reply_id}
-    row |= {"public_id": body["id"], "items": items, "previous": previous}
-    row["body"] = serialised if serialised is not None else json.dumps(body)
-    if claimed:
-        row |= {"claimed_id": body["id"], "owner": user_id}
-    else:
-        row["created_at"] = clock.now()
-    db.session.connection().execute(_RECORD if claimed else _INSERT, row)
+@dataclass(frozen=True)
+class Record:
+    """A response's record, as it is written with its turn: its owner, its id, its input items,
+    the response object as JSON (the very text the call was answered with, when it was), the
+    row of the response it continues, and whether a row claimed the call's retry key
+    (responses_retries.py: that row becomes the record)."""
+
+    user_id: int
+    public_id: str
+    items: list
+    body: str
+    previous: int | None
+    claimed: bool = False
+
+    def params(self) -> dict:
+        """Its values as the statements' parameters, but its turn's ids."""
+        row = {"user_id": self.user_id, "public_id": self.public_id, "items": self.items}
+        row |= {"previous": self.previous, "body": self.body}
+        if self.claimed:
+            return row | {"claimed_id": self.public_id, "owner": self.user_id}
+        return row | {"created_at": clock.now()}
+
+    def add(self, session_id: int, reply_id: int) -> None:
+        """Write it in the transaction that stores its turn (Turn.on_store): a new row, or the
+        row that claimed its retry key. The response it continues may have been deleted
+        meanwhile: then it continues none. One statement, on the session's connection (a Core
+        statement has nothing of the ORM's to do)."""
+        ids = {"session_id": session_id, "reply_id": reply_id}
+        db.session.connection().execute(_RECORD if self.claimed else _INSERT, self.params() | ids)
+
+    def new_row(self) -> NewRow | None:
+        """It as a new row the statement that stores a new session's first turn inserts with the
+        turn's rows (chat/first_turn.py); None for the row that claimed a retry key (updated)."""
+        if self.claimed:
+            return None
+        return NewRow(_inserted, {f"{_K}{name}": value for name, value in self.params().items()})
 
 
 def add_failed(
@@ -247,6 +261,23 @@ _INSERT_FAILED = insert(R.__table__).inline().values(_CREATED | _FAILED)
 _CLAIMED = (R.public_id == bindparam("claimed_id")) & (R.user_id == bindparam("owner"))
 _RECORD = update(R.__table__).where(_CLAIMED).values(_ANSWERED)
 _RECORD_FAILED = update(R.__table__).where(_CLAIMED).values(_FAILED)
+
+_K = "k_"  # the prefix of a new record's parameters in its turn's statement
+
+
+def _inserted(ids: dict) -> Insert:
+    """A new record as an INSERT … SELECT, a part of the statement that stores its turn: the
+    turn's session, question and reply ids are the columns `ids` (of that statement's rows),
+    the others parameters named _K and their name (Record.new_row's). Built once per statement
+    (first_turn.py caches it by this function)."""
+    c = R.__table__.c
+    values = ids | {name: bindparam(_K + name, type_=c[name].type) for name in _NEW_ROW}
+    values["body"] = bindparam(_K + "body", type_=Serialised())
+    values["previous_id"] = select(R.id).where(R.id == bindparam(_K + "previous")).scalar_subquery()
+    return insert(R.__table__).from_select(list(values), select(*values.values()))
+
+
+_NEW_ROW = ("public_id", "user_id", "created_at", "items")
 
 
 def remove(row: StoredResponse) -> None:

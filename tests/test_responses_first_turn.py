@@ -1,0 +1,296 @@
+"""A stored response that starts a session: on PostgreSQL its record is a part of the one
+statement that stores the new session's first turn (chat/first_turn.py), sent as its own
+transaction as a chat completion's is; elsewhere it is written in that turn's transaction. On
+every database: the record answers GET, input_items, DELETE and previous_response_id as any
+other; an account deleted meanwhile leaves nothing half written; `store: false` writes none."""
+
+import re
+import threading
+from contextlib import contextmanager
+
+import pytest
+from sqlalchemy import event, func, select
+
+from polygenix.extensions import db
+from polygenix.models import ChatSession, Message, StoredResponse, UsageDaily
+from tests.helpers import TEST_DATABASE_URL, in_thread, sessions, usage_rows, wait_for, warm_up
+
+SESSION = "X-PolyGenix-Session"
+WRITE = re.compile(r"^\s*(INSERT|UPDATE|DELETE|WITH\b.*\b(INSERT|UPDATE|DELETE)\b)", re.I | re.S)
+on_postgresql = pytest.mark.skipif(not TEST_DATABASE_URL, reason="PostgreSQL's data-modifying WITH")
+
+
+@pytest.fixture
+def app(provider_app):
+    return provider_app
+
+
+def respond(client, headers, **fields):
+    return client.post("/v1/responses", headers=headers, json={"model": "echo"} | fields)
+
+
+def complete(client, headers, content):
+    body = {"model": "echo", "messages": [{"role": "user", "content": content}]}
+    return client.post("/v1/chat/completions", headers=headers, json=body)
+
+
+@contextmanager
+def write_transactions(app):
+    """The write transactions `app` ends inside the block, each a list of its statements as
+    (SQL, whether the connection sent it in autocommit: no BEGIN nor COMMIT)."""
+    transactions: list[list[tuple[str, bool]]] = []
+    running: dict[int, list[tuple[str, bool]]] = {}
+    with app.app_context():
+        engine = db.engine
+
+    def statement(conn, cursor, text, *args):
+        alone = bool(getattr(cursor.connection, "autocommit", False))
+        running.setdefault(id(conn), []).append((text, alone))
+
+    def ended(conn):
+        done = running.pop(id(conn), [])
+        if any(WRITE.match(text) for text, _ in done):
+            transactions.append(done)
+
+    listeners = [("before_cursor_execute", statement), ("commit", ended), ("rollback", ended)]
+    for name, listener in listeners:
+        event.listen(engine, name, listener)
+    try:
+        yield transactions
+    finally:
+        for name, listener in listeners:
+            event.remove(engine, name, listener)
+
+
+def records(app) -> list[StoredResponse]:
+    with app.app_context():
+        rows = db.session.scalars(select(StoredResponse).order_by(StoredResponse.id)).all()
+        db.session.expunge_all()
+        return list(rows)
+
+
+def counts(app) -> tuple[int, int, int, int]:
+    """Rows of every table a turn writes: sessions, messages, records, usage."""
+    with app.app_context():
+        return tuple(
+            db.session.scalar(select(func.count()).select_from(model))
+            for model in (ChatSession, Message, StoredResponse, UsageDaily)
+        )
+
+
+def store_of(transactions) -> list[tuple[str, bool]]:
+    """The transaction that stored a new session (it counted the user's counter up)."""
+    [store] = [t for t in transactions if any("SET last_session_number" in s for s, _ in t)]
+    return store
+
+
+# --- one statement on PostgreSQL ---------------------------------------------------------------
+
+
+@on_postgresql
+def test_a_stored_responses_first_turn_is_one_statement_like_a_chat_completions(app, client, ada):
+    warm_up(client, ada)
+    assert complete(client, ada, "warm").status_code == 200
+    assert respond(client, ada, input="warm").status_code == 200
+    with write_transactions(app) as completion:
+        assert complete(client, ada, "a chat").status_code == 200
+    with write_transactions(app) as response:
+        answer = respond(client, ada, input="a new chat", metadata={"k": "é \u2028 😀"})
+    assert answer.status_code == 200
+    [(statement, alone)] = store_of(response)
+    assert statement.startswith("WITH") and alone  # no BEGIN nor COMMIT around it
+    for marker in ("UPDATE users", "INSERT INTO chat_sessions", "INSERT INTO usage_daily"):
+        assert marker in statement
+    assert statement.count("INSERT INTO messages") == 2
+    assert statement.count("INSERT INTO responses") == 1
+    # No more written than a chat completion's new conversation.
+    assert [[a for _, a in t] for t in response] == [[a for _, a in t] for t in completion]
+
+    # The record is the turn's: its question and reply, as answered.
+    [row] = [r for r in records(app) if r.public_id == answer.json["id"]]
+    with app.app_context():
+        question, reply = db.session.scalars(
+            select(Message).where(Message.session_id == row.session_id).order_by(Message.id)
+        ).all()
+        number = db.session.get(ChatSession, row.session_id).number
+    assert (row.question_id, row.reply_id) == (question.id, reply.id)
+    assert (question.content, reply.content) == ("a new chat", "Echo: a new chat")
+    assert row.previous_id is None and row.retry_key is None and row.created_at is not None
+    assert answer.headers[SESSION] == str(number)
+    kept = client.get(f"/v1/responses/{answer.json['id']}", headers=ada)
+    assert kept.status_code == 200 and kept.data == answer.data
+
+
+@on_postgresql
+def test_a_record_that_claimed_its_retry_key_is_written_after_the_statement(app, client, ada):
+    """The row that holds the call's Idempotency-Key is the record: an UPDATE of it, in the
+    statement's transaction."""
+    warm_up(client, ada)
+    keyed = ada | {"Idempotency-Key": "call-1"}
+    with write_transactions(app) as transactions:
+        answer = respond(client, keyed, input="keyed")
+    assert answer.status_code == 200
+    store = store_of(transactions)
+    assert [s.split()[0] for s, _ in store] == ["WITH", "UPDATE"]
+    assert "INSERT INTO responses" not in store[0][0] and "UPDATE responses" in store[1][0]
+    assert not any(alone for _, alone in store)
+    [row] = records(app)
+    assert row.public_id == answer.json["id"] and row.reply_id is not None
+    again = respond(client, keyed, input="keyed")
+    assert again.status_code == 200 and again.json == answer.json  # answered from the record
+    assert len(records(app)) == 1
+
+
+def test_a_budgets_release_is_written_with_the_statement(app, client, ada, auth):
+    """A user with a budget: the reservation's release in the statement's transaction (on
+    PostgreSQL: BEGIN, the statement with its record, the release, COMMIT)."""
+    admin = auth.admin()
+    user_id = auth.user_id(ada)
+    limits = {"token_budget": "100000/day"}
+    put = client.put(f"/api/admin/users/{user_id}/limits", headers=admin, json=limits)
+    assert put.status_code == 200
+    with write_transactions(app) as transactions:
+        answer = respond(client, ada, input="on a budget")
+    assert answer.status_code == 200
+    store = store_of(transactions)
+    if TEST_DATABASE_URL:
+        assert store[0][0].startswith("WITH") and "INSERT INTO responses" in store[0][0]
+        assert len(store) == 2 and store[1][0].startswith("DELETE FROM budget_reservations")
+        assert not any(alone for _, alone in store)
+    assert client.get(f"/v1/responses/{answer.json['id']}", headers=ada).data == answer.data
+    assert usage_rows(client, ada)[0]["calls"] == 1
+
+
+# --- the record, on every database ------------------------------------------------------------
+
+
+def said(fake) -> list[tuple[str, str]]:
+    """What the provider was sent last, but the system prompt."""
+    sent = fake.requests[-1].body["messages"]
+    return [(m["role"], m["content"]) for m in sent if m["role"] != "system"]
+
+
+def test_a_first_turns_record_is_retrieved_listed_continued_and_deleted(app, client, ada, fake):
+    hello = "Hello from gpt-4.1-mini"
+    first = respond(client, ada, model="openai", input="a question", instructions="Be terse.")
+    assert first.status_code == 200, first.json
+    first_id, number = first.json["id"], first.headers[SESSION]
+    assert client.get(f"/v1/responses/{first_id}", headers=ada).data == first.data
+    listed = client.get(f"/v1/responses/{first_id}/input_items", headers=ada).json
+    assert [i["content"][0]["text"] for i in listed["data"]] == ["a question"]
+    assert listed["first_id"] == listed["data"][0]["id"] and listed["has_more"] is False
+
+    second = respond(client, ada, model="openai", input="d", previous_response_id=first_id)
+    assert second.status_code == 200 and second.headers[SESSION] == number
+    assert second.json["previous_response_id"] == first_id
+    assert said(fake) == [("user", "a question"), ("assistant", hello), ("user", "d")]
+    assert sessions(client, ada) == [(int(number), ["a question", hello, "d", hello])]
+
+    deleted = client.delete(f"/v1/responses/{first_id}", headers=ada)
+    assert deleted.json == {"id": first_id, "object": "response", "deleted": True}
+    assert client.get(f"/v1/responses/{first_id}", headers=ada).status_code == 404
+    assert client.get(f"/v1/responses/{first_id}/input_items", headers=ada).status_code == 404
+    again = respond(client, ada, input="e", previous_response_id=first_id)
+    assert again.status_code == 400
+    assert again.json["error"]["code"] == "previous_response_not_found"
+    assert sessions(client, ada) == [(int(number), ["d", hello])]  # its turn went with it
+    third = respond(client, ada, model="openai", input="f", previous_response_id=second.json["id"])
+    assert third.status_code == 200
+    assert said(fake) == [("user", "d"), ("assistant", hello), ("user", "f")]
+    rows = records(app)
+    assert [r.previous_id for r in rows] == [None, rows[0].id]  # the first's deletion cut it
+
+
+def test_store_false_writes_no_record_nor_session(app, client, ada):
+    warm_up(client, ada)
+    with write_transactions(app) as transactions:
+        answer = respond(client, ada, input="off the record", store=False)
+    assert answer.status_code == 200 and answer.json["store"] is False
+    written = " ".join(s for t in transactions for s, _ in t)
+    assert "responses" not in written and "chat_sessions" not in written
+    assert "messages" not in written and "usage_daily" in written  # the usage counts
+    assert records(app) == [] and sessions(client, ada) == []
+    assert client.get(f"/v1/responses/{answer.json['id']}", headers=ada).status_code == 404
+
+
+# --- the account deleted meanwhile -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("keyed", [False, True])
+def test_an_account_deleted_during_the_call_leaves_nothing(app, client, ada, auth, fake, keyed):
+    """Deleted while the provider answers: the store finds no user to count, stores nothing
+    and answers 404, as a chat completion does; no record, session, message or usage is left,
+    nor the call's claim of its retry key."""
+    admin = auth.admin()
+    user_id = auth.user_id(ada)
+    release = threading.Event()
+    fake.reply(hold=release)
+    headers = ada | ({"Idempotency-Key": "gone"} if keyed else {})
+    later = in_thread(lambda: respond(app.test_client(), headers, model="openai", input="bye"))
+    wait_for(lambda: fake.requests, what="the provider call")
+    assert client.delete(f"/api/user/{user_id}", headers=admin).status_code == 200
+    release.set()
+    answer = later()
+    assert answer.status_code == 404
+    assert answer.json["error"]["message"] == "Chat session not found"
+    assert counts(app) == (0, 0, 0, 0)
+
+
+BURST = 12
+
+
+def test_an_account_deleted_amid_a_burst_of_its_new_responses_never_deadlocks(app, auth):
+    """Each new response locks the user's counter, adds to their usage row and inserts its
+    record; the account's deletion takes the user's row, then what is theirs: every call is
+    stored or answers 401/404, and nothing is left."""
+    client = app.test_client()
+    admin, ada = auth.admin(client=client), auth.register(client=client)
+    user_id = auth.user_id(ada, client=client)
+    assert respond(client, ada, input="first").status_code == 200  # a usage row to lock
+    go = threading.Barrier(BURST + 1)
+    statuses, lock = [], threading.Lock()
+
+    def create():
+        other = app.test_client()
+        go.wait()
+        status = respond(other, ada, input="a new chat").status_code
+        with lock:
+            statuses.append(status)
+
+    threads = [threading.Thread(target=create) for _ in range(BURST)]
+    for thread in threads:
+        thread.start()
+    go.wait()
+    wait_for(lambda: len(records(app)) > 1, what="the burst's first stored response")
+    assert client.delete(f"/api/user/{user_id}", headers=admin).status_code == 200
+    for thread in threads:
+        thread.join(timeout=60)
+    assert len(statuses) == BURST and set(statuses) <= {200, 401, 404}, statuses
+    assert counts(app) == (0, 0, 0, 0)
+
+
+def test_one_users_new_responses_at_once_each_get_a_session_and_a_record(app, client, ada):
+    answers, lock = [], threading.Lock()
+    go = threading.Barrier(BURST)
+
+    def create(n):
+        other = app.test_client()
+        go.wait()
+        answer = respond(other, ada, input=f"chat {n}")
+        with lock:
+            answers.append(answer)
+
+    threads = [threading.Thread(target=create, args=(n,)) for n in range(BURST)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert sorted(a.status_code for a in answers) == [200] * BURST
+    numbers = sorted(int(a.headers[SESSION]) for a in answers)
+    assert numbers == list(range(1, BURST + 1))
+    for answer in answers:
+        kept = client.get(f"/v1/responses/{answer.json['id']}", headers=ada)
+        assert kept.data == answer.data
+    rows = records(app)
+    assert len(rows) == BURST and len({r.session_id for r in rows}) == BURST
+    assert sorted(len(m) for _, m in sessions(client, ada)) == [2] * BURST
