@@ -23,7 +23,7 @@ from ..errors import Conflict, SessionDeleted
 from ..extensions import db
 from ..governance import charging, ledger
 from ..models import ChatSession, Message, User
-from . import attempts, first_turn, tool_loop, transcript
+from . import attempts, first_turn, next_turn, tool_loop, transcript
 from . import session_rows as rows
 from .history import catch_up, find_session, new_number
 from .turn_state import CHANGED, Kind, Turn, asked, make_title
@@ -53,7 +53,8 @@ def commit_question(
     the user's new sessions, so they never collide. The unique (user_id, number) index settles
     the races left: a request that asked for a number another took meanwhile stores its
     message in the winner's session. On PostgreSQL a plain new session is one statement
-    instead (first_turn.py), which holds the user's row for that statement alone.
+    instead (first_turn.py), which holds the user's row for that statement alone, and so is a
+    plain turn of an existing session (next_turn.py).
     """
     session, question = turn.session, None
     existing, number = session is not None, 0
@@ -112,6 +113,8 @@ def commit_question(
         return True
 
     if first_turn.applies(turn) and _in_one_statement(turn, reply, error, whole, usage, ended):
+        return
+    if next_turn.applies(turn) and _next_in_one_statement(turn, reply, error, whole, usage, ended):
         return
     _transaction(turn, usage, write, first=first, retry=retry, ended=ended)
     turn.session, turn.question, turn.reply = session, question, reply
@@ -182,6 +185,37 @@ def _in_one_statement(
     first_turn.keep(session, question, reply)
     turn.session, turn.question, turn.reply = session, question, reply
     turn.created = True
+    return True
+
+
+def _next_in_one_statement(
+    turn: Turn,
+    reply: Message | None,
+    error: str | None,
+    whole: bool,
+    usage: ledger.Entry | None,
+    ended: bool,
+) -> bool:
+    """commit_question's plain turn of an existing session on PostgreSQL (next_turn.py): the
+    usage, the session touched, the question and the reply in one statement, its own
+    transaction. False when something else is written with it (a budget's reservation
+    released, a Responses record): commit_question's path then stores it. SessionDeleted when
+    the session (or the account) went meanwhile; the usage has counted all the same."""
+    if (ended and turn.reservation is not None) or (
+        whole and reply is not None and turn.on_store is not None
+    ):
+        return False
+    now = clock.now()
+    added = []
+    if whole and reply is not None:
+        added = tool_loop.whole_turn(asked(turn), reply.content, reply.tool_calls)
+    question = _question(turn, turn.stored_session, error)
+    if reply is not None:
+        reply.created_at = now
+    if not next_turn.store(turn, question, reply, usage, now, added):
+        charging.count_alone(turn, None)  # a stream start's reservation goes, as in `_transaction`
+        raise SessionDeleted()
+    turn.question, turn.reply, turn.created = question, reply, False
     return True
 
 

@@ -33,7 +33,7 @@ _users = User.__table__
 _sessions = ChatSession.__table__
 _messages = Message.__table__
 _SESSION_COLUMNS = ("title", "created_at", "changed_at", "updated_at", "transcript_digest")
-_MESSAGE_COLUMNS = tuple(
+MESSAGE_COLUMNS = tuple(
     c.name for c in _messages.c if c.name not in ("id", "session_id", "reply_to_id")
 )
 
@@ -60,15 +60,15 @@ def _bound(prefix: str, table, names) -> list:
     ]
 
 
-def _inserted(name: str, prefix: str, given: dict):
+def inserted(name: str, prefix: str, given: dict):
     """A CTE inserting one message: the columns `given` taken from other CTEs, the others bound
     parameters named `prefix` + the column's name; it returns the new id, its session's and the
     message it answers."""
     return (
         insert(_messages)
         .from_select(
-            [*given, *_MESSAGE_COLUMNS],
-            select(*given.values(), *_bound(prefix, _messages, _MESSAGE_COLUMNS)),
+            [*given, *MESSAGE_COLUMNS],
+            select(*given.values(), *_bound(prefix, _messages, MESSAGE_COLUMNS)),
         )
         .returning(_messages.c.id, _messages.c.session_id, _messages.c.reply_to_id)
         .cte(name)
@@ -97,12 +97,12 @@ def _statement(with_reply: bool, with_usage: bool, new_row: Callable[[dict], Any
         .returning(_sessions.c.id, _sessions.c.number)
         .cte("session")
     )
-    question = _inserted("question", "q_", {"session_id": session.c.id})
+    question = inserted("question", "q_", {"session_id": session.c.id})
     columns = [session.c.id, session.c.number, question.c.id]
     joined = session.join(question, question.c.session_id == session.c.id)
     if with_reply:
         given = {"session_id": question.c.session_id, "reply_to_id": question.c.id}
-        reply = _inserted("reply", "r_", given)
+        reply = inserted("reply", "r_", given)
         columns.append(reply.c.id)
         joined = joined.join(reply, reply.c.reply_to_id == question.c.id)
     statement = select(*columns).select_from(joined)
@@ -131,8 +131,8 @@ def _insert(table, prefix: str, given: tuple, names):
 
 
 _SESSION = _insert(_sessions, "s_", ("user_id", "number"), _SESSION_COLUMNS)
-_QUESTION = _insert(_messages, "q_", ("session_id",), _MESSAGE_COLUMNS)
-_REPLY = _insert(_messages, "r_", ("session_id", "reply_to_id"), _MESSAGE_COLUMNS)
+_QUESTION = _insert(_messages, "q_", ("session_id",), MESSAGE_COLUMNS)
+_REPLY = _insert(_messages, "r_", ("session_id", "reply_to_id"), MESSAGE_COLUMNS)
 
 
 @cache
@@ -193,9 +193,9 @@ def store(
             message.incomplete = bool(message.incomplete)
     params: dict[str, object] = {"user_id": turn.user_id}
     params |= {f"s_{name}": value for name, value in _values(session, _SESSION_COLUMNS).items()}
-    params |= {f"q_{name}": value for name, value in _values(question, _MESSAGE_COLUMNS).items()}
+    params |= {f"q_{name}": value for name, value in _values(question, MESSAGE_COLUMNS).items()}
     if reply is not None:
-        params |= {f"r_{k}": v for k, v in _values(reply, _MESSAGE_COLUMNS).items()}
+        params |= {f"r_{k}": v for k, v in _values(reply, MESSAGE_COLUMNS).items()}
     if usage is not None:
         params |= usage.params()
     kept = None

@@ -8,7 +8,9 @@ being the turn's (deleted meanwhile, or another user's row that took a reused id
 written.
 """
 
+import enum
 from collections.abc import Mapping
+from functools import cache
 from typing import Any, cast
 
 from sqlalchemy import (
@@ -17,9 +19,11 @@ from sqlalchemy import (
     and_,
     bindparam,
     case,
+    column,
     exists,
     insert,
     select,
+    table,
     update,
 )
 from sqlalchemy.orm import aliased
@@ -40,33 +44,82 @@ def touch(turn: Turn, added: list[tuple[str, str]] | None = None) -> bool:
     turn); a turn answering again rewrote it, so its digest is unknown. False if it is gone."""
     digest: str | None | object = turn.digest
     if turn.kind.again:
-        added, digest = None, _UNKNOWN
+        added, digest = None, UNKNOWN
     return touch_session(turn.user_id, turn.stored_session, clock.now(), digest, added)
 
 
-_UNKNOWN = object()  # a transcript digest that can no longer be known
+UNKNOWN = object()  # a transcript digest that can no longer be known
+
+
+class Digest(enum.Enum):
+    """What touching a session does to its transcript digest."""
+
+    KEPT = "kept"  # no whole turn added
+    UNKNOWN = "unknown"  # rewritten: it can no longer be known
+    GROWN = "grown"  # a whole turn added to the digest the turn knew
+    GROWN_FROM_NONE = "grown from none"  # a whole turn added to a session that had none
 
 
 def touch_session(user_id: int, session: ChatSession, now, digest, added) -> bool:
     """`session` changed now and its transcript (digest `digest` as the turn knew it) grew by
     `added`, if the row is still the user's session of that number: one UPDATE. False if not
     (deleted, or its id reused by another session)."""
-    values = {"changed_at": now, "updated_at": now}
-    if digest is _UNKNOWN:
+    change, params = digest_change(digest, added)
+    params |= {"owner_id": user_id, "session_id": session.id, "session_number": session.number}
+    return changed(_touch(change), params | {"now": now}) == 1
+
+
+def digest_change(digest, added) -> tuple[Digest, dict[str, object]]:
+    """How touching a session changes its transcript digest (`digest` as the turn knew it, or
+    UNKNOWN; `added`, the whole turn it grows by, if any), and the values `touching`'s
+    statement binds for it."""
+    if digest is UNKNOWN:
+        return Digest.UNKNOWN, {}
+    if not added:
+        return Digest.KEPT, {}
+    grown = transcript.extend(cast(str | None, digest), added)
+    if digest is None:
+        return Digest.GROWN_FROM_NONE, {"grown": grown}
+    return Digest.GROWN, {"known": digest, "grown": grown}
+
+
+# The session's columns a touch names, and no others: a statement's parameters named as another
+# column (a usage's `model`, in next_turn.py's) are never taken for values to set.
+_sessions = table(
+    "chat_sessions",
+    *(
+        column(c.name, c.type)
+        for c in ChatSession.__table__.c
+        if c.name in ("id", "user_id", "number", "changed_at", "updated_at", "transcript_digest")
+    ),
+)
+
+
+def touching(user_id, change: Digest):
+    """The UPDATE touching the session of bound `session_id` and `session_number` if it is
+    still the session of `user_id` (a bound value or a query of one): changed and active at
+    bound `now`, its transcript digest changed as `change` says (binding `digest_change`'s
+    values)."""
+    now = bindparam("now", type_=_sessions.c.changed_at.type)
+    values: dict[str, Any] = {"changed_at": now, "updated_at": now}
+    if change is Digest.UNKNOWN:
         values["transcript_digest"] = None
-    elif added:
-        values["transcript_digest"] = _digest_after(digest, added)
-    statement = (
-        update(ChatSession)
+    elif change is not Digest.KEPT:
+        values["transcript_digest"] = _digest_after(change is Digest.GROWN_FROM_NONE)
+    return (
+        update(_sessions)
         .where(
-            ChatSession.id == session.id,
-            ChatSession.user_id == user_id,
-            ChatSession.number == session.number,
+            _sessions.c.id == bindparam("session_id"),
+            _sessions.c.user_id == user_id,
+            _sessions.c.number == bindparam("session_number"),
         )
         .values(values)
-        .execution_options(synchronize_session=False)
     )
-    return changed(statement) == 1
+
+
+@cache
+def _touch(change: Digest):
+    return touching(bindparam("owner_id"), change)
 
 
 def changed(statement: Executable, params: Mapping[str, Any] | None = None) -> int:
@@ -74,12 +127,13 @@ def changed(statement: Executable, params: Mapping[str, Any] | None = None) -> i
     return cast(CursorResult[Any], db.session.execute(statement, params)).rowcount
 
 
-def _digest_after(known: str | None, added: list[tuple[str, str]]):
-    """The session's transcript digest once `added` follows it: extended from the digest the
-    turn knew, if the session still has that one; else unknown (another turn came between)."""
-    column = ChatSession.transcript_digest
-    still = column.is_(None) if known is None else column == known
-    return case((still, transcript.extend(known, added)), else_=None)
+def _digest_after(from_none: bool):
+    """The session's transcript digest once a whole turn follows it: extended (bound `grown`)
+    from the digest the turn knew (bound `known`, or none: `from_none`), if the session still
+    has that one; else unknown (another turn came between)."""
+    column = _sessions.c.transcript_digest
+    still = column.is_(None) if from_none else column == bindparam("known")
+    return case((still, bindparam("grown", type_=column.type)), else_=None)
 
 
 _SUPERSEDE = (
