@@ -224,7 +224,8 @@ def answered(pending: Pending, completion: Completion) -> Response:
         body["completed_at"] = int(time.time())
     answer = current_app.json.response(body)
     pending.finished = lambda reply: body
-    pending.serialised = answer.get_data(as_text=True).rstrip("\n")
+    if pending.turn.persist:  # its record keeps the very JSON answered; store:false, none
+        pending.serialised = answer.get_data(as_text=True).rstrip("\n")
     turns.store(pending.turn, completion)
     return answer
 
