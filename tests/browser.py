@@ -11,13 +11,11 @@ Screenshots of the main screens go to `test-screenshots/<configuration>/` (not c
 
 import os
 import shutil
-from pathlib import Path
 
 import pytest
 
-from tests.helpers import PASSWORD, TEST_DATABASE_URL, TEST_REDIS_URL, serving
+from tests.helpers import PASSWORD, ROOT, TEST_DATABASE_URL, TEST_REDIS_URL, serving
 
-ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM_ARGS = [
     "--headless",
     "--no-sandbox",

@@ -12,6 +12,7 @@ import requests
 from tests.helpers import (
     PASSWORD,
     REDIS_TEST_PREFIX,
+    ROOT,
     TEST_DATABASE_URL,
     TEST_REDIS_URL,
     bearer,
@@ -19,7 +20,6 @@ from tests.helpers import (
     wait_for,
 )
 
-ROOT = Path(__file__).resolve().parent.parent
 # The gunicorn master of each base URL being served.
 MASTERS: dict[str, subprocess.Popen] = {}
 

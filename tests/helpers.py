@@ -7,6 +7,7 @@ import socket
 import threading
 import time
 from contextlib import contextmanager
+from pathlib import Path
 
 from sqlalchemy import create_engine, event, make_url, select
 from werkzeug.serving import make_server
@@ -16,7 +17,11 @@ from polygenix.auth.passwords import SLOTS
 from polygenix.extensions import db
 from polygenix.models import Message
 
+ROOT = Path(__file__).resolve().parent.parent  # the repository
 PASSWORD = "correct horse battery"
+# The models the tests name most: OpenAI's default chat model, and the one titles are asked of.
+OPENAI = "openai/gpt-4.1-mini"
+TITLE_MODEL = "groq/llama-3.1-8b-instant"
 TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL")
 TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL")
 # Keys the tests leave in Redis: recognisable, and this run's own (runs may share one Redis).

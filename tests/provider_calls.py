@@ -100,5 +100,5 @@ def with_images(*sources, detail=None) -> list[ChatMessage]:
     return [QUESTION[0], {"role": "user", "content": parts}]
 
 
-INLINE = {"type": "base64", "media_type": "image/png", "data": PNG}
+INLINE = {"type": "base64", "media_type": "image/png", "data": PNG.encode()}
 LINKED = {"type": "url", "url": "https://example.com/cat.jpg"}

@@ -17,7 +17,7 @@ from polygenix.governance.reservations import reserve
 from polygenix.models import BudgetReservation, Message
 from tests.fake_provider import openai_stream
 from tests.gunicorn_server import gunicorn, register_over_http, workers
-from tests.helpers import ask, assert_envelope, bearer, in_thread, wait_for
+from tests.helpers import ask, assert_envelope, at_once, bearer, in_thread, wait_for
 from tests.provider_setup import SYSTEM
 
 
@@ -272,20 +272,12 @@ def test_concurrent_calls_on_two_workers_overshoot_a_budget_by_at_most_one_call(
     settings = provider_settings(slow_fake, TOKEN_BUDGET="100/day", MAX_OUTPUT_TOKENS="20")
     with gunicorn(tmp_path, settings) as (base, _):
         headers = register_over_http(base)
-        go = threading.Barrier(24)
-        answers, lock = [], threading.Lock()
 
         def call():
-            go.wait()
             response = post(base, headers)
-            with lock:
-                answers.append((response.status_code, response.json()))
+            return response.status_code, response.json()
 
-        threads = [threading.Thread(target=call) for _ in range(24)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(timeout=60)
+        answers = at_once(call, 24, timeout=60)
         assert {status for status, _ in answers} <= {200, 429}, answers
         refusals = [body["message"] for status, body in answers if status == 429]
         assert any("reserved by your calls in flight" in m for m in refusals), refusals

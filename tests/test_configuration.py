@@ -2,14 +2,13 @@
 once, with its real default, and nothing documented that nothing reads."""
 
 import re
-from pathlib import Path
 
 import pytest
 
 from config import EMBEDDING_PROVIDERS, PROVIDER_NAMES, load_config, provider_prefix
 from polygenix.providers.embedder import EMBEDDINGS
+from tests.helpers import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 DOC = (ROOT / "docs" / "configuration.md").read_text()
 EXAMPLE = (ROOT / ".env.example").read_text()
 # Read outside polygenix/config.py: the instance folder by the app factory, the rest by

@@ -34,8 +34,10 @@ from tests.gunicorn_server import (
 from tests.helpers import (
     PASSWORD,
     REDIS_TEST_PREFIX,
+    ROOT,
     TEST_DATABASE_URL,
     TEST_REDIS_URL,
+    TITLE_MODEL,
     ask,
     assert_envelope,
     bearer,
@@ -44,10 +46,8 @@ from tests.helpers import (
     wait_for,
 )
 
-ROOT = Path(__file__).resolve().parent.parent
 # What a wheel is built from: the files a clone has (nothing a checkout left lying around).
 SOURCES = ("polygenix", "migrations", "setup.py", "setup.cfg", "pyproject.toml", "README.md")
-TITLE_MODEL = "groq/llama-3.1-8b-instant"
 
 
 def head() -> str:

@@ -9,14 +9,13 @@ import os
 import subprocess
 import sys
 import threading
-from pathlib import Path
 
 import pytest
 from werkzeug.serving import make_server
 
 from polygenix.user.service import create_user
+from tests.helpers import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 ADMIN, ADMIN_PASSWORD = "fuzz-admin@example.com", "fuzzing admin secret"
 pytestmark = pytest.mark.slow
 

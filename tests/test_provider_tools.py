@@ -844,7 +844,7 @@ def test_ollama_images_are_the_messages_images(providers, fake):
         ("ollama", LINKED, "ollama: images cannot be given by URL"),
         (
             "gemini",
-            {"type": "base64", "media_type": "image/gif", "data": GIF},
+            {"type": "base64", "media_type": "image/gif", "data": GIF.encode()},
             "gemini: image/gif images are not accepted",
         ),
     ],
@@ -863,7 +863,7 @@ def test_images_a_provider_cannot_take_are_refused_before_any_call(
 
 
 def test_anthropic_and_openai_take_gifs(providers, fake):
-    gif = {"type": "base64", "media_type": "image/gif", "data": GIF}
+    gif = {"type": "base64", "media_type": "image/gif", "data": GIF.encode()}
     for name in ("anthropic", "openai"):
         providers[name].check(with_images(gif), DEFAULT_MODELS[name])
         complete(providers, name, with_images(gif), Tooling())

@@ -14,7 +14,7 @@ from polygenix.extensions import db
 from polygenix.models import ChatSession, Message, User
 from tests.fake_provider import openai_stream
 from tests.gunicorn_server import gunicorn, register_over_http
-from tests.helpers import ask, assert_envelope, in_thread, read_events, stream, wait_for
+from tests.helpers import ask, assert_envelope, at_once, in_thread, read_events, stream, wait_for
 
 
 @pytest.fixture
@@ -274,11 +274,8 @@ def test_concurrent_new_sessions_of_one_user_all_succeed_with_distinct_numbers(s
         body = {"model": "echo", "messages": [{"role": "user", "content": "a new chat"}]}
     else:
         body = {"model": "echo", "content": "a new chat"}
-    go = threading.Barrier(RACERS)
-    answers, lock = [], threading.Lock()
 
     def create():
-        go.wait()
         response = requests.post(
             base + path, json=body, headers=headers | {"Connection": "close"}, timeout=60
         )
@@ -287,13 +284,8 @@ def test_concurrent_new_sessions_of_one_user_all_succeed_with_distinct_numbers(s
             if path.startswith("/v1")
             else (response.json() or {}).get("session_id")
         )
-        with lock:
-            answers.append((response.status_code, number and int(number)))
+        return response.status_code, number and int(number)
 
-    threads = [threading.Thread(target=create) for _ in range(RACERS)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
+    answers = at_once(create, RACERS, timeout=60)
     assert [status for status, _ in answers] == [200] * RACERS, answers
     assert sorted(number for _, number in answers) == list(range(1, RACERS + 1))

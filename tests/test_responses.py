@@ -4,6 +4,7 @@ state (previous_response_id chains across providers, retrieve, delete, input ite
 false), and what an attacker would try: other users' ids, deleted sessions, two continuations
 of one response at once."""
 
+import re
 import threading
 
 import openai
@@ -543,6 +544,23 @@ def test_a_stored_response_is_retrieved_as_it_was_answered(client, ada):
     kept = client.get(f"/v1/responses/{answer.json['id']}", headers=ada)
     assert kept.status_code == 200 and kept.data == answer.data
     assert kept.json["metadata"] == {"k": "é \u2028 😀"}
+
+
+def test_an_unstored_response_is_answered_in_the_bytes_a_stored_one_is(client, ada):
+    # store:false makes no JSON for a record it does not write; its answer is made as ever.
+    asked = {"input": "kept or not", "metadata": {"k": "é \u2028 \ud83d\ude00"}}
+    kept, aside = respond(client, ada, **asked), respond(client, ada, store=False, **asked)
+    assert kept.status_code == aside.status_code == 200
+    assert client.get(f"/v1/responses/{aside.json['id']}", headers=ada).status_code == 404
+
+    def shape(answer) -> bytes:
+        data = answer.data
+        for item in (answer.json, *answer.json["output"]):
+            data = data.replace(item["id"].encode(), b"ID")
+        data = re.sub(rb'"(created_at|completed_at)":\d+', rb'"\1":0', data)
+        return data.replace(b'"store":false', b'"store":true')
+
+    assert b'"store":false' in aside.data and shape(aside) == shape(kept)
 
 
 @pytest.mark.parametrize(

@@ -15,9 +15,8 @@ from polygenix.extensions import db
 from polygenix.jobs.models import FAILED, Job
 from polygenix.jobs.runner import start
 from tests.fake_provider import openai_answer
-from tests.helpers import ask, read_events, stream, wait_for
+from tests.helpers import TITLE_MODEL, ask, read_events, stream, wait_for
 
-TITLE_MODEL = "groq/llama-3.1-8b-instant"
 QUESTION = "Could you please explain how quantum computers differ from the classical ones we use?"
 FIRST_TITLE = "Could you please explain how quantum computers differ from…"
 # Jobs polled and retried at once: these tests wait for titles, never for a poll.

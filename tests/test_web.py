@@ -20,10 +20,9 @@ from polygenix.models import ChatSession, Message, User
 from polygenix.user.service import create_user
 from tests import images
 from tests.fake_provider import openai_stream
-from tests.helpers import PASSWORD, bearer, wait_for
+from tests.helpers import OPENAI, PASSWORD, bearer, wait_for
 
 pytestmark = pytest.mark.slow
-OPENAI = "openai/gpt-4.1-mini"
 
 
 def api_login(base, tab, email="ada@example.com", password=PASSWORD):

@@ -11,11 +11,10 @@ from polygenix.attachments.models import Attachment
 from polygenix.extensions import db
 from tests import images
 from tests.fake_provider import openai_stream
-from tests.helpers import wait_for
+from tests.helpers import OPENAI, wait_for
 from tests.test_web_security import HOSTILE
 
 pytestmark = pytest.mark.slow
-OPENAI = "openai/gpt-4.1-mini"
 
 
 def pick(page, button, *paths):

@@ -9,9 +9,8 @@ from playwright.sync_api import expect
 
 from polygenix.web import WEB_CSP
 from tests.fake_provider import openai_stream
-from tests.helpers import serving
+from tests.helpers import OPENAI, serving
 
-OPENAI = "openai/gpt-4.1-mini"
 HOSTILE = [
     "<img src=x onerror=\"window.__pwned='img'\">\n\n",
     "[a link](javascript:window.__pwned='link') and ",

@@ -11,8 +11,7 @@ from sqlalchemy import bindparam, case, delete, func, insert, select, update
 from .. import clock
 from ..extensions import db
 from ..models import User
-from ..providers.jsonbody import Base64Source
-from ..providers.messages import ContentPart, ImagePart
+from ..providers.messages import ContentPart, ImagePart, base64_source
 from .images import ImageInfo, InvalidImage, TooManyPixels, inspect
 from .models import Attachment, AttachmentData
 
@@ -209,7 +208,7 @@ def listed(message_ids: Iterable[int]) -> dict[int, list[dict]]:
 
 
 def image_part(media_type: str, data: bytes) -> ImagePart:
-    return {"type": "image", "source": Base64Source.of(media_type, data)}
+    return {"type": "image", "source": base64_source(media_type, data)}
 
 
 def parts(text: str, images: Sequence[ImagePart]) -> str | list[ContentPart]:

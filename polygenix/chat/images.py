@@ -21,8 +21,7 @@ from flask_smorest import abort
 from ..attachments import store
 from ..attachments.images import InvalidImage, first_frame_png
 from ..providers import ChatMessage, Provider, UnsupportedInput
-from ..providers.jsonbody import Base64Source
-from ..providers.messages import ContentPart, ImagePart, has_images, text_of
+from ..providers.messages import ContentPart, ImagePart, base64_source, has_images, text_of
 
 # What an image counts for in a budget reservation's estimate, in characters: about 1,100
 # tokens, the most OpenAI and Anthropic charge for an image of ordinary size.
@@ -67,7 +66,7 @@ def _as_png(part: ContentPart, max_pixels: int) -> ContentPart:
         data = base64.b64decode(part["source"]["data"])
     except (binascii.Error, ValueError) as e:
         raise InvalidImage("The GIF's base64 does not decode.") from e
-    png = Base64Source.of("image/png", first_frame_png(data, max_pixels))
+    png = base64_source("image/png", first_frame_png(data, max_pixels))
     return {**part, "source": png}
 
 

@@ -14,8 +14,7 @@ from flask import current_app
 from marshmallow import fields, post_load, pre_load, validate
 
 from ..attachments.images import ImageInfo, InvalidImage, inspect
-from ..providers.jsonbody import Base64Source
-from ..providers.messages import IMAGE_TYPES, ImagePart
+from ..providers.messages import IMAGE_TYPES, Base64Source, ImagePart
 from .validation import Schema
 
 DETAILS = ("auto", "low", "high")
@@ -75,8 +74,13 @@ def _data_url(url: str) -> Image:
         info = inspect(data, current_app.config["ATTACHMENT_MAX_PIXELS"])
     except InvalidImage as e:
         raise ma.ValidationError(f": {e}") from None
-    # Decoded strictly, the base64 goes into a provider's body as it is (jsonbody.py).
-    source = Base64Source.checked(info.media_type, payload)
+    # Decoded strictly, it holds the base64 alphabet alone: ASCII, which a provider's body
+    # takes as it is (jsonbody.py).
+    source: Base64Source = {
+        "type": "base64",
+        "media_type": info.media_type,
+        "data": payload.encode("ascii"),
+    }
     return Image({"type": "image", "source": source}, url, data, info)
 
 

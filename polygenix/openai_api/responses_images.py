@@ -96,7 +96,7 @@ def with_images(item: dict, pictures: list[ImagePart]) -> dict:
             picture = next(found, None)
             if picture is not None and picture["source"]["type"] == "base64":
                 source = picture["source"]
-                url = f"data:{source['media_type']};base64,{source['data']}"
+                url = f"data:{source['media_type']};base64,{source['data'].decode()}"
                 part = {**part, "image_url": url}
         content.append(part)
     return {**item, "content": content}

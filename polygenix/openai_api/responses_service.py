@@ -230,8 +230,9 @@ def answered(pending: Pending, completion: Completion) -> Response:
         body["completed_at"] = int(time.time())
     answer = current_app.json.response(body)
     pending.finished = lambda reply: body
-    pending.serialised = answer.get_data(as_text=True).rstrip("\n")
-    if pending.turn.persist:  # known before the store: a new session's one statement has it
+    if pending.turn.persist:  # its record keeps the very JSON answered; store:false, none
+        pending.serialised = answer.get_data(as_text=True).rstrip("\n")
+        # Known before the store: a new session's one statement writes it (first_turn.py).
         pending.turn.new_row = pending.kept(body).new_row()
     turns.store(pending.turn, completion)
     return answer

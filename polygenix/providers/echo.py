@@ -131,6 +131,11 @@ def _describe(message: ChatMessage) -> str:
     return " ".join(w for w in words if w)
 
 
+def _as_text(value: Any) -> str:
+    """What json.dumps has no type for, as text: an inline image's base64 (bytes) its text."""
+    return value.decode("ascii") if isinstance(value, bytes) else str(value)
+
+
 def _calls(messages: list[ChatMessage], tooling: Tooling) -> tuple[ToolCall, ...]:
     choice = tooling.tool_choice
     if not tooling.tools or messages[-1]["role"] == "tool":
@@ -143,7 +148,8 @@ def _calls(messages: list[ChatMessage], tooling: Tooling) -> tuple[ToolCall, ...
         return ()
     # Ids from the conversation so far: the same input gives the same ids, and a longer
     # conversation new ones.
-    digest = hashlib.sha256(json.dumps(messages, sort_keys=True, default=str).encode()).hexdigest()
+    text = json.dumps(messages, sort_keys=True, default=_as_text)
+    digest = hashlib.sha256(text.encode()).hexdigest()
     return tuple(
         {
             "id": f"call_{digest[:20]}{n:04d}",

@@ -2,77 +2,19 @@
 
 `json.dumps` looks at each character of a string to escape it (3.5 ms for the 1.4 MB of a
 1 MiB image's base64), and every copy of a megabyte made while another is alive costs as
-much again in fresh memory. Base64 needs no escaping in JSON, so the base64 PolyGenix makes
-(a `Base64Source`, which keeps its ASCII bytes) goes into a payload as an `Inline` (wire formats
-call `inline`), and `encode` makes the body of the payload's JSON around those bytes, copying
-none of them: a `Body` of pieces, sent one after another with its length known beforehand.
-The provider receives the same bytes `json.dumps` would have made.
+much again in fresh memory. Base64 needs no escaping in JSON, and a message's inline image
+keeps its base64 as ASCII bytes (messages.Base64Source), so it goes into a payload as an
+`Inline` (wire formats call `inline`), and `encode` makes the body of the payload's JSON around
+those bytes, copying none of them: a `Body` of pieces, sent one after another with its length
+known beforehand. The provider receives the same bytes `json.dumps` would have made.
 """
 
-import base64
 import json
 import secrets
-from collections.abc import Iterator, Mapping
-from typing import Any, cast
+from collections.abc import Iterator
+from typing import Any
 
-from . import messages
-
-
-class Base64Source(dict):
-    """An image's source as PolyGenix makes it from the bytes, `{"type": "base64",
-    "media_type", "data"}`, keeping `raw`: `data` as ASCII bytes, which a body takes as they
-    are: made from the bytes (`of`), or from a client's base64 that decoded strictly (`checked`:
-    a /v1 data: URL's).
-
-    Made from the bytes, `data` (the base64 as text, 1.4 MB for a 1 MiB image) is made only
-    when something reads it: a provider's body takes `raw`, and most turns read nothing else.
-    Every way of reading the dict (a key, `in`, `get`, iteration, `items`, `==`, json.dumps, a
-    copy) sees it."""
-
-    __slots__ = ("raw",)
-    raw: bytes
-
-    @classmethod
-    def of(cls, media_type: str, data: bytes) -> messages.Base64Source:
-        """The source of `data`, typed as the messages' source it is (a dict of those keys)."""
-        source = cls(type="base64", media_type=media_type)
-        source.raw = base64.b64encode(data)
-        return cast(messages.Base64Source, source)
-
-    @classmethod
-    def checked(cls, media_type: str, text: str) -> "Base64Source":
-        """`text`, base64 that `binascii.a2b_base64(text, strict_mode=True)` decoded: only the
-        base64 alphabet and its padding, nothing JSON escapes."""
-        source = cls(type="base64", media_type=media_type, data=text)
-        source.raw = text.encode("ascii")
-        return source
-
-    def _whole(self) -> "Base64Source":
-        if not dict.__contains__(self, "data"):
-            dict.__setitem__(self, "data", self.raw.decode("ascii"))
-        return self
-
-    def __missing__(self, key: str) -> Any:
-        if key != "data":
-            raise KeyError(key)
-        return dict.__getitem__(self._whole(), key)
-
-
-def _whole_first(name: str):
-    read = getattr(dict, name)
-
-    def method(self, *args, **kwargs):
-        return read(self._whole(), *args, **kwargs)
-
-    method.__name__ = method.__qualname__ = name
-    return method
-
-
-for _name in (
-    *("__contains__", "__iter__", "__len__", "__eq__", "__ne__", "__repr__", "__or__"),
-    *("get", "keys", "values", "items", "copy", "pop", "popitem", "setdefault"),
-):
-    setattr(Base64Source, _name, _whole_first(_name))
+from .messages import Base64Source
 
 
 class Inline:
@@ -85,11 +27,9 @@ class Inline:
         self.raw = raw
 
 
-def inline(source: Mapping[str, Any], prefix: str = "") -> "str | Inline":
-    """`prefix` + a base64 source's data, for a payload: an Inline for a Base64Source."""
-    if isinstance(source, Base64Source):
-        return Inline(prefix.encode("ascii"), source.raw)
-    return prefix + source["data"]
+def inline(source: Base64Source, prefix: str = "") -> Inline:
+    """`prefix` (ASCII) then an inline image's base64, for a payload: its bytes as they are."""
+    return Inline(prefix.encode("ascii"), source["data"])
 
 
 class Body:

@@ -1,6 +1,6 @@
 """The message model every provider is sent: text, images, the assistant's tool calls and the
-results of those calls, as plain JSON-compatible dicts (they can be stored and digested as they
-are).
+results of those calls, as plain dicts of JSON's types, but for an inline image's base64: ASCII
+bytes, which a provider's JSON body takes as they are (jsonbody.py).
 
 A message's `content` is a string, as it always was, or a list of parts: text, and images given
 inline (base64 with their media type) or as an https URL (which PolyGenix never fetches). An
@@ -9,6 +9,7 @@ of them by `tool_call_id`. Each wire format turns these into its provider's own 
 refuses with `UnsupportedInput` what its provider cannot take.
 """
 
+import base64
 import json
 import secrets
 from typing import Any, Literal, NotRequired, TypedDict, cast
@@ -25,7 +26,14 @@ class TextPart(TypedDict):
 class Base64Source(TypedDict):
     type: Literal["base64"]
     media_type: str  # one of IMAGE_TYPES
-    data: str  # the image's bytes, base64-encoded (standard alphabet, padded)
+    # The image's bytes base64-encoded (standard alphabet, padded), as ASCII bytes: its text
+    # (`.decode()`, 1.4 MB for a 1 MiB image) only where something needs it as text.
+    data: bytes
+
+
+def base64_source(media_type: str, image: bytes) -> Base64Source:
+    """The inline source of an image's bytes."""
+    return {"type": "base64", "media_type": media_type, "data": base64.b64encode(image)}
 
 
 class URLSource(TypedDict):
