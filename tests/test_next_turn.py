@@ -224,10 +224,15 @@ def seed(app, user_id: int, number: int) -> None:
         db.session.commit()
 
 
-@pytest.fixture
-def racing_app(make_app, provider_config):
-    """Turns as fast as they come: no rate limit in the way."""
-    return make_app(provider_config | {"CHAT_RATE_LIMIT": "100000/minute"})
+@pytest.fixture(params=["plain", "budget"])
+def racing_app(request, make_app, provider_config):
+    """Turns as fast as they come: no rate limit in the way. With a token budget, each turn
+    releases its reservation, so it is stored by commit.py's transaction (as every turn that
+    is not plain: tool results, attachments, retries), not by next_turn.py's statement."""
+    config = provider_config | {"CHAT_RATE_LIMIT": "100000/minute"}
+    if request.param == "budget":
+        config |= {"TOKEN_BUDGET": "100000000/day"}
+    return make_app(config)
 
 
 @pytest.mark.parametrize("round_", range(3))

@@ -21,7 +21,7 @@ from sqlalchemy.orm.exc import StaleDataError
 from .. import clock
 from ..errors import Conflict, SessionDeleted
 from ..extensions import db
-from ..governance import charging, ledger
+from ..governance import charging, ledger, reservations
 from ..models import ChatSession, Message, User
 from . import attempts, first_turn, next_turn, tool_loop, transcript
 from . import session_rows as rows
@@ -64,6 +64,8 @@ def commit_question(
         existing = session is not None
         if not existing:
             number = new_number(turn.user_id, turn.number)
+        else:
+            _hold_user(turn, usage, ended)
 
     def write() -> bool:
         nonlocal session, question
@@ -219,6 +221,15 @@ def _next_in_one_statement(
     return True
 
 
+def _hold_user(turn: Turn, usage: ledger.Entry | None, ended: bool) -> None:
+    """Before a transaction takes the user's usage row or releases their reservation, then
+    touches a session: the user's row held first (reservations.hold_user), as a new session's
+    counter holds it. SessionDeleted if the account went."""
+    if usage is not None or (ended and turn.reservation is not None):
+        if not reservations.hold_user(turn.user_id):
+            raise SessionDeleted()
+
+
 def _transaction(
     turn: Turn,
     usage: ledger.Entry | None,
@@ -229,11 +240,12 @@ def _transaction(
     ended: bool = True,
 ) -> None:
     """One transaction of a turn's store, whichever its path: `first()` (a new session's number,
-    from the user's row), the call's usage, its budget reservation released (unless the call is
-    still under way, not `ended`: a stream's start), then `write()`, which touches the session,
-    writes the turn's rows and says whether they were still the turn's. So every turn locks rows
-    in one order (the user's, their usage, the session, its messages), the order a deletion
-    cascades in, and never deadlocks with another or with a deletion.
+    from the user's row; else, before the usage or a reservation, the user's row held: see
+    reservations.hold_user), the call's usage, its budget reservation released (unless the call
+    is still under way, not `ended`: a stream's start), then `write()`, which touches the
+    session, writes the turn's rows and says whether they were still the turn's. So every turn
+    locks rows in one order (the user's, their usage, the session, its messages) and an
+    account's deletion locks the user's row before any other: neither deadlocks with another.
 
     A row that another transaction took or deleted meanwhile (IntegrityError, StaleDataError)
     rolls it back; `retry()`, if given, may then say it is worth another try, up to
@@ -246,6 +258,8 @@ def _transaction(
             with db.session.no_autoflush:
                 if first is not None:
                     first()
+                else:
+                    _hold_user(turn, usage, ended)
                 if usage is not None:
                     usage.add()
             if ended:

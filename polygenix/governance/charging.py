@@ -152,6 +152,9 @@ def count_alone(call: Call, usage: ledger.Entry | None) -> None:
     if call.reservation is None:  # one statement: its own transaction where it can be
         database.alone(db.session())
     try:
+        # Two of the user's rows: the user's own first, as in every such transaction.
+        if usage is not None and call.reservation is not None:
+            reservations.hold_user(call.user_id)
         if usage is not None:
             usage.add()
         release(call)

@@ -26,7 +26,9 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 
 from flask import Flask, current_app, g
+from flask_smorest import abort
 from sqlalchemy import bindparam, delete, func, insert, select
+from sqlalchemy.exc import IntegrityError
 
 from .. import clock
 from ..errors import Refused
@@ -42,6 +44,12 @@ HELD = "polygenix_reservations"
 
 # FOR NO KEY UPDATE: it queues a user's admissions, and no foreign key check (KEY SHARE) waits.
 _LOCK = select(User.id).where(User.id == bindparam("user_id")).with_for_update(key_share=True)
+# FOR KEY SHARE: what an account's deletion (`DELETE FROM users`) waits for, and nothing else.
+_HOLD = (
+    select(User.id)
+    .where(User.id == bindparam("user_id"))
+    .with_for_update(read=True, key_share=True)
+)
 _RESERVE = (
     insert(BudgetReservation.__table__)
     .values(
@@ -83,6 +91,18 @@ class Standing:
     held_dollars: Decimal
 
 
+def hold_user(user_id: int) -> bool:
+    """Lock the user's row (key share) first in a transaction that then writes more than one of
+    the user's rows (their usage, a reservation, a session), on PostgreSQL: an account's
+    deletion locks that row before it cascades to the others (sessions, usage, reservations, in
+    an order of PostgreSQL's own), so a transaction that held one of them while it waited for
+    another the deletion holds would deadlock with it. False if the account is gone. SQLite
+    locks the whole database for a writer: nothing to do there."""
+    if db.engine.dialect.name != "postgresql":
+        return True
+    return db.session.execute(_HOLD, {"user_id": user_id}).first() is not None
+
+
 def reserve_call(
     user_id: int, limits, prices, provider, model: str | None, options, prompt: int, streamed: bool
 ) -> int | None:
@@ -113,17 +133,15 @@ def reserve(user_id: int, limits, tokens: int, cost: Decimal | None, expires_at:
     with what is used and reserved) when the user's use this period and their other calls'
     reservations reach a budget: nothing is then left reserved."""
     now = clock.now()
-    if db.engine.dialect.name == "postgresql":
-        db.session.execute(_LOCK, {"user_id": user_id})
-    own = db.session.execute(
-        _RESERVE,
-        {
-            "user_id": user_id,
-            "tokens": tokens,
-            "cost": ledger.nanodollars(cost),
-            "expires_at": expires_at,
-        },
-    ).scalar_one()
+    values = {"user_id": user_id, "tokens": tokens, "cost": ledger.nanodollars(cost)}
+    try:
+        if db.engine.dialect.name == "postgresql":
+            if db.session.execute(_LOCK, {"user_id": user_id}).first() is None:
+                raise LookupError
+        own = db.session.execute(_RESERVE, values | {"expires_at": expires_at}).scalar_one()
+    except (LookupError, IntegrityError):  # the account deleted since the request began
+        db.session.rollback()
+        abort(401, message="The account no longer exists")
     standing, expired = _standing(user_id, own, limits, now)
     for kind, budget, used, held in (
         ("token", limits.tokens, standing.used_tokens, standing.held_tokens),
