@@ -5,7 +5,7 @@ import pytest
 from sqlalchemy import func, select
 
 from polygenix.extensions import db
-from polygenix.models import ChatSession, Message, User
+from polygenix.models import ChatSession, Message, UsageDaily, User
 from tests.helpers import ask, assert_envelope
 
 REQUEST = "/api/ai_chat/request"
@@ -185,6 +185,21 @@ def test_provider_receives_earlier_turns_then_the_new_message(provider_app, auth
         {"role": "user", "content": "two"},
     ]
     assert calls[2] == [system, {"role": "user", "content": "elsewhere"}]
+
+
+def test_a_new_sessions_first_turn_leaves_its_model_unset(provider_app, auth):
+    """A session's `model` is one a request for it named, never the name the provider answered
+    with (its usage's): a first turn's store, whichever statements write it, sets none."""
+    client = provider_app.test_client()
+    ada = auth.register("ada@example.com", "Ada", client=client)
+    for content in ("one", "two"):
+        assert ask(client, ada, content, model="openai-compatible").status_code == 200
+    with provider_app.app_context():
+        columns = (ChatSession.number, ChatSession.model, ChatSession.system_prompt)
+        sessions = db.session.execute(select(*columns).order_by(ChatSession.number)).all()
+        used = db.session.scalars(select(UsageDaily.model)).all()
+    assert [tuple(s) for s in sessions] == [(1, None, None), (2, None, None)]
+    assert used  # the usage the store wrote beside them named a model
 
 
 def test_context_keeps_the_newest_turns_within_the_budget(make_app, provider_config, auth, sent):

@@ -27,6 +27,7 @@ from .. import database
 from ..extensions import db
 from ..governance import ledger
 from ..models import MAX_ID, ChatSession, Message, User
+from .history import COUNT_UP
 from .turn_state import NewRow, Turn
 
 _users = User.__table__
@@ -114,14 +115,6 @@ def _statement(with_reply: bool, with_usage: bool, new_row: Callable[[dict], Any
     return statement
 
 
-_COUNTED = (
-    update(_users)
-    .where(_users.c.id == bindparam("user_id"), _users.c.last_session_number < MAX_ID)
-    .values(last_session_number=_users.c.last_session_number + 1)
-    .returning(_users.c.last_session_number)
-)
-
-
 def _insert(table, prefix: str, given: tuple, names):
     """An `INSERT … RETURNING id` of one row: the columns `given` bound by their own names, the
     others by `prefix` + theirs."""
@@ -147,7 +140,7 @@ def _one_by_one(params: dict, with_reply: bool, usage, new_row) -> tuple | None:
     (the database's write lock, taken by the first: no order of rows to keep); as its row, or
     None when the counter counted nothing (the account gone, the counter at its top)."""
     execute = db.session.connection().execute
-    number = execute(_COUNTED, params).scalar()
+    number = execute(COUNT_UP, params).scalar()
     if number is None:
         return None
     session_id = execute(_SESSION, params | {"number": number}).scalar_one()
@@ -196,8 +189,6 @@ def store(
     params |= {f"q_{name}": value for name, value in _values(question, MESSAGE_COLUMNS).items()}
     if reply is not None:
         params |= {f"r_{k}": v for k, v in _values(reply, MESSAGE_COLUMNS).items()}
-    if usage is not None:
-        params |= usage.params()
     kept = None
     if new_row is not None and reply is not None:
         kept = new_row.inserted
@@ -206,6 +197,10 @@ def store(
         if db.session.get_bind().dialect.name == "sqlite":
             row = _one_by_one(params, reply is not None, usage, kept)
         else:
+            # Here alone: SQLite's usage is its own statement, and an INSERT … VALUES given a
+            # parameter named as a column of its table (the usage's `model`) writes it too.
+            if usage is not None:
+                params |= usage.params()
             statement = _statement(reply is not None, usage is not None, kept)
             row = db.session.execute(statement, params).first()
     except IntegrityError:  # the counter behind the user's numbers (a restored backup's)

@@ -86,7 +86,7 @@ def next_number(user_id: int) -> int:
 
 
 _users = User.__table__.c
-_COUNT_UP = (
+COUNT_UP = (
     update(User.__table__)
     .where(_users.id == bindparam("user_id"), _users.last_session_number < MAX_ID)
     .values(last_session_number=_users.last_session_number + 1)
@@ -115,7 +115,7 @@ def new_number(user_id: int, asked: int | None) -> int:
     if asked is not None:
         db.session.execute(_RAISE_TO, {"user_id": user_id, "asked": asked})
         return asked
-    number = db.session.execute(_COUNT_UP, {"user_id": user_id}).scalar()
+    number = db.session.execute(COUNT_UP, {"user_id": user_id}).scalar()
     # None: the counter is at the top (or the account went: then the session's insert fails).
     return number if number is not None else next_number(user_id)
 

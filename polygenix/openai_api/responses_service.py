@@ -232,8 +232,8 @@ def answered(pending: Pending, completion: Completion) -> Response:
     pending.finished = lambda reply: body
     if pending.turn.persist:  # its record keeps the very JSON answered; store:false, none
         pending.serialised = answer.get_data(as_text=True).rstrip("\n")
-        # Known before the store: a new session's one statement writes it (first_turn.py).
-        pending.turn.new_row = pending.kept(body).new_row()
+        if pending.turn.session is None:  # a new session's first turn writes it (first_turn.py)
+            pending.turn.new_row = pending.kept(body).new_row()
     turns.store(pending.turn, completion)
     return answer
 
