@@ -62,10 +62,9 @@ def commit_question(
     def first() -> None:  # the user's row first, as a deletion of the account locks it
         nonlocal existing, number
         existing = session is not None
+        _hold_user(turn, usage, ended)  # a number asked for may leave the counter untouched
         if not existing:
             number = new_number(turn.user_id, turn.number)
-        else:
-            _hold_user(turn, usage, ended)
 
     def write() -> bool:
         nonlocal session, question
