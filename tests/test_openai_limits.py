@@ -213,6 +213,22 @@ def test_other_users_chat_unhindered_while_maximal_requests_are_stored(tmp_path)
 # --- the official SDK's retries ------------------------------------------------------------
 
 
+def test_a_key_reused_for_another_body_is_not_a_retry(provider_app, client, ada, fake):
+    """A failed call's Idempotency-Key sent again with another body is another call: a new
+    session, the failed question left as it was (not superseded by words it did not ask)."""
+    fake.reply(500, {"error": {"message": "down"}}, times=3)
+    keyed = {"Idempotency-Key": "call-1"}
+    api = provider_app.test_client()
+    failed = complete(api, ada, [{"role": "user", "content": "one"}], "openai", keyed)
+    assert failed.status_code == 502
+    answer = complete(api, ada, [{"role": "user", "content": "two"}], "openai", keyed)
+    assert answer.status_code == 200
+    assert sorted(saved(client, ada, include_superseded="true")) == [
+        (1, [("one", True)]),
+        (2, [("two", False), ("Hello from gpt-4.1-mini", False)]),
+    ]
+
+
 @pytest.fixture
 def sdk_with_retries(server, key):
     """The official SDK as applications use it: its default two retries (quick ones)."""

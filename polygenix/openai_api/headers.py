@@ -27,13 +27,15 @@ def session_number() -> int | None:
 def retry_key(user_id: int) -> tuple[str | None, bool]:
     """The key a call keeps for its retries, and whether this call is a retry.
 
-    A client's `Idempotency-Key` is the same on every attempt of one call. Without one, the
+    A client's `Idempotency-Key` is the same on every attempt of one call, each sending the
+    same body: the key and the body's bytes stand for the call, so a key reused for another
+    body is another call, never answered with the first one's answer. Without a key, the
     official SDKs resend the very same body, counting their attempts in
     `X-Stainless-Retry-Count`: the body's digest then stands for the call, and a count above 0
     makes it a retry. Other requests are not matched with earlier ones."""
     given = request.headers.get("Idempotency-Key")
     if given:
-        material = f"{user_id}\x1fkey\x1f{given}".encode()
+        material = f"{user_id}\x1fkey\x1f{given}\x1f".encode() + request.get_data()
         return hashlib.sha256(material).hexdigest(), True
     attempt = request.headers.get("X-Stainless-Retry-Count")
     if attempt is None:
