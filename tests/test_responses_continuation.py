@@ -11,7 +11,7 @@ import threading
 from contextlib import contextmanager
 
 import pytest
-from sqlalchemy import event, func, select
+from sqlalchemy import delete, event, func, select, text
 
 from polygenix.extensions import db
 from polygenix.models import ChatSession, Message, StoredResponse, UsageDaily
@@ -318,3 +318,45 @@ def test_two_continuations_of_one_response_at_once_are_two_branches(app, client,
         ("user", "leaf"),
     ]
     assert calls(client, ada) == 4
+
+
+@on_postgresql
+def test_a_previous_response_deleted_under_the_statement_sends_the_turn_the_orms_way(
+    app, client, ada, fake
+):
+    """The response it continues deleted after the statement's snapshot, before its record's
+    foreign key is checked (the deletion committed while the check waits for its row): the
+    statement fails whole, nothing of it is left, and commit.py's path stores the turn, its
+    record continuing none, its usage counted once."""
+    first = respond(client, ada, input="one")
+    previous = record(app, first.json["id"]).id
+    release = threading.Event()
+    fake.reply(hold=release)
+    later = in_thread(
+        lambda: respond(app.test_client(), ada, input="two", previous_response_id=first.json["id"])
+    )
+    wait_for(lambda: len(fake.requests) == 2, what="the provider call")
+    with app.app_context():
+        deleting = db.engine.connect()
+        # In autocommit: a transaction reads pg_stat_activity once.
+        watching = db.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+    try:
+        deleting.execute(delete(StoredResponse).where(StoredResponse.id == previous))
+        release.set()
+        blocked = (
+            select(func.count())
+            .where(text("wait_event_type = 'Lock' AND query LIKE 'WITH owner%'"))
+            .select_from(text("pg_stat_activity"))
+        )
+        wait_for(lambda: watching.execute(blocked).scalar(), what="the statement's wait")
+        deleting.commit()
+    finally:
+        deleting.close()
+        watching.close()
+    answer = later()
+    assert answer.status_code == 200
+    [row] = records(app)
+    assert row.public_id == answer.json["id"] and row.previous_id is None
+    number = int(first.headers[SESSION])
+    assert sessions(client, ada) == [(number, ["one", HELLO, "two", HELLO])]
+    assert calls(client, ada) == 2
