@@ -115,11 +115,27 @@ def kinds(client, headers) -> dict:
     v1 = {"model": "openai", "messages": [{"role": "user", "content": "bench"}]}
     native = {"model": "openai", "content": "bench"}
     session = client.post("/api/ai_chat/request", headers=headers, json=native).json["session_id"]
+    first = client.post("/v1/responses", headers=headers, json={"model": "openai", "input": "b"})
+    numbered = {**headers, "X-PolyGenix-Session": first.headers["X-PolyGenix-Session"]}
+
+    def in_session(body: dict):  # a /v1 chat completion in that existing session
+        def call():
+            response = client.post("/v1/chat/completions", headers=numbered, json=body)
+            assert response.status_code == 200, response.data[:300]
+            return response.data
+
+        return call
+
     return {
         "/v1 chat completion (a new conversation)": post("/v1/chat/completions", v1),
         "/v1 chat completion, streamed": post("/v1/chat/completions", v1 | {"stream": True}),
         "/v1 response (a new conversation)": post(
             "/v1/responses", {"model": "openai", "input": "bench"}
+        ),
+        "/v1 chat completion, an existing session": in_session(v1),
+        "/v1 response, a continuation (previous_response_id), an existing session": post(
+            "/v1/responses",
+            {"model": "openai", "input": "bench", "previous_response_id": first.json["id"]},
         ),
         "native turn, new session": post("/api/ai_chat/request", native),
         "native turn, existing session": post(

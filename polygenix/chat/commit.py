@@ -12,6 +12,8 @@ SessionDeleted; what the call used counts all the same.
 """
 
 from collections.abc import Callable
+from datetime import datetime
+from typing import Any
 
 from flask_smorest import abort
 from sqlalchemy import select, update
@@ -148,6 +150,28 @@ def _question(turn: Turn, session: ChatSession, error: str | None) -> Message:
     return question
 
 
+def _stored_now(turn: Turn, reply: Message | None, whole: bool) -> tuple[datetime, list]:
+    """A turn stored in one statement: the moment it is stored (the reply's `created_at`, if
+    any) and the transcript entries it adds to its session (its whole turn's, if `whole`)."""
+    now = clock.now()
+    added = []
+    if reply is not None:
+        reply.created_at = now
+        if whole:
+            added = tool_loop.whole_turn(asked(turn), reply.content, reply.tool_calls)
+    return now, added
+
+
+def _kept(turn: Turn, reply: Message | None, whole: bool) -> tuple[Callable | None, Any]:
+    """What the caller keeps with a whole reply: written after the statement (Turn.on_store),
+    or as a part of it (Turn.new_row, then the first is None)."""
+    if not whole or reply is None or turn.on_store is None:
+        return None, None
+    if turn.new_row is not None:
+        return None, turn.new_row
+    return turn.on_store, None
+
+
 def _in_one_statement(
     turn: Turn,
     reply: Message | None,
@@ -161,18 +185,10 @@ def _in_one_statement(
     reply (its Turn.new_row; else Turn.on_store's, written after it) in one statement, then the
     commit, so the user's row is locked for that statement and the commit alone. False when it
     cannot be stored so (rolled back): commit_question's path then stores it, or says why not."""
-    now = clock.now()
-    added = []
-    if whole and reply is not None:
-        added = tool_loop.whole_turn(asked(turn), reply.content, reply.tool_calls)
+    now, added = _stored_now(turn, reply, whole)
     session = _new_session(turn, 0, now, added)
     question = _question(turn, session, error)
-    if reply is not None:
-        reply.created_at = now
-    on_store = turn.on_store if whole and reply is not None else None
-    new_row = turn.new_row if on_store is not None else None
-    if new_row is not None:  # written by the statement
-        on_store = None
+    on_store, new_row = _kept(turn, reply, whole)
     alone = on_store is None and not (ended and turn.reservation is not None)
     if not first_turn.store(turn, session, question, reply, usage, alone, new_row):
         return False
@@ -198,24 +214,27 @@ def _next_in_one_statement(
     ended: bool,
 ) -> bool:
     """commit_question's plain turn of an existing session on PostgreSQL (next_turn.py): the
-    usage, the session touched, the question and the reply in one statement, its own
-    transaction. False when something else is written with it (a budget's reservation
-    released, a Responses record): commit_question's path then stores it. SessionDeleted when
-    the session (or the account) went meanwhile; the usage has counted all the same."""
-    if (ended and turn.reservation is not None) or (
-        whole and reply is not None and turn.on_store is not None
-    ):
+    usage, the session touched, the question, the reply and what the caller keeps with it (its
+    Turn.new_row) in one statement, its own transaction; what the caller keeps that is no new
+    row (Turn.on_store's) is written after it, in its transaction. False when a budget's
+    reservation is to be released with it, or when the statement could not be written (rolled
+    back): commit_question's path then stores it. SessionDeleted when the session (or the
+    account) went meanwhile; the usage has counted all the same."""
+    if ended and turn.reservation is not None:
         return False
-    now = clock.now()
-    added = []
-    if whole and reply is not None:
-        added = tool_loop.whole_turn(asked(turn), reply.content, reply.tool_calls)
+    now, added = _stored_now(turn, reply, whole)
     question = _question(turn, turn.stored_session, error)
-    if reply is not None:
-        reply.created_at = now
-    if not next_turn.store(turn, question, reply, usage, now, added):
+    on_store, new_row = _kept(turn, reply, whole)
+    alone = on_store is None
+    stored = next_turn.store(turn, question, reply, usage, now, added, new_row, alone)
+    if stored is None:
+        return False
+    if not stored:
         charging.count_alone(turn, None)  # a stream start's reservation goes, as in `_transaction`
         raise SessionDeleted()
+    if on_store is not None and reply is not None:
+        on_store(turn.session_id, reply.id, reply)
+        db.session.commit()
     turn.question, turn.reply, turn.created = question, reply, False
     return True
 

@@ -109,10 +109,17 @@ def _statement(with_reply: bool, with_usage: bool, new_row: Callable[[dict], Any
     statement = select(*columns).select_from(joined)
     if with_usage:  # only once the user's row is locked: it adds to the counted user's row
         statement = statement.add_cte(ledger.upsert_for(select(counted.c.id)).cte("used"))
-    if with_reply and new_row is not None:  # its ids from the reply's row, inserted or not
-        ids = {"session_id": reply.c.session_id, "question_id": reply.c.reply_to_id}
-        statement = statement.add_cte(new_row(ids | {"reply_id": reply.c.id}).cte("kept"))
+    if with_reply and new_row is not None:
+        statement = kept_with(statement, reply, new_row)
     return statement
+
+
+def kept_with(statement, reply, new_row: Callable[[dict], Any]):
+    """`statement` with `new_row`'s INSERT (Turn.new_row) as its CTE "kept", its session,
+    question and reply ids from the reply's row as `reply` (the reply's CTE) returns it: no
+    reply inserted, no row kept."""
+    ids = {"session_id": reply.c.session_id, "question_id": reply.c.reply_to_id}
+    return statement.add_cte(new_row(ids | {"reply_id": reply.c.id}).cte("kept"))
 
 
 def _insert(table, prefix: str, given: tuple, names):

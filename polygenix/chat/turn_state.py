@@ -86,8 +86,8 @@ class Turn:
     # with the turn (a Responses API record), stored with it or not at all.
     on_store: Callable[[int, int, Any], None] | None = None
     # What on_store writes, as a new row, when its values are known before the store (a whole
-    # reply's Responses API record): a new session's first turn on PostgreSQL inserts it in its
-    # one statement (first_turn.py) instead of calling on_store.
+    # reply's Responses API record): a plain turn's one statement inserts it (first_turn.py,
+    # next_turn.py) instead of calling on_store.
     new_row: NewRow | None = None
     # The user's message's attachments, in order (None on an edit: it keeps its own), and the
     # inline images of a /v1 request, stored as attachments with it.

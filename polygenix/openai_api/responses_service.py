@@ -1,7 +1,7 @@
 """A Responses API turn: its context (the `instructions`, the chain of responses it continues,
 the new input), the chat turn it is (chat/turn.py), and its response object, recorded with the
-turn in the very transaction that stores it (Turn.on_store; a new session's first turn on
-PostgreSQL: in its one statement, Turn.new_row), never without it.
+turn in the very transaction that stores it (Turn.on_store; a plain turn's on PostgreSQL: a
+part of its one statement, Turn.new_row), never without it.
 """
 
 import contextlib
@@ -232,8 +232,8 @@ def answered(pending: Pending, completion: Completion) -> Response:
     pending.finished = lambda reply: body
     if pending.turn.persist:  # its record keeps the very JSON answered; store:false, none
         pending.serialised = answer.get_data(as_text=True).rstrip("\n")
-        if pending.turn.session is None:  # a new session's first turn writes it (first_turn.py)
-            pending.turn.new_row = pending.kept(body).new_row()
+        # A plain turn's store writes it with the turn's rows (chat/first_turn.py, next_turn.py).
+        pending.turn.new_row = pending.kept(body).new_row()
     turns.store(pending.turn, completion)
     return answer
 

@@ -197,8 +197,9 @@ class Record:
         db.session.connection().execute(_RECORD if self.claimed else _INSERT, self.params() | ids)
 
     def new_row(self) -> NewRow | None:
-        """It as a new row the statement that stores a new session's first turn inserts with the
-        turn's rows (chat/first_turn.py); None for the row that claimed a retry key (updated)."""
+        """It as a new row the one statement that stores a plain turn inserts with the turn's
+        rows (chat/first_turn.py, chat/next_turn.py); None for the row that claimed a retry key
+        (updated)."""
         if self.claimed:
             return None
         return NewRow(_inserted, {f"{_K}{name}": value for name, value in self.params().items()})
@@ -269,7 +270,7 @@ def _inserted(ids: dict) -> Insert:
     """A new record as an INSERT … SELECT, a part of the statement that stores its turn: the
     turn's session, question and reply ids are the columns `ids` (of that statement's rows),
     the others parameters named _K and their name (Record.new_row's). Built once per statement
-    (first_turn.py caches it by this function)."""
+    (first_turn.py and next_turn.py cache it by this function)."""
     c = R.__table__.c
     values = ids | {name: bindparam(_K + name, type_=c[name].type) for name in _NEW_ROW}
     values["body"] = bindparam(_K + "body", type_=Serialised())
