@@ -15,7 +15,7 @@ from flask_jwt_extended import get_jwt, jwt_required
 from sqlalchemy import bindparam, select, update
 from werkzeug.local import LocalProxy
 
-from .. import clock
+from .. import clock, database
 from ..errors import error_response
 from ..extensions import db
 from ..models import ApiKey, User
@@ -62,17 +62,21 @@ _KEY_AND_USER = (
 
 
 def key_user(key: str) -> User | str:
-    """The user of this API key, or why it is refused."""
-    row = db.session.execute(_KEY_AND_USER, {"d": digest(key)}).first()
-    if row is None:
-        return "Invalid API key"
-    api_key, user = row
-    now = clock.now()
-    if api_key.expires_at is not None and api_key.expires_at <= now:
-        return "API key has expired"
-    if api_key.last_used_at is None or api_key.last_used_at <= now - LAST_USED_EVERY:
-        db.session.execute(update(ApiKey).where(ApiKey.id == api_key.id).values(last_used_at=now))
-        db.session.commit()
+    """The user of this API key, or why it is refused. On PostgreSQL the lookup, and the
+    write of the key's last use, are each a transaction of their own (no `BEGIN` nor
+    `COMMIT`): neither needs the other's, nor what the request does next."""
+    with database.statements_alone(db.session()):
+        row = db.session.execute(_KEY_AND_USER, {"d": digest(key)}).first()
+        if row is None:
+            return "Invalid API key"
+        api_key, user = row
+        now = clock.now()
+        if api_key.expires_at is not None and api_key.expires_at <= now:
+            return "API key has expired"
+        if api_key.last_used_at is None or api_key.last_used_at <= now - LAST_USED_EVERY:
+            last_used = update(ApiKey).where(ApiKey.id == api_key.id).values(last_used_at=now)
+            db.session.execute(last_used)
+            db.session.commit()
     return user
 
 
