@@ -96,8 +96,9 @@ def limit(app, **budgets) -> None:
 
 @on_postgresql
 def test_a_plain_turn_reads_and_stores_with_no_begin_or_commit(app, client, auth):
-    """The caller, their limits (and a session's rows), then the store's one statement: each
-    its own transaction. With Redis a new session is 3 round trips, an existing one 6."""
+    """The caller with their limits (one statement; then a session's rows), then the store's
+    one statement: each its own transaction. With Redis a new session is 2 round trips, an
+    existing one 5."""
     ada = auth.register()
     assert ask(client, ada, "first", session_id=1).status_code == 200
     warm_up(client, ada)
@@ -105,17 +106,17 @@ def test_a_plain_turn_reads_and_stores_with_no_begin_or_commit(app, client, auth
     assert ask(client, bearer(key), "warm the key's last use").status_code == 200
     v1 = {"model": "echo", "messages": [{"role": "user", "content": "hi"}]}
     calls = {
-        "new session": (lambda h: ask(client, h, "new"), 3),
-        "existing session": (lambda h: ask(client, h, "again", session_id=1), 6),
+        "new session": (lambda h: ask(client, h, "new"), 2),
+        "existing session": (lambda h: ask(client, h, "again", session_id=1), 5),
         "/v1 chat completion": (
             lambda h: client.post("/v1/chat/completions", headers=h, json=v1),
-            3,
+            2,
         ),
         "/v1 response": (
             lambda h: client.post(
                 "/v1/responses", headers=h, json={"model": "echo", "input": "hi"}
             ),
-            3,
+            2,
         ),
     }
     for name, (call, trips) in calls.items():
@@ -127,6 +128,9 @@ def test_a_plain_turn_reads_and_stores_with_no_begin_or_commit(app, client, auth
             assert found.round_trips == trips + HIT, (name, found.statements)
             first, *_, store = [sql for sql, _ in found.statements]
             assert first.startswith("SELECT") and ("FROM users" in first or "api_keys" in first)
+            # The caller's limits come with the caller, not by a query of their own.
+            assert "user_limits" in first
+            assert not [s for s, _ in found.statements if s.startswith("SELECT user_limits")]
             assert store.startswith("WITH"), name
 
 
@@ -162,17 +166,17 @@ def test_the_database_going_away_during_the_preparation_is_a_503(
     app = make_app(provider_config | quick | {"SQLALCHEMY_DATABASE_URI": database_proxy.url})
     client = app.test_client()
     ada = auth.register(client=client)
-    warm_up(client, ada)
-    # After the caller was read, before their limits are: mid-preparation.
-    with before_reading(app, "user_limits", lambda: database_proxy.set(RESET)) as done:
-        response = ask(client, ada, "lost in preparation")
+    assert ask(client, ada, "first", session_id=1).status_code == 200
+    # After the caller was read, before their session is: mid-preparation.
+    with before_reading(app, "chat_sessions", lambda: database_proxy.set(RESET)) as done:
+        response = ask(client, ada, "lost in preparation", session_id=1)
     assert done
     assert_envelope(response, 503, "Database unavailable")
     assert response.headers["Retry-After"] == "1"
     database_proxy.set(PASS)
-    answered = ask(client, ada, "back")
+    answered = ask(client, ada, "back", session_id=1)
     assert answered.status_code == 200, answered.json
-    assert sessions(client, ada) == [(1, ["back", "Echo: back"])]
+    assert sessions(client, ada) == [(1, ["first", "Echo: first", "back", "Echo: back"])]
 
 
 @pytest.mark.parametrize(("settings", "status"), [({}, 404), ({"TOKEN_BUDGET": "9999/day"}, 401)])
@@ -184,7 +188,7 @@ def test_an_account_deleted_during_the_preparation_stores_nothing(make_app, auth
     app = make_app(settings)
     client = app.test_client()
     ada = auth.register(client=client)
-    warm_up(client, ada)
+    assert ask(client, ada, "first", session_id=1).status_code == 200
     ada_id = user_id(app)
     other = create_engine(app.config["SQLALCHEMY_DATABASE_URI"])
 
@@ -193,8 +197,8 @@ def test_an_account_deleted_during_the_preparation_stores_nothing(make_app, auth
             connection.execute(text("DELETE FROM users WHERE id = :id"), {"id": ada_id})
 
     try:
-        with before_reading(app, "user_limits", delete_account) as done:
-            response = ask(client, ada, "gone meanwhile")
+        with before_reading(app, "chat_sessions", delete_account) as done:
+            response = ask(client, ada, "gone meanwhile", session_id=1)
     finally:
         other.dispose()
     assert done
