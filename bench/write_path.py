@@ -5,9 +5,10 @@ fresh SQLite file, on a scratch PostgreSQL schema (--postgres) and on PostgreSQL
 (--redis). PostgreSQL and Redis are reached through a proxy on 127.0.0.1 that counts round
 trips (each time the client speaks after the server answered). Each kind of request is made
 once after warming up, its database work recorded by SQLAlchemy's events: transactions (those
-with an INSERT, UPDATE or DELETE are write transactions), statements by kind, commits. Then CPU
-per request in this process (process time of --count requests in a row, best of --rounds
-rounds; the fake provider's share included). Calls use an access token (an API key adds one
+with an INSERT, UPDATE or DELETE are write transactions; a statement sent in autocommit is a
+transaction of its own), statements by kind, commits. Then CPU per request in this process
+(process time of --count requests in a row, best of --rounds rounds; the fake provider's share
+included). Calls use an access token (an API key adds one
 write a minute, its last use).
 
     .venv/bin/python bench/write_path.py \
@@ -77,12 +78,13 @@ class CountingProxy:
 
 
 class Recorder:
-    """Transactions, statements and commits of an engine, while `on`."""
+    """Transactions, statements and commits of an engine, while `on`. A statement sent in
+    autocommit (PostgreSQL, no BEGIN nor COMMIT) is a transaction of its own."""
 
     def __init__(self, engine):
         self.on = False
         self.transactions: list[list[str]] = []
-        self._open: dict[int, list[str]] = {}
+        self._open: dict[int, list[tuple[str, bool]]] = {}
         event.listen(engine, "begin", self._begin)
         event.listen(engine, "before_cursor_execute", self._statement)
         event.listen(engine, "commit", self._end)
@@ -92,12 +94,15 @@ class Recorder:
         self._open[id(connection)] = []
 
     def _statement(self, connection, cursor, statement, *args):
-        self._open.setdefault(id(connection), []).append(statement)
+        alone = bool(getattr(cursor.connection, "autocommit", False))
+        self._open.setdefault(id(connection), []).append((statement, alone))
 
     def _end(self, connection):
         statements = self._open.pop(id(connection), [])
         if self.on:
-            self.transactions.append(statements)
+            self.transactions.extend([s] for s, alone in statements if alone)
+            if together := [s for s, alone in statements if not alone]:
+                self.transactions.append(together)
 
     def reset(self):
         self.transactions = []

@@ -15,7 +15,8 @@ import re
 import sqlite3
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 import psycopg
@@ -205,8 +206,41 @@ def alone(session) -> bool:
     """Send the ORM `session`'s next statement as a transaction of its own where the database
     allows it: on PostgreSQL, with no transaction begun, in autocommit (no BEGIN nor COMMIT
     round trip, and the rows it locks let go as it ends). Whether it does. For a caller whose
-    transaction is that one statement."""
+    transaction is that one statement.
+
+    Every statement of the session is so sent until its transaction ends (a commit costs no
+    round trip then): a caller with more to send ends it first (`ended`). The connection goes
+    back to the pool with its isolation level reset (SQLAlchemy undoes an `isolation_level`
+    execution option as the connection is given back), so the next transaction, whichever
+    request's, begins with `BEGIN` as usual."""
     if session.in_transaction() or session.get_bind().dialect.name != "postgresql":
         return False
     session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
     return True
+
+
+def in_autocommit(session) -> bool:
+    """Whether the session's transaction is one `alone` began: statements sent one by one."""
+    if not session.in_transaction():
+        return False
+    options = session.connection().get_execution_options()
+    return options.get("isolation_level") == "AUTOCOMMIT"
+
+
+def ended(session) -> None:
+    """End the session's transaction if `alone` began it (no round trip: nothing is open on
+    the server), so that what follows, a write that must be atomic, begins one of its own."""
+    if in_autocommit(session):
+        session.commit()
+
+
+@contextmanager
+def statements_alone(session) -> Iterator[None]:
+    """The block's statements each a transaction of its own where the database allows it (see
+    `alone`), the session's transaction ended after it: for reads, or single-statement writes,
+    that need nothing in common with what the request does next."""
+    if not alone(session):
+        yield
+        return
+    yield
+    ended(session)

@@ -15,9 +15,11 @@ In the database, a chat request's hit (CHAT_RATE_LIMIT) is counted in the reques
 commit rather than a transaction of its own: every chat endpoint commits before it calls a
 provider (no connection is held across a call), so the count is checked, under the row's lock,
 before any call, and a turn pays one upsert where it paid a transaction. Over the limit, that
-commit raises the 429 and nothing of its transaction is kept. A request that ends without a
-commit (refused on the way) has its hit counted as it ends. Login limits count at once, in a
-transaction of their own: a failed login writes nothing else.
+commit raises the 429 and nothing of its transaction is kept. On PostgreSQL a preparation reads
+in autocommit (chat/prepare.py): its commit then sends the upsert alone, a transaction of that
+one statement, and a hit over the limit stays counted, as Redis counts one. A request that
+ends without a commit (refused on the way) has its hit counted as it ends. Login limits count
+at once, in a transaction of their own: a failed login writes nothing else.
 
 A request that PolyGenix itself fails (a 5xx of its own: the database or Redis unavailable, no
 password-check slot free, a bug) gives its hits back: a caller never loses part of a limit to the

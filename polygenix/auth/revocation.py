@@ -16,7 +16,8 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from .. import clock
 from ..extensions import db
-from ..models import RevokedToken, User
+from ..models import RevokedToken, User, UserLimits
+from .access import OWN_LIMITS, keep_limits
 
 
 def _add(entry: str, expires_at: datetime) -> None:
@@ -47,15 +48,23 @@ def revoke_family(payload: dict) -> None:
 
 
 # Every authenticated request runs it: built once rather than per request.
-_USER_AND_ENTRIES = select(
-    User,
-    exists().where(RevokedToken.jti == bindparam("family")),
-    select(RevokedToken.revoked_at).where(RevokedToken.jti == bindparam("jti")).scalar_subquery(),
-).where(User.id == bindparam("user_id"))
+_USER_AND_ENTRIES = (
+    select(
+        User,
+        exists().where(RevokedToken.jti == bindparam("family")),
+        select(RevokedToken.revoked_at)
+        .where(RevokedToken.jti == bindparam("jti"))
+        .scalar_subquery(),
+        *OWN_LIMITS,
+    )
+    .outerjoin(UserLimits, UserLimits.user_id == User.id)
+    .where(User.id == bindparam("user_id"))
+)
 
 
 def user_and_revocation(payload: dict, user_id: int) -> tuple[User | None, bool]:
-    """The token's user, and whether the token is revoked: one round trip to the database.
+    """The token's user, and whether the token is revoked: one round trip to the database,
+    which reads the user's own limits too (access.keep_limits).
 
     A refresh token spent at most REFRESH_REUSE_GRACE_SECONDS ago still counts as live (two tabs
     refreshing at once, a retry after a lost response); spent longer ago, it is revoked.
@@ -68,7 +77,8 @@ def user_and_revocation(payload: dict, user_id: int) -> tuple[User | None, bool]
     ).first()
     if row is None:
         return None, False
-    user, family_revoked, spent_at = row
+    user, family_revoked, spent_at, *own = row
+    keep_limits(user.id, own)
     if family_revoked:
         return user, True
     if spent_at is None:

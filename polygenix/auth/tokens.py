@@ -7,7 +7,7 @@ from flask_jwt_extended import JWTManager, create_access_token, create_refresh_t
 from flask_jwt_extended.exceptions import JWTExtendedException
 from jwt import PyJWTError
 
-from .. import clock
+from .. import clock, database
 from ..errors import error_response
 from ..extensions import db
 from ..limits import password_attempt
@@ -46,12 +46,17 @@ def token_revoked(payload: dict) -> bool:
     """Revoked by logout, by refresh-token reuse, by a later password change, or issued to an
     account that no longer exists.
 
-    The user found on the way is kept for the user lookup that follows on this request.
+    The user found on the way (None: the account is gone) is kept for the user lookup that
+    follows on this request. On PostgreSQL the query is a transaction of its own (no `BEGIN`
+    nor `COMMIT`): nothing the request does next is made any less current by it, since under
+    READ COMMITTED every statement of a transaction read its own snapshot anyway, and nothing
+    of the caller's row is locked.
     """
     user_id = _user_id(payload.get("sub"))
     if user_id is None:
         return True
-    user, revoked = user_and_revocation(payload, user_id)
+    with database.statements_alone(db.session()):
+        user, revoked = user_and_revocation(payload, user_id)
     g.token_user = user
     return revoked or (user is not None and payload.get("acct") != user.token_key)
 
@@ -111,8 +116,9 @@ def init_jwt(jwt: JWTManager) -> None:
 
     @jwt.user_lookup_loader
     def _user_lookup(_header, payload):
-        user = g.pop("token_user", None)  # found by the revocation check just before
-        return _current(user if user is not None else load_user(payload["sub"]))
+        if "token_user" in g:  # looked up by the revocation check just before
+            return _current(g.pop("token_user"))
+        return _current(load_user(payload["sub"]))
 
     @jwt.token_in_blocklist_loader
     def _revoked(_header, payload):

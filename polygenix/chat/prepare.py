@@ -1,6 +1,23 @@
 """A turn's first step: resolve the model, find the session (or plan a new one), load the bounded
-context, reserve the call's budget, and end the read transaction. No provider is called and
-nothing of the turn is written.
+context, reserve the call's budget, and end the reads. No provider is called and nothing of the
+turn is written.
+
+On PostgreSQL the reads are sent one by one in autocommit (`database.alone`), with no `BEGIN`
+nor `COMMIT` around them, unless the request began a transaction before (a Responses call that
+claimed its retry key); the caller and their own limits were read before, by one query sent
+alone too (auth/). They lose nothing by it. Under READ COMMITTED, PostgreSQL's default, which
+PolyGenix leaves as it is, each statement of a transaction reads its own snapshot: the caller,
+their limits, the session, its context and its attachments were never read as of one moment,
+and none of these reads locks a row. Nor does any of them need another's snapshot (which a
+server set to REPEATABLE READ gave them before): what one finds changed by the next (a session
+deleted, a message added, limits set meanwhile) is what a request a moment later would have
+read, and the turn's store checks what it writes against the rows as they are then
+(chat/commit.py, first_turn.py, next_turn.py). The reads that must agree with a write, what
+the user used and holds in flight against the budget, are the reservation's, in its own
+transaction under the user's row lock (governance/reservations.py): before it, the reads'
+autocommit ends (`database.ended`), so the reservation begins a transaction of its own. Without
+Redis the rate-limit hit is counted as that happens (limits.py): one upsert, itself a
+transaction of one statement, as Redis counts a hit.
 
 Three ways in: a question of the user's (`prepare`), an existing question answered again
 (`prepare_again`: regenerate or edit), and a whole conversation a /v1 client sent
@@ -14,7 +31,7 @@ from flask import current_app
 from flask_smorest import abort
 from sqlalchemy import bindparam, select
 
-from .. import clock
+from .. import clock, database
 from ..attachments import store as attachments
 from ..extensions import db
 from ..governance import charging
@@ -76,7 +93,7 @@ def prepare(
     streamed: bool = False,
     attachment_ids: Sequence[int] = (),
 ) -> Turn:
-    """Everything the provider call needs, read in one transaction that ends here.
+    """Everything the provider call needs, read before the provider is called (see above).
 
     An unknown model, or a max_tokens over the model's output cap, is a 422; so is no model at
     all (none named, and the session has no default); a model the user may not use is a 403; a
@@ -85,6 +102,7 @@ def prepare(
     reserves the call's estimate (governance/reservations.py); `streamed` sets its deadline.
     `attachment_ids`: the caller's attachments that go with the message (attachments.store).
     """
+    database.alone(db.session())  # reads, each its own transaction (see the module's docstring)
     session = find_session(user.id, number) if number is not None else None
     provider, model, limits = _named_model(user, model_name, session, options)
     pictures = attachments.given_images(user.id, list(attachment_ids))
@@ -137,9 +155,16 @@ def _planned(
         options=options,
         **again,
     )
+    _reserve(turn, limits, streamed)
+    return turn
+
+
+def _reserve(turn: Turn, limits: Limits, streamed: bool) -> None:
+    """The preparation's end: its reads' autocommit ended, the call's budget reserved (a
+    transaction of its own), and committed; no connection is held across the provider call."""
+    database.ended(db.session())
     charging.reserve(turn, limits, streamed)
     db.session.commit()
-    return turn
 
 
 _LAST_QUESTION = (
@@ -182,6 +207,7 @@ def prepare_again(
     404 for a session or message the user does not have; 422 for a reply, a superseded
     message, or a session with no question to answer again.
     """
+    database.alone(db.session())  # reads, each its own transaction (see the module's docstring)
     session = find_session(user.id, number)
     if session is None:
         abort(404, message="Chat session not found")
@@ -274,6 +300,7 @@ def prepare_conversation(
     as its attachments (the user's ATTACHMENT_QUOTA_BYTES full: a 409 before any call).
     `session`: the user's session number `number`, when the caller has already read it.
     """
+    database.alone(db.session())  # reads, each its own transaction (see the module's docstring)
     config = current_app.config
     provider, model, limits = _model(user.id, model_name, options)
     results = tool_loop.results(messages)
@@ -326,6 +353,5 @@ def prepare_conversation(
         tooling=tooling,
         results=results,
     )
-    charging.reserve(turn, limits, streamed)
-    db.session.commit()
+    _reserve(turn, limits, streamed)
     return turn

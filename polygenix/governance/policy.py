@@ -28,6 +28,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 
 from .. import clock
+from ..auth.access import forget_limits, read_limits
 from ..catalog import catalogue
 from ..config import ConfigError
 from ..errors import Refused
@@ -150,10 +151,16 @@ _OWN_LIMITS = select(UserLimits).where(UserLimits.user_id == bindparam("user_id"
 
 
 def limits_for(user_id: int) -> Limits:
-    return _applied(db.session.scalar(_OWN_LIMITS, {"user_id": user_id}))
+    """The user's limits: their own as the caller's lookup read them (auth.access), else as
+    they are now."""
+    read, own = read_limits(user_id)
+    if not read:
+        own = db.session.scalar(_OWN_LIMITS, {"user_id": user_id})
+    return _applied(own)
 
 
-def _applied(own: UserLimits | None) -> Limits:
+def _applied(own) -> Limits:
+    """`own`: a UserLimits, or a row of its limits' columns; None: the defaults."""
     defaults = governance().defaults
     if own is None:
         return defaults
@@ -270,4 +277,5 @@ def set_limits(
     except IntegrityError:  # the user was deleted meanwhile
         db.session.rollback()
         return False
+    forget_limits(user_id)
     return True

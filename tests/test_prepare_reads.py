@@ -1,0 +1,246 @@
+"""A turn's preparation reads without `BEGIN`/`COMMIT` on PostgreSQL (chat/prepare.py, the
+caller's lookup in auth/): what a plain turn sends, counted; a budget's reservation still its own
+transaction; the database failing, or the account deleted, on the way; and a connection given
+back to the pool after autocommit reads that begins its next transaction as any other."""
+
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import pytest
+from psycopg.pq import TransactionStatus
+from sqlalchemy import create_engine, event, insert, select, text
+from sqlalchemy.exc import IntegrityError
+
+from polygenix.extensions import db
+from polygenix.models import BudgetReservation, ChatSession, User, UserLimits
+from tests.helpers import (
+    TEST_DATABASE_URL,
+    TEST_REDIS_URL,
+    ask,
+    assert_envelope,
+    bearer,
+    sessions,
+    warm_up,
+)
+from tests.tcp_proxy import PASS, RESET
+
+on_postgresql = pytest.mark.skipif(not TEST_DATABASE_URL, reason="autocommit is PostgreSQL's")
+# Without Redis a chat request's rate-limit hit is an upsert sent before the provider call.
+HIT = 0 if TEST_REDIS_URL else 1
+
+
+@dataclass
+class Sent:
+    """What an app sent the database: each statement, with whether its connection was in
+    autocommit (no BEGIN nor COMMIT), and how many transactions it began on the server."""
+
+    statements: list[tuple[str, bool]] = field(default_factory=list)
+    begun: int = 0
+
+    @property
+    def round_trips(self) -> int:
+        """A statement each, and a BEGIN and a COMMIT (or ROLLBACK) a transaction."""
+        return len(self.statements) + 2 * self.begun
+
+
+@contextmanager
+def sent(app):
+    found = Sent()
+    with app.app_context():
+        engine = db.engine
+
+    def statement(_conn, cursor, sql, *_args):
+        connection = cursor.connection
+        alone = bool(getattr(connection, "autocommit", False))
+        idle = TEST_DATABASE_URL and connection.info.transaction_status == TransactionStatus.IDLE
+        if not alone and idle:
+            found.begun += 1  # psycopg sends BEGIN first
+        found.statements.append((sql, alone))
+
+    event.listen(engine, "before_cursor_execute", statement)
+    try:
+        yield found
+    finally:
+        event.remove(engine, "before_cursor_execute", statement)
+
+
+@contextmanager
+def before_reading(app, table: str, action):
+    """`action()` once, just before the first statement that reads `table` is sent."""
+    with app.app_context():
+        engine = db.engine
+    done = []
+
+    def statement(_conn, _cursor, sql, *_args):
+        if not done and sql.lstrip().startswith("SELECT") and f"FROM {table}" in sql:
+            done.append(True)
+            action()
+
+    event.listen(engine, "before_cursor_execute", statement)
+    try:
+        yield done
+    finally:
+        event.remove(engine, "before_cursor_execute", statement)
+
+
+def user_id(app, email="ada@example.com") -> int:
+    with app.app_context():
+        return db.session.scalar(select(User.id).where(User.email == email))
+
+
+def limit(app, **budgets) -> None:
+    with app.app_context():
+        db.session.add(UserLimits(user_id=user_id(app), **budgets))
+        db.session.commit()
+
+
+@on_postgresql
+def test_a_plain_turn_reads_and_stores_with_no_begin_or_commit(app, client, auth):
+    """The caller with their limits (one statement; then a session's rows), then the store's
+    one statement: each its own transaction. With Redis a new session is 2 round trips, an
+    existing one 5."""
+    ada = auth.register()
+    assert ask(client, ada, "first", session_id=1).status_code == 200
+    warm_up(client, ada)
+    key = client.post("/api/keys", headers=ada, json={"name": "k"}).json["key"]
+    assert ask(client, bearer(key), "warm the key's last use").status_code == 200
+    v1 = {"model": "echo", "messages": [{"role": "user", "content": "hi"}]}
+    calls = {
+        "new session": (lambda h: ask(client, h, "new"), 2),
+        "existing session": (lambda h: ask(client, h, "again", session_id=1), 5),
+        "/v1 chat completion": (
+            lambda h: client.post("/v1/chat/completions", headers=h, json=v1),
+            2,
+        ),
+        "/v1 response": (
+            lambda h: client.post(
+                "/v1/responses", headers=h, json={"model": "echo", "input": "hi"}
+            ),
+            2,
+        ),
+    }
+    for name, (call, trips) in calls.items():
+        for headers in (ada, bearer(key)):
+            with sent(app) as found:
+                assert call(headers).status_code == 200, name
+            assert found.begun == 0, (name, found.statements)
+            assert all(alone for _, alone in found.statements), name
+            assert found.round_trips == trips + HIT, (name, found.statements)
+            first, *_, store = [sql for sql, _ in found.statements]
+            assert first.startswith("SELECT") and ("FROM users" in first or "api_keys" in first)
+            # The caller's limits come with the caller, not by a query of their own.
+            assert "user_limits" in first
+            assert not [s for s, _ in found.statements if s.startswith("SELECT user_limits")]
+            assert store.startswith("WITH"), name
+
+
+@on_postgresql
+def test_a_budgets_reservation_is_still_a_transaction_of_its_own(make_app, provider_config, auth):
+    """The reads before it alone; the user's row locked, the reservation inserted and the
+    budget checked between one BEGIN and its COMMIT."""
+    app = make_app(provider_config)
+    client = app.test_client()
+    ada = auth.register(client=client)
+    limit(app, token_budget="100000/day")
+    warm_up(client, ada)
+    assert ask(client, ada, "warm", model="openai").status_code == 200
+    with sent(app) as found:
+        assert ask(client, ada, "budgeted", model="openai").status_code == 200
+    statements = found.statements
+    lock = next(i for i, (sql, _) in enumerate(statements) if "FOR" in sql and "users" in sql)
+    assert all(alone for _, alone in statements[:lock])  # the caller, the limits (and the hit)
+    reservation = [sql.split()[0] for sql, alone in statements[lock:] if not alone]
+    assert reservation[:3] == ["SELECT", "INSERT", "SELECT"]
+    assert "INSERT INTO budget_reservations" in statements[lock + 1][0]
+    # The reservation's, then the store's (the statement and the release).
+    assert found.begun == 2
+    with app.app_context():
+        assert db.session.scalars(select(BudgetReservation)).all() == []
+
+
+@on_postgresql
+def test_the_database_going_away_during_the_preparation_is_a_503(
+    make_app, provider_config, auth, database_proxy
+):
+    quick = {"DB_CONNECT_TIMEOUT": 2, "DB_STATEMENT_TIMEOUT": 1, "DB_POOL_TIMEOUT": 1}
+    app = make_app(provider_config | quick | {"SQLALCHEMY_DATABASE_URI": database_proxy.url})
+    client = app.test_client()
+    ada = auth.register(client=client)
+    assert ask(client, ada, "first", session_id=1).status_code == 200
+    # After the caller was read, before their session is: mid-preparation.
+    with before_reading(app, "chat_sessions", lambda: database_proxy.set(RESET)) as done:
+        response = ask(client, ada, "lost in preparation", session_id=1)
+    assert done
+    assert_envelope(response, 503, "Database unavailable")
+    assert response.headers["Retry-After"] == "1"
+    database_proxy.set(PASS)
+    answered = ask(client, ada, "back", session_id=1)
+    assert answered.status_code == 200, answered.json
+    assert sessions(client, ada) == [(1, ["first", "Echo: first", "back", "Echo: back"])]
+
+
+@pytest.mark.parametrize(("settings", "status"), [({}, 404), ({"TOKEN_BUDGET": "9999/day"}, 401)])
+def test_an_account_deleted_during_the_preparation_stores_nothing(make_app, auth, settings, status):
+    """The caller read, then their account deleted before the preparation reads on: the turn
+    stores nothing. With a budget its reservation finds no user: a 401. Without one the store
+    finds no account to write to: a 404, as when the account goes while the provider answers;
+    the next request with the token is a 401."""
+    app = make_app(settings)
+    client = app.test_client()
+    ada = auth.register(client=client)
+    assert ask(client, ada, "first", session_id=1).status_code == 200
+    ada_id = user_id(app)
+    other = create_engine(app.config["SQLALCHEMY_DATABASE_URI"])
+
+    def delete_account():
+        with other.begin() as connection:
+            connection.execute(text("DELETE FROM users WHERE id = :id"), {"id": ada_id})
+
+    try:
+        with before_reading(app, "chat_sessions", delete_account) as done:
+            response = ask(client, ada, "gone meanwhile", session_id=1)
+    finally:
+        other.dispose()
+    assert done
+    assert_envelope(response, status)
+    with app.app_context():
+        assert db.session.scalars(select(ChatSession)).all() == []
+    assert_envelope(ask(client, ada, "and after"), 401)
+
+
+def test_a_deleted_accounts_token_is_a_401_read_once(app, client, auth):
+    ada = auth.register()
+    warm_up(client, ada)
+    ada_id = user_id(app)
+    with app.app_context():
+        db.session.execute(text("DELETE FROM users WHERE id = :id"), {"id": ada_id})
+        db.session.commit()
+    with sent(app) as found:
+        assert_envelope(ask(client, ada, "who?"), 401)
+    assert len([sql for sql, _ in found.statements if "FROM users" in sql]) == 1
+
+
+@pytest.mark.parametrize("pool", [{"DB_POOL_SIZE": 1, "DB_MAX_OVERFLOW": 0}])
+def test_a_connection_back_from_autocommit_reads_writes_atomically(make_app, auth, pool):
+    """One pooled connection: after turns whose preparation read in autocommit (one answered,
+    one refused on the way, one whose model is unknown), a transaction of two inserts whose
+    second fails leaves nothing of the first."""
+    app = make_app(pool)
+    client = app.test_client()
+    ada = auth.register(client=client)
+    assert ask(client, ada, "kept", session_id=1).status_code == 200
+    assert client.post("/api/ai_chat/7/regenerate", headers=ada, json={}).status_code == 404
+    assert ask(client, ada, "which?", model="no-such-model").status_code == 422
+    row = {"user_id": user_id(app), "title": "half", "number": 2}
+    with app.app_context():
+        connection = db.session.connection()
+        assert connection.get_isolation_level() != "AUTOCOMMIT"
+        if TEST_DATABASE_URL:
+            assert connection.connection.driver_connection.autocommit is False
+        db.session.execute(insert(ChatSession).values(row))
+        with pytest.raises(IntegrityError):
+            db.session.execute(insert(ChatSession).values(row))  # the same number again
+        db.session.rollback()
+        numbers = db.session.scalars(select(ChatSession.number)).all()
+    assert numbers == [1]
+    assert sessions(client, ada) == [(1, ["kept", "Echo: kept"])]
