@@ -21,8 +21,10 @@ from polygenix.extensions import db
 from polygenix.models import BudgetReservation, ChatSession, Message, StoredResponse, UsageDaily
 from tests import images
 from tests.helpers import (
+    TEST_DATABASE_URL,
     amid_a_deletion,
     ask,
+    counted_transactions,
     read_events,
     stream,
 )
@@ -186,3 +188,44 @@ def test_an_account_deleted_amid_its_streamed_regenerates_and_edits(racing_app, 
         return ended_native(client.put(url, headers=headers, json=body | {"content": "again"}))
 
     race(racing_app, auth, turn, setup)
+
+
+# --- which statement locks the user's row ---------------------------------------------------
+
+on_postgresql = pytest.mark.skipif(not TEST_DATABASE_URL, reason="PostgreSQL's row locks")
+
+
+def stores(transactions) -> list[list[str]]:
+    """The transactions that stored a turn's question."""
+    return [t for t in transactions if any(s.startswith("INSERT INTO messages") for s in t)]
+
+
+@on_postgresql
+def test_a_new_session_held_by_its_counter_holds_the_users_row_no_more(
+    make_app, provider_config, auth
+):
+    """A new session stored row by row (it brings an image), its usage added and its
+    reservation released: the counter's UPDATE, its first statement, locks the user's row."""
+    app = make_app(provider_config | {"TOKEN_BUDGET": "100000000/day"})
+    client = app.test_client()
+    ada = auth.register(client=client)
+    attachment = upload(client, ada)
+    with counted_transactions(app) as transactions:
+        assert ask(client, ada, "look", attachment_ids=[attachment]).status_code == 200
+    (store,) = stores(transactions)
+    assert store[0].startswith("UPDATE users SET last_session_number")
+    assert not any("FOR KEY SHARE" in statement for statement in store)
+
+
+@on_postgresql
+def test_a_streams_end_touches_its_session_behind_the_users_row(racing_app, auth):
+    """A stream's last transaction: its first statement, the session's touch, locks the user's
+    row before the session's."""
+    client = racing_app.test_client()
+    ada = auth.register(client=client)
+    assert ask(client, ada, "first", session_id=1).status_code == 200
+    with counted_transactions(racing_app) as transactions:
+        assert ended_native(stream(client, ada, "echo", "next", session_id=1)) == 200
+    last = [t for t in transactions if any("lease_token=" in s for s in t)][-1]
+    touch = next(s for s in last if not s.startswith("SELECT"))
+    assert touch.startswith("UPDATE chat_sessions") and "FOR KEY SHARE" in touch
