@@ -232,6 +232,10 @@ def racing_app(request, make_app, provider_config):
     releases its reservation, so it is stored by commit.py's transaction (as every turn that
     is not plain: tool results, attachments, retries), not by next_turn.py's statement."""
     config = provider_config | {"CHAT_RATE_LIMIT": "100000/minute"}
+    # A connection for each racer and each deletion: on a loaded machine the session's deletion
+    # (SEEDED messages) took over DB_POOL_TIMEOUT, and racers queued for the pool meanwhile
+    # answered 503 (a pool timeout, not the deadlock this race is about).
+    config |= {"DB_MAX_OVERFLOW": RACERS}
     if request.param == "budget":
         config |= {"TOKEN_BUDGET": "100000000/day"}
     return make_app(config)
