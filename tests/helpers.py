@@ -294,3 +294,32 @@ def at_once(call, times: int, timeout: float = 30) -> list:
     for thread in threads:
         thread.join(timeout=timeout)
     return results
+
+
+def amid_a_deletion(app, call, times: int, delete, started, timeout: float = 60):
+    """A burst of one user's requests racing a deletion: `call(client)` in `times` threads let
+    go together, each with a test client of its own, and `delete()` (the account's deletion,
+    say) once `started()` says the burst is under way. What `delete()` returned, and what each
+    call returned, in the order they ended; a call that never ends (a thread stuck behind a
+    lock, or one that raised) fails the test."""
+    go = threading.Barrier(times + 1)
+    results, lock = [], threading.Lock()
+
+    def run():
+        client = app.test_client()
+        go.wait()
+        result = call(client)
+        with lock:
+            results.append(result)
+
+    threads = [threading.Thread(target=run) for _ in range(times)]
+    for thread in threads:
+        thread.start()
+    go.wait()
+    wait_for(started, timeout=30, what="the burst under way")
+    deleted = delete()
+    deadline = time.monotonic() + timeout
+    for thread in threads:
+        thread.join(timeout=max(0.0, deadline - time.monotonic()))
+    assert len(results) == times, f"{times - len(results)} of {times} calls never ended"
+    return deleted, results

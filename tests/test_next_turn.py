@@ -4,6 +4,7 @@ transcript digest grown only from the one the turn knew, nothing stored in a ses
 longer the turn's (deleted, alone or with the account; its id another user's), and no deadlock
 with the deletion of the session or of the account, however many turns race it."""
 
+import itertools
 import threading
 
 import pytest
@@ -14,6 +15,7 @@ from polygenix.extensions import db
 from polygenix.models import ChatSession, Message
 from tests.helpers import (
     TEST_DATABASE_URL,
+    amid_a_deletion,
     ask,
     assert_envelope,
     counted_transactions,
@@ -230,6 +232,10 @@ def racing_app(request, make_app, provider_config):
     releases its reservation, so it is stored by commit.py's transaction (as every turn that
     is not plain: tool results, attachments, retries), not by next_turn.py's statement."""
     config = provider_config | {"CHAT_RATE_LIMIT": "100000/minute"}
+    # A connection for each racer and each deletion: on a loaded machine the session's deletion
+    # (SEEDED messages) took over DB_POOL_TIMEOUT, and racers queued for the pool meanwhile
+    # answered 503 (a pool timeout, not the deadlock this race is about).
+    config |= {"DB_MAX_OVERFLOW": RACERS}
     if request.param == "budget":
         config |= {"TOKEN_BUDGET": "100000000/day"}
     return make_app(config)
@@ -254,30 +260,30 @@ def test_an_account_deleted_amid_turns_of_its_sessions_never_deadlocks(racing_ap
     for number in (1, 2):  # the usage row is there to be locked
         assert ask(client, ada, "first", session_id=number).status_code == 200
     seed(app, ada_id, 1)
-    go = threading.Barrier(RACERS + 1)
-    statuses, lock = [], threading.Lock()
+    racers = itertools.count()
 
-    def turns(n):
-        other = app.test_client()
-        go.wait()
+    def turns(other):
+        n, statuses = next(racers), []
         for k in range(20):
             model = "echo" if n % 2 else f"openai/racer-{n}-{k}"
-            status = ask(other, ada, "next", model, session_id=1 + k % 2).status_code
-            with lock:
-                statuses.append(status)
-            if status == 401:
-                return
+            statuses.append(ask(other, ada, "next", model, session_id=1 + k % 2).status_code)
+            if statuses[-1] == 401:
+                break
+        return statuses
 
-    threads = [threading.Thread(target=turns, args=(n,)) for n in range(RACERS)]
-    for thread in threads:
-        thread.start()
-    go.wait()
-    wait_for(lambda: asked(app, "next"), what="a stored turn")
-    session_deleted = in_thread(lambda: client.delete("/api/ai_chat/1", headers=ada).status_code)
-    assert app.test_client().delete(f"/api/user/{ada_id}", headers=admin).status_code == 200
-    assert session_deleted() in (200, 401, 404)  # 401, 404: after the account went
-    for thread in threads:
-        thread.join(timeout=60)
+    def delete():  # one session, and meanwhile the account
+        session_deleted = in_thread(
+            lambda: client.delete("/api/ai_chat/1", headers=ada).status_code
+        )
+        account_deleted = app.test_client().delete(f"/api/user/{ada_id}", headers=admin)
+        return session_deleted(), account_deleted.status_code
+
+    (session_deleted, account_deleted), outcomes = amid_a_deletion(
+        app, turns, RACERS, delete, lambda: asked(app, "next")
+    )
+    assert account_deleted == 200
+    assert session_deleted in (200, 401, 404)  # 401, 404: after the account went
+    statuses = [status for racer in outcomes for status in racer]
     assert set(statuses) <= {200, 401, 404}, statuses
     assert stored(app) == []
     assert client.get("/api/admin/usage", headers=admin).json["rows"] == []

@@ -14,7 +14,16 @@ from polygenix.extensions import db
 from polygenix.models import ChatSession, Message, User
 from tests.fake_provider import openai_stream
 from tests.gunicorn_server import gunicorn, register_over_http
-from tests.helpers import ask, assert_envelope, at_once, in_thread, read_events, stream, wait_for
+from tests.helpers import (
+    amid_a_deletion,
+    ask,
+    assert_envelope,
+    at_once,
+    in_thread,
+    read_events,
+    stream,
+    wait_for,
+)
 
 
 @pytest.fixture
@@ -225,25 +234,15 @@ def test_an_account_deleted_amid_a_burst_of_its_new_sessions_never_deadlocks(app
     admin, ada = auth.admin(client=client), auth.register(client=client)
     ada_id = auth.user_id(ada, client=client)
     assert ask(client, ada, "first").status_code == 200  # the usage row is there to be locked
-    go = threading.Barrier(BURST + 1)
-    statuses, lock = [], threading.Lock()
-
-    def create():
-        other = app.test_client()
-        go.wait()
-        status = ask(other, ada, "a new chat").status_code
-        with lock:
-            statuses.append(status)
-
-    threads = [threading.Thread(target=create) for _ in range(BURST)]
-    for thread in threads:
-        thread.start()
-    go.wait()
-    wait_for(lambda: len(all_messages(app)) > 2, what="the burst's first stored turn")
-    assert client.delete(f"/api/user/{ada_id}", headers=admin).status_code == 200
-    for thread in threads:
-        thread.join(timeout=60)
-    assert len(statuses) == BURST and set(statuses) <= {200, 401, 404}, statuses
+    deleted, statuses = amid_a_deletion(
+        app,
+        lambda other: ask(other, ada, "a new chat").status_code,
+        BURST,
+        lambda: client.delete(f"/api/user/{ada_id}", headers=admin).status_code,
+        lambda: len(all_messages(app)) > 2,  # the burst's first stored turn
+    )
+    assert deleted == 200
+    assert set(statuses) <= {200, 401, 404}, statuses
     assert all_messages(app) == []
     assert client.get("/api/admin/usage", headers=admin).json["rows"] == []
 

@@ -13,7 +13,15 @@ from sqlalchemy import event, func, select
 
 from polygenix.extensions import db
 from polygenix.models import ChatSession, Message, StoredResponse, UsageDaily
-from tests.helpers import TEST_DATABASE_URL, in_thread, sessions, usage_rows, wait_for, warm_up
+from tests.helpers import (
+    TEST_DATABASE_URL,
+    amid_a_deletion,
+    in_thread,
+    sessions,
+    usage_rows,
+    wait_for,
+    warm_up,
+)
 
 SESSION = "X-PolyGenix-Session"
 WRITE = re.compile(r"^\s*(INSERT|UPDATE|DELETE|WITH\b.*\b(INSERT|UPDATE|DELETE)\b)", re.I | re.S)
@@ -247,25 +255,15 @@ def test_an_account_deleted_amid_a_burst_of_its_new_responses_never_deadlocks(ap
     admin, ada = auth.admin(client=client), auth.register(client=client)
     user_id = auth.user_id(ada, client=client)
     assert respond(client, ada, input="first").status_code == 200  # a usage row to lock
-    go = threading.Barrier(BURST + 1)
-    statuses, lock = [], threading.Lock()
-
-    def create():
-        other = app.test_client()
-        go.wait()
-        status = respond(other, ada, input="a new chat").status_code
-        with lock:
-            statuses.append(status)
-
-    threads = [threading.Thread(target=create) for _ in range(BURST)]
-    for thread in threads:
-        thread.start()
-    go.wait()
-    wait_for(lambda: len(records(app)) > 1, what="the burst's first stored response")
-    assert client.delete(f"/api/user/{user_id}", headers=admin).status_code == 200
-    for thread in threads:
-        thread.join(timeout=60)
-    assert len(statuses) == BURST and set(statuses) <= {200, 401, 404}, statuses
+    deleted, statuses = amid_a_deletion(
+        app,
+        lambda other: respond(other, ada, input="a new chat").status_code,
+        BURST,
+        lambda: client.delete(f"/api/user/{user_id}", headers=admin).status_code,
+        lambda: len(records(app)) > 1,  # the burst's first stored response
+    )
+    assert deleted == 200
+    assert set(statuses) <= {200, 401, 404}, statuses
     assert counts(app) == (0, 0, 0, 0)
 
 

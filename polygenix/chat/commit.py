@@ -27,7 +27,7 @@ from ..governance import charging, ledger, reservations
 from ..models import ChatSession, Message, User
 from . import attempts, first_turn, next_turn, tool_loop, transcript
 from . import session_rows as rows
-from .history import catch_up, find_session, new_number
+from .history import COUNT_UP, catch_up, find_session, new_number, next_number
 from .turn_state import CHANGED, Kind, Turn, asked, make_title
 
 # Each lost race means another request of the same user won one, so this many concurrent
@@ -64,6 +64,16 @@ def commit_question(
     def first() -> None:  # the user's row first, as a deletion of the account locks it
         nonlocal existing, number
         existing = session is not None
+        if not existing and turn.number is None:
+            # The next number of the user's counter: its UPDATE locks the user's row, nothing
+            # more to hold. At its top (or the account gone) it matches no row: the user's row
+            # held, then the lowest free number (history.new_number).
+            counted = db.session.execute(COUNT_UP, {"user_id": turn.user_id}).scalar()
+            if counted is None:
+                _hold_user(turn, usage, ended)
+                counted = next_number(turn.user_id)
+            number = counted
+            return
         _hold_user(turn, usage, ended)  # a number asked for may leave the counter untouched
         if not existing:
             number = new_number(turn.user_id, turn.number)
@@ -242,7 +252,9 @@ def _next_in_one_statement(
 def _hold_user(turn: Turn, usage: ledger.Entry | None, ended: bool) -> None:
     """Before a transaction takes the user's usage row or releases their reservation, then
     touches a session: the user's row held first (reservations.hold_user), as a new session's
-    counter holds it. SessionDeleted if the account went."""
+    counter holds it. SessionDeleted if the account went. A transaction with neither takes the
+    user's row first all the same: its first statement is the session's touch, which locks it
+    (session_rows.touch_session), or a new session's insert, whose foreign key check does."""
     if usage is not None or (ended and turn.reservation is not None):
         if not reservations.hold_user(turn.user_id):
             raise SessionDeleted()
@@ -264,6 +276,8 @@ def _transaction(
     session, writes the turn's rows and says whether they were still the turn's. So every turn
     locks rows in one order (the user's, their usage, the session, its messages) and an
     account's deletion locks the user's row before any other: neither deadlocks with another.
+    With no usage nor reservation, the session's touch takes the user's row first itself
+    (session_rows.touch_session), as a new session's counter or insert does.
 
     A row that another transaction took or deleted meanwhile (IntegrityError, StaleDataError)
     rolls it back; `retry()`, if given, may then say it is worth another try, up to

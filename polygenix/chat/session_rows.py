@@ -31,7 +31,7 @@ from sqlalchemy.orm import aliased
 from .. import clock
 from ..attachments import store as attachments
 from ..extensions import db
-from ..models import ChatSession, Message
+from ..models import ChatSession, Message, User
 from ..providers.messages import text_of
 from . import transcript
 from .turn_state import Kind, Turn
@@ -63,10 +63,18 @@ class Digest(enum.Enum):
 def touch_session(user_id: int, session: ChatSession, now, digest, added) -> bool:
     """`session` changed now and its transcript (digest `digest` as the turn knew it) grew by
     `added`, if the row is still the user's session of that number: one UPDATE. False if not
-    (deleted, or its id reused by another session)."""
+    (deleted, or its id reused by another session, or the account gone).
+
+    On PostgreSQL the same UPDATE first locks the user's row (key share), before the session's:
+    an account's deletion locks the user's row, then its sessions, so a transaction that held
+    the session and then wrote a row naming the user (a response's record, an attachment) would
+    wait for the deletion while holding the session it waits for. Held first, the touch waits
+    for a deletion under way (then finds the account gone and touches nothing), or the deletion
+    waits for the transaction, its commit. SQLite locks the whole database for a writer."""
     change, params = digest_change(digest, added)
     params |= {"owner_id": user_id, "session_id": session.id, "session_number": session.number}
-    return changed(_touch(change), params | {"now": now}) == 1
+    held = db.engine.dialect.name == "postgresql"
+    return changed(_touch(change, held), params | {"now": now}) == 1
 
 
 def digest_change(digest, added) -> tuple[Digest, dict[str, object]]:
@@ -117,9 +125,21 @@ def touching(user_id, change: Digest):
     )
 
 
+_users = User.__table__
+# The user of bound `owner_id`, their row locked as reservations.hold_user locks it: a scalar
+# subquery of the UPDATE's WHERE, which PostgreSQL runs (an InitPlan) as it scans for the
+# session, before it locks the session's row; no row (the account gone): no session matches.
+_OWNER = (
+    select(_users.c.id)
+    .where(_users.c.id == bindparam("owner_id"))
+    .with_for_update(read=True, key_share=True)
+    .scalar_subquery()
+)
+
+
 @cache
-def _touch(change: Digest):
-    return touching(bindparam("owner_id"), change)
+def _touch(change: Digest, held: bool):
+    return touching(_OWNER if held else bindparam("owner_id"), change)
 
 
 def changed(statement: Executable, params: Mapping[str, Any] | None = None) -> int:

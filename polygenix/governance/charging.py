@@ -151,10 +151,13 @@ def count_alone(call: Call, usage: ledger.Entry | None) -> None:
         return
     if call.reservation is None:  # one statement: its own transaction where it can be
         database.alone(db.session())
+    # Two of the user's rows: the user's own first, as in every such transaction. Gone, the
+    # account took its usage and reservations with it: nothing is left to store.
+    elif usage is not None and not reservations.hold_user(call.user_id):
+        db.session.rollback()
+        released(call)
+        return
     try:
-        # Two of the user's rows: the user's own first, as in every such transaction.
-        if usage is not None and call.reservation is not None:
-            reservations.hold_user(call.user_id)
         if usage is not None:
             usage.add()
         release(call)
