@@ -98,7 +98,7 @@ def limit(app, **budgets) -> None:
 def test_a_plain_turn_reads_and_stores_with_no_begin_or_commit(app, client, auth):
     """The caller with their limits (one statement; then a session's rows), then the store's
     one statement: each its own transaction. With Redis a new session is 2 round trips, an
-    existing one 5."""
+    existing one 5, a Responses continuation 3."""
     ada = auth.register()
     assert ask(client, ada, "first", session_id=1).status_code == 200
     warm_up(client, ada)
@@ -118,7 +118,18 @@ def test_a_plain_turn_reads_and_stores_with_no_begin_or_commit(app, client, auth
             ),
             2,
         ),
+        # The chain it continues, read by one statement of its own as well.
+        "/v1 response continuation": (
+            lambda h: client.post(
+                "/v1/responses",
+                headers=h,
+                json={"model": "echo", "input": "on", "previous_response_id": previous},
+            ),
+            3,
+        ),
     }
+    previous = client.post("/v1/responses", headers=ada, json={"model": "echo", "input": "hi"})
+    previous = previous.json["id"]
     for name, (call, trips) in calls.items():
         for headers in (ada, bearer(key)):
             with sent(app) as found:

@@ -15,6 +15,7 @@ from typing import Any
 from flask import Response, current_app
 from werkzeug.exceptions import HTTPException
 
+from .. import database
 from ..chat import images as chat_images
 from ..chat import turn as turns
 from ..chat.tool_loop import chars
@@ -180,7 +181,13 @@ def prepare(
 ) -> Pending:
     """The response's turn, its read transaction ended: in session `number` (the caller's,
     made if none) unless it continues a response; `key`, the call's retry key. PreviousNotFound;
-    Repeated; UnknownModelError; a 400 for what the provider cannot take."""
+    Repeated; UnknownModelError; a 400 for what the provider cannot take.
+
+    Unless a retry key is to be claimed (a write, undone if the call is refused before the
+    provider is called, and read with in one transaction), the chain's reads are sent as
+    chat/prepare.py sends a turn's: on PostgreSQL each its own transaction."""
+    if key is None or not asked.store:
+        database.alone(db.session())
     where, previous, earlier = _where(user, asked, number)
     claimed = _claim(user, asked, key, retrying)
     retry = {"retry_key": key, "retrying": retrying} if asked.store else {}
