@@ -238,9 +238,14 @@ def ended(session) -> None:
 def statements_alone(session) -> Iterator[None]:
     """The block's statements each a transaction of its own where the database allows it (see
     `alone`), the session's transaction ended after it: for reads, or single-statement writes,
-    that need nothing in common with what the request does next."""
+    that need nothing in common with what the request does next. A block that raises leaves
+    the session's transaction rolled back, not in autocommit."""
     if not alone(session):
         yield
         return
-    yield
+    try:
+        yield
+    except BaseException:
+        session.rollback()
+        raise
     ended(session)

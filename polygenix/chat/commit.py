@@ -67,7 +67,8 @@ def commit_question(
         if not existing and turn.number is None:
             # The next number of the user's counter: its UPDATE locks the user's row, nothing
             # more to hold. At its top (or the account gone) it matches no row: the user's row
-            # held, then the lowest free number (history.new_number).
+            # held first where usage or a release follows (else the session's INSERT takes it
+            # by its foreign key check), then the lowest free number (history.new_number).
             counted = db.session.execute(COUNT_UP, {"user_id": turn.user_id}).scalar()
             if counted is None:
                 _hold_user(turn, usage, ended)

@@ -138,7 +138,7 @@ def _planned(
     pictures=(),
     **again,
 ) -> Turn:
-    """The turn of a prepare step, its read transaction ended: the provider may take seconds
+    """The turn of a prepare step, its reads ended: the provider may take seconds
     or minutes, and no database connection is held meanwhile. Images the provider cannot take
     are refused (the new message's, a 422) or left out (the earlier messages')."""
     messages = build_messages(context, content, session, pictures)

@@ -2,10 +2,11 @@
 and this one names what the routes use of them.
 
 1. Prepare (prepare.py, context.py): resolve the model, find the session (or plan a new one),
-   load the bounded context, reserve the call's budget, and end the read transaction. No
-   provider is called and nothing is written. The turn's state (turn_state.py) says its `Kind`:
-   a question that starts or continues a session, a regenerate or an edit (an existing question
-   answered again), or a conversation a /v1 client sent.
+   load the bounded context, reserve the call's budget, and end the reads (on PostgreSQL sent
+   one by one in autocommit). No provider is called and nothing of the turn is written. The
+   turn's state (turn_state.py) says its `Kind`: a question that starts or continues a
+   session, a regenerate or an edit (an existing question answered again), or a conversation a
+   /v1 client sent.
 2. The provider call (call.py): `complete` for a whole reply, or `open_stream`. Every route
    runs `answer` (the call, then the failure or the reply stored) or, streamed, `called`.
 3. Store. A whole reply (store.py): `store` or `store_failure`, one transaction that writes the
