@@ -39,6 +39,7 @@ from polygenix.models import User, UserLimits  # noqa: E402
 from tests.fake_provider import FakeProvider  # noqa: E402
 from tests.helpers import scratch_schema  # noqa: E402
 
+SDK = {"X-Stainless-Retry-Count": "0"}
 WRITE = re.compile(r"^\s*(INSERT|UPDATE|DELETE|WITH\b.*\b(INSERT|UPDATE|DELETE)\b)", re.I | re.S)
 
 
@@ -109,9 +110,9 @@ class Recorder:
 
 
 def kinds(client, headers) -> dict:
-    def post(path: str, body: dict):
+    def post(path: str, body: dict, sent: dict | None = None):
         def call():
-            response = client.post(path, headers=headers, json=body)
+            response = client.post(path, headers=headers | (sent or {}), json=body)
             assert response.status_code == 200, response.data[:300]
             return response.data
 
@@ -137,10 +138,19 @@ def kinds(client, headers) -> dict:
         "/v1 response (a new conversation)": post(
             "/v1/responses", {"model": "openai", "input": "bench"}
         ),
+        # An official SDK's first attempt: the body's digest is the call's retry key, claimed.
+        "/v1 response from an SDK (X-Stainless-Retry-Count: 0, a new conversation)": post(
+            "/v1/responses", {"model": "openai", "input": "sdk"}, SDK
+        ),
         "/v1 chat completion, an existing session": in_session(v1),
         "/v1 response, a continuation (previous_response_id), an existing session": post(
             "/v1/responses",
             {"model": "openai", "input": "bench", "previous_response_id": first.json["id"]},
+        ),
+        "/v1 response from an SDK, a continuation, an existing session": post(
+            "/v1/responses",
+            {"model": "openai", "input": "sdk", "previous_response_id": first.json["id"]},
+            SDK,
         ),
         "native turn, new session": post("/api/ai_chat/request", native),
         "native turn, existing session": post(

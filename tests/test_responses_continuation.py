@@ -139,26 +139,62 @@ def test_a_continuation_is_one_statement_like_a_chat_completion_in_its_session(a
 
 
 @on_postgresql
-def test_a_continuation_that_claimed_its_retry_key_updates_that_row_after_the_statement(
-    app, client, ada
+@pytest.mark.parametrize("sdk", [False, True])
+def test_a_continuation_that_claimed_its_retry_key_updates_that_row_in_the_statement(
+    app, client, ada, sdk
 ):
-    """The row that holds the call's Idempotency-Key is the record: an UPDATE of it after the
-    statement, both in one transaction."""
+    """The row that holds the call's retry key (its Idempotency-Key, or an SDK's body digest) is
+    the record: an UPDATE of it, a CTE of the one statement, sent as its own transaction."""
     warm_up(client, ada)
     first = respond(client, ada, input="start")
-    keyed = ada | {"Idempotency-Key": "next-1"}
+    if sdk:
+        keyed, retry = ({"X-Stainless-Retry-Count": n} for n in ("0", "1"))
+    else:
+        keyed = retry = {"Idempotency-Key": "next-1"}
+    body = {"input": "keyed", "previous_response_id": first.json["id"]}
     with write_transactions(app) as transactions:
-        answer = respond(client, keyed, input="keyed", previous_response_id=first.json["id"])
+        answer = respond(client, ada | keyed, **body)
     assert answer.status_code == 200
-    store = store_of(transactions)
-    assert [s.split()[0] for s, _ in store] == ["WITH", "UPDATE"]
-    assert "INSERT INTO responses" not in store[0][0] and "UPDATE responses" in store[1][0]
-    assert not any(alone for _, alone in store)
+    [(statement, alone)] = store_of(transactions)
+    assert statement.startswith("WITH") and alone  # no BEGIN nor COMMIT around it
+    assert statement.count("UPDATE responses") == 1 and "INSERT INTO responses" not in statement
     row = record(app, answer.json["id"])
     assert row.reply_id is not None and row.previous_id == record(app, first.json["id"]).id
-    again = respond(client, keyed, input="keyed", previous_response_id=first.json["id"])
+    assert row.session_id == record(app, first.json["id"]).session_id
+    assert client.get(f"/v1/responses/{answer.json['id']}", headers=ada).data == answer.data
+    listed = client.get(f"/v1/responses/{answer.json['id']}/input_items", headers=ada).json
+    assert [i["content"][0]["text"] for i in listed["data"]] == ["keyed"]
+    again = respond(client, ada | retry, **body)
     assert again.status_code == 200 and again.json == answer.json  # answered from the record
     assert len(records(app)) == 2 and calls(client, ada) == 2
+
+
+def test_a_continuations_claim_deleted_before_the_store_leaves_it_without_a_record(
+    app, client, ada, fake
+):
+    """The call's claim deleted while the provider answers: the record, an UPDATE of it,
+    matches no row; the turn is stored in the chain's session all the same, its response is
+    not found, and a retry is answered anew."""
+    first = respond(client, ada, input="one")
+    release = threading.Event()
+    fake.reply(hold=release)
+    keyed = ada | {"Idempotency-Key": "gone"}
+    body = {"input": "two", "previous_response_id": first.json["id"]}
+    later = in_thread(lambda: respond(app.test_client(), keyed, **body))
+    wait_for(lambda: len(fake.requests) == 2, what="the provider call")
+    [claim] = [r for r in records(app) if r.session_id is None]
+    with app.app_context():
+        db.session.execute(delete(StoredResponse).where(StoredResponse.id == claim.id))
+        db.session.commit()
+    release.set()
+    answer = later()
+    assert answer.status_code == 200 and answer.json["id"] == claim.public_id
+    assert [r.public_id for r in records(app)] == [first.json["id"]]
+    assert [m for _, m in sessions(client, ada)] == [["one", HELLO, "two", HELLO]]
+    assert client.get(f"/v1/responses/{claim.public_id}", headers=ada).status_code == 404
+    again = respond(client, keyed, **body)
+    assert again.status_code == 200 and again.json["id"] != claim.public_id
+    assert len(fake.requests) == 3 and len(records(app)) == 2
 
 
 # --- the record, on every database ------------------------------------------------------------

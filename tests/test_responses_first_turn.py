@@ -4,12 +4,13 @@ transaction as a chat completion's is; elsewhere it is written in that turn's tr
 every database: the record answers GET, input_items, DELETE and previous_response_id as any
 other; an account deleted meanwhile leaves nothing half written; `store: false` writes none."""
 
+import itertools
 import re
 import threading
 from contextlib import contextmanager
 
 import pytest
-from sqlalchemy import event, func, select
+from sqlalchemy import delete, event, func, select
 
 from polygenix.extensions import db
 from polygenix.models import ChatSession, Message, StoredResponse, UsageDaily
@@ -24,6 +25,7 @@ from tests.helpers import (
 )
 
 SESSION = "X-PolyGenix-Session"
+HELLO = "Hello from gpt-4.1-mini"
 WRITE = re.compile(r"^\s*(INSERT|UPDATE|DELETE|WITH\b.*\b(INSERT|UPDATE|DELETE)\b)", re.I | re.S)
 on_postgresql = pytest.mark.skipif(not TEST_DATABASE_URL, reason="PostgreSQL's data-modifying WITH")
 
@@ -68,6 +70,11 @@ def write_transactions(app):
     finally:
         for name, listener in listeners:
             event.remove(engine, name, listener)
+
+
+def record(app, public_id: str) -> StoredResponse:
+    [row] = [r for r in records(app) if r.public_id == public_id]
+    return row
 
 
 def records(app) -> list[StoredResponse]:
@@ -129,24 +136,98 @@ def test_a_stored_responses_first_turn_is_one_statement_like_a_chat_completions(
     assert kept.status_code == 200 and kept.data == answer.data
 
 
+# A call's retry key: its client's Idempotency-Key (its retry sends the same), or, from an official
+# SDK, its body's digest (every first attempt sends X-Stainless-Retry-Count: 0, a retry 1).
+KEYED = {
+    "idempotency-key": ({"Idempotency-Key": "call-1"}, {"Idempotency-Key": "call-1"}),
+    "sdk": ({"X-Stainless-Retry-Count": "0"}, {"X-Stainless-Retry-Count": "1"}),
+}
+
+
 @on_postgresql
-def test_a_record_that_claimed_its_retry_key_is_written_after_the_statement(app, client, ada):
-    """The row that holds the call's Idempotency-Key is the record: an UPDATE of it, in the
-    statement's transaction."""
+@pytest.mark.parametrize("keyed", list(KEYED))
+def test_a_record_that_claimed_its_retry_key_is_a_part_of_the_one_statement(
+    app, client, ada, fake, keyed
+):
+    """The row that holds the call's retry key is the record: an UPDATE of it, a CTE of the
+    statement that stores the turn, sent as its own transaction as a plain one is."""
+    first, retry = (ada | h for h in KEYED[keyed])
     warm_up(client, ada)
-    keyed = ada | {"Idempotency-Key": "call-1"}
+    assert respond(client, first, model="openai", input="warm").status_code == 200
     with write_transactions(app) as transactions:
-        answer = respond(client, keyed, input="keyed")
+        answer = respond(client, first, model="openai", input="keyed")
     assert answer.status_code == 200
-    store = store_of(transactions)
-    assert [s.split()[0] for s, _ in store] == ["WITH", "UPDATE"]
-    assert "INSERT INTO responses" not in store[0][0] and "UPDATE responses" in store[1][0]
-    assert not any(alone for _, alone in store)
+    [(statement, alone)] = store_of(transactions)
+    assert statement.startswith("WITH") and alone  # no BEGIN nor COMMIT around it
+    assert statement.count("UPDATE responses") == 1 and "INSERT INTO responses" not in statement
+    row = record(app, answer.json["id"])
+    with app.app_context():
+        question, reply = db.session.scalars(
+            select(Message).where(Message.session_id == row.session_id).order_by(Message.id)
+        ).all()
+    assert (row.question_id, row.reply_id) == (question.id, reply.id)
+    assert row.previous_id is None and row.retry_key is not None
+    assert row.body["status"] == "completed" and row.items[0]["content"][0]["text"] == "keyed"
+    assert client.get(f"/v1/responses/{answer.json['id']}", headers=ada).data == answer.data
+    listed = client.get(f"/v1/responses/{answer.json['id']}/input_items", headers=ada).json
+    assert [i["content"][0]["text"] for i in listed["data"]] == ["keyed"]
+    again = respond(client, retry, model="openai", input="keyed")
+    assert again.status_code == 200 and again.json == answer.json  # answered from the record
+    assert len(fake.requests) == 2 and len(records(app)) == 2  # the warm-up's and this one
+
+
+@pytest.mark.parametrize("keyed", list(KEYED))
+def test_a_claim_deleted_before_the_store_leaves_the_turn_without_its_record(
+    app, client, ada, fake, keyed
+):
+    """The call's claim of its retry key deleted while the provider answers (DELETE
+    /v1/responses/{id} does not find a call under way; here the row goes under it): the record,
+    an UPDATE of that row, matches none. The turn is stored and answered, its response is not
+    found, and a retry is a new call, answered anew."""
+    first, retry = (ada | h for h in KEYED[keyed])
+    release = threading.Event()
+    fake.reply(hold=release)
+    later = in_thread(lambda: respond(app.test_client(), first, model="openai", input="gone"))
+    wait_for(lambda: fake.requests, what="the provider call")
+    [claim] = records(app)
+    assert claim.session_id is None and claim.retry_key is not None
+    assert client.delete(f"/v1/responses/{claim.public_id}", headers=ada).status_code == 404
+    with app.app_context():
+        db.session.execute(delete(StoredResponse).where(StoredResponse.id == claim.id))
+        db.session.commit()
+    release.set()
+    answer = later()
+    assert answer.status_code == 200 and answer.json["id"] == claim.public_id
+    assert records(app) == []
+    assert [m for _, m in sessions(client, ada)] == [["gone", HELLO]]
+    assert client.get(f"/v1/responses/{claim.public_id}", headers=ada).status_code == 404
+    again = respond(client, retry, model="openai", input="gone")
+    assert again.status_code == 200 and again.json["id"] != claim.public_id
+    assert len(fake.requests) == 2
+    assert [r.public_id for r in records(app)] == [again.json["id"]]
+    assert client.get(f"/v1/responses/{again.json['id']}", headers=ada).data == again.data
+
+
+def test_two_copies_of_a_keyed_call_at_once_store_one_record(app, client, ada, fake):
+    """The second copy, sent while the first is under way, is told so (409, Retry-After); the
+    first's record is its claimed row, complete; a copy sent after is answered from it."""
+    keyed = ada | {"Idempotency-Key": "twice"}
+    release = threading.Event()
+    fake.reply(hold=release)
+    first = in_thread(lambda: respond(app.test_client(), keyed, model="openai", input="twice"))
+    wait_for(lambda: fake.requests, what="the first copy at the provider")
+    second = respond(client, keyed, model="openai", input="twice")
+    assert second.status_code == 409 and second.headers["Retry-After"] == "1"
+    assert second.json["error"]["code"] == "request_in_progress"
+    release.set()
+    answer = first()
+    assert answer.status_code == 200
     [row] = records(app)
     assert row.public_id == answer.json["id"] and row.reply_id is not None
-    again = respond(client, keyed, input="keyed")
-    assert again.status_code == 200 and again.json == answer.json  # answered from the record
-    assert len(records(app)) == 1
+    assert client.get(f"/v1/responses/{row.public_id}", headers=ada).data == answer.data
+    third = respond(client, keyed, model="openai", input="twice")
+    assert third.status_code == 200 and third.json == answer.json
+    assert len(fake.requests) == 1 and len(sessions(client, ada)) == 1
 
 
 def test_a_budgets_release_is_written_with_the_statement(app, client, ada, auth):
@@ -247,17 +328,21 @@ def test_an_account_deleted_during_the_call_leaves_nothing(app, client, ada, aut
 BURST = 12
 
 
-def test_an_account_deleted_amid_a_burst_of_its_new_responses_never_deadlocks(app, auth):
+@pytest.mark.parametrize("sdk", [False, True])
+def test_an_account_deleted_amid_a_burst_of_its_new_responses_never_deadlocks(app, auth, sdk):
     """Each new response locks the user's counter, adds to their usage row and inserts its
-    record; the account's deletion takes the user's row, then what is theirs: every call is
-    stored or answers 401/404, and nothing is left."""
+    record (from an SDK: updates the row that claimed its retry key); the account's deletion
+    takes the user's row, then what is theirs: every call is stored or answers 401/404, and
+    nothing is left, no claim either."""
     client = app.test_client()
     admin, ada = auth.admin(client=client), auth.register(client=client)
     user_id = auth.user_id(ada, client=client)
     assert respond(client, ada, input="first").status_code == 200  # a usage row to lock
+    headers = ada | ({"X-Stainless-Retry-Count": "0"} if sdk else {})
+    n = itertools.count()
     deleted, statuses = amid_a_deletion(
         app,
-        lambda other: respond(other, ada, input="a new chat").status_code,
+        lambda other: respond(other, headers, input=f"a new chat {next(n)}").status_code,
         BURST,
         lambda: client.delete(f"/api/user/{user_id}", headers=admin).status_code,
         lambda: len(records(app)) > 1,  # the burst's first stored response

@@ -226,8 +226,8 @@ def _next_in_one_statement(
 ) -> bool:
     """commit_question's plain turn of an existing session on PostgreSQL (next_turn.py): the
     usage, the session touched, the question, the reply and what the caller keeps with it (its
-    Turn.new_row) in one statement, its own transaction; what the caller keeps that is no new
-    row (Turn.on_store's) is written after it, in its transaction. False when a budget's
+    Turn.new_row) in one statement, its own transaction; what the caller keeps that is not known
+    before (Turn.on_store's) is written after it, in its transaction. False when a budget's
     reservation is to be released with it, or when the statement could not be written (rolled
     back): commit_question's path then stores it. SessionDeleted when the session (or the
     account) went meanwhile; the usage has counted all the same."""

@@ -115,7 +115,7 @@ def _statement(with_reply: bool, with_usage: bool, new_row: Callable[[dict], Any
 
 
 def kept_with(statement, reply, new_row: Callable[[dict], Any]):
-    """`statement` with `new_row`'s INSERT (Turn.new_row) as its CTE "kept", its session,
+    """`statement` with `new_row`'s INSERT or UPDATE (Turn.new_row) as its CTE "kept", its session,
     question and reply ids from the reply's row as `reply` (the reply's CTE) returns it: no
     reply inserted, no row kept."""
     ids = {"session_id": reply.c.session_id, "question_id": reply.c.reply_to_id}

@@ -18,9 +18,9 @@ counts, as when the ORM's transaction finds the session gone.
 
 Only the plain case goes this way (first_turn.py's counterpart for an existing session); the
 rest (SQLite, tool results, attachments, a retry that supersedes its failed attempt, a budget's
-reservation to release) takes commit.py's path, rows written one by one. A row kept with the
-reply that is not a new one (a Responses record that claimed the call's retry key: an UPDATE of
-that row) is written by the caller after the statement, in its transaction, then committed.
+reservation to release) takes commit.py's path, rows written one by one. The kept row may be
+one the call wrote before (a Responses record that claimed the call's retry key): an UPDATE of
+it, a part of the statement all the same.
 """
 
 from collections.abc import Callable

@@ -40,11 +40,12 @@ class Kind(enum.Enum):
 
 @dataclass(frozen=True)
 class NewRow:
-    """A new row a caller keeps with a turn's whole reply, its values known before the turn is
-    stored (a Responses API record): `inserted(ids)` is its INSERT … SELECT, given the turn's
+    """A row a caller keeps with a turn's whole reply, its values known before the turn is
+    stored (a Responses API record): `inserted(ids)` is its INSERT … SELECT (or an UPDATE … FROM
+    of a row the call wrote before, such as its claim of a retry key), given the turn's
     `session_id`, `question_id` and `reply_id` as columns of the statement that stores the turn,
-    built once (the statements it is a part of are cached by it); `params`, that INSERT's
-    bound parameters."""
+    built once (the statements it is a part of are cached by it); `params`, its bound
+    parameters."""
 
     inserted: Callable[[dict[str, Any]], Any]
     params: dict[str, Any]
@@ -85,7 +86,7 @@ class Turn:
     # session's id, the reply's id and the reply (its fields as attributes): what a caller keeps
     # with the turn (a Responses API record), stored with it or not at all.
     on_store: Callable[[int, int, Any], None] | None = None
-    # What on_store writes, as a new row, when its values are known before the store (a whole
+    # What on_store writes, as a row, when its values are known before the store (a whole
     # reply's Responses API record): a plain turn's one statement inserts it (first_turn.py,
     # next_turn.py) instead of calling on_store.
     new_row: NewRow | None = None

@@ -26,8 +26,9 @@ from sqlalchemy import bindparam, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from .. import clock
+from ..errors import SessionDeleted
 from ..extensions import db
-from ..models import StoredResponse
+from ..models import StoredResponse, User
 
 R = StoredResponse
 
@@ -92,6 +93,10 @@ def claim(
         db.session.execute(_CLAIM, claimed | {"created_at": clock.now()})
     except IntegrityError:  # a copy of the call sent at the same time claimed it first
         db.session.rollback()
+        if db.session.scalar(select(User.id).where(User.id == user_id)) is None:
+            # Or the account was deleted meanwhile (its caller's user is gone from under it):
+            # answered as a call whose store finds it gone.
+            raise SessionDeleted() from None
         if not retrying:
             return Found.OTHER, None
         row = db.session.scalar(_BY_KEY, params)

@@ -239,7 +239,8 @@ def answered(pending: Pending, completion: Completion) -> Response:
     pending.finished = lambda reply: body
     if pending.turn.persist:  # its record keeps the very JSON answered; store:false, none
         pending.serialised = answer.get_data(as_text=True).rstrip("\n")
-        # A plain turn's store writes it with the turn's rows (chat/first_turn.py, next_turn.py).
+        # A plain turn's store writes it with the turn's rows (chat/first_turn.py, next_turn.py):
+        # a new row, or the row that claimed the call's retry key.
         pending.turn.new_row = pending.kept(body).new_row()
     turns.store(pending.turn, completion)
     return answer

@@ -12,7 +12,19 @@ import json
 from dataclasses import dataclass
 
 from flask import current_app
-from sqlalchemy import JSON, Insert, and_, bindparam, delete, func, insert, literal, select, update
+from sqlalchemy import (
+    JSON,
+    Insert,
+    Update,
+    and_,
+    bindparam,
+    delete,
+    func,
+    insert,
+    literal,
+    select,
+    update,
+)
 from sqlalchemy.types import TypeDecorator
 
 from .. import clock
@@ -196,13 +208,12 @@ class Record:
         ids = {"session_id": session_id, "reply_id": reply_id}
         db.session.connection().execute(_RECORD if self.claimed else _INSERT, self.params() | ids)
 
-    def new_row(self) -> NewRow | None:
-        """It as a new row the one statement that stores a plain turn inserts with the turn's
-        rows (chat/first_turn.py, chat/next_turn.py); None for the row that claimed a retry key
-        (updated)."""
-        if self.claimed:
-            return None
-        return NewRow(_inserted, {f"{_K}{name}": value for name, value in self.params().items()})
+    def new_row(self) -> NewRow:
+        """It as a part of the one statement that stores a plain turn (chat/first_turn.py,
+        chat/next_turn.py): a new row inserted with the turn's rows, or the row that claimed the
+        call's retry key updated with them."""
+        params = {f"{_K}{name}": value for name, value in self.params().items()}
+        return NewRow(_updated if self.claimed else _inserted, params)
 
 
 def add_failed(
@@ -279,6 +290,29 @@ def _inserted(ids: dict) -> Insert:
 
 
 _NEW_ROW = ("public_id", "user_id", "created_at", "items")
+
+
+def _updated(ids: dict) -> Update:
+    """The row that claimed the call's retry key made the record, a part of the statement that
+    stores its turn (given the same `ids` and parameters as `_inserted`): an UPDATE … FROM the
+    turn's ids with the claim's, found as `_RECORD` finds it, by its id and owner. No reply
+    stored, no row updated; a claim deleted meanwhile matches none either: the turn is stored
+    without a record, as `add` leaves it."""
+    c = R.__table__.c
+    claim = {
+        "public_id": bindparam(_K + "claimed_id", type_=c.public_id.type),
+        "user_id": bindparam(_K + "owner", type_=c.user_id.type),
+    }
+    given = select(*(value.label(name) for name, value in (ids | claim).items())).subquery()
+    # `user_id` set to what it is: the statement's parameters name the turn's `user_id`, which
+    # an UPDATE would otherwise take for a value to set.
+    values = {name: given.c[name] for name in (*ids, "user_id")} | {
+        "items": bindparam(_K + "items", type_=c["items"].type),
+        "body": bindparam(_K + "body", type_=Serialised()),
+        "previous_id": select(R.id).where(R.id == bindparam(_K + "previous")).scalar_subquery(),
+    }
+    found = (c.public_id == given.c.public_id) & (c.user_id == given.c.user_id)
+    return update(R.__table__).where(found).values(values)
 
 
 def remove(row: StoredResponse) -> None:
