@@ -179,7 +179,7 @@ def prepare(
     key: str | None = None,
     retrying: bool = False,
 ) -> Pending:
-    """The response's turn, its read transaction ended: in session `number` (the caller's,
+    """The response's turn, its reads ended: in session `number` (the caller's,
     made if none) unless it continues a response; `key`, the call's retry key. PreviousNotFound;
     Repeated; UnknownModelError; a 400 for what the provider cannot take.
 
