@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import secrets
 import socket
 import threading
@@ -15,7 +16,7 @@ from werkzeug.serving import make_server
 from config import database_url
 from polygenix.auth.passwords import SLOTS
 from polygenix.extensions import db
-from polygenix.models import Message
+from polygenix.models import Message, StoredResponse
 
 ROOT = Path(__file__).resolve().parent.parent  # the repository
 PASSWORD = "correct horse battery"
@@ -202,20 +203,30 @@ def counted_statements(app):
         event.remove(engine, "before_cursor_execute", record)
 
 
+# A statement that writes: an INSERT, UPDATE or DELETE, or a WITH with one in it.
+WRITE = re.compile(r"^\s*(INSERT|UPDATE|DELETE|WITH\b.*\b(INSERT|UPDATE|DELETE)\b)", re.I | re.S)
+
+
 @contextmanager
-def counted_transactions(app):
+def counted_transactions(app, *, writes: bool = False, alone: bool = False):
     """The transactions `app` ends inside the block (committed or rolled back), each as the list
-    of its SQL statements, filled in as they end."""
-    transactions: list[list[str]] = []
-    running: dict[int, list[str]] = {}
+    of its SQL statements, filled in as they end. With `writes`, only those that wrote; with
+    `alone`, each statement as (SQL, whether its connection sent it in autocommit: no BEGIN nor
+    COMMIT)."""
+    transactions: list[list] = []
+    running: dict[int, list] = {}
     with app.app_context():
         engine = db.engine
 
     def statement(conn, cursor, text, *args):
-        running.setdefault(id(conn), []).append(text)
+        autocommit = bool(getattr(cursor.connection, "autocommit", False))
+        running.setdefault(id(conn), []).append((text, autocommit) if alone else text)
 
     def ended(conn):
-        transactions.append(running.pop(id(conn), []))
+        done = running.pop(id(conn), [])
+        texts = [entry[0] if alone else entry for entry in done]
+        if not writes or any(WRITE.match(text) for text in texts):
+            transactions.append(done)
 
     listeners = [("before_cursor_execute", statement), ("commit", ended), ("rollback", ended)]
     for name, listener in listeners:
@@ -225,6 +236,20 @@ def counted_transactions(app):
     finally:
         for name, listener in listeners:
             event.remove(engine, name, listener)
+
+
+def write_transactions(app):
+    """The write transactions `app` ends inside the block, each a list of its statements as
+    (SQL, whether it was sent in autocommit)."""
+    return counted_transactions(app, writes=True, alone=True)
+
+
+def stored_responses(app) -> list[StoredResponse]:
+    """Every Responses API record, oldest first, detached from the session."""
+    with app.app_context():
+        rows = db.session.scalars(select(StoredResponse).order_by(StoredResponse.id)).all()
+        db.session.expunge_all()
+        return list(rows)
 
 
 def warm_up(client, headers):

@@ -6,20 +6,26 @@ answers GET and input_items and is continued in turn; a session deleted meanwhil
 nothing half written; two continuations of one response are two branches; `store: false`
 writes none; another user's response is none of the caller's."""
 
-import re
 import threading
-from contextlib import contextmanager
 
 import pytest
-from sqlalchemy import delete, event, func, select, text
+from sqlalchemy import delete, func, select, text
 
 from polygenix.extensions import db
 from polygenix.models import ChatSession, Message, StoredResponse, UsageDaily
-from tests.helpers import TEST_DATABASE_URL, in_thread, sessions, usage_rows, wait_for, warm_up
+from tests.helpers import (
+    TEST_DATABASE_URL,
+    in_thread,
+    sessions,
+    stored_responses,
+    usage_rows,
+    wait_for,
+    warm_up,
+    write_transactions,
+)
 
 SESSION = "X-PolyGenix-Session"
 HELLO = "Hello from gpt-4.1-mini"
-WRITE = re.compile(r"^\s*(INSERT|UPDATE|DELETE|WITH\b.*\b(INSERT|UPDATE|DELETE)\b)", re.I | re.S)
 on_postgresql = pytest.mark.skipif(not TEST_DATABASE_URL, reason="PostgreSQL's data-modifying WITH")
 
 
@@ -37,49 +43,14 @@ def complete(client, headers, content):
     return client.post("/v1/chat/completions", headers=headers, json=body)
 
 
-@contextmanager
-def write_transactions(app):
-    """The write transactions `app` ends inside the block, each a list of its statements as
-    (SQL, whether the connection sent it in autocommit: no BEGIN nor COMMIT)."""
-    transactions: list[list[tuple[str, bool]]] = []
-    running: dict[int, list[tuple[str, bool]]] = {}
-    with app.app_context():
-        engine = db.engine
-
-    def statement(conn, cursor, text, *args):
-        alone = bool(getattr(cursor.connection, "autocommit", False))
-        running.setdefault(id(conn), []).append((text, alone))
-
-    def ended(conn):
-        done = running.pop(id(conn), [])
-        if any(WRITE.match(text) for text, _ in done):
-            transactions.append(done)
-
-    listeners = [("before_cursor_execute", statement), ("commit", ended), ("rollback", ended)]
-    for name, listener in listeners:
-        event.listen(engine, name, listener)
-    try:
-        yield transactions
-    finally:
-        for name, listener in listeners:
-            event.remove(engine, name, listener)
-
-
 def store_of(transactions) -> list[tuple[str, bool]]:
     """The transaction that stored the turn (it inserted the question)."""
     [store] = [t for t in transactions if any("INSERT INTO messages" in s for s, _ in t)]
     return store
 
 
-def records(app) -> list[StoredResponse]:
-    with app.app_context():
-        rows = db.session.scalars(select(StoredResponse).order_by(StoredResponse.id)).all()
-        db.session.expunge_all()
-        return list(rows)
-
-
 def record(app, public_id: str) -> StoredResponse:
-    [row] = [r for r in records(app) if r.public_id == public_id]
+    [row] = [r for r in stored_responses(app) if r.public_id == public_id]
     return row
 
 
@@ -166,7 +137,7 @@ def test_a_continuation_that_claimed_its_retry_key_updates_that_row_in_the_state
     assert [i["content"][0]["text"] for i in listed["data"]] == ["keyed"]
     again = respond(client, ada | retry, **body)
     assert again.status_code == 200 and again.json == answer.json  # answered from the record
-    assert len(records(app)) == 2 and calls(client, ada) == 2
+    assert len(stored_responses(app)) == 2 and calls(client, ada) == 2
 
 
 def test_a_continuations_claim_deleted_before_the_store_leaves_it_without_a_record(
@@ -182,19 +153,19 @@ def test_a_continuations_claim_deleted_before_the_store_leaves_it_without_a_reco
     body = {"input": "two", "previous_response_id": first.json["id"]}
     later = in_thread(lambda: respond(app.test_client(), keyed, **body))
     wait_for(lambda: len(fake.requests) == 2, what="the provider call")
-    [claim] = [r for r in records(app) if r.session_id is None]
+    [claim] = [r for r in stored_responses(app) if r.session_id is None]
     with app.app_context():
         db.session.execute(delete(StoredResponse).where(StoredResponse.id == claim.id))
         db.session.commit()
     release.set()
     answer = later()
     assert answer.status_code == 200 and answer.json["id"] == claim.public_id
-    assert [r.public_id for r in records(app)] == [first.json["id"]]
+    assert [r.public_id for r in stored_responses(app)] == [first.json["id"]]
     assert [m for _, m in sessions(client, ada)] == [["one", HELLO, "two", HELLO]]
     assert client.get(f"/v1/responses/{claim.public_id}", headers=ada).status_code == 404
     again = respond(client, keyed, **body)
     assert again.status_code == 200 and again.json["id"] != claim.public_id
-    assert len(fake.requests) == 3 and len(records(app)) == 2
+    assert len(fake.requests) == 3 and len(stored_responses(app)) == 2
 
 
 # --- the record, on every database ------------------------------------------------------------
@@ -220,7 +191,7 @@ def test_a_continuations_record_is_retrieved_listed_and_continued(app, client, a
         ("user", "three"),
     ]
     assert client.get(f"/v1/responses/{third.json['id']}", headers=ada).data == third.data
-    rows = records(app)
+    rows = stored_responses(app)
     assert [r.public_id for r in rows] == [a.json["id"] for a in (first, second, third)]
     assert [r.previous_id for r in rows] == [None, rows[0].id, rows[1].id]
     assert len({r.session_id for r in rows}) == 1
@@ -306,7 +277,7 @@ def test_a_continuation_whose_previous_response_was_deleted_meanwhile_continues_
     release.set()
     answer = later()
     assert answer.status_code == 200
-    [row] = records(app)
+    [row] = stored_responses(app)
     assert row.public_id == answer.json["id"] and row.previous_id is None
     assert row.reply_id is not None
     assert sessions(client, ada) == [(int(first.headers[SESSION]), ["two", HELLO])]
@@ -335,7 +306,7 @@ def test_two_continuations_of_one_response_at_once_are_two_branches(app, client,
     for request in fake.requests[1:]:
         sent = [(m["role"], m["content"]) for m in request.body["messages"]]
         assert sent[:2] == [("user", "root"), ("assistant", HELLO)] and len(sent) == 3
-    rows = records(app)
+    rows = stored_responses(app)
     root = rows[0].id
     assert sorted(r.previous_id or 0 for r in rows) == [0, root, root]
     assert len({r.session_id for r in rows}) == 1
@@ -391,7 +362,7 @@ def test_a_previous_response_deleted_under_the_statement_sends_the_turn_the_orms
         watching.close()
     answer = later()
     assert answer.status_code == 200
-    [row] = records(app)
+    [row] = stored_responses(app)
     assert row.public_id == answer.json["id"] and row.previous_id is None
     number = int(first.headers[SESSION])
     assert sessions(client, ada) == [(number, ["one", HELLO, "two", HELLO])]

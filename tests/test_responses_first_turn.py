@@ -5,12 +5,10 @@ every database: the record answers GET, input_items, DELETE and previous_respons
 other; an account deleted meanwhile leaves nothing half written; `store: false` writes none."""
 
 import itertools
-import re
 import threading
-from contextlib import contextmanager
 
 import pytest
-from sqlalchemy import delete, event, func, select
+from sqlalchemy import delete, func, select
 
 from polygenix.extensions import db
 from polygenix.models import ChatSession, Message, StoredResponse, UsageDaily
@@ -19,14 +17,15 @@ from tests.helpers import (
     amid_a_deletion,
     in_thread,
     sessions,
+    stored_responses,
     usage_rows,
     wait_for,
     warm_up,
+    write_transactions,
 )
 
 SESSION = "X-PolyGenix-Session"
 HELLO = "Hello from gpt-4.1-mini"
-WRITE = re.compile(r"^\s*(INSERT|UPDATE|DELETE|WITH\b.*\b(INSERT|UPDATE|DELETE)\b)", re.I | re.S)
 on_postgresql = pytest.mark.skipif(not TEST_DATABASE_URL, reason="PostgreSQL's data-modifying WITH")
 
 
@@ -44,44 +43,9 @@ def complete(client, headers, content):
     return client.post("/v1/chat/completions", headers=headers, json=body)
 
 
-@contextmanager
-def write_transactions(app):
-    """The write transactions `app` ends inside the block, each a list of its statements as
-    (SQL, whether the connection sent it in autocommit: no BEGIN nor COMMIT)."""
-    transactions: list[list[tuple[str, bool]]] = []
-    running: dict[int, list[tuple[str, bool]]] = {}
-    with app.app_context():
-        engine = db.engine
-
-    def statement(conn, cursor, text, *args):
-        alone = bool(getattr(cursor.connection, "autocommit", False))
-        running.setdefault(id(conn), []).append((text, alone))
-
-    def ended(conn):
-        done = running.pop(id(conn), [])
-        if any(WRITE.match(text) for text, _ in done):
-            transactions.append(done)
-
-    listeners = [("before_cursor_execute", statement), ("commit", ended), ("rollback", ended)]
-    for name, listener in listeners:
-        event.listen(engine, name, listener)
-    try:
-        yield transactions
-    finally:
-        for name, listener in listeners:
-            event.remove(engine, name, listener)
-
-
 def record(app, public_id: str) -> StoredResponse:
-    [row] = [r for r in records(app) if r.public_id == public_id]
+    [row] = [r for r in stored_responses(app) if r.public_id == public_id]
     return row
-
-
-def records(app) -> list[StoredResponse]:
-    with app.app_context():
-        rows = db.session.scalars(select(StoredResponse).order_by(StoredResponse.id)).all()
-        db.session.expunge_all()
-        return list(rows)
 
 
 def counts(app) -> tuple[int, int, int, int]:
@@ -122,7 +86,7 @@ def test_a_stored_responses_first_turn_is_one_statement_like_a_chat_completions(
     assert [[a for _, a in t] for t in response] == [[a for _, a in t] for t in completion]
 
     # The record is the turn's: its question and reply, as answered.
-    [row] = [r for r in records(app) if r.public_id == answer.json["id"]]
+    [row] = [r for r in stored_responses(app) if r.public_id == answer.json["id"]]
     with app.app_context():
         question, reply = db.session.scalars(
             select(Message).where(Message.session_id == row.session_id).order_by(Message.id)
@@ -173,7 +137,7 @@ def test_a_record_that_claimed_its_retry_key_is_a_part_of_the_one_statement(
     assert [i["content"][0]["text"] for i in listed["data"]] == ["keyed"]
     again = respond(client, retry, model="openai", input="keyed")
     assert again.status_code == 200 and again.json == answer.json  # answered from the record
-    assert len(fake.requests) == 2 and len(records(app)) == 2  # the warm-up's and this one
+    assert len(fake.requests) == 2 and len(stored_responses(app)) == 2  # the warm-up's and this one
 
 
 @pytest.mark.parametrize("keyed", list(KEYED))
@@ -189,7 +153,7 @@ def test_a_claim_deleted_before_the_store_leaves_the_turn_without_its_record(
     fake.reply(hold=release)
     later = in_thread(lambda: respond(app.test_client(), first, model="openai", input="gone"))
     wait_for(lambda: fake.requests, what="the provider call")
-    [claim] = records(app)
+    [claim] = stored_responses(app)
     assert claim.session_id is None and claim.retry_key is not None
     assert client.delete(f"/v1/responses/{claim.public_id}", headers=ada).status_code == 404
     with app.app_context():
@@ -198,13 +162,13 @@ def test_a_claim_deleted_before_the_store_leaves_the_turn_without_its_record(
     release.set()
     answer = later()
     assert answer.status_code == 200 and answer.json["id"] == claim.public_id
-    assert records(app) == []
+    assert stored_responses(app) == []
     assert [m for _, m in sessions(client, ada)] == [["gone", HELLO]]
     assert client.get(f"/v1/responses/{claim.public_id}", headers=ada).status_code == 404
     again = respond(client, retry, model="openai", input="gone")
     assert again.status_code == 200 and again.json["id"] != claim.public_id
     assert len(fake.requests) == 2
-    assert [r.public_id for r in records(app)] == [again.json["id"]]
+    assert [r.public_id for r in stored_responses(app)] == [again.json["id"]]
     assert client.get(f"/v1/responses/{again.json['id']}", headers=ada).data == again.data
 
 
@@ -222,7 +186,7 @@ def test_two_copies_of_a_keyed_call_at_once_store_one_record(app, client, ada, f
     release.set()
     answer = first()
     assert answer.status_code == 200
-    [row] = records(app)
+    [row] = stored_responses(app)
     assert row.public_id == answer.json["id"] and row.reply_id is not None
     assert client.get(f"/v1/responses/{row.public_id}", headers=ada).data == answer.data
     third = respond(client, keyed, model="openai", input="twice")
@@ -286,7 +250,7 @@ def test_a_first_turns_record_is_retrieved_listed_continued_and_deleted(app, cli
     third = respond(client, ada, model="openai", input="f", previous_response_id=second.json["id"])
     assert third.status_code == 200
     assert said(fake) == [("user", "d"), ("assistant", hello), ("user", "f")]
-    rows = records(app)
+    rows = stored_responses(app)
     assert [r.previous_id for r in rows] == [None, rows[0].id]  # the first's deletion cut it
 
 
@@ -298,7 +262,7 @@ def test_store_false_writes_no_record_nor_session(app, client, ada):
     written = " ".join(s for t in transactions for s, _ in t)
     assert "responses" not in written and "chat_sessions" not in written
     assert "messages" not in written and "usage_daily" in written  # the usage counts
-    assert records(app) == [] and sessions(client, ada) == []
+    assert stored_responses(app) == [] and sessions(client, ada) == []
     assert client.get(f"/v1/responses/{answer.json['id']}", headers=ada).status_code == 404
 
 
@@ -345,7 +309,7 @@ def test_an_account_deleted_amid_a_burst_of_its_new_responses_never_deadlocks(ap
         lambda other: respond(other, headers, input=f"a new chat {next(n)}").status_code,
         BURST,
         lambda: client.delete(f"/api/user/{user_id}", headers=admin).status_code,
-        lambda: len(records(app)) > 1,  # the burst's first stored response
+        lambda: len(stored_responses(app)) > 1,  # the burst's first stored response
     )
     assert deleted == 200
     assert set(statuses) <= {200, 401, 404}, statuses
@@ -374,6 +338,6 @@ def test_one_users_new_responses_at_once_each_get_a_session_and_a_record(app, cl
     for answer in answers:
         kept = client.get(f"/v1/responses/{answer.json['id']}", headers=ada)
         assert kept.data == answer.data
-    rows = records(app)
+    rows = stored_responses(app)
     assert len(rows) == BURST and len({r.session_id for r in rows}) == BURST
     assert sorted(len(m) for _, m in sessions(client, ada)) == [2] * BURST
