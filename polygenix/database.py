@@ -239,13 +239,10 @@ def statements_alone(session) -> Iterator[None]:
     """The block's statements each a transaction of its own where the database allows it (see
     `alone`), the session's transaction ended after it: for reads, or single-statement writes,
     that need nothing in common with what the request does next. A block that raises leaves
-    the session's transaction rolled back, not in autocommit."""
+    the session as it is: the handler of its error rolls it back (errors.py), as it would any
+    other transaction, and copes with a connection gone."""
     if not alone(session):
         yield
         return
-    try:
-        yield
-    except BaseException:
-        session.rollback()
-        raise
+    yield
     ended(session)
