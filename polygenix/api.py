@@ -95,14 +95,21 @@ class Blueprint(flask_smorest.Blueprint):
     ARGUMENTS_PARSER = StrictParser()
 
     def login_required(
-        self, func=None, *, refresh: bool = False, keys: bool = False, admin: bool = False
+        self,
+        func=None,
+        *,
+        refresh: bool = False,
+        keys: bool = False,
+        admin: bool = False,
+        prepares: bool = False,
     ):
         """Require a valid bearer token: an access token (a refresh token if `refresh`), or
         with `keys` a personal API key too (see auth/access.py); with `admin`, an admin's, the
-        403 coming before the request's arguments are read. Outermost of a view's decorators."""
+        403 coming before the request's arguments are read; `prepares`: see `required`.
+        Outermost of a view's decorators."""
 
         def decorator(view):
-            view = required(keys=keys, refresh=refresh, admin=admin)(view)
+            view = required(keys=keys, refresh=refresh, admin=admin, prepares=prepares)(view)
             view = self.doc(security=[{BEARER: []}])(view)
             if admin:
                 view = self.alt_response(403, response=HTTPStatus.FORBIDDEN.name)(view)

@@ -235,14 +235,17 @@ def ended(session) -> None:
 
 
 @contextmanager
-def statements_alone(session) -> Iterator[None]:
+def statements_alone(session, *, reads_follow: bool = False) -> Iterator[None]:
     """The block's statements each a transaction of its own where the database allows it (see
     `alone`), the session's transaction ended after it: for reads, or single-statement writes,
-    that need nothing in common with what the request does next. A block that raises leaves
-    the session as it is: the handler of its error rolls it back (errors.py), as it would any
-    other transaction, and copes with a connection gone."""
+    that need nothing in common with what the request does next. With `reads_follow`, it is
+    left open instead, for reads that the caller sends next and then ends (a turn's
+    preparation, chat/prepare.py): they take no second pooled connection. A block that raises
+    leaves the session as it is: the handler of its error rolls it back (errors.py), as it
+    would any other transaction, and copes with a connection gone."""
     if not alone(session):
         yield
         return
     yield
-    ended(session)
+    if not reads_follow:
+        ended(session)

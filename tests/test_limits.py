@@ -11,7 +11,6 @@ from sqlalchemy import func, select
 from polygenix.extensions import db, redis_client
 from polygenix.models import BudgetReservation, ChatSession, RateLimitCount
 from tests.helpers import (
-    TEST_DATABASE_URL,
     TEST_REDIS_URL,
     FakeClock,
     ask,
@@ -297,8 +296,8 @@ def test_a_chat_turn_counts_its_hit_in_its_own_transaction(make_app, auth):
     hits = [t for t in transactions if any("rate_limit_counts" in s for s in t)]
     assert len(hits) == 1 and len(hits[0]) > 1, transactions
     # The preparation with the hit, then the stored turn; on PostgreSQL the caller's lookup
-    # before them, sent alone (autocommit, as the preparation's reads and the hit).
-    assert len(transactions) == (3 if TEST_DATABASE_URL else 2)
+    # is sent alone on the preparation's connection (autocommit, as its reads and the hit).
+    assert len(transactions) == 2
 
 
 @pytest.mark.parametrize("workers", [1, 2])

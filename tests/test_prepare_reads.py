@@ -36,6 +36,7 @@ class Sent:
 
     statements: list[tuple[str, bool]] = field(default_factory=list)
     begun: int = 0
+    checkouts: int = 0  # connections taken from the pool
 
     @property
     def round_trips(self) -> int:
@@ -57,11 +58,16 @@ def sent(app):
             found.begun += 1  # psycopg sends BEGIN first
         found.statements.append((sql, alone))
 
+    def checkout(*_args):
+        found.checkouts += 1
+
     event.listen(engine, "before_cursor_execute", statement)
+    event.listen(engine.pool, "checkout", checkout)
     try:
         yield found
     finally:
         event.remove(engine, "before_cursor_execute", statement)
+        event.remove(engine.pool, "checkout", checkout)
 
 
 @contextmanager
@@ -98,7 +104,9 @@ def limit(app, **budgets) -> None:
 def test_a_plain_turn_reads_and_stores_with_no_begin_or_commit(app, client, auth):
     """The caller with their limits (one statement; then a session's rows), then the store's
     one statement: each its own transaction. With Redis a new session is 2 round trips, an
-    existing one 5, a Responses continuation 3."""
+    existing one 5, a Responses continuation 3. A turn's views take one pooled connection for
+    the lookup and the preparation, one for the store; a Responses call, whose retry key may
+    be claimed in between, one each."""
     ada = auth.register()
     assert ask(client, ada, "first", session_id=1).status_code == 200
     warm_up(client, ada)
@@ -106,10 +114,11 @@ def test_a_plain_turn_reads_and_stores_with_no_begin_or_commit(app, client, auth
     assert ask(client, bearer(key), "warm the key's last use").status_code == 200
     v1 = {"model": "echo", "messages": [{"role": "user", "content": "hi"}]}
     calls = {
-        "new session": (lambda h: ask(client, h, "new"), 2),
-        "existing session": (lambda h: ask(client, h, "again", session_id=1), 5),
+        "new session": (lambda h: ask(client, h, "new"), 2, 2),
+        "existing session": (lambda h: ask(client, h, "again", session_id=1), 5, 2),
         "/v1 chat completion": (
             lambda h: client.post("/v1/chat/completions", headers=h, json=v1),
+            2,
             2,
         ),
         "/v1 response": (
@@ -117,6 +126,7 @@ def test_a_plain_turn_reads_and_stores_with_no_begin_or_commit(app, client, auth
                 "/v1/responses", headers=h, json={"model": "echo", "input": "hi"}
             ),
             2,
+            3,
         ),
         # The chain it continues, read by one statement of its own as well.
         "/v1 response continuation": (
@@ -126,14 +136,16 @@ def test_a_plain_turn_reads_and_stores_with_no_begin_or_commit(app, client, auth
                 json={"model": "echo", "input": "on", "previous_response_id": previous},
             ),
             3,
+            3,
         ),
     }
     previous = client.post("/v1/responses", headers=ada, json={"model": "echo", "input": "hi"})
     previous = previous.json["id"]
-    for name, (call, trips) in calls.items():
+    for name, (call, trips, checkouts) in calls.items():
         for headers in (ada, bearer(key)):
             with sent(app) as found:
                 assert call(headers).status_code == 200, name
+            assert found.checkouts == checkouts, name
             assert found.begun == 0, (name, found.statements)
             assert all(alone for _, alone in found.statements), name
             assert found.round_trips == trips + HIT, (name, found.statements)
@@ -234,7 +246,8 @@ def test_a_deleted_accounts_token_is_a_401_read_once(app, client, auth):
 @pytest.mark.parametrize("pool", [{"DB_POOL_SIZE": 1, "DB_MAX_OVERFLOW": 0}])
 def test_a_connection_back_from_autocommit_reads_writes_atomically(make_app, auth, pool):
     """One pooled connection: after turns whose preparation read in autocommit (one answered,
-    one refused on the way, one whose model is unknown), a transaction of two inserts whose
+    one refused on the way, one whose model is unknown, two whose bodies are refused after the
+    caller's lookup), a transaction of two inserts whose
     second fails leaves nothing of the first."""
     app = make_app(pool)
     client = app.test_client()
@@ -242,6 +255,10 @@ def test_a_connection_back_from_autocommit_reads_writes_atomically(make_app, aut
     assert ask(client, ada, "kept", session_id=1).status_code == 200
     assert client.post("/api/ai_chat/7/regenerate", headers=ada, json={}).status_code == 404
     assert ask(client, ada, "which?", model="no-such-model").status_code == 422
+    # Refused after the caller's lookup, before any preparation read: its autocommit ends too.
+    assert client.post("/api/ai_chat/request", headers=ada, json={"content": 7}).status_code == 422
+    v1 = client.post("/v1/chat/completions", headers=ada, json={"model": "echo", "messages": 7})
+    assert v1.status_code == 400
     row = {"user_id": user_id(app), "title": "half", "number": 2}
     with app.app_context():
         connection = db.session.connection()

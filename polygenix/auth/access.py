@@ -32,6 +32,9 @@ current_user: User = LocalProxy(lambda: g.caller)  # type: ignore[assignment]
 # not the ORM object, so that no later query of the request finds a stale one in the session.
 OWN_LIMITS = (UserLimits.models, UserLimits.token_budget, UserLimits.cost_budget)
 _CALLER_LIMITS = "caller_limits"  # in `g`: (the caller's id, their OwnLimits or None)
+# In `g`: the view's first database work is a turn's preparation, whose reads go on in the
+# caller's lookup's autocommit (see `required`).
+PREPARES = "prepares"
 
 
 def set_caller(user: User) -> User:
@@ -102,7 +105,7 @@ def key_user(key: str) -> User | str:
     """The user of this API key, or why it is refused. On PostgreSQL the lookup, and the
     write of the key's last use, are each a transaction of their own (no `BEGIN` nor
     `COMMIT`): neither needs the other's, nor what the request does next."""
-    with database.statements_alone(db.session()):
+    with database.statements_alone(db.session(), reads_follow=g.get(PREPARES, False)):
         row = db.session.execute(_KEY_AND_USER, {"d": digest(key)}).first()
         if row is None:
             return "Invalid API key"
@@ -132,9 +135,17 @@ def admin_only(view):
     return guarded
 
 
-def required(*, keys: bool = False, refresh: bool = False, admin: bool = False):
+def required(
+    *, keys: bool = False, refresh: bool = False, admin: bool = False, prepares: bool = False
+):
     """A view decorator: a valid access token (a refresh token with `refresh`), or with `keys`
-    an API key too; the caller is then `current_user`. With `admin`, only an admin's."""
+    an API key too; the caller is then `current_user`. With `admin`, only an admin's.
+
+    `prepares`: the view's first database work is a turn's preparation (chat/prepare.py),
+    nothing written before it. On PostgreSQL the caller's lookup then leaves its autocommit
+    open and the preparation's reads follow on its connection, ending it: one pooled
+    connection taken before the provider call, not two (under a burst, one wait in the
+    pool's queue)."""
 
     def decorator(view):
         if admin:
@@ -145,6 +156,7 @@ def required(*, keys: bool = False, refresh: bool = False, admin: bool = False):
 
         @wraps(view)
         def guarded(*args, **kwargs):
+            g.setdefault(PREPARES, prepares)
             token = bearer_token()
             if token is not None and token.startswith(KEY_PREFIX):
                 if not keys:

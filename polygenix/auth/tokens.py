@@ -13,7 +13,7 @@ from ..extensions import db
 from ..limits import password_attempt
 from ..models import User
 from ..user.service import find_by_email
-from .access import set_caller
+from .access import PREPARES, set_caller
 from .passwords import check_no_password, outdated
 from .revocation import revoke_family, user_and_revocation
 
@@ -55,7 +55,7 @@ def token_revoked(payload: dict) -> bool:
     user_id = _user_id(payload.get("sub"))
     if user_id is None:
         return True
-    with database.statements_alone(db.session()):
+    with database.statements_alone(db.session(), reads_follow=g.get(PREPARES, False)):
         user, revoked = user_and_revocation(payload, user_id)
     g.token_user = user
     return revoked or (user is not None and payload.get("acct") != user.token_key)

@@ -145,7 +145,7 @@ def _answer(turn: turns.Turn, data: dict):
 
 @blp.route("/request")
 class ChatRequest(MethodView):
-    @blp.login_required(keys=True)
+    @blp.login_required(keys=True, prepares=True)
     @per_user
     @blp.doc(responses=REPLY_OR_STREAM)
     @blp.arguments(MessageCreateSchema())
@@ -197,7 +197,7 @@ class ChatRequest(MethodView):
 
 @blp.route(f"/{CHAT_ID}/regenerate")
 class Regenerate(MethodView):
-    @blp.login_required(keys=True)
+    @blp.login_required(keys=True, prepares=True)
     @per_user
     @blp.doc(responses=REPLY_OR_STREAM)
     @blp.arguments(RegenerateSchema(), required=False)
@@ -226,7 +226,7 @@ class Regenerate(MethodView):
 
 @blp.route(f"/{CHAT_ID}/messages/{MESSAGE_ID}")
 class EditMessage(MethodView):
-    @blp.login_required(keys=True)
+    @blp.login_required(keys=True, prepares=True)
     @per_user
     @blp.doc(responses=REPLY_OR_STREAM)
     @blp.arguments(EditSchema())

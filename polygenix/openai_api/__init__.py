@@ -43,7 +43,7 @@ def _model_not_found(message: str) -> Response:
 
 
 @bp.post("/chat/completions")
-@required(keys=True)
+@required(keys=True, prepares=True)
 @per_user
 def chat_completions():
     # Images come inline (base64): a body may be larger than other requests'.
