@@ -10,13 +10,14 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from sqlalchemy import create_engine, event, make_url, select
+import pytest
+from sqlalchemy import create_engine, event, func, make_url, select
 from werkzeug.serving import make_server
 
 from config import database_url
 from polygenix.auth.passwords import SLOTS
 from polygenix.extensions import db
-from polygenix.models import Message, StoredResponse
+from polygenix.models import ChatSession, Message, StoredResponse, UsageDaily
 
 ROOT = Path(__file__).resolve().parent.parent  # the repository
 PASSWORD = "correct horse battery"
@@ -244,12 +245,64 @@ def write_transactions(app):
     return counted_transactions(app, writes=True, alone=True)
 
 
+def store_of(transactions, marker: str) -> list[tuple[str, bool]]:
+    """Of `write_transactions`, the one transaction with a statement that holds `marker` (the
+    one that stored a turn)."""
+    [store] = [t for t in transactions if any(marker in s for s, _ in t)]
+    return store
+
+
 def stored_responses(app) -> list[StoredResponse]:
     """Every Responses API record, oldest first, detached from the session."""
     with app.app_context():
         rows = db.session.scalars(select(StoredResponse).order_by(StoredResponse.id)).all()
         db.session.expunge_all()
         return list(rows)
+
+
+# --- /v1/responses and /v1/chat/completions against the fake provider --------------------------
+
+SESSION = "X-PolyGenix-Session"  # the header that names a /v1 call's session
+HELLO = "Hello from gpt-4.1-mini"  # the fake provider's answer as `openai`
+on_postgresql = pytest.mark.skipif(not TEST_DATABASE_URL, reason="PostgreSQL's data-modifying WITH")
+
+
+@pytest.fixture
+def fake_provider_app(provider_app):
+    """A test module's `app` (`app = fake_provider_app`): the fake provider's models, echo too."""
+    return provider_app
+
+
+def respond(client, headers, model="echo", **fields):
+    """A /v1/responses call."""
+    return client.post("/v1/responses", headers=headers, json={"model": model} | fields)
+
+
+def complete(client, headers, content, model="echo"):
+    """A /v1/chat/completions call of one user message."""
+    body = {"model": model, "messages": [{"role": "user", "content": content}]}
+    return client.post("/v1/chat/completions", headers=headers, json=body)
+
+
+def record(app, public_id: str) -> StoredResponse:
+    """The Responses API record of `public_id`."""
+    [row] = [r for r in stored_responses(app) if r.public_id == public_id]
+    return row
+
+
+def row_counts(app) -> tuple[int, int, int, int]:
+    """Rows of every table a turn writes: sessions, messages, records, usage."""
+    with app.app_context():
+        return tuple(
+            db.session.scalar(select(func.count()).select_from(model))
+            for model in (ChatSession, Message, StoredResponse, UsageDaily)
+        )
+
+
+def said(fake) -> list[tuple[str, str]]:
+    """What the provider was sent last, but the system prompt."""
+    sent = fake.requests[-1].body["messages"]
+    return [(m["role"], m["content"]) for m in sent if m["role"] != "system"]
 
 
 def warm_up(client, headers):

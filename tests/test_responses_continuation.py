@@ -7,16 +7,25 @@ nothing half written; two continuations of one response are two branches; `store
 writes none; another user's response is none of the caller's."""
 
 import threading
+from functools import partial
 
 import pytest
 from sqlalchemy import delete, func, select, text
 
 from polygenix.extensions import db
-from polygenix.models import ChatSession, Message, StoredResponse, UsageDaily
+from polygenix.models import Message, StoredResponse
+from tests import helpers
 from tests.helpers import (
-    TEST_DATABASE_URL,
+    HELLO,
+    SESSION,
+    fake_provider_app,
     in_thread,
+    on_postgresql,
+    record,
+    row_counts,
+    said,
     sessions,
+    store_of,
     stored_responses,
     usage_rows,
     wait_for,
@@ -24,49 +33,10 @@ from tests.helpers import (
     write_transactions,
 )
 
-SESSION = "X-PolyGenix-Session"
-HELLO = "Hello from gpt-4.1-mini"
-on_postgresql = pytest.mark.skipif(not TEST_DATABASE_URL, reason="PostgreSQL's data-modifying WITH")
-
-
-@pytest.fixture
-def app(provider_app):
-    return provider_app
-
-
-def respond(client, headers, **fields):
-    return client.post("/v1/responses", headers=headers, json={"model": "openai"} | fields)
-
-
-def complete(client, headers, content):
-    body = {"model": "openai", "messages": [{"role": "user", "content": content}]}
-    return client.post("/v1/chat/completions", headers=headers, json=body)
-
-
-def store_of(transactions) -> list[tuple[str, bool]]:
-    """The transaction that stored the turn (it inserted the question)."""
-    [store] = [t for t in transactions if any("INSERT INTO messages" in s for s, _ in t)]
-    return store
-
-
-def record(app, public_id: str) -> StoredResponse:
-    [row] = [r for r in stored_responses(app) if r.public_id == public_id]
-    return row
-
-
-def counts(app) -> tuple[int, int, int, int]:
-    """Rows of every table a turn writes: sessions, messages, records, usage."""
-    with app.app_context():
-        return tuple(
-            db.session.scalar(select(func.count()).select_from(model))
-            for model in (ChatSession, Message, StoredResponse, UsageDaily)
-        )
-
-
-def said(fake) -> list[tuple[str, str]]:
-    """What the provider was sent last, but the system prompt."""
-    sent = fake.requests[-1].body["messages"]
-    return [(m["role"], m["content"]) for m in sent if m["role"] != "system"]
+app = fake_provider_app
+respond = partial(helpers.respond, model="openai")
+complete = partial(helpers.complete, model="openai")
+STORED_TURN = "INSERT INTO messages"  # the store of a turn inserts its question
 
 
 def calls(client, headers) -> int:
@@ -90,7 +60,7 @@ def test_a_continuation_is_one_statement_like_a_chat_completion_in_its_session(a
     with write_transactions(app) as response:
         answer = respond(client, ada, input="next", previous_response_id=first.json["id"])
     assert answer.status_code == 200 and answer.headers[SESSION] == number
-    [(statement, alone)] = store_of(response)
+    [(statement, alone)] = store_of(response, STORED_TURN)
     assert statement.startswith("WITH") and alone  # no BEGIN nor COMMIT around it
     for marker in ("FOR KEY SHARE", "INSERT INTO usage_daily", "UPDATE chat_sessions"):
         assert marker in statement
@@ -126,7 +96,7 @@ def test_a_continuation_that_claimed_its_retry_key_updates_that_row_in_the_state
     with write_transactions(app) as transactions:
         answer = respond(client, ada | keyed, **body)
     assert answer.status_code == 200
-    [(statement, alone)] = store_of(transactions)
+    [(statement, alone)] = store_of(transactions, STORED_TURN)
     assert statement.startswith("WITH") and alone  # no BEGIN nor COMMIT around it
     assert statement.count("UPDATE responses") == 1 and "INSERT INTO responses" not in statement
     row = record(app, answer.json["id"])
@@ -207,12 +177,12 @@ def test_a_continuations_record_is_retrieved_listed_and_continued(app, client, a
 
 def test_a_store_false_continuation_writes_no_record_nor_message(app, client, ada, fake):
     first = respond(client, ada, input="one")
-    before = counts(app)
+    before = row_counts(app)
     answer = respond(client, ada, input="off", previous_response_id=first.json["id"], store=False)
     assert answer.status_code == 200 and answer.json["store"] is False
     assert SESSION not in answer.headers
     assert said(fake) == [("user", "one"), ("assistant", HELLO), ("user", "off")]
-    assert counts(app)[:3] == before[:3]  # sessions, messages, records
+    assert row_counts(app)[:3] == before[:3]  # sessions, messages, records
     assert calls(client, ada) == 2  # the usage counts
     assert client.get(f"/v1/responses/{answer.json['id']}", headers=ada).status_code == 404
     later = respond(client, ada, input="x", previous_response_id=answer.json["id"])
@@ -222,13 +192,13 @@ def test_a_store_false_continuation_writes_no_record_nor_message(app, client, ad
 
 def test_another_users_response_is_not_continued(app, client, ada, bob):
     first = respond(client, ada, input="ada's")
-    before = counts(app)
+    before = row_counts(app)
     answer = respond(client, bob, input="bob's", previous_response_id=first.json["id"])
     assert answer.status_code == 400
     error = answer.json["error"]
     assert error["code"] == "previous_response_not_found"
     assert error["param"] == "previous_response_id" and error["type"] == "invalid_request_error"
-    assert counts(app) == before and usage_rows(client, bob) == []
+    assert row_counts(app) == before and usage_rows(client, bob) == []
     assert client.get(f"/v1/responses/{first.json['id']}", headers=bob).status_code == 404
 
 
@@ -256,7 +226,7 @@ def test_a_continuation_whose_session_was_deleted_meanwhile_leaves_nothing(
     assert answer.status_code == 404
     assert answer.json["error"]["message"] == "Chat session not found"
     assert set(answer.json["error"]) >= {"message", "type", "param", "code"}
-    assert counts(app)[:3] == (0, 0, 0)  # no session, message nor record left
+    assert row_counts(app)[:3] == (0, 0, 0)  # no session, message nor record left
     assert calls(client, ada) == 2
 
 

@@ -8,15 +8,25 @@ import itertools
 import threading
 
 import pytest
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, select
 
 from polygenix.extensions import db
-from polygenix.models import ChatSession, Message, StoredResponse, UsageDaily
+from polygenix.models import ChatSession, Message, StoredResponse
 from tests.helpers import (
+    HELLO,
+    SESSION,
     TEST_DATABASE_URL,
     amid_a_deletion,
+    complete,
+    fake_provider_app,
     in_thread,
+    on_postgresql,
+    record,
+    respond,
+    row_counts,
+    said,
     sessions,
+    store_of,
     stored_responses,
     usage_rows,
     wait_for,
@@ -24,43 +34,8 @@ from tests.helpers import (
     write_transactions,
 )
 
-SESSION = "X-PolyGenix-Session"
-HELLO = "Hello from gpt-4.1-mini"
-on_postgresql = pytest.mark.skipif(not TEST_DATABASE_URL, reason="PostgreSQL's data-modifying WITH")
-
-
-@pytest.fixture
-def app(provider_app):
-    return provider_app
-
-
-def respond(client, headers, **fields):
-    return client.post("/v1/responses", headers=headers, json={"model": "echo"} | fields)
-
-
-def complete(client, headers, content):
-    body = {"model": "echo", "messages": [{"role": "user", "content": content}]}
-    return client.post("/v1/chat/completions", headers=headers, json=body)
-
-
-def record(app, public_id: str) -> StoredResponse:
-    [row] = [r for r in stored_responses(app) if r.public_id == public_id]
-    return row
-
-
-def counts(app) -> tuple[int, int, int, int]:
-    """Rows of every table a turn writes: sessions, messages, records, usage."""
-    with app.app_context():
-        return tuple(
-            db.session.scalar(select(func.count()).select_from(model))
-            for model in (ChatSession, Message, StoredResponse, UsageDaily)
-        )
-
-
-def store_of(transactions) -> list[tuple[str, bool]]:
-    """The transaction that stored a new session (it counted the user's counter up)."""
-    [store] = [t for t in transactions if any("SET last_session_number" in s for s, _ in t)]
-    return store
+app = fake_provider_app
+NEW_SESSION = "SET last_session_number"  # the store of a new session counts the user's counter up
 
 
 # --- one statement on PostgreSQL ---------------------------------------------------------------
@@ -76,7 +51,7 @@ def test_a_stored_responses_first_turn_is_one_statement_like_a_chat_completions(
     with write_transactions(app) as response:
         answer = respond(client, ada, input="a new chat", metadata={"k": "é \u2028 😀"})
     assert answer.status_code == 200
-    [(statement, alone)] = store_of(response)
+    [(statement, alone)] = store_of(response, NEW_SESSION)
     assert statement.startswith("WITH") and alone  # no BEGIN nor COMMIT around it
     for marker in ("UPDATE users", "INSERT INTO chat_sessions", "INSERT INTO usage_daily"):
         assert marker in statement
@@ -121,7 +96,7 @@ def test_a_record_that_claimed_its_retry_key_is_a_part_of_the_one_statement(
     with write_transactions(app) as transactions:
         answer = respond(client, first, model="openai", input="keyed")
     assert answer.status_code == 200
-    [(statement, alone)] = store_of(transactions)
+    [(statement, alone)] = store_of(transactions, NEW_SESSION)
     assert statement.startswith("WITH") and alone  # no BEGIN nor COMMIT around it
     assert statement.count("UPDATE responses") == 1 and "INSERT INTO responses" not in statement
     row = record(app, answer.json["id"])
@@ -194,9 +169,9 @@ def test_two_copies_of_a_keyed_call_at_once_store_one_record(app, client, ada, f
     assert len(fake.requests) == 1 and len(sessions(client, ada)) == 1
 
 
-def test_a_budgets_release_is_written_with_the_statement(app, client, ada, auth):
-    """A user with a budget: the reservation's release in the statement's transaction (on
-    PostgreSQL: BEGIN, the statement with its record, the release, COMMIT)."""
+def test_a_budgets_release_is_a_part_of_the_statement(app, client, ada, auth):
+    """A user with a budget: the reservation's release a part of the store's statement, sent
+    alone all the same (on PostgreSQL; on SQLite one more statement of its transaction)."""
     admin = auth.admin()
     user_id = auth.user_id(ada)
     limits = {"token_budget": "100000/day"}
@@ -205,11 +180,14 @@ def test_a_budgets_release_is_written_with_the_statement(app, client, ada, auth)
     with write_transactions(app) as transactions:
         answer = respond(client, ada, input="on a budget")
     assert answer.status_code == 200
-    store = store_of(transactions)
+    store = store_of(transactions, NEW_SESSION)
     if TEST_DATABASE_URL:
-        assert store[0][0].startswith("WITH") and "INSERT INTO responses" in store[0][0]
-        assert len(store) == 2 and store[1][0].startswith("DELETE FROM budget_reservations")
-        assert not any(alone for _, alone in store)
+        [(statement, alone)] = store
+        assert statement.startswith("WITH") and alone  # no BEGIN nor COMMIT around it
+        assert "INSERT INTO responses" in statement
+        assert "DELETE FROM budget_reservations" in statement
+    else:
+        assert any(s.startswith("DELETE FROM budget_reservations") for s, _ in store)
     assert client.get(f"/v1/responses/{answer.json['id']}", headers=ada).data == answer.data
     assert usage_rows(client, ada)[0]["calls"] == 1
 
@@ -217,14 +195,7 @@ def test_a_budgets_release_is_written_with_the_statement(app, client, ada, auth)
 # --- the record, on every database ------------------------------------------------------------
 
 
-def said(fake) -> list[tuple[str, str]]:
-    """What the provider was sent last, but the system prompt."""
-    sent = fake.requests[-1].body["messages"]
-    return [(m["role"], m["content"]) for m in sent if m["role"] != "system"]
-
-
 def test_a_first_turns_record_is_retrieved_listed_continued_and_deleted(app, client, ada, fake):
-    hello = "Hello from gpt-4.1-mini"
     first = respond(client, ada, model="openai", input="a question", instructions="Be terse.")
     assert first.status_code == 200, first.json
     first_id, number = first.json["id"], first.headers[SESSION]
@@ -236,8 +207,8 @@ def test_a_first_turns_record_is_retrieved_listed_continued_and_deleted(app, cli
     second = respond(client, ada, model="openai", input="d", previous_response_id=first_id)
     assert second.status_code == 200 and second.headers[SESSION] == number
     assert second.json["previous_response_id"] == first_id
-    assert said(fake) == [("user", "a question"), ("assistant", hello), ("user", "d")]
-    assert sessions(client, ada) == [(int(number), ["a question", hello, "d", hello])]
+    assert said(fake) == [("user", "a question"), ("assistant", HELLO), ("user", "d")]
+    assert sessions(client, ada) == [(int(number), ["a question", HELLO, "d", HELLO])]
 
     deleted = client.delete(f"/v1/responses/{first_id}", headers=ada)
     assert deleted.json == {"id": first_id, "object": "response", "deleted": True}
@@ -246,10 +217,10 @@ def test_a_first_turns_record_is_retrieved_listed_continued_and_deleted(app, cli
     again = respond(client, ada, input="e", previous_response_id=first_id)
     assert again.status_code == 400
     assert again.json["error"]["code"] == "previous_response_not_found"
-    assert sessions(client, ada) == [(int(number), ["d", hello])]  # its turn went with it
+    assert sessions(client, ada) == [(int(number), ["d", HELLO])]  # its turn went with it
     third = respond(client, ada, model="openai", input="f", previous_response_id=second.json["id"])
     assert third.status_code == 200
-    assert said(fake) == [("user", "d"), ("assistant", hello), ("user", "f")]
+    assert said(fake) == [("user", "d"), ("assistant", HELLO), ("user", "f")]
     rows = stored_responses(app)
     assert [r.previous_id for r in rows] == [None, rows[0].id]  # the first's deletion cut it
 
@@ -286,7 +257,7 @@ def test_an_account_deleted_during_the_call_leaves_nothing(app, client, ada, aut
     answer = later()
     assert answer.status_code == 404
     assert answer.json["error"]["message"] == "Chat session not found"
-    assert counts(app) == (0, 0, 0, 0)
+    assert row_counts(app) == (0, 0, 0, 0)
 
 
 BURST = 12
@@ -313,7 +284,7 @@ def test_an_account_deleted_amid_a_burst_of_its_new_responses_never_deadlocks(ap
     )
     assert deleted == 200
     assert set(statuses) <= {200, 401, 404}, statuses
-    assert counts(app) == (0, 0, 0, 0)
+    assert row_counts(app) == (0, 0, 0, 0)
 
 
 def test_one_users_new_responses_at_once_each_get_a_session_and_a_record(app, client, ada):

@@ -13,7 +13,6 @@ SessionDeleted; what the call used counts all the same.
 
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
 
 from flask_smorest import abort
 from sqlalchemy import select, update
@@ -23,12 +22,12 @@ from sqlalchemy.orm.exc import StaleDataError
 from .. import clock
 from ..errors import Conflict, SessionDeleted
 from ..extensions import db
-from ..governance import charging, ledger, reservations
+from ..governance import charging, ledger
 from ..models import ChatSession, Message, User
 from . import attempts, first_turn, next_turn, tool_loop, transcript
 from . import session_rows as rows
-from .history import COUNT_UP, catch_up, find_session, new_number, next_number
-from .turn_state import CHANGED, Kind, Turn, asked, make_title
+from .history import catch_up, find_session, new_number
+from .turn_state import CHANGED, Kind, NewRow, Turn, asked, make_title
 
 # Each lost race means another request of the same user won one, so this many concurrent
 # new-session requests from one user always succeed.
@@ -61,23 +60,13 @@ def commit_question(
     session, question = turn.session, None
     existing, number = session is not None, 0
 
-    def first() -> None:  # the user's row first, as a deletion of the account locks it
+    def first() -> bool:  # the number from the user's row first, as a deletion locks it first
         nonlocal existing, number
         existing = session is not None
-        if not existing and turn.number is None:
-            # The next number of the user's counter: its UPDATE locks the user's row, nothing
-            # more to hold. At its top (or the account gone) it matches no row: the user's row
-            # held first where usage or a release follows (else the session's INSERT takes it
-            # by its foreign key check), then the lowest free number (history.new_number).
-            counted = db.session.execute(COUNT_UP, {"user_id": turn.user_id}).scalar()
-            if counted is None:
-                _hold_user(turn, usage, ended)
-                counted = next_number(turn.user_id)
-            number = counted
-            return
-        _hold_user(turn, usage, ended)  # a number asked for may leave the counter untouched
-        if not existing:
-            number = new_number(turn.user_id, turn.number)
+        if existing:
+            return False
+        number, held = new_number(turn.user_id, turn.number)
+        return held
 
     def write() -> bool:
         nonlocal session, question
@@ -173,14 +162,11 @@ def _stored_now(turn: Turn, reply: Message | None, whole: bool) -> tuple[datetim
     return now, added
 
 
-def _kept(turn: Turn, reply: Message | None, whole: bool) -> tuple[Callable | None, Any]:
-    """What the caller keeps with a whole reply: written after the statement (Turn.on_store),
-    or as a part of it (Turn.new_row, then the first is None)."""
-    if not whole or reply is None or turn.on_store is None:
-        return None, None
-    if turn.new_row is not None:
-        return None, turn.new_row
-    return turn.on_store, None
+def _kept(turn: Turn, reply: Message | None, whole: bool) -> NewRow | None:
+    """What the caller keeps with a whole reply, as a part of the one statement: its
+    Turn.new_row, which every caller that keeps a row with a whole reply (Turn.on_store) gives
+    (a streamed reply's is written by stream_store.py as the stream ends)."""
+    return turn.new_row if whole and reply is not None else None
 
 
 def _in_one_statement(
@@ -192,22 +178,17 @@ def _in_one_statement(
     ended: bool,
 ) -> bool:
     """commit_question's plain new session (first_turn.py; on SQLite, its Core statements): the
-    counter, the session, the question, the reply, the usage and what the caller keeps with the
-    reply (its Turn.new_row; else Turn.on_store's, written after it) in one statement, then the
-    commit, so the user's row is locked for that statement and the commit alone. False when it
-    cannot be stored so (rolled back): commit_question's path then stores it, or says why not."""
+    counter, the session, the question, the reply, the usage, the budget's reservation released
+    (if `ended`) and what the caller keeps with the reply (its Turn.new_row) in one statement,
+    then the commit, so the user's row is locked for that statement alone. False when it cannot
+    be stored so (rolled back): commit_question's path then stores it, or says why not."""
     now, added = _stored_now(turn, reply, whole)
     session = _new_session(turn, 0, now, added)
     question = _question(turn, session, error)
-    on_store, new_row = _kept(turn, reply, whole)
-    alone = on_store is None and not (ended and turn.reservation is not None)
-    if not first_turn.store(turn, session, question, reply, usage, alone, new_row):
+    new_row = _kept(turn, reply, whole)
+    if not first_turn.store(turn, session, question, reply, usage, ended, new_row):
         return False
-    if on_store is not None and reply is not None:
-        on_store(session.id, reply.id, reply)
-    if ended:
-        charging.release(turn)
-    db.session.commit()
+    db.session.commit()  # alone (on PostgreSQL), a no-op: the statement was its transaction
     if ended:
         charging.released(turn)
     first_turn.keep(session, question, reply)
@@ -225,40 +206,24 @@ def _next_in_one_statement(
     ended: bool,
 ) -> bool:
     """commit_question's plain turn of an existing session on PostgreSQL (next_turn.py): the
-    usage, the session touched, the question, the reply and what the caller keeps with it (its
-    Turn.new_row) in one statement, its own transaction; what the caller keeps that is not known
-    before (Turn.on_store's) is written after it, in its transaction. False when a budget's
-    reservation is to be released with it, or when the statement could not be written (rolled
-    back): commit_question's path then stores it. SessionDeleted when the session (or the
-    account) went meanwhile; the usage has counted all the same."""
-    if ended and turn.reservation is not None:
-        return False
+    usage, the budget's reservation released (if `ended`), the session touched, the question,
+    the reply and what the caller keeps with it (its Turn.new_row) in one statement, its own
+    transaction. False when the statement could not be written (rolled back): commit_question's
+    path then stores it. SessionDeleted when the session (or the account) went meanwhile; the
+    usage has counted all the same, and the reservation gone."""
     now, added = _stored_now(turn, reply, whole)
     question = _question(turn, turn.stored_session, error)
-    on_store, new_row = _kept(turn, reply, whole)
-    alone = on_store is None
-    stored = next_turn.store(turn, question, reply, usage, now, added, new_row, alone)
+    new_row = _kept(turn, reply, whole)
+    stored = next_turn.store(turn, question, reply, usage, ended, now, added, new_row)
     if stored is None:
         return False
+    if ended:
+        charging.released(turn)
     if not stored:
         charging.count_alone(turn, None)  # a stream start's reservation goes, as in `_transaction`
         raise SessionDeleted()
-    if on_store is not None and reply is not None:
-        on_store(turn.session_id, reply.id, reply)
-        db.session.commit()
     turn.question, turn.reply, turn.created = question, reply, False
     return True
-
-
-def _hold_user(turn: Turn, usage: ledger.Entry | None, ended: bool) -> None:
-    """Before a transaction takes the user's usage row or releases their reservation, then
-    touches a session: the user's row held first (reservations.hold_user), as a new session's
-    counter holds it. SessionDeleted if the account went. A transaction with neither takes the
-    user's row first all the same: its first statement is the session's touch, which locks it
-    (session_rows.touch_session), or a new session's insert, whose foreign key check does."""
-    if usage is not None or (ended and turn.reservation is not None):
-        if not reservations.hold_user(turn.user_id):
-            raise SessionDeleted()
 
 
 def _transaction(
@@ -266,19 +231,20 @@ def _transaction(
     usage: ledger.Entry | None,
     write: Callable[[], bool],
     *,
-    first: Callable[[], None] | None = None,
+    first: Callable[[], bool] | None = None,
     retry: Callable[[], bool] | None = None,
     ended: bool = True,
 ) -> None:
     """One transaction of a turn's store, whichever its path: `first()` (a new session's number,
-    from the user's row; else, before the usage or a reservation, the user's row held: see
-    reservations.hold_user), the call's usage, its budget reservation released (unless the call
-    is still under way, not `ended`: a stream's start), then `write()`, which touches the
-    session, writes the turn's rows and says whether they were still the turn's. So every turn
-    locks rows in one order (the user's, their usage, the session, its messages) and an
-    account's deletion locks the user's row before any other: neither deadlocks with another.
-    With no usage nor reservation, the session's touch takes the user's row first itself
-    (session_rows.touch_session), as a new session's counter or insert does.
+    from the user's row; it says whether that locked the row), the call's usage and its budget
+    reservation released (unless the call is still under way, not `ended`: a stream's start),
+    the user's row held first if it is not yet, one statement on PostgreSQL (charging.settle),
+    then `write()`, which touches the session, writes the turn's rows and says whether they were
+    still the turn's. So every turn locks rows in one order (the user's, their usage, their
+    reservation, the session, its messages) and an account's deletion locks the user's row
+    before any other: neither deadlocks with another. With no usage nor reservation, the
+    session's touch takes the user's row first itself (session_rows.touch_session), as a new
+    session's counter or insert does.
 
     A row that another transaction took or deleted meanwhile (IntegrityError, StaleDataError)
     rolls it back; `retry()`, if given, may then say it is worth another try, up to
@@ -289,14 +255,9 @@ def _transaction(
     for _ in range(CREATE_ATTEMPTS):
         try:
             with db.session.no_autoflush:
-                if first is not None:
-                    first()
-                else:
-                    _hold_user(turn, usage, ended)
-                if usage is not None:
-                    usage.add()
-            if ended:
-                charging.release(turn)
+                held = first() if first is not None else False
+                if not charging.settle(turn, usage, ended, held):
+                    raise SessionDeleted()
             if not write():
                 raise SessionDeleted()
             db.session.commit()

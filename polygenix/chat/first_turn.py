@@ -1,18 +1,20 @@
 """A new session's first turn on PostgreSQL as one statement: the user's session counter counted
-up, the session, the question, the reply (if any), the usage (if any) and a row the caller
-keeps with the reply (if any: a Responses API record, Turn.new_row), one data-modifying `WITH`,
-then the commit. The user's row (the counter, which queues the user's new sessions) is
-locked from that statement to the commit, not for the five round trips of writing the rows one
-by one: one user's hundreds of new sessions at once no longer wait in a long queue.
+up, the session, the question, the reply (if any), the usage (if any), the call's budget
+reservation released (if any) and a row the caller keeps with the reply (if any: a Responses API
+record, Turn.new_row), one data-modifying `WITH` sent as its own transaction (autocommit). The
+user's row (the counter, which queues the user's new sessions) is locked for that statement
+alone, not for the round trips of writing the rows one by one and a `COMMIT`: one user's
+hundreds of new sessions at once no longer wait in a long queue.
 
 Rows are locked in the order every turn and an account deletion take them: the user's first
-(the counter), then their usage row; the new session, messages and record are rows no one else
-sees.
+(the counter), then their usage row, then their reservation's; the new session, messages and
+record are rows no one else sees.
 SQLite has no data-modifying `WITH`: there the same rows are written by a Core statement each
-(the counter's `UPDATE … RETURNING`, then each row's `INSERT … RETURNING`), in one transaction,
-without the ORM's unit of work. Only the plain case goes this way; the rest (a number asked
-for; a conversation's earlier messages, tool results, attachments; the counter at its top, or
-behind the user's numbers; the account gone) takes commit.py's path, through the ORM.
+(the counter's `UPDATE … RETURNING`, then each row's `INSERT … RETURNING`, the usage, the
+release), in one transaction, without the ORM's unit of work. Only the plain case goes this
+way; the rest (a number asked for; a conversation's earlier messages, tool results,
+attachments; the counter at its top, or behind the user's numbers; the account gone) takes
+commit.py's path, through the ORM.
 """
 
 from collections.abc import Callable
@@ -25,7 +27,7 @@ from sqlalchemy.orm import make_transient_to_detached
 
 from .. import database
 from ..extensions import db
-from ..governance import ledger
+from ..governance import charging, ledger
 from ..models import MAX_ID, ChatSession, Message, User
 from .history import COUNT_UP
 from .turn_state import NewRow, Turn
@@ -77,7 +79,9 @@ def inserted(name: str, prefix: str, given: dict):
 
 
 @cache
-def _statement(with_reply: bool, with_usage: bool, new_row: Callable[[dict], Any] | None):
+def _statement(
+    with_reply: bool, with_usage: bool, with_release: bool, new_row: Callable[[dict], Any] | None
+):
     counted = (
         update(_users)
         .where(_users.c.id == bindparam("user_id"), _users.c.last_session_number < MAX_ID)
@@ -106,9 +110,9 @@ def _statement(with_reply: bool, with_usage: bool, new_row: Callable[[dict], Any
         reply = inserted("reply", "r_", given)
         columns.append(reply.c.id)
         joined = joined.join(reply, reply.c.reply_to_id == question.c.id)
-    statement = select(*columns).select_from(joined)
-    if with_usage:  # only once the user's row is locked: it adds to the counted user's row
-        statement = statement.add_cte(ledger.upsert_for(select(counted.c.id)).cte("used"))
+    # The usage and the release only once the user's row is locked: they read the counted user.
+    settled, _ = charging.settling(select(counted.c.id), with_usage, with_release)
+    statement = select(*columns).select_from(joined).add_cte(*settled)
     if with_reply and new_row is not None:
         statement = kept_with(statement, reply, new_row)
     return statement
@@ -142,7 +146,9 @@ def _alone(new_row: Callable[[dict], Any]):
     return new_row({name: bindparam(f"{name}_") for name in ids})
 
 
-def _one_by_one(params: dict, with_reply: bool, usage, new_row) -> tuple | None:
+def _one_by_one(
+    turn: Turn, params: dict, with_reply: bool, usage, release: bool, new_row
+) -> tuple | None:
     """SQLite: the rows `_statement` writes, by a statement each, in the caller's transaction
     (the database's write lock, taken by the first: no order of rows to keep); as its row, or
     None when the counter counted nothing (the account gone, the counter at its top)."""
@@ -156,8 +162,7 @@ def _one_by_one(params: dict, with_reply: bool, usage, new_row) -> tuple | None:
     if with_reply:
         ids = {"session_id": session_id, "reply_to_id": question_id}
         reply_id = execute(_REPLY, params | ids).scalar_one()
-    if usage is not None:
-        usage.add()
+    charging.settle(turn, usage, release, held=True)  # by the counter's UPDATE
     if with_reply and new_row is not None:
         ids = {"session_id_": session_id, "question_id_": question_id, "reply_id_": reply_id}
         execute(_alone(new_row), params | ids)
@@ -174,19 +179,18 @@ def store(
     question: Message,
     reply: Message | None,
     usage: ledger.Entry | None,
-    alone: bool,
+    release: bool,
     new_row: NewRow | None = None,
 ) -> bool:
     """Write `session` (numbered by the user's counter, counted up), `question`, `reply` (its
-    answer, if any), `usage` and `new_row` (kept with the reply, given its ids) in one
-    statement, in the caller's transaction, and give the rows their ids. If it is `alone` in
-    its transaction (nothing else is written with it) and none has begun, it is sent as its own
-    transaction (autocommit): no `BEGIN` nor `COMMIT` round trip, and the database lets go of
-    the user's row as the statement ends, however long this thread waits to run again. False,
-    the transaction rolled back, when this cannot store them (the account gone, the counter at
-    its top or behind the user's numbers): commit.py's path then does, and tells which."""
-    if alone:
-        database.alone(db.session())
+    answer, if any), `usage`, the release of the turn's budget reservation (if any, and
+    `release`: the call is over) and `new_row` (kept with the reply, given its ids) in one
+    statement and give the rows their ids. Sent as its own transaction (autocommit) unless one
+    has begun: no `BEGIN` nor `COMMIT` round trip, and the database lets go of the user's row
+    as the statement ends, however long this thread waits to run again. False, the
+    transaction rolled back, when this cannot store them (the account gone, the counter at its
+    top or behind the user's numbers): commit.py's path then does, and tells which."""
+    database.alone(db.session())
     for message in (question, reply):
         if message is not None:
             message.superseded = bool(message.superseded)
@@ -202,13 +206,13 @@ def store(
         params |= new_row.params
     try:
         if db.session.get_bind().dialect.name == "sqlite":
-            row = _one_by_one(params, reply is not None, usage, kept)
+            row = _one_by_one(turn, params, reply is not None, usage, release, kept)
         else:
             # Here alone: SQLite's usage is its own statement, and an INSERT … VALUES given a
             # parameter named as a column of its table (the usage's `model`) writes it too.
-            if usage is not None:
-                params |= usage.params()
-            statement = _statement(reply is not None, usage is not None, kept)
+            params |= charging.settling_params(turn, usage, release)
+            releasing = release and turn.reservation is not None
+            statement = _statement(reply is not None, usage is not None, releasing, kept)
             row = db.session.execute(statement, params).first()
     except IntegrityError:  # the counter behind the user's numbers (a restored backup's)
         row = None

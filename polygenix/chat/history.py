@@ -14,6 +14,7 @@ from ..api import page_of
 from ..attachments.store import listed
 from ..extensions import db
 from ..models import MAX_ID, ChatSession, Message, User
+from .session_rows import changed
 
 # The statements every chat turn runs are built once: building one costs more than running it.
 _SESSION = select(ChatSession).where(
@@ -107,17 +108,17 @@ _CATCH_UP = (
 )
 
 
-def new_number(user_id: int, asked: int | None) -> int:
+def new_number(user_id: int, asked: int | None) -> tuple[int, bool]:
     """A new session's number, in the transaction that makes it: the one `asked` for (the
     user's counter raised to it), else the next of the counter, counted up: the user's row,
     locked until the commit, queues the user's new sessions, so they never take one number.
-    Once the counter reached 2,147,483,647, the lowest free number."""
+    Once the counter reached 2,147,483,647, the lowest free number. And whether the user's row
+    is now locked: not by a counter already past the number asked for, nor at its top."""
     if asked is not None:
-        db.session.execute(_RAISE_TO, {"user_id": user_id, "asked": asked})
-        return asked
+        return asked, changed(_RAISE_TO, {"user_id": user_id, "asked": asked}) == 1
     number = db.session.execute(COUNT_UP, {"user_id": user_id}).scalar()
     # None: the counter is at the top (or the account went: then the session's insert fails).
-    return number if number is not None else next_number(user_id)
+    return (number, True) if number is not None else (next_number(user_id), False)
 
 
 def catch_up(user_id: int) -> None:

@@ -1,45 +1,43 @@
-"""A turn of an existing session on PostgreSQL as one statement: the usage added, the session
-touched, the question and the reply (if any) inserted, and a row the caller keeps with the
-reply (if any: a Responses API record, Turn.new_row), one data-modifying `WITH` sent as its own
-transaction (autocommit): no `BEGIN` nor `COMMIT` round trip, and no row stays locked once it
-ends.
+"""A turn of an existing session on PostgreSQL as one statement: the usage added, the call's
+budget reservation released (if any), the session touched, the question and the reply (if any)
+inserted, and a row the caller keeps with the reply (if any: a Responses API record,
+Turn.new_row), one data-modifying `WITH` sent as its own transaction (autocommit): no `BEGIN`
+nor `COMMIT` round trip, and no row stays locked once it ends.
 
 Each step reads the output of the one before it, which fixes PostgreSQL's order (otherwise
 unspecified): a key-share lock on the user's row, the usage row added for the locked user, the
-session touched (the same UPDATE as session_rows.touch_session: still the user's session of
-that number; the transcript digest grown if it is still the one the turn knew), the question
-inserted from the touched session, the reply from the question, the kept row from the reply.
-An account's deletion locks the user's row, then deletes their sessions (and messages) before
-their usage rows: with the user's row first, a turn waits for a deletion under way (then finds
-the user gone and writes nothing), or the deletion waits for the statement, and neither
-deadlocks. A session gone meanwhile (or no
+reservation released for the user the usage names, the session touched (the same UPDATE as
+session_rows.touch_session: still the user's session of that number; the transcript digest
+grown if it is still the one the turn knew), the question inserted from the touched session,
+the reply from the question, the kept row from the reply. An account's deletion locks the
+user's row, then deletes their sessions (and messages) before their usage rows: with the user's
+row first, a turn waits for a deletion under way (then finds the user gone and writes nothing),
+or the deletion waits for the statement, and neither deadlocks. A session gone meanwhile (or no
 longer the user's) is touched by nothing and gets no message nor kept row; the usage still
-counts, as when the ORM's transaction finds the session gone.
+counts and the reservation goes, as when the ORM's transaction finds the session gone.
 
 Only the plain case goes this way (first_turn.py's counterpart for an existing session); the
-rest (SQLite, tool results, attachments, a retry that supersedes its failed attempt, a budget's
-reservation to release) takes commit.py's path, rows written one by one. The kept row may be
-one the call wrote before (a Responses record that claimed the call's retry key): an UPDATE of
-it, a part of the statement all the same.
+rest (SQLite, tool results, attachments, a retry that supersedes its failed attempt) takes
+commit.py's path, rows written one by one. The kept row may be one the call wrote before (a
+Responses record that claimed the call's retry key): an UPDATE of it, a part of the statement
+all the same.
 """
 
 from collections.abc import Callable
 from functools import cache
 from typing import Any
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from .. import database
 from ..extensions import db
-from ..governance import ledger
-from ..models import ChatSession, Message, UsageDaily, User
+from ..governance import charging, ledger, reservations
+from ..models import ChatSession, Message
 from . import session_rows as rows
 from .first_turn import MESSAGE_COLUMNS, inserted, keep, kept_with
 from .turn_state import NewRow, Turn
 
-_users = User.__table__
-_usage = UsageDaily.__table__
 _sessions = ChatSession.__table__
 
 
@@ -62,21 +60,14 @@ def _statement(
     change: rows.Digest,
     with_reply: bool,
     with_usage: bool,
+    with_release: bool,
     new_row: Callable[[dict], Any] | None,
 ):
-    # The user's row first: an account deletion locks it before it deletes their rows. As
-    # reservations._HOLD, but bound as `owner_id`: a parameter named `user_id` would be taken
-    # by the session's UPDATE for a value to set.
-    user = (
-        select(_users.c.id)
-        .where(_users.c.id == bindparam("owner_id"))
-        .with_for_update(read=True, key_share=True)
-        .cte("owner")
-    )
-    owner = select(user.c.id).scalar_subquery()
-    if with_usage:  # then the usage row: added for the locked user
-        used = ledger.upsert_for(select(user.c.id)).returning(_usage.c.user_id).cte("used")
-        owner = select(used.c.user_id).scalar_subquery()
+    # The user's row first (reservations.HOLD): an account deletion locks it before it
+    # deletes their rows. Then the usage added and the reservation released for the locked user.
+    user = reservations.HOLD.cte("owner")
+    settled, after = charging.settling(select(user.c.id), with_usage, with_release)
+    owner = after.scalar_subquery()
     # The session once the usage is added (its UPDATE reads the upsert's user).
     touched = rows.touching(owner, change).returning(_sessions.c.id).cte("touched")
     question = inserted("question", "q_", {"session_id": touched.c.id})
@@ -86,7 +77,7 @@ def _statement(
         reply = inserted("reply", "r_", given)
         columns.append(reply.c.id)
         joined = joined.join(reply, reply.c.reply_to_id == question.c.id)
-    statement = select(*columns).select_from(joined)
+    statement = select(*columns).select_from(joined).add_cte(*settled)
     if with_reply and new_row is not None:
         statement = kept_with(statement, reply, new_row)
     return statement
@@ -97,22 +88,21 @@ def store(
     question: Message,
     reply: Message | None,
     usage: ledger.Entry | None,
+    release: bool,
     now,
     added: list[tuple[str, str]],
     new_row: NewRow | None = None,
-    alone: bool = True,
 ) -> bool | None:
-    """Add `usage`, touch the turn's session (changed `now`, its transcript grown by `added`),
-    insert `question`, `reply` (its answer, if any) and `new_row` (kept with the reply, given
-    its ids) in one statement, and give the rows their ids. `alone` (nothing else written with
-    it), the statement is its own transaction, committed; else it is the first of the caller's
-    transaction, which the caller commits. False if the session is no longer the user's
-    (deleted, with the account or alone): nothing stored but the usage, committed. None if the
-    statement could not be written (a row it names went meanwhile, such as the response a
-    record continues): nothing written, rolled back, and commit.py's path then stores the turn."""
+    """Add `usage`, release the turn's budget reservation (if any, and `release`: the call is
+    over), touch the turn's session (changed `now`, its transcript grown by `added`), insert
+    `question`, `reply` (its answer, if any) and `new_row` (kept with the reply, given its ids)
+    in one statement, its own transaction (committed), and give the rows their ids. False if
+    the session is no longer the user's (deleted, with the account or alone): nothing stored
+    but the usage and the release, committed. None if the statement could not be written (a
+    row it names went meanwhile, such as the response a record continues): nothing written,
+    rolled back, and commit.py's path then stores the turn."""
     session: ChatSession = turn.stored_session
-    if alone:
-        database.alone(db.session())
+    database.alone(db.session())
     for message in (question, reply):
         if message is not None:
             message.superseded = bool(message.superseded)
@@ -131,16 +121,15 @@ def store(
         if new_row is not None:
             kept = new_row.inserted
             params |= new_row.params
-    if usage is not None:
-        params |= usage.params()
-    statement = _statement(change, reply is not None, usage is not None, kept)
+    params |= charging.settling_params(turn, usage, release)
+    releasing = release and turn.reservation is not None
+    statement = _statement(change, reply is not None, usage is not None, releasing, kept)
     try:
         row = db.session.execute(statement, params).first()
     except IntegrityError:
         db.session.rollback()
         return None
-    if alone or row is None:
-        db.session.commit()  # alone, a no-op: the statement was its transaction
+    db.session.commit()  # alone, a no-op: the statement was its transaction
     if row is None:
         return False
     session = db.session.merge(session, load=False)

@@ -31,7 +31,8 @@ from sqlalchemy.orm import aliased
 from .. import clock
 from ..attachments import store as attachments
 from ..extensions import db
-from ..models import ChatSession, Message, User
+from ..governance import reservations
+from ..models import ChatSession, Message
 from ..providers.messages import text_of
 from . import transcript
 from .turn_state import Kind, Turn
@@ -125,16 +126,10 @@ def touching(user_id, change: Digest):
     )
 
 
-_users = User.__table__
-# The user of bound `owner_id`, their row locked as reservations.hold_user locks it: a scalar
+# The user of bound `owner_id`, their row locked as reservations.HOLD locks it: a scalar
 # subquery of the UPDATE's WHERE, which PostgreSQL runs (an InitPlan) as it scans for the
 # session, before it locks the session's row; no row (the account gone): no session matches.
-_OWNER = (
-    select(_users.c.id)
-    .where(_users.c.id == bindparam("owner_id"))
-    .with_for_update(read=True, key_share=True)
-    .scalar_subquery()
-)
+_OWNER = reservations.HOLD.scalar_subquery()
 
 
 @cache

@@ -12,14 +12,17 @@ import logging
 import time
 from collections.abc import Mapping
 from decimal import Decimal
-from typing import Any, Protocol
+from functools import cache
+from typing import Any, Protocol, cast
 
+from sqlalchemy import Select, select
 from sqlalchemy.exc import IntegrityError
 
 from .. import clock, database
 from ..extensions import db
 from ..logs import note
 from ..metrics import record_cost, record_provider_call
+from ..models import UsageDaily
 from ..providers import Options, Provider
 from ..providers.base import USAGE
 from . import ledger, reservations
@@ -131,10 +134,57 @@ def dollars(cost: Decimal | None) -> float | None:
     return float(cost) if cost is not None else None
 
 
-def release(call: Call) -> None:
-    """The call is over: its reservation goes, in the transaction that stores its usage."""
-    if call.reservation is not None:
-        reservations.release(call.user_id, call.reservation)
+def settling(user_ids: Select, with_usage: bool, with_release: bool) -> tuple[list, Select]:
+    """PostgreSQL: what settles a call as CTEs of a larger statement, once the user's row that
+    `user_ids` gives (a select of one column) is locked: its usage added ("used", bound as
+    Entry.params but its user), then its reservation released ("released", bound as
+    `reservation`), each reading the user from the one before it, which fixes their order. And
+    the select of the user from the last that returns it, for a step that must follow them."""
+    ctes: list = []
+    if with_usage:
+        upsert = ledger.upsert_for(user_ids).returning(UsageDaily.__table__.c.user_id)
+        used = upsert.cte("used")
+        ctes.append(used)
+        user_ids = select(used.c.user_id)
+    if with_release:
+        ctes.append(reservations.released_by(user_ids).cte("released"))
+    return ctes, user_ids
+
+
+def settling_params(call: Call, usage: ledger.Entry | None, release: bool) -> dict[str, Any]:
+    """The values `settling`'s CTEs bind, for `usage` and (if `release`) the call's reservation."""
+    params: dict[str, Any] = usage.params() if usage is not None else {}
+    if release and call.reservation is not None:
+        params["reservation"] = call.reservation
+    return params
+
+
+@cache
+def _settle(with_usage: bool, with_release: bool):
+    owner = reservations.HOLD.cte("owner")
+    ctes, _ = settling(select(owner.c.id), with_usage, with_release)
+    return select(owner.c.id).add_cte(*ctes)
+
+
+def settle(
+    call: Call, usage: ledger.Entry | None, release: bool = True, held: bool = False
+) -> bool:
+    """The call's usage counted (if any) and its reservation released (if any, and `release`:
+    the call is over), in the caller's transaction, the user's row held first (unless it is
+    already, `held`: reservations.HOLD): one statement on PostgreSQL. False, nothing written,
+    if the account is gone (SQLite: the usage's foreign key then fails, an IntegrityError)."""
+    releasing = release and call.reservation is not None
+    if usage is None and not releasing:
+        return True
+    # SQLite has one writer at a time: no row lock to take first.
+    if held or db.engine.dialect.name != "postgresql":
+        if usage is not None:
+            usage.add()
+        if releasing:
+            reservations.release(call.user_id, cast(int, call.reservation))
+        return True
+    params = {"owner_id": call.user_id} | settling_params(call, usage, release)
+    return db.session.execute(_settle(usage is not None, releasing), params).first() is not None
 
 
 def released(call: Call) -> None:
@@ -146,21 +196,16 @@ def released(call: Call) -> None:
 
 def count_alone(call: Call, usage: ledger.Entry | None) -> None:
     """A call whose turn is not stored still used the provider: its usage counts (unless the
-    user is gone), and its budget reservation goes. Its own transaction."""
+    user is gone: the account took its usage and reservations with it), and its budget
+    reservation goes. One statement on PostgreSQL, its own transaction where it can be."""
     if usage is None and call.reservation is None:
         return
-    if call.reservation is None:  # one statement: its own transaction where it can be
-        database.alone(db.session())
-    # Two of the user's rows: the user's own first, as in every such transaction. Gone, the
-    # account took its usage and reservations with it: nothing is left to store.
-    elif usage is not None and not reservations.hold_user(call.user_id):
-        db.session.rollback()
-        released(call)
-        return
+    database.alone(db.session())
     try:
-        if usage is not None:
+        if call.reservation is None and usage is not None:  # one row: nothing to hold first
             usage.add()
-        release(call)
+        else:
+            settle(call, usage)
         db.session.commit()
     except IntegrityError:  # the account was deleted meanwhile, and its reservations with it
         db.session.rollback()

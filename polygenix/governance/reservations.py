@@ -9,8 +9,9 @@ back. So each call is admitted knowing every call admitted before it, and calls 
 together overshoot a budget by at most the last one admitted (and by what any call uses beyond
 its estimate). Users without a budget reserve nothing and run none of this.
 
-Settlement is one DELETE by id, run in the transaction that stores the call's usage (or, when
-nothing is stored, alone): cheap and easy to fold into a turn's one transaction. A request
+Settlement is one DELETE by id, a part of the statement that stores the call's usage (on
+PostgreSQL a CTE of a turn's one statement, or of charging.settle's; on SQLite one more
+statement of its transaction), so that it costs a turn no round trip of its own. A request
 that ends with its reservation still held (a failure on the way) releases it as it ends (a
 stream, as its relay ends: Flask tears a streamed request down before relaying it); a worker
 that dies mid-call, or a stream never relayed, leaves it until its expiry, the call's
@@ -27,7 +28,7 @@ from decimal import Decimal
 
 from flask import Flask, current_app, g
 from flask_smorest import abort
-from sqlalchemy import bindparam, delete, func, insert, select
+from sqlalchemy import Select, bindparam, delete, func, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from .. import clock
@@ -44,10 +45,17 @@ HELD = "polygenix_reservations"
 
 # FOR NO KEY UPDATE: it queues a user's admissions, and no foreign key check (KEY SHARE) waits.
 _LOCK = select(User.id).where(User.id == bindparam("user_id")).with_for_update(key_share=True)
-# FOR KEY SHARE: what an account's deletion (`DELETE FROM users`) waits for, and nothing else.
-_HOLD = (
+# The user's row locked first, on PostgreSQL, by a transaction that then writes more than one of
+# the user's rows (their usage, a reservation, a session): an account's deletion locks that row
+# before it cascades to the others (sessions, usage, reservations, in an order of PostgreSQL's
+# own), so a transaction that held one of them while it waited for another the deletion holds
+# would deadlock with it. FOR KEY SHARE: what the deletion (`DELETE FROM users`) waits for, and
+# nothing else. A part of a larger statement (no row: the account is gone), its user bound as
+# `owner_id`: a parameter named `user_id` would be taken by an UPDATE or INSERT of it for a
+# value to set. SQLite locks the whole database for a writer: nothing to do there.
+HOLD = (
     select(User.id)
-    .where(User.id == bindparam("user_id"))
+    .where(User.id == bindparam("owner_id"))
     .with_for_update(read=True, key_share=True)
 )
 _RESERVE = (
@@ -89,18 +97,6 @@ class Standing:
     used_dollars: Decimal
     held_tokens: int
     held_dollars: Decimal
-
-
-def hold_user(user_id: int) -> bool:
-    """Lock the user's row (key share) first in a transaction that then writes more than one of
-    the user's rows (their usage, a reservation, a session), on PostgreSQL: an account's
-    deletion locks that row before it cascades to the others (sessions, usage, reservations, in
-    an order of PostgreSQL's own), so a transaction that held one of them while it waited for
-    another the deletion holds would deadlock with it. False if the account is gone. SQLite
-    locks the whole database for a writer: nothing to do there."""
-    if db.engine.dialect.name != "postgresql":
-        return True
-    return db.session.execute(_HOLD, {"user_id": user_id}).first() is not None
 
 
 def reserve_call(
@@ -207,6 +203,16 @@ def _refuse(kind: str, budget, used, held, now: datetime):
 def release(user_id: int, reservation: int) -> None:
     """Delete a reservation in the current transaction (the caller commits)."""
     db.session.execute(_RELEASE, {"reservation": reservation, "user_id": user_id})
+
+
+def released_by(user_ids: Select):
+    """PostgreSQL: the DELETE of the reservation bound as `reservation` if it is the one of the
+    user `user_ids` gives (a select of one column), as a part of a larger statement. It reads
+    that user as it finds the reservation's row, before it deletes it: the user's row (locked by
+    `user_ids`) first, as in every transaction that writes more than one of the user's rows."""
+    return delete(BudgetReservation.__table__).where(
+        _r.id == bindparam("reservation"), _r.user_id == user_ids.scalar_subquery()
+    )
 
 
 def settled(reservations: Iterable[int]) -> None:
