@@ -18,7 +18,9 @@ from werkzeug.exceptions import HTTPException
 from .. import database
 from ..chat import images as chat_images
 from ..chat import turn as turns
+from ..chat.stream_store import KeptRow
 from ..chat.tool_loop import chars
+from ..chat.turn_state import NewRow
 from ..extensions import db
 from ..models import StoredResponse, User
 from ..providers import ChatMessage, Completion, UnsupportedInput
@@ -64,6 +66,10 @@ class Pending:
     def record(self, session_id: int, reply_id: int, reply) -> None:
         """Turn.on_store: the response kept, in the transaction that stores its turn."""
         self.kept(self.finished(reply)).add(session_id, reply_id)
+
+    def row(self, reply) -> NewRow:
+        """The record as a part of the statement that writes a streamed reply (KeptRow)."""
+        return self.kept(self.finished(reply)).new_row()
 
     def kept(self, body: dict) -> stored.Record:
         """The response's record, `body` its object (as the JSON it was answered with, if so)."""
@@ -256,7 +262,10 @@ def answered(pending: Pending, completion: Completion) -> Response:
 
 
 def streamed(pending: Pending) -> objects.ResponseEvents:
-    """A streamed response's events; its finished object is kept with its turn."""
+    """A streamed response's events; its finished object is kept with its turn (on PostgreSQL
+    by the statement that writes the reply, chat/stream_store.py)."""
     events = objects.ResponseEvents(pending.base, pending.asked.ids, pending.keep_failure)
     pending.finished = events.final
+    if pending.turn.persist:  # its record, a part of the statement that writes the reply
+        pending.turn.on_store = KeptRow(pending.record, pending.row)
     return events
