@@ -4,15 +4,25 @@
 lease), `finish` (the reply, whole or cut short, or the message flagged when no text came).
 A reply whose stream died with its worker keeps its lease until it lapses; the sweep (sweep.py)
 then flags it.
+
+What a caller keeps with a whole streamed reply (Turn.on_store: a Responses API record) is
+written in `finish`'s transaction. When it is a `KeptRow` (its values known once the reply is),
+on PostgreSQL it is a part of the statement that writes the reply (a data-modifying `WITH`: the
+reply's `UPDATE … RETURNING`, then the row's `INSERT … SELECT`, or `UPDATE … FROM`, given the
+reply's ids), not a statement of its own after it.
 """
 
 import secrets
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import cache
 from types import SimpleNamespace
+from typing import Any
 
 from flask import current_app
-from sqlalchemy import and_, bindparam, delete, update
+from sqlalchemy import and_, bindparam, delete, func, select, update
 
 from .. import clock
 from ..errors import Conflict, SessionDeleted
@@ -25,7 +35,23 @@ from ..providers.client import no_reply
 from . import session_rows as rows
 from . import titles, tool_loop, transcript
 from .commit import commit_again, commit_question, commit_stream_end
-from .turn_state import CHANGED, CLIENT_CLOSED, Kind, Turn, asked
+from .first_turn import kept_with
+from .turn_state import CHANGED, CLIENT_CLOSED, Kind, NewRow, Turn, asked
+
+_messages = Message.__table__
+
+
+@dataclass(frozen=True)
+class KeptRow:
+    """A Turn.on_store whose row a streamed reply's last statement can write (see above):
+    `row(reply)`, the row as a NewRow for the finished reply (its fields as attributes); called
+    as on_store (`store`) where it is not a part of that statement."""
+
+    store: Callable[[int, int, Any], None]
+    row: Callable[[Any], NewRow]
+
+    def __call__(self, session_id: int, reply_id: int, reply: Any) -> None:
+        self.store(session_id, reply_id, reply)
 
 
 def _lease() -> datetime:
@@ -175,7 +201,13 @@ def finish(
 
     stale = []  # a turn answering again whose conversation changed while it streamed
 
+    reply = SimpleNamespace(**values)
+    kept = turn.on_store if failure is None else None
+    folded = isinstance(kept, KeptRow) and not turn.kind.again and _with_reply()
+
     def write() -> bool:
+        if folded and isinstance(kept, KeptRow):
+            return _finished_with(turn, values, kept.row(reply)) == 1
         if turn.kind.again and not rows.still_current(turn, turn.reply_id):
             stale.append(True)
         row = values | {"superseded": True} if stale else values
@@ -185,8 +217,8 @@ def finish(
             db.session.execute(update(Message).where(rows.own_question(turn)).values(error=None))
             if turn.kind is Kind.REGENERATE and turn.attachment_ids is not None:
                 rows.attach(turn, turn.question_id)
-        if written and failure is None and turn.on_store is not None:
-            turn.on_store(turn.session_id, turn.reply_id, SimpleNamespace(**values))
+        if written and kept is not None:
+            kept(turn.session_id, turn.reply_id, reply)
         return written == 1
 
     commit_stream_end(
@@ -204,3 +236,35 @@ def finish(
     if failure is None:
         titles.schedule(turn)
     return turn.reply, failure
+
+
+def _with_reply() -> bool:
+    """Whether a row kept with the reply is written by the reply's statement: PostgreSQL's
+    data-modifying `WITH` (SQLite has none)."""
+    return db.session.get_bind().dialect.name == "postgresql"
+
+
+@cache
+def _finishing(names: tuple[str, ...], inserted: Callable[[dict], Any]):
+    """The reply's last `UPDATE` (its columns `names`, bound as `v_` and their name), if it is
+    still the stream's own, with `inserted`'s row (NewRow.inserted) given its ids: the count of
+    replies written (0 or 1), whether the row was written or not (a claim of a retry key
+    deleted meanwhile: the reply is stored without it, as on_store leaves it)."""
+    c = _messages.c
+    own = (
+        (c.id == bindparam("own_reply"))
+        & (c.session_id == bindparam("in_session"))
+        & (c.lease_token == bindparam("token"))
+    )
+    values = {name: bindparam(f"v_{name}", type_=c[name].type) for name in names}
+    written = update(_messages).where(own).values(values)
+    reply = written.returning(c.id, c.session_id, c.reply_to_id).cte("reply")
+    return kept_with(select(func.count()).select_from(reply), reply, inserted)
+
+
+def _finished_with(turn: Turn, values: dict, row: NewRow) -> int:
+    """The reply written with the row kept with it, one statement: how many replies it wrote."""
+    params = {"own_reply": turn.reply_id, "in_session": turn.session_id, "token": turn.lease_token}
+    params |= {f"v_{name}": value for name, value in values.items()} | row.params
+    statement = _finishing(tuple(values), row.inserted)
+    return db.session.execute(statement, params).scalar_one()

@@ -18,7 +18,9 @@ from werkzeug.exceptions import HTTPException
 from .. import database
 from ..chat import images as chat_images
 from ..chat import turn as turns
+from ..chat.stream_store import KeptRow
 from ..chat.tool_loop import chars
+from ..chat.turn_state import NewRow
 from ..extensions import db
 from ..models import StoredResponse, User
 from ..providers import ChatMessage, Completion, UnsupportedInput
@@ -64,6 +66,10 @@ class Pending:
     def record(self, session_id: int, reply_id: int, reply) -> None:
         """Turn.on_store: the response kept, in the transaction that stores its turn."""
         self.kept(self.finished(reply)).add(session_id, reply_id)
+
+    def row(self, reply) -> NewRow:
+        """The record as a part of the statement that writes a streamed reply (KeptRow)."""
+        return self.kept(self.finished(reply)).new_row()
 
     def kept(self, body: dict) -> stored.Record:
         """The response's record, `body` its object (as the JSON it was answered with, if so)."""
@@ -162,14 +168,23 @@ def _where(user: User, asked: Request, number: int | None):
 
 
 def _claim(user: User, asked: Request, key: str | None, retrying: bool) -> bool:
-    """Whether the call claimed its retry key (in the transaction its prepare step commits);
-    Repeated when an earlier attempt answers it or holds the key."""
+    """Whether the call claimed its retry key (committed: `_let_go` lets go of it); Repeated
+    when an earlier attempt answers it or holds the key."""
     if key is None or not asked.store:
         return False
     found, row = retries.claim(user.id, key, retrying, asked.ids.response)
     if found in (retries.Found.ANSWERED, retries.Found.BUSY):
         raise Repeated(found, row)
     return found is retries.Found.NEW
+
+
+def _let_go(claimed: bool, public_id: str) -> None:
+    """A call refused before its provider call: what its preparation began is rolled back,
+    and its claim, committed, lets go of the key (a retry is answered anew)."""
+    if claimed:
+        retries.release(public_id)  # rolls back first
+    else:
+        db.session.rollback()
 
 
 def prepare(
@@ -183,13 +198,13 @@ def prepare(
     made if none) unless it continues a response; `key`, the call's retry key. PreviousNotFound;
     Repeated; UnknownModelError; a 400 for what the provider cannot take.
 
-    Unless a retry key is to be claimed (a write, undone if the call is refused before the
-    provider is called, and read with in one transaction), the chain's reads are sent as
-    chat/prepare.py sends a turn's: on PostgreSQL each its own transaction."""
-    if key is None or not asked.store:
-        database.alone(db.session())
+    The chain's reads are sent as chat/prepare.py sends a turn's, and so is the claim of a
+    retry key (responses_retries.py): on PostgreSQL each its own transaction. A claim is let go
+    of if the call is refused before the provider is called."""
+    database.alone(db.session())
     where, previous, earlier = _where(user, asked, number)
     claimed = _claim(user, asked, key, retrying)
+    public_id = asked.ids.response
     retry = {"retry_key": key, "retrying": retrying} if asked.store else {}
     try:
         try:
@@ -201,18 +216,18 @@ def prepare(
             # as the native API sends a session's; the new input's images stay refused.
             turn = _turn(user, asked, chat_images.without_images(earlier), where, retry)
     except UnsupportedInput as e:  # what the model's provider cannot take
-        db.session.rollback()  # the claim, not committed, goes
+        _let_go(claimed, public_id)
         invalid(FIELDS.get(e.field, "input"), e.message)
     except HTTPException as e:
-        db.session.rollback()
+        _let_go(claimed, public_id)
         refusal = _refused_images(e)
         if refusal is None:
             raise
         invalid("input", refusal)
     except BaseException:
-        db.session.rollback()
+        _let_go(claimed, public_id)
         raise
-    base = objects.response(asked.ids.response, int(time.time()), turn.model_name, asked.echo)
+    base = objects.response(public_id, int(time.time()), turn.model_name, asked.echo)
     pending = Pending(turn, base, asked, previous, claimed=claimed)
     if turn.persist:
         turn.on_store = pending.record
@@ -247,7 +262,10 @@ def answered(pending: Pending, completion: Completion) -> Response:
 
 
 def streamed(pending: Pending) -> objects.ResponseEvents:
-    """A streamed response's events; its finished object is kept with its turn."""
+    """A streamed response's events; its finished object is kept with its turn (on PostgreSQL
+    by the statement that writes the reply, chat/stream_store.py)."""
     events = objects.ResponseEvents(pending.base, pending.asked.ids, pending.keep_failure)
     pending.finished = events.final
+    if pending.turn.persist:  # its record, a part of the statement that writes the reply
+        pending.turn.on_store = KeptRow(pending.record, pending.row)
     return events
