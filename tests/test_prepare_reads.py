@@ -9,8 +9,9 @@ from dataclasses import dataclass, field
 import pytest
 from psycopg.pq import TransactionStatus
 from sqlalchemy import create_engine, event, insert, select, text
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, ProgrammingError
 
+from polygenix import database
 from polygenix.extensions import db
 from polygenix.models import BudgetReservation, ChatSession, User, UserLimits
 from tests.helpers import (
@@ -255,3 +256,19 @@ def test_a_connection_back_from_autocommit_reads_writes_atomically(make_app, aut
         numbers = db.session.scalars(select(ChatSession.number)).all()
     assert numbers == [1]
     assert sessions(client, ada) == [(1, ["kept", "Echo: kept"])]
+
+
+@pytest.mark.parametrize("pool", [{"DB_POOL_SIZE": 1, "DB_MAX_OVERFLOW": 0}])
+@on_postgresql
+def test_statements_alone_that_raise_leave_no_autocommit_behind(make_app, pool):
+    """A block of statements sent alone that fails (the database refusing one) leaves the
+    session rolled back: what it writes next is one transaction again, on the one connection."""
+    app = make_app(pool)
+    with app.app_context():
+        with pytest.raises(ProgrammingError), database.statements_alone(db.session()):
+            db.session.execute(text("SELECT no_such_column FROM users"))
+        assert not database.in_autocommit(db.session())
+        db.session.execute(text("CREATE TEMPORARY TABLE kept (n int)"))
+        db.session.execute(text("INSERT INTO kept VALUES (1)"))
+        db.session.rollback()  # a transaction: nothing of it stays
+        assert db.session.execute(text("SELECT to_regclass('kept')")).scalar() is None
