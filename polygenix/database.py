@@ -143,6 +143,13 @@ def _end_turn(info) -> None:
 @event.listens_for(Engine, "commit")
 @event.listens_for(Engine, "rollback")
 def _transaction_ended(conn) -> None:
+    # A connection invalidated (the database refused, reset or went silent) has no DBAPI
+    # connection whose info could be read: `conn.info` would reconnect, which SQLAlchemy refuses
+    # inside the transaction being rolled back (PendingRollbackError, raised by whatever rolled
+    # back: a 500 where the outage is a 503). Its turn ended as it was invalidated
+    # (`_connection_invalidated`).
+    if conn.invalidated or conn.closed:
+        return
     _end_turn(conn.info)
 
 
@@ -241,11 +248,15 @@ def statements_alone(session, *, reads_follow: bool = False) -> Iterator[None]:
     that need nothing in common with what the request does next. With `reads_follow`, it is
     left open instead, for reads that the caller sends next and then ends (a turn's
     preparation, chat/prepare.py): they take no second pooled connection. A block that raises
-    leaves the session as it is: the handler of its error rolls it back (errors.py), as it
-    would any other transaction, and copes with a connection gone."""
+    leaves the session's transaction rolled back, not in autocommit: whoever catches the error
+    writes atomically again (a connection the database cut costs the rollback no round trip)."""
     if not alone(session):
         yield
         return
-    yield
+    try:
+        yield
+    except BaseException:
+        session.rollback()
+        raise
     if not reads_follow:
         ended(session)

@@ -4,8 +4,9 @@
 
 `detail` repeats `message` for the original's clients. HTTP errors (aborts, 404/405, 413, the
 validation errors of flask-smorest), token failures (flask-jwt-extended's loaders), provider
-failures, a conflict such as a taken email, a session deleted under a turn, and database or
-Redis outages all come through here; anything else is a 500 whose details go to the log only.
+failures, a conflict such as a taken email, a session or an account deleted under a turn, and
+database or Redis outages all come through here; anything else is a 500 whose details go to
+the log only.
 """
 
 import logging
@@ -55,7 +56,23 @@ class Refused(Exception):
 class SessionDeleted(LookupError):
     """The session of a turn under way was deleted before the turn could be stored: a 404."""
 
+    status = 404
+
     def __init__(self, message: str = "Chat session not found"):
+        super().__init__(message)
+
+
+# A request's account deleted while it was served (see AccountDeleted).
+ACCOUNT_GONE = "The account no longer exists"
+
+
+class AccountDeleted(SessionDeleted):
+    """The caller's account was deleted while their request was served, and every session of
+    theirs with it: a 401, what every later request with their token or key gets."""
+
+    status = 401
+
+    def __init__(self, message: str = ACCOUNT_GONE):
         super().__init__(message)
 
 
@@ -210,7 +227,7 @@ def init_errors(app: Flask, jwt: JWTManager) -> None:
 
     @app.errorhandler(SessionDeleted)
     def _session_deleted(error: SessionDeleted):
-        return error_response(404, str(error))
+        return error_response(error.status, str(error))
 
     @app.errorhandler(redis.RedisError)
     @app.errorhandler(OperationalError)

@@ -9,9 +9,10 @@ need Redis. CI runs both.
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 
 import pytest
-from sqlalchemy import make_url
+from sqlalchemy import event, make_url, text
 
 from polygenix.chat import turn as turns
 from polygenix.chat.sweep import sweep_dead_streams
@@ -25,6 +26,7 @@ from tests.helpers import (
     FakeClock,
     ask,
     assert_envelope,
+    bearer,
     busy_password_slots,
     messages,
     read_events,
@@ -181,6 +183,93 @@ def test_a_database_failure_at_a_streams_end_is_an_error_event_and_swept_later(
     assert question.content == "Stream it" and question.error is None
     assert reply.incomplete and reply.error == turns.INTERRUPTED
     assert reply.content.startswith("one ") and reply.lease_until is None
+
+
+@contextmanager
+def cut_before(app, proxy, fragment: str):
+    """The database's connections reset just before the app sends its first statement that
+    contains `fragment`: an outage in the middle of a request, on the connection it holds."""
+    with app.app_context():
+        engine = db.engine
+    cut: list[str] = []
+
+    def statement(_conn, _cursor, sql, *_args):
+        if not cut and fragment in sql:
+            cut.append(sql)
+            proxy.set(RESET)
+
+    event.listen(engine, "before_cursor_execute", statement)
+    try:
+        yield cut
+    finally:
+        event.remove(engine, "before_cursor_execute", statement)
+
+
+@needs_postgres
+@pytest.mark.parametrize(
+    ("credential", "lookup"), [("token", "FROM users"), ("key", "FROM api_keys")]
+)
+def test_a_database_that_resets_during_the_callers_lookup_is_a_503(
+    proxied_app, auth, database_proxy, credential, lookup
+):
+    """The caller's lookup (its statements sent alone, auth/) loses its connection: rolling the
+    lookup back on a connection the pool has invalidated is no error of its own, and the
+    request is the outage's 503; the database back, the next request is served."""
+    client = proxied_app.test_client()
+    ada = auth.register(client=client)
+    if credential == "key":
+        ada = bearer(client.post("/api/keys", headers=ada, json={"name": "k"}).json["key"])
+    with cut_before(proxied_app, database_proxy, lookup) as cut:
+        response, seconds = timed(lambda: client.get("/api/ai_chat/history", headers=ada))
+    assert cut
+    assert_envelope(response, 503, "Database unavailable")
+    assert response.headers["Retry-After"] == "1"
+    assert seconds < 5
+    database_proxy.set(PASS)
+    wait_for(
+        lambda: client.get("/api/ai_chat/history", headers=ada).status_code == 200,
+        timeout=15,
+        what="the database back",
+    )
+
+
+@needs_postgres
+def test_a_database_that_resets_as_a_refused_requests_hit_is_counted_answers_the_refusal(
+    make_app, provider_config, auth, database_proxy
+):
+    """Without Redis a chat request's rate-limit hit is counted as the request ends when it
+    committed nothing (a 404 here); the database cut just then, the hit goes uncounted (rolled
+    back on the invalidated connection) and the refusal is answered as it was, never a 500."""
+    settings = provider_config | QUICK | {"REDIS_URL": None, "CHAT_RATE_LIMIT": "50/minute"}
+    app = make_app(settings | {"SQLALCHEMY_DATABASE_URI": database_proxy.url})
+    client = app.test_client()
+    ada = auth.register(client=client)
+    with cut_before(app, database_proxy, "INSERT INTO rate_limit_counts") as cut:
+        response = client.post("/api/ai_chat/7/regenerate", headers=ada, json={})
+    assert cut
+    assert_envelope(response, 404, "Chat session not found")
+    database_proxy.set(PASS)
+    wait_for(
+        lambda: client.get("/api/ai_chat/history", headers=ada).status_code == 200,
+        timeout=15,
+        what="the database back",
+    )
+
+
+def test_a_writer_whose_connection_is_invalidated_rolls_back_and_lets_the_next_one_write(
+    app, client, auth
+):
+    """A transaction that wrote, its connection then invalidated (the database gone under it):
+    rolling it back is no error, and on SQLite the process's write turn (database.py) went with
+    the connection, so the next request writes at once rather than after WRITE_TURN_TIMEOUT."""
+    ada = auth.register(client=client)
+    with app.app_context():
+        db.session.execute(text("UPDATE users SET name = name"))  # SQLite: the write turn taken
+        db.session.connection().invalidate()
+        db.session.rollback()
+    response, seconds = timed(lambda: ask(client, ada, "next"))
+    assert response.status_code == 200, response.json
+    assert seconds < 5
 
 
 def _sweeps() -> bool:

@@ -9,10 +9,12 @@ from dataclasses import dataclass, field
 import pytest
 from psycopg.pq import TransactionStatus
 from sqlalchemy import create_engine, event, insert, select, text
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, ProgrammingError
 
+from polygenix import database
 from polygenix.extensions import db
 from polygenix.models import BudgetReservation, ChatSession, User, UserLimits
+from tests import images
 from tests.helpers import (
     TEST_DATABASE_URL,
     TEST_REDIS_URL,
@@ -20,6 +22,7 @@ from tests.helpers import (
     assert_envelope,
     bearer,
     sessions,
+    stream,
     warm_up,
 )
 from tests.tcp_proxy import PASS, RESET
@@ -231,6 +234,91 @@ def test_an_account_deleted_during_the_preparation_stores_nothing(make_app, auth
     assert_envelope(ask(client, ada, "and after"), 401)
 
 
+@contextmanager
+def deleted_before_reading(app, table: str, what: str, number: int = 1):
+    """The caller's account (`what` "account") or their session `number` ("session") deleted
+    by another connection just before the app first reads `table`."""
+    other = create_engine(app.config["SQLALCHEMY_DATABASE_URI"])
+    ada_id = user_id(app)
+    if what == "account":
+        statement, params = "DELETE FROM users WHERE id = :id", {"id": ada_id}
+    else:
+        statement = "DELETE FROM chat_sessions WHERE user_id = :id AND number = :n"
+        params = {"id": ada_id, "n": number}
+
+    def delete():
+        with other.begin() as connection:
+            connection.execute(text(statement), params)
+
+    try:
+        with before_reading(app, table, delete) as done:
+            yield done
+    finally:
+        other.dispose()
+
+
+GONE = {"account": (401, "The account no longer exists"), "session": (404, "Chat session")}
+
+
+@pytest.mark.parametrize("streamed", [False, True])
+def test_a_turns_image_gone_with_its_account_meanwhile_is_a_401(app, client, auth, streamed):
+    """The caller authenticated, then their account deleted (their attachments with it) before
+    the turn's image is read: the 401 the account's token gets from then on, not an image
+    missing, and nothing stored."""
+    ada = auth.register()
+    attachment = images.upload(client, ada, images.png())
+    turn = stream if streamed else ask
+    args = ("echo", "look") if streamed else ("look",)
+    with deleted_before_reading(app, "attachments", "account") as done:
+        response = turn(client, ada, *args, attachment_ids=[attachment])
+    assert done
+    assert_envelope(response, *GONE["account"])
+    assert response.headers["WWW-Authenticate"] == "Bearer"
+    assert_envelope(ask(client, ada, "and after"), 401)
+    with app.app_context():
+        assert db.session.scalars(select(ChatSession)).all() == []
+
+
+@pytest.mark.parametrize("what", ["account", "session"])
+@pytest.mark.parametrize("streamed", [False, True])
+def test_a_regenerate_whose_session_went_between_its_reads(app, client, auth, what, streamed):
+    """A regenerate read its session, then (the deletion committed meanwhile; each read its own
+    snapshot) finds no question in it: the session is gone, a 404, or the account with it, a
+    401; not a session with nothing to answer again (422)."""
+    ada = auth.register()
+    assert ask(client, ada, "first", session_id=1).status_code == 200
+    with deleted_before_reading(app, "messages", what) as done:
+        response = client.post("/api/ai_chat/1/regenerate", headers=ada, json={"stream": streamed})
+    assert done
+    assert_envelope(response, *GONE[what])
+
+
+@pytest.mark.parametrize("what", ["account", "session"])
+def test_an_edit_whose_session_went_between_its_reads(app, client, auth, what):
+    """An edit read its session, then not its message: 404, or 401 if the account went."""
+    ada = auth.register()
+    assert ask(client, ada, "first", session_id=1).status_code == 200
+    question = client.get("/api/ai_chat/1", headers=ada).json["messages"][0]["id"]
+    url = f"/api/ai_chat/1/messages/{question}"
+    with deleted_before_reading(app, "messages", what) as done:
+        response = client.put(url, headers=ada, json={"content": "again"})
+    assert done
+    status, message = GONE[what]
+    assert_envelope(response, status, message if what == "account" else "Message not found")
+
+
+def test_a_regenerate_of_a_session_with_no_question_of_the_users_is_a_422(app, client, auth):
+    """A session that is there with no question in it (made by a restore, say): nothing to
+    answer again, whatever the second look finds."""
+    ada = auth.register()
+    with app.app_context():
+        db.session.execute(insert(ChatSession).values(user_id=user_id(app), title="t", number=3))
+        db.session.commit()
+    response = client.post("/api/ai_chat/3/regenerate", headers=ada, json={})
+    body = assert_envelope(response, 422, "The session has no message of yours to answer again.")
+    assert body["errors"] == {"json": {"chat_id": [body["message"].removeprefix("chat_id: ")]}}
+
+
 def test_a_deleted_accounts_token_is_a_401_read_once(app, client, auth):
     ada = auth.register()
     warm_up(client, ada)
@@ -272,3 +360,19 @@ def test_a_connection_back_from_autocommit_reads_writes_atomically(make_app, aut
         numbers = db.session.scalars(select(ChatSession.number)).all()
     assert numbers == [1]
     assert sessions(client, ada) == [(1, ["kept", "Echo: kept"])]
+
+
+@pytest.mark.parametrize("pool", [{"DB_POOL_SIZE": 1, "DB_MAX_OVERFLOW": 0}])
+@on_postgresql
+def test_statements_alone_that_raise_leave_no_autocommit_behind(make_app, pool):
+    """A block of statements sent alone that fails (the database refusing one) leaves the
+    session rolled back: what it writes next is one transaction again, on the one connection."""
+    app = make_app(pool)
+    with app.app_context():
+        with pytest.raises(ProgrammingError), database.statements_alone(db.session()):
+            db.session.execute(text("SELECT no_such_column FROM users"))
+        assert not database.in_autocommit(db.session())
+        db.session.execute(text("CREATE TEMPORARY TABLE kept (n int)"))
+        db.session.execute(text("INSERT INTO kept VALUES (1)"))
+        db.session.rollback()  # a transaction: nothing of it stays
+        assert db.session.execute(text("SELECT to_regclass('kept')")).scalar() is None

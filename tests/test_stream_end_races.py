@@ -56,19 +56,11 @@ def left(app) -> dict[str, int]:
         }
 
 
-# A turn with an image, the account deleted between its authentication and its image's lookup:
-# the image went with the account, a 422 that says so.
-IMAGE_GONE = "422: attachment_ids"
-# A regenerate or edit whose preparation read the session before the account's deletion
-# committed, and its messages after (each read its own snapshot).
-QUESTION_GONE = "422: chat_id: The session has no message of yours to answer again."
-
-
 def ended_native(response) -> int | str:
-    """A native stream's outcome: 200 (`done`), its error event's code, or the request's."""
+    """A native stream's outcome: 200 (`done`), its error event's code, or the request's (a
+    422 with its message: no deletion is the request's fault)."""
     if response.status_code == 422:
-        message = response.json["message"]
-        return IMAGE_GONE if message.startswith("attachment_ids:") else f"422: {message}"
+        return f"422: {response.json['message']}"
     if response.status_code != 200:
         return response.status_code
     name, data = read_events(response.get_data(as_text=True))[-1]
@@ -100,10 +92,10 @@ def upload(client, headers) -> int | None:
     return response.json["id"] if response.status_code == 201 else None
 
 
-def race(app, auth, turn, setup=None, gone=frozenset(GONE)) -> None:
+def race(app, auth, turn, setup=None) -> None:
     """`turn(client, headers, racer)` (a streamed turn: its outcome) TURNS times in each of
     RACERS threads, until it answers 401, while the account is deleted; `setup(client,
-    headers)` first. A turn answers 200 or, once the account is going, one of `gone`."""
+    headers)` first. A turn answers 200 or, once the account is going, one of GONE."""
     client = app.test_client()
     admin, ada = auth.admin(client=client), auth.register(client=client)
     ada_id = auth.user_id(ada, client=client)
@@ -129,7 +121,7 @@ def race(app, auth, turn, setup=None, gone=frozenset(GONE)) -> None:
     )
     assert deleted == 200
     every = [outcome for racer in outcomes for outcome in racer]
-    assert set(every) <= {200} | gone, every
+    assert set(every) <= {200} | GONE, every
     assert all(racer[-1] == 401 or len(racer) == TURNS for racer in outcomes)
     assert left(app) == dict.fromkeys(left(app), 0)
 
@@ -172,7 +164,7 @@ def test_an_account_deleted_amid_its_streams_with_attachments(racing_app, auth, 
         )
         return ended_native(response)
 
-    race(racing_app, auth, turn, two_sessions, GONE | {IMAGE_GONE})
+    race(racing_app, auth, turn, two_sessions)
 
 
 @pytest.mark.parametrize("round_", range(ROUNDS))
@@ -199,7 +191,7 @@ def test_an_account_deleted_amid_its_streamed_regenerates_and_edits(racing_app, 
         url = f"/api/ai_chat/{number}/messages/{questions[number]}"
         return ended_native(client.put(url, headers=headers, json=body | {"content": "again"}))
 
-    race(racing_app, auth, turn, setup, GONE | {IMAGE_GONE, QUESTION_GONE})
+    race(racing_app, auth, turn, setup)
 
 
 # --- which statement locks the user's row ---------------------------------------------------

@@ -9,7 +9,8 @@ from flask_smorest import abort
 from werkzeug.http import quote_etag
 
 from ..api import Blueprint, NoticeSchema
-from ..auth.access import current_user
+from ..auth.access import current_user, missing
+from ..errors import ACCOUNT_GONE
 from ..extensions import db
 from ..models import MAX_ID
 from ..security import REVALIDATE
@@ -113,14 +114,14 @@ class Attachments(MethodView):
             abort(store.QUOTA_FULL, message=str(e))
         except LookupError:
             db.session.rollback()
-            abort(401, message="The account no longer exists")
+            abort(401, message=ACCOUNT_GONE)
         return attachment
 
 
 def _own_or_404(attachment_id: int) -> Attachment:
     attachment = store.own(current_user.id, attachment_id)
     if attachment is None:
-        abort(404, message="Attachment not found")
+        missing(current_user.id, "Attachment not found")
     return attachment
 
 
@@ -149,7 +150,9 @@ class AttachmentById(MethodView):
         }
         if request.if_none_match.contains(attachment.sha256):
             return Response(status=304, headers=headers)
-        data = store.data_of([attachment.id])[attachment.id]
+        data = store.data_of([attachment.id]).get(attachment.id)
+        if data is None:  # deleted since it was found, or its account was
+            missing(current_user.id, "Attachment not found")
         return Response(data, mimetype=attachment.media_type, headers=headers)
 
     @blp.login_required(keys=True)

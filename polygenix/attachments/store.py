@@ -9,6 +9,7 @@ from flask_smorest import abort
 from sqlalchemy import bindparam, case, delete, func, insert, select, update
 
 from .. import clock
+from ..auth.access import missing
 from ..extensions import db
 from ..models import User
 from ..providers.messages import ContentPart, ImagePart, base64_source
@@ -125,8 +126,9 @@ def given_images(
 ) -> list[ImagePart]:
     """The images of the caller's attachments `ids`, in that order, for a message (`message_id`
     when it exists already: its own attachments may be given again), the attachments and their
-    bytes read in one query. An id twice is a 422; an unknown one or another user's a 404; one
-    that went with another message a 409."""
+    bytes read in one query. An id twice is a 422; an unknown one or another user's a 404 (a 401
+    if the caller's account, and the attachments with it, went since they were authenticated);
+    one that went with another message a 409."""
     _checked_ids(ids)
     if not ids:
         return []
@@ -138,7 +140,7 @@ def given_images(
     found = {row.id: row for row in rows}
     for i in ids:
         if i not in found:
-            abort(404, message=f"Attachment {i} not found")
+            missing(user_id, f"Attachment {i} not found")
         if found[i].message_id not in (None, message_id):
             abort(
                 409,

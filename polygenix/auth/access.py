@@ -10,15 +10,16 @@ import hashlib
 from collections.abc import Sequence
 from datetime import timedelta
 from functools import wraps
-from typing import NamedTuple
+from typing import NamedTuple, NoReturn
 
 from flask import g, request
 from flask_jwt_extended import get_jwt, jwt_required
+from flask_smorest import abort
 from sqlalchemy import bindparam, select, update
 from werkzeug.local import LocalProxy
 
 from .. import clock, database
-from ..errors import error_response
+from ..errors import AccountDeleted, error_response
 from ..extensions import db
 from ..models import ApiKey, User, UserLimits
 from . import cookie
@@ -119,6 +120,21 @@ def key_user(key: str) -> User | str:
             db.session.execute(last_used)
             db.session.commit()
     return user
+
+
+def account_exists(user_id: int) -> bool:
+    """Whether the user's account is still there: asked of the database, since the caller's
+    row in the session was read before any deletion that came since."""
+    return db.session.scalar(select(User.id).where(User.id == user_id)) is not None
+
+
+def missing(user_id: int, message: str) -> NoReturn:
+    """The answer of a request that found something of the caller's gone: a 404 `message`, or,
+    if their account was deleted meanwhile (and everything of theirs with it), AccountDeleted:
+    the 401 every later request with their token or key gets."""
+    if not account_exists(user_id):
+        raise AccountDeleted()
+    abort(404, message=message)
 
 
 def admin_only(view):

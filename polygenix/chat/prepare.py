@@ -33,6 +33,7 @@ from sqlalchemy import bindparam, select
 
 from .. import clock, database
 from ..attachments import store as attachments
+from ..auth.access import missing
 from ..extensions import db
 from ..governance import charging
 from ..governance.policy import Limits, admit, unknown_model
@@ -188,6 +189,14 @@ _LAST_REPLY = (
 )
 
 
+def _nothing_to_answer(user_id: int, number: int) -> NoReturn:
+    """A session found with no question of the user's in it: a 422, unless the session went
+    after it was read (each read its own snapshot), the account perhaps with it (`missing`)."""
+    if find_session(user_id, number) is None:
+        missing(user_id, "Chat session not found")
+    _invalid("chat_id", "The session has no message of yours to answer again.")
+
+
 def prepare_again(
     user: User,
     number: int,
@@ -204,21 +213,22 @@ def prepare_again(
     the question. The model: the one named, else the session's default, else the model of the
     latest reply the question had (superseded or not).
 
-    404 for a session or message the user does not have; 422 for a reply, a superseded
-    message, or a session with no question to answer again.
+    404 for a session or message the user does not have (401 once their account is gone:
+    `missing`); 422 for a reply, a superseded message, or a session with no question to answer
+    again.
     """
     database.alone(db.session())  # reads, each its own transaction (see the module's docstring)
     session = find_session(user.id, number)
     if session is None:
-        abort(404, message="Chat session not found")
+        missing(user.id, "Chat session not found")
     if message_id is None:
         question = db.session.scalar(_LAST_QUESTION, {"session_id": session.id})
         if question is None:
-            _invalid("chat_id", "The session has no message of yours to answer again.")
+            _nothing_to_answer(user.id, number)
     else:
         question = db.session.get(Message, message_id)
         if question is None or question.session_id != session.id:
-            abort(404, message="Message not found")
+            missing(user.id, "Message not found")
         if question.is_bot or question.tool_call_id is not None:
             _invalid("message_id", "Only your own messages can be edited, not replies.")
         if question.superseded:

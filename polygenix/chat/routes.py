@@ -9,7 +9,7 @@ from werkzeug.http import quote_etag
 
 from .. import clock
 from ..api import Blueprint, NoticeSchema
-from ..auth.access import current_user
+from ..auth.access import current_user, missing
 from ..extensions import db
 from ..governance.policy import allowed_catalogue, unknown_model
 from ..limits import per_user
@@ -456,8 +456,8 @@ class Session(MethodView):
             .values(**data, changed_at=clock.now())
         )
         db.session.commit()
-        if changed != 1:  # deleted meanwhile
-            abort(404, message="Chat session not found")
+        if changed != 1:  # deleted meanwhile, or the account was
+            missing(current_user.id, "Chat session not found")
         return changed_session
 
     @blp.login_required(keys=True)
