@@ -158,10 +158,10 @@ def required(
     an API key too; the caller is then `current_user`. With `admin`, only an admin's.
 
     `prepares`: the view's first database work is a turn's preparation (chat/prepare.py),
-    nothing written before it. On PostgreSQL the caller's lookup then leaves its autocommit
-    open and the preparation's reads follow on its connection, ending it: one pooled
-    connection taken before the provider call, not two (under a burst, one wait in the
-    pool's queue)."""
+    nothing written before it but single statements (a Responses call's claim). On
+    PostgreSQL the caller's lookup then leaves its autocommit open and the preparation's
+    reads follow on its connection, ending it: one pooled connection taken before the
+    provider call, not two (under a burst, one wait in the pool's queue)."""
 
     def decorator(view):
         if admin:

@@ -2,21 +2,20 @@
 context, reserve the call's budget, and end the reads. No provider is called and nothing of the
 turn is written.
 
-On PostgreSQL the reads are sent one by one in autocommit (`database.alone`), with no `BEGIN`
-nor `COMMIT` around them, unless the request began a transaction before (a Responses call that
-claimed its retry key); the caller and their own limits were read before, by one query sent
-alone too (auth/). They lose nothing by it. Under READ COMMITTED, PostgreSQL's default, which
-PolyGenix leaves as it is, each statement of a transaction reads its own snapshot: the caller,
-their limits, the session, its context and its attachments were never read as of one moment,
-and none of these reads locks a row. Nor does any of them need another's snapshot (which a
-server set to REPEATABLE READ gave them before): what one finds changed by the next (a session
-deleted, a message added, limits set meanwhile) is what a request a moment later would have
-read, and the turn's store checks what it writes against the rows as they are then
-(chat/commit.py, first_turn.py, next_turn.py). The reads that must agree with a write, what
-the user used and holds in flight against the budget, are the reservation's, in its own
-transaction under the user's row lock (governance/reservations.py): before it, the reads'
-autocommit ends (`database.ended`), so the reservation begins a transaction of its own. Without
-Redis the rate-limit hit is counted as that happens (limits.py): one upsert, itself a
+On PostgreSQL the reads are sent one by one in autocommit (`database.alone`), with no `BEGIN` nor
+`COMMIT` around them; the caller and their own limits were read before, by one query sent alone too
+(auth/), on the same connection where the view says it prepares a turn (`required(prepares=True)`).
+They lose nothing by it. Under READ COMMITTED, PostgreSQL's default, which PolyGenix leaves as it
+is, each statement of a transaction reads its own snapshot: the caller, their limits, the session,
+its context and its attachments were never read as of one moment, and none of these reads locks a
+row. Nor does any of them need another's snapshot (which a server set to REPEATABLE READ gave them
+before): what one finds changed by the next (a session deleted, a message added, limits set
+meanwhile) is what a request a moment later would have read, and the turn's store checks what it
+writes against the rows as they are then (chat/commit.py, first_turn.py, next_turn.py). The reads
+that must agree with a write, what the user used and holds in flight against the budget, are the
+reservation's, in its own transaction under the user's row lock (governance/reservations.py): before
+it, the reads' autocommit ends (`database.ended`), so the reservation begins a transaction of its
+own. Without Redis the rate-limit hit is counted as that happens (limits.py): one upsert, itself a
 transaction of one statement, as Redis counts a hit.
 
 Three ways in: a question of the user's (`prepare`), an existing question answered again

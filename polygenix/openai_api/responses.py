@@ -63,7 +63,7 @@ def _provider_error(error: ProviderError, pending: service.Pending) -> Response:
 
 
 @bp.post("/responses")
-@required(keys=True)
+@required(keys=True, prepares=True)
 @per_user
 def create():
     # Images come inline (base64): a body may be larger than other requests', as on
