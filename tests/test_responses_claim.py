@@ -111,11 +111,11 @@ def test_an_sdk_calls_claim_is_one_statement_sent_alone(app, client, ada, fake):
         again = respond(client, ada | RETRY, **body)
     assert again.status_code == 200 and again.json == following.json
     assert len(fake.requests) == calls and again.headers[SESSION] == number
-    # The caller; the chain, the claim's statement and the session's number, each alone;
-    # without Redis, the rate limit's hit as the request ends (no commit came).
+    # The caller, the chain, the claim's statement and the session's number, each alone, on
+    # one connection; without Redis, the rate limit's hit as the request ends (no commit came).
     counted = [] if TEST_REDIS_URL else [[False]]
-    assert [[alone for _, alone in t] for t in replay] == [[True], [True] * 3, *counted]
-    assert claims(replay) == [replay[1][1]]
+    assert [[alone for _, alone in t] for t in replay] == [[True] * 4, *counted]
+    assert claims(replay) == [replay[0][2]]  # after the caller and the chain
 
 
 @on_postgresql
