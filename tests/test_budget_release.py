@@ -196,7 +196,7 @@ def test_a_budgeted_turn_whose_account_went_meanwhile_leaves_nothing(
     app, client, auth, admin, budgeted, fake, existing
 ):
     """The account deleted while the provider answers (its reservation with it): the store
-    finds no user, writes nothing and answers 404."""
+    finds no user, writes nothing and answers 401, as every later request with the token does."""
     if existing:
         assert ask(client, budgeted, "first", session_id=1).status_code == 200
     user_id = auth.user_id(budgeted)
@@ -207,5 +207,6 @@ def test_a_budgeted_turn_whose_account_went_meanwhile_leaves_nothing(
     wait_for(lambda: fake.requests, what="the provider call")
     assert client.delete(f"/api/user/{user_id}", headers=admin).status_code == 200
     release.set()
-    assert later().status_code == 404
+    gone = later()
+    assert gone.status_code == 401 and gone.json["message"] == "The account no longer exists"
     assert held(app) == 0 and row_counts(app) == (0, 0, 0, 0)

@@ -746,7 +746,7 @@ def message_count(app) -> int:
 
 
 @pytest.mark.parametrize("streamed", [False, True])
-def test_a_user_deleted_while_the_provider_answers_is_a_404(provider_app, auth, fake, streamed):
+def test_a_user_deleted_while_the_provider_answers_is_a_401(provider_app, auth, fake, streamed):
     client = provider_app.test_client()
     admin, ada = auth.admin(client=client), auth.register(client=client)
     ada_id = auth.user_id(ada, client=client)
@@ -770,9 +770,10 @@ def test_a_user_deleted_while_the_provider_answers_is_a_404(provider_app, auth, 
     result = finished()
     if streamed:
         assert result[0][0] == "start"
-        assert result[-1][0] == "error" and result[-1][1]["code"] == 404
+        assert result[-1][0] == "error" and result[-1][1]["code"] == 401
+        assert result[-1][1]["message"] == "The account no longer exists"
     else:
-        assert_envelope(result, 404, "Chat session not found")
+        assert_envelope(result, 401, "The account no longer exists")
     assert message_count(provider_app) == 0
     assert client.get("/api/admin/usage", headers=admin).json["rows"] == []
 

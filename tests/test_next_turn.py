@@ -176,7 +176,7 @@ def test_an_account_deleted_while_the_provider_answers_keeps_nothing(app, client
     held, finished = provider_call_held(app, fake, ada)
     assert client.delete(f"/api/user/{ada_id}", headers=admin).status_code == 200
     held.set()
-    assert_envelope(finished(), 404, "Chat session not found")
+    assert_envelope(finished(), 401, "The account no longer exists")
     assert stored(app) == []
     assert client.get("/api/admin/usage", headers=admin).json["rows"] == []
 

@@ -211,12 +211,12 @@ def test_the_database_going_away_during_the_preparation_is_a_503(
     assert sessions(client, ada) == [(1, ["first", "Echo: first", "back", "Echo: back"])]
 
 
-@pytest.mark.parametrize(("settings", "status"), [({}, 404), ({"TOKEN_BUDGET": "9999/day"}, 401)])
-def test_an_account_deleted_during_the_preparation_stores_nothing(make_app, auth, settings, status):
+@pytest.mark.parametrize("settings", [{}, {"TOKEN_BUDGET": "9999/day"}])
+def test_an_account_deleted_during_the_preparation_stores_nothing(make_app, auth, settings):
     """The caller read, then their account deleted before the preparation reads on: the turn
-    stores nothing. With a budget its reservation finds no user: a 401. Without one the store
-    finds no account to write to: a 404, as when the account goes while the provider answers;
-    the next request with the token is a 401."""
+    stores nothing and answers 401, as the next request with the token does. With a budget its
+    reservation finds no user; without one the store finds no account to write to, as when the
+    account goes while the provider answers."""
     app = make_app(settings)
     client = app.test_client()
     ada = auth.register(client=client)
@@ -234,7 +234,7 @@ def test_an_account_deleted_during_the_preparation_stores_nothing(make_app, auth
     finally:
         other.dispose()
     assert done
-    assert_envelope(response, status)
+    assert_envelope(response, 401, "The account no longer exists")
     with app.app_context():
         assert db.session.scalars(select(ChatSession)).all() == []
     assert_envelope(ask(client, ada, "and after"), 401)

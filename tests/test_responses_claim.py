@@ -3,7 +3,7 @@ call: on PostgreSQL one statement sent as its own transaction, let go of (one `D
 the call is refused before the provider is called. On every database: a retry of an answered
 call is answered from its record, copies of a call sent at once call the provider once, a
 refused call's key is answered anew; on PostgreSQL, an account deleted under the claim is a
-404 and a claim the database gives up on is a 503, with nothing left behind."""
+401 and a claim the database gives up on is a 503, with nothing left behind."""
 
 import threading
 
@@ -219,11 +219,11 @@ def _waiting_on_a_lock(app) -> bool:
 
 
 @on_postgresql
-def test_an_account_deleted_under_the_claim_is_a_404_and_leaves_nothing(
+def test_an_account_deleted_under_the_claim_is_a_401_and_leaves_nothing(
     app, client, ada, auth, postgres_url
 ):
     """The account's deletion holds the user's row while the claim's insert checks its
-    foreign key: once the deletion commits, the call answers 404, as a call whose store finds
+    foreign key: once the deletion commits, the call answers 401, as a call whose store finds
     the account gone does, and nothing is left."""
     user_id = auth.user_id(ada)
     engine = create_engine(postgres_url)
@@ -236,8 +236,8 @@ def test_an_account_deleted_under_the_claim_is_a_404_and_leaves_nothing(
         answer = later()
     finally:
         engine.dispose()
-    assert answer.status_code == 404, answer.json
-    assert answer.json["error"]["message"] == "Chat session not found"
+    assert answer.status_code == 401, answer.json
+    assert answer.json["error"]["message"] == "The account no longer exists"
     assert counts(app) == (0, 0, 0, 0)
 
 

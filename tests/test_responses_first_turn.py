@@ -243,8 +243,8 @@ def test_store_false_writes_no_record_nor_session(app, client, ada):
 @pytest.mark.parametrize("keyed", [False, True])
 def test_an_account_deleted_during_the_call_leaves_nothing(app, client, ada, auth, fake, keyed):
     """Deleted while the provider answers: the store finds no user to count, stores nothing
-    and answers 404, as a chat completion does; no record, session, message or usage is left,
-    nor the call's claim of its retry key."""
+    and answers 401, as a chat completion does (and every later call with the key); no record,
+    session, message or usage is left, nor the call's claim of its retry key."""
     admin = auth.admin()
     user_id = auth.user_id(ada)
     release = threading.Event()
@@ -255,8 +255,8 @@ def test_an_account_deleted_during_the_call_leaves_nothing(app, client, ada, aut
     assert client.delete(f"/api/user/{user_id}", headers=admin).status_code == 200
     release.set()
     answer = later()
-    assert answer.status_code == 404
-    assert answer.json["error"]["message"] == "Chat session not found"
+    assert answer.status_code == 401
+    assert answer.json["error"]["message"] == "The account no longer exists"
     assert row_counts(app) == (0, 0, 0, 0)
 
 
@@ -267,7 +267,7 @@ BURST = 12
 def test_an_account_deleted_amid_a_burst_of_its_new_responses_never_deadlocks(app, auth, sdk):
     """Each new response locks the user's counter, adds to their usage row and inserts its
     record (from an SDK: updates the row that claimed its retry key); the account's deletion
-    takes the user's row, then what is theirs: every call is stored or answers 401/404, and
+    takes the user's row, then what is theirs: every call is stored or answers 401, and
     nothing is left, no claim either."""
     client = app.test_client()
     admin, ada = auth.admin(client=client), auth.register(client=client)
@@ -283,7 +283,7 @@ def test_an_account_deleted_amid_a_burst_of_its_new_responses_never_deadlocks(ap
         lambda: len(stored_responses(app)) > 1,  # the burst's first stored response
     )
     assert deleted == 200
-    assert set(statuses) <= {200, 401, 404}, statuses
+    assert set(statuses) <= {200, 401}, statuses
     assert row_counts(app) == (0, 0, 0, 0)
 
 

@@ -69,14 +69,17 @@ def ended_native(response) -> int | str:
 
 def ended_response(response) -> int | str:
     """A streamed /v1/responses call's outcome: 200 (`response.completed`), 404 (failed: its
-    session went), the request's status, or else the failure's message."""
+    session went), 401 (failed: its account went), the request's status, or else the failure's
+    message."""
     if response.status_code != 200:
         return response.status_code
     name, data = read_events(response.get_data(as_text=True))[-1]
     if name == "response.completed":
         return 200
     message = data["response"]["error"]["message"]
-    return 404 if message == "Chat session not found" else message
+    return {"Chat session not found": 404, "The account no longer exists": 401}.get(
+        message, message
+    )
 
 
 def upload(client, headers) -> int | None:

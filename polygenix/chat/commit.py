@@ -7,8 +7,8 @@ its budget reservation, and commits or rolls back:
 - `commit_again`: a turn that answers an existing question again (regenerate, edit);
 - `commit_stream_end`: a streamed turn's last transaction, its reply whole or cut short.
 
-A turn whose session (or account) was deleted meanwhile stores nothing and raises
-SessionDeleted; what the call used counts all the same.
+A turn whose session was deleted meanwhile stores nothing and raises SessionDeleted (a 404),
+AccountDeleted (a 401) if the account went; what the call used counts all the same.
 """
 
 from collections.abc import Callable
@@ -20,7 +20,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.exc import StaleDataError
 
 from .. import clock
-from ..errors import Conflict, SessionDeleted
+from ..errors import AccountDeleted, Conflict, SessionDeleted
 from ..extensions import db
 from ..governance import charging, ledger
 from ..models import ChatSession, Message, User
@@ -221,7 +221,7 @@ def _next_in_one_statement(
         charging.released(turn)
     if not stored:
         charging.count_alone(turn, None)  # a stream start's reservation goes, as in `_transaction`
-        raise SessionDeleted()
+        raise deleted(turn.user_id)
     turn.question, turn.reply, turn.created = question, reply, False
     return True
 
@@ -261,16 +261,20 @@ def _transaction(
             if not write():
                 raise SessionDeleted()
             db.session.commit()
-        except (SessionDeleted, Conflict):
+        except Conflict:
             db.session.rollback()
             charging.count_alone(turn, usage)
             raise
+        except SessionDeleted:
+            db.session.rollback()
+            charging.count_alone(turn, usage)
+            raise deleted(turn.user_id) from None
         except (IntegrityError, StaleDataError):
             db.session.rollback()
             if retry is not None and retry():
                 continue
-            charging.count_alone(turn, usage)  # the account went, and its usage with it
-            raise SessionDeleted() from None
+            charging.count_alone(turn, usage)  # the session went, or the account with its usage
+            raise deleted(turn.user_id) from None
         if ended:
             charging.released(turn)
         return
@@ -343,3 +347,10 @@ def commit_stream_end(turn: Turn, usage: ledger.Entry | None, messages, added=No
 
 def _user_exists(user_id: int) -> bool:
     return db.session.scalar(select(User.id).where(User.id == user_id)) is not None
+
+
+def deleted(user_id: int) -> SessionDeleted:
+    """What a turn whose rows are gone raises: AccountDeleted (a 401, what every later request
+    with the token gets) if the account went, else SessionDeleted (a 404). One query, on this
+    failure path only: the store cannot tell which deletion it lost to."""
+    return SessionDeleted() if _user_exists(user_id) else AccountDeleted()

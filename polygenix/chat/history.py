@@ -6,12 +6,12 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from flask_smorest import abort
 from sqlalchemy import BigInteger, and_, bindparam, cast, exists, func, select, update
 from sqlalchemy.orm import aliased, joinedload
 
 from ..api import page_of
 from ..attachments.store import listed
+from ..auth.access import missing
 from ..extensions import db
 from ..models import MAX_ID, ChatSession, Message, User
 from .session_rows import changed
@@ -58,8 +58,8 @@ def find_session(user_id: int, number: int) -> ChatSession | None:
 
 def own_session_or_404(user: User, number: int) -> ChatSession:
     session = find_session(user.id, number)
-    if session is None:
-        abort(404, message="Chat session not found")
+    if session is None:  # or the account went since the request's authentication (a 401)
+        missing(user.id, "Chat session not found")
     return session
 
 

@@ -25,7 +25,7 @@ from flask import current_app
 from sqlalchemy import and_, bindparam, delete, func, select, update
 
 from .. import clock
-from ..errors import Conflict, SessionDeleted
+from ..errors import Conflict
 from ..extensions import db
 from ..governance import charging
 from ..models import Message
@@ -34,7 +34,7 @@ from ..providers.base import USAGE
 from ..providers.client import no_reply
 from . import session_rows as rows
 from . import titles, tool_loop, transcript
-from .commit import commit_again, commit_question, commit_stream_end
+from .commit import commit_again, commit_question, commit_stream_end, deleted
 from .first_turn import kept_with
 from .turn_state import CHANGED, CLIENT_CLOSED, Kind, NewRow, Turn, asked
 
@@ -113,7 +113,7 @@ _SAVE = (
 def save_progress(turn: Turn, text: str, reasoning: str, calls: list | None = None) -> None:
     """The text, reasoning and tool calls so far (the last call's arguments perhaps cut: the
     reply is not finished), and a renewed lease: one UPDATE. SessionDeleted if the reply is
-    gone."""
+    gone (AccountDeleted with the account)."""
     if not turn.persist:
         return
     values = {
@@ -127,7 +127,7 @@ def save_progress(turn: Turn, text: str, reasoning: str, calls: list | None = No
     db.session.commit()
     turn.saved_at = time.monotonic()
     if saved != 1:
-        raise SessionDeleted()
+        raise deleted(turn.user_id)
 
 
 def due(turn: Turn) -> bool:

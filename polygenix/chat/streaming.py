@@ -206,7 +206,7 @@ def _relay(started: tuple[turns.Turn, "_Reader"], events: Events) -> Iterator[st
             _finish(turn, reader, parts, thinking, usage, gone)
         raise
     except SessionDeleted as e:
-        failure = ProviderError(str(e), status=404)
+        failure = ProviderError(str(e), status=e.status)
     except Exception as e:
         log.exception("relaying a stream failed")
         code, message = outage(e) or (500, "The stream failed")
@@ -216,10 +216,10 @@ def _relay(started: tuple[turns.Turn, "_Reader"], events: Events) -> Iterator[st
     reader.close()
     reply = None
     try:
-        # Even when the session is gone (a 404): what the call used is counted.
+        # Even when the session is gone (a 404, a 401 with the account): what the call used counts.
         reply, failure = _finish(turn, reader, parts, thinking, usage, failure)
     except SessionDeleted as e:
-        failure = ProviderError(str(e), status=404)
+        failure = ProviderError(str(e), status=e.status)
     except Conflict as e:  # a regenerate or edit whose conversation changed meanwhile
         failure = ProviderError(str(e), status=409)
     except Exception as e:

@@ -27,12 +27,11 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 
 from flask import Flask, current_app, g
-from flask_smorest import abort
 from sqlalchemy import Select, bindparam, delete, func, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from .. import clock
-from ..errors import Refused
+from ..errors import AccountDeleted, Refused
 from ..extensions import db
 from ..metrics import REFUSED
 from ..models import BudgetReservation, UsageDaily, User
@@ -137,7 +136,7 @@ def reserve(user_id: int, limits, tokens: int, cost: Decimal | None, expires_at:
         own = db.session.execute(_RESERVE, values | {"expires_at": expires_at}).scalar_one()
     except (LookupError, IntegrityError):  # the account deleted since the request began
         db.session.rollback()
-        abort(401, message="The account no longer exists")
+        raise AccountDeleted() from None
     standing, expired = _standing(user_id, own, limits, now)
     for kind, budget, used, held in (
         ("token", limits.tokens, standing.used_tokens, standing.held_tokens),

@@ -48,7 +48,7 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import IntegrityError
 
 from .. import clock, database
-from ..errors import SessionDeleted
+from ..errors import AccountDeleted
 from ..extensions import db
 from ..models import StoredResponse, User
 
@@ -185,7 +185,7 @@ def claim(
     """Claim the call's key for the response `public_id`, committed (NEW); or the earlier
     attempt that answers this one (ANSWERED, its row) or holds the key (BUSY). A first attempt
     takes over another call's key, or goes on without one (OTHER) when a copy sent at the same
-    time took it. SessionDeleted when the account was deleted meanwhile."""
+    time took it. AccountDeleted when the account was deleted meanwhile."""
     params = {"key": key, "user_id": user_id, "public_id": public_id, "items": []}
     params |= {"body": {"id": public_id, "object": "response", "status": "in_progress"}}
     params |= {"created_at": clock.now()}
@@ -204,11 +204,11 @@ def claim(
 
 
 def _lost(user_id: int, key: str, retrying: bool) -> tuple[Found, StoredResponse | None]:
-    """A claim that lost a race: to the account's deletion (SessionDeleted: answered as a
+    """A claim that lost a race: to the account's deletion (AccountDeleted: the 401 of a
     call whose store finds it gone), or to a copy of the call sent at the same time."""
     database.alone(db.session())
     if db.session.scalar(select(User.id).where(User.id == user_id)) is None:
-        raise SessionDeleted()
+        raise AccountDeleted()
     if not retrying:
         return Found.OTHER, None
     row = db.session.scalar(_BY_KEY, {"key": key, "user_id": user_id})
