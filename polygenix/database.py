@@ -249,7 +249,9 @@ def statements_alone(session, *, reads_follow: bool = False) -> Iterator[None]:
     left open instead, for reads that the caller sends next and then ends (a turn's
     preparation, chat/prepare.py): they take no second pooled connection. A block that raises
     leaves the session's transaction rolled back, not in autocommit: whoever catches the error
-    writes atomically again (a connection the database cut costs the rollback no round trip)."""
+    writes atomically again (a connection the database cut costs the rollback no round trip).
+    Where the statements cannot be alone (SQLite, a transaction already begun) the block runs
+    as it is, an error's rollback left to its handler."""
     if not alone(session):
         yield
         return

@@ -3,6 +3,8 @@ caller's lookup in auth/): what a plain turn sends, counted; a budget's reservat
 transaction; the database failing, or the account deleted, on the way; and a connection given
 back to the pool after autocommit reads that begins its next transaction as any other."""
 
+import io
+import json
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -335,6 +337,54 @@ def test_a_deleted_accounts_token_is_a_401_read_once(app, client, auth):
     with sent(app) as found:
         assert_envelope(ask(client, ada, "who?"), 401)
     assert len([sql for sql, _ in found.statements if "FROM users" in sql]) == 1
+
+
+class Upload(io.BytesIO):
+    """A request body that says whether it was read to its end."""
+
+    def __init__(self, body: bytes):
+        super().__init__(body)
+        self.size = len(body)
+
+    @property
+    def done(self) -> bool:
+        return self.tell() == self.size
+
+
+@on_postgresql
+def test_a_turns_body_is_read_before_its_connection_is_taken(app, client, auth):
+    """The connection kept from the caller's lookup on is taken after the body is read: a slow
+    upload holds no pooled connection."""
+    ada = auth.register()
+    warm_up(client, ada)
+    turns = [
+        ("/api/ai_chat/request", {"content": "hi", "model": "echo"}),
+        (
+            "/v1/chat/completions",
+            {"model": "echo", "messages": [{"role": "user", "content": "hi"}]},
+        ),
+        ("/v1/responses", {"model": "echo", "input": "hi"}),
+    ]
+    with app.app_context():
+        pool = db.engine.pool
+    for path, body in turns:
+        upload, read = Upload(json.dumps(body).encode()), []
+
+        def checkout(*_args, upload=upload, read=read):
+            read.append(upload.done)
+
+        event.listen(pool, "checkout", checkout)
+        try:
+            answer = client.post(
+                path,
+                headers={**ada, "Content-Type": "application/json"},
+                input_stream=upload,
+                content_length=upload.size,
+            )
+        finally:
+            event.remove(pool, "checkout", checkout)
+        assert answer.status_code == 200, (path, answer.json)
+        assert read and all(read), path
 
 
 @pytest.mark.parametrize("pool", [{"DB_POOL_SIZE": 1, "DB_MAX_OVERFLOW": 0}])

@@ -118,7 +118,8 @@ def key_user(key: str) -> User | str:
         if api_key.last_used_at is None or api_key.last_used_at <= now - LAST_USED_EVERY:
             last_used = update(ApiKey).where(ApiKey.id == api_key.id).values(last_used_at=now)
             db.session.execute(last_used)
-            db.session.commit()
+            if not database.in_autocommit(db.session()):  # else written, and the reads go on
+                db.session.commit()
     return user
 
 
@@ -161,7 +162,8 @@ def required(
     nothing written before it but single statements (a Responses call's claim). On
     PostgreSQL the caller's lookup then leaves its autocommit open and the preparation's
     reads follow on its connection, ending it: one pooled connection taken before the
-    provider call, not two (under a burst, one wait in the pool's queue)."""
+    provider call, not two (under a burst, one wait in the pool's queue). The request's body
+    is read before the lookup."""
 
     def decorator(view):
         if admin:
@@ -172,8 +174,12 @@ def required(
 
         @wraps(view)
         def guarded(*args, **kwargs):
-            g.setdefault(PREPARES, prepares)
+            g.prepares = prepares  # PREPARES
             token = bearer_token()
+            if prepares and token is not None:
+                # Its body read first: the lookup's connection is kept from then on, and a
+                # slow upload must not hold it.
+                request.get_data(cache=True)
             if token is not None and token.startswith(KEY_PREFIX):
                 if not keys:
                     return error_response(

@@ -12,7 +12,7 @@ conversation continues, else a new one. Errors take OpenAI's shape on every /v1 
 import time
 import uuid
 
-from flask import Blueprint, Response, current_app, request, stream_with_context
+from flask import Blueprint, Response, request, stream_with_context
 
 from ..auth.access import current_user, required
 from ..catalog import catalogue
@@ -27,7 +27,7 @@ from ..providers.messages import UnsupportedInput
 from .embedding_service import with_embedding_models
 from .embeddings import bp as embeddings_bp
 from .events import ChunkEvents, finish_reason, tool_call
-from .headers import SESSION_HEADER
+from .headers import SESSION_HEADER, inline_images
 from .headers import retry_key as _retry_key
 from .headers import session_number as _session_number
 from .responses import bp as responses_bp
@@ -43,13 +43,10 @@ def _model_not_found(message: str) -> Response:
 
 
 @bp.post("/chat/completions")
+@inline_images
 @required(keys=True, prepares=True)
 @per_user
 def chat_completions():
-    # Images come inline (base64): a body may be larger than other requests'.
-    request.max_content_length = max(
-        current_app.config["MAX_CONTENT_LENGTH"], current_app.config["V1_MAX_BODY_BYTES"]
-    )
     asked = parse(request.get_json(silent=False))
     retry_key, retrying = _retry_key(current_user.id)
     try:

@@ -3,14 +3,29 @@ goes in (`X-PolyGenix-Session`) and the key its client's retries share."""
 
 import hashlib
 import re
+from functools import wraps
 
-from flask import request
+from flask import current_app, request
 
 from ..models import MAX_ID
 from .schemas import invalid
 
 SESSION_HEADER = "X-PolyGenix-Session"
 _NUMBER = re.compile(r"[0-9]{1,10}")
+
+
+def inline_images(view):
+    """A view decorator, outside the authentication (which reads a turn's body before the
+    caller's lookup): images come inline (base64), so a body may be as large as
+    V1_MAX_BODY_BYTES, more than other requests' MAX_CONTENT_LENGTH."""
+
+    @wraps(view)
+    def larger(*args, **kwargs):
+        config = current_app.config
+        request.max_content_length = max(config["MAX_CONTENT_LENGTH"], config["V1_MAX_BODY_BYTES"])
+        return view(*args, **kwargs)
+
+    return larger
 
 
 def session_number() -> int | None:

@@ -13,7 +13,7 @@ same).
 
 import json
 
-from flask import Blueprint, Response, current_app, request, stream_with_context
+from flask import Blueprint, Response, request, stream_with_context
 
 from ..auth.access import current_user, required
 from ..chat import streaming
@@ -26,7 +26,7 @@ from ..providers import ProviderError, UnknownModelError
 from . import responses_events as objects
 from . import responses_service as service
 from . import responses_store as stored
-from .headers import SESSION_HEADER, retry_key, session_number
+from .headers import SESSION_HEADER, inline_images, retry_key, session_number
 from .responses_schema import parse
 from .schemas import invalid
 
@@ -63,14 +63,10 @@ def _provider_error(error: ProviderError, pending: service.Pending) -> Response:
 
 
 @bp.post("/responses")
+@inline_images
 @required(keys=True, prepares=True)
 @per_user
 def create():
-    # Images come inline (base64): a body may be larger than other requests', as on
-    # /v1/chat/completions.
-    request.max_content_length = max(
-        current_app.config["MAX_CONTENT_LENGTH"], current_app.config["V1_MAX_BODY_BYTES"]
-    )
     asked = parse(request.get_json(), stored.resolver(current_user.id))
     number = session_number()
     key, retrying = retry_key(current_user.id)
