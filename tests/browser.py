@@ -154,8 +154,12 @@ class Page:
 
     def wait_idle(self):
         """The turn under way is over (Stop gone, Send back)."""
+        from playwright.sync_api import expect
+
+        # Locators, not wait_for_function: its strings are eval'd in the page, which the
+        # page's CSP forbids (an EvalError whenever the first check does not hold).
         self.button("Stop").wait_for(state="hidden")
-        self.tab.wait_for_function("!document.getElementById('send').disabled")
+        expect(self.button("Send")).to_be_enabled()
 
     def shot(self, name):
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)

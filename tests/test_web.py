@@ -695,10 +695,9 @@ def test_images_are_attached_by_picker_paste_and_drop_and_shown_in_history(site,
     thumbnails = page.messages().nth(0).get_by_role("img")
     expect(thumbnails).to_have_count(2)
     expect(thumbnails.first).to_have_attribute("alt", re.compile(r"Image 1 of 2 \(PNG, 12×8\)"))
-    page.wait_for_function(
-        "[...document.querySelectorAll('.msg .images img')]"
-        ".every(i => i.complete && i.naturalWidth > 0)"
-    )
+    for thumbnail in thumbnails.all():
+        expect(thumbnail).to_have_js_property("complete", True)
+        expect(thumbnail).not_to_have_js_property("naturalWidth", 0)
     # The dropped image was removed before sending: deleted at once, not left to the sweep.
     with app.app_context():
         assert db.session.scalar(select(func.count()).select_from(Attachment)) == 2
