@@ -48,6 +48,17 @@ def proxied_app(make_app, provider_config, database_proxy):
     return make_app(provider_config | QUICK | {"SQLALCHEMY_DATABASE_URI": database_proxy.url})
 
 
+def database_back(database_proxy, client, headers):
+    """The database back (the proxy passing again): the caller served again once the
+    connections the outage cut are given up on."""
+    database_proxy.set(PASS)
+    wait_for(
+        lambda: client.get("/api/ai_chat/history", headers=headers).status_code == 200,
+        timeout=15,
+        what="the database back",
+    )
+
+
 def lose_a_turn(app, headers, database_proxy, fake):
     """A turn whose provider answers while the database's connections are cut: it is a 503;
     then the database comes back."""
@@ -58,13 +69,7 @@ def lose_a_turn(app, headers, database_proxy, fake):
     wait_for(lambda: fake.requests, what="the provider call")
     database_proxy.set(RESET)
     assert_envelope(pending.result(timeout=15), 503, "Database unavailable")
-    database_proxy.set(PASS)
-    client = app.test_client()
-    wait_for(
-        lambda: client.get("/api/ai_chat/history", headers=headers).status_code == 200,
-        timeout=15,
-        what="the database back",
-    )
+    database_back(database_proxy, app.test_client(), headers)
 
 
 def timed(call):
@@ -108,12 +113,7 @@ def test_a_silent_database_is_given_up_on_not_waited_for(proxied_app, auth, data
     response, seconds = timed(lambda: client.get("/readyz"))
     assert_envelope(response, 503, "database unavailable")
     assert seconds < 2
-    database_proxy.set(PASS)
-    wait_for(
-        lambda: client.get("/api/ai_chat/history", headers=ada).status_code == 200,
-        timeout=15,
-        what="the database back",
-    )
+    database_back(database_proxy, client, ada)
 
 
 @needs_postgres
@@ -225,12 +225,7 @@ def test_a_database_that_resets_during_the_callers_lookup_is_a_503(
     assert_envelope(response, 503, "Database unavailable")
     assert response.headers["Retry-After"] == "1"
     assert seconds < 5
-    database_proxy.set(PASS)
-    wait_for(
-        lambda: client.get("/api/ai_chat/history", headers=ada).status_code == 200,
-        timeout=15,
-        what="the database back",
-    )
+    database_back(database_proxy, client, ada)
 
 
 @needs_postgres
@@ -248,12 +243,7 @@ def test_a_database_that_resets_as_a_refused_requests_hit_is_counted_answers_the
         response = client.post("/api/ai_chat/7/regenerate", headers=ada, json={})
     assert cut
     assert_envelope(response, 404, "Chat session not found")
-    database_proxy.set(PASS)
-    wait_for(
-        lambda: client.get("/api/ai_chat/history", headers=ada).status_code == 200,
-        timeout=15,
-        what="the database back",
-    )
+    database_back(database_proxy, client, ada)
 
 
 def test_a_writer_whose_connection_is_invalidated_rolls_back_and_lets_the_next_one_write(
