@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
 import pytest
-from sqlalchemy import event, make_url, text
+from sqlalchemy import create_engine, event, make_url, text
 
 from polygenix.chat import turn as turns
 from polygenix.chat.sweep import sweep_dead_streams
@@ -242,6 +242,49 @@ def test_a_database_that_resets_as_a_refused_requests_hit_is_counted_answers_the
     with cut_before(app, database_proxy, "INSERT INTO rate_limit_counts") as cut:
         response = client.post("/api/ai_chat/7/regenerate", headers=ada, json={})
     assert cut
+    assert_envelope(response, 404, "Chat session not found")
+    database_back(database_proxy, client, ada)
+
+
+@needs_postgres
+def test_a_database_that_resets_as_an_uncounted_hit_is_rolled_back_answers_the_refusal(
+    make_app, provider_config, auth, database_proxy, postgres_url
+):
+    """The refused request's hit, counted as it ends, waits on a lock past the statement
+    timeout (the table held elsewhere): its transaction is rolled back on a connection still
+    good, and the database resets just then. The rollback's failure is no error of the
+    request's: the refusal is answered as it was, never a 500."""
+    settings = provider_config | QUICK | {"REDIS_URL": None, "CHAT_RATE_LIMIT": "50/minute"}
+    app = make_app(settings | {"SQLALCHEMY_DATABASE_URI": database_proxy.url})
+    client = app.test_client()
+    ada = auth.register(client=client)
+    with app.app_context():
+        engine = db.engine
+    cut: list[str] = []
+
+    def hit(_conn, _cursor, sql, *_args):
+        if "INSERT INTO rate_limit_counts" in sql:
+            cut.append("hit")
+
+    def rollback(_conn):
+        if cut == ["hit"]:  # the failed hit's transaction, rolled back
+            cut.append("rollback")
+            database_proxy.set(RESET)
+
+    holder = create_engine(postgres_url)
+    try:
+        with holder.connect() as holding:
+            holding.execute(text("LOCK TABLE rate_limit_counts IN EXCLUSIVE MODE"))
+            event.listen(engine, "before_cursor_execute", hit)
+            event.listen(engine, "rollback", rollback)
+            try:
+                response = client.post("/api/ai_chat/7/regenerate", headers=ada, json={})
+            finally:
+                event.remove(engine, "before_cursor_execute", hit)
+                event.remove(engine, "rollback", rollback)
+    finally:
+        holder.dispose()
+    assert cut == ["hit", "rollback"]
     assert_envelope(response, 404, "Chat session not found")
     database_back(database_proxy, client, ada)
 
