@@ -27,6 +27,7 @@ server's failures. A provider's failure (a 502, 503 or 504 passed on from it) st
 provider was called.
 """
 
+import contextlib
 import hashlib
 import logging
 import math
@@ -335,7 +336,8 @@ def _settle(response: Response) -> Response:
             db.session.commit()
         except Exception as e:  # the database that failed the request may fail this too
             log.warning("A request's rate-limit hit was not counted: %s", type(e).__name__)
-            db.session.rollback()
+            with contextlib.suppress(Exception):  # gone meanwhile: the teardown discards it
+                db.session.rollback()
     return _give_back_if_failed(response)
 
 

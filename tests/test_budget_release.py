@@ -7,9 +7,10 @@ the user's row held, the usage counted and the reservation released by one state
 session or the account gone meanwhile or not."""
 
 import threading
+from contextlib import contextmanager
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 
 from polygenix.extensions import db
 from polygenix.models import BudgetReservation
@@ -55,6 +56,44 @@ def held(app) -> int:
     """The reservations left."""
     with app.app_context():
         return db.session.scalar(select(func.count()).select_from(BudgetReservation))
+
+
+@contextmanager
+def kept_releases(app):
+    """The release statements `app` sends inside the block that were kept: sent alone (in
+    autocommit, PostgreSQL) or in a transaction that committed, as a list filled in as they are
+    kept. A release its transaction rolled back (the session found gone, say) is not one."""
+    kept: list[str] = []
+    running: dict[int, list[str]] = {}
+    with app.app_context():
+        engine = db.engine
+
+    def statement(conn, cursor, text, *_args):
+        if RELEASE not in text:
+            return
+        if getattr(cursor.connection, "autocommit", None) is True:
+            kept.append(text)
+        else:
+            running.setdefault(id(conn), []).append(text)
+
+    def committed(conn):
+        kept.extend(running.pop(id(conn), []))
+
+    def rolled_back(conn):
+        running.pop(id(conn), None)
+
+    listeners = [
+        ("before_cursor_execute", statement),
+        ("commit", committed),
+        ("rollback", rolled_back),
+    ]
+    for name, listener in listeners:
+        event.listen(engine, name, listener)
+    try:
+        yield kept
+    finally:
+        for name, listener in listeners:
+            event.remove(engine, name, listener)
 
 
 def calls(client, headers) -> int:
@@ -184,9 +223,13 @@ def test_a_budgeted_turn_whose_session_went_meanwhile_releases_once(app, client,
     later = in_thread(lambda: ask(app.test_client(), budgeted, "slow", "openai", session_id=1))
     wait_for(lambda: fake.requests, what="the provider call")
     assert held(app) == 1
-    assert client.delete("/api/ai_chat/1", headers=budgeted).status_code == 200
-    release.set()
-    assert later().status_code == 404
+    with kept_releases(app) as released:  # from the reservation on
+        assert client.delete("/api/ai_chat/1", headers=budgeted).status_code == 200
+        release.set()
+        assert later().status_code == 404
+    # Not merely none left: a second release (the request's teardown, say) would be one more
+    # statement kept, that deleted nothing.
+    assert len(released) == 1
     assert held(app) == 0 and calls(client, budgeted) == 2
     assert row_counts(app)[:2] == (0, 0)  # no session nor message
 

@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
 import pytest
-from sqlalchemy import event, make_url, text
+from sqlalchemy import create_engine, event, make_url, text
 
 from polygenix.chat import turn as turns
 from polygenix.chat.sweep import sweep_dead_streams
@@ -48,6 +48,17 @@ def proxied_app(make_app, provider_config, database_proxy):
     return make_app(provider_config | QUICK | {"SQLALCHEMY_DATABASE_URI": database_proxy.url})
 
 
+def database_back(database_proxy, client, headers):
+    """The database back (the proxy passing again): the caller served again once the
+    connections the outage cut are given up on."""
+    database_proxy.set(PASS)
+    wait_for(
+        lambda: client.get("/api/ai_chat/history", headers=headers).status_code == 200,
+        timeout=15,
+        what="the database back",
+    )
+
+
 def lose_a_turn(app, headers, database_proxy, fake):
     """A turn whose provider answers while the database's connections are cut: it is a 503;
     then the database comes back."""
@@ -58,13 +69,7 @@ def lose_a_turn(app, headers, database_proxy, fake):
     wait_for(lambda: fake.requests, what="the provider call")
     database_proxy.set(RESET)
     assert_envelope(pending.result(timeout=15), 503, "Database unavailable")
-    database_proxy.set(PASS)
-    client = app.test_client()
-    wait_for(
-        lambda: client.get("/api/ai_chat/history", headers=headers).status_code == 200,
-        timeout=15,
-        what="the database back",
-    )
+    database_back(database_proxy, app.test_client(), headers)
 
 
 def timed(call):
@@ -108,12 +113,7 @@ def test_a_silent_database_is_given_up_on_not_waited_for(proxied_app, auth, data
     response, seconds = timed(lambda: client.get("/readyz"))
     assert_envelope(response, 503, "database unavailable")
     assert seconds < 2
-    database_proxy.set(PASS)
-    wait_for(
-        lambda: client.get("/api/ai_chat/history", headers=ada).status_code == 200,
-        timeout=15,
-        what="the database back",
-    )
+    database_back(database_proxy, client, ada)
 
 
 @needs_postgres
@@ -225,12 +225,7 @@ def test_a_database_that_resets_during_the_callers_lookup_is_a_503(
     assert_envelope(response, 503, "Database unavailable")
     assert response.headers["Retry-After"] == "1"
     assert seconds < 5
-    database_proxy.set(PASS)
-    wait_for(
-        lambda: client.get("/api/ai_chat/history", headers=ada).status_code == 200,
-        timeout=15,
-        what="the database back",
-    )
+    database_back(database_proxy, client, ada)
 
 
 @needs_postgres
@@ -248,12 +243,50 @@ def test_a_database_that_resets_as_a_refused_requests_hit_is_counted_answers_the
         response = client.post("/api/ai_chat/7/regenerate", headers=ada, json={})
     assert cut
     assert_envelope(response, 404, "Chat session not found")
-    database_proxy.set(PASS)
-    wait_for(
-        lambda: client.get("/api/ai_chat/history", headers=ada).status_code == 200,
-        timeout=15,
-        what="the database back",
-    )
+    database_back(database_proxy, client, ada)
+
+
+@needs_postgres
+def test_a_database_that_resets_as_an_uncounted_hit_is_rolled_back_answers_the_refusal(
+    make_app, provider_config, auth, database_proxy, postgres_url
+):
+    """The refused request's hit, counted as it ends, waits on a lock past the statement
+    timeout (the table held elsewhere): its transaction is rolled back on a connection still
+    good, and the database resets just then. The rollback's failure is no error of the
+    request's: the refusal is answered as it was, never a 500."""
+    settings = provider_config | QUICK | {"REDIS_URL": None, "CHAT_RATE_LIMIT": "50/minute"}
+    app = make_app(settings | {"SQLALCHEMY_DATABASE_URI": database_proxy.url})
+    client = app.test_client()
+    ada = auth.register(client=client)
+    with app.app_context():
+        engine = db.engine
+    cut: list[str] = []
+
+    def hit(_conn, _cursor, sql, *_args):
+        if "INSERT INTO rate_limit_counts" in sql:
+            cut.append("hit")
+
+    def rollback(_conn):
+        if cut == ["hit"]:  # the failed hit's transaction, rolled back
+            cut.append("rollback")
+            database_proxy.set(RESET)
+
+    holder = create_engine(postgres_url)
+    try:
+        with holder.connect() as holding:
+            holding.execute(text("LOCK TABLE rate_limit_counts IN EXCLUSIVE MODE"))
+            event.listen(engine, "before_cursor_execute", hit)
+            event.listen(engine, "rollback", rollback)
+            try:
+                response = client.post("/api/ai_chat/7/regenerate", headers=ada, json={})
+            finally:
+                event.remove(engine, "before_cursor_execute", hit)
+                event.remove(engine, "rollback", rollback)
+    finally:
+        holder.dispose()
+    assert cut == ["hit", "rollback"]
+    assert_envelope(response, 404, "Chat session not found")
+    database_back(database_proxy, client, ada)
 
 
 def test_a_writer_whose_connection_is_invalidated_rolls_back_and_lets_the_next_one_write(

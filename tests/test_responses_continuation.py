@@ -10,7 +10,7 @@ import threading
 from functools import partial
 
 import pytest
-from sqlalchemy import delete, func, select, text
+from sqlalchemy import delete, event, func, select, text
 
 from polygenix.extensions import db
 from polygenix.models import Message, StoredResponse
@@ -18,6 +18,7 @@ from tests import helpers
 from tests.helpers import (
     HELLO,
     SESSION,
+    bearer,
     fake_provider_app,
     in_thread,
     on_postgresql,
@@ -252,6 +253,43 @@ def test_a_continuation_whose_previous_response_was_deleted_meanwhile_continues_
     assert row.reply_id is not None
     assert sessions(client, ada) == [(int(first.headers[SESSION]), ["two", HELLO])]
     assert client.get(f"/v1/responses/{answer.json['id']}", headers=ada).data == answer.data
+
+
+@pytest.mark.parametrize("key", [False, True])
+def test_a_continuation_whose_account_went_before_the_chain_was_read_is_a_401(
+    app, client, ada, auth, key
+):
+    """The account deleted between the caller's lookup and the chain's read: the chain is none
+    of anyone's, but the answer is the 401 every later call with the token or key gets (in
+    OpenAI's shape), not a 400 previous_response_not_found; nothing is left."""
+    admin = auth.admin()
+    user_id = auth.user_id(ada)
+    if key:
+        ada = bearer(client.post("/api/keys", headers=ada, json={"name": "k"}).json["key"])
+    first = respond(client, ada, input="one").json["id"]
+    with app.app_context():
+        engine = db.engine
+    deleted: list[int] = []
+
+    def delete_first(_conn, _cursor, statement, *_args):
+        # The deletion commits on a connection of its own before the chain's query is sent.
+        if not deleted and "WITH RECURSIVE chain" in statement:
+            deleted.append(0)
+            gone = in_thread(
+                lambda: app.test_client().delete(f"/api/user/{user_id}", headers=admin)
+            )
+            deleted[0] = gone().status_code
+
+    event.listen(engine, "before_cursor_execute", delete_first)
+    try:
+        answer = respond(client, ada, input="two", previous_response_id=first)
+    finally:
+        event.remove(engine, "before_cursor_execute", delete_first)
+    assert deleted == [200]
+    assert answer.status_code == 401, answer.json
+    assert answer.json["error"]["message"] == "The account no longer exists"
+    assert set(answer.json["error"]) >= {"message", "type", "param", "code"}
+    assert row_counts(app) == (0, 0, 0, 0)
 
 
 def test_two_continuations_of_one_response_at_once_are_two_branches(app, client, ada, fake):

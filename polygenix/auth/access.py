@@ -33,8 +33,8 @@ current_user: User = LocalProxy(lambda: g.caller)  # type: ignore[assignment]
 # not the ORM object, so that no later query of the request finds a stale one in the session.
 OWN_LIMITS = (UserLimits.models, UserLimits.token_budget, UserLimits.cost_budget)
 _CALLER_LIMITS = "caller_limits"  # in `g`: (the caller's id, their OwnLimits or None)
-# In `g`: the view's first database work is a turn's preparation, whose reads go on in the
-# caller's lookup's autocommit (see `required`).
+# In `g`: whether the view's first database work is a turn's preparation, whose reads go on in
+# the caller's lookup's autocommit (see `required`); unset (no `required`): False.
 PREPARES = "prepares"
 
 
@@ -174,7 +174,7 @@ def required(
 
         @wraps(view)
         def guarded(*args, **kwargs):
-            g.prepares = prepares  # PREPARES
+            setattr(g, PREPARES, prepares)
             token = bearer_token()
             if prepares and token is not None:
                 # Its body read first: the lookup's connection is kept from then on, and a
