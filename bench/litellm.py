@@ -453,6 +453,9 @@ def main() -> None:
         if args.redis:
             kinds.append("PostgreSQL + Redis")
     levels = [int(n) for n in args.streams.split(",") if int(n)]
+    wanted = args.only.lower().split(",") if args.only else None
+    if wanted is not None:  # the others are not even started
+        kinds = [k for k in kinds if any(w in f"polygenix, {k}".lower() for w in wanted)]
     with ExitStack() as stack:
         upstream, _ = stack.enter_context(fake_model(gap=0.05))
         servers = [
@@ -468,11 +471,11 @@ def main() -> None:
             )
             for kind in kinds
         ]
-        folder = Path(stack.enter_context(tempfile.TemporaryDirectory()))
-        servers.append(stack.enter_context(litellm(folder, upstream, args.litellm_version)))
-        if args.only:
-            wanted = args.only.lower().split(",")
-            servers = [s for s in servers if any(w in s.name.lower() for w in wanted)]
+        if wanted is None or any(
+            w in f"litellm {args.litellm_version}" for w in wanted
+        ):  # else not even installed
+            folder = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+            servers.append(stack.enter_context(litellm(folder, upstream, args.litellm_version)))
         for server in servers:  # each answers the body, and warms up
             wrk(server.base, server.key, server.model_prefix + FAST, 4, 2)
         load = []

@@ -23,7 +23,9 @@ import psycopg
 from sqlalchemy import event
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import DisconnectionError, OperationalError
-from sqlalchemy.pool import Pool
+from sqlalchemy.pool import Pool, QueuePool
+
+from .pool import FairQueuePool
 
 # connect_args key of the deadline on a PostgreSQL connection's waits (taken out before psycopg
 # sees the arguments).
@@ -173,10 +175,13 @@ def _connection_closed(_dbapi_connection, record) -> None:
 
 
 def engine_options(config: Mapping[str, Any]) -> dict[str, Any]:
-    # The connection used last is handed out first: on a quiet server each request finds the
-    # one whose memory is still warm, rather than the one idle longest.
-    lifo = {"pool_use_lifo": True}
     url = make_url(config["SQLALCHEMY_DATABASE_URI"])
+    # The connection used last is handed out first: on a quiet server each request finds the
+    # one whose memory is still warm, rather than the one idle longest. Threads waiting for one
+    # get them in the order they came (polygenix/pool.py).
+    lifo: dict[str, Any] = {"pool_use_lifo": True}
+    if url.get_dialect().get_pool_class(url) is QueuePool:  # not SQLite in memory
+        lifo["poolclass"] = FairQueuePool
     if url.get_backend_name() == "sqlite":
         return lifo  # a file: no server to restart, so no connection goes stale
     connect, statement = config["DB_CONNECT_TIMEOUT"], config["DB_STATEMENT_TIMEOUT"]
