@@ -10,7 +10,7 @@ from datetime import date, timedelta
 import click
 from flask.cli import AppGroup
 from marshmallow import ValidationError
-from sqlalchemy import delete, select
+from sqlalchemy import select
 
 from . import clock
 from .catalog import catalogue
@@ -24,7 +24,7 @@ from .models import User
 from .provider_registry import missing_variable, registry
 from .providers import ProviderError
 from .user.schemas import ShowUserSchema, UserSchema, validate_password
-from .user.service import create_user, find_by_email
+from .user.service import create_user, delete_account, find_by_email
 
 
 @click.group(cls=AppGroup)
@@ -182,8 +182,7 @@ def delete_user(email: str, yes: bool) -> None:
     user = _user_or_fail(email)
     if not yes:
         click.confirm(f"Delete {user.email} and all their sessions?", abort=True)
-    db.session.execute(delete(User).where(User.id == user.id))
-    db.session.commit()
+    delete_account(user.id)
     click.echo(f"Deleted {user.email}")
 
 

@@ -1,8 +1,21 @@
 import json
 
 import pytest
+import sqlalchemy as sa
 
-from tests.helpers import PASSWORD, FakeClock, assert_envelope, bearer
+from polygenix.extensions import db
+from polygenix.models import ChatSession, Message, User
+from tests.helpers import (
+    PASSWORD,
+    TEST_DATABASE_URL,
+    FakeClock,
+    assert_envelope,
+    bearer,
+    in_thread,
+    wait_for,
+)
+
+ECHO = {"model": "echo", "content": "hello"}
 
 
 @pytest.fixture
@@ -257,3 +270,34 @@ def test_an_api_key_never_changes_a_password(client, auth):
     response = update(client, bearer(key), auth.user_id(headers), password="a brand new secret")
     assert_envelope(response, 403)
     auth.login("ada@example.com")  # the password is unchanged
+
+
+@pytest.mark.skipif(not TEST_DATABASE_URL, reason="PostgreSQL's deadlock detection")
+def test_an_account_deletion_ended_by_a_deadlock_is_sent_again(app, client, auth):
+    """A write of the user's that locks one of their messages, then their row (a row naming
+    them inserted: its foreign key's key share), while the deletion's cascade waits for that
+    message: PostgreSQL ends the deletion, which waited first. The server deletes again, behind
+    the write, and answers 200; nothing of the account is left."""
+    ada = auth.register()
+    ada_id = auth.user_id(ada)
+    assert client.post("/api/ai_chat/request", headers=ada, json=ECHO).status_code == 200
+    with app.app_context(), db.engine.connect() as write, db.engine.connect() as watch:
+        write.execute(sa.text("SET LOCAL lock_timeout = '10s'"))  # a wait fails, never hangs
+        owned = sa.select(ChatSession.id).where(ChatSession.user_id == ada_id)
+        write.execute(sa.update(Message).where(Message.session_id.in_(owned)).values(content="x"))
+        pid = write.execute(sa.text("SELECT pg_backend_pid()")).scalar()
+        deletion = in_thread(
+            lambda: app.test_client().delete(f"/api/user/{ada_id}", headers=ada).status_code
+        )
+        blocked = sa.text(
+            "SELECT count(*) FROM pg_stat_activity WHERE :p = ANY(pg_blocking_pids(pid))"
+        )
+        wait_for(lambda: watch.execute(blocked, {"p": pid}).scalar(), what="the deletion waiting")
+        # Waits until the deadlock ends the deletion (after its deadlock_timeout), then holds.
+        user = sa.select(User.id).where(User.id == ada_id)
+        write.execute(user.with_for_update(key_share=True))
+        write.commit()
+    assert deletion() == 200
+    with app.app_context():
+        assert db.session.get(User, ada_id) is None
+        assert db.session.scalar(sa.select(sa.func.count()).select_from(Message)) == 0

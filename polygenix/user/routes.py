@@ -1,5 +1,5 @@
 from flask.views import MethodView
-from sqlalchemy import delete, func, select
+from sqlalchemy import func, select
 
 from ..api import Blueprint, NoticeSchema, page_of
 from ..auth.access import current_user
@@ -7,7 +7,7 @@ from ..extensions import db
 from ..limits import per_ip_and_account
 from ..models import MAX_ID, User
 from .schemas import ShowUserSchema, UserSchema, UserUpdateSchema
-from .service import create_user, find_by_email, update_user, visible_or_404
+from .service import create_user, delete_account, find_by_email, update_user, visible_or_404
 
 blp = Blueprint(
     "user",
@@ -68,8 +68,7 @@ class UserById(MethodView):
         user = visible_or_404(db.session.get(User, user_id))
         # Sessions and messages go with it through ON DELETE CASCADE; its tokens stop working
         # because their user no longer exists.
-        db.session.execute(delete(User).where(User.id == user.id))
-        db.session.commit()
+        delete_account(user.id)
         return {"message": "User deleted successfully"}
 
 

@@ -1,8 +1,8 @@
 """Creating users and deciding who may see whom."""
 
 from flask_smorest import abort
-from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import delete, select
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from ..auth.access import current_user, fresh_login
 from ..errors import Conflict
@@ -22,6 +22,26 @@ def create_user(*, name: str, email: str, password: str, is_admin: bool = False)
         db.session.rollback()
         raise Conflict(f"Email {user.email} is already registered") from None
     return user
+
+
+# An account's deletion is one DELETE whose cascade reaches every table naming the user; a write
+# of theirs under way can lock those rows in another order, and PostgreSQL then ends one of
+# the two (deadlock detected). Rolled back, the deletion holds nothing: it is sent again.
+DELETE_ATTEMPTS = 3
+DEADLOCK_DETECTED = "40P01"  # SQLSTATE
+
+
+def delete_account(user_id: int) -> None:
+    """Delete the user with everything of theirs (ON DELETE CASCADE), committed."""
+    for attempt in range(1, DELETE_ATTEMPTS + 1):
+        try:
+            db.session.execute(delete(User).where(User.id == user_id))
+            db.session.commit()
+            return
+        except OperationalError as e:
+            db.session.rollback()
+            if getattr(e.orig, "sqlstate", None) != DEADLOCK_DETECTED or attempt == DELETE_ATTEMPTS:
+                raise
 
 
 def find_by_email(email: str) -> User | None:
