@@ -204,6 +204,27 @@ def counted_statements(app):
         event.remove(engine, "before_cursor_execute", record)
 
 
+@contextmanager
+def before_statement(app, fragment: str, action):
+    """`action()` once, just before `app` sends its first statement that contains `fragment`
+    (a race's other side, an outage, at a chosen point of a request); yields a list that holds
+    that statement once it is sent. Statements `action` sends itself are not matched."""
+    with app.app_context():
+        engine = db.engine
+    sent: list[str] = []
+
+    def statement(_conn, _cursor, sql, *_args):
+        if not sent and fragment in sql:
+            sent.append(sql)  # before acting: what the action sends does not fire it again
+            action()
+
+    event.listen(engine, "before_cursor_execute", statement)
+    try:
+        yield sent
+    finally:
+        event.remove(engine, "before_cursor_execute", statement)
+
+
 # A statement that writes: an INSERT, UPDATE or DELETE, or a WITH with one in it.
 WRITE = re.compile(r"^\s*(INSERT|UPDATE|DELETE|WITH\b.*\b(INSERT|UPDATE|DELETE)\b)", re.I | re.S)
 

@@ -9,7 +9,6 @@ need Redis. CI runs both.
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 
 import pytest
 from sqlalchemy import create_engine, event, make_url, text
@@ -27,6 +26,7 @@ from tests.helpers import (
     ask,
     assert_envelope,
     bearer,
+    before_statement,
     busy_password_slots,
     messages,
     read_events,
@@ -185,24 +185,10 @@ def test_a_database_failure_at_a_streams_end_is_an_error_event_and_swept_later(
     assert reply.content.startswith("one ") and reply.lease_until is None
 
 
-@contextmanager
 def cut_before(app, proxy, fragment: str):
     """The database's connections reset just before the app sends its first statement that
     contains `fragment`: an outage in the middle of a request, on the connection it holds."""
-    with app.app_context():
-        engine = db.engine
-    cut: list[str] = []
-
-    def statement(_conn, _cursor, sql, *_args):
-        if not cut and fragment in sql:
-            cut.append(sql)
-            proxy.set(RESET)
-
-    event.listen(engine, "before_cursor_execute", statement)
-    try:
-        yield cut
-    finally:
-        event.remove(engine, "before_cursor_execute", statement)
+    return before_statement(app, fragment, lambda: proxy.set(RESET))
 
 
 @needs_postgres

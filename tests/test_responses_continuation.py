@@ -10,7 +10,7 @@ import threading
 from functools import partial
 
 import pytest
-from sqlalchemy import delete, event, func, select, text
+from sqlalchemy import delete, func, select, text
 
 from polygenix.extensions import db
 from polygenix.models import Message, StoredResponse
@@ -19,6 +19,7 @@ from tests.helpers import (
     HELLO,
     SESSION,
     bearer,
+    before_statement,
     fake_provider_app,
     in_thread,
     on_postgresql,
@@ -255,6 +256,13 @@ def test_a_continuation_whose_previous_response_was_deleted_meanwhile_continues_
     assert client.get(f"/v1/responses/{answer.json['id']}", headers=ada).data == answer.data
 
 
+def delete_account(app, user_id: int, admin: dict, statuses: list[int]) -> None:
+    """The account deleted through the admin API, committed on a connection of its own (in a
+    thread) before this returns; the deletion's status in `statuses`."""
+    gone = in_thread(lambda: app.test_client().delete(f"/api/user/{user_id}", headers=admin))
+    statuses.append(gone().status_code)
+
+
 @pytest.mark.parametrize("key", [False, True])
 def test_a_continuation_whose_account_went_before_the_chain_was_read_is_a_401(
     app, client, ada, auth, key
@@ -267,25 +275,11 @@ def test_a_continuation_whose_account_went_before_the_chain_was_read_is_a_401(
     if key:
         ada = bearer(client.post("/api/keys", headers=ada, json={"name": "k"}).json["key"])
     first = respond(client, ada, input="one").json["id"]
-    with app.app_context():
-        engine = db.engine
     deleted: list[int] = []
-
-    def delete_first(_conn, _cursor, statement, *_args):
-        # The deletion commits on a connection of its own before the chain's query is sent.
-        if not deleted and "WITH RECURSIVE chain" in statement:
-            deleted.append(0)
-            gone = in_thread(
-                lambda: app.test_client().delete(f"/api/user/{user_id}", headers=admin)
-            )
-            deleted[0] = gone().status_code
-
-    event.listen(engine, "before_cursor_execute", delete_first)
-    try:
+    delete = partial(delete_account, app, user_id, admin, deleted)
+    with before_statement(app, "WITH RECURSIVE chain", delete) as sent:
         answer = respond(client, ada, input="two", previous_response_id=first)
-    finally:
-        event.remove(engine, "before_cursor_execute", delete_first)
-    assert deleted == [200]
+    assert sent and deleted == [200]
     assert answer.status_code == 401, answer.json
     assert answer.json["error"]["message"] == "The account no longer exists"
     assert set(answer.json["error"]) >= {"message", "type", "param", "code"}
