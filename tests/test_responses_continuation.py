@@ -4,7 +4,8 @@ is a part of the one statement that stores its turn in the chain's session
 session is; elsewhere it is written in that turn's transaction. On every database: the record
 answers GET and input_items and is continued in turn; a session deleted meanwhile leaves
 nothing half written; two continuations of one response are two branches; `store: false`
-writes none; another user's response is none of the caller's."""
+writes none; another user's response is none of the caller's; an account deleted before the
+chain or a referenced item is read is a 401."""
 
 import threading
 from functools import partial
@@ -279,6 +280,30 @@ def test_a_continuation_whose_account_went_before_the_chain_was_read_is_a_401(
     delete = partial(delete_account, app, user_id, admin, deleted)
     with before_statement(app, "WITH RECURSIVE chain", delete) as sent:
         answer = respond(client, ada, input="two", previous_response_id=first)
+    assert sent and deleted == [200]
+    assert answer.status_code == 401, answer.json
+    assert answer.json["error"]["message"] == "The account no longer exists"
+    assert set(answer.json["error"]) >= {"message", "type", "param", "code"}
+    assert row_counts(app) == (0, 0, 0, 0)
+
+
+@pytest.mark.parametrize("key", [False, True])
+def test_an_item_reference_whose_account_went_before_it_was_read_is_a_401(
+    app, client, ada, auth, key
+):
+    """The account deleted between the caller's lookup and the read of the response an
+    `item_reference` names: the item is none of anyone's, but the answer is the 401 every later
+    call with the token or key gets, not a 400 for an unknown item; nothing is left."""
+    admin = auth.admin()
+    user_id = auth.user_id(ada)
+    if key:
+        ada = bearer(client.post("/api/keys", headers=ada, json={"name": "k"}).json["key"])
+    [replied] = respond(client, ada, input="one").json["output"]
+    refer = [{"type": "item_reference", "id": replied["id"]}, {"role": "user", "content": "two"}]
+    deleted: list[int] = []
+    delete = partial(delete_account, app, user_id, admin, deleted)
+    with before_statement(app, "WHERE responses.public_id", delete) as sent:
+        answer = respond(client, ada, input=refer)
     assert sent and deleted == [200]
     assert answer.status_code == 401, answer.json
     assert answer.json["error"]["message"] == "The account no longer exists"

@@ -29,9 +29,11 @@ from sqlalchemy.types import TypeDecorator
 
 from .. import clock
 from ..attachments import store as attachments
+from ..auth.access import account_exists
 from ..chat import images as chat_images
 from ..chat.tool_loop import chars
 from ..chat.turn_state import NewRow
+from ..errors import AccountDeleted
 from ..extensions import db
 from ..models import ChatSession, Message, StoredResponse
 from ..providers import ChatMessage
@@ -55,7 +57,8 @@ def session_number(row: StoredResponse) -> int | None:
 
 def resolver(user_id: int):
     """What an `item_reference` names: the user's stored input or output item of that id
-    (its response found from the id), else None."""
+    (its response found from the id), else None; AccountDeleted if its response is not found
+    because the account was deleted since the caller was looked up."""
     seen: dict[str, StoredResponse | None] = {}
 
     def resolve(item: str) -> dict | None:
@@ -64,6 +67,8 @@ def resolver(user_id: int):
             return None
         if response not in seen:
             seen[response] = find(user_id, response)
+            if seen[response] is None and not account_exists(user_id):
+                raise AccountDeleted()  # its responses went with it
         row = seen[response]
         kept = [] if row is None else [*row.items, *row.body.get("output", [])]
         return next((dict(i) for i in kept if i.get("id") == item), None)
