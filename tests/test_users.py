@@ -289,9 +289,8 @@ def test_an_account_deletion_ended_by_a_deadlock_is_sent_again(app, client, auth
         deletion = in_thread(
             lambda: app.test_client().delete(f"/api/user/{ada_id}", headers=ada).status_code
         )
-        blocked = sa.text(
-            "SELECT count(*) FROM pg_stat_activity WHERE :p = ANY(pg_blocking_pids(pid))"
-        )
+        # pg_locks, not pg_stat_activity: a transaction sees the latter as it first read it.
+        blocked = sa.text("SELECT count(*) FROM pg_locks WHERE :p = ANY(pg_blocking_pids(pid))")
         wait_for(lambda: watch.execute(blocked, {"p": pid}).scalar(), what="the deletion waiting")
         # Waits until the deadlock ends the deletion (after its deadlock_timeout), then holds.
         user = sa.select(User.id).where(User.id == ada_id)
