@@ -179,11 +179,11 @@ def engine_options(config: Mapping[str, Any]) -> dict[str, Any]:
     # The connection used last is handed out first: on a quiet server each request finds the
     # one whose memory is still warm, rather than the one idle longest. Threads waiting for one
     # get them in the order they came (polygenix/pool.py).
-    lifo: dict[str, Any] = {"pool_use_lifo": True}
+    pool: dict[str, Any] = {"pool_use_lifo": True}
     if url.get_dialect().get_pool_class(url) is QueuePool:  # not SQLite in memory
-        lifo["poolclass"] = FairQueuePool
+        pool["poolclass"] = FairQueuePool
     if url.get_backend_name() == "sqlite":
-        return lifo  # a file: no server to restart, so no connection goes stale
+        return pool  # a file: no server to restart, so no connection goes stale
     connect, statement = config["DB_CONNECT_TIMEOUT"], config["DB_STATEMENT_TIMEOUT"]
     server_options = (
         f"-c statement_timeout={round(statement * 1000)} "
@@ -191,7 +191,7 @@ def engine_options(config: Mapping[str, Any]) -> dict[str, Any]:
     )
     if url.query.get("options"):  # the URL's own (a search_path, say) are kept
         server_options = f"{url.query['options']} {server_options}"
-    return lifo | {
+    return pool | {
         # A connection the server dropped (restart, idle timeout) is replaced, not used (see
         # `_checked`, which pings only connections that sat idle: pool_pre_ping pings each time);
         # with LIFO, connections left idle past the server's timeout are the ones it drops.

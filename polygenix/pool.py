@@ -54,13 +54,26 @@ class FairQueue(queue.Queue[ConnectionPoolEntry]):
                 return super().get(False)
             waiter = _Waiter()
             self.waiters.append(waiter)
-        waiter.handed.acquire(timeout=-1 if timeout is None else timeout)
+        try:
+            waiter.handed.acquire(timeout=-1 if timeout is None else timeout)
+        except BaseException:  # interrupted (or a timeout too long for a lock): out of line
+            with self.mutex:
+                if not self._left(waiter) and waiter.entry is not None:
+                    self.put(waiter.entry, False)  # handed one meanwhile: the next waiter's
+            raise
         with self.mutex:
-            if waiter in self.waiters:  # not handed one in time
-                self.waiters.remove(waiter)
-            if waiter.entry is None:
-                raise queue.Empty
-            return waiter.entry
+            self._left(waiter)  # still in line: not handed one in time
+        if waiter.entry is None:
+            raise queue.Empty
+        return waiter.entry
+
+    def _left(self, waiter: _Waiter) -> bool:
+        """`waiter` out of the line; False if it was not in it (handed one)."""
+        try:
+            self.waiters.remove(waiter)
+        except ValueError:
+            return False
+        return True
 
 
 class FairQueuePool(QueuePool):

@@ -10,7 +10,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from polygenix.database import engine_options
 from polygenix.extensions import db
-from polygenix.pool import FairQueuePool
+from polygenix.pool import FairQueue, FairQueuePool
 from tests.helpers import wait_for
 
 ONE = {"pool_size": 1, "max_overflow": 0}
@@ -110,6 +110,33 @@ def test_a_waiter_not_served_in_time_gives_up_and_leaves_the_line(one_connection
     assert engine.pool.checkedin() == 1
     waiter("next")
     assert outcomes[-1] == ("next", "served")
+
+
+def test_a_connection_handed_to_a_waiter_as_its_time_ran_out_is_its_own():
+    """The waiter's wait ended (its timeout), and before it could leave the line a connection
+    came back and was handed to it: it takes that connection, none is lost."""
+    line = FairQueue(maxsize=1)
+    got = []
+    waiting = threading.Thread(target=lambda: got.append(line.get(True, 0.1)))
+    waiting.start()
+    wait_for(lambda: line.waiters, what="the waiter in line")
+    with line.mutex:  # the waiter times out meanwhile, then waits for the mutex
+        time.sleep(0.3)
+        entry = object()
+        line.put(entry, False)  # handed to the waiter still in line
+    waiting.join(timeout=10)
+    assert got == [entry]
+    assert not line.waiters and line.empty()
+
+
+def test_a_waiter_whose_timeout_no_lock_takes_leaves_the_line():
+    line = FairQueue(maxsize=1)
+    with pytest.raises(OverflowError):
+        line.get(True, threading.TIMEOUT_MAX * 2)
+    assert not line.waiters
+    entry = object()
+    line.put(entry, False)  # among the idle, not handed to a waiter that is gone
+    assert line.get(False) is entry
 
 
 def test_a_thread_that_waited_past_the_pool_timeout_is_answered_503(app, make_app, auth):
