@@ -182,8 +182,9 @@ def delete_user(email: str, yes: bool) -> None:
     user = _user_or_fail(email)
     if not yes:
         click.confirm(f"Delete {user.email} and all their sessions?", abort=True)
-    delete_account(user.id)
-    click.echo(f"Deleted {user.email}")
+    user_id, email = user.id, user.email  # a retried deletion's rollback expires `user`
+    delete_account(user_id)
+    click.echo(f"Deleted {email}")
 
 
 @users.command("reset-password")

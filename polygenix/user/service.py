@@ -1,4 +1,4 @@
-"""Creating users and deciding who may see whom."""
+"""Creating and deleting users, and deciding who may see whom."""
 
 from flask_smorest import abort
 from sqlalchemy import delete, select
@@ -39,9 +39,9 @@ def delete_account(user_id: int) -> None:
             db.session.commit()
             return
         except OperationalError as e:
-            db.session.rollback()
             if getattr(e.orig, "sqlstate", None) != DEADLOCK_DETECTED or attempt == DELETE_ATTEMPTS:
                 raise
+            db.session.rollback()
 
 
 def find_by_email(email: str) -> User | None:
