@@ -7,6 +7,7 @@ import secrets
 import socket
 import threading
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -205,16 +206,18 @@ def counted_statements(app):
 
 
 @contextmanager
-def before_statement(app, fragment: str, action):
+def before_statement(app, fragment: str | Callable[[str], bool], action):
     """`action()` once, just before `app` sends its first statement that contains `fragment`
-    (a race's other side, an outage, at a chosen point of a request); yields a list that holds
-    that statement once it is sent. Statements `action` sends itself are not matched."""
+    (or for which `fragment(sql)` holds, given a function): a race's other side, an outage, at
+    a chosen point of a request. Yields a list that holds that statement once it is sent.
+    Statements `action` sends itself are not matched."""
     with app.app_context():
         engine = db.engine
     sent: list[str] = []
+    matches = fragment if callable(fragment) else lambda sql: fragment in sql
 
     def statement(_conn, _cursor, sql, *_args):
-        if not sent and fragment in sql:
+        if not sent and matches(sql):
             sent.append(sql)  # before acting: what the action sends does not fire it again
             action()
 

@@ -23,6 +23,7 @@ from tests.helpers import (
     ask,
     assert_envelope,
     bearer,
+    before_statement,
     sessions,
     stream,
     warm_up,
@@ -75,23 +76,11 @@ def sent(app):
         event.remove(engine.pool, "checkout", checkout)
 
 
-@contextmanager
 def before_reading(app, table: str, action):
     """`action()` once, just before the first statement that reads `table` is sent."""
-    with app.app_context():
-        engine = db.engine
-    done = []
-
-    def statement(_conn, _cursor, sql, *_args):
-        if not done and sql.lstrip().startswith("SELECT") and f"FROM {table}" in sql:
-            done.append(True)
-            action()
-
-    event.listen(engine, "before_cursor_execute", statement)
-    try:
-        yield done
-    finally:
-        event.remove(engine, "before_cursor_execute", statement)
+    return before_statement(
+        app, lambda sql: sql.lstrip().startswith("SELECT") and f"FROM {table}" in sql, action
+    )
 
 
 def user_id(app, email="ada@example.com") -> int:
