@@ -336,7 +336,7 @@ def _settle(response: Response) -> Response:
             db.session.commit()
         except Exception as e:  # the database that failed the request may fail this too
             log.warning("A request's rate-limit hit was not counted: %s", type(e).__name__)
-            with contextlib.suppress(Exception):  # gone meanwhile: the teardown discards it
+            with contextlib.suppress(SQLAlchemyError):  # gone meanwhile: the teardown discards it
                 db.session.rollback()
     return _give_back_if_failed(response)
 
