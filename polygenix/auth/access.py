@@ -129,12 +129,18 @@ def account_exists(user_id: int) -> bool:
     return db.session.scalar(select(User.id).where(User.id == user_id)) is not None
 
 
-def missing(user_id: int, message: str) -> NoReturn:
-    """The answer of a request that found something of the caller's gone: a 404 `message`, or,
-    if their account was deleted meanwhile (and everything of theirs with it), AccountDeleted:
-    the 401 every later request with their token or key gets."""
+def unless_deleted(user_id: int) -> None:
+    """AccountDeleted (the 401 every later request with their token or key gets) if the
+    caller's account was deleted since they were looked up, and everything of theirs with it:
+    for a request that found something of theirs gone."""
     if not account_exists(user_id):
         raise AccountDeleted()
+
+
+def missing(user_id: int, message: str) -> NoReturn:
+    """The answer of a request that found something of the caller's gone: a 404 `message`, or
+    AccountDeleted if it went with their account (`unless_deleted`)."""
+    unless_deleted(user_id)
     abort(404, message=message)
 
 

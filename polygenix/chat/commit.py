@@ -15,15 +15,16 @@ from collections.abc import Callable
 from datetime import datetime
 
 from flask_smorest import abort
-from sqlalchemy import select, update
+from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.exc import StaleDataError
 
 from .. import clock
+from ..auth.access import account_exists
 from ..errors import AccountDeleted, Conflict, SessionDeleted
 from ..extensions import db
 from ..governance import charging, ledger
-from ..models import ChatSession, Message, User
+from ..models import ChatSession, Message
 from . import attempts, first_turn, next_turn, tool_loop, transcript
 from . import session_rows as rows
 from .history import catch_up, find_session, new_number
@@ -107,7 +108,7 @@ def commit_question(
 
     def retry() -> bool:
         nonlocal session
-        if existing or not _user_exists(turn.user_id):  # deleted since `prepare`
+        if existing or not account_exists(turn.user_id):  # deleted since `prepare`
             return False
         if turn.number is None:  # the counter was behind the user's numbers
             catch_up(turn.user_id)
@@ -345,12 +346,8 @@ def commit_stream_end(turn: Turn, usage: ledger.Entry | None, messages, added=No
     _transaction(turn, None, lambda: rows.touch(turn, added) and messages())
 
 
-def _user_exists(user_id: int) -> bool:
-    return db.session.scalar(select(User.id).where(User.id == user_id)) is not None
-
-
 def deleted(user_id: int) -> SessionDeleted:
     """What a turn whose rows are gone raises: AccountDeleted (a 401, what every later request
     with the token gets) if the account went, else SessionDeleted (a 404). One query, on this
     failure path only: the store cannot tell which deletion it lost to."""
-    return SessionDeleted() if _user_exists(user_id) else AccountDeleted()
+    return SessionDeleted() if account_exists(user_id) else AccountDeleted()

@@ -15,11 +15,11 @@ import json
 
 from flask import Blueprint, Response, request, stream_with_context
 
-from ..auth.access import account_exists, current_user, required
+from ..auth.access import current_user, required, unless_deleted
 from ..chat import streaming
 from ..chat import turn as turns
 from ..chat.turn import CLIENT_CLOSED
-from ..errors import AccountDeleted, error_response, provider_error_response
+from ..errors import error_response, provider_error_response
 from ..governance.policy import unknown_model
 from ..limits import per_user
 from ..providers import ProviderError, UnknownModelError
@@ -73,8 +73,7 @@ def create():
     try:
         pending = service.prepare(current_user, asked, number, key, retrying)
     except service.PreviousNotFound:
-        if not account_exists(current_user.id):  # deleted since the caller was looked up
-            raise AccountDeleted() from None
+        unless_deleted(current_user.id)
         return _previous_not_found(asked.previous_id)
     except service.Repeated as e:
         return _repeated(e, asked.stream)

@@ -48,9 +48,9 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import IntegrityError
 
 from .. import clock, database
-from ..errors import AccountDeleted
+from ..auth.access import unless_deleted
 from ..extensions import db
-from ..models import StoredResponse, User
+from ..models import StoredResponse
 
 log = logging.getLogger(__name__)
 R = StoredResponse
@@ -207,8 +207,7 @@ def _lost(user_id: int, key: str, retrying: bool) -> tuple[Found, StoredResponse
     """A claim that lost a race: to the account's deletion (AccountDeleted: the 401 of a
     call whose store finds it gone), or to a copy of the call sent at the same time."""
     database.alone(db.session())
-    if db.session.scalar(select(User.id).where(User.id == user_id)) is None:
-        raise AccountDeleted()
+    unless_deleted(user_id)
     if not retrying:
         return Found.OTHER, None
     row = db.session.scalar(_BY_KEY, {"key": key, "user_id": user_id})

@@ -29,11 +29,10 @@ from sqlalchemy.types import TypeDecorator
 
 from .. import clock
 from ..attachments import store as attachments
-from ..auth.access import account_exists
+from ..auth.access import unless_deleted
 from ..chat import images as chat_images
 from ..chat.tool_loop import chars
 from ..chat.turn_state import NewRow
-from ..errors import AccountDeleted
 from ..extensions import db
 from ..models import ChatSession, Message, StoredResponse
 from ..providers import ChatMessage
@@ -67,8 +66,8 @@ def resolver(user_id: int):
             return None
         if response not in seen:
             seen[response] = find(user_id, response)
-            if seen[response] is None and not account_exists(user_id):
-                raise AccountDeleted()  # its responses went with it
+            if seen[response] is None:
+                unless_deleted(user_id)  # its responses went with it
         row = seen[response]
         kept = [] if row is None else [*row.items, *row.body.get("output", [])]
         return next((dict(i) for i in kept if i.get("id") == item), None)
